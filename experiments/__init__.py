@@ -1,0 +1,1 @@
+"""purenet experiments: each module reproduces one claim of the source notes."""

@@ -1,0 +1,87 @@
+"""Activation functions and their derivatives, written by hand.
+
+An :class:`Activation` is a pair of elementwise pure functions:
+
+* ``f(x) -> y``
+* ``df(x, y) -> dy/dx``, given both the input and the output, so that the
+  derivative reuses what the forward pass computed: ``sigmoid' = y (1 - y)``,
+  ``tanh' = 1 - y**2`` (Rumelhart, Hinton & Williams 1986, eq. 4 for the
+  sigmoid; Saito, *Deep Learning from Scratch*, ch. 5.5).
+
+Softmax is not elementwise; it is provided as :func:`softmax` and
+:func:`log_softmax` for the losses, where its backward is fused with the
+cross-entropy (see ``purenet.losses``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+from purenet import _checks
+
+
+class Activation(NamedTuple):
+    """An elementwise nonlinearity ``f`` with its derivative ``df(x, y)``."""
+
+    f: Callable
+    df: Callable
+
+
+def _identity_df(x, y):
+    return jnp.ones_like(x)
+
+
+identity = Activation(f=lambda x: x, df=_identity_df)
+
+
+def _sigmoid(x):
+    # 1 / (1 + exp(-x)) overflows exp for large negative x; both branches below
+    # only ever exponentiate a non-positive number, so nothing overflows and
+    # jax.grad (used as a referee in tests) sees no inf * 0.
+    e = jnp.exp(-jnp.abs(x))
+    return jnp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(jnp.result_type(x))
+
+
+sigmoid = Activation(f=_sigmoid, df=lambda x, y: y * (1.0 - y))
+
+tanh = Activation(f=jnp.tanh, df=lambda x, y: 1.0 - y * y)
+
+# ReLU'(0) is taken as 0, the convention of jax.nn.relu and of torch.
+relu = Activation(
+    f=lambda x: jnp.maximum(x, 0.0).astype(jnp.result_type(x)),
+    df=lambda x, y: (x > 0).astype(jnp.result_type(x)),
+)
+
+
+def leaky_relu_activation(slope: float = 0.01) -> Activation:
+    """``f(x) = x`` for ``x > 0`` and ``slope * x`` otherwise (Maas et al., 2013)."""
+    slope = _checks.number_in("slope", slope, 0.0, 1.0)
+
+    def f(x):
+        return jnp.where(x > 0, x, slope * x)
+
+    def df(x, y):
+        return jnp.where(x > 0, 1.0, slope).astype(jnp.result_type(x))
+
+    return Activation(f=f, df=df)
+
+
+def softmax(z, axis: int = -1):
+    """Numerically stable softmax: ``exp(z - max z) / sum exp(z - max z)``.
+
+    Subtracting the row maximum leaves the result unchanged (softmax is
+    invariant to adding a constant to every logit) and keeps ``exp`` from
+    overflowing, so logits of +-1e4 are fine in float32.
+    """
+    shifted = z - jnp.max(z, axis=axis, keepdims=True)
+    e = jnp.exp(shifted)
+    return e / jnp.sum(e, axis=axis, keepdims=True)
+
+
+def log_softmax(z, axis: int = -1):
+    """Numerically stable ``log(softmax(z))``: ``(z - max z) - log sum exp(z - max z)``."""
+    shifted = z - jnp.max(z, axis=axis, keepdims=True)
+    return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))

@@ -1,0 +1,331 @@
+"""Gradient checking: hand-written gradients against finite differences and ``jax.grad``.
+
+This is the only module of the library that uses autodiff, and only as a
+referee. Three checks, by size of network:
+
+* :func:`numerical_gradient`: central differences over *every* coordinate,
+  ``(J(theta + eps e_i) - J(theta - eps e_i)) / (2 eps)`` (Ng's course,
+  "Gradient checking"), 2P cost evaluations for P parameters. Coordinates are
+  processed in chunks by ``lax.map(..., batch_size=chunk_size)`` under ``jit``:
+  no Python loop over coordinates, memory bounded by the chunk. Use it for
+  networks up to a few thousand parameters, or larger ones in float64 when
+  minutes are affordable.
+* :func:`directional_check`: for random unit directions ``v``, compares
+  ``<grad, v>`` with ``(J(theta + eps v) - J(theta - eps v)) / (2 eps)``: two
+  cost evaluations per direction, whatever P. Use it for large networks.
+* :func:`check_layer`: one layer's backward against ``jax.vjp`` and finite
+  differences, with a random upstream gradient ``dy`` (cs231n's
+  ``eval_numerical_gradient_array``).
+
+:func:`check_gradients` runs the whole comparison for a model and a loss and
+returns a :class:`GradientReport` with the worst error per parameter leaf.
+
+**What error to expect.** Compare in float64: there, hand-written and
+``jax.grad`` gradients agree to rounding (``rel_error`` < 1e-9) and central
+differences agree to ``O(eps**2)`` truncation plus ``O(u / eps)`` rounding
+(course norm ratio < 1e-8 for smooth networks; kinks of ReLU can spoil single
+coordinates if ``theta +- eps`` crosses one). In float32, finite differences
+are too coarse for a full check: rounding ``u / eps`` with ``u ~ 6e-8`` limits
+the norm ratio to about 1e-3 .. 1e-2 (the float32 tolerance below), so a
+float32 check can catch a wrong formula but not a subtle one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purenet import _checks
+from purenet.backprop import backprop, objective
+from purenet.params import ravel
+
+# Tolerances by dtype: elementwise rel_error against jax.grad, and the course's
+# norm ratio against central differences.
+#
+# Reports compute rel_error with a floor of REPORT_FLOOR instead of cs231n's
+# 1e-8: a gradient that is exactly zero in exact arithmetic (the bias of a
+# layer feeding batch norm, say) comes out as +-1e-16 of rounding noise from
+# both sides, which a 1e-8 floor would call a relative error of 1e-8.
+REPORT_FLOOR = 1e-6
+TOLERANCES = {
+    jnp.dtype("float64"): {"autodiff": 1e-9, "numerical": 1e-8},
+    jnp.dtype("float32"): {"autodiff": 1e-4, "numerical": 2e-2},
+}
+
+
+def default_eps(dtype) -> float:
+    """Step of central differences: the cube root of the machine epsilon, which
+    balances truncation (``eps**2``) against rounding (``u / eps``): about 6e-6
+    in float64 and 5e-3 in float32 (Nocedal & Wright, *Numerical Optimization*,
+    sec. 8.1). Ng's course uses 1e-4."""
+    return float(np.cbrt(np.finfo(jnp.dtype(dtype)).eps))
+
+
+# ------------------------------------------------------------------ error metrics
+
+
+def rel_error(a, b, tiny: float = 1e-8) -> float:
+    """cs231n's relative error, ``max |a - b| / max(tiny, |a| + |b|)``, elementwise
+    then the maximum over all entries of all leaves of two pytrees."""
+    worst = 0.0
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        if x.size:
+            worst = max(
+                worst, float(np.max(np.abs(x - y) / np.maximum(tiny, np.abs(x) + np.abs(y))))
+            )
+    return worst
+
+
+def norm_ratio(a, b) -> float:
+    """The course's check, ``||a - b|| / ||a + b||`` over all entries of two
+    pytrees (0 when both are zero)."""
+    x, y = np.asarray(ravel(a)[0], np.float64), np.asarray(ravel(b)[0], np.float64)
+    den = np.linalg.norm(x + y)
+    num = np.linalg.norm(x - y)
+    return 0.0 if num == 0.0 else float(num / den) if den > 0 else float("inf")
+
+
+# ------------------------------------------------------------- finite differences
+
+
+def _split_static(kwargs):
+    """Keyword arguments that are arrays (traced under jit) and the rest (flags
+    such as ``train=True``, closed over as static Python values)."""
+    arrays = {k: v for k, v in kwargs.items() if isinstance(v, jax.Array | np.ndarray)}
+    static = {k: v for k, v in kwargs.items() if k not in arrays}
+    return arrays, static
+
+
+def numerical_gradient(f, params, *args, eps: float | None = None, chunk_size: int = 16, **kwargs):
+    """Central-difference gradient of a scalar function over every coordinate.
+
+    Args:
+      f: ``f(params, *args, **kwargs) -> scalar``.
+      params: the pytree to differentiate with respect to.
+      eps: the step; default :func:`default_eps` of the params' dtype.
+      chunk_size: coordinates evaluated together (vmapped) inside a
+        sequential ``lax.map``; memory grows with it, and so does the batching
+        of matmuls over different weights, which is slower than plain matmuls
+        for large layers.
+
+    Returns:
+      A pytree like ``params`` holding ``dF/dparams``.
+    """
+    chunk_size = _checks.positive_int("chunk_size", chunk_size)
+    theta, unravel = ravel(params)
+    eps = default_eps(theta.dtype) if eps is None else _checks.positive("eps", eps)
+
+    arrays, static = _split_static(kwargs)
+
+    @jax.jit
+    def all_partials(theta, args, arrays):
+        def f_flat(th):
+            return f(unravel(th), *args, **arrays, **static)
+
+        def partial(i):
+            step = jnp.zeros_like(theta).at[i].set(eps)
+            return (f_flat(theta + step) - f_flat(theta - step)) / (2 * eps)
+
+        return jax.lax.map(partial, jnp.arange(theta.size), batch_size=chunk_size)
+
+    return unravel(all_partials(theta, args, arrays).astype(theta.dtype))
+
+
+def directional_check(
+    f, grads, params, *args, key, num_directions: int = 8, eps: float | None = None, **kwargs
+):
+    """Compare a gradient with central differences along random directions.
+
+    Args:
+      f: ``f(params, *args, **kwargs) -> scalar``.
+      grads: the gradient to check (same structure as ``params``).
+      params: the point.
+      key: a ``jax.random`` key for the directions (unit vectors, uniform on the
+        sphere).
+      num_directions: number of directions.
+      eps: the step along each direction (default :func:`default_eps`).
+
+    Returns:
+      ``(analytic, numeric)``: two float arrays of length ``num_directions``,
+      ``<grads, v>`` and the finite-difference slope along each ``v``; pass
+      them to :func:`rel_error`.
+    """
+    num_directions = _checks.positive_int("num_directions", num_directions)
+    theta, unravel = ravel(params)
+    g = ravel(grads)[0]
+    eps = default_eps(theta.dtype) if eps is None else _checks.positive("eps", eps)
+    v = jax.random.normal(key, (num_directions, theta.size), theta.dtype)
+    v = v / jnp.linalg.norm(v, axis=1, keepdims=True)
+
+    arrays, static = _split_static(kwargs)
+
+    @jax.jit
+    def slopes(theta, v, args, arrays):
+        def slope(direction):
+            plus = f(unravel(theta + eps * direction), *args, **arrays, **static)
+            minus = f(unravel(theta - eps * direction), *args, **arrays, **static)
+            return (plus - minus) / (2 * eps)
+
+        return jax.lax.map(slope, v)
+
+    return v @ g, slopes(theta, v, args, arrays)
+
+
+# --------------------------------------------------------------------- reports
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafError:
+    """Worst errors for one parameter leaf."""
+
+    path: str
+    shape: tuple
+    vs_autodiff: float
+    vs_numerical: float
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientReport:
+    """Result of :func:`check_gradients` (or :func:`check_layer`).
+
+    Attributes:
+      leaves: worst ``rel_error`` per leaf against ``jax.grad`` and against
+        finite differences.
+      autodiff_rel_error: worst ``rel_error`` against ``jax.grad``, all leaves.
+      numerical_norm_ratio: the course's ``||a - b|| / ||a + b||`` against
+        finite differences.
+      dtype: the dtype of the check.
+      tolerance: ``{"autodiff": ..., "numerical": ...}`` used for ``passed``.
+    """
+
+    leaves: tuple
+    autodiff_rel_error: float
+    numerical_rel_error: float
+    numerical_norm_ratio: float
+    dtype: str
+    tolerance: dict
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.autodiff_rel_error <= self.tolerance["autodiff"]
+            and self.numerical_norm_ratio <= self.tolerance["numerical"]
+        )
+
+    def __str__(self) -> str:
+        width = max([len("leaf")] + [len(leaf.path) for leaf in self.leaves])
+        lines = [
+            f"gradient check ({self.dtype}): {'PASSED' if self.passed else 'FAILED'}",
+            f"  {'leaf':<{width}}  {'shape':<12} {'vs jax.grad':>12} {'vs finite diff':>15}",
+        ]
+        for leaf in self.leaves:
+            lines.append(
+                f"  {leaf.path:<{width}}  {str(leaf.shape):<12} "
+                f"{leaf.vs_autodiff:>12.2e} {leaf.vs_numerical:>15.2e}"
+            )
+        lines.append(
+            f"  worst rel_error vs jax.grad {self.autodiff_rel_error:.2e} "
+            f"(tolerance {self.tolerance['autodiff']:.0e}); "
+            f"norm ratio vs finite differences {self.numerical_norm_ratio:.2e} "
+            f"(tolerance {self.tolerance['numerical']:.0e})"
+        )
+        return "\n".join(lines)
+
+
+def _report(manual, autodiff, numeric, tolerance=None) -> GradientReport:
+    paths_leaves = jax.tree_util.tree_flatten_with_path(manual)[0]
+    auto_leaves = jax.tree.leaves(autodiff)
+    num_leaves = jax.tree.leaves(numeric)
+    rows = tuple(
+        LeafError(
+            path=jax.tree_util.keystr(path) or "<root>",
+            shape=tuple(np.shape(leaf)),
+            vs_autodiff=rel_error(leaf, a, REPORT_FLOOR),
+            vs_numerical=rel_error(leaf, n, REPORT_FLOOR),
+        )
+        for (path, leaf), a, n in zip(paths_leaves, auto_leaves, num_leaves, strict=True)
+    )
+    dtype = jnp.result_type(*jax.tree.leaves(manual))
+    if tolerance is None:
+        tolerance = TOLERANCES.get(jnp.dtype(dtype), TOLERANCES[jnp.dtype("float32")])
+    return GradientReport(
+        leaves=rows,
+        autodiff_rel_error=rel_error(manual, autodiff, REPORT_FLOOR),
+        numerical_rel_error=rel_error(manual, numeric, REPORT_FLOOR),
+        numerical_norm_ratio=norm_ratio(manual, numeric),
+        dtype=str(dtype),
+        tolerance=dict(tolerance),
+    )
+
+
+def check_gradients(
+    model,
+    loss,
+    params,
+    x,
+    t,
+    *,
+    eps=None,
+    tolerance=None,
+    chunk_size=16,
+    l2=0.0,
+    l1=0.0,
+    penalize=("W",),
+    **ctx,
+) -> GradientReport:
+    """Hand-written backprop against ``jax.grad`` and central differences.
+
+    Args:
+      model, loss: the network and its loss.
+      params, x, t: the point and the data.
+      eps: finite-difference step (default :func:`default_eps`).
+      tolerance: ``{"autodiff": ..., "numerical": ...}``; default by dtype
+        from :data:`TOLERANCES`.
+      chunk_size: see :func:`numerical_gradient`.
+      l2, l1, penalize: weight penalties, as in ``purenet.backprop``.
+      **ctx: forward context, e.g. ``train=True, key=key`` (a fixed dropout
+        key makes the cost deterministic, hence checkable).
+
+    Returns:
+      A :class:`GradientReport`; ``print(report)`` shows a table and
+      ``report.passed`` the verdict.
+    """
+    penalties = {"l2": l2, "l1": l1, "penalize": penalize}
+    J = objective(model, loss, **penalties)
+    manual = backprop(model, loss, **penalties)(params, x, t, **ctx)[1]
+    autodiff = jax.grad(J)(params, x, t, **ctx)
+    numeric = numerical_gradient(J, params, x, t, eps=eps, chunk_size=chunk_size, **ctx)
+    return _report(manual, autodiff, numeric, tolerance)
+
+
+def check_layer(layer, params, x, *, dy_key, eps=None, tolerance=None, **ctx) -> GradientReport:
+    """One layer's backward against ``jax.vjp`` and finite differences.
+
+    A random upstream gradient ``dy`` (normal, drawn with ``dy_key``) is pushed
+    through ``layer.backward``; the references are the vector-Jacobian product
+    of ``layer.forward`` and the numerical gradient of ``sum(forward * dy)``,
+    with respect to both the params and the input ``x`` (reported as the leaf
+    ``dx``). ``**ctx`` goes to the forward, e.g. ``train=True, key=k`` for
+    dropout (a fixed key fixes the mask).
+    """
+    y, cache = layer.forward(params, x, **ctx)
+    dy = jax.random.normal(dy_key, y.shape, y.dtype)
+    dparams, dx = layer.backward(params, cache, dy)
+
+    def out(p, inp):
+        return layer.forward(p, inp, **ctx)[0]
+
+    _, vjp = jax.vjp(out, params, x)
+    auto_params, auto_x = vjp(dy)
+
+    def probe(both):
+        return jnp.sum(out(both["params"], both["dx"]) * dy)
+
+    numeric = numerical_gradient(probe, {"params": params, "dx": x}, eps=eps)
+    manual = {"params": dparams, "dx": dx}
+    autodiff = {"params": auto_params, "dx": auto_x}
+    return _report(manual, autodiff, numeric, tolerance)

@@ -1,0 +1,605 @@
+"""Optimizers as pairs of pure functions.
+
+Every optimizer is made by a constructor that takes its hyperparameters and
+returns an :class:`Optimizer`, a named tuple of two pure functions::
+
+    state = opt.init(params)
+    params, state = opt.step(params, grads, state)
+
+``params`` and ``grads`` are the same pytree of float arrays: nested dicts,
+tuples and lists, or a single flat vector ``theta`` (the trajectory is the
+same either way, entry by entry). ``state`` is a small named tuple whose first
+field ``count`` (an int32 scalar) is the number of steps taken; the other
+fields are pytrees shaped like ``params``. Nothing is mutated: ``step``
+returns new parameters and a new state, so both functions work under
+``jit``, ``vmap`` (say, many seeds at once) and inside ``lax.scan``::
+
+    import jax
+    from purenet import optim
+
+    opt = optim.adam(1e-3)
+    state = opt.init(params)
+
+    @jax.jit
+    def train_step(params, state, x, t):
+        grads = jax.grad(loss)(params, x, t)
+        grads = optim.clip_by_global_norm(grads, 1.0)     # optional
+        return opt.step(params, grads, state)
+
+Learning rates. ``learning_rate`` is a number or a schedule, a pure function
+of the step count (see :mod:`purenet.schedules`, re-exported here). The step
+that takes ``state.count == k`` uses ``learning_rate(k)``: the first step uses
+``schedule(0)``. Adam's bias corrections use ``t = k + 1``, the 1-based step
+number of the paper.
+
+Dtypes. Each parameter keeps its dtype: the learning rate and step number are
+cast to it, hyperparameters are Python floats (weakly typed in JAX, so they do
+not promote float32 to float64), and the new parameters and state are cast
+back to the dtypes they came in with. float16 and bfloat16 are refused.
+
+How it is built. Each optimizer writes its update rule once, for one array:
+``init(x) -> slots`` and ``update(x, g, slots, lr, t) -> (x, slots)``, with
+``slots`` a tuple of arrays shaped like ``x``. One helper, :func:`_lift`,
+turns such a rule into an :class:`Optimizer` on pytrees (as the ``optimizer``
+decorator of ``jax.example_libraries.optimizers`` does). Hyperparameters are
+checked by the constructor, so a nonsense value (a negative learning rate, a
+``mass`` of 1, ``eps = 0``) raises a ``ValueError`` naming the argument
+before anything runs.
+
+Defaults follow ``torch.optim`` unless a docstring says otherwise; every
+place where established libraries disagree (epsilon inside or outside the
+square root, AdaGrad's initial accumulator, the two forms of Nesterov
+momentum, Adam's bias correction, L2 versus decoupled weight decay) is marked
+with a warning in the optimizer's docstring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from purenet._checks import fail, float_array, nonnegative, number_in, positive
+from purenet.schedules import (
+    Schedule,
+    clip_by_global_norm,
+    clip_by_value,
+    constant,
+    cosine_decay,
+    exponential_decay,
+    global_norm,
+    inverse_time_decay,
+    linear_warmup,
+    piecewise_constant,
+    step_decay,
+)
+
+__all__ = [
+    "Optimizer",
+    "SgdState",
+    "MomentumState",
+    "AdagradState",
+    "RmspropState",
+    "AdamState",
+    "sgd",
+    "momentum",
+    "nesterov",
+    "adagrad",
+    "rmsprop",
+    "adam",
+    "adamw",
+    # re-exported from purenet.schedules
+    "Schedule",
+    "constant",
+    "step_decay",
+    "piecewise_constant",
+    "exponential_decay",
+    "inverse_time_decay",
+    "cosine_decay",
+    "linear_warmup",
+    "global_norm",
+    "clip_by_value",
+    "clip_by_global_norm",
+]
+
+Array = Any
+Params = Any  # a pytree of float arrays
+State = Any  # one of the *State named tuples below
+
+
+class Optimizer(NamedTuple):
+    """Two pure functions: ``init(params) -> state``, ``step(params, grads, state)``.
+
+    ``step`` returns the pair ``(new_params, new_state)``.
+    """
+
+    init: Callable[[Params], State]
+    step: Callable[[Params, Params, State], tuple[Params, State]]
+
+
+class SgdState(NamedTuple):
+    count: Array  # int32 scalar: steps taken so far
+
+
+class MomentumState(NamedTuple):
+    count: Array
+    velocity: Params  # the last update dw(t-1), shaped like params
+
+
+class AdagradState(NamedTuple):
+    count: Array
+    sum_of_squares: Params  # G(t) = sum of g(s)^2 for s <= t
+
+
+class RmspropState(NamedTuple):
+    count: Array
+    mean_square: Params  # exponential moving average of g^2
+
+
+class AdamState(NamedTuple):
+    count: Array
+    mu: Params  # first-moment estimate m(t), biased towards 0
+    nu: Params  # second raw-moment estimate v(t), biased towards 0
+
+
+# --- the one place where per-array rules meet pytrees ---------------------------
+
+
+def _as_schedule(learning_rate) -> Schedule:
+    if callable(learning_rate):
+        return learning_rate
+    nonnegative("learning_rate", learning_rate)
+    return constant(learning_rate)
+
+
+def _lift(state_type, schedule: Schedule, init_slots, update) -> Optimizer:
+    """Turn an update rule written for one array into an optimizer on pytrees.
+
+    Args:
+      state_type: the state's named tuple; its fields after ``count`` name the
+        slots, in the order ``init_slots`` returns them.
+      schedule: the learning rate as a function of the step count.
+      init_slots: ``x -> tuple of arrays`` (the per-array state at step 0).
+      update: ``(x, g, slots, lr, t) -> (new_x, new_slots)`` where ``lr`` is
+        this step's learning rate and ``t`` its 1-based number, both scalars
+        in ``x``'s dtype.
+
+    Returns:
+      An :class:`Optimizer` whose state is ``state_type(count, *slot_trees)``.
+    """
+    n_slots = len(state_type._fields) - 1
+
+    def init(params):
+        leaves, treedef = jax.tree.flatten(params)
+        for leaf in leaves:
+            float_array("params", leaf)
+        per_leaf = [init_slots(leaf) for leaf in leaves]
+        slot_trees = [treedef.unflatten([s[k] for s in per_leaf]) for k in range(n_slots)]
+        return state_type(jnp.zeros((), jnp.int32), *slot_trees)
+
+    def step(params, grads, state):
+        leaves, treedef = jax.tree.flatten(params)
+        if jax.tree.structure(grads) != treedef:
+            fail(
+                "grads",
+                f"a pytree with the structure of params, {treedef}",
+                jax.tree.structure(grads),
+            )
+        grad_leaves = jax.tree.leaves(grads)
+        per_slot = [treedef.flatten_up_to(tree) for tree in state[1:]]  # [slot][leaf]
+        lr = jnp.asarray(schedule(state.count))
+        t = state.count + 1
+
+        new_leaves, new_slots = [], []
+        for i, (x, g) in enumerate(zip(leaves, grad_leaves, strict=True)):
+            if jnp.shape(g) != jnp.shape(x):
+                fail("grads", f"an array of shape {jnp.shape(x)} like params", jnp.shape(g))
+            slots = tuple(slot_leaves[i] for slot_leaves in per_slot)
+            new_x, new_s = update(x, g, slots, lr.astype(x.dtype), t.astype(x.dtype))
+            # Cast back so that a float64 gradient (or schedule) cannot promote
+            # float32 parameters: the state must keep its type across a scan.
+            new_leaves.append(new_x.astype(x.dtype))
+            new_slots.append(tuple(a.astype(b.dtype) for a, b in zip(new_s, slots, strict=True)))
+
+        slot_trees = [treedef.unflatten([s[k] for s in new_slots]) for k in range(n_slots)]
+        return treedef.unflatten(new_leaves), state_type(t, *slot_trees)
+
+    return Optimizer(init, step)
+
+
+def _zeros(k: int):
+    return lambda x: tuple(jnp.zeros_like(x) for _ in range(k))
+
+
+# --- the optimizers -------------------------------------------------------------
+
+
+def sgd(learning_rate: float | Schedule) -> Optimizer:
+    """Plain (stochastic) gradient descent.
+
+    ``w(t) = w(t-1) - lr(t) * g(t)``, the delta rule of the notes, as
+    ``torch.optim.SGD`` with its defaults.
+
+    Args:
+      learning_rate: the step size ``lr``, a number ``>= 0`` or a schedule.
+        There is no default: the largest stable step is ``2 / L`` for a loss
+        of curvature ``L``, so no value suits every loss.
+
+    Returns:
+      An :class:`Optimizer` with :class:`SgdState`.
+
+    Example:
+      >>> opt = sgd(0.1)
+      >>> w, state = opt.step(jnp.array([1.0]), jnp.array([2.0]), opt.init(jnp.array([1.0])))
+      >>> [round(v, 6) for v in w.tolist()], int(state.count)
+      ([0.8], 1)
+
+    References:
+      Robbins & Monro (1951), "A stochastic approximation method".
+    """
+    schedule = _as_schedule(learning_rate)
+
+    def update(x, g, slots, lr, t):
+        return x - lr * g, ()
+
+    return _lift(SgdState, schedule, _zeros(0), update)
+
+
+def momentum(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
+    """Gradient descent with (heavy-ball) momentum, in Rumelhart's form.
+
+    ``dw(t) = -lr(t) * g(t) + mass * dw(t-1)``, ``w(t) = w(t-1) + dw(t)``,
+    ``dw(0) = 0``: each update is the new gradient step plus a fraction
+    ``mass`` of the previous update (Rumelhart, Hinton & Williams 1986,
+    eq. 9, with ``eps = lr`` and ``alpha = mass``).
+
+    Warning:
+      ``torch.optim.SGD(momentum=mass)`` accumulates gradients and multiplies
+      by the learning rate afterwards: ``b(t) = mass * b(t-1) + g(t)``,
+      ``w(t) = w(t-1) - lr(t) * b(t)``. With a constant learning rate the two
+      are the same algorithm (``dw = -lr * b``, identical iterates). With a
+      schedule they differ: here each gradient keeps the learning rate of the
+      step at which it was seen, while torch rescales the whole accumulated
+      velocity by the current ``lr(t)``, so a drop of the learning rate takes
+      effect at once in torch and fades in over ``~1 / (1 - mass)`` steps here.
+
+    The default ``mass = 0.9`` is a choice, not torch's (torch's SGD has
+    ``momentum=0``, which is :func:`sgd`): 0.9 is the value of Sutskever et
+    al. (2013) and the usual starting point.
+
+    Args:
+      learning_rate: ``lr``, a number ``>= 0`` or a schedule (no default, as
+        for :func:`sgd`).
+      mass: the momentum coefficient, in ``[0, 1)``.
+
+    Returns:
+      An :class:`Optimizer` with :class:`MomentumState` (``velocity = dw``).
+
+    Example:
+      >>> opt = momentum(0.1, mass=0.5)
+      >>> w, g = jnp.array([1.0]), jnp.array([1.0])
+      >>> w, state = opt.step(w, g, opt.init(w))      # dw = -0.1
+      >>> w, state = opt.step(w, g, state)            # dw = -0.1 + 0.5 * -0.1
+      >>> [round(v, 6) for v in w.tolist()]
+      [0.75]
+
+    References:
+      Rumelhart, Hinton & Williams (1986), "Learning representations by
+      back-propagating errors", Nature 323, eq. (9).
+      Polyak (1964), "Some methods of speeding up the convergence of
+      iteration methods".
+    """
+    schedule = _as_schedule(learning_rate)
+    mass = number_in("mass", mass, 0.0, 1.0, high_open=True)
+
+    def update(x, g, slots, lr, t):
+        (dw,) = slots
+        dw = -lr * g + mass * dw
+        return x + dw, (dw,)
+
+    return _lift(MomentumState, schedule, _zeros(1), update)
+
+
+def nesterov(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
+    """Nesterov's accelerated gradient, reformulated to use the gradient at the iterate.
+
+    Sutskever et al. (2013) write Nesterov momentum with a look-ahead
+    gradient: ``v(t) = mass * v(t-1) - lr * grad E(theta(t-1) + mass * v(t-1))``,
+    ``theta(t) = theta(t-1) + v(t)``. Changing variables to the look-ahead
+    point ``w = theta + mass * v`` (Bengio, Boulanger-Lewandowski & Pascanu
+    2013) gives a rule that needs the gradient at the current iterate only,
+    which is what ``step(params, grads, state)`` receives::
+
+        v(t) = mass * v(t-1) - lr(t) * g(t)          g(t) = grad E(w(t-1))
+        w(t) = w(t-1) + mass * v(t) - lr(t) * g(t)
+
+    with ``v(0) = 0``. Both forms start at the same point (``v = 0``) and
+    ``w(t) = theta(t) + mass * v(t)`` at every step after; the parameters
+    returned here are ``w``, the points where gradients are evaluated.
+
+    Warning:
+      ``torch.optim.SGD(momentum=mass, nesterov=True)`` computes
+      ``b(t) = mass * b(t-1) + g(t)``, ``w(t) = w(t-1) - lr(t) * (g(t) + mass * b(t))``:
+      the same iterates for a constant learning rate (``v = -lr * b``); with a
+      schedule torch rescales the accumulated ``b`` by the current rate (see
+      :func:`momentum`). Some texts call the look-ahead form itself "Nesterov";
+      its ``theta`` iterates lag ours by ``mass * v``.
+
+    The default ``mass = 0.9`` is a choice (torch's default momentum is 0, and
+    torch refuses ``nesterov=True`` without momentum).
+
+    Args:
+      learning_rate: ``lr``, a number ``>= 0`` or a schedule (no default, as
+        for :func:`sgd`).
+      mass: the momentum coefficient, in ``[0, 1)``.
+
+    Returns:
+      An :class:`Optimizer` with :class:`MomentumState` (``velocity = v``).
+
+    Example:
+      >>> opt = nesterov(0.1, mass=0.5)
+      >>> w = jnp.array([1.0])
+      >>> w, state = opt.step(w, jnp.array([1.0]), opt.init(w))  # v = -0.1
+      >>> [round(v, 6) for v in w.tolist()]                       # 1 - 0.05 - 0.1
+      [0.85]
+
+    References:
+      Nesterov (1983), "A method for solving the convex programming problem
+      with convergence rate O(1/k^2)".
+      Sutskever, Martens, Dahl & Hinton (2013), "On the importance of
+      initialization and momentum in deep learning", ICML, eqs. (3)-(4).
+      Bengio, Boulanger-Lewandowski & Pascanu (2013), "Advances in optimizing
+      recurrent networks", ICASSP.
+    """
+    schedule = _as_schedule(learning_rate)
+    mass = number_in("mass", mass, 0.0, 1.0, high_open=True)
+
+    def update(x, g, slots, lr, t):
+        (v,) = slots
+        v = mass * v - lr * g
+        return x + mass * v - lr * g, (v,)
+
+    return _lift(MomentumState, schedule, _zeros(1), update)
+
+
+def adagrad(
+    learning_rate: float | Schedule = 1e-2,
+    eps: float = 1e-10,
+    *,
+    initial_accumulator: float = 0.0,
+) -> Optimizer:
+    """AdaGrad: per-entry step sizes shrinking with the accumulated squared gradient.
+
+    ``G(t) = G(t-1) + g(t)^2``, ``w(t) = w(t-1) - lr(t) * g(t) / (sqrt(G(t)) + eps)``,
+    ``G(0) = initial_accumulator``; defaults as ``torch.optim.Adagrad``
+    (``lr=1e-2``, ``eps=1e-10``, accumulator 0, no ``lr_decay``). Under a
+    constant gradient the step is ``lr / sqrt(t)``: AdaGrad anneals by itself,
+    which suits convex problems and sparse features and can stall deep nets.
+
+    Warning:
+      Epsilon sits outside the square root here, as in torch; the course
+      notes and some texts write ``sqrt(G + eps)``. Inside, ``eps`` acts like
+      ``sqrt(eps)`` outside: with the same ``eps = 1e-10`` the denominator
+      never falls below ``1e-5``, which damps entries whose accumulated
+      gradient is that small, where outside the floor is ``1e-10``.
+      The accumulator starts at 0 as in torch (and Duchi et al.);
+      TensorFlow's ``Adagrad`` starts it at 0.1, which caps the first steps at
+      ``lr * g / sqrt(0.1 + g^2)``: pass ``initial_accumulator=0.1`` to match.
+
+    Args:
+      learning_rate: ``lr``, a number ``>= 0`` or a schedule.
+      eps: added to ``sqrt(G)`` so that an entry whose gradients have all been
+        zero divides 0 by ``eps``, not by 0; ``> 0``.
+      initial_accumulator: ``G(0)``, ``>= 0`` (keyword only).
+
+    Returns:
+      An :class:`Optimizer` with :class:`AdagradState` (``sum_of_squares = G``).
+
+    Example:
+      >>> opt = adagrad(0.1)
+      >>> w, state = opt.step(jnp.zeros(1), jnp.array([5.0]), opt.init(jnp.zeros(1)))
+      >>> [round(v, 6) for v in w.tolist()]    # -0.1 * 5 / sqrt(25)
+      [-0.1]
+
+    References:
+      Duchi, Hazan & Singer (2011), "Adaptive subgradient methods for online
+      learning and stochastic optimization", JMLR 12 (the diagonal version).
+    """
+    schedule = _as_schedule(learning_rate)
+    eps = positive("eps", eps)
+    initial_accumulator = nonnegative("initial_accumulator", initial_accumulator)
+
+    def init(x):
+        return (jnp.full_like(x, initial_accumulator),)
+
+    def update(x, g, slots, lr, t):
+        (sum_of_squares,) = slots
+        sum_of_squares = sum_of_squares + g * g
+        return x - lr * g / (jnp.sqrt(sum_of_squares) + eps), (sum_of_squares,)
+
+    return _lift(AdagradState, schedule, init, update)
+
+
+def rmsprop(
+    learning_rate: float | Schedule = 1e-2, decay: float = 0.99, eps: float = 1e-8
+) -> Optimizer:
+    """RMSprop: divide the gradient by a running root-mean-square of recent gradients.
+
+    ``s(t) = decay * s(t-1) + (1 - decay) * g(t)^2``,
+    ``w(t) = w(t-1) - lr(t) * g(t) / (sqrt(s(t)) + eps)``, ``s(0) = 0``;
+    defaults as ``torch.optim.RMSprop`` (``lr=1e-2``, ``alpha=0.99``,
+    ``eps=1e-8``, no momentum, not centred). Unlike AdaGrad the denominator
+    forgets, so the step does not decay to zero.
+
+    Warning:
+      Epsilon sits outside the square root, as in torch. TensorFlow 1's
+      ``tf.train.RMSPropOptimizer`` (and ports such as timm's ``RMSpropTF``)
+      put it inside, ``sqrt(s + eps)``, with ``eps=1e-10``; Tieleman & Hinton's
+      lecture has no epsilon and ``decay = 0.9``. Because ``s(0) = 0`` and there
+      is no bias correction, the first step is ``lr * g / (sqrt(1 - decay) * |g|)``,
+      10 times ``lr`` for ``decay = 0.99``; TensorFlow 1 initialises ``s`` to 1
+      instead.
+
+    Args:
+      learning_rate: ``lr``, a number ``>= 0`` or a schedule.
+      decay: the forgetting factor of the mean square (torch's ``alpha``), in ``[0, 1)``.
+      eps: added to the root mean square to keep the division finite, ``> 0``.
+
+    Returns:
+      An :class:`Optimizer` with :class:`RmspropState` (``mean_square = s``).
+
+    Example:
+      >>> opt = rmsprop(0.01, decay=0.99)
+      >>> w, state = opt.step(jnp.zeros(1), jnp.array([3.0]), opt.init(jnp.zeros(1)))
+      >>> [round(v, 5) for v in w.tolist()]    # -0.01 * 3 / sqrt(0.01 * 9)
+      [-0.1]
+
+    References:
+      Tieleman & Hinton (2012), "Lecture 6.5 - rmsprop: divide the gradient by
+      a running average of its recent magnitude", COURSERA: Neural Networks
+      for Machine Learning.
+    """
+    schedule = _as_schedule(learning_rate)
+    decay = number_in("decay", decay, 0.0, 1.0, high_open=True)
+    eps = positive("eps", eps)
+
+    def update(x, g, slots, lr, t):
+        (mean_square,) = slots
+        mean_square = decay * mean_square + (1.0 - decay) * g * g
+        return x - lr * g / (jnp.sqrt(mean_square) + eps), (mean_square,)
+
+    return _lift(RmspropState, schedule, _zeros(1), update)
+
+
+def _adam_update(b1: float, b2: float, eps: float, weight_decay: float):
+    def update(x, g, slots, lr, t):
+        mu, nu = slots
+        mu = b1 * mu + (1.0 - b1) * g
+        nu = b2 * nu + (1.0 - b2) * g * g
+        mu_hat = mu / (1.0 - b1**t)
+        nu_hat = nu / (1.0 - b2**t)
+        direction = mu_hat / (jnp.sqrt(nu_hat) + eps)
+        # Decoupled decay: applied to the weights, never seen by mu or nu.
+        return x - lr * (direction + weight_decay * x), (mu, nu)
+
+    return update
+
+
+def _check_adam(b1, b2, eps):
+    return (
+        number_in("b1", b1, 0.0, 1.0, high_open=True),
+        number_in("b2", b2, 0.0, 1.0, high_open=True),
+        positive("eps", eps),
+    )
+
+
+def adam(
+    learning_rate: float | Schedule = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+) -> Optimizer:
+    """Adam: steps from bias-corrected moving averages of the gradient and its square.
+
+    Algorithm 1 of Kingma & Ba (2015), with ``t`` the 1-based step number::
+
+        m(t) = b1 * m(t-1) + (1 - b1) * g(t)         m(0) = 0
+        v(t) = b2 * v(t-1) + (1 - b2) * g(t)^2       v(0) = 0
+        m_hat = m(t) / (1 - b1^t)        v_hat = v(t) / (1 - b2^t)
+        w(t) = w(t-1) - lr(t) * m_hat / (sqrt(v_hat) + eps)
+
+    Defaults as ``torch.optim.Adam`` and the paper (``lr=1e-3``,
+    ``betas=(0.9, 0.999)``, ``eps=1e-8``). The first step is
+    ``lr * g / (|g| + eps)``, of size ``lr`` whatever the scale of ``g``.
+
+    Warning:
+      This is Algorithm 1, as torch computes it. Section 2 of the paper (and
+      TensorFlow 1's ``tf.train.AdamOptimizer``) folds the corrections into the
+      step size, ``lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t)``,
+      ``w -= lr_t * m / (sqrt(v) + eps_hat)``: the same rule only if
+      ``eps_hat = eps * sqrt(1 - b2^t)``, so with the same ``eps`` the two differ
+      early in training and for tiny gradients.
+      ``torch.optim.Adam(weight_decay=...)`` adds ``weight_decay * w`` to the
+      gradient (coupled L2); that is not offered here, since Loshchilov &
+      Hutter show it is not weight decay under Adam: use :func:`adamw`, or add
+      the L2 term to the loss if coupled L2 is what you want.
+
+    Args:
+      learning_rate: ``lr``, a number ``>= 0`` or a schedule.
+      b1: decay of the first-moment average, in ``[0, 1)``.
+      b2: decay of the second-moment average, in ``[0, 1)``.
+      eps: added to ``sqrt(v_hat)`` to keep the division finite, ``> 0``.
+
+    Returns:
+      An :class:`Optimizer` with :class:`AdamState` (``mu = m``, ``nu = v``).
+
+    Example:
+      >>> opt = adam(0.1)
+      >>> w, state = opt.step(jnp.zeros(1), jnp.array([1e4]), opt.init(jnp.zeros(1)))
+      >>> [round(v, 4) for v in w.tolist()]    # -lr * g / (|g| + eps)
+      [-0.1]
+
+    References:
+      Kingma & Ba (2015), "Adam: a method for stochastic optimization", ICLR,
+      Algorithm 1 and section 2.
+    """
+    schedule = _as_schedule(learning_rate)
+    b1, b2, eps = _check_adam(b1, b2, eps)
+    return _lift(AdamState, schedule, _zeros(2), _adam_update(b1, b2, eps, 0.0))
+
+
+def adamw(
+    learning_rate: float | Schedule = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 1e-2,
+) -> Optimizer:
+    """AdamW: Adam with decoupled weight decay.
+
+    The moments and ``m_hat``, ``v_hat`` are those of :func:`adam` (the decay
+    never enters the gradient averages); the weights then shrink separately::
+
+        w(t) = w(t-1) - lr(t) * (m_hat / (sqrt(v_hat) + eps) + weight_decay * w(t-1))
+
+    Defaults as ``torch.optim.AdamW`` (``lr=1e-3``, ``betas=(0.9, 0.999)``,
+    ``eps=1e-8``, ``weight_decay=1e-2``), which computes the same update as
+    ``w *= 1 - lr * weight_decay`` followed by the Adam step.
+
+    Warning:
+      Coupled L2 regularisation (adding ``weight_decay * w`` to ``g``, as
+      ``torch.optim.Adam(weight_decay=...)`` does) is divided by
+      ``sqrt(v_hat)`` like the rest of the gradient, so weights with large
+      gradients are barely regularised; decoupling restores a uniform decay
+      (Loshchilov & Hutter 2019). The paper's Algorithm 2 scales the decay by
+      the schedule multiplier ``eta_t`` only, ``w -= eta_t * lambda * w``;
+      torch, optax and this function scale it by the learning rate, so the
+      paper's ``lambda`` is ``lr * weight_decay`` here.
+
+    Args:
+      learning_rate: ``lr``, a number ``>= 0`` or a schedule.
+      b1: decay of the first-moment average, in ``[0, 1)``.
+      b2: decay of the second-moment average, in ``[0, 1)``.
+      eps: added to ``sqrt(v_hat)`` to keep the division finite, ``> 0``.
+      weight_decay: the decoupled decay rate, ``>= 0`` (0 gives :func:`adam`).
+
+    Returns:
+      An :class:`Optimizer` with :class:`AdamState`.
+
+    Example:
+      >>> opt = adamw(0.1, weight_decay=0.5)
+      >>> w = jnp.array([2.0])
+      >>> w, state = opt.step(w, jnp.zeros(1), opt.init(w))   # zero gradient: decay only
+      >>> [round(v, 6) for v in w.tolist()]                   # 2 - 0.1 * 0.5 * 2
+      [1.9]
+
+    References:
+      Loshchilov & Hutter (2019), "Decoupled weight decay regularization",
+      ICLR, Algorithm 2.
+    """
+    schedule = _as_schedule(learning_rate)
+    b1, b2, eps = _check_adam(b1, b2, eps)
+    weight_decay = nonnegative("weight_decay", weight_decay)
+    return _lift(AdamState, schedule, _zeros(2), _adam_update(b1, b2, eps, weight_decay))

@@ -1,0 +1,352 @@
+"""Training: a gradient step, an epoch as one jitted ``lax.scan``, and :func:`fit`.
+
+The recipe of the notes (Ng's course; Saito ch. 4.5): initialise, then
+repeat { draw a mini-batch, forward, cost, backprop, update }. Three layers of
+API, each built from the one below:
+
+* :func:`make_step` -> ``step(params, opt_state, x, t, key) -> (params,
+  opt_state, J)``: one hand-written-gradient step, pure and jittable.
+* :func:`make_epoch` -> ``epoch(params, opt_state, key, x, t) -> (params,
+  opt_state, step_losses)``: one shuffled pass over the data, every mini-batch
+  step inside one ``lax.scan``. Pure, so ``jax.vmap`` of it trains many seeds
+  at once and ``jax.jit`` of it compiles the whole epoch.
+* :func:`fit`: the eager loop over epochs (validation, progress line, NaN
+  guard, history) for arrays in memory.
+
+Batch gradient descent, SGD and mini-batch training are one code path with
+``batch_size = m``, ``1`` or ``k`` (see ``purenet.data`` for the rule when
+``k`` does not divide ``m``: the leftover examples of each epoch's
+permutation are dropped).
+
+**Determinism.** Epoch ``e`` uses the key ``fold_in(key, e)``: the same key
+gives the same shuffles and dropout masks, and a run resumed at epoch ``e``
+from a checkpoint (``start_epoch=e``) continues exactly where an
+uninterrupted run would be, bit for bit on the same machine and JAX version.
+
+**Non-gradient state.** After each optimizer step the step calls
+``model.update_state(params, cache)``, which refreshes batch norm's running
+statistics from the training forward (identity for all other layers).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purenet import _checks, data, metrics
+from purenet.backprop import backprop, flat_cost, objective
+from purenet.optim import Optimizer, clip_by_global_norm
+from purenet.params import ravel
+
+
+def make_step(
+    model,
+    loss,
+    optimizer: Optimizer,
+    *,
+    l2: float = 0.0,
+    l1: float = 0.0,
+    penalize: Sequence[str] = ("W",),
+    clip_norm: float | None = None,
+) -> Callable:
+    """One training step with the hand-written gradient.
+
+    Args:
+      model, loss: the network and its loss.
+      optimizer: a ``purenet.optim`` optimizer.
+      l2, l1, penalize: weight penalties (``purenet.backprop``).
+      clip_norm: if set, gradients are clipped to this global norm before the
+        update (Pascanu et al., 2013).
+
+    Returns:
+      ``step(params, opt_state, x, t, key) -> (params, opt_state, J)``; ``J``
+      is the cost at the params *before* the update. ``key`` drives dropout.
+    """
+    if not isinstance(optimizer, Optimizer):
+        _checks.fail("optimizer", "a purenet.optim optimizer", type(optimizer).__name__)
+    if clip_norm is not None:
+        clip_norm = _checks.positive("clip_norm", clip_norm)
+    grad_fn = backprop(model, loss, l2=l2, l1=l1, penalize=penalize, return_cache=True)
+
+    def step(params, opt_state, x, t, key):
+        J, grads, cache = grad_fn(params, x, t, train=True, key=key)
+        if clip_norm is not None:
+            grads = clip_by_global_norm(grads, clip_norm)
+        params, opt_state = optimizer.step(params, grads, opt_state)
+        return model.update_state(params, cache), opt_state, J
+
+    return step
+
+
+def make_epoch(
+    model,
+    loss,
+    optimizer: Optimizer,
+    batch_size: int,
+    num_examples: int,
+    *,
+    drop_remainder: bool = True,
+    **step_options,
+) -> Callable:
+    """One epoch of shuffled mini-batch training as a pure function.
+
+    Args:
+      model, loss, optimizer: as in :func:`make_step`.
+      batch_size: examples per step (``num_examples`` for batch gradient
+        descent, 1 for SGD).
+      num_examples: rows of the training data (static, for the batch shapes).
+      drop_remainder: see ``purenet.data.batch_indices``.
+      **step_options: ``l2``, ``l1``, ``penalize``, ``clip_norm``.
+
+    Returns:
+      ``epoch(params, opt_state, key, x, t) -> (params, opt_state,
+      step_losses)`` with ``step_losses`` of shape ``(num_batches,)``.
+    """
+    step = make_step(model, loss, optimizer, **step_options)
+    count = data.num_batches(num_examples, batch_size, drop_remainder=drop_remainder)
+
+    def epoch(params, opt_state, key, x, t):
+        shuffle_key, step_key = jax.random.split(key)
+        indices = data.batch_indices(
+            shuffle_key, num_examples, batch_size, drop_remainder=drop_remainder
+        )
+
+        def body(carry, batch):
+            rows, k = batch
+            params, opt_state, J = step(*carry, x[rows], t[rows], k)
+            return (params, opt_state), J
+
+        batches = (indices, jax.random.split(step_key, count))
+        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), batches)
+        return params, opt_state, losses
+
+    return epoch
+
+
+def make_evaluate(model, loss, metric=None) -> Callable:
+    """``evaluate(params, x, t) -> (loss, metric)`` in evaluation mode, jitted.
+    The metric is ``nan`` when ``metric`` is ``None``."""
+    J = objective(model, loss)
+
+    @jax.jit
+    def evaluate(params, x, t):
+        value = J(params, x, t)
+        if metric is None:
+            return value, jnp.full((), jnp.nan, value.dtype)
+        y, _ = model.forward(params, x)
+        return value, metric(y, t).astype(value.dtype)
+
+    return evaluate
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns.
+
+    Attributes:
+      params, opt_state: the trained state (the last finite one if the NaN
+        guard stopped training).
+      history: NumPy arrays: ``step_loss`` ``(epochs, num_batches)``,
+        ``epoch_loss`` (mean step loss), ``train_loss`` and ``train_metric``
+        (whole training set, evaluation mode), ``val_loss`` and
+        ``val_metric`` (when validation data is given), ``seconds``.
+      stopped: ``None``, or the NaN guard's message.
+    """
+
+    params: object
+    opt_state: object
+    history: dict
+    stopped: str | None
+
+
+def _check_data(model, loss, params, x, t, name_x="x", name_t="t"):
+    """Eager, before any work: dtypes, finiteness, shapes and label ranges."""
+    _checks.float_array(name_x, x)
+    _checks.ndim(name_x, x, 2)
+    _checks.all_finite(name_x, x)
+    if jnp.issubdtype(jnp.result_type(t), jnp.floating):
+        _checks.all_finite(name_t, t)
+    if jnp.shape(t)[:1] != jnp.shape(x)[:1]:
+        _checks.fail(name_t, f"{x.shape[0]} rows, one per row of {name_x}", f"shape {jnp.shape(t)}")
+    # Static checks of the model and the loss on the real shapes, no compute.
+    jax.eval_shape(objective(model, loss), params, x, t)
+    if jnp.ndim(t) == 1 and jnp.issubdtype(jnp.result_type(t), jnp.integer):
+        y = jax.eval_shape(model.forward, params, x[:1])[0]
+        labels = np.asarray(t)
+        if labels.size and (labels.min() < 0 or labels.max() >= y.shape[1]):
+            bad = labels[(labels < 0) | (labels >= y.shape[1])][0]
+            _checks.fail(name_t, f"labels in [0, {y.shape[1]})", f"label {bad}")
+
+
+def _all_finite(tree) -> bool:
+    return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree))
+
+
+def fit(
+    model,
+    loss,
+    optimizer: Optimizer,
+    params,
+    x,
+    t,
+    *,
+    key,
+    epochs: int,
+    batch_size: int,
+    opt_state=None,
+    start_epoch: int = 0,
+    validation: tuple | None = None,
+    metric="auto",
+    nan_guard: bool = True,
+    progress: bool = False,
+    drop_remainder: bool = True,
+    **step_options,
+) -> FitResult:
+    """Train ``model`` on arrays in memory.
+
+    Args:
+      model, loss, optimizer: the network, its loss and a ``purenet.optim``
+        optimizer.
+      params: initial params (never modified: JAX arrays are immutable).
+      x, t: training inputs ``(m, features)`` and targets.
+      key: a ``jax.random`` key for shuffling and dropout.
+      epochs: epochs to run, counted from ``start_epoch``.
+      batch_size: examples per step.
+      opt_state: optimizer state to resume from (default ``optimizer.init``).
+      start_epoch: index of the first epoch (to resume from a checkpoint).
+      validation: optional ``(x_val, t_val)``, evaluated after every epoch.
+      metric: ``"auto"`` (``purenet.metrics.for_loss``), ``None`` or a
+        function ``metric(y, t) -> scalar``.
+      nan_guard: stop at the first non-finite loss or params and return the
+        state from the start of that epoch, the last one known to be finite.
+      progress: print one line per epoch.
+      drop_remainder: see ``purenet.data.batch_indices``.
+      **step_options: ``l2``, ``l1``, ``penalize``, ``clip_norm``.
+
+    Returns:
+      A :class:`FitResult`.
+    """
+    epochs = _checks.positive_int("epochs", epochs)
+    if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
+        _checks.fail("start_epoch", "a non-negative integer", repr(start_epoch))
+    m = jnp.shape(x)[0] if jnp.ndim(x) else 0
+    if isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > m >= 1:
+        _checks.fail("batch_size", f"at most the number of examples ({m})", batch_size)
+    batch_size = _checks.positive_int("batch_size", batch_size)
+    _check_data(model, loss, params, x, t)
+    if validation is not None:
+        if not isinstance(validation, tuple) or len(validation) != 2:
+            _checks.fail("validation", "a pair (x_val, t_val)", type(validation).__name__)
+        _check_data(
+            model, loss, params, *validation, name_x="validation[0]", name_t="validation[1]"
+        )
+    metric = metrics.for_loss(loss) if metric == "auto" else metric
+
+    epoch_fn = jax.jit(
+        make_epoch(
+            model, loss, optimizer, batch_size, m, drop_remainder=drop_remainder, **step_options
+        )
+    )
+    evaluate = make_evaluate(model, loss, metric)
+    opt_state = optimizer.init(params) if opt_state is None else opt_state
+
+    history = {
+        name: [] for name in ("step_loss", "epoch_loss", "train_loss", "train_metric", "seconds")
+    }
+    if validation is not None:
+        history.update(val_loss=[], val_metric=[])
+    stopped = None
+    for e in range(start_epoch, start_epoch + epochs):
+        started = time.perf_counter()
+        new_params, new_opt_state, step_losses = epoch_fn(
+            params, opt_state, jax.random.fold_in(key, e), x, t
+        )
+        step_losses = np.asarray(step_losses)
+        if nan_guard and not (np.all(np.isfinite(step_losses)) and _all_finite(new_params)):
+            bad = np.flatnonzero(~np.isfinite(step_losses))
+            where = (
+                f"step {e * len(step_losses) + int(bad[0])} (epoch {e}, batch {int(bad[0])})"
+                if bad.size
+                else f"the params after epoch {e}"
+            )
+            stopped = (
+                f"non-finite loss at {where}; training stopped and the params and optimizer "
+                f"state from the start of epoch {e}, the last known finite state, are returned"
+            )
+            warnings.warn(stopped, RuntimeWarning, stacklevel=2)
+            break
+        params, opt_state = new_params, new_opt_state
+        history["step_loss"].append(step_losses)
+        history["epoch_loss"].append(float(np.mean(step_losses)))
+        train_loss, train_metric = evaluate(params, x, t)
+        history["train_loss"].append(float(train_loss))
+        history["train_metric"].append(float(train_metric))
+        line = f"epoch {e + 1:>4}  loss {history['epoch_loss'][-1]:.5f}"
+        if metric is not None:
+            line += f"  train_metric {float(train_metric):.4f}"
+        if validation is not None:
+            val_loss, val_metric = evaluate(params, *validation)
+            history["val_loss"].append(float(val_loss))
+            history["val_metric"].append(float(val_metric))
+            line += f"  val_loss {float(val_loss):.5f}"
+            if metric is not None:
+                line += f"  val_metric {float(val_metric):.4f}"
+        history["seconds"].append(time.perf_counter() - started)
+        if progress:
+            print(f"{line}  ({history['seconds'][-1]:.2f}s)", flush=True)
+    history = {k: np.asarray(v) for k, v in history.items()}
+    return FitResult(params, opt_state, history, stopped)
+
+
+def lbfgs(
+    model, loss, params, x, t, *, max_iterations: int = 200, tolerance: float = 1e-9, **penalties
+):
+    """Full-batch L-BFGS through the flat-theta cost (the course's "advanced
+    optimizer" path, ``fmincg`` / ``fminunc`` on unrolled theta).
+
+    Uses ``scipy.optimize.minimize(method="L-BFGS-B", jac=True)`` (SciPy is a
+    dependency of JAX). The cost and gradient are evaluated by the jitted
+    hand-written backprop in the params' dtype; SciPy works in float64.
+
+    Returns:
+      ``(params, info)``: the trained params (same dtypes as given) and a dict
+      with ``loss`` (per iteration), ``iterations``, ``evaluations``,
+      ``success`` and ``message``.
+    """
+    import scipy.optimize
+
+    max_iterations = _checks.positive_int("max_iterations", max_iterations)
+    tolerance = _checks.positive("tolerance", tolerance)
+    _check_data(model, loss, params, x, t)
+    theta0, unravel = ravel(params)
+    cost = jax.jit(flat_cost(model, loss, unravel, **penalties))
+    losses = []
+
+    def fun(theta):
+        J, g = cost(jnp.asarray(theta, theta0.dtype), x, t)
+        return float(J), np.asarray(g, np.float64)
+
+    def record(intermediate_result):
+        losses.append(float(intermediate_result.fun))
+
+    result = scipy.optimize.minimize(
+        fun,
+        np.asarray(theta0, np.float64),
+        jac=True,
+        method="L-BFGS-B",
+        callback=record,
+        options={"maxiter": max_iterations, "ftol": tolerance, "gtol": tolerance},
+    )
+    info = {
+        "loss": np.asarray(losses),
+        "iterations": int(result.nit),
+        "evaluations": int(result.nfev),
+        "success": bool(result.success),
+        "message": str(result.message),
+    }
+    return unravel(jnp.asarray(result.x, theta0.dtype)), info

@@ -1,0 +1,258 @@
+"""purenet.backprop: the core promise, hand-written gradients == jax.grad ==
+finite differences, for fixed and random networks, eagerly and under jit/vmap."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import purenet
+from purenet import layers as L
+from purenet import losses
+from purenet.gradcheck import check_gradients, norm_ratio, numerical_gradient, rel_error
+
+
+def test_mazur_step_by_step_example():
+    """Known answer: M. Mazur, "A Step by Step Backpropagation Example" (2015):
+    a 2-2-2 sigmoid network, inputs (0.05, 0.10), targets (0.01, 0.99),
+    E = 1/2 sum (t - o)^2. Published: E = 0.298371109, dE/dw5 = 0.082167041,
+    dE/dw1 = 0.000438568 (w5: h1 -> o1, w1: i1 -> h1)."""
+    model = L.serial(L.dense(2), L.sigmoid(), L.dense(2), L.sigmoid())
+    params = (
+        {"W": jnp.array([[0.15, 0.25], [0.20, 0.30]]), "b": jnp.array([0.35, 0.35])},
+        (),
+        {"W": jnp.array([[0.40, 0.50], [0.45, 0.55]]), "b": jnp.array([0.60, 0.60])},
+        (),
+    )
+    x, t = jnp.array([[0.05, 0.10]]), jnp.array([[0.01, 0.99]])
+    J, grads = purenet.backprop(model, losses.mse)(params, x, t)
+    assert float(J) == pytest.approx(0.298371109, abs=1e-9)
+    assert float(grads[2]["W"][0, 0]) == pytest.approx(0.082167041, abs=1e-9)
+    assert float(grads[0]["W"][0, 0]) == pytest.approx(0.000438568, abs=1e-9)
+    # and after one step with learning rate 0.5, Mazur's updated w5 = 0.35891648
+    assert float(params[2]["W"][0, 0] - 0.5 * grads[2]["W"][0, 0]) == pytest.approx(
+        0.35891648, abs=1e-8
+    )
+
+
+def course_debug_network(dtype=jnp.float64):
+    """Ng's checkNNGradients: 3 inputs, 5 hidden sigmoid units, 3 classes, m = 5."""
+    model = L.serial(L.dense(5), L.sigmoid(), L.dense(3))
+    _, params = model.init(jax.random.key(0), (3,), dtype)
+    x = jax.random.normal(jax.random.key(1), (5, 3), dtype)
+    t = jnp.array([1, 2, 0, 1, 2])
+    return model, params, x, t
+
+
+@pytest.mark.parametrize("penalties", [{}, {"l2": 0.3}, {"l1": 0.05}, {"l2": 0.1, "l1": 0.02}])
+def test_course_debug_network(penalties):
+    model, params, x, t = course_debug_network()
+    report = check_gradients(model, losses.softmax_cross_entropy, params, x, t, **penalties)
+    assert report.passed, report
+    assert report.autodiff_rel_error < 1e-9
+    assert report.numerical_norm_ratio < 1e-8
+
+
+def test_penalties_leave_biases_alone_and_match_their_formula():
+    model, params, x, t = course_debug_network()
+    J0, g0 = purenet.backprop(model, losses.softmax_cross_entropy)(params, x, t)
+    J, g = purenet.backprop(model, losses.softmax_cross_entropy, l2=0.5, l1=0.1)(params, x, t)
+    W1, W2 = params[0]["W"], params[2]["W"]
+    expected = 0.25 * (jnp.sum(W1**2) + jnp.sum(W2**2)) + 0.1 * (
+        jnp.sum(jnp.abs(W1)) + jnp.sum(jnp.abs(W2))
+    )
+    assert float(J - J0) == pytest.approx(float(expected), rel=1e-12)
+    np.testing.assert_array_equal(g[0]["b"], g0[0]["b"])
+    np.testing.assert_allclose(g[0]["W"] - g0[0]["W"], 0.5 * W1 + 0.1 * jnp.sign(W1), rtol=1e-12)
+
+
+def test_penalize_other_keys_and_validation():
+    model, params, x, t = course_debug_network()
+    report = check_gradients(
+        model, losses.softmax_cross_entropy, params, x, t, l2=0.2, penalize=("W", "b")
+    )
+    assert report.passed, report
+    with pytest.raises(ValueError, match="l2: expected a number in"):
+        purenet.backprop(model, losses.mse, l2=-1.0)
+    with pytest.raises(ValueError, match="penalize"):
+        purenet.backprop(model, losses.mse, penalize="W")
+    with pytest.raises(ValueError, match="model: expected a purenet Layer"):
+        purenet.backprop(lambda p, x: x, losses.mse)
+    with pytest.raises(ValueError, match="loss: expected a purenet Loss"):
+        purenet.objective(model, "mse")
+
+
+def test_relu_network_and_batchnorm_dropout_network():
+    # Random biases: with zero biases, a row zeroed by ReLU and dropout would put
+    # the leaky ReLU's input exactly on its kink, where differences straddle it.
+    model = L.serial(
+        L.dense(6),
+        L.batchnorm(),
+        L.relu(),
+        L.dropout(0.3),
+        L.dense(4, b_init="normal"),
+        L.leaky_relu(0.1),
+        L.dense(2),
+    )
+    _, params = model.init(jax.random.key(7), (3,), jnp.float64)
+    x = jax.random.normal(jax.random.key(8), (9, 3), jnp.float64)
+    t = jax.random.uniform(jax.random.key(9), (9, 2), jnp.float64)
+    report = check_gradients(model, losses.mse, params, x, t, train=True, key=jax.random.key(10))
+    assert report.passed, report
+
+
+def test_sigmoid_output_with_mse_is_expressible_and_correct():
+    model = L.serial(L.dense(4), L.tanh(), L.dense(1), L.sigmoid())
+    _, params = model.init(jax.random.key(11), (2,), jnp.float64)
+    x = jax.random.normal(jax.random.key(12), (8, 2), jnp.float64)
+    t = (x[:, :1] > 0).astype(jnp.float64)
+    assert check_gradients(model, losses.mse, params, x, t).passed
+
+
+# ------------------------------------------------------- random architectures
+
+SMOOTH = {"sigmoid": L.sigmoid, "tanh": L.tanh, "identity": L.identity}
+KINKED = {"relu": L.relu, "leaky_relu": lambda: L.leaky_relu(0.05)}
+HEADS = {
+    "mse": (losses.mse, None),
+    "bce": (losses.sigmoid_binary_cross_entropy, 1),
+    "multilabel": (losses.multilabel_sigmoid_cross_entropy, None),
+    "softmax_labels": (losses.softmax_cross_entropy, "labels"),
+    "softmax_one_hot": (losses.softmax_cross_entropy, "one_hot"),
+}
+
+
+@st.composite
+def networks(draw, activations):
+    depth = draw(st.integers(1, 4))
+    widths = draw(st.lists(st.integers(1, 6), min_size=depth, max_size=depth))
+    acts = draw(st.lists(st.sampled_from(sorted(activations)), min_size=depth, max_size=depth))
+    head = draw(st.sampled_from(sorted(HEADS)))
+    loss, kind = HEADS[head]
+    n_out = 1 if kind == 1 else draw(st.integers(2, 4))
+    n_in, m = draw(st.integers(1, 5)), draw(st.integers(1, 6))
+    seed = draw(st.integers(0, 2**30))
+    layers = []
+    for w, a in zip(widths, acts, strict=True):
+        layers += [L.dense(w), activations[a]()]
+    model = L.serial(*layers, L.dense(n_out))
+    k0, k1, k2 = jax.random.split(jax.random.key(seed), 3)
+    _, params = model.init(k0, (n_in,), jnp.float64)
+    x = jax.random.normal(k1, (m, n_in), jnp.float64)
+    if kind in ("labels", "one_hot"):
+        t = jax.random.randint(k2, (m,), 0, n_out)
+        t = jax.nn.one_hot(t, n_out, dtype=jnp.float64) if kind == "one_hot" else t
+    else:
+        t = jax.random.bernoulli(k2, 0.5, (m, n_out)).astype(jnp.float64)
+    return model, loss, params, x, t
+
+
+# Each example compiles a finite-difference pass (~3 s on 2 cores): few examples.
+@settings(max_examples=12, deadline=None)
+@given(networks(SMOOTH), st.sampled_from([0.0, 0.1]))
+def test_random_smooth_networks_match_jax_grad_and_finite_differences(net, l2):
+    model, loss, params, x, t = net
+    report = check_gradients(model, loss, params, x, t, l2=l2)
+    assert report.autodiff_rel_error < 1e-9, report
+    assert report.numerical_norm_ratio < 1e-8, report
+
+
+@settings(max_examples=25, deadline=None)
+@given(networks({**SMOOTH, **KINKED}))
+def test_random_networks_with_kinks_match_jax_grad(net):
+    # Finite differences are exact only away from ReLU's kink, so networks with
+    # kinks are refereed by jax.grad (which takes relu'(0) = 0, as we do).
+    model, loss, params, x, t = net
+    manual = purenet.backprop(model, loss)(params, x, t)[1]
+    auto = jax.grad(purenet.objective(model, loss))(params, x, t)
+    assert rel_error(manual, auto) < 1e-9
+
+
+# ------------------------------------------------------------- jit, vmap, dtypes
+
+
+def test_under_jit_equals_eager():
+    model, params, x, t = course_debug_network()
+    f = purenet.backprop(model, losses.softmax_cross_entropy, l2=0.1)
+    J, g = f(params, x, t)
+    Jj, gj = jax.jit(f)(params, x, t)
+    assert float(J) == pytest.approx(float(Jj), rel=1e-14)
+    assert rel_error(g, gj) < 1e-12
+
+
+def test_under_vmap_over_a_stack_of_parameter_sets():
+    model = L.serial(L.dense(5), L.tanh(), L.dense(3))
+    keys = jax.random.split(jax.random.key(3), 4)
+    stacked = jax.vmap(lambda k: model.init(k, (3,), jnp.float64)[1])(keys)
+    _, _, x, t = course_debug_network()
+    f = purenet.backprop(model, losses.softmax_cross_entropy)
+    Js, gs = jax.jit(jax.vmap(f, in_axes=(0, None, None)))(stacked, x, t)
+    auto = jax.vmap(
+        jax.grad(purenet.objective(model, losses.softmax_cross_entropy)), in_axes=(0, None, None)
+    )(stacked, x, t)
+    assert Js.shape == (4,)
+    assert rel_error(gs, auto) < 1e-9
+    for i in range(4):
+        p_i = jax.tree.map(lambda a, i=i: a[i], stacked)
+        assert rel_error(jax.tree.map(lambda a, i=i: a[i], gs), f(p_i, x, t)[1]) < 1e-12
+
+
+def test_float32_in_float32_out():
+    model, params, x, t = course_debug_network(jnp.float32)
+    J, grads = jax.jit(purenet.backprop(model, losses.softmax_cross_entropy, l2=0.1))(params, x, t)
+    assert J.dtype == jnp.float32
+    assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+    auto = jax.grad(purenet.objective(model, losses.softmax_cross_entropy, l2=0.1))(params, x, t)
+    assert rel_error(grads, auto) < 1e-4
+
+
+def test_no_nan_or_inf_in_gradients_at_huge_logits_float32():
+    model = L.serial(L.dense(3))
+    params = ({"W": jnp.array([[1e4, -1e4, 0.0]], jnp.float32), "b": jnp.zeros(3, jnp.float32)},)
+    x = jnp.array([[1.0], [-1.0]], jnp.float32)
+    for loss, t in [
+        (losses.softmax_cross_entropy, jnp.array([1, 0])),
+        (losses.multilabel_sigmoid_cross_entropy, jnp.ones((2, 3), jnp.float32)),
+    ]:
+        J, g = purenet.backprop(model, loss)(params, x, t)
+        assert jnp.isfinite(J) and all(jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(g))
+
+
+# ------------------------------------------------------------------- flat theta
+
+
+def test_flat_cost_gradient_is_the_raveled_gradient():
+    model, params, x, t = course_debug_network()
+    theta, unravel = purenet.ravel(params)
+    cost = purenet.flat_cost(model, losses.softmax_cross_entropy, unravel, l2=0.1)
+    J, g = cost(theta, x, t)
+    assert g.shape == theta.shape
+    J_ref, grads = purenet.backprop(model, losses.softmax_cross_entropy, l2=0.1)(params, x, t)
+    assert float(J) == float(J_ref)
+    np.testing.assert_array_equal(g, purenet.ravel(grads)[0])
+    obj = purenet.objective(model, losses.softmax_cross_entropy, l2=0.1)
+    assert norm_ratio(g, numerical_gradient(lambda th: obj(unravel(th), x, t), theta)) < 1e-8
+
+
+def test_lbfgs_trains_xor_through_the_flat_cost():
+    """The course's 'advanced optimizer' path: fmincg / L-BFGS on unrolled theta."""
+    x = jnp.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    t = jnp.array([[0.0], [1.0], [1.0], [0.0]])
+    model = L.serial(L.dense(4), L.tanh(), L.dense(1))
+    _, params = model.init(jax.random.key(1), (2,), jnp.float64)
+    theta0, unravel = purenet.ravel(params)
+    cost = jax.jit(purenet.flat_cost(model, losses.sigmoid_binary_cross_entropy, unravel))
+
+    def fun(th):
+        J, g = cost(jnp.asarray(th), x, t)
+        return float(J), np.asarray(g, np.float64)
+
+    result = scipy.optimize.minimize(
+        fun, np.asarray(theta0), jac=True, method="L-BFGS-B", options={"maxiter": 500}
+    )
+    assert result.fun < 1e-3
+    y, _ = model.forward(unravel(jnp.asarray(result.x)), x)
+    np.testing.assert_array_equal(np.asarray(y > 0), np.asarray(t > 0.5))
