@@ -66,6 +66,9 @@ def _check_output(y):
 
 
 def _check_same_shape(y, t):
+    """Check ``t`` has the output's shape; return it in the output's dtype (the
+    output decides the precision: a float64 target never promotes a float32
+    network's loss)."""
     t_shape, y_shape = tuple(jnp.shape(t)), tuple(jnp.shape(y))
     if t_shape != y_shape:
         hint = ""
@@ -73,6 +76,7 @@ def _check_same_shape(y, t):
             hint = " (a target of shape (m,) against an output of shape (m, 1) would broadcast to"
             hint += " (m, m); reshape it with t[:, None])"
         _checks.fail("t", f"a target of the output's shape {y_shape}{hint}", f"shape {t_shape}")
+    return jnp.asarray(t).astype(y.dtype)
 
 
 def _check_labels(labels, num_classes: int):
@@ -92,7 +96,7 @@ def _check_labels(labels, num_classes: int):
 
 def _mse(y, t):
     _check_output(y)
-    _check_same_shape(y, t)
+    t = _check_same_shape(y, t)
     m = y.shape[0]
     error = y - t
     return 0.5 * jnp.sum(error * error) / m, error / m
@@ -106,7 +110,7 @@ def _sigmoid_cross_entropy(y, t):
     # max(y, 0) - y t + log(1 + exp(-|y|)), which never overflows
     # (the form used by TensorFlow's sigmoid_cross_entropy_with_logits).
     _check_output(y)
-    _check_same_shape(y, t)
+    t = _check_same_shape(y, t)
     m = y.shape[0]
     per_unit = jnp.maximum(y, 0.0) - y * t + jnp.log1p(jnp.exp(-jnp.abs(y)))
     return jnp.sum(per_unit) / m, (_sigmoid(y) - t) / m
@@ -138,7 +142,7 @@ def _softmax_cross_entropy(y, t):
         _check_labels(t, k)
         t = (t[:, None] == jnp.arange(k)).astype(y.dtype)
     else:
-        _check_same_shape(y, t)
+        t = _check_same_shape(y, t)
     shifted = y - jnp.max(y, axis=1, keepdims=True)
     e = jnp.exp(shifted)
     s = jnp.sum(e, axis=1, keepdims=True)

@@ -1,0 +1,363 @@
+"""Every bad input we know of, the exception it raises and the message the user sees.
+
+This list is the source of ``docs/errors.md``: ``python -m tests.test_errors``
+regenerates that table from the messages the code actually raises, and the
+test below fails when a message stops naming its argument.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import purenet
+from purenet import checkpoint, data, datasets, losses, optim, params, schedules
+from purenet import layers as L
+from purenet.train import fit
+
+KEY = jax.random.key(0)
+MODEL = L.serial(L.dense(3), L.relu(), L.dense(1))
+PARAMS = MODEL.init(KEY, (2,))[1]
+X = jnp.ones((8, 2), jnp.float32)
+T = jnp.ones((8, 1), jnp.float32)
+Y3 = jnp.zeros((4, 3), jnp.float32)
+
+
+def _fit(**overrides):
+    args = {"x": X, "t": T, "key": KEY, "epochs": 1, "batch_size": 4, **overrides}
+    x, t = args.pop("x"), args.pop("t")
+    return fit(MODEL, losses.sigmoid_binary_cross_entropy, optim.sgd(0.1), PARAMS, x, t, **args)
+
+
+def _load_missing():
+    return checkpoint.load("/nonexistent/run.npz", PARAMS)
+
+
+# (area, bad input, call, exception, pattern the message must match)
+CASES = [
+    (
+        "model",
+        "input with the wrong number of features",
+        lambda: MODEL.forward(PARAMS, jnp.ones((8, 5))),
+        ValueError,
+        r"x: expected a batch of shape \(m, 2\)",
+    ),
+    (
+        "model",
+        "params that do not match the layers",
+        lambda: MODEL.forward(PARAMS[:2], X),
+        ValueError,
+        r"params: expected a tuple with one entry per layer",
+    ),
+    (
+        "layers",
+        "layer size 0",
+        lambda: L.dense(0),
+        ValueError,
+        r"n: expected a positive integer, got 0",
+    ),
+    (
+        "layers",
+        "layer size 2.5",
+        lambda: L.dense(2.5),
+        ValueError,
+        r"n: expected a positive integer, got 2.5",
+    ),
+    (
+        "layers",
+        "dropout rate 1.0",
+        lambda: L.dropout(1.0),
+        ValueError,
+        r"rate: expected a number in \[0.0, 1.0\)",
+    ),
+    (
+        "layers",
+        "dropout in training mode without a key",
+        lambda: L.dropout(0.5).forward((), X, train=True),
+        ValueError,
+        r"key: dropout in training mode needs a jax.random key",
+    ),
+    (
+        "layers",
+        "negative leaky ReLU slope",
+        lambda: L.leaky_relu(-0.1),
+        ValueError,
+        r"slope: expected a number in \[0.0, 1.0\]",
+    ),
+    (
+        "layers",
+        "something that is not a layer in serial",
+        lambda: L.serial(L.dense(2), jnp.tanh),
+        ValueError,
+        r"layers\[1\]: expected a purenet Layer",
+    ),
+    (
+        "layers",
+        "unknown initialiser name",
+        lambda: L.dense(3, W_init="glorot"),
+        ValueError,
+        r"init: expected a callable or one of",
+    ),
+    (
+        "losses",
+        "target (m,) against output (m, 1)",
+        lambda: losses.mse.value(jnp.zeros((8, 1)), jnp.zeros(8)),
+        ValueError,
+        r"t: expected a target of the output's shape \(8, 1\).*t\[:, None\]",
+    ),
+    (
+        "losses",
+        "one-hot targets of the wrong width",
+        lambda: losses.softmax_cross_entropy.value(Y3, jnp.zeros((4, 4))),
+        ValueError,
+        r"t: expected a target of the output's shape \(4, 3\)",
+    ),
+    (
+        "losses",
+        "labels out of range",
+        lambda: losses.softmax_cross_entropy.value(Y3, jnp.array([0, 1, 2, 3])),
+        ValueError,
+        r"t: expected labels in \[0, 3\), got label 3",
+    ),
+    (
+        "losses",
+        "float labels",
+        lambda: losses.softmax_cross_entropy.value(Y3, jnp.array([0.0, 1.0, 2.0, 1.0])),
+        ValueError,
+        r"t: expected integer class labels",
+    ),
+    (
+        "losses",
+        "binary cross-entropy on 3 output units",
+        lambda: losses.sigmoid_binary_cross_entropy.value(Y3, Y3),
+        ValueError,
+        r"y: expected one output unit",
+    ),
+    (
+        "losses",
+        "float16 outputs",
+        lambda: losses.mse.value(Y3.astype(jnp.float16), Y3.astype(jnp.float16)),
+        ValueError,
+        r"y: expected float32 or float64 data",
+    ),
+    (
+        "losses",
+        "unknown loss name",
+        lambda: losses.get("hinge"),
+        ValueError,
+        r"loss: expected one of",
+    ),
+    (
+        "backprop",
+        "negative L2 strength",
+        lambda: purenet.backprop(MODEL, losses.mse, l2=-1.0),
+        ValueError,
+        r"l2: expected a number in \[0.0, inf\)",
+    ),
+    (
+        "backprop",
+        "a loss given by name",
+        lambda: purenet.backprop(MODEL, "mse"),
+        ValueError,
+        r"loss: expected a purenet Loss",
+    ),
+    (
+        "params",
+        "theta of the wrong length for unravel",
+        lambda: purenet.ravel(PARAMS)[1](jnp.ones(3)),
+        ValueError,
+        r"theta: expected a 1-D array of length 13",
+    ),
+    ("optim", "negative learning rate", lambda: optim.sgd(-0.1), ValueError, r"learning_rate"),
+    ("optim", "momentum mass 1.0", lambda: optim.momentum(0.1, 1.0), ValueError, r"mass"),
+    ("optim", "Adam b1 = 1", lambda: optim.adam(1e-3, b1=1.0), ValueError, r"b1"),
+    ("optim", "Adam b2 = -0.1", lambda: optim.adam(1e-3, b2=-0.1), ValueError, r"b2"),
+    ("optim", "RMSprop decay 1.5", lambda: optim.rmsprop(1e-3, decay=1.5), ValueError, r"decay"),
+    ("optim", "AdaGrad eps 0", lambda: optim.adagrad(1e-2, eps=0.0), ValueError, r"eps"),
+    (
+        "optim",
+        "AdamW negative weight decay",
+        lambda: optim.adamw(1e-3, weight_decay=-1.0),
+        ValueError,
+        r"weight_decay",
+    ),
+    ("optim", "learning rate inf", lambda: optim.sgd(float("inf")), ValueError, r"learning_rate"),
+    (
+        "optim",
+        "gradients that do not match the params",
+        lambda: optim.sgd(0.1).step(
+            {"a": jnp.ones(2)}, {"a": jnp.ones(3)}, optim.sgd(0.1).init({"a": jnp.ones(2)})
+        ),
+        ValueError,
+        r"grads",
+    ),
+    (
+        "schedules",
+        "step decay every 0 steps",
+        lambda: schedules.step_decay(0.1, 0),
+        ValueError,
+        r"every: expected a positive integer",
+    ),
+    (
+        "schedules",
+        "exponential decay rate 0",
+        lambda: schedules.exponential_decay(0.1, 0.0),
+        ValueError,
+        r"decay_rate: expected a number in \(0.0, 1.0\]",
+    ),
+    (
+        "schedules",
+        "cosine decay over 0 steps",
+        lambda: schedules.cosine_decay(0.1, 0),
+        ValueError,
+        r"decay_steps: expected a positive integer",
+    ),
+    (
+        "train",
+        "batch size 0",
+        lambda: _fit(batch_size=0),
+        ValueError,
+        r"batch_size: expected a positive integer",
+    ),
+    (
+        "train",
+        "batch size larger than the data",
+        lambda: _fit(batch_size=9),
+        ValueError,
+        r"batch_size: expected at most the number of examples \(8\)",
+    ),
+    (
+        "train",
+        "zero epochs",
+        lambda: _fit(epochs=0),
+        ValueError,
+        r"epochs: expected a positive integer",
+    ),
+    (
+        "train",
+        "NaN in the inputs",
+        lambda: _fit(x=X.at[0, 0].set(jnp.nan)),
+        ValueError,
+        r"x: expected finite values, got 1 NaN or inf entries",
+    ),
+    (
+        "train",
+        "inf in the targets",
+        lambda: _fit(t=T.at[3, 0].set(jnp.inf)),
+        ValueError,
+        r"t: expected finite values",
+    ),
+    (
+        "train",
+        "targets with fewer rows than the inputs",
+        lambda: _fit(t=T[:7]),
+        ValueError,
+        r"t: expected 8 rows",
+    ),
+    (
+        "train",
+        "an optimizer given by name",
+        lambda: fit(MODEL, losses.mse, "adam", PARAMS, X, T, key=KEY, epochs=1, batch_size=4),
+        ValueError,
+        r"optimizer: expected a purenet.optim optimizer",
+    ),
+    (
+        "data",
+        "labels out of range for one_hot",
+        lambda: data.one_hot(jnp.array([0, 3]), 3),
+        ValueError,
+        r"labels: expected integers in \[0, 3\)",
+    ),
+    (
+        "data",
+        "batch size larger than the data",
+        lambda: data.batches(KEY, X, T, 9),
+        ValueError,
+        r"batch_size",
+    ),
+    (
+        "data",
+        "split fractions that do not sum to 1",
+        lambda: data.split(KEY, X, T, (0.5, 0.2)),
+        ValueError,
+        r"fractions",
+    ),
+    (
+        "data",
+        "NaN in data to split",
+        lambda: data.split(KEY, X.at[1, 1].set(jnp.nan), T),
+        ValueError,
+        r"finite",
+    ),
+    ("datasets", "unknown data set name", lambda: datasets.load("imagenet"), ValueError, r"name"),
+    (
+        "datasets",
+        "missing IDX file",
+        lambda: datasets.read_idx("/nonexistent/train-images-idx3-ubyte"),
+        FileNotFoundError,
+        r"nonexistent",
+    ),
+    (
+        "checkpoint",
+        "missing checkpoint file",
+        _load_missing,
+        FileNotFoundError,
+        r"no checkpoint at",
+    ),
+    (
+        "gradcheck",
+        "chunk size 0",
+        lambda: purenet.gradcheck.numerical_gradient(
+            lambda p: jnp.sum(p), jnp.ones(3), chunk_size=0
+        ),
+        ValueError,
+        r"chunk_size: expected a positive integer",
+    ),
+    (
+        "params",
+        "non-positive std for normal init",
+        lambda: params.normal(0.0),
+        ValueError,
+        r"std: expected a number in \(0.0, inf\)",
+    ),
+]
+
+
+@pytest.mark.parametrize("area, what, call, exception, pattern", CASES, ids=[c[1] for c in CASES])
+def test_bad_input_raises_a_clear_error(area, what, call, exception, pattern):
+    with pytest.raises(exception, match=pattern):
+        call()
+
+
+def message_of(call) -> tuple[str, str]:
+    try:
+        call()
+    except Exception as error:  # noqa: BLE001 - we report whatever is raised
+        return type(error).__name__, str(error).splitlines()[0]
+    return "(no error)", ""
+
+
+def markdown() -> str:
+    lines = [
+        "# Bad input and the message you see",
+        "",
+        "Generated by `python -m tests.test_errors > docs/errors.md` from the cases in",
+        "`tests/test_errors.py`, which the test suite checks. Value checks (finiteness,",
+        "label ranges) run in the eager entry points (`fit`, the loaders and splitters,",
+        "losses called eagerly); under `jit` only shapes and dtypes can be checked.",
+        "",
+        "| area | bad input | exception | message |",
+        "| --- | --- | --- | --- |",
+    ]
+    for area, what, call, _, _ in CASES:
+        kind, message = message_of(call)
+        message = message.replace("|", "\\|")
+        lines.append(f"| {area} | {what} | `{kind}` | {message} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(markdown())
