@@ -16,6 +16,7 @@ modules above it::
     data         one-hot, standardisation, splits, shuffled batches
     datasets     synthetic tasks, bundled real data, the IDX (MNIST) reader
     metrics      accuracy for binary, multi-class and multi-label heads
+    parallel     data parallelism: a device mesh, sharded batches, replicated params
     train        make_step, make_epoch (one jitted scan), fit, lbfgs
     checkpoint   atomic .npz checkpoints, strict loading
 """
@@ -30,6 +31,7 @@ from purenet import (
     losses,
     metrics,
     optim,
+    parallel,
     params,
     schedules,
     train,
@@ -50,6 +52,7 @@ __all__ = [
     "metrics",
     "objective",
     "optim",
+    "parallel",
     "params",
     "penalty",
     "penalty_grad",

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purenet import _checks, data, metrics
+from purenet import _checks, data, metrics, parallel
 from purenet.backprop import backprop, flat_cost, objective
 from purenet.optim import Optimizer, clip_by_global_norm
 from purenet.params import ravel
@@ -92,6 +92,7 @@ def make_epoch(
     num_examples: int,
     *,
     drop_remainder: bool = True,
+    mesh=None,
     **step_options,
 ) -> Callable:
     """One epoch of shuffled mini-batch training as a pure function.
@@ -102,12 +103,19 @@ def make_epoch(
         descent, 1 for SGD).
       num_examples: rows of the training data (static, for the batch shapes).
       drop_remainder: see ``purenet.data.batch_indices``.
+      mesh: ``None`` (one device) or a mesh with a ``"data"`` axis
+        (``purenet.parallel.data_mesh()``): each step's batch is then split by
+        rows over ``"data"`` and ``batch_size`` must be a multiple of its
+        size. Pass params, optimizer state, ``x`` and ``t`` replicated
+        (``purenet.parallel.replicate``) and run the epoch under ``jax.jit``.
       **step_options: ``l2``, ``l1``, ``penalize``, ``clip_norm``.
 
     Returns:
       ``epoch(params, opt_state, key, x, t) -> (params, opt_state,
       step_losses)`` with ``step_losses`` of shape ``(num_batches,)``.
     """
+    if mesh is not None:
+        parallel.check_batch_size(batch_size, mesh)
     step = make_step(model, loss, optimizer, **step_options)
     count = data.num_batches(num_examples, batch_size, drop_remainder=drop_remainder)
 
@@ -119,7 +127,10 @@ def make_epoch(
 
         def body(carry, batch):
             rows, k = batch
-            params, opt_state, J = step(*carry, x[rows], t[rows], k)
+            xb, tb = x[rows], t[rows]
+            if mesh is not None:  # rows split over "data": the partitioner all-reduces grads
+                xb, tb = parallel.constrain_batch((xb, tb), mesh)
+            params, opt_state, J = step(*carry, xb, tb, k)
             return (params, opt_state), J
 
         batches = (indices, jax.random.split(step_key, count))
@@ -205,6 +216,7 @@ def fit(
     nan_guard: bool = True,
     progress: bool = False,
     drop_remainder: bool = True,
+    mesh=None,
     **step_options,
 ) -> FitResult:
     """Train ``model`` on arrays in memory.
@@ -226,6 +238,11 @@ def fit(
         state from the start of that epoch, the last one known to be finite.
       progress: print one line per epoch.
       drop_remainder: see ``purenet.data.batch_indices``.
+      mesh: ``None`` (one device) or a mesh with a ``"data"`` axis
+        (``purenet.parallel.data_mesh()``) for data parallelism: params,
+        optimizer state and data are replicated on its devices and each
+        step's batch is split by rows (``batch_size`` must be a multiple of
+        the ``"data"`` axis size). Same results up to float rounding.
       **step_options: ``l2``, ``l1``, ``penalize``, ``clip_norm``.
 
     Returns:
@@ -249,11 +266,22 @@ def fit(
 
     epoch_fn = jax.jit(
         make_epoch(
-            model, loss, optimizer, batch_size, m, drop_remainder=drop_remainder, **step_options
+            model,
+            loss,
+            optimizer,
+            batch_size,
+            m,
+            drop_remainder=drop_remainder,
+            mesh=mesh,
+            **step_options,
         )
     )
     evaluate = make_evaluate(model, loss, metric)
     opt_state = optimizer.init(params) if opt_state is None else opt_state
+    if mesh is not None:
+        params, opt_state, x, t, validation = parallel.replicate(
+            (params, opt_state, x, t, validation), mesh
+        )
 
     history = {
         name: [] for name in ("step_loss", "epoch_loss", "train_loss", "train_metric", "seconds")

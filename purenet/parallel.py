@@ -1,0 +1,308 @@
+"""Data parallelism with JAX's own sharding: one code path, one device or many.
+
+Data-parallel training splits each mini-batch by rows across devices, keeps a
+full copy of the parameters (and optimizer state) on every device, and sums
+the per-device gradients before the update. Nothing in the hand-written
+backward has to change for that, because the batch enters the gradient only
+through sums over rows: for ``y = x @ W + b``,
+
+    dW = x.T @ dy = sum over devices d of x_d.T @ dy_d,   db = sum of dy_d,
+
+with the loss's ``1/m`` taken over the global batch. So the per-device
+gradients only need to be summed across devices: an all-reduce.
+
+**Main path: jit + NamedSharding** (what ``fit(..., mesh=mesh)`` and
+``make_epoch(..., mesh=mesh)`` use). The training step is the ordinary
+single-device program. The batch is placed with ``PartitionSpec("data")``
+(rows split over the mesh's ``"data"`` axis), the params and optimizer state
+with ``PartitionSpec()`` (replicated), and XLA's SPMD partitioner (Shardy,
+formerly GSPMD) splits the program: the ``x.T @ dy`` of every dense layer
+contracts over the sharded batch axis, so the partitioner computes a partial
+product on each device and inserts the all-reduce itself
+(``tests/test_parallel.py`` finds it in the compiled HLO). This is the main
+path because sharding is an annotation, not a change of meaning: ``jit``
+gives the same values whatever the shardings are. Batch norm's statistics
+are those of the whole batch, dropout masks are the same bits
+(``jax_threefry_partitionable`` is on by default), penalties and gradient
+clipping see the summed gradient, and the result equals the one-device run
+up to the order of floating-point sums. ``mesh=None`` is the unchanged
+one-device code.
+
+**Explicit path: shard_map + pmean** (:func:`make_shard_map_step`). The step
+is written per device: each device runs the hand-written backprop on its own
+rows and the gradients are averaged with ``jax.lax.pmean(grads, "data")``,
+the all-reduce in plain sight (the ``DistributedDataParallel`` recipe). It
+is here because it shows what the partitioner does for us. It differs from
+one device in the places where the per-device program is not the global one:
+batch norm normalises with per-device statistics (no "sync batch norm"), and
+dropout draws its mask per device from ``fold_in(key, device index)``.
+
+**Mesh axes.** :func:`data_mesh` makes the ``"data"`` axis ``AxisType.Auto``.
+``jax.make_mesh`` makes ``AxisType.Explicit`` axes by default (JAX 0.10),
+and explicit sharding refuses a contraction over a sharded axis unless the
+caller names the output sharding (``ShardingTypeError: Contracting
+dimensions are sharded ...``), which the layers' ``x.T @ dy`` does not do.
+Auto leaves the choice to the partitioner.
+
+**Seeds.** A sweep over seeds is a ``jax.vmap`` over a stack of keys (and of
+the params they initialise). :func:`shard_seeds` places that stack's leading
+axis on ``"data"``, so each device trains its share of the seeds.
+
+Multi-host use (``jax.distributed.initialize``) and GPU installation are
+described in ``docs/parallel.md``.
+
+Example::
+
+    from purenet import parallel, train
+
+    mesh = parallel.data_mesh()                   # all devices, axis "data"
+    result = train.fit(model, loss, opt, params, x, t, key=key, epochs=10,
+                       batch_size=256, mesh=mesh) # 256 % num_devices == 0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from purenet import _checks
+from purenet.backprop import backprop
+from purenet.optim import Optimizer, clip_by_global_norm
+
+__all__ = [
+    "DATA_AXIS",
+    "batch_sharding",
+    "check_batch_size",
+    "constrain_batch",
+    "data_mesh",
+    "make_shard_map_step",
+    "num_shards",
+    "replicate",
+    "replicated_sharding",
+    "shard_batch",
+    "shard_seeds",
+]
+
+DATA_AXIS = "data"
+"""The mesh axis name over which batch rows (or seeds) are split."""
+
+
+# --------------------------------------------------------------------- the mesh
+
+
+def data_mesh(num_devices: int | None = None, *, devices: Sequence | None = None) -> Mesh:
+    """A 1-D mesh with one ``"data"`` axis over the first ``num_devices`` devices.
+
+    Args:
+      num_devices: how many devices (default: all of ``devices``).
+      devices: the devices to choose from (default ``jax.devices()``, every
+        device of every process).
+
+    Returns:
+      ``jax.sharding.Mesh`` of shape ``{"data": num_devices}``, axis type
+      ``AxisType.Auto`` (module docstring).
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        _checks.fail("devices", "at least one device", "an empty sequence")
+    if num_devices is None:
+        num_devices = len(devices)
+    num_devices = _checks.positive_int("num_devices", num_devices)
+    if num_devices > len(devices):
+        _checks.fail("num_devices", f"at most the {len(devices)} devices available", num_devices)
+    return jax.make_mesh(
+        (num_devices,), (DATA_AXIS,), (AxisType.Auto,), devices=devices[:num_devices]
+    )
+
+
+def _check_mesh(mesh) -> Mesh:
+    if not isinstance(mesh, Mesh):
+        _checks.fail(
+            "mesh", "a jax.sharding.Mesh (e.g. purenet.parallel.data_mesh())", type(mesh).__name__
+        )
+    if DATA_AXIS not in mesh.axis_names:
+        _checks.fail("mesh", f"a mesh with a {DATA_AXIS!r} axis", f"axes {mesh.axis_names}")
+    kind = mesh.axis_types[mesh.axis_names.index(DATA_AXIS)]
+    if kind != AxisType.Auto:
+        _checks.fail(
+            "mesh",
+            f"a {DATA_AXIS!r} axis of type AxisType.Auto (purenet.parallel.data_mesh makes one; "
+            "Explicit sharding refuses the backward's x.T @ dy over the sharded batch axis)",
+            f"AxisType.{kind.name}",
+        )
+    return mesh
+
+
+def num_shards(mesh) -> int:
+    """The size of the mesh's ``"data"`` axis: how many pieces a batch is cut into."""
+    return int(_check_mesh(mesh).shape[DATA_AXIS])
+
+
+def batch_sharding(mesh) -> NamedSharding:
+    """``NamedSharding(mesh, P("data"))``: leading axis split over ``"data"``,
+    other axes (and other mesh axes) replicated."""
+    return NamedSharding(_check_mesh(mesh), PartitionSpec(DATA_AXIS))
+
+
+def replicated_sharding(mesh) -> NamedSharding:
+    """``NamedSharding(mesh, P())``: a full copy on every device of the mesh."""
+    return NamedSharding(_check_mesh(mesh), PartitionSpec())
+
+
+def check_batch_size(batch_size, mesh) -> int:
+    """``batch_size`` if it is a positive multiple of the ``"data"`` axis size,
+    else a ``ValueError`` naming ``batch_size``."""
+    batch_size = _checks.positive_int("batch_size", batch_size)
+    n = num_shards(mesh)
+    if batch_size % n:
+        _checks.fail(
+            "batch_size",
+            f"a multiple of the number of devices on the mesh's {DATA_AXIS!r} axis ({n}), "
+            "so that every device gets the same number of rows",
+            batch_size,
+        )
+    return batch_size
+
+
+# -------------------------------------------------------------------- placement
+
+
+def _check_leading(name: str, tree, n: int) -> None:
+    for leaf in jax.tree.leaves(tree):
+        shape = jnp.shape(leaf)
+        if not shape or shape[0] % n:
+            _checks.fail(
+                name,
+                f"arrays whose leading axis is a multiple of the {n} devices on the mesh's "
+                f"{DATA_AXIS!r} axis",
+                f"shape {tuple(shape)}",
+            )
+
+
+def shard_batch(batch, mesh):
+    """Place a batch (an array or a pytree such as ``(x, t)``) with its rows
+    split over ``"data"``.
+
+    Every leaf's leading axis must be a multiple of :func:`num_shards`;
+    ``jax.device_put`` does the copy. Outside ``jit`` only; inside, use
+    :func:`constrain_batch`.
+    """
+    _check_leading("batch", batch, num_shards(mesh))
+    return jax.device_put(batch, batch_sharding(mesh))
+
+
+def replicate(tree, mesh):
+    """Place every leaf of ``tree`` (params, optimizer state, a data set) in
+    full on every device of ``mesh``."""
+    return jax.device_put(tree, replicated_sharding(mesh))
+
+
+def constrain_batch(batch, mesh):
+    """Inside ``jit``: ask for ``batch``'s rows to be split over ``"data"``
+    (``jax.lax.with_sharding_constraint``).
+
+    The training epoch calls this on the batch it gathers with ``x[rows]``,
+    which is what makes every device run the forward and backward on its own
+    rows. Leading axes must be multiples of :func:`num_shards`.
+    """
+    _check_leading("batch", batch, num_shards(mesh))
+    return jax.lax.with_sharding_constraint(batch, batch_sharding(mesh))
+
+
+def shard_seeds(tree, mesh):
+    """Place a stack of seeds with the seed axis split over ``"data"``.
+
+    ``tree`` is anything with one leading entry per seed: a stack of keys
+    (``jax.random.split(key, n)``), the params initialised from them
+    (``jax.vmap(init)(keys)``), their optimizer states. ``jax.jit(jax.vmap(f))``
+    of such inputs then runs each device's seeds on that device::
+
+        keys = parallel.shard_seeds(jax.random.split(key, 8), mesh)
+        params = jax.jit(jax.vmap(lambda k: model.init(k, (d,))[1]))(keys)
+        states = jax.vmap(opt.init)(params)
+        params, states, losses = jax.jit(jax.vmap(epoch, (0, 0, 0, None, None)))(
+            params, states, keys, x, t)            # x, t shared by every seed
+
+    The number of seeds must be a multiple of :func:`num_shards`.
+    """
+    _check_leading("seeds", tree, num_shards(mesh))
+    return jax.device_put(tree, batch_sharding(mesh))
+
+
+# ------------------------------------------------------ the explicit shard_map step
+
+
+def make_shard_map_step(
+    model,
+    loss,
+    optimizer: Optimizer,
+    mesh,
+    *,
+    l2: float = 0.0,
+    l1: float = 0.0,
+    penalize: Sequence[str] = ("W",),
+    clip_norm: float | None = None,
+) -> Callable:
+    """``purenet.train.make_step`` written per device with ``jax.shard_map``.
+
+    Each device runs the hand-written backprop on its rows of the batch; the
+    cost and the gradients are then averaged over ``"data"`` with
+    ``jax.lax.pmean`` (the per-device cost is a mean over equal-sized shards,
+    so the mean of means is the global mean, and the penalty term, the same
+    on every device, passes through unchanged). Clipping and the optimizer
+    step follow on the averaged gradient, identically on every device, so
+    params and optimizer state stay replicated.
+
+    Differences from the one-device step (module docstring): batch norm uses
+    per-device batch statistics, and its running statistics are the
+    ``pmean`` of the per-device ones; dropout's key is
+    ``fold_in(key, device index)``.
+
+    Args:
+      model, loss, optimizer, l2, l1, penalize, clip_norm: as in
+        ``purenet.train.make_step``.
+      mesh: a mesh with a ``"data"`` axis (:func:`data_mesh`).
+
+    Returns:
+      ``step(params, opt_state, x, t, key) -> (params, opt_state, J)``, the
+      signature of ``make_step``'s step; ``x`` and ``t`` need a leading axis
+      that is a multiple of :func:`num_shards`. Wrap it in ``jax.jit``.
+    """
+    if not isinstance(optimizer, Optimizer):
+        _checks.fail("optimizer", "a purenet.optim optimizer", type(optimizer).__name__)
+    if clip_norm is not None:
+        clip_norm = _checks.positive("clip_norm", clip_norm)
+    n = num_shards(mesh)
+    grad_fn = backprop(model, loss, l2=l2, l1=l1, penalize=penalize, return_cache=True)
+
+    def local_step(params, opt_state, x, t, key):
+        key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
+        J, grads, cache = grad_fn(params, x, t, train=True, key=key)
+        J, grads = jax.lax.pmean((J, grads), DATA_AXIS)  # the all-reduce
+        if clip_norm is not None:
+            grads = clip_by_global_norm(grads, clip_norm)
+        params, opt_state = optimizer.step(params, grads, opt_state)
+        # Non-gradient state (batch norm) comes from this device's rows: average
+        # it. update_state returns the other leaves themselves, untouched.
+        updated = model.update_state(params, cache)
+        params = jax.tree.map(
+            lambda new, old: old if new is old else jax.lax.pmean(new, DATA_AXIS),
+            updated,
+            params,
+        )
+        return params, opt_state, J
+
+    rows, whole = PartitionSpec(DATA_AXIS), PartitionSpec()  # split by rows / replicated
+    spread = jax.shard_map(
+        local_step, mesh=mesh, in_specs=(whole, whole, rows, rows, whole), out_specs=whole
+    )
+
+    def step(params, opt_state, x, t, key):
+        _check_leading("x", x, n)
+        _check_leading("t", t, n)
+        return spread(params, opt_state, x, t, key)
+
+    return step
