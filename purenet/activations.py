@@ -49,9 +49,12 @@ sigmoid = Activation(f=_sigmoid, df=lambda x, y: y * (1.0 - y))
 
 tanh = Activation(f=jnp.tanh, df=lambda x, y: 1.0 - y * y)
 
-# ReLU'(0) is taken as 0, the convention of jax.nn.relu and of torch.
+# ReLU'(0) is taken as 0, the convention of jax.nn.relu and of torch. The
+# forward is a `where`, not `maximum`: jax.grad (the referee) splits a tie of
+# maximum(x, 0) at x == 0 and would see 0.5 there, where a row zeroed by an
+# earlier ReLU meets a zero bias.
 relu = Activation(
-    f=lambda x: jnp.maximum(x, 0.0).astype(jnp.result_type(x)),
+    f=lambda x: jnp.where(x > 0, x, jnp.zeros_like(x)),
     df=lambda x, y: (x > 0).astype(jnp.result_type(x)),
 )
 

@@ -174,6 +174,18 @@ def test_random_networks_with_kinks_match_jax_grad(net):
 # ------------------------------------------------------------- jit, vmap, dtypes
 
 
+def test_relu_derivative_at_exactly_zero_matches_the_referee():
+    # A row zeroed by the first ReLU meets a zero bias: the second ReLU's input
+    # is exactly 0, where relu'(0) = 0 by convention on both sides.
+    model = L.serial(L.dense(3), L.relu(), L.dense(2), L.relu(), L.dense(1))
+    _, params = model.init(jax.random.key(0), (2,), jnp.float64)
+    params = (dict(params[0], b=jnp.full(3, -100.0)),) + params[1:]
+    x, t = jnp.ones((2, 2)), jnp.ones((2, 1))
+    manual = purenet.backprop(model, losses.mse)(params, x, t)[1]
+    auto = jax.grad(purenet.objective(model, losses.mse))(params, x, t)
+    assert rel_error(manual, auto) == 0.0
+
+
 def test_under_jit_equals_eager():
     model, params, x, t = course_debug_network()
     f = purenet.backprop(model, losses.softmax_cross_entropy, l2=0.1)

@@ -104,6 +104,14 @@ def test_known_answers():
     ) == pytest.approx(0.5 * (0.04 + 0.01))
 
 
+def test_referee_agrees_at_a_logit_of_exactly_zero():
+    # Binary cross-entropy is smooth at 0; its gradient there is 1/2 - t.
+    y, t = jnp.zeros((1, 1)), jnp.zeros((1, 1))
+    loss = losses.sigmoid_binary_cross_entropy
+    assert float(loss.grad(y, t)[0, 0]) == 0.5
+    assert float(jax.grad(loss.value)(y, t)[0, 0]) == 0.5
+
+
 def test_sigmoid_output_with_mse_gradient_vanishes_where_cross_entropy_does_not():
     # Output near 0 for target 1 (the experiments' claim, checked here as algebra):
     # d(MSE)/dlogit = (o - t) o (1 - o) -> 0, d(BCE)/dlogit = o - t -> -1.
