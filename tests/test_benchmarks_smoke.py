@@ -1,0 +1,41 @@
+"""Smoke test of the benchmark entry point (nothing is timed against a target).
+
+Runs the ``gradient`` benchmark on its smallest shape with the minimal repeat
+count, writing into ``tmp_path``: the registry, the timing loop, the HLO
+summary, ``results.json`` and the README table all run end to end.
+"""
+
+import json
+
+import pytest
+
+from benchmarks import __main__ as entry
+from benchmarks import gradient, report
+
+
+def test_entry_point_writes_json_and_readme(tmp_path, monkeypatch):
+    monkeypatch.setattr(gradient, "SHAPES", (((2, 8, 1), 4, "bce"),))
+    json_path, readme_path = tmp_path / "results.json", tmp_path / "README.md"
+    readme_path.write_text(f"# Notes kept\n\n{report.BEGIN}\nold\n{report.END}\n\nTail kept.\n")
+
+    entry.run(
+        ["gradient"],
+        scale=0.001,
+        json_path=str(json_path),
+        readme_path=str(readme_path),
+        log=lambda msg: None,
+    )
+
+    results = json.loads(json_path.read_text())
+    shape = results["benchmarks"]["gradient"]["data"]["2-8-1 @ 4"]
+    assert shape["ratios"]["hand"]["median"] > 0
+    assert shape["hlo"]["hand"]["dots_ynn"] + shape["hlo"]["hand"]["dots_xla"] >= 2
+    assert results["machine"]["jax"]
+    text = readme_path.read_text()
+    assert text.startswith("# Notes kept") and text.rstrip().endswith("Tail kept.")
+    assert "old" not in text and "| 2-8-1 @ 4 | bce |" in text
+
+
+def test_unknown_benchmark_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="unknown benchmark"):
+        entry.run(["no_such_benchmark"], json_path=str(tmp_path / "r.json"), readme_path=None)
