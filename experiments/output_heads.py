@@ -1,0 +1,415 @@
+"""Output heads: the right output layer and loss for each kind of target.
+
+Claim (seed 001, "Neural Networks-4", pp. 5-26; seed 002, "losses"): a binary
+task takes one sigmoid output with binary cross-entropy; a multi-class task
+takes one-hot targets, a softmax output and cross-entropy; a multi-label task
+takes one independent sigmoid per label and the sum of their binary
+cross-entropies. Coding three nominal classes as one output with targets
+1 / 0.5 / 0 and MSE is a bad idea: it tells the network that mistaking the
+"1" class for the "0.5" class is a smaller error than mistaking it for the "0"
+class, an order that nominal classes do not have.
+
+Setup:
+
+* heads: binary, breast cancer (30 features, standardised), a 30-16-1 tanh
+  net, ``sigmoid_binary_cross_entropy`` on the logit, ``binary_accuracy``;
+  multi-class, digits (64 pixels), 64-32-10 tanh, one-hot targets with
+  ``softmax_cross_entropy``, ``multiclass_accuracy``; multi-label,
+  ``datasets.multi_label`` (2-D points, three independent labels), 2-32-32-3
+  tanh, ``multilabel_sigmoid_cross_entropy``, ``multilabel_accuracy`` (Hamming
+  accuracy and exact match);
+* three classes, iris and wine (standardised), an ``n``-8-k tanh net: one-hot
+  targets with softmax cross-entropy (k = 3) against one sigmoid output trained
+  with MSE on the codes 1 / 0.5 / 0 (k = 1; the prediction is the nearest
+  code). Which class gets the middle code is arbitrary for nominal classes, so
+  all three assignments are run (the reverse of an assignment is the same
+  problem mirrored) and the claim is tested on their average. Iris's species
+  happen to be ordered by petal size, so the coding that follows that order
+  does almost as well as one-hot there; the other two do not.
+
+Every configuration is trained with plain SGD for a fixed number of epochs, for
+several seeds at once (``jax.vmap``); each seed draws its own 70 / 30
+train / test split, initialisation and batch order. Reported: test accuracy,
+mean and standard deviation across seeds.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments._common import Config, Outcome
+from purenet import data, datasets, losses, metrics, optim, train
+from purenet import layers as L
+
+NAME = "output_heads"
+CLAIM = (
+    "Binary: sigmoid + BCE; multi-class: one-hot + softmax + cross-entropy; multi-label: "
+    "independent sigmoids + summed BCE; coding 3 classes as one output 1/0.5/0 with MSE "
+    "imposes a false order and does worse than one-hot."
+)
+
+F32 = jnp.float32
+LEARNING_RATE = 0.1  # plain SGD, every head
+BATCH_SIZE = 16
+CODES = (1.0, 0.5, 0.0)  # the single-output codes, given to the classes in some order
+# These runs are small: XLA's CPU backend spends far longer optimising the
+# nested scans than running them, so compile without backend optimisation
+# (same numbers up to float rounding, several times faster end to end).
+_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+CLASS_NAMES = {
+    "iris": ("setosa", "versicolor", "virginica"),
+    "wine": ("cultivar 0", "cultivar 1", "cultivar 2"),
+}
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def _split_standardized(key, x, t, fractions=(0.7, 0.3)):
+    """A 70 / 30 split, standardised with the training part's statistics.
+    Traceable, so every seed draws its own split inside the vmapped run."""
+    (x_tr, t_tr), (x_te, t_te) = data.split(key, x, t, fractions)
+    stats = data.standardize_fit(x_tr)
+    return data.standardize_apply(stats, x_tr), t_tr, data.standardize_apply(stats, x_te), t_te
+
+
+# ------------------------------------------------------------------------ training
+
+
+def _trainer(model, loss, in_features: int, num_train: int, epochs: int):
+    """``train(key, x, t) -> (params, epoch_losses)``: init and ``epochs`` SGD
+    epochs in one ``lax.scan``; pure, so it is ``vmap``-ed over seeds."""
+    optimizer = optim.sgd(LEARNING_RATE)
+    epoch = train.make_epoch(model, loss, optimizer, BATCH_SIZE, num_train)
+
+    def run(key, x, t):
+        init_key, train_key = jax.random.split(key)
+        _, params = model.init(init_key, (in_features,))
+
+        def body(carry, k):
+            params, opt_state, step_losses = epoch(*carry, k, x, t)
+            return (params, opt_state), jnp.mean(step_losses)
+
+        keys = jax.random.split(train_key, epochs)
+        (params, _), epoch_losses = jax.lax.scan(body, (params, optimizer.init(params)), keys)
+        return params, epoch_losses
+
+    return run
+
+
+def _mlp(hidden: tuple[int, ...], outputs: int, last=()):
+    layers = []
+    for n in hidden:
+        layers += [L.dense(n), L.tanh()]
+    return L.serial(*layers, L.dense(outputs), *last)
+
+
+def _sizes(load):
+    """(features, training rows) of ``load``'s data set, from shapes alone."""
+    x, _ = jax.eval_shape(load, jax.random.key(0))
+    return x.shape[1], data.split_sizes(x.shape[0], (0.7, 0.3))[0]
+
+
+def _seed_keys(base: int, seeds: int):
+    return jax.random.split(jax.random.key(base), seeds)
+
+
+def _head_accuracy(model, loss, metric, load, epochs, seeds, base, *, one_hot_classes=None):
+    """Train one head for every seed (own data, split, init and batch order);
+    test accuracy, exact-match accuracy (meaningful for multi-label) and the
+    last epoch's mean training loss, per seed."""
+    n_in, m = _sizes(load)
+    run = _trainer(model, loss, n_in, m, epochs)
+
+    def one(key):
+        data_key, split_key, train_key = jax.random.split(key, 3)
+        x_tr, t_tr, x_te, t_te = _split_standardized(split_key, *load(data_key))
+        if one_hot_classes is not None:  # one-hot rows, as the claim prescribes
+            t_tr = data.one_hot(t_tr, one_hot_classes)
+        params, epoch_losses = run(train_key, x_tr, t_tr)
+        y, _ = model.forward(params, x_te)
+        exact = metrics.multilabel_accuracy(y, t_te, exact_match=True) if t_te.ndim == 2 else 0.0
+        return metric(y, t_te), exact, epoch_losses[-1]
+
+    acc, exact, final_loss = _jit(jax.vmap(one))(_seed_keys(base, seeds))
+    return np.asarray(acc), np.asarray(exact), np.asarray(final_loss)
+
+
+def _three_class(name: str, epochs: int, seeds: int, hidden: int, base: int):
+    """One-hot + softmax against the single 1 / 0.5 / 0 output, every coding."""
+    x_all, t_all = getattr(datasets, name)()
+
+    def load(key):
+        return x_all, t_all
+
+    n_in, m = _sizes(load)
+    keys = _seed_keys(base, seeds)
+
+    # One-hot, softmax cross-entropy.
+    soft = _mlp((hidden,), 3)
+    soft_run = _trainer(soft, losses.softmax_cross_entropy, n_in, m, epochs)
+
+    def one_hot_run(key):
+        split_key, train_key = jax.random.split(key)
+        x_tr, t_tr, x_te, t_te = _split_standardized(split_key, x_all, t_all)
+        params, _ = soft_run(train_key, x_tr, data.one_hot(t_tr, 3))
+        y, _ = soft.forward(params, x_te)
+        return metrics.multiclass_accuracy(y, t_te)
+
+    one_hot_acc = np.asarray(_jit(jax.vmap(one_hot_run))(keys))
+
+    # One sigmoid output, MSE on codes. The coding is data, so every coding
+    # and seed trains in one vmap (one model, one compiled function); seed s
+    # uses the same split and initialisation key under every coding.
+    single = _mlp((hidden,), 1, last=(L.sigmoid(),))
+    single_run = _trainer(single, losses.mse, n_in, m, epochs)
+    orders = [(0, 1, 2), (1, 0, 2), (0, 2, 1)]  # the classes given the codes 1, 0.5, 0
+    code_tables = jnp.stack(
+        [jnp.zeros(3, F32).at[jnp.array(o)].set(jnp.array(CODES, F32)) for o in orders]
+    )
+
+    def ordinal_run(codes, key):
+        split_key, train_key = jax.random.split(key)
+        x_tr, t_tr, x_te, t_te = _split_standardized(split_key, x_all, t_all)
+        params, _ = single_run(train_key, x_tr, codes[t_tr][:, None])
+        y, _ = single.forward(params, x_te)
+        predicted = jnp.argmin(jnp.abs(y - codes[None, :]), axis=1)  # the nearest code
+        return jnp.mean(predicted == t_te), y[:, 0], t_te
+
+    per_seed = jax.vmap(ordinal_run, in_axes=(None, 0))
+    acc, outputs, labels = _jit(jax.vmap(per_seed, in_axes=(0, None)))(code_tables, keys)
+    names = CLASS_NAMES[name]
+    coding_names = [f"{names[o[0]]}=1, {names[o[1]]}=.5, {names[o[2]]}=0" for o in orders]
+    # The single output on seed 0's test set, per true class, for the figure.
+    labels0 = np.asarray(labels[0, 0])
+    outputs0 = [
+        {str(c): np.asarray(outputs[i, 0])[labels0 == c].tolist() for c in range(3)}
+        for i in range(len(orders))
+    ]
+    return {
+        "one_hot_accuracy": one_hot_acc,
+        "ordinal_accuracy": np.asarray(acc),  # (codings, seeds)
+        "codings": coding_names,
+        "orders": orders,
+        "seed0_outputs_by_class": outputs0,
+    }
+
+
+# -------------------------------------------------------------------------- figure
+
+
+def _figure(numbers):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9.5))
+    fig.suptitle("Output heads: test accuracy across seeds (mean ± std, dots = seeds)")
+
+    ax = axes[0, 0]
+    heads = numbers["heads"]
+    labels = [
+        "binary\nbreast cancer\nsigmoid + BCE",
+        "multi-class\ndigits\nsoftmax + CE",
+        "multi-label\n3 labels\nsigmoids + sum BCE\n(Hamming)",
+        "multi-label\n(exact match,\nall 3 right)",
+    ]
+    values = [
+        heads["binary"]["accuracy"],
+        heads["multiclass"]["accuracy"],
+        heads["multilabel"]["accuracy"],
+        heads["multilabel"]["exact_match"],
+    ]
+    _bars(ax, labels, values, ["C0", "C1", "C2", "C2"])
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("test accuracy")
+    ax.set_title("each head on its own kind of task")
+
+    ax = axes[0, 1]
+    width = 0.2
+    for d, name in enumerate(numbers["three_class"]):
+        three = numbers["three_class"][name]
+        series = [three["one_hot_accuracy"]] + list(three["ordinal_accuracy"])
+        for i, values in enumerate(series):
+            x = d + (i - 1.5) * width
+            mean, std = np.mean(values), np.std(values)
+            color = "C0" if i == 0 else ["C3", "C1", "C4"][i - 1]
+            label = None
+            if d == 0:
+                order = three["orders"][i - 1]
+                label = (
+                    "one-hot + softmax + CE"
+                    if i == 0
+                    else f"one output + MSE, class {order[0]}=1, {order[1]}=.5, {order[2]}=0"
+                )
+            ax.bar(x, mean, width * 0.9, yerr=std, color=color, alpha=0.8, capsize=3, label=label)
+            ax.plot(np.full(len(values), x), values, "k.", ms=3, alpha=0.5)
+            ax.text(x, 0.02, f"{mean:.2f}", ha="center", va="bottom", fontsize=8, rotation=90)
+    ticks = {
+        "iris": "iris\n(0 setosa, 1 versicolor, 2 virginica)",
+        "wine": "wine\n(3 cultivars 0, 1, 2)",
+    }
+    ax.set_xticks(range(len(numbers["three_class"])), [ticks[n] for n in numbers["three_class"]])
+    ax.set_ylim(0, 1.35)
+    ax.set_ylabel("test accuracy")
+    ax.set_title("3 classes: one-hot vs one output coded 1 / 0.5 / 0")
+    ax.legend(fontsize=8, loc="upper center", ncol=2, framealpha=0.95)
+
+    three = numbers["three_class"]["iris"]
+    for panel, coding in zip(axes[1], (0, 1), strict=True):
+        outputs = three["seed0_outputs_by_class"][coding]
+        order = three["orders"][coding]
+        rng = np.random.default_rng(0)
+        for c in range(3):
+            ys = np.asarray(outputs[str(c)])
+            panel.plot(c + rng.uniform(-0.15, 0.15, len(ys)), ys, "o", ms=4, alpha=0.7)
+            target = CODES[order.index(c)]
+            panel.hlines(target, c - 0.3, c + 0.3, colors="k", lw=2)
+        for boundary in (0.25, 0.75):
+            panel.axhline(boundary, color="gray", ls=":", lw=1)
+        panel.set_xticks(range(3), CLASS_NAMES["iris"])
+        panel.set_ylim(-0.05, 1.05)
+        panel.set_ylabel("single sigmoid output (test set, seed 0)")
+        acc = np.mean(three["ordinal_accuracy"][coding])
+        panel.set_title(
+            f"iris, coding {three['codings'][coding]}\n"
+            f"black bar = class code, dotted = decision boundaries; mean acc {acc:.2f}",
+            fontsize=9,
+        )
+    fig.tight_layout()
+    return fig
+
+
+def _bars(ax, labels, values, colors):
+    rng = np.random.default_rng(0)
+    for i, (v, c) in enumerate(zip(values, colors, strict=True)):
+        v = np.asarray(v)
+        ax.bar(i, v.mean(), 0.6, yerr=v.std(), color=c, alpha=0.8, capsize=4)
+        ax.plot(i + rng.uniform(-0.12, 0.12, len(v)), v, "k.", ms=4, alpha=0.6)
+        ax.text(i, 0.05, f"{v.mean():.3f}", ha="center", va="bottom", color="white", weight="bold")
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def run(config: Config) -> Outcome:
+    smoke = config.mode == "smoke"
+    seeds = config.num_seeds(8, 16)
+    epochs = 5 if smoke else config.pick(60, 120)
+    three_epochs = 5 if smoke else config.pick(200, 400)
+    hidden = 8
+
+    def real(name):
+        x, t = getattr(datasets, name)()  # loaded once, a constant of the traced run
+        return lambda key: (x, t)
+
+    def multi_label(key):
+        return datasets.multi_label(key, n=1000)
+
+    x_bc, t_bc = datasets.breast_cancer()
+
+    def breast_cancer(key):
+        return x_bc, t_bc[:, None].astype(F32)  # the binary column
+
+    heads = {}
+    acc, _, loss = _head_accuracy(
+        _mlp((16,), 1),
+        losses.sigmoid_binary_cross_entropy,
+        metrics.binary_accuracy,
+        breast_cancer,
+        epochs,
+        seeds,
+        10,
+    )
+    heads["binary"] = {"accuracy": acc, "final_train_loss": loss}
+    acc, _, loss = _head_accuracy(
+        _mlp((32,), 10),
+        losses.softmax_cross_entropy,
+        metrics.multiclass_accuracy,
+        real("digits"),
+        epochs,
+        seeds,
+        11,
+        one_hot_classes=10,
+    )
+    heads["multiclass"] = {"accuracy": acc, "final_train_loss": loss}
+    acc, exact, loss = _head_accuracy(
+        _mlp((32, 32), 3),
+        losses.multilabel_sigmoid_cross_entropy,
+        metrics.multilabel_accuracy,
+        multi_label,
+        epochs,
+        seeds,
+        12,
+    )
+    heads["multilabel"] = {"accuracy": acc, "exact_match": exact, "final_train_loss": loss}
+
+    three_class = {
+        name: _three_class(name, three_epochs, seeds, hidden, 13)
+        for name in (("iris",) if smoke else ("iris", "wine"))
+    }
+    numbers = {"heads": heads, "three_class": three_class}
+
+    means = {k: float(np.mean(v["accuracy"])) for k, v in heads.items()}
+    heads_good = all(m >= 0.9 for m in means.values())
+    gaps = {}
+    for name, three in three_class.items():
+        one_hot = np.asarray(three["one_hot_accuracy"])
+        ordinal = np.asarray(three["ordinal_accuracy"])
+        gaps[name] = {
+            "one_hot": float(one_hot.mean()),
+            "one_hot_std": float(one_hot.std()),
+            "ordinal_mean_over_codings": float(ordinal.mean()),
+            "ordinal_per_coding": ordinal.mean(axis=1).tolist(),
+            "ordinal_worst_coding": float(ordinal.mean(axis=1).min()),
+        }
+    # One-hot must beat the single output averaged over the (arbitrary)
+    # codings by more than its own seed spread, on both data sets.
+    ordinal_worse = all(
+        g["one_hot"] - g["ordinal_mean_over_codings"] > g["one_hot_std"] for g in gaps.values()
+    )
+    supported = heads_good and ordinal_worse
+    numbers["comparison"] = gaps
+
+    def fmt(name):
+        g = gaps[name]
+        per = "/".join(f"{v:.2f}" for v in g["ordinal_per_coding"])
+        return f"{name} one-hot {g['one_hot']:.2f} vs 1/.5/0 {per} (3 codings)"
+
+    verdict = (
+        f"test acc: binary {means['binary']:.3f}, multi-class {means['multiclass']:.3f}, "
+        f"multi-label {means['multilabel']:.3f} (exact "
+        f"{float(np.mean(heads['multilabel']['exact_match'])):.3f}); "
+        + "; ".join(fmt(name) for name in three_class)
+        + f" ({seeds} seeds)"
+    )
+    settings = {
+        "seeds": seeds,
+        "optimizer": f"sgd(lr={LEARNING_RATE})",
+        "batch_size": BATCH_SIZE,
+        "epochs_heads": epochs,
+        "epochs_three_class": three_epochs,
+        "split": "70/30 train/test per seed, standardised on train",
+        "nets": {
+            "binary": "30-16-1 tanh, sigmoid_binary_cross_entropy (logit)",
+            "multiclass": "64-32-10 tanh, softmax_cross_entropy, one-hot targets",
+            "multilabel": "2-32-32-3 tanh, multilabel_sigmoid_cross_entropy, multi_label(n=1000)",
+            "three_class": f"n-{hidden}-3 softmax vs n-{hidden}-1 sigmoid + mse on codes 1/.5/0",
+        },
+        "ordinal_prediction": "nearest code",
+    }
+    summary = {
+        "binary_acc": means["binary"],
+        "multiclass_acc": means["multiclass"],
+        "multilabel_acc": means["multilabel"],
+    }
+    for name, g in gaps.items():
+        summary[f"{name}_one_hot"] = g["one_hot"]
+        summary[f"{name}_ordinal_mean"] = g["ordinal_mean_over_codings"]
+    return Outcome(verdict, bool(supported), numbers, settings, _figure(numbers), summary)
