@@ -75,9 +75,10 @@ def to_json(value):
     if isinstance(value, jax.Array | np.ndarray):
         return to_json(np.asarray(value).tolist())
     if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return str(value)
+        return to_json(value.item())
+    if isinstance(value, float):
+        # 7 significant digits: float32 precision, and half the file size.
+        return float(f"{value:.7g}") if np.isfinite(value) else str(value)
     if isinstance(value, Path):
         return str(value)
     return value
@@ -88,11 +89,18 @@ def _atomic_write(path: Path, data: bytes):
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; use the user's usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def check_writable(out: Path, name: str):
@@ -142,5 +150,6 @@ def save(name: str, claim: str, outcome: Outcome, config: Config, seconds: float
         plt.close(outcome.figure)
         _atomic_write(config.out / f"{name}.png", buffer.getvalue())
         record["figure"] = f"{name}.png"
-    _atomic_write(config.out / f"{name}.json", json.dumps(record, indent=1).encode())
+    # compact: some experiments keep per-seed, per-epoch curves (megabytes indented)
+    _atomic_write(config.out / f"{name}.json", json.dumps(record, separators=(",", ":")).encode())
     return record

@@ -35,6 +35,14 @@ def test_round_trip(tmp_path):
     np.testing.assert_array_equal(jax.random.normal(loaded.key, (3,)), jax.random.normal(KEY, (3,)))
 
 
+def test_saved_file_has_the_usual_permissions(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    checkpoint.save(path, PARAMS)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_no_silent_overwrite(tmp_path):
     path = tmp_path / "ckpt.npz"
     checkpoint.save(path, PARAMS)
