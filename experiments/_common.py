@@ -66,6 +66,33 @@ class Outcome:
     summary: dict = dataclasses.field(default_factory=dict)
 
 
+def seed_stats(values, missing=None) -> dict:
+    """Mean, standard deviation, min, max and count of per-seed values
+    (``missing``: a sentinel value to leave out, e.g. -1 for "never")."""
+    v = np.asarray(values, np.float64)
+    if missing is not None:
+        v = v[v != missing]
+    if v.size == 0:
+        return {"mean": None, "std": None, "min": None, "max": None, "count": 0}
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std()),
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "count": int(v.size),
+    }
+
+
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def to_json(value):
     """Convert arrays and NumPy scalars (nested) to plain JSON values."""
     if isinstance(value, dict):

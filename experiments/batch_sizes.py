@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Config, Outcome
+from experiments._common import Config, Outcome, pyplot
 from purenet import data, datasets, losses, optim, train
 from purenet import layers as L
 
@@ -153,10 +153,7 @@ def _time_to(threshold, seconds, curve):
 
 
 def _figure(numbers, sizes, m):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(2, 3, figsize=(18, 10))
     fig.suptitle(

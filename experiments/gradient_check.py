@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import purenet
-from experiments._common import Config, Outcome
+from experiments._common import Config, Outcome, pyplot
 from purenet import gradcheck, layers, losses, objective, optim, train
 
 NAME = "gradient_check"
@@ -218,10 +218,7 @@ def timing(problem, numerical, step_repeats: int, numerical_repeats: int) -> dic
 
 
 def draw(numbers: dict, names: dict):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [2, 1]})
     labels, autodiff, numerical, tol_a, tol_n, rounding = [], [], [], [], [], []

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Config, Outcome
+from experiments._common import Config, Outcome, pyplot, seed_stats
 from purenet import datasets, layers, losses, optim, train
 
 NAME = "linear_hidden_collapse"
@@ -153,24 +153,11 @@ def grid_for(x, n=120):
     return g0, g1, jnp.asarray(np.stack([g0.ravel(), g1.ravel()], 1), jnp.float32)
 
 
-def stats(values) -> dict:
-    v = np.asarray(values, np.float64)
-    return {
-        "mean": float(v.mean()),
-        "std": float(v.std()),
-        "min": float(v.min()),
-        "max": float(v.max()),
-    }
-
-
 # ------------------------------------------------------------------- figure
 
 
 def draw(numbers: dict, pictures: dict):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig = plt.figure(figsize=(16, 8.4))
     grid = fig.add_gridspec(2, 4)
@@ -332,9 +319,9 @@ def run(config: Config) -> Outcome:
             )
             accuracy = np.mean((out["y"] > 0) == (np.asarray(t) > 0.5), axis=(1, 2))
             result[act] = {
-                "accuracy": stats(accuracy),
+                "accuracy": seed_stats(accuracy),
                 "accuracy_per_seed": accuracy,
-                "final_loss": stats(out["history"][:, -1]),
+                "final_loss": seed_stats(out["history"][:, -1]),
             }
             pictures[task][act] = 1 / (1 + np.exp(-np.float64(out["y_probe"][0])))
             if act == "linear":
@@ -352,8 +339,8 @@ def run(config: Config) -> Outcome:
         out = train_many(regressor(head), losses.mse, REG_LR, reg_start, x, t, epochs, x)
         y, target = out["y"], np.asarray(t)
         regression[head] = {
-            "max_abs_prediction": stats(np.max(np.abs(y), axis=(1, 2))),
-            "mse": stats(np.mean((y - target) ** 2, axis=(1, 2))),
+            "max_abs_prediction": seed_stats(np.max(np.abs(y), axis=(1, 2))),
+            "mse": seed_stats(np.mean((y - target) ** 2, axis=(1, 2))),
         }
         pictures["regression"][head] = y[0]
     target_variance = float(jnp.var(t))

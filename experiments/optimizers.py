@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Config, Outcome
+from experiments._common import Config, Outcome, pyplot
 from purenet import data, datasets, losses, metrics, optim, train
 from purenet import layers as L
 
@@ -320,10 +320,7 @@ def _contour(ax, name, results, title):
 
 
 def _figure(numbers):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(2, 3, figsize=(19, 11.5))
     s = numbers["surfaces"]

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Config, Outcome
+from experiments._common import Config, Outcome, pyplot
 from purenet import data, datasets, losses, metrics, optim, train
 from purenet import layers as L
 
@@ -203,10 +203,7 @@ def _three_class(name: str, epochs: int, seeds: int, hidden: int, base: int):
 
 
 def _figure(numbers):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 9.5))
     fig.suptitle("Output heads: test accuracy across seeds (mean ± std, dots = seeds)")

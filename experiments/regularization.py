@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Config, Outcome
+from experiments._common import Config, Outcome, pyplot
 from purenet import data, datasets, losses, metrics, optim, train
 from purenet import layers as L
 
@@ -169,10 +169,7 @@ def _epochs_to(threshold, curve):
 
 
 def _figure(numbers, every):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(2, 2, figsize=(16, 11))
     fig.suptitle(

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import purenet
-from experiments._common import Config, Outcome
+from experiments._common import Config, Outcome, pyplot
 from purenet import datasets, layers, losses, optim, params, train
 
 NAME = "rumelhart_1986"
@@ -195,10 +195,7 @@ def hinton(ax, W, b, v, c):
 
 
 def draw(numbers: dict, example):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     sweeps = numbers["settings_max_sweeps"]

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import purenet
-from experiments._common import Config, Outcome
+from experiments._common import Config, Outcome, pyplot, seed_stats
 from purenet import datasets, layers, losses, optim, train
 
 NAME = "sigmoid_mse_vs_cross_entropy"
@@ -138,29 +138,11 @@ def first_epoch(history, threshold):
     return np.where(h.any(axis=1), h.argmax(axis=1), -1)
 
 
-def stats(values, missing=None) -> dict:
-    v = np.asarray(values, np.float64)
-    if missing is not None:
-        v = v[v != missing]
-    if v.size == 0:
-        return {"mean": None, "std": None, "min": None, "max": None, "count": 0}
-    return {
-        "mean": float(v.mean()),
-        "std": float(v.std()),
-        "min": float(v.min()),
-        "max": float(v.max()),
-        "count": int(v.size),
-    }
-
-
 # -------------------------------------------------------------------- figure
 
 
 def draw(numbers: dict):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     g = numbers["gradient"]
@@ -260,10 +242,10 @@ def run(config: Config) -> Outcome:
                 "accuracy": np.asarray(out["accuracy"]),
                 "o_positive": np.asarray(out["o_positive"]),
                 "epochs_to_recover": recovered,
-                "recover_stats": stats(recovered, missing=-1),
+                "recover_stats": seed_stats(recovered, missing=-1),
                 "not_recovered": int(np.sum(recovered < 0)),
-                "final_accuracy": stats(np.asarray(out["accuracy"])[:, -1]),
-                "accuracy_at_50": stats(np.asarray(out["accuracy"])[:, min(50, epochs)]),
+                "final_accuracy": seed_stats(np.asarray(out["accuracy"])[:, -1]),
+                "accuracy_at_50": seed_stats(np.asarray(out["accuracy"])[:, min(50, epochs)]),
             }
     numbers = {"gradient": gradient, "training": training}
 

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Config, Outcome
+from experiments._common import Config, Outcome, pyplot
 from purenet import backprop, data, datasets, losses, optim, params, train
 from purenet import layers as L
 
@@ -198,10 +198,7 @@ def _exploding(x, t, seeds: int, epochs: int, with_fit: bool = True):
 
 
 def _figure(numbers):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig = plt.figure(figsize=(20, 15))
     grid = fig.add_gridspec(3, 4, height_ratios=[1, 1.1, 1], hspace=0.45, wspace=0.28)

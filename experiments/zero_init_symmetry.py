@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Config, Outcome
+from experiments._common import Config, Outcome, pyplot, seed_stats
 from purenet import data, datasets, layers, losses, metrics, objective, optim, params, train
 
 NAME = "zero_init_symmetry"
@@ -142,21 +142,8 @@ def distinct_units(W1, b1, tol: float) -> int:
     return len(reps)
 
 
-def stats(values) -> dict:
-    v = np.asarray(values, np.float64)
-    return {
-        "mean": float(v.mean()),
-        "std": float(v.std()),
-        "min": float(v.min()),
-        "max": float(v.max()),
-    }
-
-
 def draw(numbers: dict, example: dict):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig = plt.figure(figsize=(14, 7.2))
     grid = fig.add_gridspec(2, 3, height_ratios=[1, 1])
@@ -237,14 +224,14 @@ def run(config: Config) -> Outcome:
         scale = np.asarray(out["scale"])
         distinct = [distinct_units(W1[s], b1[s], 1e-6 * max(scale[s], 1.0)) for s in range(seeds)]
         numbers[arm] = {
-            "test_accuracy": stats(out["test_accuracy"]),
-            "train_accuracy": stats(out["train_accuracy"]),
-            "unit_spread": stats(out["spread"]),
-            "weight_scale": stats(scale),
-            "distinct_units": stats(distinct),
+            "test_accuracy": seed_stats(out["test_accuracy"]),
+            "train_accuracy": seed_stats(out["train_accuracy"]),
+            "unit_spread": seed_stats(out["spread"]),
+            "weight_scale": seed_stats(scale),
+            "distinct_units": seed_stats(distinct),
             "loss_per_epoch": np.asarray(out["loss"]),
             "spread_per_epoch": np.asarray(out["spread_history"]),
-            "final_loss": stats(np.asarray(out["loss"])[:, -1]),
+            "final_loss": seed_stats(np.asarray(out["loss"])[:, -1]),
         }
         example[arm] = W1[0]
     numbers["example_W1_seed0"] = example
