@@ -90,17 +90,13 @@ def _seed_runs(batch_size: int, epochs: int, seeds: int, x, t, learning_rates):
     def one(key, lr):
         # A schedule keeps the learning rate a traced value, so it can be vmapped.
         optimizer = optim.sgd(lambda count: lr)
-        epoch = train.make_epoch(model, LOSS, optimizer, batch_size, m)
+        run = train.make_train(
+            model, LOSS, optimizer, batch_size, m, epochs, evaluate=lambda p: evaluate(p, x, t)[0]
+        )
         init_key, train_key = jax.random.split(key)
         _, params = model.init(init_key, (x.shape[1],))
-
-        def body(carry, k):
-            params, opt_state, _ = epoch(*carry, k, x, t)
-            return (params, opt_state), evaluate(params, x, t)[0]
-
-        keys = jax.random.split(train_key, epochs)
-        _, curve = jax.lax.scan(body, (params, optimizer.init(params)), keys)
-        return jnp.concatenate([evaluate(params, x, t)[0][None], curve])
+        _, _, history = run(params, optimizer.init(params), train_key, x, t)
+        return jnp.concatenate([evaluate(params, x, t)[0][None], history["evaluation"]])
 
     keys = jax.random.split(jax.random.key(1), seeds)  # seed s: same init for every size
     lrs = jnp.asarray(learning_rates, jnp.float32)

@@ -143,17 +143,19 @@ def _batchnorm_runs(batchnorm: bool, seeds: int, epochs: int):
 
     def one(key, lr):
         optimizer = optim.sgd(lambda count: lr)  # a schedule keeps lr traced, for vmap
-        epoch = train.make_epoch(model, LOSS, optimizer, BN_BATCH, m)
+        run = train.make_train(
+            model,
+            LOSS,
+            optimizer,
+            BN_BATCH,
+            m,
+            epochs,
+            evaluate=lambda p: evaluate(p, x_tr, t_tr)[0],
+        )
         init_key, train_key = jax.random.split(key)
         _, params = model.init(init_key, (x_tr.shape[1],))
-
-        def body(carry, k):
-            params, opt_state, _ = epoch(*carry, k, x_tr, t_tr)
-            return (params, opt_state), evaluate(params, x_tr, t_tr)[0]
-
-        keys = jax.random.split(train_key, epochs)
-        _, curve = jax.lax.scan(body, (params, optimizer.init(params)), keys)
-        return jnp.concatenate([evaluate(params, x_tr, t_tr)[0][None], curve])
+        _, _, history = run(params, optimizer.init(params), train_key, x_tr, t_tr)
+        return jnp.concatenate([evaluate(params, x_tr, t_tr)[0][None], history["evaluation"]])
 
     keys = jax.random.split(jax.random.key(6), seeds)  # same init keys with and without BN
     per_lr = jax.vmap(jax.vmap(one, in_axes=(0, None)), in_axes=(None, 0))

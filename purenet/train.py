@@ -10,6 +10,8 @@ API, each built from the one below:
   opt_state, step_losses)``: one shuffled pass over the data, every mini-batch
   step inside one ``lax.scan``. Pure, so ``jax.vmap`` of it trains many seeds
   at once and ``jax.jit`` of it compiles the whole epoch.
+* :func:`make_train` -> ``train(params, opt_state, key, x, t)``: many epochs
+  as one ``lax.scan``, pure, for ``jit`` and ``vmap`` over seeds.
 * :func:`fit`: the eager loop over epochs (validation, progress line, NaN
   guard, history) for arrays in memory.
 
@@ -138,6 +140,57 @@ def make_epoch(
         return params, opt_state, losses
 
     return epoch
+
+
+def make_train(
+    model,
+    loss,
+    optimizer: Optimizer,
+    batch_size: int,
+    num_examples: int,
+    epochs: int,
+    *,
+    evaluate: Callable | None = None,
+    **epoch_options,
+) -> Callable:
+    """Several epochs as one pure function: a ``lax.scan`` of :func:`make_epoch`.
+
+    Unlike :func:`fit` (an eager loop with checks, a NaN guard and progress
+    lines), the result is pure end to end, so ``jax.jit`` compiles a whole run
+    and ``jax.vmap`` trains many seeds, learning rates (pass a schedule such as
+    ``optim.sgd(lambda count: lr)``) or data sets at once. Epoch ``e`` uses the
+    key ``fold_in(key, e)``, as :func:`fit` does: the same key gives the same
+    shuffles and dropout masks.
+
+    Args:
+      model, loss, optimizer, batch_size, num_examples: as in :func:`make_epoch`.
+      epochs: the number of epochs (static).
+      evaluate: optional ``evaluate(params) -> pytree``, recorded after every
+        epoch (e.g. ``lambda p: make_evaluate(model, loss)(p, x_val, t_val)``).
+      **epoch_options: ``drop_remainder``, ``mesh``, ``l2``, ``l1``,
+        ``penalize``, ``clip_norm``.
+
+    Returns:
+      ``train(params, opt_state, key, x, t) -> (params, opt_state, history)``
+      with ``history["step_loss"]`` of shape ``(epochs, num_batches)`` and,
+      when ``evaluate`` is given, ``history["evaluation"]``: its outputs
+      stacked over epochs.
+    """
+    epochs = _checks.positive_int("epochs", epochs)
+    epoch = make_epoch(model, loss, optimizer, batch_size, num_examples, **epoch_options)
+
+    def train(params, opt_state, key, x, t):
+        def body(carry, e):
+            params, opt_state, step_loss = epoch(*carry, jax.random.fold_in(key, e), x, t)
+            record = {"step_loss": step_loss}
+            if evaluate is not None:
+                record["evaluation"] = evaluate(params)
+            return (params, opt_state), record
+
+        (params, opt_state), history = jax.lax.scan(body, (params, opt_state), jnp.arange(epochs))
+        return params, opt_state, history
+
+    return train
 
 
 def make_evaluate(model, loss, metric=None) -> Callable:

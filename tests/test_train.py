@@ -11,7 +11,7 @@ import pytest
 import purenet
 from purenet import checkpoint, data, datasets, losses, metrics, optim
 from purenet import layers as L
-from purenet.train import fit, lbfgs, make_epoch
+from purenet.train import fit, lbfgs, make_epoch, make_evaluate, make_train
 
 KEY = jax.random.key(0)
 
@@ -277,6 +277,29 @@ def test_make_epoch_trains_many_seeds_at_once_under_vmap():
     assert int(jnp.sum(final < 0.1)) >= 8
     single = jax.jit(train_one)(jax.random.split(KEY, 16)[5])
     assert float(single) == pytest.approx(float(final[5]), rel=1e-5)
+
+
+def test_make_train_is_fit_as_one_pure_function():
+    x, t = datasets.moons(jax.random.key(2), n=96)
+    model = L.serial(L.dense(8), L.relu(), L.dropout(0.2), L.dense(1))
+    loss, opt = losses.sigmoid_binary_cross_entropy, optim.adam(0.01)
+    params = init(model, 2)
+    evaluate = make_evaluate(model, loss)
+    run = jax.jit(make_train(model, loss, opt, 16, 96, 4, evaluate=lambda p: evaluate(p, x, t)[0]))
+    trained, _, history = run(params, opt.init(params), KEY, x, t)
+    reference = fit(model, loss, opt, params, x, t, key=KEY, epochs=4, batch_size=16)
+    assert history["step_loss"].shape == (4, 6) and history["evaluation"].shape == (4,)
+    # same keys per epoch as fit: the same shuffles and dropout masks
+    np.testing.assert_allclose(history["step_loss"], reference.history["step_loss"], rtol=1e-5)
+    np.testing.assert_allclose(history["evaluation"], reference.history["train_loss"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(reference.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # and it vmaps over seeds
+    seeds = jax.random.split(KEY, 3)
+    stacked = jax.vmap(lambda k: run(params, opt.init(params), k, x, t)[2]["evaluation"])(seeds)
+    assert stacked.shape == (3, 4)
+    with pytest.raises(ValueError, match="epochs: expected a positive integer"):
+        make_train(model, loss, opt, 16, 96, 0)
 
 
 def test_batchnorm_running_statistics_are_updated_by_training():
