@@ -37,8 +37,9 @@ X = jnp.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
 T = jnp.array([[0.0], [1.0], [1.0], [0.0]])
 
 
-def setup():
-    model = L.serial(L.dense(2), L.sigmoid(), L.dense(1))
+def setup(dense=L.dense):
+    """The XOR training pieces; ``dense`` is the layer factory (variants swap it)."""
+    model = L.serial(dense(2), L.sigmoid(), dense(1))
     loss = losses.sigmoid_binary_cross_entropy
     opt = optim.sgd(LR)
     step = train.make_step(model, loss, opt)

@@ -42,7 +42,6 @@ from benchmarks.models import problem
 from benchmarks.registry import Config, register
 from benchmarks.timing import compare, fmt_ratio, fmt_time
 from purenet import layers as L
-from purenet import losses, optim, train
 
 ROUNDS = {
     (784, 256, 10): (200, 1000),
@@ -123,24 +122,9 @@ def variants(p) -> dict:
 
 def _xor_vmapped(dense):
     """``(train, state)``: vmapped scan training of 1,000 2-2-1 XOR nets."""
-    from benchmarks.tiny import NETWORKS, STEPS, T, X
+    from benchmarks.tiny import NETWORKS, setup
 
-    model = L.serial(dense(2), L.sigmoid(), dense(1))
-    opt = optim.sgd(0.5)
-    step = train.make_step(model, losses.sigmoid_binary_cross_entropy, opt)
-    key = jax.random.key(0)
-
-    def init(k):
-        params = model.init(k, (2,))[1]
-        return params, opt.init(params)
-
-    def scan_training(params, opt_state):
-        def body(carry, _):
-            params, opt_state, _ = step(*carry, X, T, key)
-            return (params, opt_state), None
-
-        return jax.lax.scan(body, (params, opt_state), None, length=STEPS)[0]
-
+    init, _, _, scan_training, _, _ = setup(dense)
     state = jax.vmap(init)(jax.random.split(jax.random.key(1), NETWORKS))
     return jax.jit(jax.vmap(scan_training)), state
 

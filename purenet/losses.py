@@ -79,16 +79,18 @@ def _check_same_shape(y, t):
     return jnp.asarray(t).astype(y.dtype)
 
 
-def _check_labels(labels, num_classes: int):
+def check_labels(labels, num_classes: int, name: str = "t"):
+    """Refuse labels that are not integers, or (when concrete) lie outside
+    ``[0, num_classes)``; the error names the argument ``name``."""
     if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
         _checks.fail(
-            "t", "integer class labels or one-hot rows", f"dtype {jnp.result_type(labels)}"
+            name, "integer class labels or one-hot rows", f"dtype {jnp.result_type(labels)}"
         )
     if _checks.is_concrete(labels):
         arr = np.asarray(labels)
         if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
             bad = arr[(arr < 0) | (arr >= num_classes)][0]
-            _checks.fail("t", f"labels in [0, {num_classes})", f"label {bad}")
+            _checks.fail(name, f"labels in [0, {num_classes})", f"label {bad}")
 
 
 # ------------------------------------------------------------------------ losses
@@ -141,7 +143,7 @@ def _softmax_cross_entropy(y, t):
     if jnp.ndim(t) == 1:
         if t.shape[0] != m:
             _checks.fail("t", f"{m} integer labels, one per row of y", f"shape {t.shape}")
-        _check_labels(t, k)
+        check_labels(t, k)
         t = (t[:, None] == jnp.arange(k)).astype(y.dtype)
     else:
         t = _check_same_shape(y, t)

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purenet import _checks, data, metrics, parallel
+from purenet import _checks, data, losses, metrics, parallel
 from purenet.backprop import backprop, flat_cost, objective
 from purenet.optim import Optimizer, clip_by_global_norm
 from purenet.params import ravel
@@ -136,8 +136,8 @@ def make_epoch(
             return (params, opt_state), J
 
         batches = (indices, jax.random.split(step_key, count))
-        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), batches)
-        return params, opt_state, losses
+        (params, opt_state), step_losses = jax.lax.scan(body, (params, opt_state), batches)
+        return params, opt_state, step_losses
 
     return epoch
 
@@ -240,11 +240,9 @@ def _check_data(model, loss, params, x, t, name_x="x", name_t="t"):
     # Static checks of the model and the loss on the real shapes, no compute.
     jax.eval_shape(objective(model, loss), params, x, t)
     if jnp.ndim(t) == 1 and jnp.issubdtype(jnp.result_type(t), jnp.integer):
+        # eval_shape above traced t, so the loss could not check label values
         y = jax.eval_shape(model.forward, params, x[:1])[0]
-        labels = np.asarray(t)
-        if labels.size and (labels.min() < 0 or labels.max() >= y.shape[1]):
-            bad = labels[(labels < 0) | (labels >= y.shape[1])][0]
-            _checks.fail(name_t, f"labels in [0, {y.shape[1]})", f"label {bad}")
+        losses.check_labels(t, y.shape[1], name_t)
 
 
 def _all_finite(tree) -> bool:
@@ -406,14 +404,14 @@ def lbfgs(
     _check_data(model, loss, params, x, t)
     theta0, unravel = ravel(params)
     cost = jax.jit(flat_cost(model, loss, unravel, **penalties))
-    losses = []
+    loss_per_iteration = []
 
     def fun(theta):
         J, g = cost(jnp.asarray(theta, theta0.dtype), x, t)
         return float(J), np.asarray(g, np.float64)
 
     def record(intermediate_result):
-        losses.append(float(intermediate_result.fun))
+        loss_per_iteration.append(float(intermediate_result.fun))
 
     result = scipy.optimize.minimize(
         fun,
@@ -424,7 +422,7 @@ def lbfgs(
         options={"maxiter": max_iterations, "ftol": tolerance, "gtol": tolerance},
     )
     info = {
-        "loss": np.asarray(losses),
+        "loss": np.asarray(loss_per_iteration),
         "iterations": int(result.nit),
         "evaluations": int(result.nfev),
         "success": bool(result.success),
