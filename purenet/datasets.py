@@ -36,6 +36,11 @@ real data sets: ``t[:, None].astype(jnp.float32)`` gives the binary column.
   is imported only when one of them is called. Feature scaling is left to the
   caller (``purenet.data.standardize_fit``), except ``digits``, whose pixels
   are divided by 16 to lie in [0, 1] like ``load_mnist``'s.
+* ``family_trees`` is the one exception to ``(x, t)``: the relational task of
+  Rumelhart, Hinton and Williams (1986) has two input groups (person 1 and
+  relationship), so it returns a ``FamilyTrees`` NamedTuple of people,
+  relationships, triples, one-hot inputs, multi-hot targets and per-person
+  attributes; ``family_trees_split`` draws its train / test partitions.
 * ``read_idx`` / ``write_idx`` read and write the IDX format of MNIST and
   Fashion-MNIST, gzipped or raw; ``load_mnist`` reads the four standard files.
 
@@ -56,6 +61,7 @@ import math
 import os
 import struct
 import zlib
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -65,10 +71,13 @@ from purenet._checks import all_finite, fail, number_in, one_of, positive_int
 from purenet.data import _check_key
 
 __all__ = [
+    "FamilyTrees",
     "breast_cancer",
     "circles",
     "diabetes",
     "digits",
+    "family_trees",
+    "family_trees_split",
     "iris",
     "load",
     "load_mnist",
@@ -518,6 +527,234 @@ def load_mnist(directory, kind: str = "train"):
     return x, jnp.asarray(labels, jnp.int32)
 
 
+# ------------------------------------------------------------------- family trees
+
+_ENGLISH = (
+    "Christopher", "Penelope", "Andrew", "Christine", "Margaret", "Arthur",
+    "Victoria", "James", "Jennifer", "Charles", "Colin", "Charlotte",
+)  # fmt: skip
+_ITALIAN = (
+    "Roberto", "Maria", "Pierro", "Francesca", "Gina", "Emilio",
+    "Lucia", "Marco", "Angela", "Tomaso", "Alfonso", "Sophia",
+)  # fmt: skip
+_RELATIONSHIPS = (
+    "father", "mother", "husband", "wife", "son", "daughter",
+    "uncle", "aunt", "brother", "sister", "nephew", "niece",
+)  # fmt: skip
+
+# The facts of Fig. 2, for one tree, by position in _ENGLISH (the Italian tree
+# is the same facts on _ITALIAN): 0 Christopher, 1 Penelope, 2 Andrew,
+# 3 Christine, 4 Margaret, 5 Arthur, 6 Victoria, 7 James, 8 Jennifer,
+# 9 Charles, 10 Colin, 11 Charlotte. Everything else is derived from these.
+_FEMALE = (False, True, False, True, True, False, True, False, True, False, False, True)
+_COUPLES = ((0, 1), (2, 3), (5, 4), (7, 6), (9, 8))  # (husband, wife)
+_CHILDREN = {(0, 1): (5, 6), (2, 3): (7, 8), (7, 6): (10, 11)}  # couple -> children
+_GENERATION = (1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 3, 3)
+# 0: Christopher and Penelope's side (they, their children Arthur and Victoria,
+# and Margaret, who married Arthur); 1: Andrew and Christine's side (they,
+# James and Jennifer, and Charles, who married Jennifer); 0.5: Colin and
+# Charlotte, grandchildren of both couples.
+_BRANCH = (0, 0, 1, 1, 0, 0, 0, 1, 1, 1, 0.5, 0.5)
+
+
+def _one_tree_relations() -> dict[tuple[int, str], frozenset[int]]:
+    """``{(person1, relationship): {person2, ...}}`` for one tree, derived from the facts."""
+    people = range(len(_FEMALE))
+    spouse = {h: w for h, w in _COUPLES} | {w: h for h, w in _COUPLES}
+    parents = {c: couple for couple, kids in _CHILDREN.items() for c in kids}
+    children = {p: set() for p in people}
+    for couple, kids in _CHILDREN.items():
+        for parent in couple:
+            children[parent].update(kids)
+
+    def siblings(p):
+        return {q for q in people if q != p and p in parents and parents.get(q) == parents[p]}
+
+    def uncles_and_aunts(p):
+        blood = {s for parent in parents.get(p, ()) for s in siblings(parent)}
+        return blood | {spouse[s] for s in blood if s in spouse}
+
+    def nephews_and_nieces(p):
+        return {q for q in people if p in uncles_and_aunts(q)}
+
+    # (male relationship, female relationship, the people they pick from by sex)
+    kinds = (
+        ("father", "mother", lambda p: set(parents.get(p, ()))),
+        ("husband", "wife", lambda p: {spouse[p]} if p in spouse else set()),
+        ("son", "daughter", lambda p: children[p]),
+        ("uncle", "aunt", uncles_and_aunts),
+        ("brother", "sister", siblings),
+        ("nephew", "niece", nephews_and_nieces),
+    )
+    relations = {}
+    for male_name, female_name, candidates in kinds:
+        for p in people:
+            for name, female in ((male_name, False), (female_name, True)):
+                answers = frozenset(q for q in candidates(p) if _FEMALE[q] == female)
+                if answers:
+                    relations[(p, name)] = answers
+    return relations
+
+
+class FamilyTrees(NamedTuple):
+    """The family-trees task of Rumelhart, Hinton and Williams (1986); see ``family_trees``.
+
+    People are indices into ``people``, relationships indices into
+    ``relationships``; row ``q`` of ``queries``, ``person1``, ``relationship``
+    and ``targets`` is the same query.
+    """
+
+    people: tuple[str, ...]  # 24 names: English 0-11, then Italian 12-23 in the same order
+    relationships: tuple[str, ...]  # 12 names
+    triples: jax.Array  # int32 (112, 3): (person1, relationship, person2)
+    queries: jax.Array  # int32 (104, 2): (person1, relationship), each with >= 1 answer
+    targets: jax.Array  # float32 (104, 24): 1 for every correct person2
+    person1: jax.Array  # float32 (104, 24): one-hot of queries[:, 0]
+    relationship: jax.Array  # float32 (104, 12): one-hot of queries[:, 1]
+    nationality: jax.Array  # float32 (24,): 0 English, 1 Italian
+    generation: jax.Array  # float32 (24,): 1 oldest, 2, 3 youngest
+    branch: jax.Array  # float32 (24,): 0, 1, or 0.5 for the third generation
+    sex: jax.Array  # float32 (24,): 0 male, 1 female
+    isomorphism: jax.Array  # int32 (24,): each person's counterpart in the other tree
+
+
+def family_trees() -> FamilyTrees:
+    """The two isomorphic family trees of Rumelhart, Hinton and Williams (1986).
+
+    "Learning representations by back-propagating errors", Nature 323, 533-536,
+    Fig. 2 (the same trees are in Hinton 1986, "Learning distributed
+    representations of concepts"). An English and an Italian tree of 12 people
+    each, three generations, related by 12 relationships: father, mother,
+    husband, wife, son, daughter, uncle, aunt, brother, sister, nephew, niece.
+    A triple ``(person1, relationship, person2)`` reads "person2 is the
+    relationship of person1": (Colin, aunt, Jennifer) is "Colin has aunt Jennifer".
+
+    English: Christopher = Penelope and Andrew = Christine; their children
+    Arthur and Victoria, and James and Jennifer; Arthur = Margaret,
+    Victoria = James, Jennifer = Charles; Victoria and James's children Colin
+    and Charlotte. Italian, person for person: Roberto = Maria, Pierro =
+    Francesca, Gina = Emilio, Lucia = Marco, Angela = Tomaso, Alfonso, Sophia
+    (Christopher -> Roberto, Penelope -> Maria, Andrew -> Pierro, Christine ->
+    Francesca, Margaret -> Gina, Arthur -> Emilio, Victoria -> Lucia, James ->
+    Marco, Jennifer -> Angela, Charles -> Tomaso, Colin -> Alfonso,
+    Charlotte -> Sophia).
+
+    The relations are derived from the tree's facts (sex, marriages, children),
+    not typed in: brother / sister share both parents; uncle / aunt is a
+    parent's brother / sister or that sibling's spouse (Margaret is Colin's
+    aunt by marriage); nephew / niece are the inverse of uncle / aunt.
+
+    Counts: each tree has 52 (person1, relationship) queries with at least one
+    answer (father 6, mother 6, husband 5, wife 5, son 6, daughter 6, uncle 2,
+    aunt 2, brother 3, sister 3, nephew 4, niece 4), 104 in all: the paper's
+    "104 possible triples", each of which has a target vector with "every
+    correct person 2" on. Colin and Charlotte have two uncles and two aunts
+    each, so those 4 queries per tree have two answers and there are
+    52 + 4 = 56 triples per tree, 112 in all (the count of a triple list with
+    one answer per line, as in the UCI "Kinship" data). Every other query has
+    exactly one answer.
+
+    Attributes for the analysis of Fig. 4 (float32, so they correlate
+    directly with weights): ``nationality`` 0 English / 1 Italian;
+    ``generation`` 1 (Christopher, Penelope, Andrew, Christine), 2, 3 (Colin,
+    Charlotte); ``sex`` 0 male / 1 female; ``branch`` 0 for Christopher and
+    Penelope's side of the family (they, Arthur, Victoria, and Margaret, who
+    married Arthur), 1 for Andrew and Christine's side (they, James, Jennifer,
+    and Charles, who married Jennifer), 0.5 for Colin and Charlotte, who
+    descend from both (the Italian tree likewise, by the isomorphism).
+
+    Returns:
+      A ``FamilyTrees`` NamedTuple (a pytree):
+
+      * ``people``: 24 names, the English tree (indices 0-11) then the
+        Italian one (12-23) in isomorphic order, so person ``i < 12`` and
+        ``i + 12`` correspond;
+      * ``relationships``: the 12 names, in the order above;
+      * ``triples``: int32 (112, 3), ``(person1, relationship, person2)``,
+        sorted;
+      * ``queries``: int32 (104, 2), ``(person1, relationship)``, sorted;
+      * ``targets``: float32 (104, 24), 1 for every correct person2 of each
+        query (one or two ones per row);
+      * ``person1``, ``relationship``: float32 one-hot inputs (104, 24) and
+        (104, 12), the two input groups of the paper's network (Fig. 3);
+      * ``nationality``, ``generation``, ``branch``, ``sex``: float32 (24,);
+      * ``isomorphism``: int32 (24,), each person's counterpart in the other
+        tree (``isomorphism[:12]`` maps English to Italian; it is its own
+        inverse).
+
+    ``load("family_trees")`` returns this structure, not ``(x, t)``; the
+    network's inputs and targets are ``person1``, ``relationship`` and
+    ``targets``. ``family_trees_split`` draws the paper's 100 / 4 partitions.
+    """
+    n = len(_ENGLISH)
+    relations = _one_tree_relations()
+    triples = sorted(
+        (p + offset, _RELATIONSHIPS.index(name), q + offset)
+        for offset in (0, n)
+        for (p, name), answers in relations.items()
+        for q in answers
+    )
+    queries = sorted({(p, r) for p, r, _ in triples})
+    row = {query: i for i, query in enumerate(queries)}
+    targets = np.zeros((len(queries), 2 * n), np.float32)
+    for p, r, q in triples:
+        targets[row[(p, r)], q] = 1
+    queries = np.asarray(queries, np.int32)
+    eye = np.eye(2 * n, dtype=np.float32)
+
+    def both_trees(values):
+        return jnp.asarray(np.tile(np.asarray(values, np.float32), 2))
+
+    return FamilyTrees(
+        people=_ENGLISH + _ITALIAN,
+        relationships=_RELATIONSHIPS,
+        triples=jnp.asarray(triples, jnp.int32),
+        queries=jnp.asarray(queries),
+        targets=jnp.asarray(targets),
+        person1=jnp.asarray(eye[queries[:, 0]]),
+        relationship=jnp.asarray(eye[queries[:, 1], : len(_RELATIONSHIPS)]),
+        nationality=jnp.repeat(jnp.arange(2, dtype=jnp.float32), n),
+        generation=both_trees(_GENERATION),
+        branch=both_trees(_BRANCH),
+        sex=both_trees(_FEMALE),
+        isomorphism=jnp.asarray((np.arange(2 * n) + n) % (2 * n), jnp.int32),
+    )
+
+
+_N_FAMILY_QUERIES = 104
+
+
+def family_trees_split(key, n_test: int = 4):
+    """A random partition of the 104 family-trees queries into training and test rows.
+
+    The paper trained on 100 of the 104 queries and tested on the other 4;
+    a different key gives a different 4. A query is held out whole, with all
+    its answers (both of Colin's aunts, say). Works under ``jit`` / ``vmap``
+    over keys (``n_test`` is static).
+
+    Args:
+      key: a ``jax.random`` key.
+      n_test: number of queries held out, in [1, 103].
+
+    Returns:
+      ``(train, test)``: int32 row indices into ``family_trees()``'s
+      ``queries`` / ``targets`` / ``person1`` / ``relationship``, each sorted,
+      of lengths ``104 - n_test`` and ``n_test``, together every row once.
+
+    Example::
+
+        ft = datasets.family_trees()
+        train, test = datasets.family_trees_split(jax.random.key(0))
+        x_train = (ft.person1[train], ft.relationship[train]); t_train = ft.targets[train]
+    """
+    _check_key("key", key)
+    n_test = positive_int("n_test", n_test)
+    if n_test >= _N_FAMILY_QUERIES:
+        fail("n_test", f"an integer in [1, {_N_FAMILY_QUERIES - 1}]", repr(n_test))
+    order = jax.random.permutation(key, _N_FAMILY_QUERIES).astype(jnp.int32)
+    return jnp.sort(order[n_test:]), jnp.sort(order[:n_test])
+
+
 # ------------------------------------------------------------------------ dispatcher
 
 _DATASETS = {
@@ -537,6 +774,7 @@ _DATASETS = {
         breast_cancer,
         wine,
         diabetes,
+        family_trees,
     )
 }
 _DATASETS["mnist"] = load_mnist
@@ -548,6 +786,7 @@ def load(name: str, **kwargs):
     Args:
       name: one of the data set functions of this module (``"xor"``,
         ``"two_spirals"``, ``"digits"``, ...) or ``"mnist"`` for ``load_mnist``.
+        ``"family_trees"`` gives its ``FamilyTrees`` structure, not ``(x, t)``.
       **kwargs: passed on to that function.
 
     Returns:

@@ -346,3 +346,183 @@ def test_load_mnist_errors(tmp_path):
     datasets.write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(2, np.uint8))
     with pytest.raises(ValueError, match=r"expected uint8 images of shape \(m, rows, cols\)"):
         datasets.load_mnist(tmp_path, kind="t10k")
+
+
+# ---------------------------------------------------------------------- family trees
+
+FAMILY = datasets.family_trees()
+
+
+def family_triples(ft=FAMILY):
+    return {tuple(row) for row in np.asarray(ft.triples).tolist()}
+
+
+def answers(name, relationship, ft=FAMILY):
+    """Names of every person2 of (name, relationship), from the triples."""
+    p, r = ft.people.index(name), ft.relationships.index(relationship)
+    return {ft.people[q] for p1, r1, q in family_triples(ft) if (p1, r1) == (p, r)}
+
+
+def test_family_trees_counts_shapes_and_dtypes():
+    ft = FAMILY
+    assert len(ft.people) == len(set(ft.people)) == 24
+    assert ft.relationships == (
+        "father", "mother", "husband", "wife", "son", "daughter",
+        "uncle", "aunt", "brother", "sister", "nephew", "niece",
+    )  # fmt: skip
+    assert ft.triples.shape == (112, 3) and ft.queries.shape == (104, 2)
+    assert ft.targets.shape == ft.person1.shape == (104, 24)
+    assert ft.relationship.shape == (104, 12)
+    assert ft.triples.dtype == ft.queries.dtype == ft.isomorphism.dtype == jnp.int32
+    for array in (ft.targets, ft.person1, ft.relationship, ft.nationality, ft.generation):
+        assert array.dtype == jnp.float32  # even with jax_enable_x64 on (conftest)
+    for array in (ft.nationality, ft.generation, ft.branch, ft.sex, ft.isomorphism):
+        assert array.shape == (24,)
+    assert ft.branch.dtype == ft.sex.dtype == jnp.float32
+    assert len(family_triples()) == 112  # no duplicates
+    # 52 queries and 56 triples per tree; 4 queries per tree (Colin's and
+    # Charlotte's uncles and aunts) have two answers, every other one has one.
+    english = np.asarray(ft.queries[:, 0]) < 12
+    assert english.sum() == 52 and (np.asarray(ft.triples[:, 0]) < 12).sum() == 56
+    per_query = np.asarray(ft.targets).sum(axis=1)
+    assert set(per_query.tolist()) == {1.0, 2.0} and (per_query == 2).sum() == 8
+
+
+def test_family_trees_relations_of_figure_2():
+    assert answers("Colin", "aunt") == {"Jennifer", "Margaret"}  # "Colin has two aunts"
+    assert answers("Colin", "uncle") == {"Arthur", "Charles"}
+    assert answers("Penelope", "husband") == {"Christopher"}
+    assert answers("Arthur", "father") == {"Christopher"}
+    assert answers("Arthur", "mother") == {"Penelope"}
+    assert answers("Arthur", "wife") == {"Margaret"}
+    assert answers("Victoria", "brother") == {"Arthur"}
+    assert answers("Christopher", "son") == {"Arthur"}
+    assert answers("Christopher", "daughter") == {"Victoria"}
+    assert answers("Margaret", "nephew") == {"Colin"}  # aunt by marriage
+    assert answers("Charles", "niece") == {"Charlotte"}
+    assert answers("Charlotte", "brother") == {"Colin"}
+    assert answers("Sophia", "aunt") == {"Angela", "Gina"}
+    assert answers("Maria", "husband") == {"Roberto"}
+    assert answers("Emilio", "father") == {"Roberto"}
+    assert answers("Christopher", "uncle") == set()  # no answer: not a query
+    assert answers("Christopher", "wife") == {"Penelope"}
+    # No relation crosses from one tree to the other.
+    assert all((p < 12) == (q < 12) for p, _, q in family_triples())
+
+
+def test_family_trees_isomorphism_maps_triples_onto_triples():
+    ft = FAMILY
+    iso = np.asarray(ft.isomorphism)
+    np.testing.assert_array_equal(iso[iso], np.arange(24))  # its own inverse
+    assert [ft.people[i] for i in iso[:12]] == [
+        "Roberto", "Maria", "Pierro", "Francesca", "Gina", "Emilio",
+        "Lucia", "Marco", "Angela", "Tomaso", "Alfonso", "Sophia",
+    ]  # fmt: skip
+    triples = family_triples()
+    mapped = {(int(iso[p]), r, int(iso[q])) for p, r, q in triples}
+    assert mapped == triples  # English -> Italian and Italian -> English
+    for attribute in (ft.generation, ft.branch, ft.sex):
+        np.testing.assert_array_equal(attribute[iso], attribute)
+    np.testing.assert_array_equal(ft.nationality, np.repeat([0.0, 1.0], 12))
+
+
+def test_family_trees_inverse_relations_agree():
+    ft = FAMILY
+    triples = family_triples()
+    rel = {name: i for i, name in enumerate(ft.relationships)}
+    sex = np.asarray(ft.sex)
+    child = {0.0: rel["son"], 1.0: rel["daughter"]}
+    for p, r, q in triples:
+        name = ft.relationships[r]
+        assert sex[q] == (name in ("mother", "wife", "daughter", "aunt", "sister", "niece"))
+        if name in ("husband", "wife"):
+            assert (q, rel["wife" if name == "husband" else "husband"], p) in triples
+        if name in ("father", "mother"):
+            assert (q, child[sex[p]], p) in triples
+        if name in ("son", "daughter"):
+            assert (q, rel["mother" if sex[p] else "father"], p) in triples
+        if name in ("brother", "sister"):
+            assert (q, rel["sister" if sex[p] else "brother"], p) in triples
+        if name in ("uncle", "aunt"):
+            assert (q, rel["niece" if sex[p] else "nephew"], p) in triples
+        if name in ("nephew", "niece"):
+            assert (q, rel["aunt" if sex[p] else "uncle"], p) in triples
+
+
+def test_family_trees_targets_and_inputs_are_the_triples():
+    ft = FAMILY
+    queries = np.asarray(ft.queries)
+    assert len({tuple(q) for q in queries.tolist()}) == 104
+    from_targets = {
+        (int(p), int(r), int(q))
+        for (p, r), row in zip(queries, np.asarray(ft.targets), strict=True)
+        for q in np.flatnonzero(row)
+    }
+    assert from_targets == family_triples()
+    assert set(np.unique(ft.targets).tolist()) == {0.0, 1.0}
+    np.testing.assert_array_equal(np.argmax(ft.person1, axis=1), queries[:, 0])
+    np.testing.assert_array_equal(np.argmax(ft.relationship, axis=1), queries[:, 1])
+    np.testing.assert_array_equal(np.asarray(ft.person1).sum(axis=1), 1)
+    np.testing.assert_array_equal(np.asarray(ft.relationship).sum(axis=1), 1)
+
+
+def test_family_trees_attributes():
+    ft = FAMILY
+
+    def by_name(attribute):
+        return {name: float(v) for name, v in zip(ft.people, attribute, strict=True)}
+
+    generation, branch, sex = by_name(ft.generation), by_name(ft.branch), by_name(ft.sex)
+    assert [n for n in ft.people[:12] if generation[n] == 1] == [
+        "Christopher", "Penelope", "Andrew", "Christine"
+    ]  # fmt: skip
+    assert [n for n in ft.people[:12] if generation[n] == 3] == ["Colin", "Charlotte"]
+    assert [n for n in ft.people[:12] if branch[n] == 0] == [
+        "Christopher", "Penelope", "Margaret", "Arthur", "Victoria"
+    ]  # fmt: skip
+    assert [n for n in ft.people[:12] if branch[n] == 1] == [
+        "Andrew", "Christine", "James", "Jennifer", "Charles"
+    ]  # fmt: skip
+    assert branch["Colin"] == branch["Sophia"] == 0.5
+    assert sex["Penelope"] == sex["Gina"] == 1 and sex["Colin"] == sex["Tomaso"] == 0
+    # Every couple is a man and a woman of one generation and one tree.
+    for p, r, q in family_triples():
+        if ft.relationships[r] in ("husband", "wife"):
+            assert generation[ft.people[p]] == generation[ft.people[q]]
+            assert sex[ft.people[p]] != sex[ft.people[q]]
+
+
+def test_family_trees_is_a_pytree_and_loads_by_name():
+    leaves = jax.tree_util.tree_leaves(FAMILY)
+    assert all(isinstance(leaf, jax.Array | str) for leaf in leaves)
+    loaded = datasets.load("family_trees")
+    assert isinstance(loaded, datasets.FamilyTrees)
+    np.testing.assert_array_equal(loaded.targets, FAMILY.targets)
+
+
+def test_family_trees_split_partitions_the_queries():
+    train, test = datasets.family_trees_split(KEY)
+    assert train.shape == (100,) and test.shape == (4,)
+    assert train.dtype == test.dtype == jnp.int32
+    np.testing.assert_array_equal(np.sort(np.concatenate([train, test])), np.arange(104))
+    assert np.all(np.diff(np.asarray(test)) > 0) and np.all(np.diff(np.asarray(train)) > 0)
+    again = datasets.family_trees_split(jax.random.key(0))
+    np.testing.assert_array_equal(again[1], test)
+    other = datasets.family_trees_split(jax.random.key(1))
+    assert not np.array_equal(other[1], test)
+    train, test = datasets.family_trees_split(KEY, n_test=10)
+    assert train.shape == (94,) and test.shape == (10,)
+    # One split per key under vmap, as for many seeds at once.
+    tests = jax.vmap(datasets.family_trees_split)(jax.random.split(KEY, 3))[1]
+    assert tests.shape == (3, 4)
+    np.testing.assert_array_equal(
+        tests[0], datasets.family_trees_split(jax.random.split(KEY, 3)[0])[1]
+    )
+
+
+def test_family_trees_split_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="key: expected a single jax.random key"):
+        datasets.family_trees_split(0)
+    for n_test in (0, 104, 2.0):
+        with pytest.raises(ValueError, match="n_test: expected"):
+            datasets.family_trees_split(KEY, n_test=n_test)
