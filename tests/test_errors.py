@@ -323,6 +323,22 @@ CASES = [
         ValueError,
         r"std: expected a number in \(0.0, inf\)",
     ),
+    (
+        "interop",
+        "custom_vjp of something that is neither a Layer nor a Loss",
+        lambda: purenet.custom_vjp(lambda x: x),
+        TypeError,
+        r"model_or_loss: expected a purenet Layer",
+    ),
+    (
+        "testing",
+        "assert_vjp with a vjp that returns one cotangent for two primals",
+        lambda: purenet.testing.assert_vjp(
+            lambda w, x: x @ w, lambda w, x, ct: x.T @ ct, jnp.ones((2, 1)), jnp.ones((3, 2))
+        ),
+        ValueError,
+        r"vjp: expected a tuple of 2 cotangents, one per primal",
+    ),
 ]
 
 
