@@ -49,9 +49,12 @@ def run(config: Config) -> dict:
     step = jax.jit(train.make_step(p.model, p.loss, opt))
     state = {"params": p.params, "opt": opt.init(p.params)}
     key = jax.random.key(2)
+    model_state = p.model.init(key, p.x.shape[1:])[2]  # an MLP: no leaves
 
     def train_step():
-        state["params"], state["opt"], J = step(state["params"], state["opt"], p.x, p.t, key)
+        state["params"], state["opt"], _, J = step(
+            state["params"], state["opt"], model_state, p.x, p.t, key
+        )
         return J
 
     contenders = {f"matmul {n}": (lambda ab=ab: matmul(*ab)) for n, ab in square.items()}

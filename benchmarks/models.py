@@ -57,7 +57,7 @@ def problem(sizes, batch: int, *, loss: str = "softmax", dtype=jnp.float32, seed
     sizes = tuple(int(s) for s in sizes)
     model = mlp(sizes)
     k_init, k_x, k_t = jax.random.split(jax.random.key(seed), 3)
-    _, params = model.init(k_init, (sizes[0],), dtype)
+    _, params, _ = model.init(k_init, (sizes[0],), dtype)  # an MLP has no state
     x = jax.random.normal(k_x, (batch, sizes[0]), dtype)
     if loss == "softmax":
         t = jax.random.randint(k_t, (batch,), 0, sizes[-1])

@@ -45,13 +45,17 @@ def setup(dense=L.dense):
     step = train.make_step(model, loss, opt)
     key = jax.random.key(0)  # no dropout: the step's key is unused
 
+    _, _, state = model.init(key, (2,))  # no batch norm: a state without leaves
+
     def init(k):
         params = model.init(k, (2,))[1]
         return params, opt.init(params)
 
+    # A scan of make_step rather than make_train: every step is full batch, and
+    # make_train would add a permutation of the 4 rows per step to what is timed.
     def scan_training(params, opt_state):
         def body(carry, _):
-            params, opt_state, _ = step(*carry, X, T, key)
+            params, opt_state, _, _ = step(*carry, state, X, T, key)
             return (params, opt_state), None
 
         (params, opt_state), _ = jax.lax.scan(body, (params, opt_state), None, length=STEPS)
@@ -61,12 +65,12 @@ def setup(dense=L.dense):
         y, _ = model.forward(params, X)
         return jnp.all((y > 0) == (T > 0.5))
 
-    return init, jax.jit(step), jax.jit(scan_training), scan_training, solved, key
+    return init, jax.jit(step), jax.jit(scan_training), scan_training, solved, (state, key)
 
 
 @register("tiny", "XOR 2-2-1: Python loop vs lax.scan; 1,000 nets by vmap vs one after another")
 def run(config: Config) -> dict:
-    init, step, scan_train, scan_fn, solved, key = setup()
+    init, step, scan_train, scan_fn, solved, (model_state, key) = setup()
     keys = jax.random.split(jax.random.key(1), NETWORKS)
     one = init(keys[0])
     many = jax.vmap(init)(keys)
@@ -76,7 +80,7 @@ def run(config: Config) -> dict:
     def python_loop(state):
         params, opt_state = state
         for _ in range(STEPS):
-            params, opt_state, _ = step(params, opt_state, X, T, key)
+            params, opt_state, _, _ = step(params, opt_state, model_state, X, T, key)
         return params
 
     # One network.

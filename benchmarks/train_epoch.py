@@ -63,14 +63,16 @@ def purenet_contender(x, t):
 
     model = mlp((D, HIDDEN, K))
     opt = optim.adam(LR)
-    _, params = model.init(jax.random.key(0), (D,))
+    _, params, model_state = model.init(jax.random.key(0), (D,))
     epoch = jax.jit(train.make_epoch(model, losses.softmax_cross_entropy, opt, BATCH, N))
     xj, tj = jax.device_put(x), jax.device_put(t)
-    state = {"params": params, "opt": opt.init(params), "epoch": 0}
+    state = {"params": params, "opt": opt.init(params), "model": model_state, "epoch": 0}
 
     def run():
         key = jax.random.fold_in(jax.random.key(1), state["epoch"])
-        state["params"], state["opt"], losses_ = epoch(state["params"], state["opt"], key, xj, tj)
+        state["params"], state["opt"], state["model"], losses_ = epoch(
+            state["params"], state["opt"], state["model"], key, xj, tj
+        )
         state["epoch"] += 1
         return losses_
 

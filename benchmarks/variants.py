@@ -16,8 +16,9 @@ each answered by a variant of ``purenet.backprop`` (same model, same loss):
   backprop costs if XLA did not remove it as dead code);
 * ``value, grad apart``: calls ``loss.value`` and ``loss.grad`` separately
   instead of the fused ``loss.value_and_grad`` (is the softmax computed twice?);
-* ``penalty always``: adds ``penalty_grad(params, l2=0, l1=0)`` unconditionally
-  (the shipped backprop skips the penalty in Python when both are 0).
+* ``penalty always``: ``purenet.backprop(model, loss, purenet.penalty())``,
+  a penalty value whose strengths are 0 (what a ``vmap`` over strengths runs;
+  ``backprop`` without a penalty skips it in Python).
 
 All are interleaved with ``jax.grad`` (``jax.value_and_grad`` of the
 objective) and with a second copy of it (``control``), as in ``gradient``.
@@ -97,17 +98,6 @@ def _value_grad_apart(p):
     return f
 
 
-def _penalty_always(p):
-    hand = purenet.backprop(p.model, p.loss)
-
-    def f(params, x, t):
-        J, grads = hand(params, x, t)
-        J = J + purenet.penalty(params, 0.0, 0.0)
-        return J, jax.tree.map(jnp.add, grads, purenet.penalty_grad(params, 0.0, 0.0))
-
-    return f
-
-
 def variants(p) -> dict:
     """Name -> un-jitted function of ``(params, x, t)``."""
     return {
@@ -116,7 +106,7 @@ def variants(p) -> dict:
         "transpose + barrier": purenet.backprop(_mlp(dense_barrier, p.sizes), p.loss),
         "first dx kept": _first_dx_kept(p),
         "value, grad apart": _value_grad_apart(p),
-        "penalty always": _penalty_always(p),
+        "penalty always": purenet.backprop(p.model, p.loss, purenet.penalty(l2=0.0, l1=0.0)),
     }
 
 

@@ -1,24 +1,28 @@
-"""Run the experiments: ``python -m experiments [NAME ...] [--quick | --full]
-[--seeds N] [--out DIR]``.
+"""Run the experiments: ``python -m experiments [NAME ...] [--quick | --full | --smoke]
+[--seeds N] [--out DIR]``, or redraw them: ``python -m experiments --replot DIR [NAME ...]``.
 
-Each experiment writes ``NAME.png`` and ``NAME.json`` into ``--out``
-(default ``results/``) and prints a one-line verdict; the run ends by writing
-``README.md`` there, a table of every claim with its measured numbers.
+Each experiment writes ``NAME.json`` (its settings, numbers and verdict) and
+``NAME.png`` into ``--out`` (default ``results/``) and prints a one-line
+verdict; the run ends by writing ``README.md`` there, a table of every claim
+with its measured numbers. ``--replot DIR`` trains nothing: it judges and
+draws again from the JSON files in ``DIR`` (after a change to a figure or a
+verdict's wording) and rewrites the PNGs, the verdicts and the summary.
+The skeleton every experiment follows is described in ``experiments/_common.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 import time
 from pathlib import Path
 
 from experiments import _common
+from experiments._common import Mode
 
-# In the order of the notes: checking gradients first, then why the recipe is
-# what it is, then the tools, then the 1986 paper.
+# One line per experiment, in the order of the notes: checking gradients
+# first, then why the recipe is what it is, then the tools, then the papers.
 EXPERIMENTS = [
     "gradient_check",
     "zero_init_symmetry",
@@ -34,9 +38,20 @@ EXPERIMENTS = [
 
 
 def available() -> list[str]:
-    """The experiments whose module exists (all of them, once written)."""
+    """The registered experiments whose module exists."""
     here = Path(__file__).parent
     return [name for name in EXPERIMENTS if (here / f"{name}.py").exists()]
+
+
+def load(name: str):
+    """The experiment module ``name``, checked to follow the skeleton."""
+    module = importlib.import_module(f"experiments.{name}")
+    missing = [a for a in ("NAME", "CLAIM", "measure", "judge", "draw") if not hasattr(module, a)]
+    if missing:
+        raise TypeError(
+            f"experiments.{name}: missing {', '.join(missing)} (see experiments/_common.py)"
+        )
+    return module
 
 
 def parse(argv):
@@ -48,14 +63,33 @@ def parse(argv):
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
-        "--quick", dest="mode", action="store_const", const="quick", help="quick settings (default)"
+        "--quick",
+        dest="mode",
+        action="store_const",
+        const=Mode.QUICK,
+        help="quick settings (default)",
     )
     mode.add_argument(
         "--full",
         dest="mode",
         action="store_const",
-        const="full",
+        const=Mode.FULL,
         help="the full settings behind the README's figures",
+    )
+    mode.add_argument(
+        "--smoke",
+        dest="mode",
+        action="store_const",
+        const=Mode.SMOKE,
+        help="tiny settings that run the pipeline in seconds (for tests; the numbers mean nothing)",
+    )
+    mode.add_argument(
+        "--replot",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="train nothing: judge and draw again from DIR/NAME.json, rewrite DIR's figures, "
+        "verdicts and summary",
     )
     parser.add_argument(
         "--seeds", type=int, default=None, help="number of random seeds (default: per experiment)"
@@ -72,22 +106,27 @@ def parse(argv):
         )
     if args.seeds is not None and args.seeds < 1:
         parser.error(f"--seeds: expected a positive integer, got {args.seeds}")
+    if args.replot is not None:
+        if args.seeds is not None:
+            parser.error("--seeds: not with --replot (replotting trains nothing)")
+        if not args.replot.is_dir():
+            parser.error(f"--replot: expected a folder of results, got {args.replot}")
+    args.mode = args.mode or Mode.QUICK
     return args
 
 
-def write_summary(out: Path, mode: str):
+def write_summary(out: Path, mode: str | None = None):
     """``out/README.md``: one row per experiment found in ``out``."""
     rows = []
     for name in EXPERIMENTS:
-        path = out / f"{name}.json"
-        if path.exists():
-            record = json.loads(path.read_text())
-            if record.get("generator") == _common.GENERATOR:
-                rows.append(record)
+        record = _common.read_record(out / f"{name}.json")
+        if record is not None:
+            rows.append(record)
+    said = f"{mode} mode for this run; each row says its own" if mode else "each row says its mode"
     lines = [
         "# Experiment results",
         "",
-        f"Written by `python -m experiments` ({mode} mode for this run; each row says its own).",
+        f"Written by `python -m experiments` ({said}).",
         "",
         "| experiment | claim | supported | measured | mode | seconds |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -101,28 +140,73 @@ def write_summary(out: Path, mode: str):
     (out / "README.md").write_text("\n".join(lines) + "\n")
 
 
+def run_one(name: str, mode: Mode, seeds: int | None, out: Path) -> dict:
+    """Measure, judge, draw and save one experiment; return its record."""
+    module = load(name)
+    started = time.perf_counter()
+    data = _common.check_measured(name, module.measure(mode, seeds))
+    seconds = time.perf_counter() - started
+    data = _common.as_stored(data)  # judge and draw read what the JSON holds
+    verdict = module.judge(data)
+    record = _common.record(name, module.CLAIM, data, verdict, mode, seconds)
+    return _common.save(out, record, module.draw(data))
+
+
+def replot_one(name: str, out: Path) -> dict | None:
+    """Judge and draw ``out/NAME.json`` again; ``None`` if there is none of ours."""
+    old = _common.read_record(out / f"{name}.json")
+    if old is None:
+        return None
+    module = load(name)
+    data = {"settings": old["settings"], "numbers": old["numbers"]}
+    verdict = module.judge(data)
+    record = _common.record(name, module.CLAIM, data, verdict, old["mode"], old["seconds"])
+    record["versions"] = old.get("versions", record["versions"])  # those that measured
+    return _common.save(out, record, module.draw(data))
+
+
+def _print(record: dict, seconds: float | None = None):
+    mark = "ok " if record["supported"] else "NO "
+    took = f" ({seconds:.1f}s)" if seconds is not None else ""
+    print(f"[{mark}] {record['name']}{took}: {record['verdict']}", flush=True)
+
+
+def replot(out: Path, names: list[str]) -> int:
+    print(f"purenet experiments: replotting {out}/ from its JSON (no training)", flush=True)
+    done = []
+    for name in names:
+        record = replot_one(name, out)
+        if record is not None:
+            _print(record)
+            done.append(name)
+    if not done:
+        print(f"no experiment results (NAME.json written by this runner) in {out}/", flush=True)
+        return 1
+    write_summary(out)
+    print(f"redrew {len(done)} experiment(s); summary in {out / 'README.md'}", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    config = _common.Config(mode=args.mode or "quick", seeds=args.seeds, out=args.out)
     names = args.names or available()
+    if args.replot is not None:
+        return replot(args.replot, names)
     for name in names:  # before any work: never overwrite a file we did not write
-        _common.check_writable(config.out, name)
-    print(f"purenet experiments ({config.mode}): {', '.join(names)} -> {config.out}/", flush=True)
+        _common.check_writable(args.out, name)
+    mode = args.mode
+    print(f"purenet experiments ({mode.value}): {', '.join(names)} -> {args.out}/", flush=True)
     started_all = time.perf_counter()
     unsupported = []
     for name in names:
-        module = importlib.import_module(f"experiments.{name}")
         started = time.perf_counter()
-        outcome = module.run(config)
-        seconds = time.perf_counter() - started
-        _common.save(name, module.CLAIM, outcome, config, seconds)
-        mark = "ok " if outcome.supported else "NO "
-        print(f"[{mark}] {name} ({seconds:.1f}s): {outcome.verdict}", flush=True)
-        if not outcome.supported:
+        record = run_one(name, mode, args.seeds, args.out)
+        _print(record, time.perf_counter() - started)
+        if not record["supported"]:
             unsupported.append(name)
-    write_summary(config.out, config.mode)
+    write_summary(args.out, mode.value)
     total = time.perf_counter() - started_all
-    print(f"done in {total:.1f}s; summary in {config.out / 'README.md'}", flush=True)
+    print(f"done in {total:.1f}s; summary in {args.out / 'README.md'}", flush=True)
     if unsupported:
         print(f"claims not supported by this run's numbers: {', '.join(unsupported)}", flush=True)
     return 0

@@ -25,7 +25,9 @@ Measured:
 * wall-clock: a separate single-seed run per batch size (the runs are
   separate, one after the other, on the same machine), each epoch compiled
   first (one warm-up call), then timed alone with ``block_until_ready``; the
-  loss evaluation after each epoch is not timed.
+  loss evaluation after each epoch is not timed. (The timed runs call
+  ``purenet.train.make_epoch`` epoch by epoch rather than ``make_train``:
+  timing needs each epoch on its own; the measured runs use ``make_train``.)
 
 The claim is tested three ways, at the same learning rate: per epoch (the
 loss after the last epoch grows with the batch size), noise (SGD's loss jumps
@@ -40,14 +42,13 @@ it tolerates (the tuned batch-GD run).
 
 from __future__ import annotations
 
-import functools
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Config, Outcome, pyplot
+from experiments._common import Mode, Verdict, jit, num_seeds, pick, pyplot
 from purenet import data, datasets, losses, optim, train
 from purenet import layers as L
 
@@ -62,11 +63,6 @@ HIDDEN = 64
 THRESHOLD = 0.1  # training loss for the time-to-threshold comparison
 BATCH_GD_GRID = (0.05, 0.2, 0.8, 3.2, 12.8, 51.2)
 LOSS = losses.softmax_cross_entropy
-
-# The vmapped runs are small: compile them without XLA's backend optimisation
-# (several times faster to compile, same numbers up to rounding). The timed
-# runs use the default jit, so the times are those of optimised code.
-_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 
 
 def _model():
@@ -88,20 +84,25 @@ def _seed_runs(batch_size: int, epochs: int, seeds: int, x, t, learning_rates):
     evaluate = train.make_evaluate(model, LOSS)
 
     def one(key, lr):
-        # A schedule keeps the learning rate a traced value, so it can be vmapped.
-        optimizer = optim.sgd(lambda count: lr)
+        optimizer = optim.sgd(lr)  # lr is traced: one program for every rate
         run = train.make_train(
-            model, LOSS, optimizer, batch_size, m, epochs, evaluate=lambda p: evaluate(p, x, t)[0]
+            model,
+            LOSS,
+            optimizer,
+            batch_size,
+            m,
+            epochs,
+            evaluate=lambda p, s: evaluate(p, x, t, s)[0],
         )
         init_key, train_key = jax.random.split(key)
-        _, params = model.init(init_key, (x.shape[1],))
-        _, _, history = run(params, optimizer.init(params), train_key, x, t)
-        return jnp.concatenate([evaluate(params, x, t)[0][None], history["evaluation"]])
+        _, params, state = model.init(init_key, (x.shape[1],))
+        *_, history = run(params, optimizer.init(params), state, train_key, x, t)
+        return jnp.concatenate([evaluate(params, x, t, state)[0][None], history["evaluation"]])
 
     keys = jax.random.split(jax.random.key(1), seeds)  # seed s: same init for every size
     lrs = jnp.asarray(learning_rates, jnp.float32)
     per_lr = jax.vmap(jax.vmap(one, in_axes=(0, None)), in_axes=(None, 0))
-    return np.asarray(_jit(per_lr)(keys, lrs))
+    return np.asarray(jit(per_lr)(keys, lrs))  # optimisation level 0: see _common.jit
 
 
 def _timed_run(batch_size: int, epochs: int, x, t):
@@ -111,14 +112,16 @@ def _timed_run(batch_size: int, epochs: int, x, t):
     optimizer = optim.sgd(LEARNING_RATE)
     epoch = jax.jit(train.make_epoch(model, LOSS, optimizer, batch_size, x.shape[0]))
     evaluate = train.make_evaluate(model, LOSS)
-    _, params = model.init(jax.random.key(7), (x.shape[1],))
+    _, params, state = model.init(jax.random.key(7), (x.shape[1],))
     opt_state = optimizer.init(params)
-    jax.block_until_ready(epoch(params, opt_state, jax.random.key(0), x, t))  # compile
+    jax.block_until_ready(epoch(params, opt_state, state, jax.random.key(0), x, t))  # compile
     seconds, curve, first_steps = [], [float(evaluate(params, x, t)[0])], None
     for e in range(epochs):
         key = jax.random.fold_in(jax.random.key(8), e)
         started = time.perf_counter()
-        params, opt_state, step_losses = jax.block_until_ready(epoch(params, opt_state, key, x, t))
+        params, opt_state, state, step_losses = jax.block_until_ready(
+            epoch(params, opt_state, state, key, x, t)
+        )
         seconds.append(time.perf_counter() - started)
         curve.append(float(evaluate(params, x, t)[0]))
         if first_steps is None:
@@ -148,7 +151,9 @@ def _time_to(threshold, seconds, curve):
 # -------------------------------------------------------------------------- figure
 
 
-def _figure(numbers, sizes, m):
+def draw(data: dict):
+    numbers, settings = data["numbers"], data["settings"]
+    sizes, m = settings["batch_sizes"], settings["num_train"]
     plt = pyplot()
 
     fig, axes = plt.subplots(2, 3, figsize=(18, 10))
@@ -165,7 +170,7 @@ def _figure(numbers, sizes, m):
     (ax_epochs, ax_updates, ax_time), (ax_steps, ax_cost, ax_lr) = axes
     for b in sizes:
         c = colors[b]
-        curves = np.asarray(numbers["curves"][str(b)])
+        curves = np.asarray(numbers["curves"][str(b)], dtype=float)
         mean, std = curves.mean(axis=0), curves.std(axis=0)
         epochs = np.arange(len(mean))
         ax_epochs.plot(epochs, mean, color=c, label=name(b))
@@ -187,7 +192,7 @@ def _figure(numbers, sizes, m):
             label=name(b),
         )
     ax_epochs.plot(
-        np.asarray(tuned["curve_mean"]),
+        np.asarray(tuned["curve_mean"], dtype=float),
         "k--",
         label=f"batch GD at lr {tuned['learning_rate']:g} (best of grid)",
     )
@@ -275,14 +280,13 @@ def _jaggedness(step_losses):
     return float(np.median(np.abs(np.diff(steps)) / steps[:-1]))
 
 
-def run(config: Config) -> Outcome:
-    smoke = config.mode == "smoke"
-    seeds = config.num_seeds(4, 10)
-    epochs = 3 if smoke else config.pick(20, 60)
+def measure(mode: Mode, seeds: int | None) -> dict:
+    seeds = num_seeds(mode, seeds, quick=4, full=10)
+    epochs = pick(mode, smoke=3, quick=20, full=60)
     x, t, _, _ = _digits()
     m = x.shape[0]
-    sizes = (1, m) if smoke else (1, 8, 32, 128, m)
-    lr_grid = BATCH_GD_GRID[::3] if smoke else BATCH_GD_GRID
+    sizes = pick(mode, smoke=(1, m), quick=(1, 8, 32, 128, m), full=(1, 8, 32, 128, m))
+    lr_grid = pick(mode, smoke=BATCH_GD_GRID[::3], quick=BATCH_GD_GRID, full=BATCH_GD_GRID)
 
     curves, timed = {}, {}
     for b in sizes:
@@ -325,6 +329,48 @@ def run(config: Config) -> Outcome:
         b: _time_to(THRESHOLD, timed[str(b)]["seconds"], timed[str(b)]["curve"]) for b in sizes
     }
 
+    numbers = {
+        "epochs": epochs,
+        "backend": jax.default_backend(),
+        "curves": curves,
+        "timed": timed,
+        "batch_gd_tuned": tuned,
+        "final_loss_mean": {str(b): v for b, v in final_loss.items()},
+        "final_loss_std": {str(b): v for b, v in final_std.items()},
+        "per_update": per_update,
+        "time_to_threshold_s": {str(b): v for b, v in time_to.items()},
+        "ms_per_epoch": {str(b): v for b, v in ms_per_epoch.items()},
+        "step_to_step_relative_change_first_epoch": {str(b): v for b, v in jagged.items()},
+    }
+    settings = {
+        "seeds": seeds,
+        "epochs": epochs,
+        "batch_sizes": sizes,
+        "num_train": m,
+        "learning_rate": f"{LEARNING_RATE} for every batch size (plain SGD)",
+        "batch_gd_lr_grid": lr_grid,
+        "best_lr_rule": "lowest seed-mean training loss after the last epoch, no seed diverging",
+        "model": f"64-{HIDDEN}-10 tanh, softmax cross-entropy",
+        "data": "digits, 80/20 split (key 0), standardised on train",
+        "timing": "one seed per batch size, separate runs one after another, compiled first, "
+        "block_until_ready per epoch, evaluation not timed",
+        "threshold": THRESHOLD,
+    }
+    return {"settings": settings, "numbers": numbers}
+
+
+def judge(data: dict) -> Verdict:
+    """At the same learning rate: the loss after the last epoch grows with
+    the batch size; SGD's step-to-step loss is jagged (> 10 % and five times
+    the largest mini-batch's); some smaller batch reaches the threshold loss
+    sooner than batch GD in wall-clock time."""
+    numbers, settings = data["numbers"], data["settings"]
+    sizes, m = settings["batch_sizes"], settings["num_train"]
+    seeds, epochs = settings["seeds"], settings["epochs"]
+    tuned, per_update = numbers["batch_gd_tuned"], numbers["per_update"]
+    final_loss = {b: numbers["final_loss_mean"][str(b)] for b in sizes}
+    time_to = {b: float(numbers["time_to_threshold_s"][str(b)]) for b in sizes}
+    jagged = {b: numbers["step_to_step_relative_change_first_epoch"][str(b)] for b in sizes}
     # The claim's three testable parts, at the same learning rate:
     # per epoch, the loss after the last epoch grows with the batch size;
     per_epoch_ok = all(
@@ -358,38 +404,11 @@ def run(config: Config) -> Outcome:
         + f"; step-to-step loss change SGD {jagged[1]:.0%} vs batch {smooth} "
         + f"{jagged[smooth]:.0%} ({seeds} seeds)"
     )
-    numbers = {
-        "epochs": epochs,
-        "backend": jax.default_backend(),
-        "curves": curves,
-        "timed": timed,
-        "batch_gd_tuned": tuned,
-        "final_loss_mean": {str(b): v for b, v in final_loss.items()},
-        "final_loss_std": {str(b): v for b, v in final_std.items()},
-        "per_update": per_update,
-        "time_to_threshold_s": {str(b): v for b, v in time_to.items()},
-        "ms_per_epoch": {str(b): v for b, v in ms_per_epoch.items()},
-        "step_to_step_relative_change_first_epoch": {str(b): v for b, v in jagged.items()},
-        "tests": {"per_epoch": per_epoch_ok, "jagged": bool(jagged_ok), "in_time": in_time_ok},
-    }
-    settings = {
-        "seeds": seeds,
-        "epochs": epochs,
-        "batch_sizes": sizes,
-        "num_train": m,
-        "learning_rate": f"{LEARNING_RATE} for every batch size (plain SGD)",
-        "batch_gd_lr_grid": lr_grid,
-        "best_lr_rule": "lowest seed-mean training loss after the last epoch, no seed diverging",
-        "model": f"64-{HIDDEN}-10 tanh, softmax cross-entropy",
-        "data": "digits, 80/20 split (key 0), standardised on train",
-        "timing": "one seed per batch size, separate runs one after another, compiled first, "
-        "block_until_ready per epoch, evaluation not timed",
-        "threshold": THRESHOLD,
-    }
     summary = {
         "loss_sgd": final_loss[1],
         "loss_batch_gd": final_loss[m],
         "loss_batch_gd_best_lr": tuned["final_loss"],
         "fastest_to_threshold": "batch GD" if fastest == m else f"batch {fastest}",
+        "tests": {"per_epoch": per_epoch_ok, "jagged": bool(jagged_ok), "in_time": in_time_ok},
     }
-    return Outcome(verdict, supported, numbers, settings, _figure(numbers, sizes, m), summary)
+    return Verdict(verdict, supported, summary)

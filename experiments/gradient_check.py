@@ -41,6 +41,8 @@ step (``purenet.train.make_step`` with SGD; median of repeated calls after
 compilation) against one full numerical gradient
 (``purenet.gradcheck.numerical_gradient``, jitted once, then timed), and
 their ratio: the reason gradient checking is switched off after verification.
+
+No ``make_train``: this experiment trains nothing; it times single steps.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import purenet
-from experiments._common import Config, Outcome, pyplot
+from experiments._common import Mode, Verdict, pick, pyplot
 from purenet import gradcheck, layers, losses, objective, optim, train
 
 NAME = "gradient_check"
@@ -92,7 +94,7 @@ def ng_problem(dtype):
     labels = np.mod(np.arange(1, NG_M + 1), n_labels)  # 1 + mod(1:m, 3), zero-based
     t = jnp.asarray(np.eye(n_labels)[labels], dtype)
     loss = losses.multilabel_sigmoid_cross_entropy
-    return model, loss, p, x, t, {"l2": NG_LAMBDA / NG_M}
+    return model, loss, p, x, t, purenet.penalty(l2=NG_LAMBDA / NG_M)
 
 
 def saito_problem(dtype, hidden: int, seed: int = 0):
@@ -111,7 +113,7 @@ def saito_problem(dtype, hidden: int, seed: int = 0):
     t = jnp.asarray(rng.integers(0, 10, SAITO_ROWS), jnp.int32)
     p = jax.tree.map(lambda a: jnp.asarray(np.float32(a), dtype), p)
     x = jnp.asarray(np.float32(x), dtype)
-    return model, losses.softmax_cross_entropy, p, x, t, {}
+    return model, losses.softmax_cross_entropy, p, x, t, None
 
 
 # --------------------------------------------------------------------- checks
@@ -126,8 +128,8 @@ def _gradients(problem, dtype):
     function (eager dispatch would compile every primitive separately, which
     costs more than the checks themselves on small networks)."""
     model, loss, p, x, t, pen = problem(dtype)
-    J = objective(model, loss, **pen)
-    manual = jax.jit(lambda q: purenet.backprop(model, loss, **pen)(q, x, t)[1])(p)
+    J = objective(model, loss, pen)
+    manual = jax.jit(lambda q: purenet.backprop(model, loss, pen)(q, x, t)[1])(p)
     autodiff = jax.jit(jax.grad(J))(p, x, t)
     # An outer jit compiles numerical_gradient once; it builds a fresh inner
     # jit at every call, which would otherwise recompile at each timing call.
@@ -169,7 +171,7 @@ def check(problem, step_repeats: int, numerical_repeats: int) -> dict:
         out["float32"][key] = gradcheck.rel_error(
             _to_float64(grads32[name]), truth, gradcheck.REPORT_FLOOR
         )
-    out["num_params"] = int(layers.num_params(p32))
+    out["num_params"] = int(purenet.ravel(p32)[0].size)
     out["timing"] = timing(problem, numerical32, step_repeats, numerical_repeats)
     return out
 
@@ -205,11 +207,11 @@ def timing(problem, numerical, step_repeats: int, numerical_repeats: int) -> dic
     already compiled ``numerical``), float32, both after compilation."""
     model, loss, p, x, t, pen = problem(jnp.float32)
     opt = optim.sgd(0.1)
-    step = jax.jit(train.make_step(model, loss, opt, **pen))
-    state = opt.init(p)
+    step = jax.jit(train.make_step(model, loss, opt, penalty=pen))
+    opt_state = opt.init(p)
     key = jax.random.key(0)
-    jax.block_until_ready(step(p, state, x, t, key))  # compile
-    step_s = _median_seconds(lambda: step(p, state, x, t, key), step_repeats)
+    jax.block_until_ready(step(p, opt_state, (), x, t, key))  # compile
+    step_s = _median_seconds(lambda: step(p, opt_state, (), x, t, key), step_repeats)
     numerical_s = _median_seconds(lambda: numerical(p), numerical_repeats)
     return {"step_s": step_s, "numerical_s": numerical_s, "ratio": numerical_s / step_s}
 
@@ -217,7 +219,8 @@ def timing(problem, numerical, step_repeats: int, numerical_repeats: int) -> dic
 # --------------------------------------------------------------------- figure
 
 
-def draw(numbers: dict, names: dict):
+def draw(data: dict):
+    numbers, names = data["numbers"], data["settings"]["names"]
     plt = pyplot()
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [2, 1]})
@@ -230,7 +233,7 @@ def draw(numbers: dict, names: dict):
             numerical.append(r["numerical_norm_ratio"])
             tol_a.append(r["tolerance_autodiff"])
             tol_n.append(r["tolerance_numerical"])
-            rounding.append(r.get("jax_vs_float64_truth", np.nan))
+            rounding.append(float(r.get("jax_vs_float64_truth", np.nan)))
     pos = np.arange(len(labels))
     w = 0.28
     floor = 1e-18  # an exact zero cannot be drawn on a log axis
@@ -276,49 +279,24 @@ def draw(numbers: dict, names: dict):
 # ------------------------------------------------------------------------ run
 
 
-def run(config: Config) -> Outcome:
-    hidden = 2 if config.mode == "smoke" else config.pick(10, 50)
-    step_repeats = config.pick(50, 200)
-    numerical_repeats = config.pick(1, 3)
+def measure(mode: Mode, seeds: int | None) -> dict:
+    """Both networks' errors in float32 and float64, and the timings.
+    Deterministic: ``seeds`` plays no part."""
+    hidden = pick(mode, smoke=2, quick=10, full=50)
+    step_repeats = pick(mode, smoke=20, quick=50, full=200)
+    numerical_repeats = pick(mode, smoke=1, quick=1, full=3)
 
     problems = {
         "ng_debug": ng_problem,
         "saito_two_layer": lambda dtype: saito_problem(dtype, hidden),
     }
     names = {"ng_debug": "Ng debug 3-5-3", "saito_two_layer": f"Saito 784-{hidden}-10"}
-    numbers = {}
-    for net, problem in problems.items():
-        numbers[net] = check(problem, step_repeats, numerical_repeats)
-
-    ok = {net: {d: dtype_ok(numbers[net], d) for d in ("float32", "float64")} for net in numbers}
-    big = numbers["saito_two_layer"]["timing"]["ratio"]
-    supported = all(all(v.values()) for v in ok.values()) and big >= 100
-
-    s64 = numbers["saito_two_layer"]["float64"]
-    n64 = numbers["ng_debug"]["float64"]
-    s32 = numbers["saito_two_layer"]["float32"]
-    n32 = numbers["ng_debug"]["float32"]
-    verdict = (
-        f"float64 rel_error vs jax.grad {n64['autodiff_rel_error']:.1e} (Ng 3-5-3) / "
-        f"{s64['autodiff_rel_error']:.1e} (Saito 784-{hidden}-10), norm ratio vs finite "
-        f"differences {n64['numerical_norm_ratio']:.1e} / {s64['numerical_norm_ratio']:.1e}; "
-        f"float32 rel_error {n32['autodiff_rel_error']:.1e} / {s32['autodiff_rel_error']:.1e} "
-        f"(float32 jax.grad itself is {n32['jax_vs_float64_truth']:.1e} / "
-        f"{s32['jax_vs_float64_truth']:.1e} from float64), norm ratio "
-        f"{n32['numerical_norm_ratio']:.1e} / {s32['numerical_norm_ratio']:.1e}; "
-        f"one numerical gradient of Saito's net = {big:,.0f} training steps "
-        f"({numbers['saito_two_layer']['timing']['numerical_s']:.2f} s vs "
-        f"{numbers['saito_two_layer']['timing']['step_s'] * 1e6:.0f} us)"
-    )
-    summary = {
-        "float64_rel_error_max": max(n64["autodiff_rel_error"], s64["autodiff_rel_error"]),
-        "float64_norm_ratio_max": max(n64["numerical_norm_ratio"], s64["numerical_norm_ratio"]),
-        "float32_norm_ratio_max": max(
-            numbers["ng_debug"]["float32"]["numerical_norm_ratio"], s32["numerical_norm_ratio"]
-        ),
-        "numerical_over_step": big,
+    numbers = {
+        net: check(problem, step_repeats, numerical_repeats) for net, problem in problems.items()
     }
     settings = {
+        "names": names,
+        "hidden": hidden,
         "ng_debug": {
             "sizes": NG_SIZES,
             "m": NG_M,
@@ -347,13 +325,39 @@ def run(config: Config) -> Outcome:
             "statistic": "median wall time after compilation",
             "backend": jax.default_backend(),
         },
+    }
+    return {"settings": settings, "numbers": numbers}
+
+
+def judge(data: dict) -> Verdict:
+    """Every check within tolerance (float32: or within rounding), and one
+    numerical gradient of Saito's net costs at least 100 training steps."""
+    numbers, hidden = data["numbers"], data["settings"]["hidden"]
+    ok = {net: {d: dtype_ok(numbers[net], d) for d in ("float32", "float64")} for net in numbers}
+    big = numbers["saito_two_layer"]["timing"]["ratio"]
+    supported = all(all(v.values()) for v in ok.values()) and big >= 100
+
+    s64 = numbers["saito_two_layer"]["float64"]
+    n64 = numbers["ng_debug"]["float64"]
+    s32 = numbers["saito_two_layer"]["float32"]
+    n32 = numbers["ng_debug"]["float32"]
+    text = (
+        f"float64 rel_error vs jax.grad {n64['autodiff_rel_error']:.1e} (Ng 3-5-3) / "
+        f"{s64['autodiff_rel_error']:.1e} (Saito 784-{hidden}-10), norm ratio vs finite "
+        f"differences {n64['numerical_norm_ratio']:.1e} / {s64['numerical_norm_ratio']:.1e}; "
+        f"float32 rel_error {n32['autodiff_rel_error']:.1e} / {s32['autodiff_rel_error']:.1e} "
+        f"(float32 jax.grad itself is {n32['jax_vs_float64_truth']:.1e} / "
+        f"{s32['jax_vs_float64_truth']:.1e} from float64), norm ratio "
+        f"{n32['numerical_norm_ratio']:.1e} / {s32['numerical_norm_ratio']:.1e}; "
+        f"one numerical gradient of Saito's net = {big:,.0f} training steps "
+        f"({numbers['saito_two_layer']['timing']['numerical_s']:.2f} s vs "
+        f"{numbers['saito_two_layer']['timing']['step_s'] * 1e6:.0f} us)"
+    )
+    summary = {
+        "float64_rel_error_max": max(n64["autodiff_rel_error"], s64["autodiff_rel_error"]),
+        "float64_norm_ratio_max": max(n64["numerical_norm_ratio"], s64["numerical_norm_ratio"]),
+        "float32_norm_ratio_max": max(n32["numerical_norm_ratio"], s32["numerical_norm_ratio"]),
+        "numerical_over_step": big,
         "checks_ok": ok,
     }
-    return Outcome(
-        verdict=verdict,
-        supported=bool(supported),
-        numbers=numbers,
-        settings=settings,
-        figure=draw(numbers, names),
-        summary=summary,
-    )
+    return Verdict(text, bool(supported), summary)

@@ -13,8 +13,8 @@ Setup:
 * Classification: XOR (4 points) and two spirals (200 points, 1.5 turns), a
   ``2 -> 32 -> 32 -> 1`` network whose hidden activation is the identity,
   tanh or ReLU (the same initial weights for the three, per seed), logits
-  with sigmoid cross-entropy, full-batch Adam (``purenet.train.make_step`` in
-  a ``lax.scan``), seeds at once with ``jax.vmap``. The best accuracy any
+  with sigmoid cross-entropy, full-batch Adam (``purenet.train.make_train``
+  with batches of the whole set), seeds at once with ``jax.vmap``. The best accuracy any
   linear classifier can reach on each data set (the "linear limit") is
   computed exactly by trying every line through two data points.
 * The collapse: for each trained linear-hidden network, ``W = W1 W2 W3`` and
@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Config, Outcome, pyplot, seed_stats
+from experiments._common import Mode, Verdict, init_many, num_seeds, pick, pyplot, seed_stats
 from purenet import datasets, layers, losses, optim, train
 
 NAME = "linear_hidden_collapse"
@@ -61,33 +61,21 @@ def regressor(head: str):
     return layers.serial(layers.dense(REG_HIDDEN), layers.tanh(), layers.dense(1), HEADS[head]())
 
 
-def init_many(model, keys, in_features: int):
-    """Initial params for every key, stacked (the architectures that share
-    shapes share these, so the arms start from the same weights)."""
-    # One eager init per key: compiling the random kernels under vmap and jit
-    # costs seconds more than this loop.
-    seeds = [model.init(k, (in_features,), jnp.float32)[1] for k in keys]
-    return jax.tree.map(lambda *a: np.stack(a), *seeds)
-
-
-def train_many(model, loss, learning_rate, params, x, t, epochs, probe, linear=False):
-    """Full-batch Adam from each of the stacked ``params``, in one compiled
-    call: final params, loss history, outputs on ``x`` and on ``probe`` (the
-    plotting grid), and for linear hidden units the collapse check."""
+def train_many(model, loss, learning_rate, start, x, t, epochs, probe, linear=False):
+    """Full-batch Adam (``make_train``, one step per epoch) from each of the
+    stacked ``start = (params, state)``, in one compiled call: final params,
+    loss history, outputs on ``x`` and on ``probe``, and for linear hidden
+    units the collapse check."""
     opt = optim.adam(learning_rate)
-    step = train.make_step(model, loss, opt)
+    m = x.shape[0]
+    # Full batch: any key gives the same run, up to the order of the batch sum.
+    run = train.make_train(model, loss, opt, m, m, epochs)
 
-    def one(p):
-        state = opt.init(p)
-
-        def body(carry, _):
-            p, state, J = step(*carry, x, t, None)
-            return (p, state), J
-
-        (p, _), history = jax.lax.scan(body, (p, state), None, length=epochs)
+    def one(p, state):
+        p, _, _, history = run(p, opt.init(p), state, jax.random.key(0), x, t)
         out = {
             "params": p,
-            "history": history,
+            "history": history["step_loss"][:, 0],  # the cost before each step
             "y": model.forward(p, x)[0],
             "y_probe": model.forward(p, probe)[0],
         }
@@ -102,7 +90,18 @@ def train_many(model, loss, learning_rate, params, x, t, epochs, probe, linear=F
             )
         return out
 
-    return jax.device_get(jax.jit(jax.vmap(one))(params))
+    return jax.device_get(jax.jit(jax.vmap(one))(*start))
+
+
+def dense_params(p) -> list:
+    """The dense layers' params of a classifier (what the JSON keeps of seed 0)."""
+    return [p[i] for i in (0, 2, 4)]
+
+
+def classifier_params(dense) -> tuple:
+    """Back from :func:`dense_params` (e.g. read from JSON) to the classifier's params."""
+    d1, d2, d3 = ({k: jnp.asarray(v, jnp.float32) for k, v in d.items()} for d in dense)
+    return (d1, (), d2, (), d3)
 
 
 # --------------------------------------------------------------- linear limit
@@ -156,7 +155,16 @@ def grid_for(x, n=120):
 # ------------------------------------------------------------------- figure
 
 
-def draw(numbers: dict, pictures: dict):
+def _probabilities(task_pictures: dict, act: str, g):
+    """Seed 0's output probabilities on the plotting grid, from its stored params."""
+    p = classifier_params(task_pictures[f"{act}_params_seed0"])
+    logits = classifier(act).forward(p, g)[0]
+    return 1 / (1 + np.exp(-np.float64(np.asarray(logits))))
+
+
+def draw(data: dict):
+    numbers = data["numbers"]
+    pictures = numbers["pictures"]
     plt = pyplot()
 
     fig = plt.figure(figsize=(16, 8.4))
@@ -164,12 +172,11 @@ def draw(numbers: dict, pictures: dict):
     for col, (task, act) in enumerate(itertools.product(("xor", "spirals"), ("linear", "tanh"))):
         ax = fig.add_subplot(grid[0, col])
         pic = pictures[task]
-        prob = np.asarray(pic[act]).reshape(pic["g0"].shape)
-        ax.contourf(
-            pic["g0"], pic["g1"], prob, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.6
-        )
+        g0, g1, g = grid_for(pic["x"])
+        prob = _probabilities(pic, act, g).reshape(g0.shape)
+        ax.contourf(g0, g1, prob, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.6)
         if np.ptp(prob) > 1e-3:
-            ax.contour(pic["g0"], pic["g1"], prob, levels=[0.5], colors="k", linewidths=1.5)
+            ax.contour(g0, g1, prob, levels=[0.5], colors="k", linewidths=1.5)
         else:  # a flat output has no boundary, only rounding noise around p = 0.5
             ax.text(
                 0.5,
@@ -283,27 +290,29 @@ def draw(numbers: dict, pictures: dict):
 # ----------------------------------------------------------------------- run
 
 
-def run(config: Config) -> Outcome:
-    seeds = config.num_seeds(8, 32)
-    smoke = config.mode == "smoke"
-    epochs = 30 if smoke else 3000
+def measure(mode: Mode, seeds: int | None) -> dict:
+    seeds = num_seeds(mode, seeds, quick=8, full=32)
+    epochs = pick(mode, smoke=30, quick=3000, full=3000)
     keys = jax.random.split(jax.random.key(1), seeds)
     # Smoke mode (tests) drops one non-linear activation and one squashed
     # output to save compilations; the code paths are the same.
-    activations = ["linear", "tanh"] if smoke else list(ACTIVATIONS)
-    heads = ["identity", "tanh"] if smoke else list(HEADS)
+    everything = (list(ACTIVATIONS), list(HEADS))
+    activations, heads = pick(
+        mode, smoke=(["linear", "tanh"], ["identity", "tanh"]), quick=everything, full=everything
+    )
+    spiral_points = pick(mode, smoke=40, quick=200, full=200)
 
     tasks = {
         "xor": datasets.xor(),
-        "spirals": datasets.two_spirals(jax.random.key(0), n=40 if smoke else 200),
+        "spirals": datasets.two_spirals(jax.random.key(0), n=spiral_points),
     }
-    start = init_many(classifier("tanh"), keys, 2)  # shared by all activations and tasks
+    start = init_many(classifier("tanh"), keys, (2,))  # shared by all activations and tasks
     classification, pictures = {}, {}
     collapse = []
     for task, (x, t) in tasks.items():
-        g0, g1, g = grid_for(x)
+        _, _, g = grid_for(x)
         result = {"linear_limit": linear_limit(x, t)}
-        pictures[task] = {"g0": g0, "g1": g1, "x": x, "t": t}
+        pictures[task] = {"x": x, "t": t}
         for act in activations:
             model = classifier(act)
             out = train_many(
@@ -323,7 +332,8 @@ def run(config: Config) -> Outcome:
                 "accuracy_per_seed": accuracy,
                 "final_loss": seed_stats(out["history"][:, -1]),
             }
-            pictures[task][act] = 1 / (1 + np.exp(-np.float64(out["y_probe"][0])))
+            seed0 = jax.tree.map(lambda a: a[0], out["params"])
+            pictures[task][f"{act}_params_seed0"] = dense_params(seed0)
             if act == "linear":
                 collapse.append((out["collapse_diff"], out["collapse_scale"]))
                 W, b = compose(jax.tree.map(lambda a: a[0], out["params"]))
@@ -332,7 +342,7 @@ def run(config: Config) -> Outcome:
 
     x, _ = datasets.noisy_sine(jax.random.key(0), n=100, noise=0.0)
     t = REG_SCALE * jnp.sin(x)
-    reg_start = init_many(regressor("identity"), keys, 1)
+    reg_start = init_many(regressor("identity"), keys, (1,))
     regression = {}
     pictures["regression"] = {"x": x, "t": t}
     for head in heads:
@@ -358,7 +368,38 @@ def run(config: Config) -> Outcome:
         },
         "regression": regression,
         "regression_target_variance": target_variance,
+        "pictures": pictures,
     }
+    settings = {
+        "classifier": f"2 -> {HIDDEN} -> {HIDDEN} -> 1, hidden activation identity/tanh/relu, "
+        "sigmoid cross-entropy on logits",
+        "activations": activations,
+        "heads": heads,
+        "classification_optimizer": f"adam({CLASS_LR}), full batch",
+        "xor": "the 4 patterns",
+        "spirals": f"two_spirals(key 0, n={spiral_points}, noise=0, turns=1.5)",
+        "regressor": f"1 -> {REG_HIDDEN} tanh -> 1, output identity/tanh/sigmoid, MSE",
+        "regression_data": "x = noisy_sine(key 0, n=100, noise=0) inputs, t = 100 sin(x)",
+        "regression_optimizer": f"adam({REG_LR}), full batch",
+        "epochs": epochs,
+        "seeds": seeds,
+        "seed_keys": "jax.random.split(jax.random.key(1), seeds): initial weights, shared by the "
+        "activations (and heads) compared",
+        "linear_limit": "exact: every line through two data points, each side assignment",
+    }
+    return {"settings": settings, "numbers": numbers}
+
+
+def judge(data: dict) -> Verdict:
+    """Linear hidden units: the network equals its composed linear map (to
+    1e-5 of the outputs' size) and never beats the best linear classifier;
+    non-linear ones reach 95 % on XOR and spirals. Squashed outputs stay in
+    their range with an MSE above half the targets' variance; the identity
+    output fits to 1 % of it."""
+    numbers, settings = data["numbers"], data["settings"]
+    activations, heads, seeds = settings["activations"], settings["heads"], settings["seeds"]
+    classification, regression = numbers["classification"], numbers["regression"]
+    target_variance = numbers["regression_target_variance"]
 
     c = classification
     collapses = numbers["collapse"]["max_scaled_diff"] < 1e-5
@@ -407,26 +448,4 @@ def run(config: Config) -> Outcome:
         "regression_mse_identity": reg["identity"]["mse"]["mean"],
         "regression_mse_tanh_output": reg["tanh"]["mse"]["mean"],
     }
-    settings = {
-        "classifier": f"2 -> {HIDDEN} -> {HIDDEN} -> 1, hidden activation identity/tanh/relu, "
-        "sigmoid cross-entropy on logits",
-        "classification_optimizer": f"adam({CLASS_LR}), full batch",
-        "xor": "the 4 patterns",
-        "spirals": f"two_spirals(key 0, n={int(tasks['spirals'][0].shape[0])}, noise=0, turns=1.5)",
-        "regressor": f"1 -> {REG_HIDDEN} tanh -> 1, output identity/tanh/sigmoid, MSE",
-        "regression_data": "x = noisy_sine(key 0, n=100, noise=0) inputs, t = 100 sin(x)",
-        "regression_optimizer": f"adam({REG_LR}), full batch",
-        "epochs": epochs,
-        "seeds": seeds,
-        "seed_keys": "jax.random.split(jax.random.key(1), seeds): initial weights, shared by the "
-        "activations (and heads) compared",
-        "linear_limit": "exact: every line through two data points, each side assignment",
-    }
-    return Outcome(
-        verdict=verdict,
-        supported=bool(supported),
-        numbers=numbers,
-        settings=settings,
-        figure=draw(numbers, pictures),
-        summary=summary,
-    )
+    return Verdict(verdict, bool(supported), summary)

@@ -30,18 +30,23 @@ Setup:
   per step, 256 entries, ``lr = 0.01``): the effective per-parameter step
   ``lr / (sqrt(s) + eps)`` read from the optimizers' states
   (``AdagradState.sum_of_squares``, ``RmspropState.mean_square``).
+
+Training: the digits runs use ``purenet.train.make_train``, vmapped over
+seeds and learning rates (traced). The surfaces and the noisy-gradient trace
+are not networks (no model, no loss, hand-written 2-D gradients), so there
+each optimizer's ``step`` is scanned directly, one ``jax.vmap`` over the
+learning-rate grid.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Config, Outcome, pyplot
+from experiments._common import Mode, Verdict, jit, num_seeds, pick, pyplot
 from purenet import data, datasets, losses, metrics, optim, train
 from purenet import layers as L
 
@@ -74,10 +79,6 @@ DIGITS_LR = {
     "Adam": 0.001,
 }
 DIGITS_FACTORS = (0.1, 1 / 3, 1.0, 3.0, 10.0)
-
-# Small programs: compile without XLA's backend optimisation (much faster to
-# compile, same numbers up to rounding).
-_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 
 
 # ------------------------------------------------------------------- the surfaces
@@ -150,7 +151,7 @@ def _surface_runs(name: str, make, learning_rates):
     p0 = jnp.asarray(start, F32)
 
     def one(lr):
-        optimizer = make(lambda count: lr)  # a schedule: the rate stays a traced value
+        optimizer = make(lr)  # lr is traced: one program for the whole grid
 
         def body(carry, _):
             p, state = optimizer.step(carry[0], grad(carry[0]), carry[1])
@@ -159,7 +160,7 @@ def _surface_runs(name: str, make, learning_rates):
         (p, _), path = jax.lax.scan(body, (p0, optimizer.init(p0)), None, length=steps)
         return jnp.concatenate([p0[None], path]), f(p)
 
-    paths, final = _jit(jax.vmap(one))(jnp.asarray(learning_rates, F32))
+    paths, final = jit(jax.vmap(one))(jnp.asarray(learning_rates, F32))
     final = np.asarray(final, dtype=float)
     return np.asarray(paths), np.where(np.isfinite(final), final, np.inf)
 
@@ -213,24 +214,28 @@ def _digits_runs(names, epochs: int, seeds: int, factors=DIGITS_FACTORS, batch_s
     for name in names:
 
         def one(key, lr, make=OPTIMIZERS[name]):
-            optimizer = make(lambda count: lr)
-            epoch = train.make_epoch(model, loss, optimizer, batch_size, m)
-            init_key, train_key = jax.random.split(key)
-            _, params = model.init(init_key, (x_tr.shape[1],))
-            start = evaluate(params, x_tr, t_tr)[0]
-
-            def body(carry, k):
-                params, opt_state, _ = epoch(*carry, k, x_tr, t_tr)
-                return (params, opt_state), evaluate(params, x_tr, t_tr)[0]
-
-            (params, _), curve = jax.lax.scan(
-                body, (params, optimizer.init(params)), jax.random.split(train_key, epochs)
+            optimizer = make(lr)  # lr is traced: one program for every rate
+            run = train.make_train(
+                model,
+                loss,
+                optimizer,
+                batch_size,
+                m,
+                epochs,
+                evaluate=lambda p, s: evaluate(p, x_tr, t_tr, s)[0],
             )
-            return jnp.concatenate([start[None], curve]), evaluate(params, x_te, t_te)[1]
+            init_key, train_key = jax.random.split(key)
+            _, params, state = model.init(init_key, (x_tr.shape[1],))
+            start = evaluate(params, x_tr, t_tr, state)[0]
+            params, _, state, history = run(
+                params, optimizer.init(params), state, train_key, x_tr, t_tr
+            )
+            curve = jnp.concatenate([start[None], history["evaluation"]])
+            return curve, evaluate(params, x_te, t_te, state)[1]
 
         lrs = [DIGITS_LR[name] * f for f in factors]
         per_lr = jax.vmap(jax.vmap(one, in_axes=(0, None)), in_axes=(None, 0))
-        curves, test_acc = _jit(per_lr)(keys, jnp.asarray(lrs, F32))
+        curves, test_acc = jit(per_lr)(keys, jnp.asarray(lrs, F32))
         curves, test_acc = np.asarray(curves), np.asarray(test_acc)
         final = np.where(
             np.all(np.isfinite(curves[:, :, -1]), axis=1), curves[:, :, -1].mean(1), np.inf
@@ -268,7 +273,7 @@ def _step_sizes(steps: int, entries: int = 256, lr: float = 0.01):
             p0 = jnp.zeros(entries, F32)
             return jax.lax.scan(body, (p0, optimizer.init(p0)), gs)[1]
 
-        sizes = _jit(trace)(grads)
+        sizes = jit(trace)(grads)
         sizes = np.asarray(sizes)
         out[name] = {
             "mean": sizes.mean(axis=1),
@@ -293,7 +298,7 @@ def _contour(ax, name, results, title):
     else:  # log levels, so the narrow valley floor shows too
         ax.contour(X, Y, np.log10(Z - Z.min() + 1e-3), levels=25, cmap="Greys", linewidths=0.6)
     for opt_name, r in results.items():
-        path = np.asarray(r["path"])
+        path = np.asarray(r["path"], dtype=float)  # JSON: a diverged step is "nan"/"inf"
         ok = (
             np.all(np.isfinite(path), axis=1)
             & (np.abs(path[:, 0]) < 50)
@@ -319,7 +324,8 @@ def _contour(ax, name, results, title):
     ax.legend(fontsize=7, loc="lower right" if name != "rosenbrock" else "upper right")
 
 
-def _figure(numbers):
+def draw(data: dict):
+    numbers = data["numbers"]
     plt = pyplot()
 
     fig, axes = plt.subplots(2, 3, figsize=(19, 11.5))
@@ -352,7 +358,7 @@ def _figure(numbers):
     for name, r in s["local_minimum"].items():
         ax.plot(
             r["grid"],
-            np.clip(r["final_x_per_lr"], -6, 6),
+            np.clip(np.asarray(r["final_x_per_lr"], dtype=float), -6, 6),
             "o-",
             ms=3,
             color=COLORS[name],
@@ -374,7 +380,7 @@ def _figure(numbers):
 
     ax = axes[1, 1]
     for name, r in numbers["digits"].items():
-        curves = np.asarray(r["curves"])
+        curves = np.asarray(r["curves"], dtype=float)
         mean, std = curves.mean(axis=0), curves.std(axis=0)
         epochs = np.arange(len(mean))
         acc = np.mean(r["test_accuracy"])
@@ -420,22 +426,79 @@ def _figure(numbers):
 # ----------------------------------------------------------------------------- run
 
 
-def run(config: Config) -> Outcome:
-    smoke = config.mode == "smoke"
-    seeds = config.num_seeds(4, 10)
-    epochs = 2 if smoke else config.pick(12, 30)
-    step_count = 200 if smoke else config.pick(2000, 5000)
-
+def measure(mode: Mode, seeds: int | None) -> dict:
+    seeds = num_seeds(mode, seeds, quick=4, full=10)
+    epochs = pick(mode, smoke=2, quick=12, full=30)
+    step_count = pick(mode, smoke=200, quick=2000, full=5000)
     # The claim's tests need SGD, momentum, AdaGrad and RMSprop; smoke runs only those.
-    names = ("SGD", "momentum", "AdaGrad", "RMSprop") if smoke else tuple(OPTIMIZERS)
-    surfaces = _surfaces(names)
-    digits = _digits_runs(
-        names[:2] if smoke else names, epochs, seeds, (1.0,) if smoke else DIGITS_FACTORS
+    names = pick(
+        mode,
+        smoke=("SGD", "momentum", "AdaGrad", "RMSprop"),
+        quick=tuple(OPTIMIZERS),
+        full=tuple(OPTIMIZERS),
     )
+    digits_names = pick(mode, smoke=names[:2], quick=names, full=names)
+    factors = pick(mode, smoke=(1.0,), quick=DIGITS_FACTORS, full=DIGITS_FACTORS)
+    surfaces = _surfaces(names)
+    digits = _digits_runs(digits_names, epochs, seeds, factors)
     step_sizes, lr = _step_sizes(step_count)
     step_sizes["lr"] = lr
-    numbers = {"surfaces": surfaces, "digits": digits, "step_sizes": step_sizes}
 
+    local = surfaces["local_minimum"]
+    global_x = SURFACES["local_minimum"][5][0]
+    # Over the whole grid: learning rates at which each ends at the global minimum.
+    escapes = {
+        name: int(np.sum(np.abs(np.asarray(r["final_x_per_lr"]) - global_x) < 0.1))
+        for name, r in local.items()
+    }
+    arrived = {  # rates that at least got past the start of the dip
+        name: int(np.sum(np.asarray(r["final_x_per_lr"]) > -1.5)) for name, r in local.items()
+    }
+    ada, rms = step_sizes["AdaGrad"]["mean"], step_sizes["RMSprop"]["mean"]
+    half = len(rms) // 2
+    numbers = {
+        "surfaces": surfaces,
+        "digits": digits,
+        "step_sizes": step_sizes,
+        "local_minimum_escapes_per_optimizer": escapes,
+        "local_minimum_arrived_per_optimizer": arrived,
+        "adagrad_shrink_step10_to_last": float(ada[-1] / ada[9]),
+        "adagrad_step_never_grows": bool(np.all(np.diff(step_sizes["AdaGrad"]["max"]) <= 0)),
+        "rmsprop_drift_second_half": float(np.max(np.abs(rms[half:] / rms[half] - 1))),
+        "digits_final_loss": {
+            n: float(np.mean(np.asarray(r["curves"])[:, -1])) for n, r in digits.items()
+        },
+        "digits_test_accuracy": {n: float(np.mean(r["test_accuracy"])) for n, r in digits.items()},
+    }
+    settings = {
+        "seeds": seeds,
+        "mass": MASS,
+        "surface_lr_grid": LR_GRID,
+        "surfaces": {
+            n: {"start": v[2], "steps": v[3], "minimum": v[5]} for n, v in SURFACES.items()
+        },
+        "local_minimum_lr": LOCAL_MIN_LR,
+        "digits": {
+            "model": "64-64-10 tanh, softmax cross-entropy, batch 32",
+            "epochs": epochs,
+            "usual_lr": DIGITS_LR,
+            "factors": factors,
+            "chosen_lr": {n: r["lr"] for n, r in digits.items()},
+        },
+        "step_sizes": {"steps": step_count, "entries": 256, "lr": lr, "gradient": "N(1, 1)"},
+        "optimizer_defaults": "purenet.optim defaults (torch's) apart from lr; momentum mass 0.9",
+    }
+    return {"settings": settings, "numbers": numbers}
+
+
+def judge(data: dict) -> Verdict:
+    """Momentum ends the quadratic 100 times lower than SGD; at lr 0.1 SGD
+    stays in the dip's local minimum and momentum reaches the global one;
+    AdaGrad's step never grows and shrinks below a quarter from step 10 to
+    the end, while RMSprop's drifts less than 25 % over the second half."""
+    numbers, settings = data["numbers"], data["settings"]
+    surfaces = numbers["surfaces"]
+    epochs = settings["digits"]["epochs"]
     quad = surfaces["quadratic"]
     quad_ok = quad["momentum"]["final_f"] < 0.01 * quad["SGD"]["final_f"]
     local = surfaces["local_minimum"]
@@ -450,64 +513,22 @@ def run(config: Config) -> Outcome:
         )
 
     local_ok = ends("SGD") == "local" and ends("momentum") == "global"
-    # Over the whole grid: learning rates at which each ends at the global minimum.
-    escapes = {
-        name: int(np.sum(np.abs(np.asarray(r["final_x_per_lr"]) - global_x) < 0.1))
-        for name, r in local.items()
-    }
-    arrived = {  # rates that at least got past the start of the dip
-        name: int(np.sum(np.asarray(r["final_x_per_lr"]) > -1.5)) for name, r in local.items()
-    }
-    ada, rms = step_sizes["AdaGrad"]["mean"], step_sizes["RMSprop"]["mean"]
-    half = len(rms) // 2
-    ada_shrink = float(ada[-1] / ada[9])
-    ada_monotone = bool(np.all(np.diff(step_sizes["AdaGrad"]["max"]) <= 0))
-    rms_drift = float(np.max(np.abs(rms[half:] / rms[half] - 1)))
-    steps_ok = ada_monotone and ada_shrink < 0.25 and rms_drift < 0.25
+    escapes = numbers["local_minimum_escapes_per_optimizer"]
+    ada_shrink = numbers["adagrad_shrink_step10_to_last"]
+    rms_drift = numbers["rmsprop_drift_second_half"]
+    steps_ok = numbers["adagrad_step_never_grows"] and ada_shrink < 0.25 and rms_drift < 0.25
     supported = bool(quad_ok and local_ok and steps_ok)
-
-    digits_final = {n: float(np.mean(np.asarray(r["curves"])[:, -1])) for n, r in digits.items()}
-    digits_acc = {n: float(np.mean(r["test_accuracy"])) for n, r in digits.items()}
-    verdict = (
+    text = (
         f"quadratic (kappa 100) f after {SURFACES['quadratic'][3]} steps at best lr: SGD "
         f"{quad['SGD']['final_f']:.1e} vs momentum {quad['momentum']['final_f']:.1e}; "
         f"dip surface at lr {LOCAL_MIN_LR}: SGD ends {ends('SGD')} (f "
         f"{local['SGD']['final_f']:.2f}), momentum {ends('momentum')} (f "
         f"{local['momentum']['final_f']:.2f}), reaching the global min at "
         f"{escapes['SGD']} vs {escapes['momentum']} of {len(LR_GRID)} rates; AdaGrad step "
-        f"x{ada_shrink:.2f} from step 10 to {len(ada)}, RMSprop drifts {rms_drift:.0%} over "
-        f"the 2nd half; digits loss after {epochs} epochs "
-        + ", ".join(f"{n} {v:.3f}" for n, v in digits_final.items())
+        f"x{ada_shrink:.2f} from step 10 to {len(numbers['step_sizes']['AdaGrad']['mean'])}, "
+        f"RMSprop drifts {rms_drift:.0%} over the 2nd half; digits loss after {epochs} epochs "
+        + ", ".join(f"{n} {v:.3f}" for n, v in numbers["digits_final_loss"].items())
     )
-    numbers["tests"] = {
-        "quadratic_momentum_100x_lower": bool(quad_ok),
-        "local_min_sgd_stays_momentum_escapes": bool(local_ok),
-        "adagrad_shrinks_rmsprop_levels": bool(steps_ok),
-    }
-    numbers["local_minimum_escapes_per_optimizer"] = escapes
-    numbers["local_minimum_arrived_per_optimizer"] = arrived
-    numbers["adagrad_shrink_step10_to_last"] = ada_shrink
-    numbers["rmsprop_drift_second_half"] = rms_drift
-    numbers["digits_final_loss"] = digits_final
-    numbers["digits_test_accuracy"] = digits_acc
-    settings = {
-        "seeds": seeds,
-        "mass": MASS,
-        "surface_lr_grid": LR_GRID,
-        "surfaces": {
-            n: {"start": v[2], "steps": v[3], "minimum": v[5]} for n, v in SURFACES.items()
-        },
-        "local_minimum_lr": LOCAL_MIN_LR,
-        "digits": {
-            "model": "64-64-10 tanh, softmax cross-entropy, batch 32",
-            "epochs": epochs,
-            "usual_lr": DIGITS_LR,
-            "factors": DIGITS_FACTORS,
-            "chosen_lr": {n: r["lr"] for n, r in digits.items()},
-        },
-        "step_sizes": {"steps": step_count, "entries": 256, "lr": lr, "gradient": "N(1, 1)"},
-        "optimizer_defaults": "purenet.optim defaults (torch's) apart from lr; momentum mass 0.9",
-    }
     summary = {
         "quad_sgd_f": quad["SGD"]["final_f"],
         "quad_momentum_f": quad["momentum"]["final_f"],
@@ -515,5 +536,10 @@ def run(config: Config) -> Outcome:
         "dip_momentum_end": ends("momentum"),
         "adagrad_shrink": ada_shrink,
         "rmsprop_drift": rms_drift,
+        "tests": {
+            "quadratic_momentum_100x_lower": bool(quad_ok),
+            "local_min_sgd_stays_momentum_escapes": bool(local_ok),
+            "adagrad_shrinks_rmsprop_levels": bool(steps_ok),
+        },
     }
-    return Outcome(verdict, supported, numbers, settings, _figure(numbers), summary)
+    return Verdict(text, supported, summary)

@@ -27,21 +27,20 @@ Setup:
   happen to be ordered by petal size, so the coding that follows that order
   does almost as well as one-hot there; the other two do not.
 
-Every configuration is trained with plain SGD for a fixed number of epochs, for
-several seeds at once (``jax.vmap``); each seed draws its own 70 / 30
+Every configuration is trained with plain SGD (``purenet.train.make_train``)
+for a fixed number of epochs, for several seeds at once (``jax.vmap``); each
+seed draws its own 70 / 30
 train / test split, initialisation and batch order. Reported: test accuracy,
 mean and standard deviation across seeds.
 """
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Config, Outcome, pyplot
+from experiments._common import Mode, Verdict, jit, num_seeds, pick, pyplot
 from purenet import data, datasets, losses, metrics, optim, train
 from purenet import layers as L
 
@@ -56,10 +55,6 @@ F32 = jnp.float32
 LEARNING_RATE = 0.1  # plain SGD, every head
 BATCH_SIZE = 16
 CODES = (1.0, 0.5, 0.0)  # the single-output codes, given to the classes in some order
-# These runs are small: XLA's CPU backend spends far longer optimising the
-# nested scans than running them, so compile without backend optimisation
-# (same numbers up to float rounding, several times faster end to end).
-_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 CLASS_NAMES = {
     "iris": ("setosa", "versicolor", "virginica"),
     "wine": ("cultivar 0", "cultivar 1", "cultivar 2"),
@@ -82,21 +77,15 @@ def _split_standardized(key, x, t, fractions=(0.7, 0.3)):
 
 def _trainer(model, loss, in_features: int, num_train: int, epochs: int):
     """``train(key, x, t) -> (params, epoch_losses)``: init and ``epochs`` SGD
-    epochs in one ``lax.scan``; pure, so it is ``vmap``-ed over seeds."""
+    epochs (``make_train``); pure, so it is ``vmap``-ed over seeds."""
     optimizer = optim.sgd(LEARNING_RATE)
-    epoch = train.make_epoch(model, loss, optimizer, BATCH_SIZE, num_train)
+    run_epochs = train.make_train(model, loss, optimizer, BATCH_SIZE, num_train, epochs)
 
     def run(key, x, t):
         init_key, train_key = jax.random.split(key)
-        _, params = model.init(init_key, (in_features,))
-
-        def body(carry, k):
-            params, opt_state, step_losses = epoch(*carry, k, x, t)
-            return (params, opt_state), jnp.mean(step_losses)
-
-        keys = jax.random.split(train_key, epochs)
-        (params, _), epoch_losses = jax.lax.scan(body, (params, optimizer.init(params)), keys)
-        return params, epoch_losses
+        _, params, state = model.init(init_key, (in_features,))
+        params, _, _, history = run_epochs(params, optimizer.init(params), state, train_key, x, t)
+        return params, jnp.mean(history["step_loss"], axis=1)
 
     return run
 
@@ -135,7 +124,7 @@ def _head_accuracy(model, loss, metric, load, epochs, seeds, base, *, one_hot_cl
         exact = metrics.multilabel_accuracy(y, t_te, exact_match=True) if t_te.ndim == 2 else 0.0
         return metric(y, t_te), exact, epoch_losses[-1]
 
-    acc, exact, final_loss = _jit(jax.vmap(one))(_seed_keys(base, seeds))
+    acc, exact, final_loss = jit(jax.vmap(one))(_seed_keys(base, seeds))
     return np.asarray(acc), np.asarray(exact), np.asarray(final_loss)
 
 
@@ -160,7 +149,7 @@ def _three_class(name: str, epochs: int, seeds: int, hidden: int, base: int):
         y, _ = soft.forward(params, x_te)
         return metrics.multiclass_accuracy(y, t_te)
 
-    one_hot_acc = np.asarray(_jit(jax.vmap(one_hot_run))(keys))
+    one_hot_acc = np.asarray(jit(jax.vmap(one_hot_run))(keys))
 
     # One sigmoid output, MSE on codes. The coding is data, so every coding
     # and seed trains in one vmap (one model, one compiled function); seed s
@@ -181,7 +170,7 @@ def _three_class(name: str, epochs: int, seeds: int, hidden: int, base: int):
         return jnp.mean(predicted == t_te), y[:, 0], t_te
 
     per_seed = jax.vmap(ordinal_run, in_axes=(None, 0))
-    acc, outputs, labels = _jit(jax.vmap(per_seed, in_axes=(0, None)))(code_tables, keys)
+    acc, outputs, labels = jit(jax.vmap(per_seed, in_axes=(0, None)))(code_tables, keys)
     names = CLASS_NAMES[name]
     coding_names = [f"{names[o[0]]}=1, {names[o[1]]}=.5, {names[o[2]]}=0" for o in orders]
     # The single output on seed 0's test set, per true class, for the figure.
@@ -202,7 +191,8 @@ def _three_class(name: str, epochs: int, seeds: int, hidden: int, base: int):
 # -------------------------------------------------------------------------- figure
 
 
-def _figure(numbers):
+def draw(data: dict):
+    numbers = data["numbers"]
     plt = pyplot()
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 9.5))
@@ -295,11 +285,11 @@ def _bars(ax, labels, values, colors):
 # ----------------------------------------------------------------------------- run
 
 
-def run(config: Config) -> Outcome:
-    smoke = config.mode == "smoke"
-    seeds = config.num_seeds(8, 16)
-    epochs = 5 if smoke else config.pick(60, 120)
-    three_epochs = 5 if smoke else config.pick(200, 400)
+def measure(mode: Mode, seeds: int | None) -> dict:
+    seeds = num_seeds(mode, seeds, quick=8, full=16)
+    epochs = pick(mode, smoke=5, quick=60, full=120)
+    three_epochs = pick(mode, smoke=5, quick=200, full=400)
+    three_sets = pick(mode, smoke=("iris",), quick=("iris", "wine"), full=("iris", "wine"))
     hidden = 8
 
     def real(name):
@@ -347,12 +337,33 @@ def run(config: Config) -> Outcome:
     )
     heads["multilabel"] = {"accuracy": acc, "exact_match": exact, "final_train_loss": loss}
 
-    three_class = {
-        name: _three_class(name, three_epochs, seeds, hidden, 13)
-        for name in (("iris",) if smoke else ("iris", "wine"))
-    }
+    three_class = {name: _three_class(name, three_epochs, seeds, hidden, 13) for name in three_sets}
     numbers = {"heads": heads, "three_class": three_class}
 
+    settings = {
+        "seeds": seeds,
+        "optimizer": f"sgd(lr={LEARNING_RATE})",
+        "batch_size": BATCH_SIZE,
+        "epochs_heads": epochs,
+        "epochs_three_class": three_epochs,
+        "split": "70/30 train/test per seed, standardised on train",
+        "nets": {
+            "binary": "30-16-1 tanh, sigmoid_binary_cross_entropy (logit)",
+            "multiclass": "64-32-10 tanh, softmax_cross_entropy, one-hot targets",
+            "multilabel": "2-32-32-3 tanh, multilabel_sigmoid_cross_entropy, multi_label(n=1000)",
+            "three_class": f"n-{hidden}-3 softmax vs n-{hidden}-1 sigmoid + mse on codes 1/.5/0",
+        },
+        "ordinal_prediction": "nearest code",
+    }
+    return {"settings": settings, "numbers": numbers}
+
+
+def judge(data: dict) -> Verdict:
+    """Every head reaches 90 % test accuracy on its task; one-hot beats the
+    single 1 / 0.5 / 0 output, averaged over the codings, by more than its
+    own seed spread on every three-class data set."""
+    numbers, seeds = data["numbers"], data["settings"]["seeds"]
+    heads, three_class = numbers["heads"], numbers["three_class"]
     means = {k: float(np.mean(v["accuracy"])) for k, v in heads.items()}
     heads_good = all(m >= 0.9 for m in means.values())
     gaps = {}
@@ -372,35 +383,19 @@ def run(config: Config) -> Outcome:
         g["one_hot"] - g["ordinal_mean_over_codings"] > g["one_hot_std"] for g in gaps.values()
     )
     supported = heads_good and ordinal_worse
-    numbers["comparison"] = gaps
 
     def fmt(name):
         g = gaps[name]
         per = "/".join(f"{v:.2f}" for v in g["ordinal_per_coding"])
         return f"{name} one-hot {g['one_hot']:.2f} vs 1/.5/0 {per} (3 codings)"
 
-    verdict = (
+    text = (
         f"test acc: binary {means['binary']:.3f}, multi-class {means['multiclass']:.3f}, "
         f"multi-label {means['multilabel']:.3f} (exact "
         f"{float(np.mean(heads['multilabel']['exact_match'])):.3f}); "
         + "; ".join(fmt(name) for name in three_class)
         + f" ({seeds} seeds)"
     )
-    settings = {
-        "seeds": seeds,
-        "optimizer": f"sgd(lr={LEARNING_RATE})",
-        "batch_size": BATCH_SIZE,
-        "epochs_heads": epochs,
-        "epochs_three_class": three_epochs,
-        "split": "70/30 train/test per seed, standardised on train",
-        "nets": {
-            "binary": "30-16-1 tanh, sigmoid_binary_cross_entropy (logit)",
-            "multiclass": "64-32-10 tanh, softmax_cross_entropy, one-hot targets",
-            "multilabel": "2-32-32-3 tanh, multilabel_sigmoid_cross_entropy, multi_label(n=1000)",
-            "three_class": f"n-{hidden}-3 softmax vs n-{hidden}-1 sigmoid + mse on codes 1/.5/0",
-        },
-        "ordinal_prediction": "nearest code",
-    }
     summary = {
         "binary_acc": means["binary"],
         "multiclass_acc": means["multiclass"],
@@ -409,4 +404,4 @@ def run(config: Config) -> Outcome:
     for name, g in gaps.items():
         summary[f"{name}_one_hot"] = g["one_hot"]
         summary[f"{name}_ordinal_mean"] = g["ordinal_mean_over_codings"]
-    return Outcome(verdict, bool(supported), numbers, settings, _figure(numbers), summary)
+    return Verdict(text, bool(supported), summary)

@@ -21,8 +21,10 @@ divided by m = 64; the learning rate is therefore ``eps * m = 6.4``, which
 makes every update identical to the paper's (the momentum term is a
 multiple of past updates, so the scaling carries through). XOR: ``2 -> 2 ->
 1`` sigmoid network, same rule, ``eps * 4``. Seeds run at once with
-``jax.vmap`` over a ``lax.scan`` of sweeps, each one ``purenet.train.make_step``
-on all the patterns.
+``jax.vmap`` over ``purenet.train.make_train`` with batches of all the
+patterns (one sweep = one epoch = one update; the rows are permuted, which
+changes only the order of the batch sum), recording the worst output error
+after every sweep.
 
 Measured: the sweeps until every output is within 0.5 of its target (each
 pattern on the right side; the number with the stricter "within 0.1" is
@@ -44,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import purenet
-from experiments._common import Config, Outcome, pyplot
+from experiments._common import Mode, Verdict, init_many, num_seeds, pick, pyplot
 from purenet import datasets, layers, losses, optim, params, train
 
 NAME = "rumelhart_1986"
@@ -71,41 +73,30 @@ def network(n_inputs: int):
     )
 
 
-def initial_params(model, keys, n_in: int):
-    """Each seed's initial params, stacked. One eager init per key: compiling
-    the random kernels under vmap and jit costs seconds more than this loop."""
-    seeds = [model.init(k, (n_in,), jnp.float32)[1] for k in keys]
-    return jax.tree.map(lambda *a: np.stack(a), *seeds)
-
-
 def train_seeds(x, t, keys, sweeps: int):
-    """Train one network per key for ``sweeps`` full-batch sweeps; return the
-    final params, the largest ``|y - d|`` after every sweep, and the summed E
-    and its gradient norm at the end.
-
-    A sweep is one ``make_step`` on all the patterns (``make_epoch`` with
-    ``batch_size = m`` would do the same step on shuffled rows)."""
+    """Train one network per key for ``sweeps`` full-batch sweeps
+    (``make_train``, one step per epoch); return the final params, the
+    largest ``|y - d|`` after every sweep, and the summed E and its gradient
+    norm at the end."""
     m = x.shape[0]
     model = network(x.shape[1])
     opt = optim.momentum(EPS * m, ALPHA)  # mse is E / m: scale eps by m
-    step = train.make_step(model, losses.mse, opt)
     grad = purenet.backprop(model, losses.mse)
 
-    def one(p):
-        state = opt.init(p)
+    def worst(p, state):
+        return jnp.max(jnp.abs(model.forward(p, x, state=state)[0] - t))
 
-        def body(carry, _):
-            p, state, _ = step(*carry, x, t, None)
-            y = model.forward(p, x)[0]
-            return (p, state), jnp.max(jnp.abs(y - t))
+    run = train.make_train(model, losses.mse, opt, m, m, sweeps, evaluate=worst)
 
-        (p, _), worst = jax.lax.scan(body, (p, state), None, length=sweeps)
-        J, g = grad(p, x, t)
+    def one(p, state):
+        # Full batch: nothing is drawn at random, any key gives the same run.
+        p, _, state, history = run(p, opt.init(p), state, jax.random.key(0), x, t)
+        J, g = grad(p, x, t, state=state)
         g_norm = jnp.sqrt(sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(g)))
-        return {"params": p, "worst": worst, "E": J * m, "grad_norm": g_norm * m}
+        return {"params": p, "worst": history["evaluation"], "E": J * m, "grad_norm": g_norm * m}
 
-    start = initial_params(model, keys, x.shape[1])
-    return jax.device_get(jax.jit(jax.vmap(one))(start))
+    start = init_many(model, keys, (x.shape[1],))
+    return jax.device_get(jax.jit(jax.vmap(one))(*start))
 
 
 def sweeps_to(worst, tolerance: float):
@@ -194,11 +185,12 @@ def hinton(ax, W, b, v, c):
     ax.axvline(5.5, color="0.3", lw=1)
 
 
-def draw(numbers: dict, example):
+def draw(data: dict):
+    numbers, sweeps = data["numbers"], data["settings"]["max_sweeps"]
+    example = numbers["mirror"]["example"]
     plt = pyplot()
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    sweeps = numbers["settings_max_sweeps"]
     mirror = np.asarray(numbers["mirror"]["sweeps"])
     s = numbers["mirror"]["summary"]
     ax = axes[0, 0]
@@ -229,14 +221,20 @@ def draw(numbers: dict, example):
 
     bx = axes[0, 1]
     if example is not None:
-        hinton(bx, *example["weights"])
+        hinton(
+            bx,
+            np.asarray(example["W_input_to_hidden"], float),
+            np.asarray(example["b_hidden"], float),
+            np.asarray(example["W_hidden_to_output"], float),
+            float(example["b_output"]),
+        )
         ratios = ", ".join(
             ":".join(f"{r:.2f}" for r in u["sorted_ratios"]) for u in example["units"]
         )
         first = int(numbers["mirror"]["sweeps"][example["seed"]])
         bx.set_title(
             f"Weights of seed {example['seed']} (learned at sweep {first}) after "
-            f"{sweeps} sweeps; output bias {example['weights'][3]:.1f}\n"
+            f"{sweeps} sweeps; output bias {float(example['b_output']):.1f}\n"
             f"(white +, black -; mirrored pair ratios {ratios}; paper 1:2:4)",
             fontsize=10,
         )
@@ -288,11 +286,11 @@ def draw(numbers: dict, example):
 # ----------------------------------------------------------------------- run
 
 
-def run(config: Config) -> Outcome:
-    seeds = config.num_seeds(64, 256)
-    sweeps = 200 if config.mode == "smoke" else config.pick(5000, 20000)
+def measure(mode: Mode, seeds: int | None) -> dict:
+    seeds = num_seeds(mode, seeds, quick=64, full=256)
+    sweeps = pick(mode, smoke=200, quick=5000, full=20000)
     keys = jax.random.split(jax.random.key(0), seeds)
-    numbers = {"settings_max_sweeps": sweeps}
+    numbers = {}
 
     x, t = datasets.mirror_symmetry()
     out = train_seeds(x, t, keys, sweeps)
@@ -358,6 +356,35 @@ def run(config: Config) -> Outcome:
         "final_worst_error_not_learned": np.asarray(out["worst"])[stuck, -1],
     }
 
+    settings = {
+        "mirror_network": "6 -> 2 sigmoid -> 1 sigmoid",
+        "xor_network": "2 -> 2 sigmoid -> 1 sigmoid",
+        "loss": "purenet.losses.mse (E / m); learning rate eps * m reproduces the summed-E "
+        "update exactly",
+        "eps": EPS,
+        "alpha": ALPHA,
+        "learning_rate_mirror": EPS * 64,
+        "learning_rate_xor": EPS * 4,
+        "init": f"uniform(-{INIT_RANGE}, {INIT_RANGE}) for weights and biases",
+        "batch": "full (one update per sweep: purenet.train.make_train, batches of all patterns)",
+        "criterion": f"every output within {CRITERION} of its target (also reported: {STRICT})",
+        "max_sweeps": sweeps,
+        "seeds": seeds,
+        "seed_keys": "jax.random.split(jax.random.key(0), seeds), same keys for both tasks",
+        "weight_pattern": "after the full budget of sweeps; antisymmetric: max |w[i] + w[5-i]| "
+        "< 0.05 max |w|; ratio family: sorted mirrored-pair magnitudes within 10% of 1:2:4 or "
+        "2:3:4, both hidden units",
+    }
+    return {"settings": settings, "numbers": numbers}
+
+
+def judge(data: dict) -> Verdict:
+    """At least half the seeds learn mirror symmetry, the paper's 1,425 sweeps
+    lie between the quartiles, 90 % of the solutions are antisymmetric, and
+    1:2:4 is the commonest ratio family."""
+    numbers, settings = data["numbers"], data["settings"]
+    seeds, sweeps = settings["seeds"], settings["max_sweeps"]
+    family_counts = numbers["mirror"]["families"]
     mirror, ms, xs = numbers["mirror"], numbers["mirror"]["summary"], numbers["xor"]["summary"]
     antisymmetric = sum(v for f, v in family_counts.items() if f != "not antisymmetric")
     paper_family = family_counts.get("1:2:4", 0)
@@ -383,7 +410,7 @@ def run(config: Config) -> Outcome:
     else:
         median_text = "no seed learned"
     others = ", ".join(f"{v} {f}" for f, v in family_counts.items() if f != "1:2:4")
-    verdict = (
+    text = (
         f"mirror symmetry: {median_text}, vs the paper's {PAPER_SWEEPS}; "
         f"{ms['learned']}/{seeds} seeds learned within {sweeps}"
         + (
@@ -413,30 +440,4 @@ def run(config: Config) -> Outcome:
         "xor_not_learned": xs["not_learned"],
         "seeds": seeds,
     }
-    settings = {
-        "mirror_network": "6 -> 2 sigmoid -> 1 sigmoid",
-        "xor_network": "2 -> 2 sigmoid -> 1 sigmoid",
-        "loss": "purenet.losses.mse (E / m); learning rate eps * m reproduces the summed-E "
-        "update exactly",
-        "eps": EPS,
-        "alpha": ALPHA,
-        "learning_rate_mirror": EPS * 64,
-        "learning_rate_xor": EPS * 4,
-        "init": f"uniform(-{INIT_RANGE}, {INIT_RANGE}) for weights and biases",
-        "batch": "full (one update per sweep: purenet.train.make_step on all patterns)",
-        "criterion": f"every output within {CRITERION} of its target (also reported: {STRICT})",
-        "max_sweeps": sweeps,
-        "seeds": seeds,
-        "seed_keys": "jax.random.split(jax.random.key(0), seeds), same keys for both tasks",
-        "weight_pattern": "after the full budget of sweeps; antisymmetric: max |w[i] + w[5-i]| "
-        "< 0.05 max |w|; ratio family: sorted mirrored-pair magnitudes within 10% of 1:2:4 or "
-        "2:3:4, both hidden units",
-    }
-    return Outcome(
-        verdict=verdict,
-        supported=bool(supported),
-        numbers=numbers,
-        settings=settings,
-        figure=draw(numbers, example),
-        summary=summary,
-    )
+    return Verdict(text, bool(supported), summary)

@@ -15,8 +15,9 @@ with respect to the bias ``b`` of a one-unit dense layer whose input is 0
 and compared with the two formulas.
 
 Part 2, training from a wrong start: two interleaving moons (200 points), a
-``2 -> 8 tanh -> 1`` network, full-batch gradient descent (``purenet.train.make_step`` on the whole
-set, scanned over epochs; the same learning rate for both losses), the output
+``2 -> 8 tanh -> 1`` network, full-batch gradient descent (``purenet.train.make_train``
+with batches of the whole set: an epoch is one step; the same learning rate
+for both losses), the output
 bias set to ``b0 = -6`` so that every output starts near
 ``sigmoid(-6) = 0.0025``: right for the ``t = 0`` half, confidently wrong for
 the ``t = 1`` half. The same initial weights (per seed, ``jax.vmap`` over
@@ -33,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import purenet
-from experiments._common import Config, Outcome, pyplot, seed_stats
+from experiments._common import Mode, Verdict, num_seeds, pick, pyplot, seed_stats, stateless
 from purenet import datasets, layers, losses, optim, train
 
 NAME = "sigmoid_mse_vs_cross_entropy"
@@ -97,7 +98,7 @@ def make_trainer(loss_name: str, x, t, epochs: int):
     else:
         model, loss = logits_model, losses.sigmoid_binary_cross_entropy
     opt = optim.sgd(LEARNING_RATE)
-    step = train.make_step(model, loss, opt)
+    m = x.shape[0]
     positive = t > 0.5
 
     def observe(p):
@@ -106,22 +107,22 @@ def make_trainer(loss_name: str, x, t, epochs: int):
         o_positive = jnp.sum(jnp.where(positive, o, 0.0)) / jnp.sum(positive)
         return accuracy, o_positive
 
+    # Full batch: one step per epoch, on a permutation of all the rows (the
+    # same gradient up to the order of the batch mean's sum).
+    run = train.make_train(model, loss, opt, m, m, epochs, evaluate=lambda p, s: observe(p))
+    state = stateless(model, x.shape[1:])
+
     def one_seed(p, b0):
         p = (p[0], p[1], {"W": p[2]["W"], "b": jnp.full((1,), b0, jnp.float32)})
         if loss_name == "mse":
             p = (*p, ())  # the sigmoid layer's (empty) params
-        state = opt.init(p)
-
-        def body(carry, _):
-            p, state, J = step(*carry, x, t, None)
-            return (p, state), (*observe(p), J)
-
         first = observe(p)
-        _, (accuracy, o_positive, loss_values) = jax.lax.scan(body, (p, state), None, length=epochs)
+        # Full-batch GD draws nothing at random: any key gives the same run.
+        *_, history = run(p, opt.init(p), state, jax.random.key(0), x, t)
+        accuracy, o_positive = history["evaluation"]
         return {
             "accuracy": jnp.concatenate([first[0][None], accuracy]),
             "o_positive": jnp.concatenate([first[1][None], o_positive]),
-            "loss": loss_values,
         }
 
     return jax.jit(jax.vmap(one_seed, in_axes=(0, None)))
@@ -141,7 +142,8 @@ def first_epoch(history, threshold):
 # -------------------------------------------------------------------- figure
 
 
-def draw(numbers: dict):
+def draw(data: dict):
+    numbers = data["numbers"]
     plt = pyplot()
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
@@ -203,9 +205,9 @@ def draw(numbers: dict):
 # ----------------------------------------------------------------------- run
 
 
-def run(config: Config) -> Outcome:
-    seeds = config.num_seeds(8, 32)
-    epochs = 20 if config.mode == "smoke" else config.pick(500, 2000)
+def measure(mode: Mode, seeds: int | None) -> dict:
+    seeds = num_seeds(mode, seeds, quick=8, full=32)
+    epochs = pick(mode, smoke=20, quick=500, full=2000)
 
     o_grid = np.concatenate(
         [
@@ -248,10 +250,33 @@ def run(config: Config) -> Outcome:
                 "accuracy_at_50": seed_stats(np.asarray(out["accuracy"])[:, min(50, epochs)]),
             }
     numbers = {"gradient": gradient, "training": training}
+    settings = {
+        "gradient_grid": "o in (1e-4, 1 - 1e-4), 178 points; t = 1; input 0, z = b",
+        "data": f"moons(key 0, n={N_POINTS}, noise=0.1)",
+        "model": f"2 -> {HIDDEN} tanh -> 1 (Glorot uniform), sigmoid output",
+        "bad_start_output_bias": BAD_BIAS,
+        "neutral_start_output_bias": 0.0,
+        "optimizer": f"sgd({LEARNING_RATE}), full batch ({N_POINTS})",
+        "epochs": epochs,
+        "seeds": seeds,
+        "seed_keys": "jax.random.split(jax.random.key(1), seeds): initial weights",
+        "recovered": "first epoch at which the mean output on the t = 1 examples exceeds 0.5",
+    }
+    return {"settings": settings, "numbers": numbers}
 
+
+def judge(data: dict) -> Verdict:
+    """Backprop equals both formulas; at o = 0.01 MSE's dE/dz is ~o and
+    cross-entropy's ~-1; from the wrong start every cross-entropy seed
+    recovers, and MSE's quickest seed takes at least five times as long as
+    cross-entropy's slowest."""
+    numbers, settings = data["numbers"], data["settings"]
+    seeds, epochs = settings["seeds"], settings["epochs"]
+    gradient, training = numbers["gradient"], numbers["training"]
     ce, mse = training["ce_bad"], training["mse_bad"]
     ce_epochs = ce["recover_stats"]["max"]
-    mse_epochs = np.where(mse["epochs_to_recover"] < 0, epochs + 1, mse["epochs_to_recover"])
+    mse_recover = np.asarray(mse["epochs_to_recover"])
+    mse_epochs = np.where(mse_recover < 0, epochs + 1, mse_recover)
     formulas_match = gradient["max_abs_diff_mse"] < 1e-6 and gradient["max_abs_diff_ce"] < 1e-6
     vanishes = abs(gradient["at_o_0.01"]["mse"]) < 0.011 and gradient["at_o_0.01"]["ce"] < -0.98
     stalls = (
@@ -268,7 +293,7 @@ def run(config: Config) -> Outcome:
             text += f", {r['not_recovered']}/{seeds} not within {epochs}"
         return text
 
-    verdict = (
+    text = (
         f"dE/dz at o=0.01, t=1: sigmoid+MSE {gradient['at_o_0.01']['mse']:.4f} vs cross-entropy "
         f"{gradient['at_o_0.01']['ce']:.2f} (backprop = formulas to "
         f"{max(gradient['max_abs_diff_mse'], gradient['max_abs_diff_ce']):.0e}); from outputs "
@@ -283,23 +308,4 @@ def run(config: Config) -> Outcome:
         "recover_epochs_mse_mean": mse["recover_stats"]["mean"],
         "mse_not_recovered": mse["not_recovered"],
     }
-    settings = {
-        "gradient_grid": "o in (1e-4, 1 - 1e-4), 178 points; t = 1; input 0, z = b",
-        "data": f"moons(key 0, n={N_POINTS}, noise=0.1)",
-        "model": f"2 -> {HIDDEN} tanh -> 1 (Glorot uniform), sigmoid output",
-        "bad_start_output_bias": BAD_BIAS,
-        "neutral_start_output_bias": 0.0,
-        "optimizer": f"sgd({LEARNING_RATE}), full batch ({N_POINTS})",
-        "epochs": epochs,
-        "seeds": seeds,
-        "seed_keys": "jax.random.split(jax.random.key(1), seeds): initial weights",
-        "recovered": "first epoch at which the mean output on the t = 1 examples exceeds 0.5",
-    }
-    return Outcome(
-        verdict=verdict,
-        supported=bool(supported),
-        numbers=numbers,
-        settings=settings,
-        figure=draw(numbers),
-        summary=summary,
-    )
+    return Verdict(text, bool(supported), summary)

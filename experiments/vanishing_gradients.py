@@ -25,13 +25,13 @@ Measured:
 * an exploding case: ReLU with ``normal(0.3)`` weights (each layer multiplies
   the signal by about 0.3 * sqrt(100 / 2) = 2.1), trained with plain SGD
   (lr 0.01, batches of 64) with and without ``clip_norm=1`` for several seeds
-  at once; one more unclipped run goes through ``purenet.train.fit`` so that
-  its NaN guard reports where it blew up.
+  at once (``purenet.train.make_train``, vmapped over seeds); one more
+  unclipped run goes through ``purenet.train.fit`` so that its NaN guard
+  reports where it blew up.
 """
 
 from __future__ import annotations
 
-import functools
 import textwrap
 import warnings
 
@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Config, Outcome, pyplot
+from experiments._common import Mode, Verdict, jit, num_seeds, pick, pyplot
 from purenet import backprop, data, datasets, losses, optim, params, train
 from purenet import layers as L
 
@@ -65,10 +65,6 @@ INITS = {
 }
 EXPLODE_STD, EXPLODE_LR, EXPLODE_BATCH, CLIP = 0.3, 0.01, 64, 1.0
 
-# Small programs: compile without XLA's backend optimisation (much faster to
-# compile, same numbers up to rounding).
-_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
-
 
 def _deep(activation, W_init):
     layers = []
@@ -89,7 +85,7 @@ def _init_many(W_init, keys):
     depend on the activation). Eager, one seed at a time: a vmapped init would
     be one more program to compile, slower than these few small calls."""
     model = _deep(L.relu, W_init)
-    per_seed = [model.init(k, (64,))[1] for k in keys]
+    per_seed = [model.init(k, (64,))[1] for k in keys]  # no state: no batch norm
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *per_seed)
 
 
@@ -108,7 +104,7 @@ def _gradient_profiles(x, t, seeds: int, activations):
 
         # One compiled function per activation, all inits and seeds through it.
         stacked = jax.tree.map(lambda *a: jnp.stack(a), *inits.values())
-        per_init = _jit(jax.vmap(jax.vmap(norms)))(stacked)
+        per_init = jit(jax.vmap(jax.vmap(norms)))(stacked)
         out[act_name] = {name: np.asarray(per_init[i]) for i, name in enumerate(INITS)}
     return out
 
@@ -124,8 +120,8 @@ def _histograms(x):
     out = {}
     for name, (activation, W_init, (low, high)) in cases.items():
         model = _deep(activation, W_init)
-        _, p = model.init(jax.random.key(2), (64,))
-        _, cache = _jit(model.forward)(p, x)
+        _, p, _ = model.init(jax.random.key(2), (64,))
+        _, cache = jit(model.forward)(p, x)
         hidden = [np.asarray(cache[2 * i + 1][1]).ravel() for i in range(DEPTH - 1)]
         edges = np.linspace(low, high, 32)  # 31 bins: 0.5 falls inside a bin, not on an edge
         out[name] = {
@@ -148,22 +144,25 @@ def _exploding(x, t, seeds: int, epochs: int, with_fit: bool = True):
     out = {}
     for label, clip in (("no clipping", None), (f"clip_norm={CLIP:g}", CLIP)):
         optimizer = optim.sgd(EXPLODE_LR)
-        epoch = train.make_epoch(model, LOSS, optimizer, EXPLODE_BATCH, m, clip_norm=clip)
+        run = train.make_train(
+            model,
+            LOSS,
+            optimizer,
+            EXPLODE_BATCH,
+            m,
+            epochs,
+            evaluate=lambda p, s: evaluate(p, x, t, s)[0],
+            clip_norm=clip,
+        )
 
-        def one(key, epoch=epoch, optimizer=optimizer):
+        def one(key, run=run, optimizer=optimizer):
             init_key, train_key = jax.random.split(key)
-            _, p = model.init(init_key, (64,))
+            _, p, state = model.init(init_key, (64,))
+            *_, history = run(p, optimizer.init(p), state, train_key, x, t)
+            curve = jnp.concatenate([evaluate(p, x, t, state)[0][None], history["evaluation"]])
+            return curve, history["step_loss"].ravel()
 
-            def body(carry, k):
-                p, s, step_losses = epoch(*carry, k, x, t)
-                return (p, s), (evaluate(p, x, t)[0], step_losses)
-
-            _, (curve, steps) = jax.lax.scan(
-                body, (p, optimizer.init(p)), jax.random.split(train_key, epochs)
-            )
-            return jnp.concatenate([evaluate(p, x, t)[0][None], curve]), steps.ravel()
-
-        curves, steps = _jit(jax.vmap(one))(keys)
+        curves, steps = jit(jax.vmap(one))(keys)
         steps = np.asarray(steps)
         bad = ~np.isfinite(steps)
         first_bad = np.where(bad.any(axis=1), bad.argmax(axis=1), -1)
@@ -176,7 +175,7 @@ def _exploding(x, t, seeds: int, epochs: int, with_fit: bool = True):
         out["fit_nan_guard"] = "not run (smoke mode)"
         return out
     # The same unclipped run through fit(), whose NaN guard names the step.
-    _, p = model.init(jax.random.split(keys[0])[0], (64,))
+    _, p, state = model.init(jax.random.split(keys[0])[0], (64,))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # its message is reported instead
         result = train.fit(
@@ -189,6 +188,7 @@ def _exploding(x, t, seeds: int, epochs: int, with_fit: bool = True):
             key=jax.random.key(4),
             epochs=min(epochs, 3),
             batch_size=EXPLODE_BATCH,
+            state=state,
         )
     out["fit_nan_guard"] = result.stopped or "no blow-up"
     return out
@@ -197,7 +197,8 @@ def _exploding(x, t, seeds: int, epochs: int, with_fit: bool = True):
 # -------------------------------------------------------------------------- figure
 
 
-def _figure(numbers):
+def draw(data: dict):
+    numbers, settings = data["numbers"], data["settings"]
     plt = pyplot()
 
     fig = plt.figure(figsize=(20, 15))
@@ -299,7 +300,7 @@ def _figure(numbers):
     ax = fig.add_subplot(grid[2, 2:4])
     ax.axis("off")
     wrapped = "\n".join(
-        textwrap.fill(line, 95, subsequent_indent="      ") for line in numbers["text"].split("\n")
+        textwrap.fill(line, 95, subsequent_indent="      ") for line in _text(numbers, settings)
     )
     ax.text(0, 1, wrapped, va="top", family="monospace", fontsize=9)
     return fig
@@ -308,20 +309,32 @@ def _figure(numbers):
 # ----------------------------------------------------------------------------- run
 
 
-def run(config: Config) -> Outcome:
-    smoke = config.mode == "smoke"
-    seeds = config.num_seeds(8, 20)
-    epochs = 2 if smoke else config.pick(10, 25)
+def _orders(values) -> float:
+    """log10 of (last layer / first layer), geometric mean over seeds."""
+    v = np.maximum(np.asarray(values, dtype=float), 1e-38)
+    return float(np.mean(np.log10(v[:, -1]) - np.log10(v[:, 0])))
+
+
+def _spread(values) -> float:
+    """log10 of max / min across layers of the seed-mean profile."""
+    mean = np.exp(np.log(np.maximum(np.asarray(values, dtype=float), 1e-38)).mean(axis=0))
+    return float(np.log10(mean.max() / mean.min()))
+
+
+def measure(mode: Mode, seeds: int | None) -> dict:
+    seeds = num_seeds(mode, seeds, quick=8, full=20)
+    epochs = pick(mode, smoke=2, quick=10, full=25)
     x_all, t_all = _digits()
     x, t = x_all[:BATCH], t_all[:BATCH]
 
-    activations = ("sigmoid", "ReLU") if smoke else tuple(ACTIVATIONS)
+    everything = tuple(ACTIVATIONS)
+    activations = pick(mode, smoke=("sigmoid", "ReLU"), quick=everything, full=everything)
     profiles = _gradient_profiles(x, t, seeds, activations)
     keys = jax.random.split(jax.random.key(1), seeds)
     explode_params = _init_many(params.normal(EXPLODE_STD), keys)
     grad_fn = backprop(_deep(L.relu, "he_normal"), LOSS)
     explode_profile = np.asarray(
-        _jit(
+        jit(
             jax.vmap(
                 lambda p: jnp.stack(
                     [jnp.linalg.norm(grad_fn(p, x, t)[1][2 * i]["W"]) for i in range(DEPTH)]
@@ -330,79 +343,28 @@ def run(config: Config) -> Outcome:
         )(explode_params)
     )
     hists = _histograms(x)
-    explode = _exploding(x_all, t_all, seeds, epochs, with_fit=not smoke)
-
-    def orders(values):
-        """log10 of (last layer / first layer), geometric mean over seeds."""
-        v = np.maximum(np.asarray(values, dtype=float), 1e-38)
-        return float(np.mean(np.log10(v[:, -1]) - np.log10(v[:, 0])))
-
-    def spread(values):
-        """log10 of max / min across layers of the seed-mean profile."""
-        mean = np.exp(np.log(np.maximum(values, 1e-38)).mean(axis=0))
-        return float(np.log10(mean.max() / mean.min()))
-
-    sig_small = orders(profiles["sigmoid"]["normal(0.01)"])
-    relu_he = spread(profiles["ReLU"]["He"])
-    explode_scale = float(np.log10(np.median(explode_profile) / np.median(profiles["ReLU"]["He"])))
+    # fit's NaN guard is a second compile of the exploding net: not in smoke mode.
+    explode = _exploding(
+        x_all, t_all, seeds, epochs, pick(mode, smoke=False, quick=True, full=True)
+    )
     unclipped = explode["no clipping"]
-    clipped = explode[f"clip_norm={CLIP:g}"]
-    diverged = int(np.sum(unclipped["first_nonfinite_step"] >= 0))
-    clipped_curves = clipped["curves"]
-    clip_finite = bool(np.all(np.isfinite(clipped_curves)))
-    clip_falls = bool(np.all(clipped_curves[:, -1] < clipped_curves[:, 0]))
-
-    vanish_ok = sig_small > 3  # more than three orders of magnitude, last layer over first
-    level_ok = relu_he < 1  # within one order of magnitude across the ten layers
-    explode_ok = diverged == seeds and clip_finite and clip_falls
-    supported = bool(vanish_ok and level_ok and explode_ok)
-
-    h = hists
-    sat = h["sigmoid, normal(1)"]["saturated"]
-    text_lines = [
-        "log10(||dW|| layer 10 / layer 1), mean over seeds:",
-        *(
-            f"  {a:<11}" + "  ".join(f"{i}: {orders(profiles[a][i]):+6.1f}" for i in INITS)
-            for a in profiles
-        ),
-        "",
-        "sigmoid activations (one seed), layers 1 / 5 / 9:",
-        "  normal(1):    saturated (<0.02 or >0.98) "
-        + " / ".join(f"{sat[i]:.0%}" for i in (0, 4, 8)),
-        "  normal(0.01): std "
-        + " / ".join(f"{h['sigmoid, normal(0.01)']['std'][i]:.1e}" for i in (0, 4, 8))
-        + " around "
-        + f"{h['sigmoid, normal(0.01)']['mean'][8]:.3f}",
-        "  Xavier:       std "
-        + " / ".join(f"{h['sigmoid, Xavier']['std'][i]:.3f}" for i in (0, 4, 8)),
-        "",
-        f"exploding (ReLU, normal({EXPLODE_STD})): ||dW|| median "
-        f"{np.median(explode_profile):.1e}, 10^{explode_scale:.1f} x He's",
-        f"  without clipping: {diverged}/{seeds} seeds non-finite",
-        f"  with clip_norm={CLIP:g}: all finite {clip_finite}, loss "
-        f"{np.mean(clipped_curves[:, 0]):.0f} -> {np.mean(clipped_curves[:, -1]):.1f}",
-        "  fit() NaN guard, same init, no clipping:",
-        *("    " + part for part in explode["fit_nan_guard"].split("; ")),
-    ]
+    clipped_curves = explode[f"clip_norm={CLIP:g}"]["curves"]
     numbers = {
         "gradient_norms": profiles,
         "exploding_profile": explode_profile,
         "histograms": hists,
         "exploding": explode,
-        "orders_last_over_first": {a: {i: orders(profiles[a][i]) for i in INITS} for a in profiles},
-        "relu_he_spread_orders": relu_he,
-        "text": "\n".join(text_lines),
-        "tests": {"vanish": bool(vanish_ok), "level": bool(level_ok), "explode": bool(explode_ok)},
+        "orders_last_over_first": {
+            a: {i: _orders(profiles[a][i]) for i in INITS} for a in profiles
+        },
+        "relu_he_spread_orders": _spread(profiles["ReLU"]["He"]),
+        "explode_over_he_orders": float(
+            np.log10(np.median(explode_profile) / np.median(profiles["ReLU"]["He"]))
+        ),
+        "unclipped_nonfinite_seeds": int(np.sum(unclipped["first_nonfinite_step"] >= 0)),
+        "clipped_all_finite": bool(np.all(np.isfinite(clipped_curves))),
+        "clipped_loss_falls": bool(np.all(clipped_curves[:, -1] < clipped_curves[:, 0])),
     }
-    verdict = (
-        f"||dW|| layer 10 / layer 1: sigmoid+normal(0.01) 10^{sig_small:.1f}, ReLU+He spread "
-        f"10^{relu_he:.2f} across layers; sigmoid std 1 saturates {sat[4]:.0%} at layer 5, "
-        f"std 0.01 collapses to {h['sigmoid, normal(0.01)']['mean'][4]:.3f} ± "
-        f"{h['sigmoid, normal(0.01)']['std'][4]:.0e}; ReLU normal({EXPLODE_STD}) grads "
-        f"10^{explode_scale:.1f} x He's: unclipped SGD non-finite in {diverged}/{seeds} seeds, "
-        f"clip_norm={CLIP:g} finite, loss {np.mean(clipped_curves[:, 0]):.0f} -> "
-        f"{np.mean(clipped_curves[:, -1]):.1f} in {epochs} epochs"
-    )
     settings = {
         "seeds": seeds,
         "network": f"64-{'-'.join([str(WIDTH)] * (DEPTH - 1))}-10, softmax cross-entropy",
@@ -418,10 +380,77 @@ def run(config: Config) -> Outcome:
             "data": "digits 80% split, standardised",
         },
     }
+    return {"settings": settings, "numbers": numbers}
+
+
+def _text(numbers: dict, settings: dict) -> list[str]:
+    """The figure's text panel: the numbers behind the verdict."""
+    profiles, h = numbers["gradient_norms"], numbers["histograms"]
+    explode_profile = np.asarray(numbers["exploding_profile"], dtype=float)
+    clipped_curves = np.asarray(numbers["exploding"][f"clip_norm={CLIP:g}"]["curves"], float)
+    sat = h["sigmoid, normal(1)"]["saturated"]
+    return [
+        "log10(||dW|| layer 10 / layer 1), mean over seeds:",
+        *(
+            f"  {a:<11}" + "  ".join(f"{i}: {_orders(profiles[a][i]):+6.1f}" for i in INITS)
+            for a in profiles
+        ),
+        "",
+        "sigmoid activations (one seed), layers 1 / 5 / 9:",
+        "  normal(1):    saturated (<0.02 or >0.98) "
+        + " / ".join(f"{sat[i]:.0%}" for i in (0, 4, 8)),
+        "  normal(0.01): std "
+        + " / ".join(f"{h['sigmoid, normal(0.01)']['std'][i]:.1e}" for i in (0, 4, 8))
+        + " around "
+        + f"{h['sigmoid, normal(0.01)']['mean'][8]:.3f}",
+        "  Xavier:       std "
+        + " / ".join(f"{h['sigmoid, Xavier']['std'][i]:.3f}" for i in (0, 4, 8)),
+        "",
+        f"exploding (ReLU, normal({EXPLODE_STD})): ||dW|| median "
+        f"{np.median(explode_profile):.1e}, 10^{numbers['explode_over_he_orders']:.1f} x He's",
+        f"  without clipping: {numbers['unclipped_nonfinite_seeds']}/{settings['seeds']} seeds "
+        "non-finite",
+        f"  with clip_norm={CLIP:g}: all finite {numbers['clipped_all_finite']}, loss "
+        f"{np.mean(clipped_curves[:, 0]):.0f} -> {np.mean(clipped_curves[:, -1]):.1f}",
+        "  fit() NaN guard, same init, no clipping:",
+        *("    " + part for part in numbers["exploding"]["fit_nan_guard"].split("; ")),
+    ]
+
+
+def judge(data: dict) -> Verdict:
+    """Sigmoid with normal(0.01): the last layer's gradient over 1000 times the
+    first's; ReLU with He: within one order of magnitude across the layers;
+    normal(0.3) ReLU: every unclipped seed blows up, every clipped one stays
+    finite and its loss falls."""
+    numbers, settings = data["numbers"], data["settings"]
+    seeds, epochs = settings["seeds"], settings["exploding"]["epochs"]
+    h = numbers["histograms"]
+    sig_small = numbers["orders_last_over_first"]["sigmoid"]["normal(0.01)"]
+    relu_he = numbers["relu_he_spread_orders"]
+    explode_scale = numbers["explode_over_he_orders"]
+    diverged = numbers["unclipped_nonfinite_seeds"]
+    clipped_curves = np.asarray(numbers["exploding"][f"clip_norm={CLIP:g}"]["curves"], float)
+    vanish_ok = sig_small > 3  # more than three orders of magnitude, last layer over first
+    level_ok = relu_he < 1  # within one order of magnitude across the ten layers
+    explode_ok = (
+        diverged == seeds and numbers["clipped_all_finite"] and numbers["clipped_loss_falls"]
+    )
+    supported = bool(vanish_ok and level_ok and explode_ok)
+    sat = h["sigmoid, normal(1)"]["saturated"]
+    text = (
+        f"||dW|| layer 10 / layer 1: sigmoid+normal(0.01) 10^{sig_small:.1f}, ReLU+He spread "
+        f"10^{relu_he:.2f} across layers; sigmoid std 1 saturates {sat[4]:.0%} at layer 5, "
+        f"std 0.01 collapses to {h['sigmoid, normal(0.01)']['mean'][4]:.3f} ± "
+        f"{h['sigmoid, normal(0.01)']['std'][4]:.0e}; ReLU normal({EXPLODE_STD}) grads "
+        f"10^{explode_scale:.1f} x He's: unclipped SGD non-finite in {diverged}/{seeds} seeds, "
+        f"clip_norm={CLIP:g} finite, loss {np.mean(clipped_curves[:, 0]):.0f} -> "
+        f"{np.mean(clipped_curves[:, -1]):.1f} in {epochs} epochs"
+    )
     summary = {
         "sigmoid_small_orders": sig_small,
         "relu_he_spread_orders": relu_he,
         "unclipped_nonfinite_seeds": diverged,
-        "clipped_finite": clip_finite,
+        "clipped_finite": numbers["clipped_all_finite"],
+        "tests": {"vanish": bool(vanish_ok), "level": bool(level_ok), "explode": bool(explode_ok)},
     }
-    return Outcome(verdict, supported, numbers, settings, _figure(numbers), summary)
+    return Verdict(text, supported, summary)

@@ -23,6 +23,10 @@ lockstep. With a constant the units are identical and active from the start.
 (With tanh or ReLU hidden units and zero weights the hidden outputs and their
 gradients are exactly zero and nothing but the output biases ever moves.)
 
+Training: ``purenet.train.make_train``, ``jax.vmap``-ed over seeds, one
+compiled program for the three arms (they differ only in their initial
+params), recording the training loss and the units' spread after each epoch.
+
 Measured: for each arm, the largest difference between the incoming weight
 vectors (with biases) of any two hidden units, ``max_{i,j,k} |W1[k,i] -
 W1[k,j]|``, against the size of those weights, the number of distinct hidden
@@ -36,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Config, Outcome, pyplot, seed_stats
+from experiments._common import Mode, Verdict, num_seeds, pick, pyplot, seed_stats, stateless
 from purenet import data, datasets, layers, losses, metrics, objective, optim, params, train
 
 NAME = "zero_init_symmetry"
@@ -99,23 +103,23 @@ def hidden_spread(p):
 
 def make_trainer(x, t, x_test, t_test, epochs):
     """``train(params, keys)``: train from each seed's initial params, shuffling
-    with its key; per-epoch loss and spread history. One compiled function
-    serves all three arms (they differ only in their initial params)."""
+    with its key (``make_train``); per-epoch loss and spread history. One
+    compiled function serves all three arms (they differ only in their
+    initial params)."""
     model = make_model("random")  # the initialiser plays no part in training
     loss = losses.softmax_cross_entropy
     opt = optim.momentum(LEARNING_RATE, MASS)
-    epoch = train.make_epoch(model, loss, opt, BATCH_SIZE, x.shape[0])
     J = objective(model, loss)
 
+    def evaluate(p, state):
+        return J(p, x, t), hidden_spread(p)[0]
+
+    run = train.make_train(model, loss, opt, BATCH_SIZE, x.shape[0], epochs, evaluate=evaluate)
+    state = stateless(model, x.shape[1:])
+
     def one_seed(p, key):
-        state = opt.init(p)
-
-        def body(carry, e):
-            p, state = carry
-            p, state, _ = epoch(p, state, jax.random.fold_in(key, e), x, t)
-            return (p, state), (J(p, x, t), hidden_spread(p)[0])
-
-        (p, _), (loss_history, spread_history) = jax.lax.scan(body, (p, state), jnp.arange(epochs))
+        p, _, _, history = run(p, opt.init(p), state, key, x, t)
+        loss_history, spread_history = history["evaluation"]
         spread, scale = hidden_spread(p)
         y_test, _ = model.forward(p, x_test)
         y_train, _ = model.forward(p, x)
@@ -142,7 +146,9 @@ def distinct_units(W1, b1, tol: float) -> int:
     return len(reps)
 
 
-def draw(numbers: dict, example: dict):
+def draw(data: dict):
+    numbers = data["numbers"]
+    example = numbers["example_W1_seed0"]
     plt = pyplot()
 
     fig = plt.figure(figsize=(14, 7.2))
@@ -208,9 +214,9 @@ def draw(numbers: dict, example: dict):
     return fig
 
 
-def run(config: Config) -> Outcome:
-    seeds = config.num_seeds(8, 32)
-    epochs = 3 if config.mode == "smoke" else config.pick(40, 150)
+def measure(mode: Mode, seeds: int | None) -> dict:
+    seeds = num_seeds(mode, seeds, quick=8, full=32)
+    epochs = pick(mode, smoke=3, quick=40, full=150)
     x, labels = datasets.digits()
     (x_train, t_train), (x_test, t_test) = data.split(jax.random.key(0), x, labels, (0.7, 0.3))
     init_keys, train_keys = jnp.split(jax.random.split(jax.random.key(1), 2 * seeds), 2)
@@ -235,35 +241,6 @@ def run(config: Config) -> Outcome:
         }
         example[arm] = W1[0]
     numbers["example_W1_seed0"] = example
-
-    z, c, r = numbers["zeros"], numbers["constant"], numbers["random"]
-    symmetric = all(
-        arm["unit_spread"]["max"] <= 1e-5 * max(arm["weight_scale"]["max"], 1.0)
-        and arm["distinct_units"]["max"] == 1
-        for arm in (z, c)
-    )
-    moved = z["weight_scale"]["min"] > 0  # zeros: the units move, in lockstep
-    learns = r["test_accuracy"]["mean"] >= 0.9 and r["distinct_units"]["min"] == HIDDEN
-    gap = r["test_accuracy"]["mean"] - max(z["test_accuracy"]["max"], c["test_accuracy"]["max"])
-    supported = symmetric and learns and gap >= 0.1
-
-    verdict = (
-        f"after {epochs} epochs, max difference between hidden units: zeros "
-        f"{z['unit_spread']['max']:.1e} (weights up to {z['weight_scale']['max']:.2f}), "
-        f"constant {c['unit_spread']['max']:.1e}, random {r['unit_spread']['min']:.2f}; "
-        f"distinct units {z['distinct_units']['max']:.0f}/{c['distinct_units']['max']:.0f}/"
-        f"{r['distinct_units']['min']:.0f} of {HIDDEN}; test accuracy zeros "
-        f"{z['test_accuracy']['mean']:.2f}, constant {c['test_accuracy']['mean']:.2f}, random "
-        f"{r['test_accuracy']['mean']:.3f} ± {r['test_accuracy']['std']:.3f} ({seeds} seeds)"
-    )
-    summary = {
-        "spread_zeros": z["unit_spread"]["max"],
-        "spread_constant": c["unit_spread"]["max"],
-        "spread_random": r["unit_spread"]["min"],
-        "test_acc_zeros": z["test_accuracy"]["mean"],
-        "test_acc_constant": c["test_accuracy"]["mean"],
-        "test_acc_random": r["test_accuracy"]["mean"],
-    }
     settings = {
         "data": "sklearn digits / 16, split 70/30 with key 0",
         "train_rows": int(x_train.shape[0]),
@@ -277,13 +254,42 @@ def run(config: Config) -> Outcome:
         "seed_keys": "jax.random.split(jax.random.key(1), 2 * seeds): the first half draws "
         "the random arm's initial weights, the second half the shuffling of every arm",
         "distinct_unit_tolerance": "1e-6 * max(1, max |incoming weight|)",
-        "moved_from_zero": bool(moved),
     }
-    return Outcome(
-        verdict=verdict,
-        supported=bool(supported),
-        numbers=numbers,
-        settings=settings,
-        figure=draw(numbers, example),
-        summary=summary,
+    return {"settings": settings, "numbers": numbers}
+
+
+def judge(data: dict) -> Verdict:
+    """Zeros and constant: one distinct unit (spread within rounding of the
+    weights' size); random: every unit distinct, test accuracy >= 0.9 and at
+    least 0.1 above both symmetric arms."""
+    numbers, settings = data["numbers"], data["settings"]
+    z, c, r = numbers["zeros"], numbers["constant"], numbers["random"]
+    symmetric = all(
+        arm["unit_spread"]["max"] <= 1e-5 * max(arm["weight_scale"]["max"], 1.0)
+        and arm["distinct_units"]["max"] == 1
+        for arm in (z, c)
     )
+    learns = r["test_accuracy"]["mean"] >= 0.9 and r["distinct_units"]["min"] == HIDDEN
+    gap = r["test_accuracy"]["mean"] - max(z["test_accuracy"]["max"], c["test_accuracy"]["max"])
+    supported = symmetric and learns and gap >= 0.1
+
+    text = (
+        f"after {settings['epochs']} epochs, max difference between hidden units: zeros "
+        f"{z['unit_spread']['max']:.1e} (weights up to {z['weight_scale']['max']:.2f}), "
+        f"constant {c['unit_spread']['max']:.1e}, random {r['unit_spread']['min']:.2f}; "
+        f"distinct units {z['distinct_units']['max']:.0f}/{c['distinct_units']['max']:.0f}/"
+        f"{r['distinct_units']['min']:.0f} of {HIDDEN}; test accuracy zeros "
+        f"{z['test_accuracy']['mean']:.2f}, constant {c['test_accuracy']['mean']:.2f}, random "
+        f"{r['test_accuracy']['mean']:.3f} ± {r['test_accuracy']['std']:.3f} "
+        f"({settings['seeds']} seeds)"
+    )
+    summary = {
+        "spread_zeros": z["unit_spread"]["max"],
+        "spread_constant": c["unit_spread"]["max"],
+        "spread_random": r["unit_spread"]["min"],
+        "test_acc_zeros": z["test_accuracy"]["mean"],
+        "test_acc_constant": c["test_accuracy"]["mean"],
+        "test_acc_random": r["test_accuracy"]["mean"],
+        "moved_from_zero": z["weight_scale"]["min"] > 0,  # the zero units move, in lockstep
+    }
+    return Verdict(text, bool(supported), summary)

@@ -1,21 +1,22 @@
 """Smoke tests of five experiments: gradient_check, zero_init_symmetry,
 sigmoid_mse_vs_cross_entropy, linear_hidden_collapse, rumelhart_1986.
 
-Each ``run`` is called with ``mode="smoke"`` (tiny sizes: few epochs or
-sweeps, two seeds), which exercises the whole pipeline, figure included, in
-seconds; the claims themselves are checked by ``python -m experiments``.
+Each experiment runs through the runner in ``Mode.SMOKE`` (tiny sizes: few
+epochs or sweeps, two seeds), which exercises the whole pipeline (measure,
+JSON, judge, draw) in seconds; the claims themselves are checked by
+``python -m experiments``. Then its figure and verdict are redrawn from the
+JSON alone, with every way to train replaced by one that raises: replotting
+trains nothing and gives the same verdict.
 """
 
-import importlib
 import json
 import math
 
-import matplotlib
 import pytest
 
+import purenet.train
+from experiments import __main__ as runner
 from experiments import _common
-
-matplotlib.use("Agg")
 
 NAMES = [
     "gradient_check",
@@ -44,26 +45,44 @@ def _finite_numbers(value, path="numbers"):
         assert value not in ("nan", "inf", "-inf"), f"{path} = {value}"
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_experiment_runs(name, tmp_path):
-    module = importlib.import_module(f"experiments.{name}")
+def check_smoke_and_replot(name, out, monkeypatch, *, finite=True):
+    """Run ``name`` in smoke mode into ``out``, check its record, then replot
+    it from the JSON with training forbidden. Returns the record."""
+    module = runner.load(name)
     assert module.NAME == name
     assert isinstance(module.CLAIM, str) and module.CLAIM
-    config = _common.Config(mode="smoke", seeds=2, out=tmp_path)
-    outcome = module.run(config)
+    record = runner.run_one(name, _common.Mode.SMOKE, 2, out)
 
-    assert isinstance(outcome, _common.Outcome)
-    assert isinstance(outcome.verdict, str) and outcome.verdict.strip()
-    assert "\n" not in outcome.verdict
-    assert isinstance(outcome.supported, bool)
-    for field in ("numbers", "settings", "summary"):
-        tree = _common.to_json(getattr(outcome, field))
-        json.dumps(tree)  # serialisable
-        if field != "settings":
-            _finite_numbers(tree, field)
-    assert outcome.summary
-    assert outcome.figure is not None
+    stored = json.loads((out / f"{name}.json").read_text())
+    assert stored == record
+    assert stored["generator"] == _common.GENERATOR and stored["mode"] == "smoke"
+    assert isinstance(stored["verdict"], str) and stored["verdict"].strip()
+    assert "\n" not in stored["verdict"]
+    assert isinstance(stored["supported"], bool)
+    assert stored["settings"] and stored["numbers"] and stored["summary"]
+    assert stored["settings"].get("seeds", 2) == 2
+    if finite:
+        _finite_numbers(stored["summary"], "summary")
+    png = out / f"{name}.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
 
-    record = _common.save(name, module.CLAIM, outcome, config, seconds=0.0)
-    assert (tmp_path / f"{name}.png").stat().st_size > 0
-    assert json.loads((tmp_path / f"{name}.json").read_text())["verdict"] == record["verdict"]
+    def no_training(*args, **kwargs):
+        raise AssertionError("--replot must not train")
+
+    for attr in ("make_train", "make_epoch", "make_step", "fit", "lbfgs"):
+        monkeypatch.setattr(purenet.train, attr, no_training)
+    monkeypatch.setattr(module, "measure", no_training)
+    png.unlink()
+    replotted = runner.replot_one(name, out)
+    assert replotted["verdict"] == record["verdict"]
+    assert replotted["supported"] == record["supported"]
+    assert replotted["numbers"] == record["numbers"]
+    assert replotted["seconds"] == record["seconds"] and replotted["mode"] == "smoke"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    return record
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_experiment_smoke_run_and_replot(name, tmp_path, monkeypatch):
+    record = check_smoke_and_replot(name, tmp_path, monkeypatch)
+    _finite_numbers(record["numbers"])

@@ -1,68 +1,42 @@
 """Smoke tests of five experiments (output heads, batch sizes, optimizers,
-vanishing gradients, regularisation): each ``run`` completes on tiny settings
-(``mode="smoke"``) and returns a well-formed, JSON-serialisable ``Outcome``;
-plus the hand-written gradients of the optimizer experiment's 2-D surfaces,
-refereed by ``jax.grad``."""
-
-import json
-import math
+vanishing gradients, regularisation): each runs in ``Mode.SMOKE`` through the
+runner and is redrawn from its JSON without training (see
+``test_experiments_a``); plus the hand-written gradients of the optimizer
+experiment's 2-D surfaces, refereed by ``jax.grad``, and the regularization
+experiment's single vmap over penalty strengths."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import (
-    _common,
-    batch_sizes,
-    optimizers,
-    output_heads,
-    regularization,
-    vanishing_gradients,
-)
+from experiments import optimizers, regularization
+from tests.test_experiments_a import check_smoke_and_replot
 
-MODULES = [output_heads, batch_sizes, optimizers, vanishing_gradients, regularization]
+NAMES = ["output_heads", "batch_sizes", "optimizers", "vanishing_gradients"]
 
 
-def _numbers_in(tree):
-    """Every number in a ``to_json`` tree (non-finite floats become strings there)."""
-    if isinstance(tree, dict):
-        for v in tree.values():
-            yield from _numbers_in(v)
-    elif isinstance(tree, list):
-        for v in tree:
-            yield from _numbers_in(v)
-    elif isinstance(tree, int | float) and not isinstance(tree, bool):
-        yield tree
+@pytest.mark.parametrize("name", NAMES)
+def test_experiment_smoke_run_and_replot(name, tmp_path, monkeypatch):
+    # Non-finite numbers are data here (the exploding runs): only the summary
+    # must be finite.
+    check_smoke_and_replot(name, tmp_path, monkeypatch, finite=False)
 
 
-@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.NAME)
-def test_run_smoke(module, tmp_path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    config = _common.Config(mode="smoke", seeds=2, out=tmp_path)
-    outcome = module.run(config)
-
-    assert isinstance(module.NAME, str) and module.NAME == module.__name__.rsplit(".", 1)[1]
-    assert isinstance(module.CLAIM, str) and module.CLAIM
-    assert isinstance(outcome, _common.Outcome)
-    assert isinstance(outcome.verdict, str) and outcome.verdict.strip()
-    assert "\n" not in outcome.verdict
-    assert isinstance(outcome.supported, bool)
-    assert isinstance(outcome.figure, Figure)
-    for part in (outcome.numbers, outcome.settings, outcome.summary):
-        assert isinstance(part, dict) and part
-        tree = _common.to_json(part)
-        json.dumps(tree, allow_nan=False)  # serialisable, no bare NaN / inf
-        assert all(math.isfinite(v) for v in _numbers_in(tree))
-    for key, value in outcome.summary.items():
-        if isinstance(value, float):
-            assert math.isfinite(value), key
-    assert outcome.settings.get("seeds") == 2
-    assert outcome.figure.axes  # drawn (saving it is the runner's job, tested with _common)
+def test_regularization_smoke_sweeps_penalties_in_one_program(tmp_path, monkeypatch):
+    """The smoke run, replotted; and every penalized configuration (no
+    penalty, L2, clean labels) trained in ONE compiled program: the
+    strengths are traced values of one ``purenet.penalty``."""
+    compiled = []
+    real_jit = regularization.jit
+    monkeypatch.setattr(regularization, "jit", lambda fn: compiled.append(fn) or real_jit(fn))
+    record = check_smoke_and_replot("regularization", tmp_path, monkeypatch, finite=False)
+    # penalized configurations, dropout, batch norm without and with
+    assert len(compiled) == 4
+    final = record["numbers"]["final"]
+    assert {"none", "L2 1e-2", "dropout 0.5", "none (clean labels)"} <= set(final)
+    # Same seeds, splits and inits: the penalty alone makes these two differ.
+    assert final["none"]["test_loss"] != final["L2 1e-2"]["test_loss"]
 
 
 @pytest.mark.parametrize("name", list(optimizers.SURFACES))

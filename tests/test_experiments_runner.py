@@ -1,4 +1,5 @@
-"""The experiment runner: CLI, outputs, summary, and never overwriting a user's file."""
+"""The experiment runner: CLI, modes, outputs, summary, --replot, and never
+overwriting a user's file."""
 
 import json
 import sys
@@ -8,34 +9,37 @@ import pytest
 
 from experiments import __main__ as runner
 from experiments import _common
+from experiments._common import Mode, Verdict
 
 
 @pytest.fixture
 def fake_experiment(monkeypatch):
-    """A registered experiment whose numbers come from its config."""
+    """A registered experiment whose numbers come from its mode and seeds."""
     module = types.ModuleType("experiments.fake")
     module.NAME = "fake"
     module.CLAIM = "Fake claims hold."
+    module.measured = []
 
-    def run(config):
-        import matplotlib
+    def measure(mode, seeds):
+        module.measured.append(mode)
+        seeds = _common.num_seeds(mode, seeds, smoke=2, quick=3, full=10)
+        return {
+            "settings": {"seeds": seeds, "epochs": _common.pick(mode, smoke=1, quick=5, full=50)},
+            "numbers": {"values": list(range(seeds)), "nan": float("nan"), "pair": (1, 2)},
+        }
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    def judge(data):
+        seeds = data["settings"]["seeds"]
+        # judge sees the numbers as stored: tuples are lists, NaN is a string
+        assert data["numbers"]["pair"] == [1, 2] and data["numbers"]["nan"] == "nan"
+        return Verdict(f"measured {seeds} seeds", seeds > 1, {"seeds": seeds})
 
-        seeds = config.num_seeds(3, 10)
-        figure, ax = plt.subplots()
-        ax.plot(range(seeds))
-        return _common.Outcome(
-            verdict=f"measured {seeds} seeds",
-            supported=seeds > 1,
-            numbers={"values": list(range(seeds)), "nan": float("nan")},
-            settings={"seeds": seeds},
-            figure=figure,
-            summary={"seeds": seeds},
-        )
+    def draw(data):
+        figure, ax = _common.pyplot().subplots()
+        ax.plot(data["numbers"]["values"])
+        return figure
 
-    module.run = run
+    module.measure, module.judge, module.draw = measure, judge, draw
     monkeypatch.setitem(sys.modules, "experiments.fake", module)
     monkeypatch.setattr(runner, "EXPERIMENTS", ["fake"])
     monkeypatch.setattr(runner, "available", lambda: ["fake"])
@@ -50,16 +54,69 @@ def test_run_writes_png_json_and_summary(fake_experiment, tmp_path, capsys):
     assert record["numbers"]["values"] == [0, 1, 2, 3]
     assert record["numbers"]["nan"] == "nan"  # JSON has no NaN; written as a string
     assert record["mode"] == "quick" and record["versions"]["jax"]
+    assert record["settings"] == {"seeds": 4, "epochs": 5}
     assert (tmp_path / "fake.png").read_bytes()[:4] == b"\x89PNG"
     summary = (tmp_path / "README.md").read_text()
     assert "| [fake](fake.png) | Fake claims hold. | yes | measured 4 seeds | quick |" in summary
     assert "[ok ] fake" in capsys.readouterr().out
+    assert fake_experiment.measured == [Mode.QUICK]
 
 
-def test_full_mode_and_default_seeds(fake_experiment, tmp_path):
-    runner.main(["--full", "--out", str(tmp_path)])
+@pytest.mark.parametrize(
+    "flag, mode, seeds, epochs",
+    [("--full", "full", 10, 50), ("--smoke", "smoke", 2, 1), ("--quick", "quick", 3, 5)],
+)
+def test_modes_and_their_default_seeds(fake_experiment, tmp_path, flag, mode, seeds, epochs):
+    runner.main([flag, "--out", str(tmp_path)])
     record = json.loads((tmp_path / "fake.json").read_text())
-    assert record["mode"] == "full" and record["settings"]["seeds"] == 10
+    assert record["mode"] == mode
+    assert record["settings"] == {"seeds": seeds, "epochs": epochs}
+    assert fake_experiment.measured == [Mode(mode)]
+
+
+def test_modes_are_exclusive(fake_experiment, capsys):
+    with pytest.raises(SystemExit):
+        runner.main(["--smoke", "--full"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_replot_redraws_from_json_without_measuring(fake_experiment, tmp_path, capsys):
+    runner.main(["--smoke", "--out", str(tmp_path)])
+    before = json.loads((tmp_path / "fake.json").read_text())
+    (tmp_path / "fake.png").unlink()
+    (tmp_path / "README.md").unlink()
+
+    def no_measuring(mode, seeds):
+        raise AssertionError("--replot must not measure")
+
+    fake_experiment.measure = no_measuring
+    fake_experiment.judge = lambda data: Verdict("judged again", False, {"again": True})
+    assert runner.main(["--replot", str(tmp_path)]) == 0
+    after = json.loads((tmp_path / "fake.json").read_text())
+    assert after["verdict"] == "judged again" and after["supported"] is False
+    assert after["summary"] == {"again": True}
+    for kept in ("numbers", "settings", "mode", "seconds", "versions", "claim"):
+        assert after[kept] == before[kept], kept
+    assert (tmp_path / "fake.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| judged again | smoke |" in (tmp_path / "README.md").read_text()
+    out = capsys.readouterr().out
+    assert "replotting" in out and "[NO ] fake: judged again" in out
+
+
+def test_replot_of_a_folder_without_results(fake_experiment, tmp_path, capsys):
+    (tmp_path / "fake.json").write_text('{"my": "notes"}')  # not ours: left alone
+    assert runner.main(["--replot", str(tmp_path)]) == 1
+    assert "no experiment results" in capsys.readouterr().out
+    assert (tmp_path / "fake.json").read_text() == '{"my": "notes"}'
+
+
+def test_replot_refuses_seeds_and_missing_folders(fake_experiment, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        runner.main(["--replot", str(tmp_path), "--seeds", "3"])
+    assert "--seeds: not with --replot" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        runner.main(["--replot", str(tmp_path / "nowhere")])
+    assert "--replot: expected a folder of results" in capsys.readouterr().err
 
 
 def test_rerun_replaces_its_own_output(fake_experiment, tmp_path):
@@ -86,6 +143,26 @@ def test_unknown_names_and_bad_seeds_are_refused(fake_experiment, capsys):
     assert "--seeds: expected a positive integer" in capsys.readouterr().err
 
 
-def test_all_registered_experiments_exist():
+def test_measure_must_return_settings_and_numbers(fake_experiment, tmp_path):
+    fake_experiment.measure = lambda mode, seeds: {"numbers": {}}
+    with pytest.raises(TypeError, match="experiments.fake.measure: expected a dict with dicts"):
+        runner.main(["--out", str(tmp_path)])
+
+
+def test_pick_names_every_mode():
+    assert [_common.pick(m, smoke=1, quick=2, full=3) for m in Mode] == [1, 2, 3]
+    with pytest.raises(TypeError, match="mode: expected an experiments._common.Mode"):
+        _common.pick("smoke", smoke=1, quick=2, full=3)
+    assert _common.num_seeds(Mode.FULL, None, quick=4, full=9) == 9
+    assert _common.num_seeds(Mode.SMOKE, None, quick=4, full=9) == 2
+    assert _common.num_seeds(Mode.FULL, 5, quick=4, full=9) == 5
+    with pytest.raises(ValueError, match="seeds: expected a positive integer or None"):
+        _common.num_seeds(Mode.QUICK, 0, quick=4, full=9)
+
+
+def test_all_registered_experiments_exist_and_follow_the_skeleton():
     """Every claim of the notes has its module (the list is the contract)."""
     assert runner.available() == runner.EXPERIMENTS
+    for name in runner.EXPERIMENTS:
+        module = runner.load(name)
+        assert module.NAME == name and module.CLAIM
