@@ -17,6 +17,9 @@ Conventions (``DESIGN.md``):
   activation is fused into the loss, which makes the backward the famous
   ``(p - t) / m`` (Saito, *Deep Learning from Scratch*, ch. 5.6.3) and keeps the
   value finite for logits of any size.
+* :data:`sequence_softmax_cross_entropy` takes logits ``(m, T, C)`` and
+  integer labels ``(m, T)``, ``-1`` (:data:`IGNORE_LABEL`) marking masked
+  steps, and averages over the unmasked steps.
 * Targets must have the output's shape (softmax cross-entropy also takes
   integer labels of shape ``(m,)``). A target of shape ``(m,)`` against an
   output of shape ``(m, 1)`` is refused rather than broadcast to ``(m, m)``.
@@ -160,11 +163,100 @@ def _softmax_cross_entropy(y, t):
 
 softmax_cross_entropy = _make_loss(_softmax_cross_entropy, "softmax_cross_entropy")
 
+
+# ------------------------------------------------------------- sequence losses
+
+IGNORE_LABEL = -1
+"""The target label of a padded (masked) step in
+:data:`sequence_softmax_cross_entropy` (PyTorch's ``ignore_index``)."""
+
+
+def _sequence_targets(y, t):
+    """``(labels, weights)`` from ``t``: integer labels ``(m, T)`` with
+    :data:`IGNORE_LABEL` at masked steps, or a pair ``(labels, mask)``."""
+    m, T, k = y.shape
+    mask = None
+    if isinstance(t, tuple | list):
+        if len(t) != 2:
+            _checks.fail("t", "integer labels (m, T) or a pair (labels, mask)",
+                         f"a {type(t).__name__} of length {len(t)}")
+        t, mask = t
+    _checks.array("t", t)
+    if tuple(jnp.shape(t)) != (m, T):
+        _checks.fail("t", f"integer labels of shape ({m}, {T}), one per step of y",
+                     f"shape {tuple(jnp.shape(t))}")
+    if not jnp.issubdtype(jnp.result_type(t), jnp.integer):
+        _checks.fail("t", "integer class labels (sequence targets are never one-hot)",
+                     f"dtype {jnp.result_type(t)}")
+    if _checks.is_concrete(t):
+        arr = np.asarray(t)
+        bad = arr[((arr < 0) & (arr != IGNORE_LABEL)) | (arr >= k)]
+        if bad.size:
+            _checks.fail("t", f"labels in [0, {k}) or {IGNORE_LABEL} (masked)", f"label {bad[0]}")
+    weights = (t != IGNORE_LABEL).astype(y.dtype)
+    if mask is not None:
+        _checks.array("mask", mask)
+        if tuple(jnp.shape(mask)) != (m, T):
+            _checks.fail("mask", f"a mask of the targets' shape ({m}, {T})",
+                         f"shape {tuple(jnp.shape(mask))}")
+        weights = weights * jnp.asarray(mask).astype(y.dtype)
+    return jnp.where(t == IGNORE_LABEL, 0, t), weights
+
+
+def _sequence_softmax_cross_entropy(y, t):
+    """Softmax cross-entropy at every step of a sequence, averaged over the
+    unmasked steps (:data:`sequence_softmax_cross_entropy`).
+
+    ``y``: logits ``(m, T, C)``. ``t``: integer labels ``(m, T)`` in
+    ``[0, C)``, with :data:`IGNORE_LABEL` (``-1``) at steps that do not
+    count (padding), or a pair ``(labels, mask)`` with ``mask`` of shape
+    ``(m, T)``, 1 where a step counts and 0 where it does not (a step counts
+    when its mask is 1 *and* its label is not ``-1``). With ``w_mt`` these
+    weights and ``N = sum w_mt`` (taken as 1 when every step is masked)::
+
+        J = (1/N) sum_{m,t} w_mt * (-log softmax(y_mt)[t_mt])
+        dJ/dy_mt = (w_mt / N) * (softmax(y_mt) - onehot(t_mt))
+
+    the fused softmax-with-loss gradient of Saito ch. 5.6.3 at every step
+    (PyTorch's ``cross_entropy(..., ignore_index=-1, reduction="mean")``).
+
+    Why a padding label: a mask has to travel with the targets, through
+    ``backprop(model, loss)(params, x, t)`` and through ``make_train``, which
+    slices ``x`` and ``t`` into mini-batches by rows; integer labels with a
+    padding value are one array that slices like any other. The pair form
+    is there for direct calls with a separate mask.
+
+    :data:`softmax_cross_entropy` itself takes ``(m, k)`` logits only (it
+    refuses ``(m, T, C)``); this is its sequence form, normalised per step
+    rather than per sequence.
+    """
+    _checks.float_array("y", y)
+    _checks.ndim("y", y, 3)
+    labels, weights = _sequence_targets(y, t)
+    k = y.shape[-1]
+    shifted = y - jnp.max(y, axis=-1, keepdims=True)
+    e = jnp.exp(shifted)
+    s = jnp.sum(e, axis=-1, keepdims=True)
+    log_p = shifted - jnp.log(s)
+    one_hot = (labels[..., None] == jnp.arange(k)).astype(y.dtype)
+    # Mean over the unmasked steps; with none (an all-padding batch) J = 0 and
+    # dJ/dy = 0 rather than 0/0.
+    count = jnp.maximum(jnp.sum(weights), 1.0)
+    nll = -jnp.sum(one_hot * log_p, axis=-1)
+    w = weights[..., None] / count
+    return jnp.sum(weights * nll) / count, (e / s - one_hot) * w
+
+
+sequence_softmax_cross_entropy = _make_loss(
+    _sequence_softmax_cross_entropy, "sequence_softmax_cross_entropy"
+)
+
 LOSSES = {
     "mse": mse,
     "sigmoid_binary_cross_entropy": sigmoid_binary_cross_entropy,
     "multilabel_sigmoid_cross_entropy": multilabel_sigmoid_cross_entropy,
     "softmax_cross_entropy": softmax_cross_entropy,
+    "sequence_softmax_cross_entropy": sequence_softmax_cross_entropy,
 }
 
 

@@ -339,6 +339,60 @@ CASES = [
         ValueError,
         r"vjp: expected a tuple of 2 cotangents, one per primal",
     ),
+    (
+        "recurrent",
+        "a batch of vectors (m, d) into a recurrent layer",
+        lambda: L.lstm(3).forward(L.lstm(3).init(KEY, (4, 2))[1], jnp.ones((8, 2))),
+        ValueError,
+        r"x: expected a batch of shape \(m, T, d\) \(3 axes\) for lstm",
+    ),
+    (
+        "recurrent",
+        "hidden size 0",
+        lambda: L.gru(0),
+        ValueError,
+        r"hidden_size: expected a positive integer, got 0",
+    ),
+    (
+        "recurrent",
+        "an initial state of the wrong shape",
+        lambda: L.rnn(3).forward(L.rnn(3).init(KEY, (4, 2))[1], (jnp.ones((8, 4, 2)),
+                                                                   jnp.ones((8, 2)))),
+        ValueError,
+        r"h0: expected an initial state of shape \(8, 3\) for rnn",
+    ),
+    (
+        "recurrent",
+        "embedding ids out of range",
+        lambda: L.embedding(5, 2).forward({"W": jnp.ones((5, 2))}, jnp.array([[0, 5]])),
+        ValueError,
+        r"x: expected ids in \[0, 5\) for embedding, got id 5",
+    ),
+    (
+        "recurrent",
+        "embedding ids that are not integers",
+        lambda: L.embedding(5, 2).forward({"W": jnp.ones((5, 2))}, jnp.ones((2, 3))),
+        ValueError,
+        r"x: expected integer ids for embedding, got dtype float",
+    ),
+    (
+        "losses",
+        "a sequence-loss mask of the wrong shape",
+        lambda: losses.sequence_softmax_cross_entropy.value(
+            jnp.zeros((2, 3, 4)), (jnp.zeros((2, 3), jnp.int32), jnp.ones((2, 4)))
+        ),
+        ValueError,
+        r"mask: expected a mask of the targets' shape \(2, 3\)",
+    ),
+    (
+        "losses",
+        "sequence labels out of range",
+        lambda: losses.sequence_softmax_cross_entropy.value(
+            jnp.zeros((2, 3, 4)), jnp.full((2, 3), 4)
+        ),
+        ValueError,
+        r"t: expected labels in \[0, 4\) or -1 \(masked\), got label 4",
+    ),
 ]
 
 
