@@ -15,7 +15,7 @@ returns new parameters and a new state, so both functions work under
 ``jit``, ``vmap`` (say, many seeds at once) and inside ``lax.scan``::
 
     import jax
-    from purenet import optim
+    from purenet import clipping, optim
 
     opt = optim.adam(1e-3)
     state = opt.init(params)
@@ -23,23 +23,38 @@ returns new parameters and a new state, so both functions work under
     @jax.jit
     def train_step(params, state, x, t):
         grads = jax.grad(loss)(params, x, t)
-        grads = optim.clip_by_global_norm(grads, 1.0)     # optional
+        grads = clipping.clip_by_global_norm(grads, 1.0)  # optional
         return opt.step(params, grads, state)
 
 Learning rates. ``learning_rate`` is a number or a schedule, a pure function
-of the step count (see :mod:`purenet.schedules`, re-exported here). The step
+of the step count (see :mod:`purenet.schedules`). The step
 that takes ``state.count == k`` uses ``learning_rate(k)``: the first step uses
 ``schedule(0)``. Adam's bias corrections use ``t = k + 1``, the 1-based step
 number of the paper.
 
-Dtypes. Each parameter keeps its dtype: the learning rate and step number are
-cast to it, hyperparameters are Python floats (weakly typed in JAX, so they do
-not promote float32 to float64), and the new parameters and state are cast
-back to the dtypes they came in with. float16 and bfloat16 are refused.
+Hyperparameters as values. The learning rate and the real-valued
+hyperparameters (``mass``, ``decay``, ``b1``, ``b2``, ``eps``,
+``weight_decay``, ``initial_accumulator``) may be traced scalars, so that one
+``jax.vmap`` runs an optimizer for several settings at once, as one program::
+
+    def final_loss(lr):
+        opt = optim.sgd(lr)
+        ...                                   # train with opt, return the loss
+    losses = jax.vmap(final_loss)(jnp.array([0.01, 0.03, 0.1]))
+
+A Python number is checked when the optimizer is built (``ValueError`` naming
+the argument for a bad value, ``TypeError`` for a non-number); a traced value
+cannot be, so it is taken as given.
+
+Dtypes. Each parameter keeps its dtype: the learning rate, the step number
+and any array-valued hyperparameter are cast to it; Python-float
+hyperparameters stay Python floats (weakly typed in JAX, so they do not
+promote float32 to float64); the new parameters and state are cast back to
+the dtypes they came in with. float16 and bfloat16 are refused.
 
 How it is built. Each optimizer writes its update rule once, for one array:
-``init(x) -> slots`` and ``update(x, g, slots, lr, t) -> (x, slots)``, with
-``slots`` a tuple of arrays shaped like ``x``. One helper, :func:`_lift`,
+``init(x) -> slots`` and ``update(x, g, slots, lr, t, **hyper) -> (x, slots)``,
+with ``slots`` a tuple of arrays shaped like ``x``. One helper, :func:`_lift`,
 turns such a rule into an :class:`Optimizer` on pytrees (as the ``optimizer``
 decorator of ``jax.example_libraries.optimizers`` does). Hyperparameters are
 checked by the constructor, so a nonsense value (a negative learning rate, a
@@ -62,19 +77,7 @@ import jax
 import jax.numpy as jnp
 
 from purenet._checks import fail, float_array, nonnegative, number_in, positive
-from purenet.schedules import (
-    Schedule,
-    clip_by_global_norm,
-    clip_by_value,
-    constant,
-    cosine_decay,
-    exponential_decay,
-    global_norm,
-    inverse_time_decay,
-    linear_warmup,
-    piecewise_constant,
-    step_decay,
-)
+from purenet.schedules import Schedule, constant
 
 __all__ = [
     "Optimizer",
@@ -90,18 +93,6 @@ __all__ = [
     "rmsprop",
     "adam",
     "adamw",
-    # re-exported from purenet.schedules
-    "Schedule",
-    "constant",
-    "step_decay",
-    "piecewise_constant",
-    "exponential_decay",
-    "inverse_time_decay",
-    "cosine_decay",
-    "linear_warmup",
-    "global_norm",
-    "clip_by_value",
-    "clip_by_global_norm",
 ]
 
 Array = Any
@@ -148,13 +139,23 @@ class AdamState(NamedTuple):
 
 
 def _as_schedule(learning_rate) -> Schedule:
+    """A schedule as given, or a number (perhaps traced) as a constant schedule."""
     if callable(learning_rate):
         return learning_rate
-    nonnegative("learning_rate", learning_rate)
-    return constant(learning_rate)
+    return constant(nonnegative("learning_rate", learning_rate))
 
 
-def _lift(state_type, schedule: Schedule, init_slots, update) -> Optimizer:
+def _like(value, x):
+    """A hyperparameter ready for arithmetic with ``x``.
+
+    Python floats stay as they are: JAX types them weakly, so they take ``x``'s
+    dtype. Arrays (traced ones under ``vmap``) are cast to ``x``'s dtype, as
+    the learning rate is, so that a float64 sweep cannot promote float32 work.
+    """
+    return value if isinstance(value, float) else jnp.asarray(value).astype(x.dtype)
+
+
+def _lift(state_type, schedule: Schedule, init_slots, update, **hyper) -> Optimizer:
     """Turn an update rule written for one array into an optimizer on pytrees.
 
     Args:
@@ -162,9 +163,12 @@ def _lift(state_type, schedule: Schedule, init_slots, update) -> Optimizer:
         slots, in the order ``init_slots`` returns them.
       schedule: the learning rate as a function of the step count.
       init_slots: ``x -> tuple of arrays`` (the per-array state at step 0).
-      update: ``(x, g, slots, lr, t) -> (new_x, new_slots)`` where ``lr`` is
-        this step's learning rate and ``t`` its 1-based number, both scalars
-        in ``x``'s dtype.
+      update: ``(x, g, slots, lr, t, **hyper) -> (new_x, new_slots)`` where
+        ``lr`` is this step's learning rate and ``t`` its 1-based number, both
+        scalars in ``x``'s dtype.
+      **hyper: the rule's other hyperparameters, already checked; Python
+        floats or (traced) scalars, passed to ``update`` by name after
+        :func:`_like`.
 
     Returns:
       An :class:`Optimizer` whose state is ``state_type(count, *slot_trees)``.
@@ -197,7 +201,8 @@ def _lift(state_type, schedule: Schedule, init_slots, update) -> Optimizer:
             if jnp.shape(g) != jnp.shape(x):
                 fail("grads", f"an array of shape {jnp.shape(x)} like params", jnp.shape(g))
             slots = tuple(slot_leaves[i] for slot_leaves in per_slot)
-            new_x, new_s = update(x, g, slots, lr.astype(x.dtype), t.astype(x.dtype))
+            h = {name: _like(value, x) for name, value in hyper.items()}
+            new_x, new_s = update(x, g, slots, lr.astype(x.dtype), t.astype(x.dtype), **h)
             # Cast back so that a float64 gradient (or schedule) cannot promote
             # float32 parameters: the state must keep its type across a scan.
             new_leaves.append(new_x.astype(x.dtype))
@@ -223,7 +228,7 @@ def sgd(learning_rate: float | Schedule) -> Optimizer:
     ``torch.optim.SGD`` with its defaults.
 
     Args:
-      learning_rate: the step size ``lr``, a number ``>= 0`` or a schedule.
+      learning_rate: the step size ``lr``, a number ``>= 0`` (perhaps traced) or a schedule.
         There is no default: the largest stable step is ``2 / L`` for a loss
         of curvature ``L``, so no value suits every loss.
 
@@ -270,7 +275,7 @@ def momentum(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
     al. (2013) and the usual starting point.
 
     Args:
-      learning_rate: ``lr``, a number ``>= 0`` or a schedule (no default, as
+      learning_rate: ``lr``, a number ``>= 0`` (perhaps traced) or a schedule (no default, as
         for :func:`sgd`).
       mass: the momentum coefficient, in ``[0, 1)``.
 
@@ -294,12 +299,12 @@ def momentum(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
     schedule = _as_schedule(learning_rate)
     mass = number_in("mass", mass, 0.0, 1.0, high_open=True)
 
-    def update(x, g, slots, lr, t):
+    def update(x, g, slots, lr, t, mass):
         (dw,) = slots
         dw = -lr * g + mass * dw
         return x + dw, (dw,)
 
-    return _lift(MomentumState, schedule, _zeros(1), update)
+    return _lift(MomentumState, schedule, _zeros(1), update, mass=mass)
 
 
 def nesterov(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
@@ -331,7 +336,7 @@ def nesterov(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
     torch refuses ``nesterov=True`` without momentum).
 
     Args:
-      learning_rate: ``lr``, a number ``>= 0`` or a schedule (no default, as
+      learning_rate: ``lr``, a number ``>= 0`` (perhaps traced) or a schedule (no default, as
         for :func:`sgd`).
       mass: the momentum coefficient, in ``[0, 1)``.
 
@@ -356,12 +361,12 @@ def nesterov(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
     schedule = _as_schedule(learning_rate)
     mass = number_in("mass", mass, 0.0, 1.0, high_open=True)
 
-    def update(x, g, slots, lr, t):
+    def update(x, g, slots, lr, t, mass):
         (v,) = slots
         v = mass * v - lr * g
         return x + mass * v - lr * g, (v,)
 
-    return _lift(MomentumState, schedule, _zeros(1), update)
+    return _lift(MomentumState, schedule, _zeros(1), update, mass=mass)
 
 
 def adagrad(
@@ -389,7 +394,7 @@ def adagrad(
       ``lr * g / sqrt(0.1 + g^2)``: pass ``initial_accumulator=0.1`` to match.
 
     Args:
-      learning_rate: ``lr``, a number ``>= 0`` or a schedule.
+      learning_rate: ``lr``, a number ``>= 0`` (perhaps traced) or a schedule.
       eps: added to ``sqrt(G)`` so that an entry whose gradients have all been
         zero divides 0 by ``eps``, not by 0; ``> 0``.
       initial_accumulator: ``G(0)``, ``>= 0`` (keyword only).
@@ -414,12 +419,12 @@ def adagrad(
     def init(x):
         return (jnp.full_like(x, initial_accumulator),)
 
-    def update(x, g, slots, lr, t):
+    def update(x, g, slots, lr, t, eps):
         (sum_of_squares,) = slots
         sum_of_squares = sum_of_squares + g * g
         return x - lr * g / (jnp.sqrt(sum_of_squares) + eps), (sum_of_squares,)
 
-    return _lift(AdagradState, schedule, init, update)
+    return _lift(AdagradState, schedule, init, update, eps=eps)
 
 
 def rmsprop(
@@ -443,7 +448,7 @@ def rmsprop(
       instead.
 
     Args:
-      learning_rate: ``lr``, a number ``>= 0`` or a schedule.
+      learning_rate: ``lr``, a number ``>= 0`` (perhaps traced) or a schedule.
       decay: the forgetting factor of the mean square (torch's ``alpha``), in ``[0, 1)``.
       eps: added to the root mean square to keep the division finite, ``> 0``.
 
@@ -465,26 +470,23 @@ def rmsprop(
     decay = number_in("decay", decay, 0.0, 1.0, high_open=True)
     eps = positive("eps", eps)
 
-    def update(x, g, slots, lr, t):
+    def update(x, g, slots, lr, t, decay, eps):
         (mean_square,) = slots
         mean_square = decay * mean_square + (1.0 - decay) * g * g
         return x - lr * g / (jnp.sqrt(mean_square) + eps), (mean_square,)
 
-    return _lift(RmspropState, schedule, _zeros(1), update)
+    return _lift(RmspropState, schedule, _zeros(1), update, decay=decay, eps=eps)
 
 
-def _adam_update(b1: float, b2: float, eps: float, weight_decay: float):
-    def update(x, g, slots, lr, t):
-        mu, nu = slots
-        mu = b1 * mu + (1.0 - b1) * g
-        nu = b2 * nu + (1.0 - b2) * g * g
-        mu_hat = mu / (1.0 - b1**t)
-        nu_hat = nu / (1.0 - b2**t)
-        direction = mu_hat / (jnp.sqrt(nu_hat) + eps)
-        # Decoupled decay: applied to the weights, never seen by mu or nu.
-        return x - lr * (direction + weight_decay * x), (mu, nu)
-
-    return update
+def _adam_update(x, g, slots, lr, t, b1, b2, eps, weight_decay):
+    mu, nu = slots
+    mu = b1 * mu + (1.0 - b1) * g
+    nu = b2 * nu + (1.0 - b2) * g * g
+    mu_hat = mu / (1.0 - b1**t)
+    nu_hat = nu / (1.0 - b2**t)
+    direction = mu_hat / (jnp.sqrt(nu_hat) + eps)
+    # Decoupled decay: applied to the weights, never seen by mu or nu.
+    return x - lr * (direction + weight_decay * x), (mu, nu)
 
 
 def _check_adam(b1, b2, eps):
@@ -527,7 +529,7 @@ def adam(
       the L2 term to the loss if coupled L2 is what you want.
 
     Args:
-      learning_rate: ``lr``, a number ``>= 0`` or a schedule.
+      learning_rate: ``lr``, a number ``>= 0`` (perhaps traced) or a schedule.
       b1: decay of the first-moment average, in ``[0, 1)``.
       b2: decay of the second-moment average, in ``[0, 1)``.
       eps: added to ``sqrt(v_hat)`` to keep the division finite, ``> 0``.
@@ -547,7 +549,8 @@ def adam(
     """
     schedule = _as_schedule(learning_rate)
     b1, b2, eps = _check_adam(b1, b2, eps)
-    return _lift(AdamState, schedule, _zeros(2), _adam_update(b1, b2, eps, 0.0))
+    hyper = {"b1": b1, "b2": b2, "eps": eps, "weight_decay": 0.0}
+    return _lift(AdamState, schedule, _zeros(2), _adam_update, **hyper)
 
 
 def adamw(
@@ -579,7 +582,7 @@ def adamw(
       paper's ``lambda`` is ``lr * weight_decay`` here.
 
     Args:
-      learning_rate: ``lr``, a number ``>= 0`` or a schedule.
+      learning_rate: ``lr``, a number ``>= 0`` (perhaps traced) or a schedule.
       b1: decay of the first-moment average, in ``[0, 1)``.
       b2: decay of the second-moment average, in ``[0, 1)``.
       eps: added to ``sqrt(v_hat)`` to keep the division finite, ``> 0``.
@@ -602,4 +605,5 @@ def adamw(
     schedule = _as_schedule(learning_rate)
     b1, b2, eps = _check_adam(b1, b2, eps)
     weight_decay = nonnegative("weight_decay", weight_decay)
-    return _lift(AdamState, schedule, _zeros(2), _adam_update(b1, b2, eps, weight_decay))
+    hyper = {"b1": b1, "b2": b2, "eps": eps, "weight_decay": weight_decay}
+    return _lift(AdamState, schedule, _zeros(2), _adam_update, **hyper)

@@ -1,4 +1,4 @@
-"""Learning-rate schedules and gradient clipping, as pure functions.
+"""Learning-rate schedules, as pure functions of the step count.
 
 A schedule is a pure function of the step count, ``schedule(count) -> learning
 rate``. ``count`` is the number of steps already taken (an int32 array, or a
@@ -9,30 +9,30 @@ return a scalar of the default float type, which the optimizer casts to each
 parameter's dtype. Any callable with that signature is a schedule: these are
 only the common ones.
 
-    >>> from purenet import optim
-    >>> lr = optim.linear_warmup(100, optim.cosine_decay(1e-3, 10_000))
-    >>> opt = optim.adam(lr)                          # doctest: +SKIP
+    >>> from purenet import optim, schedules
+    >>> lr = schedules.linear_warmup(100, schedules.cosine_decay(1e-3, 10_000))
+    >>> opt = optim.adam(lr)
 
-Gradient transforms map a gradient pytree to a gradient pytree of the same
-structure and dtypes; apply them to ``grads`` before ``opt.step``:
-
-    >>> grads = optim.clip_by_global_norm(grads, 1.0)  # doctest: +SKIP
-    >>> params, state = opt.step(params, grads, state)  # doctest: +SKIP
+Gradient clipping lives in :mod:`purenet.clipping`.
 
 Hyperparameters are checked when a schedule is built, so a nonsense value
-fails at once with a ``ValueError`` that names the argument.
+fails at once with a ``ValueError`` (a ``TypeError`` for a non-number) that
+names the argument. Real-valued ones (``init_value``, ``factor``,
+``decay_rate``, ``final_value``, ...) may also be traced scalars, say under a
+``jax.vmap`` over peak learning rates: those are not checked, since their
+values are not known yet. Step counts (``every``, ``decay_steps``,
+``boundaries``, ``warmup_steps``) fix the shape of the schedule and must be
+Python integers.
 """
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
-from purenet._checks import fail, nonnegative, number_in, positive, positive_int
+from purenet._checks import fail, nonnegative, number_in, positive_int
 
 Array = Any
 Schedule = Callable[[Array], Array]
@@ -46,9 +46,6 @@ __all__ = [
     "inverse_time_decay",
     "cosine_decay",
     "linear_warmup",
-    "global_norm",
-    "clip_by_value",
-    "clip_by_global_norm",
 ]
 
 
@@ -301,89 +298,3 @@ def linear_warmup(warmup_steps: int, then: float | Schedule, init_value: float =
         return jnp.where(count < warmup_steps, ramp, handed_over)
 
     return schedule
-
-
-# --- gradient transforms ------------------------------------------------------
-
-
-def _check_limit(name: str, value) -> None:
-    # A Python number is a hyperparameter and is checked; an array (perhaps a
-    # tracer, when the limit itself is vmapped over) is taken as given.
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        positive(name, value)
-    elif not hasattr(value, "dtype"):
-        fail(name, "a positive number", repr(value))
-
-
-def global_norm(tree) -> Array:
-    """The Euclidean norm of all the entries of a pytree, as one vector.
-
-    ``||g|| = sqrt(sum over leaves of sum(leaf ** 2))``: the norm of the
-    ravelled (flat) gradient, which is what :func:`clip_by_global_norm` and
-    ``torch.nn.utils.clip_grad_norm_`` measure.
-
-    Args:
-      tree: a pytree of arrays.
-
-    Returns:
-      A scalar (0 for an empty tree).
-
-    Example:
-      >>> float(global_norm({"W": jnp.array([3.0]), "b": jnp.array([0.0, 4.0])}))
-      5.0
-    """
-    squares = [jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)]
-    return jnp.sqrt(sum(squares, jnp.zeros(())))
-
-
-def clip_by_value(grads, limit: float):
-    """Clip every gradient entry to ``[-limit, limit]``.
-
-    ``g_i <- min(max(g_i, -limit), limit)``, as
-    ``torch.nn.utils.clip_grad_value_``. It changes the direction of the
-    gradient; :func:`clip_by_global_norm` does not.
-
-    Args:
-      grads: a pytree of arrays.
-      limit: the largest magnitude allowed, ``> 0``.
-
-    Returns:
-      A pytree like ``grads`` (same structure, shapes and dtypes).
-
-    Example:
-      >>> clip_by_value(jnp.array([-3.0, 0.5, 2.0]), 1.0).tolist()
-      [-1.0, 0.5, 1.0]
-    """
-    _check_limit("limit", limit)
-    return jax.tree.map(lambda g: jnp.clip(g, -limit, limit).astype(g.dtype), grads)
-
-
-def clip_by_global_norm(grads, max_norm: float):
-    """Rescale the whole gradient so that its global norm is at most ``max_norm``.
-
-    ``g <- g * max_norm / max(||g||, max_norm)`` where ``||g||`` is
-    :func:`global_norm`: the direction is kept, and a gradient already within
-    the limit is returned unchanged (the factor is exactly 1, and a zero
-    gradient gives no 0/0). ``torch.nn.utils.clip_grad_norm_`` computes
-    ``max_norm / (||g|| + 1e-6)`` instead, so its clipped norm is a hair below
-    ``max_norm``.
-
-    Args:
-      grads: a pytree of arrays.
-      max_norm: the largest global norm allowed, ``> 0``.
-
-    Returns:
-      A pytree like ``grads`` (same structure, shapes and dtypes).
-
-    Example:
-      >>> [round(v, 6) for v in clip_by_global_norm(jnp.array([3.0, 4.0]), 1.0).tolist()]
-      [0.6, 0.8]
-
-    References:
-      Pascanu, Mikolov & Bengio (2013), "On the difficulty of training
-      recurrent neural networks", ICML, Algorithm 1.
-    """
-    _check_limit("max_norm", max_norm)
-    norm = global_norm(grads)
-    scale = max_norm / jnp.maximum(norm, max_norm)
-    return jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
