@@ -1,18 +1,34 @@
 """Accuracy for the three kinds of classification output.
 
-All functions are pure and jittable; ``y`` is the network output, a batch of
-rows ``(m, k)``.
+All functions are pure and jittable. ``y`` is the network output for a batch,
+of any rank: ``(m, C)`` for one prediction per example, ``(m, T, C)`` for a
+sequence (one prediction per time step), ``(m, H, W, C)`` for a per-pixel
+output. As everywhere in purenet the class (or label, or unit) axis is the
+**last** one; accuracy is the mean over every other position, so for a
+sequence it is the fraction of the ``m * T`` time steps predicted right.
 
 * :func:`multiclass_accuracy`: softmax heads; the predicted class is the
-  row's ``argmax`` (the same for logits and probabilities). Targets are integer
-  labels ``(m,)`` or one-hot rows ``(m, k)``.
-* :func:`binary_accuracy`: one output unit ``(m, 1)``, targets 0/1 of shape
-  ``(m, 1)``; predicted positive when ``y > threshold``. Use ``threshold=0``
-  for logits (sigmoid cross-entropy heads, the default) and ``0.5`` for
-  probabilities (a sigmoid layer followed by MSE).
-* :func:`multilabel_accuracy`: ``k`` independent binary labels ``(m, k)``;
-  the fraction of all ``m * k`` label decisions that are right (Hamming
-  accuracy). ``exact_match=True`` instead counts rows with every label right.
+  ``argmax`` over the last axis (the same for logits and probabilities).
+  Targets are integer labels of shape ``y.shape[:-1]`` (``(m,)``, or
+  ``(m, T)`` for sequences) or one-hot rows of ``y``'s shape.
+* :func:`binary_accuracy`: one output unit, ``y`` of shape ``(m, 1)`` (or
+  ``(m, T, 1)``, ...), 0/1 targets of the same shape; predicted positive
+  when ``y > threshold``. Use ``threshold=0`` for logits (sigmoid
+  cross-entropy heads, the default) and ``0.5`` for probabilities (a sigmoid
+  layer followed by MSE).
+* :func:`multilabel_accuracy`: ``k`` independent binary labels on the last
+  axis, targets of ``y``'s shape; the fraction of all label decisions that
+  are right (Hamming accuracy). ``exact_match=True`` instead counts the
+  positions (rows, for ``(m, k)``) with all ``k`` labels right.
+
+Shapes are checked exactly, never broadcast: a target of shape ``(m, 1)``
+next to an output of shape ``(m, 3)`` would otherwise be compared with every
+column and give a plausible, wrong number. In particular, integer labels of
+shape ``(m, 1)`` are refused by :func:`multiclass_accuracy` (pass
+``t[:, 0]``): guessing that the column holds labels would accept the same
+shape for a one-hot target of a one-class output, so the stricter rule keeps
+one meaning per shape. Shapes are static, so the checks also run under
+``jit``.
 """
 
 from __future__ import annotations
@@ -22,32 +38,130 @@ import jax.numpy as jnp
 from purenet import _checks, losses
 
 
+def _check_output(y):
+    _checks.array("y", y)
+    if jnp.ndim(y) < 2:
+        _checks.fail("y", "an output of shape (m, ..., C), at least 2 dimensions", _shape(y))
+
+
+def _shape(x) -> str:
+    return f"shape {tuple(jnp.shape(x))}"
+
+
 def _check_rows(y, t):
-    _checks.ndim("y", y, 2)
+    """Same number of examples first: the most common mistake gets the plainest message."""
+    _checks.array("t", t)
     if jnp.shape(t)[:1] != jnp.shape(y)[:1]:
-        _checks.fail("t", f"{y.shape[0]} rows, like y", f"shape {jnp.shape(t)}")
+        _checks.fail("t", f"{y.shape[0]} rows, like y", _shape(t))
+
+
+def _check_same_shape(y, t):
+    if jnp.shape(t) != jnp.shape(y):
+        _checks.fail("t", f"a target of the output's shape {tuple(y.shape)}", _shape(t))
 
 
 def multiclass_accuracy(y, t):
-    """Fraction of rows whose ``argmax`` is the target class."""
+    """Fraction of positions whose ``argmax`` over the last axis is the target class.
+
+    Args:
+      y: scores (logits or probabilities) of shape ``(m, ..., C)``.
+      t: integer labels in ``[0, C)`` of shape ``y.shape[:-1]``, or one-hot
+        (or any per-class scores, whose argmax is taken) of shape ``y.shape``.
+
+    Returns:
+      A scalar in ``[0, 1]``: the mean over all ``m * ...`` positions.
+
+    Raises:
+      TypeError: ``y`` or ``t`` is not an array.
+      ValueError: ``t`` has another number of rows, or a shape that is
+        neither ``y.shape[:-1]`` nor ``y.shape`` (including integer labels of
+        shape ``(m, 1)`` for a ``(m, C)`` output: pass ``t[:, 0]``), or float
+        labels of shape ``y.shape[:-1]``.
+
+    Example:
+      >>> y = jnp.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
+      >>> float(multiclass_accuracy(y, jnp.array([0, 2])))
+      0.5
+    """
+    _check_output(y)
     _check_rows(y, t)
-    labels = t if jnp.ndim(t) == 1 else jnp.argmax(t, axis=1)
-    return jnp.mean(jnp.argmax(y, axis=1) == labels)
+    labels_shape = tuple(y.shape[:-1])
+    if jnp.shape(t) == tuple(y.shape):
+        labels = jnp.argmax(t, axis=-1)
+    elif jnp.shape(t) == labels_shape:
+        if not jnp.issubdtype(t.dtype, jnp.integer):
+            _checks.fail("t", f"integer labels of shape {labels_shape}", f"dtype {t.dtype}")
+        labels = t
+    else:
+        hint = ""
+        if jnp.shape(t) == (*labels_shape, 1) and jnp.issubdtype(t.dtype, jnp.integer):
+            column = "t[:, 0]" if jnp.ndim(t) == 2 else "t[..., 0]"
+            hint = f" (a column of labels? pass {column})"
+        _checks.fail(
+            "t",
+            f"integer labels of shape {labels_shape} or one-hot targets of shape {tuple(y.shape)}",
+            _shape(t) + hint,
+        )
+    return jnp.mean(jnp.argmax(y, axis=-1) == labels)
 
 
 def binary_accuracy(y, t, threshold: float = 0.0):
-    """Fraction of rows with ``(y > threshold) == (t > 0.5)``; ``y`` of shape ``(m, 1)``."""
+    """Fraction of entries with ``(y > threshold) == (t > 0.5)``.
+
+    Args:
+      y: one output unit per position, shape ``(m, ..., 1)`` (any shape with
+        at least 2 dimensions is compared entry by entry).
+      t: 0/1 targets of exactly ``y``'s shape.
+      threshold: ``0`` for logits, ``0.5`` for probabilities.
+
+    Returns:
+      A scalar in ``[0, 1]``.
+
+    Raises:
+      TypeError: ``y`` or ``t`` is not an array.
+      ValueError: ``t``'s shape differs from ``y``'s (no broadcasting).
+
+    Example:
+      >>> float(binary_accuracy(jnp.array([[-1.0], [2.0]]), jnp.array([[0.0], [0.0]])))
+      0.5
+    """
+    _check_output(y)
     _check_rows(y, t)
-    if jnp.shape(t) != jnp.shape(y):
-        _checks.fail("t", f"a target of the output's shape {y.shape}", f"shape {jnp.shape(t)}")
+    _check_same_shape(y, t)
     return jnp.mean((y > threshold) == (t > 0.5))
 
 
 def multilabel_accuracy(y, t, threshold: float = 0.0, exact_match: bool = False):
-    """Hamming accuracy over all label decisions (or exact-match accuracy over rows)."""
+    """Hamming accuracy over all label decisions (or exact-match accuracy).
+
+    Args:
+      y: ``k`` label scores on the last axis, shape ``(m, ..., k)``.
+      t: 0/1 targets of exactly ``y``'s shape.
+      threshold: ``0`` for logits, ``0.5`` for probabilities.
+      exact_match: count a position as right only when all its ``k`` labels
+        are (the "subset accuracy" of scikit-learn's ``accuracy_score`` for
+        multi-label input).
+
+    Returns:
+      A scalar in ``[0, 1]``.
+
+    Raises:
+      TypeError: ``y`` or ``t`` is not an array.
+      ValueError: ``t``'s shape differs from ``y``'s (no broadcasting).
+
+    Example:
+      >>> y = jnp.array([[1.0, -1.0, 1.0], [1.0, 1.0, -1.0]])
+      >>> t = jnp.array([[1.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+      >>> round(float(multilabel_accuracy(y, t)), 4)
+      0.8333
+      >>> float(multilabel_accuracy(y, t, exact_match=True))
+      0.5
+    """
+    _check_output(y)
     _check_rows(y, t)
+    _check_same_shape(y, t)
     right = (y > threshold) == (t > 0.5)
-    return jnp.mean(jnp.all(right, axis=1)) if exact_match else jnp.mean(right)
+    return jnp.mean(jnp.all(right, axis=-1)) if exact_match else jnp.mean(right)
 
 
 def for_loss(loss):
