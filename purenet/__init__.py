@@ -8,25 +8,31 @@ modules above it::
     params       ravel / unravel ("unrolled theta"), initialisers
     activations  f and f' by hand
     losses       value and dJ/dy by hand (fused softmax / sigmoid + cross-entropy)
-    layers       Layer = (init, forward, backward); dense, activations, dropout, batchnorm, serial
-    backprop     backprop(model, loss), objective(model, loss), flat_cost
+    layers/      Layer = (init, forward, backward, update_state), one module per family
+    cost         backprop(model, loss, penalty), objective, flat_cost, penalties
     gradcheck    finite differences, directional checks, reports
-    schedules    learning-rate schedules, gradient clipping
+    testing      assert_gradients, assert_layer, assert_vjp, strategies, pytest plugin
+    interop      custom_vjp: the hand-written backward inside any JAX program
+    schedules    learning-rate schedules
+    clipping     gradient clipping by value and by global norm
     optim        SGD, momentum, Nesterov, AdaGrad, RMSprop, Adam, AdamW
     data         one-hot, standardisation, splits, shuffled batches
     datasets     synthetic tasks, bundled real data, the IDX (MNIST) reader
     metrics      accuracy for binary, multi-class and multi-label heads
     parallel     data parallelism: a device mesh, sharded batches, replicated params
-    train        make_step, make_epoch (one jitted scan), fit, lbfgs
-    checkpoint   atomic .npz checkpoints, strict loading
+    train        make_step, make_epoch, make_train (one jitted scan), fit, lbfgs
+    checkpoint   atomic .npz checkpoints of (params, opt_state, state), strict loading
 """
 
 from purenet import (
     activations,
     checkpoint,
+    clipping,
+    cost,
     data,
     datasets,
     gradcheck,
+    interop,
     layers,
     losses,
     metrics,
@@ -34,30 +40,36 @@ from purenet import (
     parallel,
     params,
     schedules,
+    testing,
     train,
 )
-from purenet.backprop import backprop, flat_cost, objective, penalty, penalty_grad
+from purenet.cost import backprop, flat_cost, objective, penalty
+from purenet.interop import custom_vjp
 from purenet.params import ravel
 
 __all__ = [
     "activations",
     "backprop",
     "checkpoint",
+    "clipping",
+    "cost",
+    "custom_vjp",
     "data",
     "datasets",
     "flat_cost",
     "gradcheck",
+    "interop",
     "layers",
     "losses",
     "metrics",
     "objective",
     "optim",
-    "parallel",
     "params",
+    "parallel",
     "penalty",
-    "penalty_grad",
     "ravel",
     "schedules",
+    "testing",
     "train",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from purenet import _checks
-from purenet.backprop import backprop, objective
+from purenet.cost import backprop, objective
 from purenet.params import ravel
 
 # Tolerances by dtype: elementwise rel_error against jax.grad, and the course's
@@ -104,9 +104,12 @@ def norm_ratio(a, b) -> float:
 
 
 def _split_static(kwargs):
-    """Keyword arguments that are arrays (traced under jit) and the rest (flags
-    such as ``train=True``, closed over as static Python values)."""
-    arrays = {k: v for k, v in kwargs.items() if isinstance(v, jax.Array | np.ndarray)}
+    """Keyword arguments that are arrays or the ``state`` pytree (traced under
+    jit) and the rest (flags such as ``train=True``, closed over as static
+    Python values)."""
+    arrays = {
+        k: v for k, v in kwargs.items() if k == "state" or isinstance(v, jax.Array | np.ndarray)
+    }
     static = {k: v for k, v in kwargs.items() if k not in arrays}
     return arrays, static
 
@@ -274,40 +277,31 @@ def _report(manual, autodiff, numeric, tolerance=None) -> GradientReport:
 
 
 def check_gradients(
-    model,
-    loss,
-    params,
-    x,
-    t,
-    *,
-    eps=None,
-    tolerance=None,
-    chunk_size=16,
-    l2=0.0,
-    l1=0.0,
-    penalize=("W",),
-    **ctx,
+    model, loss, params, x, t, *, penalty=None, eps=None, tolerance=None, chunk_size=16, **ctx
 ) -> GradientReport:
     """Hand-written backprop against ``jax.grad`` and central differences.
+
+    Only ``params`` are differentiated: non-gradient ``state`` (batch norm's
+    running statistics) goes in ``**ctx`` and is held fixed, so a correct
+    batch-norm model passes in both modes.
 
     Args:
       model, loss: the network and its loss.
       params, x, t: the point and the data.
+      penalty: an optional ``purenet.cost.Penalty``.
       eps: finite-difference step (default :func:`default_eps`).
       tolerance: ``{"autodiff": ..., "numerical": ...}``; default by dtype
         from :data:`TOLERANCES`.
       chunk_size: see :func:`numerical_gradient`.
-      l2, l1, penalize: weight penalties, as in ``purenet.backprop``.
-      **ctx: forward context, e.g. ``train=True, key=key`` (a fixed dropout
-        key makes the cost deterministic, hence checkable).
+      **ctx: forward context: ``state=``, ``train=True``, ``key=key`` (a fixed
+        dropout key makes the cost deterministic, hence checkable).
 
     Returns:
       A :class:`GradientReport`; ``print(report)`` shows a table and
       ``report.passed`` the verdict.
     """
-    penalties = {"l2": l2, "l1": l1, "penalize": penalize}
-    J = objective(model, loss, **penalties)
-    grad_fn = backprop(model, loss, **penalties)
+    J = objective(model, loss, penalty)
+    grad_fn = backprop(model, loss, penalty)
     arrays, static = _split_static(ctx)
     # One compiled program each (eagerly, small networks pay per-op dispatch).
     manual = jax.jit(lambda p, x, t, a: grad_fn(p, x, t, **a, **static)[1])(params, x, t, arrays)
@@ -316,30 +310,47 @@ def check_gradients(
     return _report(manual, autodiff, numeric, tolerance)
 
 
+def _is_float(x) -> bool:
+    return all(jnp.issubdtype(jnp.result_type(leaf), jnp.floating) for leaf in jax.tree.leaves(x))
+
+
 def check_layer(layer, params, x, *, dy_key, eps=None, tolerance=None, **ctx) -> GradientReport:
     """One layer's backward against ``jax.vjp`` and finite differences.
 
-    A random upstream gradient ``dy`` (normal, drawn with ``dy_key``) is pushed
-    through ``layer.backward``; the references are the vector-Jacobian product
-    of ``layer.forward`` and the numerical gradient of ``sum(forward * dy)``,
+    A random upstream gradient ``dy`` (normal, drawn with ``dy_key``, one
+    array per output for layers with several outputs) is pushed through
+    ``layer.backward``; the references are the vector-Jacobian product of
+    ``layer.forward`` and the numerical gradient of ``sum(forward * dy)``,
     with respect to both the params and the input ``x`` (reported as the leaf
-    ``dx``). ``**ctx`` goes to the forward, e.g. ``train=True, key=k`` for
-    dropout (a fixed key fixes the mask).
+    ``dx``; a tuple for several inputs; left out for integer inputs such as
+    token ids, which have no gradient). ``**ctx`` goes to the forward, e.g.
+    ``state=``, or ``train=True, key=k`` for dropout (a fixed key fixes the
+    mask).
     """
-    y, cache = layer.forward(params, x, **ctx)
-    dy = jax.random.normal(dy_key, y.shape, y.dtype)
-    dparams, dx = layer.backward(params, cache, dy)
+    arrays, static = _split_static(ctx)
+    with_x = _is_float(x)
 
-    def out(p, inp):
-        return layer.forward(p, inp, **ctx)[0]
+    def out(point, arrays):
+        return layer.forward(point["params"], point.get("dx", x), **arrays, **static)[0]
 
-    _, vjp = jax.vjp(out, params, x)
-    auto_params, auto_x = vjp(dy)
+    @jax.jit
+    def manual_and_autodiff(point, arrays):
+        y, cache = layer.forward(point["params"], point.get("dx", x), **arrays, **static)
+        leaves, treedef = jax.tree.flatten(y)
+        keys = jax.random.split(dy_key, len(leaves))
+        dy = treedef.unflatten(
+            [jax.random.normal(k, v.shape, v.dtype) for k, v in zip(keys, leaves, strict=True)]
+        )
+        dparams, dx = layer.backward(point["params"], cache, dy)
+        manual = {"params": dparams, "dx": dx} if with_x else {"params": dparams}
+        (autodiff,) = jax.vjp(lambda p: out(p, arrays), point)[1](dy)
+        return manual, autodiff, dy
 
-    def probe(both):
-        return jnp.sum(out(both["params"], both["dx"]) * dy)
+    def probe(point, dy, arrays):
+        products = zip(jax.tree.leaves(out(point, arrays)), jax.tree.leaves(dy), strict=True)
+        return sum(jnp.sum(a * b) for a, b in products)
 
-    numeric = numerical_gradient(probe, {"params": params, "dx": x}, eps=eps)
-    manual = {"params": dparams, "dx": dx}
-    autodiff = {"params": auto_params, "dx": auto_x}
+    point = {"params": params, "dx": x} if with_x else {"params": params}
+    manual, autodiff, dy = manual_and_autodiff(point, arrays)
+    numeric = numerical_gradient(probe, point, dy, arrays, eps=eps)
     return _report(manual, autodiff, numeric, tolerance)

@@ -64,8 +64,10 @@ def _make_loss(value_and_grad: Callable, name: str) -> Loss:
 
 
 def _check_output(y):
+    """``y`` is a float batch ``(m, ...)``: rows ``(m, k)``, sequences ``(m, T, k)``."""
     _checks.float_array("y", y)
-    _checks.ndim("y", y, 2)
+    if jnp.ndim(y) < 2:
+        _checks.fail("y", "a batch of shape (m, ...) with at least 2 axes", f"shape {jnp.shape(y)}")
 
 
 def _check_same_shape(y, t):
@@ -124,7 +126,7 @@ def _sigmoid_cross_entropy(y, t):
 
 
 def _binary_cross_entropy(y, t):
-    if jnp.ndim(y) == 2 and y.shape[1] != 1:
+    if jnp.ndim(y) != 2 or y.shape[1] != 1:
         _checks.fail(
             "y",
             "one output unit, shape (m, 1), for binary cross-entropy "
@@ -142,6 +144,13 @@ multilabel_sigmoid_cross_entropy = _make_loss(
 
 def _softmax_cross_entropy(y, t):
     _check_output(y)
+    if jnp.ndim(y) != 2:
+        _checks.fail(
+            "y",
+            "logits of shape (m, k) for softmax_cross_entropy "
+            "(sequences (m, T, k): sequence_softmax_cross_entropy)",
+            f"shape {y.shape}",
+        )
     m, k = y.shape
     if jnp.ndim(t) == 1:
         if t.shape[0] != m:

@@ -69,8 +69,9 @@ import jax.numpy as jnp
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from purenet import _checks
-from purenet.backprop import backprop
-from purenet.optim import Optimizer, clip_by_global_norm
+from purenet.clipping import clip_by_global_norm
+from purenet.cost import Penalty, backprop
+from purenet.optim import Optimizer
 
 __all__ = [
     "DATA_AXIS",
@@ -241,10 +242,8 @@ def make_shard_map_step(
     optimizer: Optimizer,
     mesh,
     *,
-    l2: float = 0.0,
-    l1: float = 0.0,
-    penalize: Sequence[str] = ("W",),
-    clip_norm: float | None = None,
+    penalty: Penalty | None = None,
+    clip_norm=None,
 ) -> Callable:
     """``purenet.train.make_step`` written per device with ``jax.shard_map``.
 
@@ -262,47 +261,41 @@ def make_shard_map_step(
     ``fold_in(key, device index)``.
 
     Args:
-      model, loss, optimizer, l2, l1, penalize, clip_norm: as in
+      model, loss, optimizer, penalty, clip_norm: as in
         ``purenet.train.make_step``.
       mesh: a mesh with a ``"data"`` axis (:func:`data_mesh`).
 
     Returns:
-      ``step(params, opt_state, x, t, key) -> (params, opt_state, J)``, the
+      ``step(params, opt_state, state, x, t, key) -> (params, opt_state,
+      state, J)``, the
       signature of ``make_step``'s step; ``x`` and ``t`` need a leading axis
       that is a multiple of :func:`num_shards`. Wrap it in ``jax.jit``.
     """
     if not isinstance(optimizer, Optimizer):
-        _checks.fail("optimizer", "a purenet.optim optimizer", type(optimizer).__name__)
-    if clip_norm is not None:
-        clip_norm = _checks.positive("clip_norm", clip_norm)
+        _checks.fail_type("optimizer", "a purenet.optim optimizer", type(optimizer).__name__)
+    clip_norm = None if clip_norm is None else _checks.positive("clip_norm", clip_norm)
     n = num_shards(mesh)
-    grad_fn = backprop(model, loss, l2=l2, l1=l1, penalize=penalize, return_cache=True)
+    grad_fn = backprop(model, loss, penalty, return_cache=True)
 
-    def local_step(params, opt_state, x, t, key):
+    def local_step(params, opt_state, state, x, t, key):
         key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
-        J, grads, cache = grad_fn(params, x, t, train=True, key=key)
+        J, grads, cache = grad_fn(params, x, t, state=state, train=True, key=key)
         J, grads = jax.lax.pmean((J, grads), DATA_AXIS)  # the all-reduce
         if clip_norm is not None:
             grads = clip_by_global_norm(grads, clip_norm)
         params, opt_state = optimizer.step(params, grads, opt_state)
-        # Non-gradient state (batch norm) comes from this device's rows: average
-        # it. update_state returns the other leaves themselves, untouched.
-        updated = model.update_state(params, cache)
-        params = jax.tree.map(
-            lambda new, old: old if new is old else jax.lax.pmean(new, DATA_AXIS),
-            updated,
-            params,
-        )
-        return params, opt_state, J
+        # Non-gradient state (batch norm) comes from this device's rows: average it.
+        state = jax.lax.pmean(model.update_state(state, cache), DATA_AXIS)
+        return params, opt_state, state, J
 
     rows, whole = PartitionSpec(DATA_AXIS), PartitionSpec()  # split by rows / replicated
     spread = jax.shard_map(
-        local_step, mesh=mesh, in_specs=(whole, whole, rows, rows, whole), out_specs=whole
+        local_step, mesh=mesh, in_specs=(whole, whole, whole, rows, rows, whole), out_specs=whole
     )
 
-    def step(params, opt_state, x, t, key):
+    def step(params, opt_state, state, x, t, key):
         _check_leading("x", x, n)
         _check_leading("t", t, n)
-        return spread(params, opt_state, x, t, key)
+        return spread(params, opt_state, state, x, t, key)
 
     return step

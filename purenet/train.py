@@ -1,19 +1,25 @@
 """Training: a gradient step, an epoch as one jitted ``lax.scan``, and :func:`fit`.
 
 The recipe of the notes (Ng's course; Saito ch. 4.5): initialise, then
-repeat { draw a mini-batch, forward, cost, backprop, update }. Three layers of
-API, each built from the one below:
+repeat { draw a mini-batch, forward, cost, backprop, update }. Every loop
+carries three trees: ``params`` (what gradients train), ``opt_state`` (the
+optimizer's slots) and ``state`` (non-gradient state such as batch norm's
+running statistics; ``()`` for most models). Layers of API, each built from
+the one below:
 
-* :func:`make_step` -> ``step(params, opt_state, x, t, key) -> (params,
-  opt_state, J)``: one hand-written-gradient step, pure and jittable.
-* :func:`make_epoch` -> ``epoch(params, opt_state, key, x, t) -> (params,
-  opt_state, step_losses)``: one shuffled pass over the data, every mini-batch
-  step inside one ``lax.scan``. Pure, so ``jax.vmap`` of it trains many seeds
-  at once and ``jax.jit`` of it compiles the whole epoch.
-* :func:`make_train` -> ``train(params, opt_state, key, x, t)``: many epochs
-  as one ``lax.scan``, pure, for ``jit`` and ``vmap`` over seeds.
+* :func:`make_step` -> ``step(params, opt_state, state, x, t, key) ->
+  (params, opt_state, state, J)``: one hand-written-gradient step, pure and
+  jittable.
+* :func:`make_epoch` -> ``epoch(params, opt_state, state, key, x, t) ->
+  (params, opt_state, state, step_losses)``: one shuffled pass over the data,
+  every mini-batch step inside one ``lax.scan``.
+* :func:`make_train` -> ``train(params, opt_state, state, key, x, t) ->
+  (params, opt_state, state, history)``: many epochs as one ``lax.scan``,
+  pure, so ``jax.jit`` compiles a whole run and ``jax.vmap`` trains many
+  seeds, learning rates or penalty strengths at once.
 * :func:`fit`: the eager loop over epochs (validation, progress line, NaN
-  guard, history) for arrays in memory.
+  guard, history) for arrays in memory, with every input checked once,
+  before any work.
 
 Batch gradient descent, SGD and mini-batch training are one code path with
 ``batch_size = m``, ``1`` or ``k`` (see ``purenet.data`` for the rule when
@@ -26,15 +32,16 @@ from a checkpoint (``start_epoch=e``) continues exactly where an
 uninterrupted run would be, bit for bit on the same machine and JAX version.
 
 **Non-gradient state.** After each optimizer step the step calls
-``model.update_state(params, cache)``, which refreshes batch norm's running
-statistics from the training forward (identity for all other layers).
+``model.update_state(state, cache)`` with the training forward's cache (batch
+norm's running statistics; the identity for every other layer). The
+optimizer never sees ``state``.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -42,9 +49,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from purenet import _checks, data, losses, metrics, parallel
-from purenet.backprop import backprop, flat_cost, objective
-from purenet.optim import Optimizer, clip_by_global_norm
+from purenet.clipping import clip_by_global_norm
+from purenet.cost import Penalty, backprop, flat_cost, objective
+from purenet.optim import Optimizer
 from purenet.params import ravel
+
+
+def check_optimizer(optimizer) -> Optimizer:
+    """``optimizer`` if it is a ``purenet.optim`` optimizer, else a ``TypeError``."""
+    if not isinstance(optimizer, Optimizer):
+        _checks.fail_type("optimizer", "a purenet.optim optimizer", type(optimizer).__name__)
+    return optimizer
+
+
+def check_clip_norm(clip_norm):
+    """``None``, a positive number, or a traced value (for ``vmap`` sweeps)."""
+    return None if clip_norm is None else _checks.positive("clip_norm", clip_norm)
 
 
 def make_step(
@@ -52,36 +72,33 @@ def make_step(
     loss,
     optimizer: Optimizer,
     *,
-    l2: float = 0.0,
-    l1: float = 0.0,
-    penalize: Sequence[str] = ("W",),
-    clip_norm: float | None = None,
+    penalty: Penalty | None = None,
+    clip_norm=None,
 ) -> Callable:
     """One training step with the hand-written gradient.
 
     Args:
       model, loss: the network and its loss.
       optimizer: a ``purenet.optim`` optimizer.
-      l2, l1, penalize: weight penalties (``purenet.backprop``).
+      penalty: an optional weight penalty (``purenet.penalty(l2=...)``).
       clip_norm: if set, gradients are clipped to this global norm before the
-        update (Pascanu et al., 2013).
+        update (Pascanu et al., 2013). May be traced.
 
     Returns:
-      ``step(params, opt_state, x, t, key) -> (params, opt_state, J)``; ``J``
-      is the cost at the params *before* the update. ``key`` drives dropout.
+      ``step(params, opt_state, state, x, t, key) -> (params, opt_state,
+      state, J)``; ``J`` is the cost at the params *before* the update.
+      ``key`` drives dropout.
     """
-    if not isinstance(optimizer, Optimizer):
-        _checks.fail("optimizer", "a purenet.optim optimizer", type(optimizer).__name__)
-    if clip_norm is not None:
-        clip_norm = _checks.positive("clip_norm", clip_norm)
-    grad_fn = backprop(model, loss, l2=l2, l1=l1, penalize=penalize, return_cache=True)
+    check_optimizer(optimizer)
+    clip_norm = check_clip_norm(clip_norm)
+    grad_fn = backprop(model, loss, penalty, return_cache=True)
 
-    def step(params, opt_state, x, t, key):
-        J, grads, cache = grad_fn(params, x, t, train=True, key=key)
+    def step(params, opt_state, state, x, t, key):
+        J, grads, cache = grad_fn(params, x, t, state=state, train=True, key=key)
         if clip_norm is not None:
             grads = clip_by_global_norm(grads, clip_norm)
         params, opt_state = optimizer.step(params, grads, opt_state)
-        return model.update_state(params, cache), opt_state, J
+        return params, opt_state, model.update_state(state, cache), J
 
     return step
 
@@ -108,20 +125,20 @@ def make_epoch(
       mesh: ``None`` (one device) or a mesh with a ``"data"`` axis
         (``purenet.parallel.data_mesh()``): each step's batch is then split by
         rows over ``"data"`` and ``batch_size`` must be a multiple of its
-        size. Pass params, optimizer state, ``x`` and ``t`` replicated
+        size. Pass params, optimizer state, state, ``x`` and ``t`` replicated
         (``purenet.parallel.replicate``) and run the epoch under ``jax.jit``.
-      **step_options: ``l2``, ``l1``, ``penalize``, ``clip_norm``.
+      **step_options: ``penalty``, ``clip_norm``.
 
     Returns:
-      ``epoch(params, opt_state, key, x, t) -> (params, opt_state,
-      step_losses)`` with ``step_losses`` of shape ``(num_batches,)``.
+      ``epoch(params, opt_state, state, key, x, t) -> (params, opt_state,
+      state, step_losses)`` with ``step_losses`` of shape ``(num_batches,)``.
     """
     if mesh is not None:
         parallel.check_batch_size(batch_size, mesh)
     step = make_step(model, loss, optimizer, **step_options)
     count = data.num_batches(num_examples, batch_size, drop_remainder=drop_remainder)
 
-    def epoch(params, opt_state, key, x, t):
+    def epoch(params, opt_state, state, key, x, t):
         shuffle_key, step_key = jax.random.split(key)
         indices = data.batch_indices(
             shuffle_key, num_examples, batch_size, drop_remainder=drop_remainder
@@ -132,12 +149,12 @@ def make_epoch(
             xb, tb = x[rows], t[rows]
             if mesh is not None:  # rows split over "data": the partitioner all-reduces grads
                 xb, tb = parallel.constrain_batch((xb, tb), mesh)
-            params, opt_state, J = step(*carry, xb, tb, k)
-            return (params, opt_state), J
+            *carry, J = step(*carry, xb, tb, k)
+            return tuple(carry), J
 
         batches = (indices, jax.random.split(step_key, count))
-        (params, opt_state), step_losses = jax.lax.scan(body, (params, opt_state), batches)
-        return params, opt_state, step_losses
+        carry, step_losses = jax.lax.scan(body, (params, opt_state, state), batches)
+        return (*carry, step_losses)
 
     return epoch
 
@@ -157,53 +174,53 @@ def make_train(
 
     Unlike :func:`fit` (an eager loop with checks, a NaN guard and progress
     lines), the result is pure end to end, so ``jax.jit`` compiles a whole run
-    and ``jax.vmap`` trains many seeds, learning rates (pass a schedule such as
-    ``optim.sgd(lambda count: lr)``) or data sets at once. Epoch ``e`` uses the
-    key ``fold_in(key, e)``, as :func:`fit` does: the same key gives the same
-    shuffles and dropout masks.
+    and ``jax.vmap`` trains many seeds, learning rates (``optim.sgd(lr)`` with
+    a traced ``lr``), penalty strengths or data sets at once. Epoch ``e`` uses
+    the key ``fold_in(key, e)``, as :func:`fit` does: the same key gives the
+    same shuffles and dropout masks.
 
     Args:
       model, loss, optimizer, batch_size, num_examples: as in :func:`make_epoch`.
       epochs: the number of epochs (static).
-      evaluate: optional ``evaluate(params) -> pytree``, recorded after every
-        epoch (e.g. ``lambda p: make_evaluate(model, loss)(p, x_val, t_val)``).
-      **epoch_options: ``drop_remainder``, ``mesh``, ``l2``, ``l1``,
-        ``penalize``, ``clip_norm``.
+      evaluate: optional ``evaluate(params, state) -> pytree``, recorded after
+        every epoch (e.g. ``lambda p, s: make_evaluate(model, loss)(p, x_val,
+        t_val, state=s)``).
+      **epoch_options: ``drop_remainder``, ``mesh``, ``penalty``, ``clip_norm``.
 
     Returns:
-      ``train(params, opt_state, key, x, t) -> (params, opt_state, history)``
-      with ``history["step_loss"]`` of shape ``(epochs, num_batches)`` and,
-      when ``evaluate`` is given, ``history["evaluation"]``: its outputs
-      stacked over epochs.
+      ``train(params, opt_state, state, key, x, t) -> (params, opt_state,
+      state, history)`` with ``history["step_loss"]`` of shape ``(epochs,
+      num_batches)`` and, when ``evaluate`` is given, ``history["evaluation"]``:
+      its outputs stacked over epochs.
     """
     epochs = _checks.positive_int("epochs", epochs)
     epoch = make_epoch(model, loss, optimizer, batch_size, num_examples, **epoch_options)
 
-    def train(params, opt_state, key, x, t):
+    def train(params, opt_state, state, key, x, t):
         def body(carry, e):
-            params, opt_state, step_loss = epoch(*carry, jax.random.fold_in(key, e), x, t)
+            *carry, step_loss = epoch(*carry, jax.random.fold_in(key, e), x, t)
             record = {"step_loss": step_loss}
             if evaluate is not None:
-                record["evaluation"] = evaluate(params)
-            return (params, opt_state), record
+                record["evaluation"] = evaluate(carry[0], carry[2])
+            return tuple(carry), record
 
-        (params, opt_state), history = jax.lax.scan(body, (params, opt_state), jnp.arange(epochs))
-        return params, opt_state, history
+        carry, history = jax.lax.scan(body, (params, opt_state, state), jnp.arange(epochs))
+        return (*carry, history)
 
     return train
 
 
 def make_evaluate(model, loss, metric=None) -> Callable:
-    """``evaluate(params, x, t) -> (loss, metric)`` in evaluation mode, jitted.
-    The metric is ``nan`` when ``metric`` is ``None``."""
+    """``evaluate(params, x, t, state=()) -> (loss, metric)`` in evaluation
+    mode, jitted. The metric is ``nan`` when ``metric`` is ``None``."""
     J = objective(model, loss)
 
     @jax.jit
-    def evaluate(params, x, t):
-        value = J(params, x, t)
+    def evaluate(params, x, t, state=()):
+        value = J(params, x, t, state=state)
         if metric is None:
             return value, jnp.full((), jnp.nan, value.dtype)
-        y, _ = model.forward(params, x)
+        y, _ = model.forward(params, x, state=state)
         return value, metric(y, t).astype(value.dtype)
 
     return evaluate
@@ -213,8 +230,8 @@ class FitResult(NamedTuple):
     """What :func:`fit` returns.
 
     Attributes:
-      params, opt_state: the trained state (the last finite one if the NaN
-        guard stopped training).
+      params, opt_state, state: the trained trees (the last finite ones if
+        the NaN guard stopped training).
       history: NumPy arrays: ``step_loss`` ``(epochs, num_batches)``,
         ``epoch_loss`` (mean step loss), ``train_loss`` and ``train_metric``
         (whole training set, evaluation mode), ``val_loss`` and
@@ -224,29 +241,97 @@ class FitResult(NamedTuple):
 
     params: object
     opt_state: object
+    state: object
     history: dict
     stopped: str | None
 
 
-def _check_data(model, loss, params, x, t, name_x="x", name_t="t"):
-    """Eager, before any work: dtypes, finiteness, shapes and label ranges."""
-    _checks.float_array(name_x, x)
-    _checks.ndim(name_x, x, 2)
-    _checks.all_finite(name_x, x)
+def check_data(model, loss, params, x, t, *, state=(), name_x="x", name_t="t"):
+    """Eager, before any work: dtypes, finiteness, shapes and label ranges.
+
+    ``x`` is a batch ``(m, *in_shape)`` of floats, or of integer token ids for
+    a model that starts with an embedding; ``t`` has ``m`` rows.
+    """
+    if not hasattr(x, "shape") or jnp.ndim(x) < 2:
+        _checks.fail(name_x, "a batch of shape (m, ...) with at least 2 axes", _shape_of(x))
+    if jnp.issubdtype(jnp.result_type(x), jnp.floating):
+        _checks.float_array(name_x, x)
+        _checks.all_finite(name_x, x)
     if jnp.issubdtype(jnp.result_type(t), jnp.floating):
         _checks.all_finite(name_t, t)
     if jnp.shape(t)[:1] != jnp.shape(x)[:1]:
-        _checks.fail(name_t, f"{x.shape[0]} rows, one per row of {name_x}", f"shape {jnp.shape(t)}")
+        _checks.fail(name_t, f"{x.shape[0]} rows, one per row of {name_x}", _shape_of(t))
     # Static checks of the model and the loss on the real shapes, no compute.
-    jax.eval_shape(objective(model, loss), params, x, t)
-    if jnp.ndim(t) == 1 and jnp.issubdtype(jnp.result_type(t), jnp.integer):
+    jax.eval_shape(lambda p, s, x, t: objective(model, loss)(p, x, t, state=s), params, state, x, t)
+    if jnp.issubdtype(jnp.result_type(t), jnp.integer):
         # eval_shape above traced t, so the loss could not check label values
-        y = jax.eval_shape(model.forward, params, x[:1])[0]
-        losses.check_labels(t, y.shape[1], name_t)
+        y = jax.eval_shape(lambda p, s, x: model.forward(p, x, state=s)[0], params, state, x[:1])
+        losses.check_labels(t, y.shape[-1], name_t)
+
+
+def _shape_of(x) -> str:
+    return f"shape {tuple(jnp.shape(x))}" if hasattr(x, "shape") else type(x).__name__
 
 
 def _all_finite(tree) -> bool:
     return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree))
+
+
+def _check_fit_arguments(
+    model, loss, params, state, x, t, epochs, batch_size, start_epoch, validation
+):
+    """Every check of :func:`fit`, once, before any work. Returns the number of rows."""
+    epochs = _checks.positive_int("epochs", epochs)
+    if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
+        _checks.fail("start_epoch", "a non-negative integer", repr(start_epoch))
+    m = jnp.shape(x)[0] if jnp.ndim(x) else 0
+    if isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > m >= 1:
+        _checks.fail("batch_size", f"at most the number of examples ({m})", batch_size)
+    _checks.positive_int("batch_size", batch_size)
+    check_data(model, loss, params, x, t, state=state)
+    if validation is not None:
+        if not isinstance(validation, tuple) or len(validation) != 2:
+            _checks.fail("validation", "a pair (x_val, t_val)", type(validation).__name__)
+        check_data(
+            model,
+            loss,
+            params,
+            *validation,
+            state=state,
+            name_x="validation[0]",
+            name_t="validation[1]",
+        )
+    return m
+
+
+def _nan_message(e: int, step_losses: np.ndarray) -> str:
+    bad = np.flatnonzero(~np.isfinite(step_losses))
+    where = (
+        f"step {e * len(step_losses) + int(bad[0])} (epoch {e}, batch {int(bad[0])})"
+        if bad.size
+        else f"the params after epoch {e}"
+    )
+    return (
+        f"non-finite loss at {where}; training stopped and the params, optimizer "
+        f"state and state from the start of epoch {e}, the last known finite ones, are returned"
+    )
+
+
+def _record_epoch(history, evaluate, params, state, x, t, validation, step_losses):
+    """Append one epoch's numbers to ``history``; return the progress line."""
+    history["step_loss"].append(step_losses)
+    history["epoch_loss"].append(float(np.mean(step_losses)))
+    line = f"loss {history['epoch_loss'][-1]:.5f}"
+    sets = [("train", (x, t))] + ([("val", validation)] if validation is not None else [])
+    for name, (xs, ts) in sets:
+        value, metric = evaluate(params, xs, ts, state)
+        history[f"{name}_loss"].append(float(value))
+        history[f"{name}_metric"].append(float(metric))
+        if name == "val":
+            line += f"  val_loss {float(value):.5f}"
+        if not np.isnan(float(metric)):
+            line += f"  {name}_metric {float(metric):.4f}"
+    return line
 
 
 def fit(
@@ -260,6 +345,7 @@ def fit(
     key,
     epochs: int,
     batch_size: int,
+    state=(),
     opt_state=None,
     start_epoch: int = 0,
     validation: tuple | None = None,
@@ -268,7 +354,8 @@ def fit(
     progress: bool = False,
     drop_remainder: bool = True,
     mesh=None,
-    **step_options,
+    penalty: Penalty | None = None,
+    clip_norm=None,
 ) -> FitResult:
     """Train ``model`` on arrays in memory.
 
@@ -276,45 +363,35 @@ def fit(
       model, loss, optimizer: the network, its loss and a ``purenet.optim``
         optimizer.
       params: initial params (never modified: JAX arrays are immutable).
-      x, t: training inputs ``(m, features)`` and targets.
+      x, t: training inputs ``(m, *in_shape)`` and targets.
       key: a ``jax.random`` key for shuffling and dropout.
       epochs: epochs to run, counted from ``start_epoch``.
       batch_size: examples per step.
+      state: the model's non-gradient state (from ``model.init``; ``()`` for
+        models without batch norm).
       opt_state: optimizer state to resume from (default ``optimizer.init``).
       start_epoch: index of the first epoch (to resume from a checkpoint).
       validation: optional ``(x_val, t_val)``, evaluated after every epoch.
       metric: ``"auto"`` (``purenet.metrics.for_loss``), ``None`` or a
         function ``metric(y, t) -> scalar``.
       nan_guard: stop at the first non-finite loss or params and return the
-        state from the start of that epoch, the last one known to be finite.
+        trees from the start of that epoch, the last ones known to be finite.
       progress: print one line per epoch.
       drop_remainder: see ``purenet.data.batch_indices``.
       mesh: ``None`` (one device) or a mesh with a ``"data"`` axis
         (``purenet.parallel.data_mesh()``) for data parallelism: params,
-        optimizer state and data are replicated on its devices and each
-        step's batch is split by rows (``batch_size`` must be a multiple of
-        the ``"data"`` axis size). Same results up to float rounding.
-      **step_options: ``l2``, ``l1``, ``penalize``, ``clip_norm``.
+        states and data are replicated on its devices and each step's batch
+        is split by rows (``batch_size`` must be a multiple of the ``"data"``
+        axis size). Same results up to float rounding.
+      penalty, clip_norm: as in :func:`make_step`.
 
     Returns:
       A :class:`FitResult`.
     """
-    epochs = _checks.positive_int("epochs", epochs)
-    if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
-        _checks.fail("start_epoch", "a non-negative integer", repr(start_epoch))
-    m = jnp.shape(x)[0] if jnp.ndim(x) else 0
-    if isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > m >= 1:
-        _checks.fail("batch_size", f"at most the number of examples ({m})", batch_size)
-    batch_size = _checks.positive_int("batch_size", batch_size)
-    _check_data(model, loss, params, x, t)
-    if validation is not None:
-        if not isinstance(validation, tuple) or len(validation) != 2:
-            _checks.fail("validation", "a pair (x_val, t_val)", type(validation).__name__)
-        _check_data(
-            model, loss, params, *validation, name_x="validation[0]", name_t="validation[1]"
-        )
+    m = _check_fit_arguments(
+        model, loss, params, state, x, t, epochs, batch_size, start_epoch, validation
+    )
     metric = metrics.for_loss(loss) if metric == "auto" else metric
-
     epoch_fn = jax.jit(
         make_epoch(
             model,
@@ -324,66 +401,49 @@ def fit(
             m,
             drop_remainder=drop_remainder,
             mesh=mesh,
-            **step_options,
+            penalty=penalty,
+            clip_norm=clip_norm,
         )
     )
     evaluate = make_evaluate(model, loss, metric)
     opt_state = optimizer.init(params) if opt_state is None else opt_state
     if mesh is not None:
-        params, opt_state, x, t, validation = parallel.replicate(
-            (params, opt_state, x, t, validation), mesh
+        params, opt_state, state, x, t, validation = parallel.replicate(
+            (params, opt_state, state, x, t, validation), mesh
         )
 
-    history = {
-        name: [] for name in ("step_loss", "epoch_loss", "train_loss", "train_metric", "seconds")
-    }
-    if validation is not None:
-        history.update(val_loss=[], val_metric=[])
+    names = ["step_loss", "epoch_loss", "train_loss", "train_metric", "seconds"]
+    names += ["val_loss", "val_metric"] if validation is not None else []
+    history = {name: [] for name in names}
     stopped = None
     for e in range(start_epoch, start_epoch + epochs):
         started = time.perf_counter()
-        new_params, new_opt_state, step_losses = epoch_fn(
-            params, opt_state, jax.random.fold_in(key, e), x, t
-        )
+        *new, step_losses = epoch_fn(params, opt_state, state, jax.random.fold_in(key, e), x, t)
         step_losses = np.asarray(step_losses)
-        if nan_guard and not (np.all(np.isfinite(step_losses)) and _all_finite(new_params)):
-            bad = np.flatnonzero(~np.isfinite(step_losses))
-            where = (
-                f"step {e * len(step_losses) + int(bad[0])} (epoch {e}, batch {int(bad[0])})"
-                if bad.size
-                else f"the params after epoch {e}"
-            )
-            stopped = (
-                f"non-finite loss at {where}; training stopped and the params and optimizer "
-                f"state from the start of epoch {e}, the last known finite state, are returned"
-            )
+        if nan_guard and not (np.all(np.isfinite(step_losses)) and _all_finite(new[0])):
+            stopped = _nan_message(e, step_losses)
             warnings.warn(stopped, RuntimeWarning, stacklevel=2)
             break
-        params, opt_state = new_params, new_opt_state
-        history["step_loss"].append(step_losses)
-        history["epoch_loss"].append(float(np.mean(step_losses)))
-        train_loss, train_metric = evaluate(params, x, t)
-        history["train_loss"].append(float(train_loss))
-        history["train_metric"].append(float(train_metric))
-        line = f"epoch {e + 1:>4}  loss {history['epoch_loss'][-1]:.5f}"
-        if metric is not None:
-            line += f"  train_metric {float(train_metric):.4f}"
-        if validation is not None:
-            val_loss, val_metric = evaluate(params, *validation)
-            history["val_loss"].append(float(val_loss))
-            history["val_metric"].append(float(val_metric))
-            line += f"  val_loss {float(val_loss):.5f}"
-            if metric is not None:
-                line += f"  val_metric {float(val_metric):.4f}"
+        params, opt_state, state = new
+        line = _record_epoch(history, evaluate, params, state, x, t, validation, step_losses)
         history["seconds"].append(time.perf_counter() - started)
         if progress:
-            print(f"{line}  ({history['seconds'][-1]:.2f}s)", flush=True)
+            print(f"epoch {e + 1:>4}  {line}  ({history['seconds'][-1]:.2f}s)", flush=True)
     history = {k: np.asarray(v) for k, v in history.items()}
-    return FitResult(params, opt_state, history, stopped)
+    return FitResult(params, opt_state, state, history, stopped)
 
 
 def lbfgs(
-    model, loss, params, x, t, *, max_iterations: int = 200, tolerance: float = 1e-9, **penalties
+    model,
+    loss,
+    params,
+    x,
+    t,
+    *,
+    state=(),
+    penalty: Penalty | None = None,
+    max_iterations: int = 200,
+    tolerance: float = 1e-9,
 ):
     """Full-batch L-BFGS through the flat-theta cost (the course's "advanced
     optimizer" path, ``fmincg`` / ``fminunc`` on unrolled theta).
@@ -391,6 +451,7 @@ def lbfgs(
     Uses ``scipy.optimize.minimize(method="L-BFGS-B", jac=True)`` (SciPy is a
     dependency of JAX). The cost and gradient are evaluated by the jitted
     hand-written backprop in the params' dtype; SciPy works in float64.
+    Only ``params`` are optimised; ``state`` (evaluation mode) is held fixed.
 
     Returns:
       ``(params, info)``: the trained params (same dtypes as given) and a dict
@@ -401,13 +462,13 @@ def lbfgs(
 
     max_iterations = _checks.positive_int("max_iterations", max_iterations)
     tolerance = _checks.positive("tolerance", tolerance)
-    _check_data(model, loss, params, x, t)
+    check_data(model, loss, params, x, t, state=state)
     theta0, unravel = ravel(params)
-    cost = jax.jit(flat_cost(model, loss, unravel, **penalties))
+    cost = jax.jit(flat_cost(model, loss, unravel, penalty))
     loss_per_iteration = []
 
     def fun(theta):
-        J, g = cost(jnp.asarray(theta, theta0.dtype), x, t)
+        J, g = cost(jnp.asarray(theta, theta0.dtype), x, t, state=state)
         return float(J), np.asarray(g, np.float64)
 
     def record(intermediate_result):

@@ -27,12 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purenet import backprop, losses, optim, parallel
+import purenet
 from purenet import layers as L
+from purenet import losses, optim, parallel
 from purenet.train import fit, make_epoch, make_step
 
 LOSS = losses.softmax_cross_entropy
-STEP_OPTIONS = {"l2": 1e-3, "clip_norm": 1.0}
+STEP_OPTIONS = {"penalty": purenet.penalty(l2=1e-3), "clip_norm": 1.0}
 FIT_OPTIONS = {"epochs": 3, "batch_size": 32}
 STEP_ROWS = 64
 
@@ -43,7 +44,8 @@ def mlp(*extra):
 
 
 def init(model, seed=1):
-    return model.init(jax.random.key(seed), (5,))[1]
+    """``(params, state)`` of ``model`` for 5 input features."""
+    return model.init(jax.random.key(seed), (5,))[1:]
 
 
 def setup():
@@ -53,7 +55,8 @@ def setup():
     x = jax.random.normal(kx, (256, 5), jnp.float32)
     t = jax.random.randint(kt, (256,), 0, 3)
     model = mlp(L.batchnorm(), L.dropout(0.25))
-    return x, t, model, init(model), optim.adam(0.01), jax.random.key(7)
+    params, state = init(model)
+    return x, t, model, params, state, optim.adam(0.01), jax.random.key(7)
 
 
 def probe(record: list) -> L.Layer:
@@ -61,9 +64,9 @@ def probe(record: list) -> L.Layer:
     (rows per device, number of devices), when the step is compiled."""
 
     def init(key, in_shape, dtype=jnp.float32):
-        return tuple(in_shape), ()
+        return tuple(in_shape), (), ()
 
-    def forward(params, x, *, train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None):
         def note(sharding):
             record.append([list(sharding.shard_shape(x.shape)), len(sharding.device_set)])
 
@@ -107,19 +110,19 @@ def devices_checks(out: Path):
     r.facts["device_count"] = jax.device_count()
     mesh = parallel.data_mesh()
     r.facts["mesh"] = str(mesh)
-    x, t, model, params, opt, key = setup()
+    x, t, model, params, state, opt, key = setup()
     xb, tb = x[:STEP_ROWS], t[:STEP_ROWS]
-    state = opt.init(params)
+    opt_state = opt.init(params)
 
     # 1. One step, batch sharded over 8 devices vs one device.
     step = make_step(model, LOSS, opt, **STEP_OPTIONS)
     xs, ts = parallel.shard_batch((xb, tb), mesh)
-    ps, ss = parallel.replicate((params, state), mesh)
-    one = compiled(step, params, state, xb, tb, key)
-    many = compiled(step, ps, ss, xs, ts, key)
-    sharded = many(ps, ss, xs, ts, key)
+    ps, ss, st = parallel.replicate((params, opt_state, state), mesh)
+    one = compiled(step, params, opt_state, state, xb, tb, key)
+    many = compiled(step, ps, ss, st, xs, ts, key)
+    sharded = many(ps, ss, st, xs, ts, key)
     r.tree("step/sharded", sharded)
-    r.tree("step/single", one(params, state, xb, tb, key))
+    r.tree("step/single", one(params, opt_state, state, xb, tb, key))
     r.facts["step_x_spec"] = str(xs.sharding.spec)
     r.facts["step_x_rows_per_device"] = sorted({s.data.shape[0] for s in xs.addressable_shards})
     r.facts["step_out_specs"] = specs(sharded)
@@ -127,43 +130,58 @@ def devices_checks(out: Path):
     r.facts["step_hlo_all_reduce_single"] = "all-reduce" in one.as_text()
 
     # The hand-written gradient alone: dW = x.T @ dy, summed across devices.
-    grad_fn = jax.jit(backprop(model, LOSS))
-    r.tree("grads/sharded", grad_fn(ps, xs, ts))
-    r.tree("grads/single", grad_fn(params, xb, tb))
+    grad_fn = jax.jit(purenet.backprop(model, LOSS))
+    r.tree("grads/sharded", grad_fn(ps, xs, ts, state=st))
+    r.tree("grads/single", grad_fn(params, xb, tb, state=state))
     r.lap("step")
 
     # 2. The explicit shard_map step: pmean of the hand-written gradients.
     plain = mlp()
-    p2 = init(plain)
+    p2, st2 = init(plain)
     s2 = opt.init(p2)
     sm_step = compiled(
-        parallel.make_shard_map_step(plain, LOSS, opt, mesh, **STEP_OPTIONS), p2, s2, xs, ts, key
+        parallel.make_shard_map_step(plain, LOSS, opt, mesh, **STEP_OPTIONS),
+        p2,
+        s2,
+        st2,
+        xs,
+        ts,
+        key,
     )
     reference = jax.jit(make_step(plain, LOSS, opt, **STEP_OPTIONS))
-    r.tree("shard_map/sharded", sm_step(p2, s2, xs, ts, key))
-    r.tree("shard_map/single", reference(p2, s2, xb, tb, key))
+    r.tree("shard_map/sharded", sm_step(p2, s2, st2, xs, ts, key))
+    r.tree("shard_map/single", reference(p2, s2, st2, xb, tb, key))
     r.facts["shard_map_hlo_all_reduce"] = "all-reduce" in sm_step.as_text()
     r.lap("shard_map")
 
     # 3. make_epoch: the batch gathered by x[rows] inside the scan is split.
     seen: list = []
     probed = L.serial(probe(seen), L.dense(16), L.tanh(), L.dense(3))
-    pp = init(probed)
+    pp, pst = init(probed)
     epoch = make_epoch(probed, LOSS, opt, 32, x.shape[0], mesh=mesh)
-    args = (*parallel.replicate((pp, opt.init(pp)), mesh), key, *parallel.replicate((x, t), mesh))
+    args = (
+        *parallel.replicate((pp, opt.init(pp), pst), mesh),
+        key,
+        *parallel.replicate((x, t), mesh),
+    )
     r.facts["epoch_hlo_all_reduce"] = "all-reduce" in compiled(epoch, *args).as_text()
     r.facts["epoch_batch_shards"] = seen[:]
     seen.clear()
     single_epoch = make_epoch(probed, LOSS, opt, 32, x.shape[0])
-    jax.jit(single_epoch).lower(pp, opt.init(pp), key, x, t)  # one device: noted when lowered
+    jax.jit(single_epoch).lower(pp, opt.init(pp), pst, key, x, t)  # one device: noted when lowered
     r.facts["epoch_batch_shards_single"] = seen[:]
     r.lap("epoch")
 
     # 4. fit: a few epochs, sharded vs one device.
-    single = fit(model, LOSS, opt, params, x, t, key=key, **FIT_OPTIONS)
-    sharded = fit(model, LOSS, opt, params, x, t, key=key, mesh=mesh, **FIT_OPTIONS)
-    r.tree("fit/sharded", (sharded.params, sharded.opt_state, sharded.history["train_loss"]))
-    r.tree("fit/single", (single.params, single.opt_state, single.history["train_loss"]))
+    single = fit(model, LOSS, opt, params, x, t, key=key, state=state, **FIT_OPTIONS)
+    sharded = fit(model, LOSS, opt, params, x, t, key=key, state=state, mesh=mesh, **FIT_OPTIONS)
+    r.tree(
+        "fit/sharded",
+        (sharded.params, sharded.opt_state, sharded.state, sharded.history["train_loss"]),
+    )
+    r.tree(
+        "fit/single", (single.params, single.opt_state, single.state, single.history["train_loss"])
+    )
     r.facts["fit_params_specs"] = specs(sharded.params)
     r.facts["fit_params_devices"] = len(jax.tree.leaves(sharded.params)[0].sharding.device_set)
     r.lap("fit")
@@ -171,10 +189,11 @@ def devices_checks(out: Path):
     # 5. A sweep over 8 seeds: vmap, with the seed axis sharded over "data".
     # (Initialised one by one and stacked: a vmapped init is slow to compile on CPU.)
     keys = jax.random.split(jax.random.key(3), 8)
-    stacked = jax.tree.map(lambda *a: jnp.stack(a), *[init(plain, seed=s) for s in range(8)])
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *[init(plain, seed=s)[0] for s in range(8)])
     seeds = (stacked, jax.vmap(opt.init)(stacked), keys)
+    epoch = make_epoch(plain, LOSS, opt, 32, x.shape[0])
     sweep = jax.jit(
-        jax.vmap(make_epoch(plain, LOSS, opt, 32, x.shape[0]), in_axes=(0, 0, 0, None, None))
+        jax.vmap(lambda p, s, k, x, t: epoch(p, s, (), k, x, t), in_axes=(0, 0, 0, None, None))
     )
     spread = parallel.shard_seeds(seeds, mesh)
     swept = sweep(*spread, x, t)
@@ -197,7 +216,7 @@ def devices_checks(out: Path):
         "shard_batch_rows": lambda: parallel.shard_batch(x[:12], mesh),
         "shard_seeds_count": lambda: parallel.shard_seeds(jax.random.split(key, 6), mesh),
         "shard_map_rows": lambda: parallel.make_shard_map_step(plain, LOSS, opt, mesh)(
-            p2, s2, x[:12], t[:12], key
+            p2, s2, st2, x[:12], t[:12], key
         ),
         "num_devices": lambda: parallel.data_mesh(9),
     }.items():
@@ -226,7 +245,7 @@ def process_checks(out: Path, port: int, process_id: int, num_processes: int):
         "local_device_count": jax.local_device_count(),
     }
     mesh = parallel.data_mesh()  # every device of every process
-    x, t, model, params, opt, key = setup()
+    x, t, model, params, state, opt, key = setup()
 
     # One step, each process feeding only its own rows of the global batch.
     n = STEP_ROWS // num_processes
@@ -236,13 +255,13 @@ def process_checks(out: Path, port: int, process_id: int, num_processes: int):
     tg = jax.make_array_from_process_local_data(sharding, np.asarray(t[rows]))
     r.facts["global_batch_shape"] = list(xg.shape)
     step = jax.jit(make_step(model, LOSS, opt, **STEP_OPTIONS))
-    sharded = step(*parallel.replicate((params, opt.init(params)), mesh), xg, tg, key)
+    sharded = step(*parallel.replicate((params, opt.init(params), state), mesh), xg, tg, key)
     r.tree("step", jax.tree.map(lambda a: a.addressable_data(0), sharded))
     r.lap("step")
 
     # fit, the data set replicated on every process: the same call as on one device.
-    result = fit(model, LOSS, opt, params, x, t, key=key, mesh=mesh, **FIT_OPTIONS)
-    local = (result.params, result.opt_state)
+    result = fit(model, LOSS, opt, params, x, t, key=key, state=state, mesh=mesh, **FIT_OPTIONS)
+    local = (result.params, result.opt_state, result.state)
     r.tree(
         "fit",
         (*jax.tree.map(lambda a: a.addressable_data(0), local), result.history["train_loss"]),

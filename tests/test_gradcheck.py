@@ -48,7 +48,7 @@ def test_a_wrong_backward_is_caught():
     )  # forgot (1 - y)
     model_wrong = L.serial(L.dense(3), wrong, L.dense(2))
     model_good = L.serial(L.dense(3), good, L.dense(2))
-    _, params = model_good.init(jax.random.key(0), (2,), jnp.float64)
+    _, params, _ = model_good.init(jax.random.key(0), (2,), jnp.float64)
     x = jax.random.normal(jax.random.key(1), (4, 2), jnp.float64)
     t = jnp.array([0, 1, 1, 0])
     assert G.check_gradients(model_good, losses.softmax_cross_entropy, params, x, t).passed
@@ -61,7 +61,7 @@ def test_a_wrong_backward_is_caught():
 
 def test_report_is_readable():
     model = L.serial(L.dense(2), L.tanh(), L.dense(1))
-    _, params = model.init(jax.random.key(0), (2,), jnp.float64)
+    _, params, _ = model.init(jax.random.key(0), (2,), jnp.float64)
     x, t = jnp.ones((3, 2)), jnp.ones((3, 1))
     text = str(G.check_gradients(model, losses.mse, params, x, t))
     assert "PASSED" in text and "[0]['W']" in text and "vs jax.grad" in text
@@ -69,7 +69,7 @@ def test_report_is_readable():
 
 def test_directional_check_large_network():
     model = L.serial(L.dense(64), L.relu(), L.dense(10))
-    _, params = model.init(jax.random.key(0), (100,), jnp.float64)
+    _, params, _ = model.init(jax.random.key(0), (100,), jnp.float64)
     x = jax.random.normal(jax.random.key(1), (16, 100), jnp.float64)
     t = jax.random.randint(jax.random.key(2), (16,), 0, 10)
     import purenet
@@ -90,7 +90,7 @@ def test_directional_check_large_network():
 
 def test_float32_check_uses_float32_tolerances():
     model = L.serial(L.dense(4), L.sigmoid(), L.dense(3))
-    _, params = model.init(jax.random.key(0), (3,), jnp.float32)
+    _, params, _ = model.init(jax.random.key(0), (3,), jnp.float32)
     x = jax.random.normal(jax.random.key(1), (5, 3), jnp.float32)
     report = G.check_gradients(
         model, losses.softmax_cross_entropy, params, x, jnp.array([0, 1, 2, 0, 1])

@@ -149,7 +149,7 @@ def test_one_device_mesh_is_the_same_computation():
     assert mesh.axis_names == ("data",) and mesh.axis_types == (AxisType.Auto,)
     assert parallel.num_shards(mesh) == len(jax.devices())
     model = L.serial(L.dense(8), L.tanh(), L.dense(3))
-    params = model.init(jax.random.key(0), (4,))[1]
+    _, params, _ = model.init(jax.random.key(0), (4,))
     x = jax.random.normal(jax.random.key(1), (32, 4), jnp.float32)
     t = jax.random.randint(jax.random.key(2), (32,), 0, 3)
     kw = dict(key=jax.random.key(3), epochs=2, batch_size=8)

@@ -62,7 +62,8 @@ def test_losses_raise_a_named_error_or_return_finite_correct_values(case):
     except ValueError as error:
         assert_names_an_argument(error, {"y", "t"})
         return
-    assert y.dtype in (jnp.float32, jnp.float64) and y.ndim == 2
+    assert y.dtype in (jnp.float32, jnp.float64) and y.ndim >= 2
+    assert y.ndim == 2 or name in ("mse", "multilabel_sigmoid_cross_entropy")  # any rank
     assert J.dtype == y.dtype and dy.dtype == y.dtype and dy.shape == y.shape
     assert jnp.isfinite(J) and jnp.all(jnp.isfinite(dy))
     # correct: the hand-written gradient is the gradient of the value
@@ -81,16 +82,16 @@ def test_losses_raise_a_named_error_or_return_finite_correct_values(case):
 )
 def test_dense_forward_raises_a_named_error_or_computes_x_W_plus_b(n_in, n, x_shape, dtype):
     layer = L.dense(n)
-    _, params = layer.init(jax.random.key(0), (n_in,))
+    _, params, _ = layer.init(jax.random.key(0), (n_in,))
     x = jnp.ones(x_shape, dtype)
     try:
         y, _ = layer.forward(params, x)
     except ValueError as error:
         assert_names_an_argument(error, {"x"})
-        assert not (len(x_shape) == 2 and x_shape[1] == n_in)
+        assert not (len(x_shape) >= 2 and x_shape[-1] == n_in)
         return
-    assert len(x_shape) == 2 and x_shape[1] == n_in
-    assert y.shape == (x_shape[0], n)
+    assert len(x_shape) >= 2 and x_shape[-1] == n_in  # dense acts on the last axis
+    assert y.shape == (*x_shape[:-1], n)
     np.testing.assert_allclose(y, x.astype(jnp.float32) @ params["W"] + params["b"], rtol=1e-2)
 
 

@@ -191,15 +191,15 @@ def test_resume_from_checkpoint_ends_bit_for_bit_where_an_uninterrupted_run_ends
     x, t = datasets.digits()
     x, t = x[:300], t[:300]
     model = L.serial(L.dense(32), L.batchnorm(), L.relu(), L.dropout(0.1), L.dense(10))
-    params0 = init(model, 64)
+    _, params0, state0 = model.init(jax.random.key(0), (64,))
     opt = optim.adam(1e-2)
     args = (model, losses.softmax_cross_entropy, opt)
-    full = fit(*args, params0, x, t, key=KEY, epochs=6, batch_size=32)
+    full = fit(*args, params0, x, t, key=KEY, epochs=6, batch_size=32, state=state0)
 
-    first = fit(*args, params0, x, t, key=KEY, epochs=3, batch_size=32)
+    first = fit(*args, params0, x, t, key=KEY, epochs=3, batch_size=32, state=state0)
     path = tmp_path / "run.npz"
-    checkpoint.save(path, first.params, first.opt_state, step=3, key=KEY)
-    saved = checkpoint.load(path, params0, opt.init(params0))
+    checkpoint.save(path, first.params, first.opt_state, first.state, step=3, key=KEY)
+    saved = checkpoint.load(path, params0, opt.init(params0), state0)
     second = fit(
         *args,
         saved.params,
@@ -209,12 +209,13 @@ def test_resume_from_checkpoint_ends_bit_for_bit_where_an_uninterrupted_run_ends
         epochs=3,
         batch_size=32,
         opt_state=saved.opt_state,
+        state=saved.state,
         start_epoch=saved.step,
     )
 
     for a, b in zip(
-        jax.tree.leaves((full.params, full.opt_state)),
-        jax.tree.leaves((second.params, second.opt_state)),
+        jax.tree.leaves((full.params, full.opt_state, full.state)),
+        jax.tree.leaves((second.params, second.opt_state, second.state)),
         strict=True,
     ):
         np.testing.assert_array_equal(a, b)
@@ -261,14 +262,14 @@ def test_make_epoch_trains_many_seeds_at_once_under_vmap():
     epoch = make_epoch(model, losses.sigmoid_binary_cross_entropy, opt, 4, 4)
 
     def train_one(seed_key):
-        params = model.init(seed_key, (2,))[1]
-        state = opt.init(params)
+        _, params, state = model.init(seed_key, (2,))
 
         def body(carry, k):
-            p, s, _ = epoch(*carry, k, x, t)
-            return (p, s), None
+            *carry, _ = epoch(*carry, k, x, t)
+            return tuple(carry), None
 
-        (params, state), _ = jax.lax.scan(body, (params, state), jax.random.split(seed_key, 500))
+        carry = (params, opt.init(params), state)
+        (params, _, _), _ = jax.lax.scan(body, carry, jax.random.split(seed_key, 500))
         return purenet.objective(model, losses.sigmoid_binary_cross_entropy)(params, x, t)
 
     final = jax.jit(jax.vmap(train_one))(jax.random.split(KEY, 16))
@@ -285,8 +286,10 @@ def test_make_train_is_fit_as_one_pure_function():
     loss, opt = losses.sigmoid_binary_cross_entropy, optim.adam(0.01)
     params = init(model, 2)
     evaluate = make_evaluate(model, loss)
-    run = jax.jit(make_train(model, loss, opt, 16, 96, 4, evaluate=lambda p: evaluate(p, x, t)[0]))
-    trained, _, history = run(params, opt.init(params), KEY, x, t)
+    run = jax.jit(
+        make_train(model, loss, opt, 16, 96, 4, evaluate=lambda p, s: evaluate(p, x, t, s)[0])
+    )
+    trained, _, _, history = run(params, opt.init(params), (), KEY, x, t)
     reference = fit(model, loss, opt, params, x, t, key=KEY, epochs=4, batch_size=16)
     assert history["step_loss"].shape == (4, 6) and history["evaluation"].shape == (4,)
     # same keys per epoch as fit: the same shuffles and dropout masks
@@ -296,7 +299,7 @@ def test_make_train_is_fit_as_one_pure_function():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # and it vmaps over seeds
     seeds = jax.random.split(KEY, 3)
-    stacked = jax.vmap(lambda k: run(params, opt.init(params), k, x, t)[2]["evaluation"])(seeds)
+    stacked = jax.vmap(lambda k: run(params, opt.init(params), (), k, x, t)[3]["evaluation"])(seeds)
     assert stacked.shape == (3, 4)
     with pytest.raises(ValueError, match="epochs: expected a positive integer"):
         make_train(model, loss, opt, 16, 96, 0)
@@ -305,22 +308,26 @@ def test_make_train_is_fit_as_one_pure_function():
 def test_batchnorm_running_statistics_are_updated_by_training():
     x, t = datasets.digits()
     model = L.serial(L.dense(16), L.batchnorm(), L.relu(), L.dense(10))
-    params = init(model, 64)
+    _, params, state = model.init(jax.random.key(0), (64,))
+    opt = optim.adamw(1e-2)
     result = fit(
         model,
         losses.softmax_cross_entropy,
-        optim.adamw(1e-2),
+        opt,
         params,
         x[:256],
         t[:256],
         key=KEY,
         epochs=2,
         batch_size=64,
+        state=state,
     )
     h = jnp.asarray(x[:256]) @ result.params[0]["W"] + result.params[0]["b"]
     # running mean tracks the batch means of the layer's input (momentum 0.1, 8 steps)
-    assert float(jnp.max(jnp.abs(result.params[1]["mean"]))) > 0
-    assert float(jnp.corrcoef(result.params[1]["mean"], jnp.mean(h, 0))[0, 1]) > 0.9
+    assert float(jnp.max(jnp.abs(result.state[1]["mean"]))) > 0
+    assert float(jnp.corrcoef(result.state[1]["mean"], jnp.mean(h, 0))[0, 1]) > 0.9
+    # the optimizer never saw the running statistics: no moment slots, no decay
+    assert len(jax.tree.leaves(result.opt_state)) == 1 + 2 * len(jax.tree.leaves(params))
 
 
 def test_lbfgs_solves_xor():
@@ -360,7 +367,7 @@ def fit_small(small, **overrides):
             {"x": jnp.full((40, 2), jnp.nan, jnp.float32)},
             "x: expected finite values, got 80 NaN or inf",
         ),
-        ({"x": jnp.ones((40, 3), jnp.float32)}, r"x: expected a batch of shape \(m, 2\)"),
+        ({"x": jnp.ones((40, 3), jnp.float32)}, r"x: expected a batch of shape \(m, ..., 2\)"),
         (
             {"t": jnp.zeros(40, jnp.float32)},
             r"t: expected a target of the output's shape \(40, 1\)",
@@ -395,5 +402,5 @@ def test_labels_out_of_range_are_refused():
 
 def test_wrong_optimizer_is_refused(small):
     model, params, x, t = small
-    with pytest.raises(ValueError, match="optimizer: expected a purenet.optim optimizer"):
+    with pytest.raises(TypeError, match="optimizer: expected a purenet.optim optimizer"):
         fit(model, losses.mse, "adam", params, x, t, key=KEY, epochs=1, batch_size=8)

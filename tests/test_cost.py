@@ -1,4 +1,4 @@
-"""purenet.backprop: the core promise, hand-written gradients == jax.grad ==
+"""purenet.cost: the core promise, hand-written gradients == jax.grad ==
 finite differences, for fixed and random networks, eagerly and under jit/vmap."""
 
 import jax
@@ -41,7 +41,7 @@ def test_mazur_step_by_step_example():
 def course_debug_network(dtype=jnp.float64):
     """Ng's checkNNGradients: 3 inputs, 5 hidden sigmoid units, 3 classes, m = 5."""
     model = L.serial(L.dense(5), L.sigmoid(), L.dense(3))
-    _, params = model.init(jax.random.key(0), (3,), dtype)
+    _, params, _ = model.init(jax.random.key(0), (3,), dtype)
     x = jax.random.normal(jax.random.key(1), (5, 3), dtype)
     t = jnp.array([1, 2, 0, 1, 2])
     return model, params, x, t
@@ -50,7 +50,8 @@ def course_debug_network(dtype=jnp.float64):
 @pytest.mark.parametrize("penalties", [{}, {"l2": 0.3}, {"l1": 0.05}, {"l2": 0.1, "l1": 0.02}])
 def test_course_debug_network(penalties):
     model, params, x, t = course_debug_network()
-    report = check_gradients(model, losses.softmax_cross_entropy, params, x, t, **penalties)
+    penalty = purenet.penalty(**penalties) if penalties else None
+    report = check_gradients(model, losses.softmax_cross_entropy, params, x, t, penalty=penalty)
     assert report.passed, report
     assert report.autodiff_rel_error < 1e-9
     assert report.numerical_norm_ratio < 1e-8
@@ -59,7 +60,9 @@ def test_course_debug_network(penalties):
 def test_penalties_leave_biases_alone_and_match_their_formula():
     model, params, x, t = course_debug_network()
     J0, g0 = purenet.backprop(model, losses.softmax_cross_entropy)(params, x, t)
-    J, g = purenet.backprop(model, losses.softmax_cross_entropy, l2=0.5, l1=0.1)(params, x, t)
+    J, g = purenet.backprop(
+        model, losses.softmax_cross_entropy, penalty=purenet.penalty(l2=0.5, l1=0.1)
+    )(params, x, t)
     W1, W2 = params[0]["W"], params[2]["W"]
     expected = 0.25 * (jnp.sum(W1**2) + jnp.sum(W2**2)) + 0.1 * (
         jnp.sum(jnp.abs(W1)) + jnp.sum(jnp.abs(W2))
@@ -72,17 +75,58 @@ def test_penalties_leave_biases_alone_and_match_their_formula():
 def test_penalize_other_keys_and_validation():
     model, params, x, t = course_debug_network()
     report = check_gradients(
-        model, losses.softmax_cross_entropy, params, x, t, l2=0.2, penalize=("W", "b")
+        model,
+        losses.softmax_cross_entropy,
+        params,
+        x,
+        t,
+        penalty=purenet.penalty(l2=0.2, penalize=("W", "b")),
     )
     assert report.passed, report
     with pytest.raises(ValueError, match="l2: expected a number in"):
-        purenet.backprop(model, losses.mse, l2=-1.0)
+        purenet.penalty(l2=-1.0)
     with pytest.raises(ValueError, match="penalize"):
-        purenet.backprop(model, losses.mse, penalize="W")
-    with pytest.raises(ValueError, match="model: expected a purenet Layer"):
+        purenet.penalty(penalize="W")
+    with pytest.raises(TypeError, match="model: expected a purenet Layer"):
         purenet.backprop(lambda p, x: x, losses.mse)
-    with pytest.raises(ValueError, match="loss: expected a purenet Loss"):
+    with pytest.raises(TypeError, match="loss: expected a purenet Loss"):
         purenet.objective(model, "mse")
+    with pytest.raises(TypeError, match="penalty: expected None or a purenet Penalty"):
+        purenet.backprop(model, losses.mse, {"l2": 0.1})
+
+
+def test_penalty_strengths_may_be_traced_and_vmapped():
+    """One vmap sweeps the L2 strength: no Python branch on its value."""
+    model, params, x, t = course_debug_network()
+    strengths = jnp.array([0.0, 0.1, 1.0])
+
+    def grads_at(l2):
+        return purenet.backprop(model, losses.softmax_cross_entropy, purenet.penalty(l2=l2))(
+            params, x, t
+        )
+
+    Js, gs = jax.jit(jax.vmap(grads_at))(strengths)
+    for i, l2 in enumerate([0.0, 0.1, 1.0]):
+        J, g = grads_at(l2)
+        assert float(Js[i]) == pytest.approx(float(J), rel=1e-12)
+        assert rel_error(jax.tree.map(lambda a, i=i: a[i], gs), g) < 1e-12
+
+
+def test_batchnorm_model_passes_in_both_modes_with_state_apart():
+    """The seam of round one: a correct batch-norm model failed the check in
+    evaluation mode because its running statistics were in params."""
+    model = L.serial(L.dense(4), L.batchnorm(), L.tanh(), L.dense(2))
+    _, params, state = model.init(jax.random.key(2), (3,), jnp.float64)
+    x = jax.random.normal(jax.random.key(3), (6, 3), jnp.float64)
+    t = jax.random.normal(jax.random.key(4), (6, 2), jnp.float64)
+    state = model.update_state(state, model.forward(params, x, state=state, train=True)[1])
+    for ctx in ({"state": state}, {"state": state, "train": True}):
+        report = check_gradients(model, losses.mse, params, x, t, **ctx)
+        assert report.passed, report
+    assert all(
+        "mean" not in path and "var" not in path
+        for path in map(str, jax.tree_util.tree_flatten_with_path(params)[0])
+    )
 
 
 def test_relu_network_and_batchnorm_dropout_network():
@@ -97,7 +141,7 @@ def test_relu_network_and_batchnorm_dropout_network():
         L.leaky_relu(0.1),
         L.dense(2),
     )
-    _, params = model.init(jax.random.key(7), (3,), jnp.float64)
+    _, params, _ = model.init(jax.random.key(7), (3,), jnp.float64)
     x = jax.random.normal(jax.random.key(8), (9, 3), jnp.float64)
     t = jax.random.uniform(jax.random.key(9), (9, 2), jnp.float64)
     report = check_gradients(model, losses.mse, params, x, t, train=True, key=jax.random.key(10))
@@ -106,7 +150,7 @@ def test_relu_network_and_batchnorm_dropout_network():
 
 def test_sigmoid_output_with_mse_is_expressible_and_correct():
     model = L.serial(L.dense(4), L.tanh(), L.dense(1), L.sigmoid())
-    _, params = model.init(jax.random.key(11), (2,), jnp.float64)
+    _, params, _ = model.init(jax.random.key(11), (2,), jnp.float64)
     x = jax.random.normal(jax.random.key(12), (8, 2), jnp.float64)
     t = (x[:, :1] > 0).astype(jnp.float64)
     assert check_gradients(model, losses.mse, params, x, t).passed
@@ -140,7 +184,7 @@ def networks(draw, activations):
         layers += [L.dense(w), activations[a]()]
     model = L.serial(*layers, L.dense(n_out))
     k0, k1, k2 = jax.random.split(jax.random.key(seed), 3)
-    _, params = model.init(k0, (n_in,), jnp.float64)
+    _, params, _ = model.init(k0, (n_in,), jnp.float64)
     x = jax.random.normal(k1, (m, n_in), jnp.float64)
     if kind in ("labels", "one_hot"):
         t = jax.random.randint(k2, (m,), 0, n_out)
@@ -155,7 +199,7 @@ def networks(draw, activations):
 @given(networks(SMOOTH), st.sampled_from([0.0, 0.1]))
 def test_random_smooth_networks_match_jax_grad_and_finite_differences(net, l2):
     model, loss, params, x, t = net
-    report = check_gradients(model, loss, params, x, t, l2=l2)
+    report = check_gradients(model, loss, params, x, t, penalty=purenet.penalty(l2=l2))
     assert report.autodiff_rel_error < 1e-9, report
     assert report.numerical_norm_ratio < 1e-8, report
 
@@ -178,7 +222,7 @@ def test_relu_derivative_at_exactly_zero_matches_the_referee():
     # A row zeroed by the first ReLU meets a zero bias: the second ReLU's input
     # is exactly 0, where relu'(0) = 0 by convention on both sides.
     model = L.serial(L.dense(3), L.relu(), L.dense(2), L.relu(), L.dense(1))
-    _, params = model.init(jax.random.key(0), (2,), jnp.float64)
+    _, params, _ = model.init(jax.random.key(0), (2,), jnp.float64)
     params = (dict(params[0], b=jnp.full(3, -100.0)),) + params[1:]
     x, t = jnp.ones((2, 2)), jnp.ones((2, 1))
     manual = purenet.backprop(model, losses.mse)(params, x, t)[1]
@@ -188,7 +232,7 @@ def test_relu_derivative_at_exactly_zero_matches_the_referee():
 
 def test_under_jit_equals_eager():
     model, params, x, t = course_debug_network()
-    f = purenet.backprop(model, losses.softmax_cross_entropy, l2=0.1)
+    f = purenet.backprop(model, losses.softmax_cross_entropy, penalty=purenet.penalty(l2=0.1))
     J, g = f(params, x, t)
     Jj, gj = jax.jit(f)(params, x, t)
     assert float(J) == pytest.approx(float(Jj), rel=1e-14)
@@ -214,10 +258,14 @@ def test_under_vmap_over_a_stack_of_parameter_sets():
 
 def test_float32_in_float32_out():
     model, params, x, t = course_debug_network(jnp.float32)
-    J, grads = jax.jit(purenet.backprop(model, losses.softmax_cross_entropy, l2=0.1))(params, x, t)
+    J, grads = jax.jit(
+        purenet.backprop(model, losses.softmax_cross_entropy, penalty=purenet.penalty(l2=0.1))
+    )(params, x, t)
     assert J.dtype == jnp.float32
     assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
-    auto = jax.grad(purenet.objective(model, losses.softmax_cross_entropy, l2=0.1))(params, x, t)
+    auto = jax.grad(
+        purenet.objective(model, losses.softmax_cross_entropy, penalty=purenet.penalty(l2=0.1))
+    )(params, x, t)
     assert rel_error(grads, auto) < 1e-4
 
 
@@ -239,13 +287,17 @@ def test_no_nan_or_inf_in_gradients_at_huge_logits_float32():
 def test_flat_cost_gradient_is_the_raveled_gradient():
     model, params, x, t = course_debug_network()
     theta, unravel = purenet.ravel(params)
-    cost = purenet.flat_cost(model, losses.softmax_cross_entropy, unravel, l2=0.1)
+    cost = purenet.flat_cost(
+        model, losses.softmax_cross_entropy, unravel, penalty=purenet.penalty(l2=0.1)
+    )
     J, g = cost(theta, x, t)
     assert g.shape == theta.shape
-    J_ref, grads = purenet.backprop(model, losses.softmax_cross_entropy, l2=0.1)(params, x, t)
+    J_ref, grads = purenet.backprop(
+        model, losses.softmax_cross_entropy, penalty=purenet.penalty(l2=0.1)
+    )(params, x, t)
     assert float(J) == float(J_ref)
     np.testing.assert_array_equal(g, purenet.ravel(grads)[0])
-    obj = purenet.objective(model, losses.softmax_cross_entropy, l2=0.1)
+    obj = purenet.objective(model, losses.softmax_cross_entropy, penalty=purenet.penalty(l2=0.1))
     assert norm_ratio(g, numerical_gradient(lambda th: obj(unravel(th), x, t), theta)) < 1e-8
 
 
@@ -254,7 +306,7 @@ def test_lbfgs_trains_xor_through_the_flat_cost():
     x = jnp.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
     t = jnp.array([[0.0], [1.0], [1.0], [0.0]])
     model = L.serial(L.dense(4), L.tanh(), L.dense(1))
-    _, params = model.init(jax.random.key(1), (2,), jnp.float64)
+    _, params, _ = model.init(jax.random.key(1), (2,), jnp.float64)
     theta0, unravel = purenet.ravel(params)
     cost = jax.jit(purenet.flat_cost(model, losses.sigmoid_binary_cross_entropy, unravel))
 
