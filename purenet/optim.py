@@ -76,11 +76,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from purenet._checks import fail, float_array, nonnegative, number_in, positive
+from purenet._checks import fail, fail_type, float_array, nonnegative, number_in, positive
 from purenet.schedules import Schedule, constant
 
 __all__ = [
     "Optimizer",
+    "check_optimizer",
     "SgdState",
     "MomentumState",
     "AdagradState",
@@ -108,6 +109,13 @@ class Optimizer(NamedTuple):
 
     init: Callable[[Params], State]
     step: Callable[[Params, Params, State], tuple[Params, State]]
+
+
+def check_optimizer(optimizer) -> Optimizer:
+    """``optimizer`` if it is an :class:`Optimizer`, else a ``TypeError`` naming it."""
+    if not isinstance(optimizer, Optimizer):
+        fail_type("optimizer", "a purenet.optim optimizer", type(optimizer).__name__)
+    return optimizer
 
 
 class SgdState(NamedTuple):

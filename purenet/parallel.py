@@ -71,7 +71,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from purenet import _checks
 from purenet.clipping import clip_by_global_norm
 from purenet.cost import Penalty, backprop
-from purenet.optim import Optimizer
+from purenet.optim import Optimizer, check_optimizer
 
 __all__ = [
     "DATA_AXIS",
@@ -271,8 +271,7 @@ def make_shard_map_step(
       signature of ``make_step``'s step; ``x`` and ``t`` need a leading axis
       that is a multiple of :func:`num_shards`. Wrap it in ``jax.jit``.
     """
-    if not isinstance(optimizer, Optimizer):
-        _checks.fail_type("optimizer", "a purenet.optim optimizer", type(optimizer).__name__)
+    check_optimizer(optimizer)
     clip_norm = None if clip_norm is None else _checks.positive("clip_norm", clip_norm)
     n = num_shards(mesh)
     grad_fn = backprop(model, loss, penalty, return_cache=True)

@@ -51,20 +51,8 @@ import numpy as np
 from purenet import _checks, data, losses, metrics, parallel
 from purenet.clipping import clip_by_global_norm
 from purenet.cost import Penalty, backprop, flat_cost, objective
-from purenet.optim import Optimizer
+from purenet.optim import Optimizer, check_optimizer
 from purenet.params import ravel
-
-
-def check_optimizer(optimizer) -> Optimizer:
-    """``optimizer`` if it is a ``purenet.optim`` optimizer, else a ``TypeError``."""
-    if not isinstance(optimizer, Optimizer):
-        _checks.fail_type("optimizer", "a purenet.optim optimizer", type(optimizer).__name__)
-    return optimizer
-
-
-def check_clip_norm(clip_norm):
-    """``None``, a positive number, or a traced value (for ``vmap`` sweeps)."""
-    return None if clip_norm is None else _checks.positive("clip_norm", clip_norm)
 
 
 def make_step(
@@ -90,7 +78,7 @@ def make_step(
       ``key`` drives dropout.
     """
     check_optimizer(optimizer)
-    clip_norm = check_clip_norm(clip_norm)
+    clip_norm = None if clip_norm is None else _checks.positive("clip_norm", clip_norm)
     grad_fn = backprop(model, loss, penalty, return_cache=True)
 
     def step(params, opt_state, state, x, t, key):
