@@ -43,7 +43,7 @@ CASES = [
         "input with the wrong number of features",
         lambda: MODEL.forward(PARAMS, jnp.ones((8, 5))),
         ValueError,
-        r"x: expected a batch of shape \(m, 2\)",
+        r"x: expected a batch of shape \(m, \.\.\., 2\)",
     ),
     (
         "model",
@@ -78,7 +78,7 @@ CASES = [
         "dropout in training mode without a key",
         lambda: L.dropout(0.5).forward((), X, train=True),
         ValueError,
-        r"key: dropout in training mode needs a jax.random key",
+        r"key: expected a jax.random key for dropout in training mode",
     ),
     (
         "layers",
@@ -91,7 +91,7 @@ CASES = [
         "layers",
         "something that is not a layer in serial",
         lambda: L.serial(L.dense(2), jnp.tanh),
-        ValueError,
+        TypeError,
         r"layers\[1\]: expected a purenet Layer",
     ),
     (
@@ -151,17 +151,17 @@ CASES = [
         r"loss: expected one of",
     ),
     (
-        "backprop",
+        "cost",
         "negative L2 strength",
-        lambda: purenet.backprop(MODEL, losses.mse, l2=-1.0),
+        lambda: purenet.penalty(l2=-1.0),
         ValueError,
         r"l2: expected a number in \[0.0, inf\)",
     ),
     (
-        "backprop",
+        "cost",
         "a loss given by name",
         lambda: purenet.backprop(MODEL, "mse"),
-        ValueError,
+        TypeError,
         r"loss: expected a purenet Loss",
     ),
     (
@@ -357,6 +357,59 @@ CASES = [
         lambda: params.normal(0.0),
         ValueError,
         r"std: expected a number in \(0.0, inf\)",
+    ),
+    (
+        "conv",
+        "kernel larger than the padded input",
+        lambda: L.conv2d(4, 5, padding=0).init(KEY, (4, 4, 1)),
+        ValueError,
+        r"kernel_size: expected a window no larger than the padded input",
+    ),
+    (
+        "conv",
+        "stride 0",
+        lambda: L.conv2d(4, 3, stride=0),
+        ValueError,
+        r"stride: expected a positive integer, got 0",
+    ),
+    (
+        "conv",
+        "pooling window 0",
+        lambda: L.max_pool2d(0),
+        ValueError,
+        r"window: expected a positive integer, got 0",
+    ),
+    (
+        "conv",
+        "negative padding",
+        lambda: L.conv1d(4, 3, padding=(-1, 1)),
+        ValueError,
+        r"padding\[0\]: expected a non-negative integer, got -1",
+    ),
+    (
+        "conv",
+        "input channels that do not match the kernel",
+        lambda: L.conv2d(4, 3).forward(
+            {"W": jnp.ones((3, 3, 2, 4)), "b": jnp.zeros(4)}, jnp.ones((1, 5, 5, 3))
+        ),
+        ValueError,
+        r"x: expected 2 input channels",
+    ),
+    (
+        "conv",
+        "a 2-D x into conv2d",
+        lambda: L.conv2d(4, 3).forward(
+            {"W": jnp.ones((3, 3, 1, 4)), "b": jnp.zeros(4)}, jnp.ones((5, 5))
+        ),
+        ValueError,
+        r"x: expected a batch of shape \(m, H, W, C\)",
+    ),
+    (
+        "conv",
+        "non-integer kernel size",
+        lambda: L.conv1d(4, 2.5),
+        ValueError,
+        r"kernel_size: expected a positive integer, got 2.5",
     ),
     (
         "interop",
