@@ -151,6 +151,50 @@ CASES = [
         r"loss: expected one of",
     ),
     (
+        "layers",
+        "batch norm in evaluation mode without its state",
+        lambda: L.batchnorm().forward(L.batchnorm().init(KEY, (2,))[1], X),
+        ValueError,
+        r"state: expected batchnorm's running statistics",
+    ),
+    (
+        "combinators",
+        "fan_in_sum of inputs of different shapes",
+        lambda: L.fan_in_sum().init(KEY, ((2,), (3,))),
+        ValueError,
+        r"in_shape: expected input shapes that are all equal",
+    ),
+    (
+        "combinators",
+        "fan_in_concat along the batch axis",
+        lambda: L.fan_in_concat(axis=0),
+        ValueError,
+        r"axis: expected a non-zero int",
+    ),
+    (
+        "combinators",
+        "residual around a layer that changes the shape",
+        lambda: L.residual(L.dense(3)).init(KEY, (2,)),
+        ValueError,
+        r"layer: expected a layer that keeps the shape \(2,\)",
+    ),
+    (
+        "combinators",
+        "one array into parallel",
+        lambda: L.parallel(L.dense(1), L.dense(1)).forward(
+            L.parallel(L.dense(1), L.dense(1)).init(KEY, ((2,), (2,)))[1], X
+        ),
+        ValueError,
+        r"x: expected a tuple of 2 arrays for parallel",
+    ),
+    (
+        "cost",
+        "a penalty given as a dict",
+        lambda: purenet.backprop(MODEL, losses.mse, {"l2": 0.1}),
+        TypeError,
+        r"penalty: expected None or a purenet Penalty",
+    ),
+    (
         "cost",
         "negative L2 strength",
         lambda: purenet.penalty(l2=-1.0),
