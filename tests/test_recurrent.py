@@ -121,7 +121,7 @@ def _manual_and_autodiff(params, x, dy, *, layer):
 
 
 @pytest.mark.parametrize("name", CELLS)
-@settings(max_examples=4, deadline=None)
+@settings(max_examples=3, deadline=None)
 @given(
     m=st.integers(1, 3),
     T=st.integers(1, 6),
@@ -144,13 +144,12 @@ def test_bptt_matches_vjp_for_any_shape(name, m, T, d, h, with_state):
 
 
 @pytest.mark.parametrize("name", CELLS)
-@pytest.mark.parametrize("with_state", [False, True], ids=["zero_state", "given_state"])
-def test_bptt_matches_vjp_and_finite_differences(name, with_state):
+def test_bptt_matches_vjp_and_finite_differences(name):
+    """check_layer's report (jax.vjp and central differences), with a given
+    initial state so that its gradient is checked too."""
     layer = CELLS[name](3)
     _, params, _ = layer.init(KEY, (4, 2), jnp.float64)
-    x = _sequence(jax.random.key(1), 2, 4, 2)
-    if with_state:
-        x = (x, _initial_state(name, jax.random.key(2), 2, 3))
+    x = (_sequence(jax.random.key(1), 2, 4, 2), _initial_state(name, jax.random.key(2), 2, 3))
     report = check_layer(layer, params, x, dy_key=jax.random.key(3))
     assert report.passed, report
     _assert_checks(report)
@@ -189,10 +188,8 @@ def test_saturated_gates_stay_finite_in_float32(name):
 
 
 LAYERS = {
-    "bidirectional_gru": (L.bidirectional(L.gru(3)), (4, 2)),
     "last_step": (L.last_step(), (4, 2)),
     "layer_norm": (L.layer_norm(), (4, 5)),
-    "gru_layer_norm": (L.serial(L.gru(4), L.layer_norm(), L.last_step(), L.dense(2)), (4, 2)),
 }
 
 
@@ -308,7 +305,7 @@ def test_embedding_lstm_dense_backprop_matches_autodiff_and_finite_differences()
 
 @pytest.mark.parametrize("cell", ["rnn", "gru"])
 def test_classifier_through_last_step_matches_autodiff(cell):
-    model = L.serial(L.bidirectional(CELLS[cell](3)), L.last_step(), L.dense(4))
+    model = L.serial(L.bidirectional(CELLS[cell](3)), L.layer_norm(), L.last_step(), L.dense(4))
     _, params, _ = model.init(KEY, (6, 2), jnp.float64)
     x = _sequence(KEY, 5, 6, 2)
     t = jnp.array([0, 1, 2, 3, 1])
@@ -328,13 +325,8 @@ def test_jit_and_vmap_over_seeds():
     auto = jax.jit(jax.vmap(jax.grad(purenet.objective(model, loss)), in_axes=(0, None, None)))(
         params, x, t
     )
-    assert J.shape == (2,)
+    assert J.shape == (2,) and float(J[0]) != float(J[1])
     assert purenet.gradcheck.rel_error(grads, auto) < AUTODIFF_TOL
-    one = jax.jit(grad_fn)
-    for i in range(2):  # each seed alone
-        J_i, g_i = one(jax.tree.map(lambda p, i=i: p[i], params), x, t)
-        np.testing.assert_allclose(J[i], J_i, rtol=1e-12)
-        assert purenet.gradcheck.rel_error(jax.tree.map(lambda p, i=i: p[i], grads), g_i) < 1e-12
 
 
 # ------------------------------------------- Rumelhart, Hinton & Williams 1986
