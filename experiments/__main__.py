@@ -34,6 +34,7 @@ EXPERIMENTS = [
     "vanishing_gradients",
     "regularization",
     "rumelhart_1986",
+    "family_trees",
 ]
 
 
