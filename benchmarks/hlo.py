@@ -95,6 +95,43 @@ def summarize(fn, *args) -> dict:
     }
 
 
+def loop_bodies(fn, *args) -> list[dict]:
+    """Kernels of each ``while`` body in the compiled ``fn`` (a ``lax.scan``
+    compiles to one ``while`` in the entry; its body runs once per step).
+
+    Per body: ``kernels`` (instruction lines that launch work: fusions,
+    dots, copies, ...), ``fusions`` (kLoop), ``ynn`` (``__ynn_fusion``:
+    YNNPACK dots and reductions), ``dots`` (plain ``dot``), and
+    ``small_call``: True when XLA:CPU compiled the whole loop into one kernel
+    (``xla_cpu_small_call``, the small-while-loop hoisting pass).
+    """
+    text = compiled_text(fn, *args)
+    comps = _computations(text)
+    small = "xla_cpu_small_call" in text
+    out = []
+    for line in (line for lines in comps.values() for line in lines):
+        m = re.search(r" while\(.*body=%?([\w.\-]+)", line)
+        if not m or m.group(1) not in comps:
+            continue
+        body = comps[m.group(1)]
+        kernels = [
+            b
+            for b in body
+            if not re.search(r" (parameter|constant|bitcast|tuple|get-tuple-element)\(", b)
+        ]
+        out.append(
+            {
+                "body": m.group(1),
+                "kernels": len(kernels),
+                "fusions": sum("kind=kLoop" in b for b in kernels),
+                "ynn": sum('"__ynn_fusion"' in b for b in kernels),
+                "dots": sum(" dot(" in b for b in kernels),
+                "small_call": small,
+            }
+        )
+    return out
+
+
 def compare_gradients(problem) -> dict:
     """HLO summaries of the hand-written backprop and ``jax.value_and_grad``
     of the objective, for one :class:`benchmarks.models.Problem`."""
