@@ -134,7 +134,7 @@ def make_epoch(
 
         def body(carry, batch):
             rows, k = batch
-            xb, tb = x[rows], t[rows]
+            xb, tb = jax.tree.map(lambda a: a[rows], (x, t))  # x may be a tuple of inputs
             if mesh is not None:  # rows split over "data": the partitioner all-reduces grads
                 xb, tb = parallel.constrain_batch((xb, tb), mesh)
             *carry, J = step(*carry, xb, tb, k)
@@ -238,22 +238,29 @@ def check_data(model, loss, params, x, t, *, state=(), name_x="x", name_t="t"):
     """Eager, before any work: dtypes, finiteness, shapes and label ranges.
 
     ``x`` is a batch ``(m, *in_shape)`` of floats, or of integer token ids for
-    a model that starts with an embedding; ``t`` has ``m`` rows.
+    a model that starts with an embedding, or a tuple of such batches for a
+    model with several inputs; ``t`` has ``m`` rows.
     """
-    if not hasattr(x, "shape") or jnp.ndim(x) < 2:
-        _checks.fail(name_x, "a batch of shape (m, ...) with at least 2 axes", _shape_of(x))
-    if jnp.issubdtype(jnp.result_type(x), jnp.floating):
-        _checks.float_array(name_x, x)
-        _checks.all_finite(name_x, x)
+    inputs = x if isinstance(x, tuple) else (x,)
+    names = [f"{name_x}[{i}]" for i in range(len(inputs))] if isinstance(x, tuple) else [name_x]
+    for name, xi in zip(names, inputs, strict=True):
+        if not hasattr(xi, "shape") or jnp.ndim(xi) < 2:
+            _checks.fail(name, "a batch of shape (m, ...) with at least 2 axes", _shape_of(xi))
+        if jnp.issubdtype(jnp.result_type(xi), jnp.floating):
+            _checks.float_array(name, xi)
+            _checks.all_finite(name, xi)
+        if jnp.shape(xi)[:1] != jnp.shape(inputs[0])[:1]:
+            _checks.fail(name, f"{inputs[0].shape[0]} rows, like {names[0]}", _shape_of(xi))
     if jnp.issubdtype(jnp.result_type(t), jnp.floating):
         _checks.all_finite(name_t, t)
-    if jnp.shape(t)[:1] != jnp.shape(x)[:1]:
-        _checks.fail(name_t, f"{x.shape[0]} rows, one per row of {name_x}", _shape_of(t))
+    if jnp.shape(t)[:1] != jnp.shape(inputs[0])[:1]:
+        _checks.fail(name_t, f"{inputs[0].shape[0]} rows, one per row of {name_x}", _shape_of(t))
     # Static checks of the model and the loss on the real shapes, no compute.
     jax.eval_shape(lambda p, s, x, t: objective(model, loss)(p, x, t, state=s), params, state, x, t)
     if jnp.issubdtype(jnp.result_type(t), jnp.integer):
         # eval_shape above traced t, so the loss could not check label values
-        y = jax.eval_shape(lambda p, s, x: model.forward(p, x, state=s)[0], params, state, x[:1])
+        first = jax.tree.map(lambda a: a[:1], x)
+        y = jax.eval_shape(lambda p, s, x: model.forward(p, x, state=s)[0], params, state, first)
         losses.check_labels(t, y.shape[-1], name_t)
 
 
@@ -272,7 +279,8 @@ def _check_fit_arguments(
     epochs = _checks.positive_int("epochs", epochs)
     if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
         _checks.fail("start_epoch", "a non-negative integer", repr(start_epoch))
-    m = jnp.shape(x)[0] if jnp.ndim(x) else 0
+    first = x[0] if isinstance(x, tuple) and x else x
+    m = jnp.shape(first)[0] if jnp.ndim(first) else 0
     if isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > m >= 1:
         _checks.fail("batch_size", f"at most the number of examples ({m})", batch_size)
     _checks.positive_int("batch_size", batch_size)
@@ -351,7 +359,8 @@ def fit(
       model, loss, optimizer: the network, its loss and a ``purenet.optim``
         optimizer.
       params: initial params (never modified: JAX arrays are immutable).
-      x, t: training inputs ``(m, *in_shape)`` and targets.
+      x, t: training inputs ``(m, *in_shape)`` (a tuple of them for a model
+        with several inputs) and targets.
       key: a ``jax.random`` key for shuffling and dropout.
       epochs: epochs to run, counted from ``start_epoch``.
       batch_size: examples per step.

@@ -404,3 +404,29 @@ def test_wrong_optimizer_is_refused(small):
     model, params, x, t = small
     with pytest.raises(TypeError, match="optimizer: expected a purenet.optim optimizer"):
         fit(model, losses.mse, "adam", params, x, t, key=KEY, epochs=1, batch_size=8)
+
+
+def test_a_model_with_two_inputs_trains_through_fit_and_make_train():
+    """Multi-input layers take a tuple x (DESIGN, Shapes): the batches of
+    every input are gathered with the same rows."""
+    k1, k2, k3 = jax.random.split(KEY, 3)
+    a = jax.random.normal(k1, (64, 3), jnp.float32)
+    b = jax.random.normal(k2, (64, 2), jnp.float32)
+    t = (a[:, :1] * b[:, :1] > 0).astype(jnp.float32)
+    model = L.serial(
+        L.parallel(L.dense(4), L.dense(4)),
+        L.fan_in_concat(),
+        L.tanh(),
+        L.dense(8),
+        L.tanh(),
+        L.dense(1),
+    )
+    _, params, state = model.init(k3, ((3,), (2,)))
+    loss, opt = losses.sigmoid_binary_cross_entropy, optim.adam(0.05)
+    result = fit(model, loss, opt, params, (a, b), t, key=KEY, epochs=30, batch_size=16)
+    assert result.history["train_metric"][-1] > 0.9
+    run = jax.jit(make_train(model, loss, opt, 16, 64, 30))
+    trained, _, _, history = run(params, opt.init(params), state, KEY, (a, b), t)
+    np.testing.assert_allclose(history["step_loss"], result.history["step_loss"], rtol=1e-4)
+    with pytest.raises(ValueError, match=r"x\[1\]: expected 64 rows, like x\[0\]"):
+        fit(model, loss, opt, params, (a, b[:10]), t, key=KEY, epochs=1, batch_size=16)
