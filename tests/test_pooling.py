@@ -156,6 +156,8 @@ def test_bad_pooling_arguments_are_named():
         L.avg_pool1d(2, 0)
     with pytest.raises(ValueError, match=r"padding: expected a non-negative integer, got -1"):
         L.max_pool1d(2, padding=-1)
+    with pytest.raises(ValueError, match=r"padding: expected less than the window \(2\)"):
+        L.avg_pool2d(2, padding=((0, 0), (2, 0)))
     with pytest.raises(ValueError, match=r"window: expected a window no larger than the padded"):
         L.max_pool2d(5).init(jax.random.key(0), (4, 4, 1))
     with pytest.raises(ValueError, match=r"x: expected a batch of shape \(m, H, W, C\)"):

@@ -4,7 +4,8 @@ Channels-last like :mod:`purenet.layers.conv`, whose window geometry they
 share (``window`` plays ``kernel_size``, dilation is 1; ``padding`` is
 ``"VALID"``, ``"SAME"`` with XLA's rule, an int or ``(low, high)`` pairs).
 The stride defaults to the window: non-overlapping pooling, as in LeNet and
-Saito ch. 7.3.
+Saito ch. 7.3. Explicit padding must be smaller than the window on each side
+(as ``torch`` requires), so that every window holds at least one input.
 
 **Backward.** A pooling window reads a patch of the input; writing
 ``patches(x)[n, o, k, c] = x_pad[n, o s + k, c]`` (every window's entries, the
@@ -78,6 +79,12 @@ def _pool_layer(n, name, kind, window, stride, padding, count_include_pad=True) 
     padding = padding_spec(padding, n)
     ones = (1,) * n
     layout = _layout(n)
+
+    if not isinstance(padding, str):
+        for axis, ((lo, hi), w) in enumerate(zip(padding, window, strict=True)):
+            if lo >= w or hi >= w:  # else a window could hold padding only
+                _checks.fail("padding", f"less than the window ({w}) on each side along "
+                             f"spatial axis {axis}", f"({lo}, {hi})")
 
     def shape_of(spatial):
         return geometry(spatial, window, stride, padding, ones, kernel_name="window")
