@@ -66,6 +66,7 @@ MODULES = (
     "benchmarks.variants",
     "benchmarks.conv",
     "benchmarks.recurrent",
+    "benchmarks.attention",
 )
 
 

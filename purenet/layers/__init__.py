@@ -12,9 +12,24 @@ pooling            max_pool1d, max_pool2d, avg_pool1d, avg_pool2d, global_avg_po
 normalization      batchnorm, layer_norm
 dropout            dropout
 recurrent          rnn, lstm, gru, last_step, bidirectional, embedding
+attention          multi_head_attention, transformer_block, position_embedding,
+                   sinusoidal_positions, scaled_dot_product_attention, masked,
+                   drop_mask (attention_forward, attention_backward, sinusoids)
 =================  ==========================================================
 """
 
+from purenet.layers.attention import (
+    attention_backward,
+    attention_forward,
+    drop_mask,
+    masked,
+    multi_head_attention,
+    position_embedding,
+    scaled_dot_product_attention,
+    sinusoidal_positions,
+    sinusoids,
+    transformer_block,
+)
 from purenet.layers.conv import col2im, conv1d, conv2d, conv_backward, conv_forward, im2col
 from purenet.layers.core import (
     Layer,
@@ -40,6 +55,8 @@ from purenet.layers.recurrent import bidirectional, embedding, gru, last_step, l
 
 __all__ = [
     "Layer",
+    "attention_backward",
+    "attention_forward",
     "avg_pool1d",
     "avg_pool2d",
     "batchnorm",
@@ -50,6 +67,7 @@ __all__ = [
     "conv_backward",
     "conv_forward",
     "dense",
+    "drop_mask",
     "dropout",
     "elementwise",
     "embedding",
@@ -65,13 +83,20 @@ __all__ = [
     "layer_norm",
     "leaky_relu",
     "lstm",
+    "masked",
     "max_pool1d",
     "max_pool2d",
+    "multi_head_attention",
     "parallel",
+    "position_embedding",
     "relu",
     "residual",
     "rnn",
+    "scaled_dot_product_attention",
     "serial",
     "sigmoid",
+    "sinusoidal_positions",
+    "sinusoids",
     "tanh",
+    "transformer_block",
 ]

@@ -1,0 +1,89 @@
+"""Benchmark ``attention``: the hand-written backward of a transformer block
+against ``jax.grad`` of the same objective.
+
+Contenders, both under ``jax.jit``, float32, same params and batch (as
+:mod:`benchmarks.gradient`):
+
+* ``hand``: ``purenet.backprop(model, loss)``: layer norm, multi-head
+  attention (one fused ``(d, 3d)`` projection; the softmax backward
+  ``dS = P * (dP - rowsum(dout * out))``) and the MLP, all written by hand;
+* ``jax.grad``: ``jax.value_and_grad(purenet.objective(model, loss))``;
+* ``control``: a second, separately jitted ``jax.grad``; its ratio to
+  ``jax.grad`` is the machine's noise (a ``hand`` ratio inside it is a tie).
+
+Shape: ``transformer_block(heads=4, mlp_dim=512)`` (pre-layer-norm, GELU) on
+``(m, T, d) = (32, 128, 128)``, followed by ``dense(10)`` at every step and
+:data:`purenet.losses.sequence_softmax_cross_entropy`; once without a mask
+and once causal. The forward cache holds the attention probabilities,
+``m * heads * T^2 = 2,097,152`` floats (8 MiB). Timing:
+:mod:`benchmarks.timing`, interleaved rounds, medians and round-by-round
+ratios.
+"""
+
+from __future__ import annotations
+
+import jax
+
+import purenet
+from benchmarks.registry import Config, register
+from benchmarks.timing import compare, fmt_ratio, fmt_spread
+from purenet import layers as L
+from purenet import losses
+
+M, T, D, HEADS, MLP, CLASSES = 32, 128, 128, 4, 512, 10
+
+
+def block_problem(causal: bool):
+    """The block, its params and a batch of random sequences with labels."""
+    k_init, k_x, k_t = jax.random.split(jax.random.key(0), 3)
+    model = L.serial(L.transformer_block(HEADS, MLP, causal=causal), L.dense(CLASSES))
+    params = model.init(k_init, (T, D))[1]
+    x = jax.random.normal(k_x, (M, T, D))
+    t = jax.random.randint(k_t, (M, T), 0, CLASSES)
+    name = f"block d={D}, {HEADS} heads, T={T}, m={M}" + (", causal" if causal else "")
+    return name, model, losses.sequence_softmax_cross_entropy, params, x, t
+
+
+def gradient_timing(problem, rounds: int) -> dict:
+    _, model, loss, params, x, t = problem
+    objective = purenet.objective(model, loss)
+    fns = {
+        "hand": jax.jit(purenet.backprop(model, loss)),
+        "jax.grad": jax.jit(jax.value_and_grad(objective)),
+        "control": jax.jit(jax.value_and_grad(objective)),
+    }
+    thunks = {name: (lambda f=f: f(params, x, t)) for name, f in fns.items()}
+    result = compare(thunks, baseline="jax.grad", rounds=rounds, sample_s=0.02)
+    result.pop("samples")
+    return result
+
+
+@register("attention", "transformer block: hand-written backward vs jax.grad, jitted, float32")
+def run(config: Config) -> dict:
+    rows, data = [], {}
+    for causal in (False, True):
+        problem = block_problem(causal)
+        config.log(f"attention: {problem[0]}")
+        timing = gradient_timing(problem, config.repeats(20, 100))
+        data[problem[0]] = timing
+        times, ratios = timing["times"], timing["ratios"]
+        rows.append([problem[0], fmt_spread(times["hand"]), fmt_spread(times["jax.grad"]),
+                     f"**{fmt_ratio(ratios['hand'])}**", fmt_ratio(ratios["control"])])
+    return {
+        "description": __doc__.split("\n\n")[0],
+        "tables": [
+            {
+                "title": "gradient of one batch, jitted, float32 (median [quartiles] per call)",
+                "headers": ["model", "hand", "jax.grad", "hand / jax.grad",
+                            "control / jax.grad"],
+                "rows": rows,
+            }
+        ],
+        "notes": [
+            "jax.grad is jax.value_and_grad(purenet.objective(model, loss)); both return "
+            "(J, grads). Ratios are per-round (interleaved) ratios, median [quartiles]; "
+            "'control' is a second jitted jax.grad, the noise floor. Cache of the hand-written "
+            f"pass: P of m * heads * T^2 = {M * HEADS * T * T:,} floats per block."
+        ],
+        "data": data,
+    }
