@@ -107,6 +107,13 @@ def test_parameter_shapes_and_pytorch_initialisation(name):
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(p))
 
 
+def test_lstm_forget_bias_shifts_only_the_forget_gate_block():
+    _, p0, _ = L.lstm(3).init(KEY, (2, 2))
+    _, p1, _ = L.lstm(3, forget_bias=1.0).init(KEY, (2, 2))
+    np.testing.assert_allclose(p1["b"] - p0["b"], [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0], atol=1e-6)
+    np.testing.assert_array_equal(p1["Wh"], p0["Wh"])
+
+
 # --------------------------------------------------------------- hand-written BPTT
 
 

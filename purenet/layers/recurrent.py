@@ -235,7 +235,7 @@ def rnn(hidden_size: int) -> Layer:
 # ----------------------------------------------------------------------- lstm
 
 
-def lstm(hidden_size: int) -> Layer:
+def lstm(hidden_size: int, forget_bias: float = 0.0) -> Layer:
     """Long short-term memory (Hochreiter & Schmidhuber 1997, with the forget
     gate of Gers et al. 2000), as ``torch.nn.LSTM``.
 
@@ -267,10 +267,21 @@ def lstm(hidden_size: int) -> Layer:
     ``da_t = [da_i, da_f, da_g, da_o]``; ``dh_0 = da_1 Wh^T``,
     ``dc_0 = dc_1 * f_1``.
 
+    Initialisation: PyTorch's (module docstring), plus ``forget_bias`` added
+    to the forget-gate block of ``b``. With PyTorch's default (0) the forget
+    gate starts near ``sigma(0) = 1/2``, so the cell's gradient halves at
+    every step back in time until training opens the gate; a positive value
+    (1 in Jozefowicz, Zaremba & Sutskever 2015 and Keras's
+    ``unit_forget_bias``; Gers et al. 2000 used positive forget biases too)
+    starts with the carousel open.
+
     Args:
       hidden_size: ``h``, the number of hidden (and cell) units.
+      forget_bias: added to ``b[h:2h]`` at initialisation (default 0: exactly
+        PyTorch's distribution).
     """
     h = _checks.positive_int("hidden_size", hidden_size)
+    forget_bias = _checks.number_in("forget_bias", forget_bias, -math.inf, math.inf)
 
     def init(key, in_shape, dtype=jnp.float32):
         T, d = _sequence_shape(in_shape, "lstm")
@@ -279,7 +290,8 @@ def lstm(hidden_size: int) -> Layer:
         params = {
             "Wx": _uniform(k[0], (d, 4 * h), bound, dtype),
             "Wh": _uniform(k[1], (h, 4 * h), bound, dtype),
-            "b": _uniform(k[2], (4 * h,), bound, dtype) + _uniform(k[3], (4 * h,), bound, dtype),
+            "b": (_uniform(k[2], (4 * h,), bound, dtype) + _uniform(k[3], (4 * h,), bound, dtype))
+            .at[h : 2 * h].add(forget_bias),
         }
         return (T, h), params, ()
 
