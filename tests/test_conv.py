@@ -88,6 +88,8 @@ def _random_params(cfg, rng):
 @settings(max_examples=15, deadline=None)
 @given(conv_configs(), st.sampled_from(C.METHODS), st.integers(0, 2**16))
 def test_both_backward_passes_match_vjp_finite_differences_and_each_other(cfg, method, seed):
+    """Per drawn geometry: both paths against XLA's forward, jax.vjp and each
+    other; col2im as im2col's adjoint; the drawn path through check_layer."""
     rng = np.random.default_rng(seed)
     params = _random_params(cfg, rng)
     x = jnp.asarray(rng.normal(size=(cfg["m"], *cfg["in_shape"])))
@@ -103,9 +105,15 @@ def test_both_backward_passes_match_vjp_finite_differences_and_each_other(cfg, m
             out[name] = (y, layer.backward(params, cache, dy))
         y, vjp = jax.vjp(lambda p, x: layers["lax"].forward(p, x)[0], params, x)
         out["reference"] = (_xla(cfg, x, params["W"]) + params["b"], vjp(dy))
-        return out
+        # The adjoint identity <im2col(x), Y> = <x, col2im(Y)> for a fixed irregular Y.
+        args = (cfg["kernel"], cfg["stride"], cfg["padding"], cfg["dilation"])
+        cols = L.im2col(x, *args)
+        Y = jnp.cos(jnp.arange(cols.size, dtype=x.dtype) * 0.7).reshape(cols.shape)
+        adjoint = (jnp.vdot(cols, Y), jnp.vdot(x, L.col2im(Y, x.shape, *args)))
+        return out, adjoint
 
-    out = everything(params, x, dy)
+    out, adjoint = everything(params, x, dy)
+    np.testing.assert_allclose(*adjoint, rtol=1e-12, atol=1e-12)
     assert out["lax"][0].shape == (cfg["m"], *out_shape)
     for name in C.METHODS:  # both paths: XLA's forward, jax.vjp's gradients, each other
         for a, b in zip(jax.tree.leaves(out[name]), jax.tree.leaves(out["reference"]),
@@ -114,23 +122,6 @@ def test_both_backward_passes_match_vjp_finite_differences_and_each_other(cfg, m
     # The drawn path against jax.vjp and central differences, as a user would check it.
     report = check_layer(jitted(layers[method]), params, x, dy_key=jax.random.key(seed))
     assert report.passed, f"{method}\n{report}"
-
-
-@settings(max_examples=15, deadline=None)
-@given(conv_configs(), st.integers(0, 2**16))
-def test_col2im_is_the_adjoint_of_im2col(cfg, seed):
-    rng = np.random.default_rng(seed)
-    x = jnp.asarray(rng.normal(size=(cfg["m"], *cfg["in_shape"])))
-    args = (cfg["kernel"], cfg["stride"], cfg["padding"], cfg["dilation"])
-    cols_shape = jax.eval_shape(lambda x: L.im2col(x, *args), x).shape
-    y = jnp.asarray(rng.normal(size=cols_shape))
-
-    @jax.jit
-    def both_sides(x, y):
-        return jnp.vdot(L.im2col(x, *args), y), jnp.vdot(x, L.col2im(y, x.shape, *args))
-
-    left, right = both_sides(x, y)
-    np.testing.assert_allclose(left, right, rtol=1e-12)
 
 
 # ------------------------------------------------------------ known answers
