@@ -275,27 +275,45 @@ def run(config: Config) -> dict:
         config.log(f"conv: {name}")
         thunks, info = contenders(name)
         rounds = config.repeats(quick, full)
-        timing = compare(thunks, baseline="jax.grad", rounds=rounds, sample_s=0.02)
+        # The JAX contenders interleaved together; NumPy and torch each in a
+        # comparison of their own against a purenet contender, because their
+        # thread pools (OpenBLAS, OpenMP) keep spinning after a call and slow
+        # down whoever runs next (always the same contender in a rotation).
+        jax_names = ["hand", "hand, im2col", "jax.grad", "control"]
+        timing = compare({k: thunks[k] for k in jax_names}, baseline="jax.grad", rounds=rounds,
+                         sample_s=0.02)
         timing.pop("samples")
-        data[name] = {**timing, "info": info}
+        data[name] = {**timing, "info": info, "others": {}}
         t, r = timing["times"], timing["ratios"]
-        for contender in thunks:
+        for contender in jax_names:
             ratio = "1" if contender == "jax.grad" else fmt_ratio(r[contender])
             if contender == "hand":
                 ratio = f"**{ratio}**"
-            rows.append([name, contender, fmt_spread(t[contender]), ratio])
-        if "torch" in info and "torch" not in thunks:
+            rows.append([name, contender, fmt_spread(t[contender]), ratio, ""])
+        for other, mine in (("numpy im2col", "hand, im2col"), ("torch", "hand")):
+            if other not in thunks:
+                continue
+            pair = compare({mine: thunks[mine], other: thunks[other]}, baseline=mine,
+                           rounds=config.repeats(max(quick // 6, 3), max(full // 6, 3)),
+                           sample_s=0.02)
+            pair.pop("samples")
+            data[name]["others"][other] = pair
+            rows.append([name, other, fmt_spread(pair["times"][other]), "",
+                         f"{fmt_ratio(pair['ratios'][other])} x {mine}"])
+        if "torch" not in thunks:
             notes.append(f"{name}: PyTorch skipped: {info['torch']}.")
     notes.insert(0, "Each contender computes the loss and every gradient of one batch. 'hand' "
                  "is purenet.backprop with the default backward (lax convolutions derived by "
                  "hand), 'hand, im2col' the textbook backward, 'control' a second jitted "
                  "jax.grad (its ratio is the noise floor). Ratios are per-round "
-                 "(interleaved) ratios to jax.grad, median [quartiles].")
+                 "(interleaved) ratios, median [quartiles]: the JAX contenders to jax.grad; "
+                 "NumPy and torch, timed in separate interleaved pairs (their thread pools "
+                 "spin after a call), to the purenet contender named.")
     return {
         "description": __doc__.split("\n\n")[0],
         "tables": [{
             "title": "conv: time per loss-and-gradient call, median [quartiles]",
-            "headers": ["network @ batch", "contender", "time", "/ jax.grad"],
+            "headers": ["network @ batch", "contender", "time", "/ jax.grad", "/ purenet"],
             "rows": rows,
         }],
         "notes": notes,
