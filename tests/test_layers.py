@@ -310,3 +310,19 @@ def test_init_rejects_bad_in_shape():
         L.dense(3).init(KEY, ())
     with pytest.raises(ValueError, match="in_shape"):
         L.dense(3).init(KEY, (0,))
+
+
+@pytest.mark.parametrize("name", ["flatten", "fan_in_sum", "fan_in_concat"])
+def test_caches_cross_a_jit_boundary(name):
+    """A cache returned by a jitted forward feeds a jitted backward: shapes
+    and counts must travel as structure, not as Python ints."""
+    layer, in_shape, x = {
+        "flatten": (L.flatten(), (4,), X),
+        "fan_in_sum": COMBINATORS["fan_in_sum"],
+        "fan_in_concat": COMBINATORS["fan_in_concat"],
+    }[name]
+    y, cache = jax.jit(layer.forward)((), x)
+    _, dx = jax.jit(layer.backward)((), cache, y)
+    _, dx_eager = layer.backward((), layer.forward((), x)[1], y)
+    for a, b in zip(jax.tree.leaves(dx), jax.tree.leaves(dx_eager), strict=True):
+        np.testing.assert_array_equal(a, b)

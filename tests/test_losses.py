@@ -188,7 +188,9 @@ def test_half_precision_is_refused():
 
 
 def test_output_must_be_a_batch_of_rows():
-    with pytest.raises(ValueError, match="y: expected an array with 2 dimensions"):
+    with pytest.raises(
+        ValueError, match=r"y: expected a batch of shape \(m, ...\) with at least 2 axes"
+    ):
         losses.mse.value(jnp.zeros(3), jnp.zeros(3))
 
 

@@ -275,10 +275,13 @@ def flatten() -> Layer:
                 "a batch of shape (m, ...) with at least 2 axes for flatten",
                 f"shape {tuple(jnp.shape(x))}",
             )
-        return x.reshape(x.shape[0], -1), x.shape
+        # The cache is an empty array of the input's shape but for the batch
+        # axis: it carries the shape statically and survives a jit boundary
+        # (a tuple of ints would come back as traced arrays).
+        return x.reshape(x.shape[0], -1), jnp.zeros((0, *x.shape[1:]), x.dtype)
 
     def backward(params, cache, dy):
-        return (), dy.reshape(cache)
+        return (), dy.reshape(dy.shape[0], *cache.shape[1:])
 
     return Layer(init, forward, backward)
 
@@ -404,10 +407,10 @@ def fan_in_sum() -> Layer:
         shapes = {tuple(jnp.shape(xi)) for xi in x}
         if len(shapes) != 1:
             _checks.fail("x", "arrays of one shape for fan_in_sum", sorted(shapes))
-        return sum(x[1:], start=x[0]), len(x)
+        return sum(x[1:], start=x[0]), (None,) * len(x)  # the count, as pytree structure
 
     def backward(params, cache, dy):
-        return (), (dy,) * cache
+        return (), (dy,) * len(cache)
 
     return Layer(init, forward, backward)
 
@@ -437,11 +440,13 @@ def fan_in_concat(axis: int = -1) -> Layer:
     def forward(params, x, *, state=(), train=False, key=None):
         if not isinstance(x, tuple | list) or not x:
             _checks.fail("x", "a non-empty tuple of arrays for fan_in_concat", type(x).__name__)
-        sizes = [xi.shape[axis] for xi in x]
+        # Each input's size along the axis, carried as the length of an empty
+        # array so that it stays static across a jit boundary.
+        sizes = tuple(jnp.zeros((xi.shape[axis], 0), xi.dtype) for xi in x)
         return jnp.concatenate(x, axis=axis), sizes
 
     def backward(params, cache, dy):
-        cuts = list(itertools.accumulate(cache))[:-1]
+        cuts = list(itertools.accumulate(size.shape[0] for size in cache))[:-1]
         return (), tuple(jnp.split(dy, cuts, axis=axis))
 
     return Layer(init, forward, backward)
