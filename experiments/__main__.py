@@ -35,6 +35,10 @@ EXPERIMENTS = [
     "regularization",
     "rumelhart_1986",
     "family_trees",
+    "lenet_digits",
+    "mnist1d",
+    "attention_vs_recurrence",
+    "long_range_memory",
 ]
 
 
