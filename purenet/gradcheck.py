@@ -303,9 +303,14 @@ def check_gradients(
     J = objective(model, loss, penalty)
     grad_fn = backprop(model, loss, penalty)
     arrays, static = _split_static(ctx)
-    # One compiled program each (eagerly, small networks pay per-op dispatch).
-    manual = jax.jit(lambda p, x, t, a: grad_fn(p, x, t, **a, **static)[1])(params, x, t, arrays)
-    autodiff = jax.jit(jax.grad(lambda p, x, t, a: J(p, x, t, **a, **static)))(params, x, t, arrays)
+    # One compiled program for both (eagerly, every primitive would compile
+    # on its own for each new shape).
+    manual, autodiff = jax.jit(
+        lambda p, x, t, a: (
+            grad_fn(p, x, t, **a, **static)[1],
+            jax.grad(lambda p: J(p, x, t, **a, **static))(p),
+        )
+    )(params, x, t, arrays)
     numeric = numerical_gradient(J, params, x, t, eps=eps, chunk_size=chunk_size, **ctx)
     return _report(manual, autodiff, numeric, tolerance)
 

@@ -210,8 +210,14 @@ def test_random_networks_with_kinks_match_jax_grad(net):
     # Finite differences are exact only away from ReLU's kink, so networks with
     # kinks are refereed by jax.grad (which takes relu'(0) = 0, as we do).
     model, loss, params, x, t = net
-    manual = purenet.backprop(model, loss)(params, x, t)[1]
-    auto = jax.grad(purenet.objective(model, loss))(params, x, t)
+    # One compiled program per drawn network (eagerly, every primitive would
+    # compile on its own for each new shape).
+    manual, auto = jax.jit(
+        lambda p, x, t: (
+            purenet.backprop(model, loss)(p, x, t)[1],
+            jax.grad(purenet.objective(model, loss))(p, x, t),
+        )
+    )(params, x, t)
     assert rel_error(manual, auto) < 1e-9
 
 
