@@ -508,6 +508,30 @@ CASES = [
         r"x: expected integer ids for embedding, got dtype float",
     ),
     (
+        "attention",
+        "a model width not divisible by the number of heads",
+        lambda: L.multi_head_attention(3).init(KEY, (5, 8)),
+        ValueError,
+        r"heads: expected a number of heads that divides the model width d = 8",
+    ),
+    (
+        "attention",
+        "a padding mask of the wrong shape",
+        lambda: L.multi_head_attention(2).forward(
+            L.multi_head_attention(2).init(KEY, (5, 4))[1],
+            (jnp.ones((3, 5, 4)), jnp.ones((3, 4), bool)),
+        ),
+        ValueError,
+        r"mask: expected a padding mask of shape \(m, T\) = \(3, 5\)",
+    ),
+    (
+        "attention",
+        "a sequence longer than the learned position table",
+        lambda: L.position_embedding(4).forward({"W": jnp.zeros((4, 2))}, jnp.ones((1, 5, 2))),
+        ValueError,
+        r"x: expected a sequence of at most max_len = 4 positions for position_embedding",
+    ),
+    (
         "losses",
         "a sequence-loss mask of the wrong shape",
         lambda: losses.sequence_softmax_cross_entropy.value(
