@@ -3,8 +3,9 @@
 Claim (Greydanus 2020, table 1 and the "shuffled" experiment): on MNIST-1D,
 a procedurally generated 1-D analogue of MNIST (40-sample signals, 4,000
 training and 1,000 test examples), test accuracy separates the model
-families clearly, logistic regression 32%, MLP 68%, CNN 94%, unlike MNIST
-where all of them exceed 90%. The CNN's advantage is its spatial prior
+families clearly, logistic regression 32%, MLP 68%, CNN 94%, a
+bidirectional GRU 91% (taking "at least 10x the walltime of the CNN"),
+unlike MNIST where all of them exceed 90%. The CNN's advantage is its spatial prior
 (local, translation-equivariant filters): shuffle the 40 positions of every
 signal with one fixed permutation and the CNN falls to 56% while the MLP,
 to which the order of its inputs means nothing, keeps 68%.
@@ -14,7 +15,10 @@ training: logistic regression ``dense(10)``; the residual MLP
 ``h = relu(x W1 + b1); h = h + relu(h W2 + b2); y = h W3 + b3`` with 100
 hidden units (``residual``); the CNN, three ``conv1d(25, k, stride=2,
 padding=1)`` with ``k = 5, 3, 3`` and ReLU (lengths 40 -> 19 -> 10 -> 5),
-flatten, ``dense(10)``. Adam, learning rate 1e-2, batches of 100; the paper
+flatten, ``dense(10)``; the GRU (``GRUBase``), a bidirectional ``gru(6)``
+(zero initial state, PyTorch's initialisation) reading the signal as 40
+steps of one feature, all 40 steps' 12 outputs flattened into ``dense(10)``.
+Adam, learning rate 1e-2, batches of 100; the paper
 trains 6,000 steps (150 epochs; ``--full``), the quick mode fewer. Data:
 ``mnist1d.data.make_dataset(mnist1d.data.get_dataset_args())``, generated
 offline (the paper's default arguments and seed), the same for every seed;
@@ -27,9 +31,21 @@ default initialisers (Glorot uniform for ``dense``, He normal for
 backward passes (``purenet.train.make_train``); the seeds of one model run
 one after the other in one compiled ``lax.map`` (vmapped convolutions over
 per-seed kernels become grouped convolutions, slow on XLA:CPU).
+
+Walltime (the paper: "the GRU takes at least 10x the walltime of the
+CNN"): each model's compiled run is timed without its compilation, and the
+GRU's seconds per training step (batch 100, per seed, the per-epoch test
+evaluation included) are divided by the CNN's from the same run, same seeds
+and steps. The ratio depends on the hardware: the paper's is PyTorch's
+(cuDNN) on a GPU, where the CNN is a few kernel launches and the GRU 40
+sequential steps each way; on XLA:CPU the 6-unit GRU's steps are tiny and
+the convolutions are the costlier part, so the ratio there falls below 1.
+The judge reports it (and the device) but does not judge it.
 """
 
 from __future__ import annotations
+
+import time
 
 import jax
 import jax.numpy as jnp
@@ -41,14 +57,16 @@ from purenet import losses, metrics, optim, train
 
 NAME = "mnist1d"
 CLAIM = (
-    "MNIST-1D separates models (Greydanus 2020): logistic 32%, MLP 68%, CNN 94% test "
-    "accuracy; shuffling the signal positions drops the CNN to 56% while the MLP keeps 68%."
+    "MNIST-1D separates models (Greydanus 2020): logistic 32%, MLP 68%, CNN 94%, "
+    "bidirectional GRU 91% test accuracy (the GRU at least 10x the CNN's walltime); "
+    "shuffling the signal positions drops the CNN to 56% while the MLP keeps 68%."
 )
 
 LOSS = losses.softmax_cross_entropy
 LEARNING_RATE, BATCH = 1e-2, 100
-PAPER = {"logistic": 0.32, "MLP": 0.68, "CNN": 0.94, "MLP, shuffled": 0.68,
+PAPER = {"logistic": 0.32, "MLP": 0.68, "CNN": 0.94, "GRU": 0.91, "MLP, shuffled": 0.68,
          "CNN, shuffled": 0.56}
+PAPER_WALLTIME_RATIO = 10.0  # "the GRU takes at least 10x the walltime of the CNN"
 
 
 def logistic() -> L.Layer:
@@ -69,11 +87,19 @@ def cnn(channels: int = 25) -> L.Layer:
     )
 
 
+def bigru(hidden: int = 6) -> L.Layer:
+    """The paper's ``GRUBase``: a bidirectional GRU, 6 hidden units per
+    direction, zero initial state, over the signal as 40 steps of one
+    feature; all 40 steps' outputs, ``(40, 12)``, flattened into ``dense(10)``."""
+    return L.serial(L.bidirectional(L.gru(hidden)), L.flatten(), L.dense(10))
+
+
 # name: (model factory, input layout, shuffled positions)
 ARMS = {
     "logistic": (logistic, "flat", False),
     "MLP": (residual_mlp, "flat", False),
     "CNN": (cnn, "signal", False),
+    "GRU": (bigru, "signal", False),
     "MLP, shuffled": (residual_mlp, "flat", True),
     "CNN, shuffled": (cnn, "signal", True),
 }
@@ -94,7 +120,8 @@ def load_data(train_rows=None, test_rows=None):
 
 
 def _run(model, x, t, x_test, t_test, keys, epochs):
-    """Test accuracy after every epoch, ``(seeds, epochs)``."""
+    """Test accuracy after every epoch, ``(seeds, epochs)``, and the seconds
+    the compiled run took (compiled ahead, so compilation is not counted)."""
     optimizer = optim.adam(LEARNING_RATE)
     in_shape = x.shape[1:]
 
@@ -109,7 +136,10 @@ def _run(model, x, t, x_test, t_test, keys, epochs):
         *_, history = run(params, optimizer.init(params), state, train_key, x, t)
         return history["evaluation"]
 
-    return np.asarray(jax.jit(lambda keys: jax.lax.map(one, keys))(keys))
+    compiled = jax.jit(lambda keys: jax.lax.map(one, keys)).lower(keys).compile()
+    started = time.perf_counter()
+    accuracy = jax.block_until_ready(compiled(keys))
+    return np.asarray(accuracy), time.perf_counter() - started
 
 
 def measure(mode: Mode, seeds: int | None) -> dict:
@@ -119,24 +149,32 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     x, t, x_test, t_test = load_data(*rows)
     permutation = np.random.default_rng(0).permutation(x.shape[1])
     keys = jax.random.split(jax.random.key(1), seeds)
+    steps_per_epoch = x.shape[0] // BATCH
     numbers = {}
     for name, (factory, layout, shuffled) in ARMS.items():
         a, b = (x[:, permutation], x_test[:, permutation]) if shuffled else (x, x_test)
-        if layout == "signal":  # (m, 40) -> (m, 40, 1): one input channel
+        if layout == "signal":  # (m, 40) -> (m, 40, 1): one input channel / feature
             a, b = a[..., None], b[..., None]
-        accuracy = _run(factory(), jnp.asarray(a), jnp.asarray(t), jnp.asarray(b),
-                        jnp.asarray(t_test), keys, epochs)
-        numbers[name] = {"test_accuracy": accuracy, "paper": PAPER[name]}
+        accuracy, seconds = _run(factory(), jnp.asarray(a), jnp.asarray(t), jnp.asarray(b),
+                                 jnp.asarray(t_test), keys, epochs)
+        numbers[name] = {
+            "test_accuracy": accuracy, "paper": PAPER[name], "train_seconds": seconds,
+            "seconds_per_step": seconds / (seeds * epochs * steps_per_epoch),
+        }
     settings = {
         "seeds": seeds,
         "epochs": epochs,
-        "steps": epochs * (x.shape[0] // BATCH),
+        "steps": epochs * steps_per_epoch,
         "train_examples": int(x.shape[0]),
         "test_examples": int(x_test.shape[0]),
         "optimizer": f"adam(lr={LEARNING_RATE})",
         "batch_size": BATCH,
         "shuffle": "one permutation of the 40 positions, numpy default_rng(0)",
         "paper_steps": 6000,
+        "walltime": "seconds per training step (batch 100, one seed; the per-epoch test "
+                    "evaluation included, compilation not), GRU over CNN, same run, "
+                    "same seeds and steps",
+        "device": jax.devices()[0].device_kind,
     }
     return {"settings": settings, "numbers": numbers}
 
@@ -146,20 +184,37 @@ def _final(numbers) -> dict:
             for name, v in numbers.items()}
 
 
+def walltime_ratio(numbers) -> float | None:
+    """GRU over CNN training seconds per step (same batch, one seed)."""
+    if "GRU" not in numbers or "seconds_per_step" not in numbers["GRU"]:
+        return None
+    return numbers["GRU"]["seconds_per_step"] / numbers["CNN"]["seconds_per_step"]
+
+
 def judge(data: dict) -> Verdict:
     """The paper's order, logistic < MLP < CNN with gaps of at least 10
-    points; shuffling costs the CNN at least 10 points and the MLP at most 3."""
+    points; shuffling costs the CNN at least 10 points and the MLP at most 3;
+    the GRU, like the CNN, at least 10 points above the MLP. The GRU's
+    accuracy against the paper's 91% and its walltime against the CNN's are
+    reported, not judged (the walltime depends on the hardware)."""
     final = _final(data["numbers"])
     mean = {name: s["mean"] for name, s in final.items()}
     ordered = mean["MLP"] - mean["logistic"] >= 0.10 and mean["CNN"] - mean["MLP"] >= 0.10
     cnn_drop = mean["CNN"] - mean["CNN, shuffled"]
     mlp_drop = mean["MLP"] - mean["MLP, shuffled"]
-    supported = bool(ordered and cnn_drop >= 0.10 and abs(mlp_drop) <= 0.03)
+    gru_ok = "GRU" not in mean or mean["GRU"] - mean["MLP"] >= 0.10
+    supported = bool(ordered and cnn_drop >= 0.10 and abs(mlp_drop) <= 0.03 and gru_ok)
     parts = [f"{name} {s['mean']:.3f} ± {s['std']:.3f} (paper {PAPER[name]:.2f})"
              for name, s in final.items()]
-    text = (f"test accuracy: {'; '.join(parts)}; {data['settings']['seeds']} seeds, "
-            f"{data['settings']['steps']} steps")
+    settings = data["settings"]
+    text = (f"test accuracy: {'; '.join(parts)}; {settings['seeds']} seeds, "
+            f"{settings['steps']} steps")
     summary = {name.replace(", ", "_"): s["mean"] for name, s in final.items()}
+    ratio = walltime_ratio(data["numbers"])
+    if ratio is not None:
+        text += (f"; GRU/CNN training walltime per step {ratio:.1f}x on "
+                 f"{settings.get('device', '?')} (paper: at least {PAPER_WALLTIME_RATIO:.0f}x)")
+        summary["GRU_over_CNN_walltime"] = ratio
     return Verdict(text, supported, summary)
 
 
@@ -169,7 +224,9 @@ def draw(data: dict):
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     fig.suptitle(f"MNIST-1D (Greydanus 2020): test accuracy, {settings['seeds']} seeds, "
-                 f"{settings['steps']} Adam steps (paper: 6000)")
+                 f"{settings['steps']} Adam steps (paper: 6000)"
+                 + (f"; GRU/CNN walltime per step {walltime_ratio(numbers):.1f}x (paper: >= 10x)"
+                    if walltime_ratio(numbers) is not None else ""))
     names = list(numbers)
     for i, name in enumerate(names):
         s = final[name]
