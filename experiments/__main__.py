@@ -35,7 +35,6 @@ EXPERIMENTS = [
     "regularization",
     "rumelhart_1986",
     "family_trees",
-    "long_range_memory",
     "lenet_digits",
     "mnist1d",
     "attention_vs_recurrence",
