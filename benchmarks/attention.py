@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import jax
 
-import purenet
+from benchmarks.gradient import time_gradients
 from benchmarks.registry import Config, register
-from benchmarks.timing import compare, fmt_ratio, fmt_spread
+from benchmarks.timing import fmt_ratio, fmt_spread
 from purenet import layers as L
 from purenet import losses
 
@@ -46,16 +46,7 @@ def block_problem(causal: bool):
 
 def gradient_timing(problem, rounds: int) -> dict:
     _, model, loss, params, x, t = problem
-    objective = purenet.objective(model, loss)
-    fns = {
-        "hand": jax.jit(purenet.backprop(model, loss)),
-        "jax.grad": jax.jit(jax.value_and_grad(objective)),
-        "control": jax.jit(jax.value_and_grad(objective)),
-    }
-    thunks = {name: (lambda f=f: f(params, x, t)) for name, f in fns.items()}
-    result = compare(thunks, baseline="jax.grad", rounds=rounds, sample_s=0.02)
-    result.pop("samples")
-    return result
+    return time_gradients(model, loss, params, x, t, rounds, sample_s=0.02)
 
 
 @register("attention", "transformer block: hand-written backward vs jax.grad, jitted, float32")
@@ -67,15 +58,21 @@ def run(config: Config) -> dict:
         timing = gradient_timing(problem, config.repeats(20, 100))
         data[problem[0]] = timing
         times, ratios = timing["times"], timing["ratios"]
-        rows.append([problem[0], fmt_spread(times["hand"]), fmt_spread(times["jax.grad"]),
-                     f"**{fmt_ratio(ratios['hand'])}**", fmt_ratio(ratios["control"])])
+        rows.append(
+            [
+                problem[0],
+                fmt_spread(times["hand"]),
+                fmt_spread(times["jax.grad"]),
+                f"**{fmt_ratio(ratios['hand'])}**",
+                fmt_ratio(ratios["control"]),
+            ]
+        )
     return {
         "description": __doc__.split("\n\n")[0],
         "tables": [
             {
                 "title": "gradient of one batch, jitted, float32 (median [quartiles] per call)",
-                "headers": ["model", "hand", "jax.grad", "hand / jax.grad",
-                            "control / jax.grad"],
+                "headers": ["model", "hand", "jax.grad", "hand / jax.grad", "control / jax.grad"],
                 "rows": rows,
             }
         ],

@@ -35,6 +35,7 @@ import numpy as np
 
 import purenet
 from benchmarks import numpy_mlp
+from benchmarks.gradient import gradient_contenders
 from benchmarks.registry import Config, register
 from benchmarks.timing import compare, fmt_ratio, fmt_spread
 from purenet import layers as L
@@ -44,19 +45,32 @@ from purenet import losses
 def lenet5(method: str = "lax") -> L.Layer:
     """LeNet-5 for 28x28x1 inputs (padding 2 in the first layer, as 32x32)."""
     return L.serial(
-        L.conv2d(6, 5, padding="SAME", method=method), L.relu(), L.max_pool2d(2),
-        L.conv2d(16, 5, method=method), L.relu(), L.max_pool2d(2),
-        L.flatten(), L.dense(120), L.relu(), L.dense(84), L.relu(), L.dense(10),
+        L.conv2d(6, 5, padding="SAME", method=method),
+        L.relu(),
+        L.max_pool2d(2),
+        L.conv2d(16, 5, method=method),
+        L.relu(),
+        L.max_pool2d(2),
+        L.flatten(),
+        L.dense(120),
+        L.relu(),
+        L.dense(84),
+        L.relu(),
+        L.dense(10),
     )
 
 
 def mnist1d_cnn(method: str = "lax") -> L.Layer:
     """The ``ConvBase`` of the MNIST-1D repository, channels-last."""
     return L.serial(
-        L.conv1d(25, 5, stride=2, padding=1, method=method), L.relu(),
-        L.conv1d(25, 3, stride=2, padding=1, method=method), L.relu(),
-        L.conv1d(25, 3, stride=2, padding=1, method=method), L.relu(),
-        L.flatten(), L.dense(10),
+        L.conv1d(25, 5, stride=2, padding=1, method=method),
+        L.relu(),
+        L.conv1d(25, 3, stride=2, padding=1, method=method),
+        L.relu(),
+        L.conv1d(25, 3, stride=2, padding=1, method=method),
+        L.relu(),
+        L.flatten(),
+        L.dense(10),
     )
 
 
@@ -68,8 +82,10 @@ NETWORKS = {  # name: (factory, input shape, batch, quick rounds, full rounds)
 
 def _data(in_shape, batch, seed=0):
     k_x, k_t = jax.random.split(jax.random.key(seed))
-    return (jax.random.normal(k_x, (batch, *in_shape), jnp.float32),
-            jax.random.randint(k_t, (batch,), 0, 10))
+    return (
+        jax.random.normal(k_x, (batch, *in_shape), jnp.float32),
+        jax.random.randint(k_t, (batch,), 0, 10),
+    )
 
 
 # ----------------------------------------------------- the book's NumPy network
@@ -84,7 +100,9 @@ def np_im2col(x, kh, kw, stride=1, pad=0):
     col = np.empty((n, out_h, out_w, kh, kw, c), x.dtype)
     for p in range(kh):
         for q in range(kw):
-            col[:, :, :, p, q, :] = img[:, p:p + stride * out_h:stride, q:q + stride * out_w:stride]
+            col[:, :, :, p, q, :] = img[
+                :, p : p + stride * out_h : stride, q : q + stride * out_w : stride
+            ]
     return col.reshape(n * out_h * out_w, -1)
 
 
@@ -96,8 +114,10 @@ def np_col2im(col, x_shape, kh, kw, stride=1, pad=0):
     img = np.zeros((n, h + 2 * pad, w + 2 * pad, c), col.dtype)
     for p in range(kh):
         for q in range(kw):
-            img[:, p:p + stride * out_h:stride, q:q + stride * out_w:stride] += col[:, :, :, p, q]
-    return img[:, pad:h + pad, pad:w + pad]
+            img[:, p : p + stride * out_h : stride, q : q + stride * out_w : stride] += col[
+                :, :, :, p, q
+            ]
+    return img[:, pad : h + pad, pad : w + pad]
 
 
 class Convolution:
@@ -161,10 +181,17 @@ class NumpyLeNet:
     def __init__(self, params):
         p = [{k: np.asarray(v) for k, v in layer.items()} if layer else None for layer in params]
         self.layers = [
-            Convolution(p[0]["W"], p[0]["b"], pad=2), numpy_mlp.Relu(), Pooling(2),
-            Convolution(p[3]["W"], p[3]["b"]), numpy_mlp.Relu(), Pooling(2), Flatten(),
-            numpy_mlp.Affine(p[7]["W"], p[7]["b"]), numpy_mlp.Relu(),
-            numpy_mlp.Affine(p[9]["W"], p[9]["b"]), numpy_mlp.Relu(),
+            Convolution(p[0]["W"], p[0]["b"], pad=2),
+            numpy_mlp.Relu(),
+            Pooling(2),
+            Convolution(p[3]["W"], p[3]["b"]),
+            numpy_mlp.Relu(),
+            Pooling(2),
+            Flatten(),
+            numpy_mlp.Affine(p[7]["W"], p[7]["b"]),
+            numpy_mlp.Relu(),
+            numpy_mlp.Affine(p[9]["W"], p[9]["b"]),
+            numpy_mlp.Relu(),
             numpy_mlp.Affine(p[11]["W"], p[11]["b"]),
         ]
         self.last = numpy_mlp.SoftmaxWithLoss()
@@ -189,8 +216,10 @@ def torch_step(name, params, x, t):
     except ImportError as e:
         return None, f"torch not importable ({e})"
     F = torch.nn.functional
-    p = [{k: torch.tensor(np.asarray(v)) for k, v in layer.items()} if layer else None
-         for layer in params]
+    p = [
+        {k: torch.tensor(np.asarray(v)) for k, v in layer.items()} if layer else None
+        for layer in params
+    ]
     weights = [v for layer in p if layer for v in layer.values()]
     for v in weights:
         v.requires_grad_(True)
@@ -212,8 +241,7 @@ def torch_step(name, params, x, t):
         def net(x):
             h = x
             for i in (0, 2, 4):
-                h = F.relu(F.conv1d(h, p[i]["W"].permute(2, 1, 0), p[i]["b"], stride=2,
-                                    padding=1))
+                h = F.relu(F.conv1d(h, p[i]["W"].permute(2, 1, 0), p[i]["b"], stride=2, padding=1))
             h = h.permute(0, 2, 1).reshape(h.shape[0], -1)
             return h @ p[7]["W"] + p[7]["b"]
 
@@ -236,13 +264,8 @@ def contenders(name):
     model = factory()
     _, params, _ = model.init(jax.random.key(0), in_shape, jnp.float32)
     x, t = _data(in_shape, batch)
-    objective = purenet.objective(model, loss)
-    fns = {
-        "hand": jax.jit(purenet.backprop(model, loss)),
-        "hand, im2col": jax.jit(purenet.backprop(factory("im2col"), loss)),
-        "jax.grad": jax.jit(jax.value_and_grad(objective)),
-        "control": jax.jit(jax.value_and_grad(objective)),
-    }
+    fns = gradient_contenders(model, loss)
+    fns["hand, im2col"] = jax.jit(purenet.backprop(factory("im2col"), loss))
     thunks = {k: (lambda f=f: f(params, x, t)) for k, f in fns.items()}
     notes = {}
     if name.startswith("LeNet"):
@@ -280,8 +303,9 @@ def run(config: Config) -> dict:
         # thread pools (OpenBLAS, OpenMP) keep spinning after a call and slow
         # down whoever runs next (always the same contender in a rotation).
         jax_names = ["hand", "hand, im2col", "jax.grad", "control"]
-        timing = compare({k: thunks[k] for k in jax_names}, baseline="jax.grad", rounds=rounds,
-                         sample_s=0.02)
+        timing = compare(
+            {k: thunks[k] for k in jax_names}, baseline="jax.grad", rounds=rounds, sample_s=0.02
+        )
         timing.pop("samples")
         data[name] = {**timing, "info": info, "others": {}}
         t, r = timing["times"], timing["ratios"]
@@ -293,29 +317,44 @@ def run(config: Config) -> dict:
         for other, mine in (("numpy im2col", "hand, im2col"), ("torch", "hand")):
             if other not in thunks:
                 continue
-            pair = compare({mine: thunks[mine], other: thunks[other]}, baseline=mine,
-                           rounds=config.repeats(max(quick // 6, 3), max(full // 6, 3)),
-                           sample_s=0.02)
+            pair = compare(
+                {mine: thunks[mine], other: thunks[other]},
+                baseline=mine,
+                rounds=config.repeats(max(quick // 6, 3), max(full // 6, 3)),
+                sample_s=0.02,
+            )
             pair.pop("samples")
             data[name]["others"][other] = pair
-            rows.append([name, other, fmt_spread(pair["times"][other]), "",
-                         f"{fmt_ratio(pair['ratios'][other])} x {mine}"])
+            rows.append(
+                [
+                    name,
+                    other,
+                    fmt_spread(pair["times"][other]),
+                    "",
+                    f"{fmt_ratio(pair['ratios'][other])} x {mine}",
+                ]
+            )
         if "torch" not in thunks:
             notes.append(f"{name}: PyTorch skipped: {info['torch']}.")
-    notes.insert(0, "Each contender computes the loss and every gradient of one batch. 'hand' "
-                 "is purenet.backprop with the default backward (lax convolutions derived by "
-                 "hand), 'hand, im2col' the textbook backward, 'control' a second jitted "
-                 "jax.grad (its ratio is the noise floor). Ratios are per-round "
-                 "(interleaved) ratios, median [quartiles]: the JAX contenders to jax.grad; "
-                 "NumPy and torch, timed in separate interleaved pairs (their thread pools "
-                 "spin after a call), to the purenet contender named.")
+    notes.insert(
+        0,
+        "Each contender computes the loss and every gradient of one batch. 'hand' "
+        "is purenet.backprop with the default backward (lax convolutions derived by "
+        "hand), 'hand, im2col' the textbook backward, 'control' a second jitted "
+        "jax.grad (its ratio is the noise floor). Ratios are per-round "
+        "(interleaved) ratios, median [quartiles]: the JAX contenders to jax.grad; "
+        "NumPy and torch, timed in separate interleaved pairs (their thread pools "
+        "spin after a call), to the purenet contender named.",
+    )
     return {
         "description": __doc__.split("\n\n")[0],
-        "tables": [{
-            "title": "conv: time per loss-and-gradient call, median [quartiles]",
-            "headers": ["network @ batch", "contender", "time", "/ jax.grad", "/ purenet"],
-            "rows": rows,
-        }],
+        "tables": [
+            {
+                "title": "conv: time per loss-and-gradient call, median [quartiles]",
+                "headers": ["network @ batch", "contender", "time", "/ jax.grad", "/ purenet"],
+                "rows": rows,
+            }
+        ],
         "notes": notes,
         "data": data,
     }

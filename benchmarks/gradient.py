@@ -43,23 +43,31 @@ ROUNDS = {
 }
 
 
-def contenders(p) -> dict:
-    """The jitted functions compared, each taking ``(params, x, t)``."""
-    objective = purenet.objective(p.model, p.loss)
+def gradient_contenders(model, loss) -> dict:
+    """The jitted functions compared, each taking ``(params, x, t)``: the
+    hand-written backprop, ``jax.value_and_grad`` of the same objective, and
+    a second, identical copy of the latter (the control, whose ratio to the
+    first shows the noise of the run)."""
+    objective = purenet.objective(model, loss)
     return {
-        "hand": jax.jit(purenet.backprop(p.model, p.loss)),
+        "hand": jax.jit(purenet.backprop(model, loss)),
         "jax.grad": jax.jit(jax.value_and_grad(objective)),
         "control": jax.jit(jax.value_and_grad(objective)),
     }
 
 
-def measure(p, rounds: int) -> dict:
-    """Interleaved timing of :func:`contenders` on problem ``p``."""
-    fns = contenders(p)
-    thunks = {name: (lambda f=f: f(p.params, p.x, p.t)) for name, f in fns.items()}
-    result = compare(thunks, baseline="jax.grad", rounds=rounds, sample_s=0.002)
+def time_gradients(model, loss, params, x, t, rounds: int, sample_s: float = 0.002) -> dict:
+    """Interleaved timing of :func:`gradient_contenders` at ``(params, x, t)``."""
+    fns = gradient_contenders(model, loss)
+    thunks = {name: (lambda f=f: f(params, x, t)) for name, f in fns.items()}
+    result = compare(thunks, baseline="jax.grad", rounds=rounds, sample_s=sample_s)
     result.pop("samples")
     return result
+
+
+def measure(p, rounds: int) -> dict:
+    """Interleaved timing of :func:`gradient_contenders` on problem ``p``."""
+    return time_gradients(p.model, p.loss, p.params, p.x, p.t, rounds)
 
 
 @register("gradient", "hand-written backprop vs jax.value_and_grad, jitted, float32")

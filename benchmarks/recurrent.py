@@ -33,9 +33,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-import purenet
+from benchmarks.gradient import time_gradients
 from benchmarks.registry import Config, register
-from benchmarks.timing import compare, fmt_ratio, fmt_spread, interleave, summary
+from benchmarks.timing import fmt_ratio, fmt_spread, interleave, summary
 from purenet import layers as L
 from purenet import losses, optim
 from purenet.train import make_epoch
@@ -65,16 +65,7 @@ def gru_problem():
 
 def gradient_timing(problem, rounds: int) -> dict:
     _, model, loss, params, x, t = problem
-    objective = purenet.objective(model, loss)
-    fns = {
-        "hand": jax.jit(purenet.backprop(model, loss)),
-        "jax.grad": jax.jit(jax.value_and_grad(objective)),
-        "control": jax.jit(jax.value_and_grad(objective)),
-    }
-    thunks = {name: (lambda f=f: f(params, x, t)) for name, f in fns.items()}
-    result = compare(thunks, baseline="jax.grad", rounds=rounds, sample_s=0.02)
-    result.pop("samples")
-    return result
+    return time_gradients(model, loss, params, x, t, rounds, sample_s=0.02)
 
 
 def purenet_epoch():
@@ -126,8 +117,15 @@ def run(config: Config) -> dict:
         timing = gradient_timing(problem, config.repeats(quick, full))
         data[problem[0]] = timing
         times, ratios = timing["times"], timing["ratios"]
-        rows.append([problem[0], fmt_spread(times["hand"]), fmt_spread(times["jax.grad"]),
-                     fmt_ratio(ratios["hand"]), fmt_ratio(ratios["control"])])
+        rows.append(
+            [
+                problem[0],
+                fmt_spread(times["hand"]),
+                fmt_spread(times["jax.grad"]),
+                fmt_ratio(ratios["hand"]),
+                fmt_ratio(ratios["control"]),
+            ]
+        )
 
     config.log("recurrent: one LSTM epoch")
     epoch, x, t = purenet_epoch()
@@ -156,7 +154,7 @@ def run(config: Config) -> dict:
             },
             {
                 "title": f"one epoch, LSTM model, Adam, {EPOCH_EXAMPLES} sequences, batch "
-                         f"{EPOCH_BATCH}",
+                f"{EPOCH_BATCH}",
                 "headers": ["contender", "seconds per epoch"],
                 "rows": epoch_rows,
             },
