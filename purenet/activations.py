@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 
 from purenet import _checks
@@ -72,7 +73,7 @@ def leaky_relu_activation(slope: float = 0.01) -> Activation:
     return Activation(f=f, df=df)
 
 
-def softmax(z, axis: int = -1):
+def softmax(z: jax.Array, axis: int = -1) -> jax.Array:
     """Numerically stable softmax: ``exp(z - max z) / sum exp(z - max z)``.
 
     Subtracting the row maximum leaves the result unchanged (softmax is
@@ -84,7 +85,7 @@ def softmax(z, axis: int = -1):
     return e / jnp.sum(e, axis=axis, keepdims=True)
 
 
-def log_softmax(z, axis: int = -1):
+def log_softmax(z: jax.Array, axis: int = -1) -> jax.Array:
     """Numerically stable ``log(softmax(z))``: ``(z - max z) - log sum exp(z - max z)``."""
     shifted = z - jnp.max(z, axis=axis, keepdims=True)
     return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))

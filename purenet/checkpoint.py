@@ -132,13 +132,13 @@ def _check_leaves(name: str, tree) -> None:
 
 
 def save(
-    path,
-    params,
-    opt_state=None,
-    state=None,
+    path: str | os.PathLike,
+    params: Any,
+    opt_state: Any = None,
+    state: Any = None,
     *,
     step: int = 0,
-    key=None,
+    key: jax.Array | None = None,
     overwrite: bool = False,
 ) -> None:
     """Write a checkpoint atomically.
@@ -295,7 +295,12 @@ def _meta(path, arrays) -> dict:
     return meta
 
 
-def load(path, params_like, opt_state_like=None, state_like=None) -> Checkpoint:
+def load(
+    path: str | os.PathLike,
+    params_like: Any,
+    opt_state_like: Any = None,
+    state_like: Any = None,
+) -> Checkpoint:
     """Read a checkpoint written by :func:`save`.
 
     Args:

@@ -34,7 +34,7 @@ Array = Any
 __all__ = ["global_norm", "clip_by_value", "clip_by_global_norm"]
 
 
-def global_norm(tree) -> Array:
+def global_norm(tree: Any) -> Array:
     """The Euclidean norm of all the entries of a pytree, as one vector.
 
     ``||g|| = sqrt(sum over leaves of sum(leaf ** 2))``: the norm of the
@@ -55,7 +55,7 @@ def global_norm(tree) -> Array:
     return jnp.sqrt(sum(squares, jnp.zeros(())))
 
 
-def clip_by_value(grads, limit):
+def clip_by_value(grads: Any, limit: float) -> Any:
     """Clip every gradient entry to ``[-limit, limit]``.
 
     ``g_i <- min(max(g_i, -limit), limit)``, as
@@ -82,7 +82,7 @@ def clip_by_value(grads, limit):
     return jax.tree.map(lambda g: jnp.clip(g, -limit, limit).astype(g.dtype), grads)
 
 
-def clip_by_global_norm(grads, max_norm):
+def clip_by_global_norm(grads: Any, max_norm: float) -> Any:
     """Rescale the whole gradient so that its global norm is at most ``max_norm``.
 
     ``g <- g * max_norm / max(||g||, max_norm)`` where ``||g||`` is

@@ -55,7 +55,8 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -125,7 +126,7 @@ def _same_rows(x, t) -> int:
 # ------------------------------------------------------------------------- one-hot
 
 
-def one_hot(labels, num_classes: int, *, dtype=jnp.float32) -> jax.Array:
+def one_hot(labels: jax.Array, num_classes: int, *, dtype: Any = jnp.float32) -> jax.Array:
     """One-hot rows for integer class labels.
 
     ``one_hot(labels, C)[..., c]`` is 1 where ``labels == c`` and 0 elsewhere,
@@ -192,7 +193,7 @@ class Standardizer(NamedTuple):
     std: jax.Array
 
 
-def standardize_fit(x) -> Standardizer:
+def standardize_fit(x: jax.Array) -> Standardizer:
     """Fit per-feature mean and standard deviation on the rows of ``x``.
 
     ``std`` is the population standard deviation (``ddof=0``, as in
@@ -236,7 +237,7 @@ def _check_stats(stats: Standardizer, x) -> None:
         )
 
 
-def standardize_apply(stats: Standardizer, x) -> jax.Array:
+def standardize_apply(stats: Standardizer, x: jax.Array) -> jax.Array:
     """Standardize ``x`` with fitted statistics: ``(x - mean) / std``.
 
     Args:
@@ -252,7 +253,7 @@ def standardize_apply(stats: Standardizer, x) -> jax.Array:
     return ((x - stats.mean) / stats.std).astype(x.dtype)
 
 
-def standardize_invert(stats: Standardizer, z) -> jax.Array:
+def standardize_invert(stats: Standardizer, z: jax.Array) -> jax.Array:
     """Undo ``standardize_apply``: ``z * std + mean``.
 
     Useful for regression targets standardized for training and reported in
@@ -282,7 +283,12 @@ def _check_fractions(fractions) -> tuple[float, ...]:
     return tuple(float(f) for f in values)
 
 
-def split(key, x, t, fractions=(0.6, 0.2, 0.2)):
+def split(
+    key: jax.Array,
+    x: jax.Array,
+    t: jax.Array,
+    fractions: Sequence[float] = (0.6, 0.2, 0.2),
+) -> tuple[tuple[jax.Array, jax.Array], ...]:
     """Shuffle the rows of ``(x, t)`` and cut them into parts.
 
     The part sizes come from rounding the cumulative fractions, so they add up
@@ -313,7 +319,7 @@ def split(key, x, t, fractions=(0.6, 0.2, 0.2)):
     return _shuffle_and_cut(key, x, t, split_sizes(m, fractions))
 
 
-def split_sizes(num_examples: int, fractions=(0.6, 0.2, 0.2)) -> tuple[int, ...]:
+def split_sizes(num_examples: int, fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> tuple[int, ...]:
     """The part sizes ``split`` uses for ``num_examples`` rows.
 
     Part ``i`` ends at row ``round(num_examples * (f_0 + ... + f_i))``: the sizes
@@ -356,7 +362,9 @@ def num_batches(num_examples: int, batch_size: int, *, drop_remainder: bool = Tr
     return m // k if drop_remainder else -(-m // k)
 
 
-def batch_indices(key, num_examples: int, batch_size: int, *, drop_remainder: bool = True):
+def batch_indices(
+    key: jax.Array, num_examples: int, batch_size: int, *, drop_remainder: bool = True
+) -> jax.Array:
     """Row indices of one shuffled epoch, one row of the result per batch.
 
     A fresh permutation of ``range(num_examples)`` cut into batches of
@@ -398,7 +406,9 @@ def _epoch_indices(key, num_examples, batch_size, drop_remainder):
     return order.reshape(n, batch_size)
 
 
-def batches(key, x, t, batch_size: int, *, drop_remainder: bool = True):
+def batches(
+    key: jax.Array, x: jax.Array, t: jax.Array, batch_size: int, *, drop_remainder: bool = True
+) -> tuple[jax.Array, jax.Array]:
     """One shuffled epoch of ``(x, t)`` stacked into batches for ``lax.scan``.
 
     ``batches(key, x, t, k)`` equals ``(x[idx], t[idx])`` with

@@ -61,7 +61,7 @@ import math
 import os
 import struct
 import zlib
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -116,7 +116,7 @@ def _column(condition) -> jax.Array:
     return condition.astype(jnp.float32)[:, None]
 
 
-def xor():
+def xor() -> tuple[jax.Array, jax.Array]:
     """The four XOR patterns (Minsky and Papert's counter-example for perceptrons).
 
     Returns:
@@ -127,7 +127,7 @@ def xor():
     return x, _column(x[:, 0] != x[:, 1])
 
 
-def parity(n_bits: int = 4):
+def parity(n_bits: int = 4) -> tuple[jax.Array, jax.Array]:
     """All ``2**n_bits`` bit patterns; target 1 when the number of ones is odd.
 
     Half the patterns (``2**(n_bits - 1)``) are positive. Flipping any one bit
@@ -140,7 +140,7 @@ def parity(n_bits: int = 4):
     return x, _column(jnp.sum(x, axis=1) % 2 == 1)
 
 
-def mirror_symmetry(n_bits: int = 6):
+def mirror_symmetry(n_bits: int = 6) -> tuple[jax.Array, jax.Array]:
     """All ``2**n_bits`` patterns; target 1 when the pattern reads the same reversed.
 
     The symmetry task of Rumelhart, Hinton and Williams (1986), "Learning
@@ -177,7 +177,7 @@ def _binary_labels(n0: int, n1: int) -> jax.Array:
     return jnp.concatenate([jnp.zeros((n0, 1)), jnp.ones((n1, 1))]).astype(jnp.float32)
 
 
-def noisy_xor(key, n: int = 200, noise: float = 0.1):
+def noisy_xor(key: jax.Array, n: int = 200, noise: float = 0.1) -> tuple[jax.Array, jax.Array]:
     """XOR with noise: each example is one of the four corners plus Gaussian noise.
 
     Args:
@@ -195,7 +195,9 @@ def noisy_xor(key, n: int = 200, noise: float = 0.1):
     return _add_noise(noise_key, corners, noise), _column(corners[:, 0] != corners[:, 1])
 
 
-def two_spirals(key, n: int = 200, noise: float = 0.0, turns: float = 1.5):
+def two_spirals(
+    key: jax.Array, n: int = 200, noise: float = 0.0, turns: float = 1.5
+) -> tuple[jax.Array, jax.Array]:
     """Two interleaved spirals (after Lang and Witbrock, 1988), one per class.
 
     A point at distance ``s`` from the centre lies at angle ``2 pi turns s``;
@@ -224,7 +226,7 @@ def two_spirals(key, n: int = 200, noise: float = 0.0, turns: float = 1.5):
     return _add_noise(noise_key, x, noise), _binary_labels(n0, n1)
 
 
-def moons(key, n: int = 200, noise: float = 0.1):
+def moons(key: jax.Array, n: int = 200, noise: float = 0.1) -> tuple[jax.Array, jax.Array]:
     """Two interleaving half circles, as scikit-learn's ``make_moons``.
 
     Class 0 is the upper half of the unit circle, class 1 the lower half
@@ -249,7 +251,9 @@ def moons(key, n: int = 200, noise: float = 0.1):
     return _add_noise(noise_key, x, noise), _binary_labels(n0, n1)
 
 
-def circles(key, n: int = 200, noise: float = 0.05, factor: float = 0.5):
+def circles(
+    key: jax.Array, n: int = 200, noise: float = 0.05, factor: float = 0.5
+) -> tuple[jax.Array, jax.Array]:
     """A circle inside a circle, as scikit-learn's ``make_circles``.
 
     Args:
@@ -272,7 +276,7 @@ def circles(key, n: int = 200, noise: float = 0.05, factor: float = 0.5):
     return _add_noise(noise_key, x, noise), _binary_labels(n0, n1)
 
 
-def noisy_sine(key, n: int = 100, noise: float = 0.1):
+def noisy_sine(key: jax.Array, n: int = 100, noise: float = 0.1) -> tuple[jax.Array, jax.Array]:
     """One-dimensional regression: ``t = sin(x) + noise * eps`` with x uniform in [-pi, pi].
 
     Args:
@@ -290,7 +294,7 @@ def noisy_sine(key, n: int = 100, noise: float = 0.1):
     return x, _add_noise(noise_key, jnp.sin(x), noise)
 
 
-def multi_label(key, n: int = 200, noise: float = 0.0):
+def multi_label(key: jax.Array, n: int = 200, noise: float = 0.0) -> tuple[jax.Array, jax.Array]:
     """Points in the plane with three independent binary labels.
 
     Labels, in column order: ``x1 > 0``, ``x2 > 0``, ``x1**2 + x2**2 < 1``.
@@ -330,7 +334,7 @@ def _sklearn_load(name: str, **kwargs):
     return jnp.asarray(x, jnp.float32), t
 
 
-def digits():
+def digits() -> tuple[jax.Array, jax.Array]:
     """scikit-learn's handwritten digits: 1797 images of 8x8 pixels, 10 classes.
 
     The pixel counts (0 to 16) are divided by 16, so ``x`` lies in [0, 1].
@@ -342,7 +346,7 @@ def digits():
     return x / 16, jnp.asarray(t, jnp.int32)
 
 
-def iris():
+def iris() -> tuple[jax.Array, jax.Array]:
     """Fisher's iris: 150 flowers, 4 measurements in cm, 3 species.
 
     Returns:
@@ -352,7 +356,7 @@ def iris():
     return x, jnp.asarray(t, jnp.int32)
 
 
-def breast_cancer():
+def breast_cancer() -> tuple[jax.Array, jax.Array]:
     """Wisconsin diagnostic breast cancer: 569 tumours, 30 features, 2 classes.
 
     Returns:
@@ -362,7 +366,7 @@ def breast_cancer():
     return x, jnp.asarray(t, jnp.int32)
 
 
-def wine():
+def wine() -> tuple[jax.Array, jax.Array]:
     """Wine recognition: 178 wines, 13 chemical measurements, 3 cultivars.
 
     Returns:
@@ -372,7 +376,7 @@ def wine():
     return x, jnp.asarray(t, jnp.int32)
 
 
-def diabetes():
+def diabetes() -> tuple[jax.Array, jax.Array]:
     """Diabetes progression: 442 patients, 10 raw baseline measurements.
 
     The features are unscaled (scikit-learn's ``scaled=False``: age in years,
@@ -401,7 +405,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _MAX_DIMS = 32  # numpy's limit before 2.0; no IDX data set comes near it
 
 
-def read_idx(path) -> np.ndarray:
+def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (the MNIST format) into a NumPy array.
 
     Layout: two zero bytes; a type code (0x08 uint8, 0x09 int8, 0x0B int16,
@@ -454,7 +458,7 @@ def read_idx(path) -> np.ndarray:
     return data.reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def write_idx(path, array) -> None:
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write ``array`` as an IDX file, gzipped when ``path`` ends in ``.gz``.
 
     Args:
@@ -485,7 +489,7 @@ def _find_idx(directory: str, name: str) -> str:
     raise FileNotFoundError(f"directory {directory!r}: expected {name}.gz or {name}, found neither")
 
 
-def load_mnist(directory, kind: str = "train"):
+def load_mnist(directory: str | os.PathLike, kind: str = "train") -> tuple[jax.Array, jax.Array]:
     """Read MNIST or Fashion-MNIST from the four standard IDX files.
 
     Looks in ``directory`` for ``{kind}-images-idx3-ubyte`` and
@@ -724,7 +728,7 @@ def family_trees() -> FamilyTrees:
 _N_FAMILY_QUERIES = 104
 
 
-def family_trees_split(key, n_test: int = 4):
+def family_trees_split(key: jax.Array, n_test: int = 4) -> tuple[jax.Array, jax.Array]:
     """A random partition of the 104 family-trees queries into training and test rows.
 
     The paper trained on 100 of the 104 queries and tested on the other 4;
@@ -780,7 +784,7 @@ _DATASETS = {
 _DATASETS["mnist"] = load_mnist
 
 
-def load(name: str, **kwargs):
+def load(name: str, **kwargs: Any) -> tuple[jax.Array, jax.Array] | FamilyTrees:
     """Load a data set by name: ``load("moons", key=key, n=500)`` is ``moons(key, n=500)``.
 
     Args:

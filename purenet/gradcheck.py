@@ -41,13 +41,17 @@ float32 check can catch a wrong formula but not a subtle one.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from purenet import _checks
-from purenet.cost import backprop, objective
+from purenet.cost import Penalty, backprop, objective
+from purenet.layers import Layer
+from purenet.losses import Loss
 from purenet.params import ravel
 
 # Tolerances by dtype: elementwise rel_error against jax.grad, and the course's
@@ -67,7 +71,7 @@ TOLERANCES = {
 }
 
 
-def default_eps(dtype) -> float:
+def default_eps(dtype: Any) -> float:
     """Step of central differences: the cube root of the machine epsilon, which
     balances truncation (``eps**2``) against rounding (``u / eps``): about 6e-6
     in float64 and 5e-3 in float32 (Nocedal & Wright, *Numerical Optimization*,
@@ -78,7 +82,7 @@ def default_eps(dtype) -> float:
 # ------------------------------------------------------------------ error metrics
 
 
-def rel_error(a, b, tiny: float = 1e-8) -> float:
+def rel_error(a: Any, b: Any, tiny: float = 1e-8) -> float:
     """cs231n's relative error, ``max |a - b| / max(tiny, |a| + |b|)``, elementwise
     then the maximum over all entries of all leaves of two pytrees."""
     worst = 0.0
@@ -91,7 +95,7 @@ def rel_error(a, b, tiny: float = 1e-8) -> float:
     return worst
 
 
-def norm_ratio(a, b) -> float:
+def norm_ratio(a: Any, b: Any) -> float:
     """The course's check, ``||a - b|| / ||a + b||`` over all entries of two
     pytrees (0 when both are zero)."""
     x, y = np.asarray(ravel(a)[0], np.float64), np.asarray(ravel(b)[0], np.float64)
@@ -114,7 +118,14 @@ def _split_static(kwargs):
     return arrays, static
 
 
-def numerical_gradient(f, params, *args, eps: float | None = None, chunk_size: int = 16, **kwargs):
+def numerical_gradient(
+    f: Callable,
+    params: Any,
+    *args: Any,
+    eps: float | None = None,
+    chunk_size: int = 16,
+    **kwargs: Any,
+) -> Any:
     """Central-difference gradient of a scalar function over every coordinate.
 
     Args:
@@ -150,8 +161,15 @@ def numerical_gradient(f, params, *args, eps: float | None = None, chunk_size: i
 
 
 def directional_check(
-    f, grads, params, *args, key, num_directions: int = 8, eps: float | None = None, **kwargs
-):
+    f: Callable,
+    grads: Any,
+    params: Any,
+    *args: Any,
+    key: jax.Array,
+    num_directions: int = 8,
+    eps: float | None = None,
+    **kwargs: Any,
+) -> tuple[jax.Array, jax.Array]:
     """Compare a gradient with central differences along random directions.
 
     Args:
@@ -277,7 +295,17 @@ def _report(manual, autodiff, numeric, tolerance=None) -> GradientReport:
 
 
 def check_gradients(
-    model, loss, params, x, t, *, penalty=None, eps=None, tolerance=None, chunk_size=16, **ctx
+    model: Layer,
+    loss: Loss,
+    params: Any,
+    x: jax.Array,
+    t: jax.Array,
+    *,
+    penalty: Penalty | None = None,
+    eps: float | None = None,
+    tolerance: float | None = None,
+    chunk_size: int = 16,
+    **ctx: Any,
 ) -> GradientReport:
     """Hand-written backprop against ``jax.grad`` and central differences.
 
@@ -319,7 +347,16 @@ def _is_float(x) -> bool:
     return all(jnp.issubdtype(jnp.result_type(leaf), jnp.floating) for leaf in jax.tree.leaves(x))
 
 
-def check_layer(layer, params, x, *, dy_key, eps=None, tolerance=None, **ctx) -> GradientReport:
+def check_layer(
+    layer: Layer,
+    params: Any,
+    x: Any,
+    *,
+    dy_key: jax.Array,
+    eps: float | None = None,
+    tolerance: float | None = None,
+    **ctx: Any,
+) -> GradientReport:
     """One layer's backward against ``jax.vjp`` and finite differences.
 
     A random upstream gradient ``dy`` (normal, drawn with ``dy_key``, one

@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -84,7 +85,7 @@ def _check_same_shape(y, t):
     return jnp.asarray(t).astype(y.dtype)
 
 
-def check_labels(labels, num_classes: int, name: str = "t"):
+def check_labels(labels: jax.Array, num_classes: int, name: str = "t") -> None:
     """Refuse labels that are not integers, or (when concrete) lie outside
     ``[0, num_classes)``; the error names the argument ``name``."""
     if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
@@ -269,7 +270,7 @@ LOSSES = {
 }
 
 
-def get(name) -> Loss:
+def get(name: str | Loss) -> Loss:
     """A loss by name (or a :class:`Loss`, returned as is)."""
     if isinstance(name, Loss):
         return name

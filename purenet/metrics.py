@@ -33,6 +33,9 @@ one meaning per shape. Shapes are static, so the checks also run under
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import jax
 import jax.numpy as jnp
 
 from purenet import _checks, losses
@@ -60,7 +63,7 @@ def _check_same_shape(y, t):
         _checks.fail("t", f"a target of the output's shape {tuple(y.shape)}", _shape(t))
 
 
-def multiclass_accuracy(y, t):
+def multiclass_accuracy(y: jax.Array, t: jax.Array) -> jax.Array:
     """Fraction of positions whose ``argmax`` over the last axis is the target class.
 
     Args:
@@ -105,7 +108,7 @@ def multiclass_accuracy(y, t):
     return jnp.mean(jnp.argmax(y, axis=-1) == labels)
 
 
-def binary_accuracy(y, t, threshold: float = 0.0):
+def binary_accuracy(y: jax.Array, t: jax.Array, threshold: float = 0.0) -> jax.Array:
     """Fraction of entries with ``(y > threshold) == (t > 0.5)``.
 
     Args:
@@ -131,7 +134,9 @@ def binary_accuracy(y, t, threshold: float = 0.0):
     return jnp.mean((y > threshold) == (t > 0.5))
 
 
-def multilabel_accuracy(y, t, threshold: float = 0.0, exact_match: bool = False):
+def multilabel_accuracy(
+    y: jax.Array, t: jax.Array, threshold: float = 0.0, exact_match: bool = False
+) -> jax.Array:
     """Hamming accuracy over all label decisions (or exact-match accuracy).
 
     Args:
@@ -164,7 +169,7 @@ def multilabel_accuracy(y, t, threshold: float = 0.0, exact_match: bool = False)
     return jnp.mean(jnp.all(right, axis=-1)) if exact_match else jnp.mean(right)
 
 
-def for_loss(loss):
+def for_loss(loss: losses.Loss) -> Callable[[jax.Array, jax.Array], jax.Array] | None:
     """The natural accuracy for a loss's head, or ``None`` for regression (MSE).
 
     A sigmoid layer followed by MSE is a classifier too; pass

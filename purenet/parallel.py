@@ -63,6 +63,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +72,8 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from purenet import _checks
 from purenet.clipping import clip_by_global_norm
 from purenet.cost import Penalty, backprop
+from purenet.layers import Layer
+from purenet.losses import Loss
 from purenet.optim import Optimizer, check_optimizer
 
 __all__ = [
@@ -137,23 +140,23 @@ def _check_mesh(mesh) -> Mesh:
     return mesh
 
 
-def num_shards(mesh) -> int:
+def num_shards(mesh: Mesh) -> int:
     """The size of the mesh's ``"data"`` axis: how many pieces a batch is cut into."""
     return int(_check_mesh(mesh).shape[DATA_AXIS])
 
 
-def batch_sharding(mesh) -> NamedSharding:
+def batch_sharding(mesh: Mesh) -> NamedSharding:
     """``NamedSharding(mesh, P("data"))``: leading axis split over ``"data"``,
     other axes (and other mesh axes) replicated."""
     return NamedSharding(_check_mesh(mesh), PartitionSpec(DATA_AXIS))
 
 
-def replicated_sharding(mesh) -> NamedSharding:
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
     """``NamedSharding(mesh, P())``: a full copy on every device of the mesh."""
     return NamedSharding(_check_mesh(mesh), PartitionSpec())
 
 
-def check_batch_size(batch_size, mesh) -> int:
+def check_batch_size(batch_size: int, mesh: Mesh) -> int:
     """``batch_size`` if it is a positive multiple of the ``"data"`` axis size,
     else a ``ValueError`` naming ``batch_size``."""
     batch_size = _checks.positive_int("batch_size", batch_size)
@@ -183,7 +186,7 @@ def _check_leading(name: str, tree, n: int) -> None:
             )
 
 
-def shard_batch(batch, mesh):
+def shard_batch(batch: Any, mesh: Mesh) -> Any:
     """Place a batch (an array or a pytree such as ``(x, t)``) with its rows
     split over ``"data"``.
 
@@ -195,13 +198,13 @@ def shard_batch(batch, mesh):
     return jax.device_put(batch, batch_sharding(mesh))
 
 
-def replicate(tree, mesh):
+def replicate(tree: Any, mesh: Mesh) -> Any:
     """Place every leaf of ``tree`` (params, optimizer state, a data set) in
     full on every device of ``mesh``."""
     return jax.device_put(tree, replicated_sharding(mesh))
 
 
-def constrain_batch(batch, mesh):
+def constrain_batch(batch: Any, mesh: Mesh) -> Any:
     """Inside ``jit``: ask for ``batch``'s rows to be split over ``"data"``
     (``jax.lax.with_sharding_constraint``).
 
@@ -213,7 +216,7 @@ def constrain_batch(batch, mesh):
     return jax.lax.with_sharding_constraint(batch, batch_sharding(mesh))
 
 
-def shard_seeds(tree, mesh):
+def shard_seeds(tree: Any, mesh: Mesh) -> Any:
     """Place a stack of seeds with the seed axis split over ``"data"``.
 
     ``tree`` is anything with one leading entry per seed: a stack of keys
@@ -237,13 +240,13 @@ def shard_seeds(tree, mesh):
 
 
 def make_shard_map_step(
-    model,
-    loss,
+    model: Layer,
+    loss: Loss,
     optimizer: Optimizer,
-    mesh,
+    mesh: Mesh,
     *,
     penalty: Penalty | None = None,
-    clip_norm=None,
+    clip_norm: float | None = None,
 ) -> Callable:
     """``purenet.train.make_step`` written per device with ``jax.shard_map``.
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +40,7 @@ Initializer = Callable[[jax.Array, tuple, jnp.dtype], jax.Array]
 # --------------------------------------------------------------------------- ravel
 
 
-def ravel(tree):
+def ravel(tree: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
     """Flatten a pytree of arrays into one 1-D vector.
 
     Args:
@@ -213,7 +214,7 @@ INITIALIZERS = {
 }
 
 
-def get_initializer(init) -> Initializer:
+def get_initializer(init: str | Initializer) -> Initializer:
     """An initialiser from a name in ``INITIALIZERS`` or a callable (returned as is)."""
     if callable(init):
         return init

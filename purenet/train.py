@@ -42,26 +42,29 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from purenet import _checks, data, losses, metrics, parallel
 from purenet.clipping import clip_by_global_norm
 from purenet.cost import Penalty, backprop, flat_cost, objective
+from purenet.layers import Layer
+from purenet.losses import Loss
 from purenet.optim import Optimizer, check_optimizer
 from purenet.params import ravel
 
 
 def make_step(
-    model,
-    loss,
+    model: Layer,
+    loss: Loss,
     optimizer: Optimizer,
     *,
     penalty: Penalty | None = None,
-    clip_norm=None,
+    clip_norm: float | None = None,
 ) -> Callable:
     """One training step with the hand-written gradient.
 
@@ -92,15 +95,15 @@ def make_step(
 
 
 def make_epoch(
-    model,
-    loss,
+    model: Layer,
+    loss: Loss,
     optimizer: Optimizer,
     batch_size: int,
     num_examples: int,
     *,
     drop_remainder: bool = True,
-    mesh=None,
-    **step_options,
+    mesh: Mesh | None = None,
+    **step_options: Any,
 ) -> Callable:
     """One epoch of shuffled mini-batch training as a pure function.
 
@@ -148,15 +151,15 @@ def make_epoch(
 
 
 def make_train(
-    model,
-    loss,
+    model: Layer,
+    loss: Loss,
     optimizer: Optimizer,
     batch_size: int,
     num_examples: int,
     epochs: int,
     *,
     evaluate: Callable | None = None,
-    **epoch_options,
+    **epoch_options: Any,
 ) -> Callable:
     """Several epochs as one pure function: a ``lax.scan`` of :func:`make_epoch`.
 
@@ -198,7 +201,7 @@ def make_train(
     return train
 
 
-def make_evaluate(model, loss, metric=None) -> Callable:
+def make_evaluate(model: Layer, loss: Loss, metric: Callable | None = None) -> Callable:
     """``evaluate(params, x, t, state=()) -> (loss, metric)`` in evaluation
     mode, jitted. The metric is ``nan`` when ``metric`` is ``None``."""
     J = objective(model, loss)
@@ -234,7 +237,17 @@ class FitResult(NamedTuple):
     stopped: str | None
 
 
-def check_data(model, loss, params, x, t, *, state=(), name_x="x", name_t="t"):
+def check_data(
+    model: Layer,
+    loss: Loss,
+    params: Any,
+    x: jax.Array,
+    t: jax.Array,
+    *,
+    state: Any = (),
+    name_x: str = "x",
+    name_t: str = "t",
+) -> None:
     """Eager, before any work: dtypes, finiteness, shapes and label ranges.
 
     ``x`` is a batch ``(m, *in_shape)`` of floats, or of integer token ids for
@@ -331,27 +344,27 @@ def _record_epoch(history, evaluate, params, state, x, t, validation, step_losse
 
 
 def fit(
-    model,
-    loss,
+    model: Layer,
+    loss: Loss,
     optimizer: Optimizer,
-    params,
-    x,
-    t,
+    params: Any,
+    x: jax.Array,
+    t: jax.Array,
     *,
-    key,
+    key: jax.Array,
     epochs: int,
     batch_size: int,
-    state=(),
-    opt_state=None,
+    state: Any = (),
+    opt_state: Any = None,
     start_epoch: int = 0,
     validation: tuple | None = None,
-    metric="auto",
+    metric: str | Callable | None = "auto",
     nan_guard: bool = True,
     progress: bool = False,
     drop_remainder: bool = True,
-    mesh=None,
+    mesh: Mesh | None = None,
     penalty: Penalty | None = None,
-    clip_norm=None,
+    clip_norm: float | None = None,
 ) -> FitResult:
     """Train ``model`` on arrays in memory.
 
@@ -431,17 +444,17 @@ def fit(
 
 
 def lbfgs(
-    model,
-    loss,
-    params,
-    x,
-    t,
+    model: Layer,
+    loss: Loss,
+    params: Any,
+    x: jax.Array,
+    t: jax.Array,
     *,
-    state=(),
+    state: Any = (),
     penalty: Penalty | None = None,
     max_iterations: int = 200,
     tolerance: float = 1e-9,
-):
+) -> tuple[Any, dict]:
     """Full-batch L-BFGS through the flat-theta cost (the course's "advanced
     optimizer" path, ``fmincg`` / ``fminunc`` on unrolled theta).
 

@@ -76,7 +76,7 @@ from jax import lax
 
 from purenet import _checks
 from purenet.layers.core import Layer, as_shape, check_rank
-from purenet.params import get_initializer, zeros
+from purenet.params import Initializer, get_initializer, zeros
 
 # Spatial letters for lax's dimension-number strings, by spatial rank.
 _SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
@@ -86,7 +86,7 @@ METHODS = ("lax", "im2col")
 # -------------------------------------------------------------- argument parsing
 
 
-def int_tuple(name: str, value, n: int) -> tuple[int, ...]:
+def int_tuple(name: str, value: int | tuple[int, ...], n: int) -> tuple[int, ...]:
     """A positive int or a sequence of ``n`` positive ints, as an ``n``-tuple."""
     if isinstance(value, tuple | list):
         if len(value) != n:
@@ -104,7 +104,7 @@ def _padding_amount(name: str, value) -> int:
     return int(value)
 
 
-def padding_spec(padding, n: int):
+def padding_spec(padding: str | tuple, n: int) -> str | tuple[tuple[int, int], ...]:
     """Validate a padding argument; return ``"VALID"``, ``"SAME"`` or ``n`` pairs.
 
     Accepted: ``"VALID"``, ``"SAME"`` (either case); an int ``p`` (``(p, p)``
@@ -140,7 +140,15 @@ def padding_spec(padding, n: int):
     return tuple(pairs)
 
 
-def geometry(spatial, kernel, stride, padding, dilation, *, kernel_name="kernel_size"):
+def geometry(
+    spatial: tuple[int, ...],
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    padding: str | tuple,
+    dilation: tuple[int, ...],
+    *,
+    kernel_name: str = "kernel_size",
+) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
     """Padding pairs and output size on each spatial axis (module docstring).
 
     Args:
@@ -181,7 +189,14 @@ def _untouched(size, k, s, d, pad, o):
 # ------------------------------------------------------------------- im2col / col2im
 
 
-def patches(x, kernel, stride, pads, dilation, pad_value=0.0):
+def patches(
+    x: jax.Array,
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    dilation: tuple[int, ...],
+    pad_value: float = 0.0,
+) -> jax.Array:
     """Every receptive field of ``x``: ``(m, *S, C) -> (m, *O, *K, C)``.
 
     ``patches(...)[n, o, k, c] = x_pad[n, o s + k d, c]``, built as in Saito's
@@ -206,7 +221,14 @@ def patches(x, kernel, stride, pads, dilation, pad_value=0.0):
     return stacked.reshape(m, *out, *kernel, channels)
 
 
-def unpatches(fields, in_shape, kernel, stride, pads, dilation):
+def unpatches(
+    fields: jax.Array,
+    in_shape: tuple[int, ...],
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    dilation: tuple[int, ...],
+) -> jax.Array:
     """The adjoint of :func:`patches`: ``(m, *O, *K, C) -> (m, *S, C)``.
 
     Each patch entry is added back at the input position it was copied from
@@ -244,7 +266,13 @@ def _conv_args(x_or_shape, kernel_size, stride, padding, dilation, name="x"):
     return shape, kernel, stride, dilation, pads, out
 
 
-def im2col(x, kernel_size, stride=1, padding="VALID", dilation=1):
+def im2col(
+    x: jax.Array,
+    kernel_size: int | tuple[int, ...],
+    stride: int | tuple[int, ...] = 1,
+    padding: str | tuple = "VALID",
+    dilation: int | tuple[int, ...] = 1,
+) -> jax.Array:
     """The receptive fields of ``x`` as the rows of a matrix (Saito ch. 7.4.3).
 
     Args:
@@ -264,7 +292,14 @@ def im2col(x, kernel_size, stride=1, padding="VALID", dilation=1):
     return fields.reshape(shape[0] * math.prod(out), math.prod(kernel) * shape[-1])
 
 
-def col2im(cols, x_shape, kernel_size, stride=1, padding="VALID", dilation=1):
+def col2im(
+    cols: jax.Array,
+    x_shape: tuple[int, ...],
+    kernel_size: int | tuple[int, ...],
+    stride: int | tuple[int, ...] = 1,
+    padding: str | tuple = "VALID",
+    dilation: int | tuple[int, ...] = 1,
+) -> jax.Array:
     """The adjoint of :func:`im2col` (Saito ch. 7.4.3's ``col2im``).
 
     ``<im2col(x), cols> == <x, col2im(cols, x.shape)>`` for every ``x`` and
@@ -373,7 +408,15 @@ def _check_pair(x, W):
     return n
 
 
-def conv_forward(x, W, *, stride=1, padding="VALID", dilation=1, method="lax"):
+def conv_forward(
+    x: jax.Array,
+    W: jax.Array,
+    *,
+    stride: int | tuple[int, ...] = 1,
+    padding: str | tuple = "VALID",
+    dilation: int | tuple[int, ...] = 1,
+    method: str = "lax",
+) -> jax.Array:
     """The cross-correlation ``y = x * W`` (no bias), any spatial rank 1 to 3.
 
     Args:
@@ -395,7 +438,16 @@ def conv_forward(x, W, *, stride=1, padding="VALID", dilation=1, method="lax"):
     return _forward_im2col(x, W, stride, pads, dilation)[0]
 
 
-def conv_backward(x, W, dy, *, stride=1, padding="VALID", dilation=1, method="lax"):
+def conv_backward(
+    x: jax.Array,
+    W: jax.Array,
+    dy: jax.Array,
+    *,
+    stride: int | tuple[int, ...] = 1,
+    padding: str | tuple = "VALID",
+    dilation: int | tuple[int, ...] = 1,
+    method: str = "lax",
+) -> tuple[jax.Array, jax.Array]:
     """The hand-written backward of :func:`conv_forward`: ``(dW, dx)``.
 
     ``method="lax"`` computes both as one ``lax.conv_general_dilated`` each
@@ -483,8 +535,16 @@ def _conv_layer(n, name, features, kernel_size, stride, padding, dilation, W_ini
     return Layer(init, forward, backward)
 
 
-def conv1d(features: int, kernel_size, stride=1, padding="VALID", dilation=1,
-           W_init="he_normal", b_init=None, method: str = "lax") -> Layer:
+def conv1d(
+    features: int,
+    kernel_size: int | tuple[int, ...],
+    stride: int | tuple[int, ...] = 1,
+    padding: str | tuple = "VALID",
+    dilation: int | tuple[int, ...] = 1,
+    W_init: str | Initializer = "he_normal",
+    b_init: str | Initializer | None = None,
+    method: str = "lax",
+) -> Layer:
     """1-D convolution (cross-correlation) on signals ``(m, L, C_in)``.
 
     ``y[n, o, f] = b[f] + sum_{k, c} x_pad[n, o * stride + k * dilation, c] W[k, c, f]``
@@ -512,8 +572,16 @@ def conv1d(features: int, kernel_size, stride=1, padding="VALID", dilation=1,
                        b_init, method)
 
 
-def conv2d(features: int, kernel_size, stride=1, padding="VALID", dilation=1,
-           W_init="he_normal", b_init=None, method: str = "lax") -> Layer:
+def conv2d(
+    features: int,
+    kernel_size: int | tuple[int, ...],
+    stride: int | tuple[int, ...] = 1,
+    padding: str | tuple = "VALID",
+    dilation: int | tuple[int, ...] = 1,
+    W_init: str | Initializer = "he_normal",
+    b_init: str | Initializer | None = None,
+    method: str = "lax",
+) -> Layer:
     """2-D convolution (cross-correlation) on images ``(m, H, W, C_in)``.
 
     ``y[n, i, j, f] = b[f] + sum_{p, q, c} x_pad[n, i s_h + p d_h, j s_w + q d_w, c]

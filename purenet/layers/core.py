@@ -43,7 +43,7 @@ import jax.numpy as jnp
 
 from purenet import _checks
 from purenet import activations as act
-from purenet.params import get_initializer, zeros
+from purenet.params import Initializer, get_initializer, zeros
 
 Shape = tuple[int, ...]
 
@@ -65,7 +65,7 @@ class Layer(NamedTuple):
 # ------------------------------------------------------------------ shape helpers
 
 
-def as_shape(in_shape, name: str = "in_shape") -> Shape:
+def as_shape(in_shape: int | Sequence[int], name: str = "in_shape") -> Shape:
     """``in_shape`` as a tuple of positive ints (an int is accepted for 1-D)."""
     if isinstance(in_shape, int) and not isinstance(in_shape, bool):
         in_shape = (in_shape,)
@@ -74,7 +74,9 @@ def as_shape(in_shape, name: str = "in_shape") -> Shape:
     return tuple(_checks.positive_int(f"{name}[{i}]", d) for i, d in enumerate(in_shape))
 
 
-def as_shapes(in_shape, count: int | None, layer: str) -> tuple[Shape, ...]:
+def as_shapes(
+    in_shape: Sequence[int | Sequence[int]], count: int | None, layer: str
+) -> tuple[Shape, ...]:
     """A tuple of shapes for a layer with several inputs (``count`` of them if given)."""
     if not isinstance(in_shape, tuple) or not all(isinstance(s, tuple | list) for s in in_shape):
         _checks.fail("in_shape", f"a tuple of input shapes for {layer}", repr(in_shape))
@@ -83,14 +85,14 @@ def as_shapes(in_shape, count: int | None, layer: str) -> tuple[Shape, ...]:
     return tuple(as_shape(s, f"in_shape[{i}]") for i, s in enumerate(in_shape))
 
 
-def check_rank(x, rank: int, layer: str, layout: str) -> None:
+def check_rank(x: jax.Array, rank: int, layer: str, layout: str) -> None:
     """``x`` must be an array of exactly ``rank`` axes (batch axis included)."""
     if not hasattr(x, "shape") or jnp.ndim(x) != rank:
         got = f"shape {tuple(jnp.shape(x))}" if hasattr(x, "shape") else type(x).__name__
         _checks.fail("x", f"a batch of shape {layout} ({rank} axes) for {layer}", got)
 
 
-def check_tuple_input(x, count: int, layer: str) -> None:
+def check_tuple_input(x: Sequence[jax.Array], count: int, layer: str) -> None:
     """``x`` must be a tuple (or list) of ``count`` arrays."""
     if not isinstance(x, tuple | list) or len(x) != count:
         got = (
@@ -101,7 +103,7 @@ def check_tuple_input(x, count: int, layer: str) -> None:
         _checks.fail("x", f"a tuple of {count} arrays for {layer}", got)
 
 
-def split_key(key, n: int) -> list:
+def split_key(key: jax.Array | None, n: int) -> list:
     """``n`` independent keys from ``key``, or ``n`` Nones when ``key`` is None."""
     return [None] * n if key is None else list(jax.random.split(key, n))
 
@@ -155,7 +157,11 @@ def _update_each(layers: Sequence[Layer]) -> Callable:
 # ------------------------------------------------------------------------- dense
 
 
-def dense(n: int, W_init="xavier_uniform", b_init=None) -> Layer:
+def dense(
+    n: int,
+    W_init: str | Initializer = "xavier_uniform",
+    b_init: str | Initializer | None = None,
+) -> Layer:
     """Fully connected (affine) layer on the last axis: ``y = x @ W + b``.
 
     ``x`` may have any rank ``>= 2``: ``(m, d)``, a sequence ``(m, T, d)``

@@ -135,7 +135,11 @@ def _pool_layer(n, name, kind, window, stride, padding, count_include_pad=True) 
     return Layer(init, forward, backward)
 
 
-def max_pool1d(window, stride=None, padding="VALID") -> Layer:
+def max_pool1d(
+    window: int | tuple[int, ...],
+    stride: int | tuple[int, ...] | None = None,
+    padding: str | tuple = "VALID",
+) -> Layer:
     """Max pooling over windows of a signal ``(m, L, C)``, per channel.
 
     Args:
@@ -150,7 +154,11 @@ def max_pool1d(window, stride=None, padding="VALID") -> Layer:
     return _pool_layer(1, "max_pool1d", "max", window, stride, padding)
 
 
-def max_pool2d(window, stride=None, padding="VALID") -> Layer:
+def max_pool2d(
+    window: int | tuple[int, ...],
+    stride: int | tuple[int, ...] | None = None,
+    padding: str | tuple = "VALID",
+) -> Layer:
     """Max pooling over ``(h, w)`` windows of images ``(m, H, W, C)``, per channel.
 
     Args:
@@ -164,7 +172,12 @@ def max_pool2d(window, stride=None, padding="VALID") -> Layer:
     return _pool_layer(2, "max_pool2d", "max", window, stride, padding)
 
 
-def avg_pool1d(window, stride=None, padding="VALID", count_include_pad: bool = True) -> Layer:
+def avg_pool1d(
+    window: int | tuple[int, ...],
+    stride: int | tuple[int, ...] | None = None,
+    padding: str | tuple = "VALID",
+    count_include_pad: bool = True,
+) -> Layer:
     """Average pooling over windows of a signal ``(m, L, C)``, per channel.
 
     Args:
@@ -177,7 +190,12 @@ def avg_pool1d(window, stride=None, padding="VALID", count_include_pad: bool = T
     return _pool_layer(1, "avg_pool1d", "avg", window, stride, padding, count_include_pad)
 
 
-def avg_pool2d(window, stride=None, padding="VALID", count_include_pad: bool = True) -> Layer:
+def avg_pool2d(
+    window: int | tuple[int, ...],
+    stride: int | tuple[int, ...] | None = None,
+    padding: str | tuple = "VALID",
+    count_include_pad: bool = True,
+) -> Layer:
     """Average pooling over ``(h, w)`` windows of images ``(m, H, W, C)``.
 
     Args:
