@@ -35,7 +35,7 @@ def section(results: Path) -> str:
             "",
             f"![{name}]({results.as_posix()}/{r['figure']})" if r.get("figure") else "",
             "",
-            f"Regenerate: `python -m experiments {name} --full` "
+            f"Regenerate: `python -m experiments {name} --{r['mode']}` "
             f"({r['seconds']:.0f} s here; numbers in `{results.as_posix()}/{name}.json`).",
             "",
         ]
