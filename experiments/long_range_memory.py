@@ -57,8 +57,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments._common import Mode, Verdict, init_many, jit, num_seeds, pick, pyplot
-from purenet import layers as L
 from purenet import backprop, losses, metrics, optim, train
+from purenet import layers as L
 from purenet.clipping import global_norm
 
 NAME = "long_range_memory"
@@ -100,7 +100,9 @@ def make_model(arm: str, hidden: int = HIDDEN) -> L.Layer:
 
 def _stacked_data(rng, lags, T, rows):
     pairs = [recall_data(rng, rows, T, lag) for lag in lags]
-    return jnp.asarray(np.stack([p[0] for p in pairs])), jnp.asarray(np.stack([p[1] for p in pairs]))
+    x = np.stack([p[0] for p in pairs])
+    t = np.stack([p[1] for p in pairs])
+    return jnp.asarray(x), jnp.asarray(t)
 
 
 def _success_sweep(arm, lags, T, seeds, epochs, compile_fn):
