@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import jax
 
-from benchmarks.gradient import time_gradients
+from benchmarks.gradient import time_gradients, timing_cells
 from benchmarks.registry import Config, register
-from benchmarks.timing import fmt_ratio, fmt_spread
 from purenet import layers as L
 from purenet import losses
 
@@ -57,16 +56,7 @@ def run(config: Config) -> dict:
         config.log(f"attention: {problem[0]}")
         timing = gradient_timing(problem, config.repeats(20, 100))
         data[problem[0]] = timing
-        times, ratios = timing["times"], timing["ratios"]
-        rows.append(
-            [
-                problem[0],
-                fmt_spread(times["hand"]),
-                fmt_spread(times["jax.grad"]),
-                f"**{fmt_ratio(ratios['hand'])}**",
-                fmt_ratio(ratios["control"]),
-            ]
-        )
+        rows.append([problem[0], *timing_cells(timing)])
     return {
         "description": __doc__.split("\n\n")[0],
         "tables": [

@@ -65,6 +65,18 @@ def time_gradients(model, loss, params, x, t, rounds: int, sample_s: float = 0.0
     return result
 
 
+def timing_cells(timing: dict) -> list[str]:
+    """The four cells every gradient table shows for one timing: hand,
+    jax.grad, hand / jax.grad (bold) and control / jax.grad."""
+    times, ratios = timing["times"], timing["ratios"]
+    return [
+        fmt_spread(times["hand"]),
+        fmt_spread(times["jax.grad"]),
+        f"**{fmt_ratio(ratios['hand'])}**",
+        fmt_ratio(ratios["control"]),
+    ]
+
+
 def measure(p, rounds: int) -> dict:
     """Interleaved timing of :func:`gradient_contenders` on problem ``p``."""
     return time_gradients(p.model, p.loss, p.params, p.x, p.t, rounds)
@@ -80,16 +92,12 @@ def run(config: Config) -> dict:
         timing = measure(p, config.repeats(quick, full))
         summary = hlo.compare_gradients(p)
         data[p.name] = {"loss": loss, **timing, "hlo": summary}
-        t, r = timing["times"], timing["ratios"]
         h, a = summary["hand"], summary["jax_grad"]
         rows.append(
             [
                 p.name,
                 loss,
-                fmt_spread(t["hand"]),
-                fmt_spread(t["jax.grad"]),
-                f"**{fmt_ratio(r['hand'])}**",
-                fmt_ratio(r["control"]),
+                *timing_cells(timing),
                 f"{h['kernels']} / {a['kernels']}",
                 f"{h['dots_ynn']}+{h['dots_xla']} / {a['dots_ynn']}+{a['dots_xla']}",
                 f"{timing['rounds']} x {timing['calls_per_sample']}",

@@ -33,7 +33,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from benchmarks.gradient import time_gradients
+from benchmarks.gradient import time_gradients, timing_cells
 from benchmarks.registry import Config, register
 from benchmarks.timing import fmt_ratio, fmt_spread, interleave, summary
 from purenet import layers as L
@@ -116,16 +116,7 @@ def run(config: Config) -> dict:
         config.log(f"recurrent: {problem[0]}")
         timing = gradient_timing(problem, config.repeats(quick, full))
         data[problem[0]] = timing
-        times, ratios = timing["times"], timing["ratios"]
-        rows.append(
-            [
-                problem[0],
-                fmt_spread(times["hand"]),
-                fmt_spread(times["jax.grad"]),
-                fmt_ratio(ratios["hand"]),
-                fmt_ratio(ratios["control"]),
-            ]
-        )
+        rows.append([problem[0], *timing_cells(timing)])
 
     config.log("recurrent: one LSTM epoch")
     epoch, x, t = purenet_epoch()

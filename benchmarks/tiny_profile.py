@@ -46,15 +46,13 @@ import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import hlo, tiny
 from purenet import activations as act
 from purenet import layers as L
 from purenet import losses, optim, parallel, train
-from purenet.layers.core import Layer, as_shape
-from purenet.params import get_initializer, zeros
+from purenet.layers.core import Layer
 
 N_SCAN = 50
 ONE_KERNEL = (
@@ -70,13 +68,7 @@ FLAG_LEVERS = {
 def dense_unrolled(n: int) -> Layer:
     """``dense`` with the contractions written as Python sums of elementwise
     products over the (tiny) contracted axis: no ``dot`` in the program."""
-    W_init, b_init = get_initializer("xavier_uniform"), zeros()
-
-    def init(key, in_shape, dtype=jnp.float32):
-        in_shape = as_shape(in_shape)
-        k_W, k_b = jax.random.split(key)
-        params = {"W": W_init(k_W, (in_shape[-1], n), dtype), "b": b_init(k_b, (n,), dtype)}
-        return in_shape[:-1] + (n,), params, ()
+    init = L.dense(n).init  # the same parameters as dense: only the arithmetic differs
 
     def forward(params, x, *, state=(), train=False, key=None):
         W, y = params["W"], params["b"]
