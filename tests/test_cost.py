@@ -183,14 +183,15 @@ def networks(draw, activations):
     for w, a in zip(widths, acts, strict=True):
         layers += [L.dense(w), activations[a]()]
     model = L.serial(*layers, L.dense(n_out))
-    k0, k1, k2 = jax.random.split(jax.random.key(seed), 3)
-    _, params, _ = model.init(k0, (n_in,), jnp.float64)
-    x = jax.random.normal(k1, (m, n_in), jnp.float64)
+    _, params, _ = model.init(jax.random.key(seed), (n_in,), jnp.float64)
+    # Data from NumPy: a jax.random draw compiles anew for every drawn shape.
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal((m, n_in)))
     if kind in ("labels", "one_hot"):
-        t = jax.random.randint(k2, (m,), 0, n_out)
+        t = jnp.asarray(rng.integers(0, n_out, m), jnp.int32)
         t = jax.nn.one_hot(t, n_out, dtype=jnp.float64) if kind == "one_hot" else t
     else:
-        t = jax.random.bernoulli(k2, 0.5, (m, n_out)).astype(jnp.float64)
+        t = jnp.asarray(rng.random((m, n_out)) < 0.5, jnp.float64)
     return model, loss, params, x, t
 
 

@@ -47,6 +47,7 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess tes
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from purenet import layers as L
 from purenet import losses as losses_module
@@ -294,11 +295,12 @@ def _seeds() -> st.SearchStrategy[int]:
     return st.integers(0, 2**31 - 1)
 
 
-def _batch(key, m: int, in_shape, dtype):
+def _batch(rng: np.random.Generator, m: int, in_shape, dtype):
+    # Data come from NumPy: a jax.random draw compiles a new XLA program for
+    # every new shape (a few hundred ms each), and every example has new shapes.
     if in_shape and isinstance(in_shape[0], tuple):
-        keys = jax.random.split(key, len(in_shape))
-        return tuple(_batch(k, m, s, dtype) for k, s in zip(keys, in_shape, strict=True))
-    return jax.random.normal(key, (m, *in_shape), dtype)
+        return tuple(_batch(rng, m, s, dtype) for s in in_shape)
+    return jnp.asarray(rng.standard_normal((m, *in_shape)), dtype)
 
 
 @st.composite
@@ -323,7 +325,8 @@ def inputs_for(
 
     Returns:
       A strategy of :class:`Inputs`: ``params`` and ``state`` from
-      ``model.init`` with a drawn seed, and ``x`` standard normal of shape
+      ``model.init`` with a drawn seed, and ``x`` standard normal (NumPy, from
+      the same seed: no compilation per shape) of shape
       ``(m, *in_shape)``.
     """
     if isinstance(model, Architecture):
@@ -331,9 +334,9 @@ def inputs_for(
         model = model.model
     if in_shape is None:
         raise ValueError("in_shape: expected the model's input shape such as (3,), got None")
-    k_init, k_x = jax.random.split(jax.random.key(draw(_seeds())))
-    _, params, state = model.init(k_init, in_shape, dtype)
-    x = _batch(k_x, draw(batch_sizes), in_shape, dtype)
+    seed = draw(_seeds())
+    _, params, state = model.init(jax.random.key(seed), in_shape, dtype)
+    x = _batch(np.random.default_rng(seed), draw(batch_sizes), in_shape, dtype)
     return Inputs(params, state, x)
 
 
@@ -368,13 +371,13 @@ def problems(
         arch = Architecture(piece.layer, arch.in_shape, (k,), piece.expression)
     inputs = draw(inputs_for(arch, dtype=dtype))
     m = jax.tree.leaves(inputs.x)[0].shape[0]
-    key = jax.random.key(draw(_seeds()))
+    rng = np.random.default_rng(draw(_seeds()))
     if name == "mse":
-        t = jax.random.normal(key, (m, k), dtype)
+        t = jnp.asarray(rng.standard_normal((m, k)), dtype)
     elif name == "softmax_cross_entropy":
-        labels = jax.random.randint(key, (m,), 0, k)
+        labels = jnp.asarray(rng.integers(0, k, m), jnp.int32)
         t = labels if draw(st.booleans()) else jax.nn.one_hot(labels, k, dtype=dtype)
     else:
-        t = jax.random.bernoulli(key, 0.5, (m, k)).astype(dtype)
+        t = jnp.asarray(rng.random((m, k)) < 0.5, dtype)
     loss = losses_module.LOSSES[name]
     return Problem(arch, loss, name, inputs.params, inputs.state, inputs.x, t)
