@@ -39,3 +39,24 @@ def test_entry_point_writes_json_and_readme(tmp_path, monkeypatch):
 def test_unknown_benchmark_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="unknown benchmark"):
         entry.run(["no_such_benchmark"], json_path=str(tmp_path / "r.json"), readme_path=None)
+
+
+def test_conv_profile_stand_ins_keep_the_shapes_and_have_a_correct_backward():
+    """The bound of ``benchmarks.conv_profile`` times LeNet-5 with each
+    convolution replaced by a stand-in: same shapes as the convolutions it
+    replaces, and a hand-written backward that is the stand-in's gradient."""
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import conv, conv_profile
+    from purenet.testing import assert_layer
+
+    whole = conv.lenet5().init(jax.random.key(0), (28, 28, 1))[0]
+    stand_in = conv_profile.lenet5_without_convolutions().init(jax.random.key(0), (28, 28, 1))[0]
+    assert whole == stand_in == (10,)
+    assert conv_profile.conv_flop() == 2 * (2 * 128 * 784 * 25 * 6) + 3 * (2 * 128 * 100 * 150 * 16)
+    layer = conv_profile.stand_in(3, 2)
+    assert layer.init(jax.random.key(0), (5, 6, 2))[0] == (3, 4, 3)
+    params = {"w": jnp.asarray([0.5, -1.0, 2.0], jnp.float64)}
+    x = jnp.asarray(jax.random.normal(jax.random.key(1), (2, 5, 6, 2)), jnp.float64)
+    assert_layer(layer, params, x)
