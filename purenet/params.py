@@ -88,12 +88,21 @@ def ravel(tree: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
 
 
 def _fans(shape) -> tuple[int, int]:
-    """(fan_in, fan_out) of a weight of shape ``(fan_in, fan_out)``."""
+    """``(fan_in, fan_out)`` of a weight.
+
+    A matrix ``(n_in, n_out)`` has ``(n_in, n_out)``. A convolution kernel
+    ``(*K, C_in, C_out)`` (rank 3 or more) connects each output unit to
+    ``prod(K) * C_in`` inputs and each input unit to ``prod(K) * C_out``
+    outputs, so both fans carry the receptive field ``prod(K)``, the
+    convention of Keras (``compute_fans``) and PyTorch
+    (``_calculate_fan_in_and_fan_out``).
+    """
     if len(shape) < 1:
         _checks.fail("shape", "a weight shape with at least one dimension", shape)
     if len(shape) == 1:
         return shape[0], shape[0]
-    return math.prod(shape[:-1]), shape[-1]
+    receptive = math.prod(shape[:-2])
+    return receptive * shape[-2], receptive * shape[-1]
 
 
 def zeros() -> Initializer:

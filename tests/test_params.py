@@ -118,6 +118,22 @@ def test_initialiser_standard_deviations(key, name, expected_std):
     assert abs(float(jnp.mean(W))) < 0.05 * expected_std + 1e-3
 
 
+@pytest.mark.parametrize(
+    "name, expected_std",
+    [
+        # a (5, 5, 6, 16) kernel: fan_in = 25 * 6 = 150, fan_out = 25 * 16 = 400
+        # (Glorot's fans with the receptive field, as Keras and PyTorch count them)
+        ("xavier_normal", math.sqrt(2 / (150 + 400))),
+        ("xavier_uniform", math.sqrt(6 / (150 + 400)) / math.sqrt(3)),
+        ("he_normal", math.sqrt(2 / 150)),
+        ("lecun_normal", math.sqrt(1 / 150)),
+    ],
+)
+def test_convolution_kernels_count_the_receptive_field_in_both_fans(key, name, expected_std):
+    W = P.get_initializer(name)(key, (5, 5, 6, 16), jnp.float64)
+    assert abs(float(jnp.std(W)) / expected_std - 1) < 0.03
+
+
 def test_zeros_and_constant(key):
     assert not jnp.any(P.zeros()(key, (3, 2)))
     np.testing.assert_array_equal(P.constant(0.5)(key, (2,)), [0.5, 0.5])
