@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import jax
 
-from benchmarks.gradient import time_gradients, timing_cells
+from benchmarks.gradient import gradient_table, time_gradients, timing_cells
 from benchmarks.registry import Config, register
 from purenet import layers as L
 from purenet import losses
@@ -60,11 +60,7 @@ def run(config: Config) -> dict:
     return {
         "description": __doc__.split("\n\n")[0],
         "tables": [
-            {
-                "title": "gradient of one batch, jitted, float32 (median [quartiles] per call)",
-                "headers": ["model", "hand", "jax.grad", "hand / jax.grad", "control / jax.grad"],
-                "rows": rows,
-            }
+            gradient_table(rows)
         ],
         "notes": [
             "jax.grad is jax.value_and_grad(purenet.objective(model, loss)); both return "

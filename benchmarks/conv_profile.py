@@ -17,14 +17,13 @@ is its eager step divided by 1.5 (the conv issue's goal).
 
 from __future__ import annotations
 
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import purenet
 from benchmarks.conv import _data, lenet5, torch_step
+from benchmarks.timing import interleave, summary
 from purenet import layers as L
 from purenet import losses
 from purenet.layers import conv
@@ -39,13 +38,13 @@ CASES = {
 def median_ms(fn, *args, calls: int = 30) -> float:
     """Median wall time of ``jax.jit(fn)(*args)`` in milliseconds, after a warm-up."""
     fn = jax.jit(fn)
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - started)
-    return float(np.median(times)) * 1e3
+    return median_thunk_ms(lambda: fn(*args), calls)
+
+
+def median_thunk_ms(thunk, calls: int = 30) -> float:
+    """Median wall time of ``thunk()`` (its result blocked on) in milliseconds,
+    after a warm-up call."""
+    return summary(interleave({"thunk": thunk}, rounds=calls, warmup=1)["thunk"])["median"] * 1e3
 
 
 def main() -> None:
@@ -127,8 +126,8 @@ def bound() -> None:
     if step is None:
         print(f"PyTorch: {info}")
         return
-    torch_ms = _median_thunk_ms(step)
-    torch_rest = _median_thunk_ms(_torch_without_convolutions(params, x, t))
+    torch_ms = median_thunk_ms(step)
+    torch_rest = median_thunk_ms(_torch_without_convolutions(params, x, t))
     print(f"PyTorch eager step ({info}) {torch_ms:.2f} ms, without convolutions "
           f"{torch_rest:.2f} ms: its convolutions at {flop / (torch_ms - torch_rest) / 1e6:.0f} "
           "GFLOP/s")
@@ -137,15 +136,6 @@ def bound() -> None:
           f"{flop / (goal - rest) / 1e6:.0f} GFLOP/s" if goal > rest
           else f"goal {goal:.2f} ms is below purenet's step without convolutions")
 
-
-def _median_thunk_ms(thunk, calls: int = 30) -> float:
-    thunk()
-    times = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        thunk()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times)) * 1e3
 
 
 def _torch_without_convolutions(params, x, t):

@@ -65,6 +65,19 @@ def time_gradients(model, loss, params, x, t, rounds: int, sample_s: float = 0.0
     return result
 
 
+TIMING_HEADERS = ["hand", "jax.grad", "hand / jax.grad", "control / jax.grad"]
+
+
+def gradient_table(rows: list[list[str]]) -> dict:
+    """The per-model table of the recurrent and attention benchmarks:
+    a model name, then :func:`timing_cells`."""
+    return {
+        "title": "gradient of one batch, jitted, float32 (median [quartiles] per call)",
+        "headers": ["model", *TIMING_HEADERS],
+        "rows": rows,
+    }
+
+
 def timing_cells(timing: dict) -> list[str]:
     """The four cells every gradient table shows for one timing: hand,
     jax.grad, hand / jax.grad (bold) and control / jax.grad."""
@@ -111,10 +124,7 @@ def run(config: Config) -> dict:
                 "headers": [
                     "shape @ batch",
                     "loss",
-                    "hand",
-                    "jax.grad",
-                    "hand / jax.grad",
-                    "control / jax.grad",
+                    *TIMING_HEADERS,
                     "kernels (hand / jax.grad)",
                     "dots ynn+xla (hand / jax.grad)",
                     "rounds x calls",

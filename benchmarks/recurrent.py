@@ -33,7 +33,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from benchmarks.gradient import time_gradients, timing_cells
+from benchmarks.gradient import gradient_table, time_gradients, timing_cells
 from benchmarks.registry import Config, register
 from benchmarks.timing import fmt_ratio, fmt_spread, interleave, summary
 from purenet import layers as L
@@ -138,11 +138,7 @@ def run(config: Config) -> dict:
     return {
         "description": __doc__.split("\n\n")[0],
         "tables": [
-            {
-                "title": "gradient of one batch, jitted, float32 (median [quartiles] per call)",
-                "headers": ["model", "hand", "jax.grad", "hand / jax.grad", "control / jax.grad"],
-                "rows": rows,
-            },
+            gradient_table(rows),
             {
                 "title": f"one epoch, LSTM model, Adam, {EPOCH_EXAMPLES} sequences, batch "
                 f"{EPOCH_BATCH}",
