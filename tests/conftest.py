@@ -18,6 +18,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -40,5 +41,8 @@ def key():
     return jax.random.key(0)
 
 
-def random_batch(key, m, n, dtype=jnp.float64):
-    return jax.random.normal(key, (m, n), dtype)
+def normal(seed, shape, scale=1.0, dtype=jnp.float64):
+    """Normal test data from NumPy, ``scale`` times standard normal. Not
+    ``jax.random``: an eager draw compiles a program for every new shape, which
+    a hypothesis test would pay on every example."""
+    return jnp.asarray(scale * np.random.default_rng(seed).standard_normal(shape), dtype)

@@ -19,6 +19,7 @@ import purenet
 from purenet import layers as L
 from purenet import losses
 from purenet.gradcheck import check_layer, numerical_gradient, rel_error
+from tests.conftest import normal
 
 KEY = jax.random.key(0)
 # As tests/test_recurrent.py: float64 hand-written vs jax.vjp agree to
@@ -26,18 +27,12 @@ KEY = jax.random.key(0)
 AUTODIFF_TOL, NUMERIC_TOL = 1e-9, 1e-8
 
 
-def _normal(seed, shape, scale=1.0):
-    """Standard normal float64 test data from NumPy: an eager jax.random call
-    compiles once per new shape, which the hypothesis tests would pay per draw."""
-    return jnp.asarray(scale * np.random.default_rng(seed).standard_normal(shape))
-
-
 def _random_params(layer, in_shape, seed):
     """``layer``'s params with every leaf drawn from :func:`_normal` (no
     eager ``init``, whose random kernels compile per shape)."""
     shapes = jax.eval_shape(lambda k: layer.init(k, in_shape, jnp.float64)[1], KEY)
     leaves, treedef = jax.tree.flatten(shapes)
-    return treedef.unflatten([_normal(seed + i, leaf.shape, 0.5) for i, leaf in enumerate(leaves)])
+    return treedef.unflatten([normal(seed + i, leaf.shape, 0.5) for i, leaf in enumerate(leaves)])
 
 
 def _padding(lengths, T):
@@ -115,8 +110,8 @@ def test_multi_head_attention_matches_torch_layout(causal, padded):
     out_shape, p, state = layer.init(KEY, (5, 6), jnp.float64)
     assert out_shape == (5, 6) and state == ()
     assert set(p) == {"Wq", "Wk", "Wv", "Wo", "bq", "bk", "bv", "bo"}
-    p = {k: v + 0.1 * _normal(i, v.shape) for i, (k, v) in enumerate(p.items())}
-    x = _normal(9, (2, 5, 6))
+    p = {k: v + 0.1 * normal(i, v.shape) for i, (k, v) in enumerate(p.items())}
+    x = normal(9, (2, 5, 6))
     mask = _padding([5, 3], 5) if padded else None
     y, _ = layer.forward(p, (x, mask) if padded else x)
     expected = torch_style_mha(p, x, 3, None if mask is None else ~mask, causal)
@@ -177,8 +172,8 @@ def _pair_manual_and_autodiff(q, k, v, mask, dout, *, causal):
 )
 def test_attention_backward_matches_vjp_for_any_shape(m, Tq, Tk, heads, d_k, d_v, causal,
                                                       mask_seed):
-    q, k = _normal(1, (m, Tq, heads, d_k)), _normal(2, (m, Tk, heads, d_k))
-    v, dout = _normal(3, (m, Tk, heads, d_v)), _normal(4, (m, Tq, heads, d_v))
+    q, k = normal(1, (m, Tq, heads, d_k)), normal(2, (m, Tk, heads, d_k))
+    v, dout = normal(3, (m, Tk, heads, d_v)), normal(4, (m, Tq, heads, d_v))
     # a random (m, heads, Tq, Tk) mask: some rows end up with no allowed key
     mask = None if mask_seed is None else jnp.asarray(
         np.random.default_rng(mask_seed).random((m, heads, Tq, Tk)) < 0.6)
@@ -189,8 +184,8 @@ def test_attention_backward_matches_vjp_for_any_shape(m, Tq, Tk, heads, d_k, d_v
 
 
 def test_attention_backward_matches_finite_differences():
-    q, k, v = (_normal(i, (2, 4, 2, 3)) for i in range(3))
-    dout = _normal(3, (2, 4, 2, 3))
+    q, k, v = (normal(i, (2, 4, 2, 3)) for i in range(3))
+    dout = normal(3, (2, 4, 2, 3))
     mask = _padding([4, 2], 4)[:, None, None, :]
 
     def probe(qkv):
@@ -204,7 +199,7 @@ def test_attention_backward_matches_finite_differences():
 
 # ------------------------------------------------------- layers, one by one
 
-X = _normal(1, (3, 5, 4))
+X = normal(1, (3, 5, 4))
 MASK = _padding([5, 3, 1], 5)
 
 LAYERS = {
@@ -229,7 +224,7 @@ def test_layers_match_vjp_and_finite_differences(name):
 
 def test_scaled_dot_product_layer_matches_vjp_and_finite_differences():
     layer = L.scaled_dot_product_attention(causal=True)
-    q, k, v = _normal(1, (2, 4, 3)), _normal(2, (2, 4, 3)), _normal(3, (2, 4, 2))
+    q, k, v = normal(1, (2, 4, 3)), normal(2, (2, 4, 3)), normal(3, (2, 4, 2))
     assert layer.init(KEY, ((4, 3), (4, 3), (4, 2)))[0] == (4, 2)
     _assert_report(check_layer(layer, (), (q, k, v), dy_key=KEY, tolerance=LAYER_TOL))
     mask = _padding([4, 2], 4)
@@ -252,10 +247,10 @@ def test_multi_head_attention_matches_vjp_for_any_shape(m, T, heads, head_size, 
     d = heads * head_size
     layer = L.multi_head_attention(heads, causal=causal)
     p = _random_params(layer, (T, d), seed=10)
-    x = _normal(m, (m, T, d))
+    x = normal(m, (m, T, d))
     lengths = np.random.default_rng(d).integers(0, T + 1, m)  # 0: all padding
     mask = _padding(lengths, T) if padded else None
-    dy = _normal(7, (m, T, d))
+    dy = normal(7, (m, T, d))
 
     @_jit
     def both(p, x):
@@ -301,7 +296,7 @@ def test_masked_keys_do_not_matter():
     """Changing a padded position changes no output at a valid position."""
     layer = L.multi_head_attention(2)
     _, p, _ = layer.init(KEY, (5, 4), jnp.float64)
-    x = _normal(0, (2, 5, 4))
+    x = normal(0, (2, 5, 4))
     mask = _padding([3, 5], 5)
     y1, _ = layer.forward(p, (x, mask))
     y2, _ = layer.forward(p, (x.at[0, 3:].set(1e3), mask))
@@ -381,7 +376,7 @@ def test_against_pytorch_with_copied_weights():
     d, heads = 6, 3
     layer = L.multi_head_attention(heads)
     _, p, _ = layer.init(KEY, (5, d), jnp.float64)
-    p = {k: v + 0.1 * _normal(i, v.shape) for i, (k, v) in enumerate(p.items())}
+    p = {k: v + 0.1 * normal(i, v.shape) for i, (k, v) in enumerate(p.items())}
     module = torch.nn.MultiheadAttention(d, heads, batch_first=True, dtype=torch.float64)
     with torch.no_grad():
         module.in_proj_weight.copy_(torch.tensor(np.concatenate(
@@ -390,7 +385,7 @@ def test_against_pytorch_with_copied_weights():
             [np.asarray(p[b]) for b in ("bq", "bk", "bv")])))
         module.out_proj.weight.copy_(torch.tensor(np.asarray(p["Wo"]).T))
         module.out_proj.bias.copy_(torch.tensor(np.asarray(p["bo"])))
-    x = _normal(5, (2, 5, d))
+    x = normal(5, (2, 5, d))
     mask = _padding([5, 3], 5)
     xt = torch.tensor(np.asarray(x))
     expected, _ = module(xt, xt, xt, key_padding_mask=torch.tensor(np.asarray(~mask)),

@@ -18,6 +18,7 @@ import purenet
 from purenet import layers as L
 from purenet import losses
 from purenet.gradcheck import check_layer
+from tests.conftest import normal
 
 KEY = jax.random.key(0)
 CELLS = {"rnn": L.rnn, "lstm": L.lstm, "gru": L.gru}
@@ -26,18 +27,13 @@ CELLS = {"rnn": L.rnn, "lstm": L.lstm, "gru": L.gru}
 AUTODIFF_TOL, NUMERIC_TOL = 1e-9, 1e-8
 
 
-def _normal(seed, shape, dtype=jnp.float64):
-    # NumPy, not jax.random: a jax.random draw compiles anew for every shape.
-    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), dtype)
-
-
 def _sequence(seed, m, T, d, dtype=jnp.float64):
-    return _normal(seed, (m, T, d), dtype)
+    return normal(seed, (m, T, d), dtype=dtype)
 
 
 def _initial_state(name, seed, m, h, dtype=jnp.float64):
-    h0 = 0.5 * _normal(seed, (m, h), dtype)
-    return (h0, 0.5 * _normal(seed + 1000, (m, h), dtype)) if name == "lstm" else h0
+    h0 = 0.5 * normal(seed, (m, h), dtype=dtype)
+    return (h0, 0.5 * normal(seed + 1000, (m, h), dtype=dtype)) if name == "lstm" else h0
 
 
 def _assert_checks(report):
@@ -148,7 +144,7 @@ def test_bptt_matches_vjp_for_any_shape(name, m, T, d, h, with_state):
     x = _sequence(m, m, T, d)
     if with_state:
         x = (x, _initial_state(name, 7, m, h))
-    dy = _normal(d, (m, T, h))
+    dy = normal(d, (m, T, h))
     manual, autodiff = _manual_and_autodiff(params, x, dy, layer=layer)
     assert jax.tree.structure(manual) == jax.tree.structure(autodiff)
     assert purenet.gradcheck.rel_error(manual, autodiff) < AUTODIFF_TOL
