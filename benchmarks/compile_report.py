@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import shutil
 import tempfile
 
 import jax.monitoring
@@ -74,6 +75,7 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
         seconds.update(record["seconds"])
         counts.update(record["counts"])
         processes += 1
+    shutil.rmtree(folder)
     write = terminalreporter.write_line
     write(f"compile report ({processes} process(es); tests took {sum(_test_seconds):.1f} s "
           "in setup, call and teardown, summed over workers):")
