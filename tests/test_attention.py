@@ -419,7 +419,7 @@ def test_against_pytorch_with_copied_weights():
          r"x: expected a sequence of at most max_len = 4 positions for position_embedding, "
          r"got T = 5"),
         (lambda: L.transformer_block(2, 16, activation="tanh"),
-         r"activation: expected one of \['gelu', 'relu'\]"),
+         r"activation: expected one of \['gelu', 'gelu_tanh', 'relu'\]"),
     ],
     ids=["heads_mha", "heads_block", "mask_shape", "mask_dtype", "mask_broadcast",
          "positions_init", "positions_forward", "activation"],

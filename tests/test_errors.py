@@ -50,7 +50,7 @@ CASES = [
         "params that do not match the layers",
         lambda: MODEL.forward(PARAMS[:2], X),
         ValueError,
-        r"params: expected a tuple with one entry per layer",
+        r"params \(serial\): expected a tuple of length 3, got a tuple of length 2",
     ),
     (
         "layers",

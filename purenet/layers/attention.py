@@ -106,6 +106,8 @@ from purenet.layers.core import (
     check_rank,
     dense,
     elementwise,
+    gelu,
+    gelu_tanh,
     relu,
     residual,
     serial,
@@ -265,7 +267,7 @@ def masked(layer: Layer) -> Layer:
         out, params, state = layer.init(key, x_shape, dtype)
         return (out, as_shape(mask_shape, "in_shape[1]")), params, state
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not isinstance(x, tuple | list):
             y, cache = layer.forward(params, x, state=state, train=train, key=key)
             return y, (cache, None)
@@ -297,7 +299,7 @@ def drop_mask() -> Layer:
     def init(key, in_shape, dtype=jnp.float32):
         return (tuple(in_shape[0]) if _is_pair_shape(in_shape) else in_shape), (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not isinstance(x, tuple | list):
             return x, None
         if len(x) != 2:
@@ -336,7 +338,7 @@ def scaled_dot_product_attention(causal: bool = False) -> Layer:
         q, k, v = (as_shape(s, f"in_shape[{i}]") for i, s in enumerate(in_shape[:3]))
         return q[:-1] + (v[-1],), (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not isinstance(x, tuple | list) or len(x) not in (3, 4):
             _checks.fail("x", "a tuple (q, k, v) or (q, k, v, mask) for "
                          "scaled_dot_product_attention", type(x).__name__)
@@ -444,7 +446,7 @@ def multi_head_attention(heads: int, *, causal: bool = False, W_init="xavier_uni
             params[f"b{name}"] = jnp.zeros((d,), dtype)
         return (T, d), params, ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         x, mask = _split_pair(x, "multi_head_attention")
         check_rank(x, 3, "multi_head_attention", "(m, T, d)")
         d = params["Wq"].shape[0]
@@ -522,7 +524,7 @@ def position_embedding(max_len: int, W_init=None) -> Layer:
                          "position_embedding", f"T = {T}")
         return tuple(in_shape), {"W": W_init(key, (max_len, d), dtype)}, ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         _check_positions(x, max_len, "position_embedding")
         T = x.shape[1]
         return x + params["W"][:T], T
@@ -560,7 +562,7 @@ def sinusoidal_positions() -> Layer:
         _sequence_shape(in_shape, "sinusoidal_positions")
         return tuple(in_shape), (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         _check_positions(x, None, "sinusoidal_positions")
         return x + sinusoids(x.shape[1], x.shape[2], x.dtype), None
 
@@ -573,18 +575,7 @@ def sinusoidal_positions() -> Layer:
 # ---------------------------------------------------------- transformer block
 
 
-def _gelu_f(x):
-    return 0.5 * x * (1.0 + jax.scipy.special.erf(x / math.sqrt(2.0)))
-
-
-def _gelu_df(x, y):
-    # d/dx [x Phi(x)] = Phi(x) + x phi(x)
-    Phi = 0.5 * (1.0 + jax.scipy.special.erf(x / math.sqrt(2.0)))
-    return Phi + x * jnp.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
-
-
-_GELU = act.Activation(f=_gelu_f, df=_gelu_df)
-_ACTIVATIONS = {"gelu": lambda: elementwise(_GELU), "relu": relu}
+_ACTIVATIONS = {"gelu": gelu, "gelu_tanh": gelu_tanh, "relu": relu}
 
 
 def _residual_pair(layer: Layer) -> Layer:
@@ -596,7 +587,7 @@ def _residual_pair(layer: Layer) -> Layer:
         _, params, state = layer.init(key, in_shape, dtype)
         return in_shape, params, state
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         a, cache = layer.forward(params, x, state=state, train=train, key=key)
         if isinstance(x, tuple | list):
             return (x[0] + a, x[1]), (cache, x[1])
@@ -654,7 +645,7 @@ def transformer_block(heads: int, mlp_dim: int, *, causal: bool = False,
         _check_heads(heads, d)
         return serial(attention, mlp(d)).init(key, in_shape, dtype)
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         return serial(attention, mlp(width(params))).forward(params, x, state=state,
                                                              train=train, key=key)
 

@@ -199,7 +199,7 @@ def rnn(hidden_size: int) -> Layer:
         }
         return (T, h), params, ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         Wx, Wh = params["Wx"], params["Wh"]
         x, (h0,), given = _split_input(x, Wx.shape[0], h, 1, "rnn")
 
@@ -295,7 +295,7 @@ def lstm(hidden_size: int, forget_bias: float = 0.0) -> Layer:
         }
         return (T, h), params, ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         Wx, Wh = params["Wx"], params["Wh"]
         x, (h0, c0), given = _split_input(x, Wx.shape[0], h, 2, "lstm")
 
@@ -395,7 +395,7 @@ def gru(hidden_size: int) -> Layer:
         }
         return (T, h), params, ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         Wx, Wh, bh = params["Wx"], params["Wh"], params["bh"]
         x, (h0,), given = _split_input(x, Wx.shape[0], h, 1, "gru")
 
@@ -455,7 +455,7 @@ def last_step() -> Layer:
                          repr(in_shape))
         return in_shape[1:], (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not hasattr(x, "shape") or jnp.ndim(x) < 3 or x.shape[1] < 1:
             _checks.fail("x", "a batch of sequences of shape (m, T, features), T >= 1, for "
                          "last_step", f"shape {tuple(jnp.shape(x))}")
@@ -503,7 +503,7 @@ def bidirectional(layer: Layer) -> Layer:
     def _states(state):
         return ((), ()) if state == () else (state["forward"], state["backward"])
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not isinstance(params, dict) or set(params) != {"forward", "backward"}:
             _checks.fail("params", "a dict {'forward': ..., 'backward': ...} for bidirectional",
                          type(params).__name__)
@@ -579,7 +579,7 @@ def embedding(vocab_size: int, dim: int) -> Layer:
         in_shape = as_shape(in_shape)
         return in_shape + (dim,), {"W": jax.random.normal(key, (vocab_size, dim), dtype)}, ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not hasattr(x, "shape") or jnp.ndim(x) < 1:
             _checks.fail("x", "a batch of integer ids of shape (m, T) for embedding",
                          type(x).__name__ if not hasattr(x, "shape") else f"shape {x.shape}")
