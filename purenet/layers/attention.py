@@ -99,13 +99,11 @@ import numpy as np
 from jax import lax
 
 from purenet import _checks
-from purenet import activations as act
 from purenet.layers.core import (
     Layer,
     as_shape,
     check_rank,
     dense,
-    elementwise,
     gelu,
     gelu_tanh,
     relu,
