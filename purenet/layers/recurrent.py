@@ -494,9 +494,9 @@ def bidirectional(layer: Layer) -> Layer:
 
     def init(key, in_shape, dtype=jnp.float32):
         k_f, k_b = jax.random.split(key)
-        with within("bidirectional['forward']", layer):
+        with within("bidirectional[forward]", layer):
             shape_f, p_f, s_f = layer.init(k_f, in_shape, dtype)
-        with within("bidirectional['backward']", layer):
+        with within("bidirectional[backward]", layer):
             shape_b, p_b, s_b = layer.init(k_b, in_shape, dtype)
         state = () if s_f == () and s_b == () else {"forward": s_f, "backward": s_b}
         out = tuple(shape_f[:-1]) + (shape_f[-1] + shape_b[-1],)
@@ -519,10 +519,10 @@ def bidirectional(layer: Layer) -> Layer:
         x_rev = jnp.flip(x, axis=1)
         s_f, s_b = _states(state)
         k_f, k_b = split_key(key, 2)
-        with within("bidirectional['forward']", layer):
+        with within("bidirectional[forward]", layer):
             y_f, c_f = layer.forward(params["forward"], (x, init_f) if given else x,
                                      state=s_f, train=train, key=k_f, mask=mask)
-        with within("bidirectional['backward']", layer):
+        with within("bidirectional[backward]", layer):
             y_b, c_b = layer.forward(params["backward"], (x_rev, init_b) if given else x_rev,
                                      state=s_b, train=train, key=k_b, mask=mask)
         y = jnp.concatenate([y_f, jnp.flip(y_b, axis=1)], axis=-1)
@@ -530,9 +530,9 @@ def bidirectional(layer: Layer) -> Layer:
 
     def backward(params, cache, dy):
         cut = cache["split"].value
-        with within("bidirectional['forward']", layer):
+        with within("bidirectional[forward]", layer):
             g_f, dx_f = layer.backward(params["forward"], cache["forward"], dy[..., :cut])
-        with within("bidirectional['backward']", layer):
+        with within("bidirectional[backward]", layer):
             g_b, dx_b = layer.backward(params["backward"], cache["backward"],
                                        jnp.flip(dy[..., cut:], axis=1))
         grads = {"forward": g_f, "backward": g_b}
