@@ -430,3 +430,39 @@ def test_attention_vs_recurrence_smoke_run_and_replot(tmp_path, monkeypatch):
     P = np.asarray(record["numbers"]["attention"]["query_rows"])
     assert P.shape == (8, 2, 4)  # examples, heads, T = n + 1
     np.testing.assert_allclose(P.sum(-1), 1.0, rtol=1e-5)
+
+
+# ----------------------------------------------------- the flash option
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_flash_cache_gives_the_same_gradients(causal, x64):
+    """flash=True keeps the row log-sum-exps, (m, heads, T), not P, and its
+    backward (P recomputed, Dao et al. 2022) equals the default and jax.vjp
+    to float64 rounding, with a padding mask and an all-padding example."""
+    plain = L.multi_head_attention(2, causal=causal)
+    flash = L.multi_head_attention(2, causal=causal, flash=True)
+    p = _random_params(plain, (5, 4), seed=30)
+    x, dy = normal(31, (3, 5, 4)), normal(32, (3, 5, 4))
+    mask = _padding([5, 2, 0], 5)
+
+    @jax.jit
+    def all_three(p, x):
+        y, cache = plain.forward(p, x, mask=mask)
+        y_f, cache_f = flash.forward(p, x, mask=mask)
+        _, vjp = jax.vjp(lambda p, x: flash.forward(p, x, mask=mask)[0], p, x)
+        return (y, y_f, plain.backward(p, cache, dy), flash.backward(p, cache_f, dy),
+                vjp(dy), cache_f)
+
+    y, y_f, manual, manual_f, autodiff, cache_f = all_three(p, x)
+    np.testing.assert_allclose(y_f, y, rtol=1e-13, atol=1e-14)
+    assert _close(manual_f, manual) and _close(manual_f, autodiff)
+    assert cache_f[2]["lse"].shape == (3, 2, 5, 1)  # m, heads, T: no T^2 entry
+    assert max(a.size for a in jax.tree.leaves(cache_f[2])) < 3 * 2 * 5 * 5  # P's size
+
+
+def test_flash_scaled_dot_product_layer_matches_finite_differences(x64):
+    layer = L.scaled_dot_product_attention(causal=True, flash=True)
+    q, k, v = normal(1, (2, 4, 3)), normal(2, (2, 4, 3)), normal(3, (2, 4, 2))
+    _assert_report(check_layer(layer, (), (q, k, v), dy_key=KEY, tolerance=LAYER_TOL,
+                               mask=_padding([4, 2], 4)))

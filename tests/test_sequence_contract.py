@@ -36,6 +36,7 @@ CASES = {
     "embedding": (L.embedding(7, D), IDS, None),
     "multi_head_attention": (L.multi_head_attention(2), X, MASK),
     "multi_head_attention_causal": (L.multi_head_attention(2, causal=True), X, None),
+    "multi_head_attention_flash": (L.multi_head_attention(2, causal=True, flash=True), X, MASK),
     "scaled_dot_product_attention": (L.scaled_dot_product_attention(causal=True),
                                      (X, _normal(2, (M, T, D)), _normal(3, (M, T, 2))), MASK),
     "position_embedding": (L.position_embedding(7), X, None),

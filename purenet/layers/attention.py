@@ -161,7 +161,28 @@ def _softmax_rows(S, allowed):
 # ------------------------------------------------------- the function pair
 
 
-def attention_forward(q, k, v, mask=None, *, causal: bool = False):
+def _logsumexp_rows(S, allowed):
+    """Each row's log-sum-exp over its allowed entries (0 for a row with none)
+    and the row's probabilities, as ``_softmax_rows``."""
+    minus_inf = jnp.asarray(-jnp.inf, S.dtype)
+    S_in = S if allowed is None else jnp.where(allowed, S, minus_inf)
+    S_max = jnp.max(S_in, axis=-1, keepdims=True)
+    S_max = lax.stop_gradient(jnp.where(jnp.isfinite(S_max), S_max, 0))
+    E = jnp.exp(S_in - S_max)
+    Z = jnp.sum(E, axis=-1, keepdims=True)
+    return S_max + jnp.log(jnp.where(Z > 0, Z, 1)), E / jnp.where(Z > 0, Z, 1)
+
+
+def _recompute_P(S, lse, allowed):
+    """``P = exp(S - lse)`` on allowed entries, 0 elsewhere (FlashAttention's
+    backward, Dao et al. 2022, algorithm 2)."""
+    S_in = S - lse
+    if allowed is not None:
+        S_in = jnp.where(allowed, S_in, jnp.asarray(-jnp.inf, S.dtype))
+    return jnp.exp(S_in)
+
+
+def attention_forward(q, k, v, mask=None, *, causal: bool = False, flash: bool = False):
     """Scaled dot-product attention, ``softmax(q k^T / sqrt(d_k)) v`` with masks.
 
     Args:
@@ -172,11 +193,18 @@ def attention_forward(q, k, v, mask=None, *, causal: bool = False):
         True where query ``i`` may attend to key ``j``; a padding mask of valid
         keys ``(m, Tk)`` is ``mask[:, None, None, :]``.
       causal: also forbid keys after the query (``j > i``).
+      flash: keep only each row's log-sum-exp, `(m, heads, Tq)`, instead of
+        the probabilities, and recompute `P` in the backward (Dao et al.
+        2022, "FlashAttention", algorithm 2's backward): a cache of
+        `O(m * heads * T)` entries beside `q, k, v, out`, not
+        `O(m * heads * T^2)`, for one more `q k^T` product in the backward.
+        Same gradients to rounding.
 
     Returns:
       ``(out, cache)``: ``out`` of shape ``(m, Tq, heads, d_v)``; ``cache`` for
       :func:`attention_backward`, holding the probabilities ``P`` of shape
-      ``(m, heads, Tq, Tk)``. Rows with no allowed key give zeros.
+      ``(m, heads, Tq, Tk)`` (or, with `flash`, the row log-sum-exps and the
+      mask). Rows with no allowed key give zeros.
     """
     for name, a in (("q", q), ("k", k), ("v", v)):
         check_rank(a, 4, "attention_forward", f"(m, T, heads, d) for {name}")
@@ -188,6 +216,12 @@ def attention_forward(q, k, v, mask=None, *, causal: bool = False):
     allowed = _allowed(mask, causal, m, heads, Tq, Tk)
     q_scaled = q * (1.0 / math.sqrt(d_k))  # scale the (T, d) queries, not the (T, T) logits
     S = jnp.einsum("mqhd,mkhd->mhqk", q_scaled, k)
+    if flash:
+        lse, P = _logsumexp_rows(S, allowed)
+        out = jnp.einsum("mhqk,mkhd->mqhd", P, v)
+        mask_kept = None if mask is None else jnp.asarray(mask)
+        return out, {"q": q_scaled, "k": k, "v": v, "lse": lse, "out": out,
+                     "mask": mask_kept, "causal": Static(bool(causal))}
     P = _softmax_rows(S, allowed)
     out = jnp.einsum("mhqk,mkhd->mqhd", P, v)
     return out, (q_scaled, k, v, P, out)
@@ -203,7 +237,14 @@ def attention_backward(cache, dout):
     Returns:
       ``(dq, dk, dv)`` with the shapes of ``q``, ``k``, ``v``.
     """
-    q_scaled, k, v, P, out = cache
+    if isinstance(cache, dict):  # flash: recompute P from the row log-sum-exps
+        q_scaled, k, v, out = cache["q"], cache["k"], cache["v"], cache["out"]
+        m, Tq, heads, _ = q_scaled.shape
+        allowed = _allowed(cache["mask"], cache["causal"].value, m, heads, Tq, k.shape[1])
+        S = jnp.einsum("mqhd,mkhd->mhqk", q_scaled, k)
+        P = _recompute_P(S, cache["lse"], allowed)
+    else:
+        q_scaled, k, v, P, out = cache
     scale = 1.0 / math.sqrt(k.shape[-1])
     dv = jnp.einsum("mhqk,mqhd->mkhd", P, dout)
     dP = jnp.einsum("mqhd,mkhd->mhqk", dout, v)
@@ -231,7 +272,7 @@ def _check_padding(mask, m: int, T: int, layer: str) -> None:
 # ------------------------------------------------- scaled dot-product layer
 
 
-def scaled_dot_product_attention(causal: bool = False) -> Layer:
+def scaled_dot_product_attention(causal: bool = False, *, flash: bool = False) -> Layer:
     """[`attention_forward`][purenet.layers.attention.attention_forward] as a
     parameter-free layer on a tuple input `x = (q, k, v)`.
 
@@ -244,9 +285,13 @@ def scaled_dot_product_attention(causal: bool = False) -> Layer:
 
     Args:
       causal: forbid query `i` to attend to keys `j > i`.
+      flash: keep row log-sum-exps, not `P` (see
+        [`attention_forward`][purenet.layers.attention.attention_forward]).
     """
     if not isinstance(causal, bool):
         _checks.fail_type("causal", "a bool", type(causal).__name__)
+    if not isinstance(flash, bool):
+        _checks.fail_type("flash", "a bool", type(flash).__name__)
 
     def init(key, in_shape, dtype=jnp.float32):
         if not isinstance(in_shape, tuple | list) or len(in_shape) != 3:
@@ -267,7 +312,7 @@ def scaled_dot_product_attention(causal: bool = False) -> Layer:
         if mask is not None:
             _check_padding(mask, k.shape[0], k.shape[1], "scaled_dot_product_attention")
             mask = mask[:, None, None, :]
-        out, cache = attention_forward(q, k, v, mask, causal=causal)
+        out, cache = attention_forward(q, k, v, mask, causal=causal, flash=flash)
         return (out[:, :, 0] if one_head else out), (cache, Static(one_head))
 
     def backward(params, cache, dy):
@@ -299,7 +344,8 @@ def _check_heads(heads: int, d: int) -> int:
     return d // heads
 
 
-def multi_head_attention(heads: int, *, causal: bool = False, W_init="xavier_uniform") -> Layer:
+def multi_head_attention(heads: int, *, causal: bool = False, flash: bool = False,
+                         W_init="xavier_uniform") -> Layer:
     """Multi-head self-attention (Vaswani et al. 2017, section 3.2.2) on ``(m, T, d)``.
 
     ::
@@ -341,11 +387,16 @@ def multi_head_attention(heads: int, *, causal: bool = False, W_init="xavier_uni
     Args:
       heads: number of heads; must divide the width ``d`` of the input.
       causal: each position attends only to itself and earlier positions.
+      flash: keep each row's log-sum-exp, `m * heads * T` entries, instead
+        of `P` and recompute `P` in the backward (Dao et al. 2022; see
+        [`attention_forward`][purenet.layers.attention.attention_forward]).
       W_init: initialiser of the four ``(d, d)`` matrices (name or function).
     """
     heads = _checks.positive_int("heads", heads)
     if not isinstance(causal, bool):
         _checks.fail_type("causal", "a bool", type(causal).__name__)
+    if not isinstance(flash, bool):
+        _checks.fail_type("flash", "a bool", type(flash).__name__)
     W_init = get_initializer(W_init)
     names = ("q", "k", "v", "o")
 
@@ -374,7 +425,7 @@ def multi_head_attention(heads: int, *, causal: bool = False, W_init="xavier_uni
         qkv = (x @ W + b).reshape(m, T, 3, heads, d_head)
         padding = None if mask is None else mask[:, None, None, :]
         o, attention = attention_forward(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], padding,
-                                         causal=causal)
+                                         causal=causal, flash=flash)
         o = o.reshape(m, T, d)
         y = o @ params["Wo"] + params["bo"]
         return y, (x, o, attention)
