@@ -396,7 +396,8 @@ def test_against_pytorch_with_copied_weights():
          r"mask: expected a boolean mask"),
         (lambda: L.transformer_block(4, 2).forward(
             L.transformer_block(4, 2).init(KEY, (5, 4))[1], X, mask=MASK[:2]),
-         r"serial\[0\], residual, serial\[1\] \(multi_head_attention\(2\)\): mask: expected"),
+         r"^transformer_block\(4, 2\), serial\[0\], residual, serial\[1\] "
+         r"\(multi_head_attention\(2\)\): mask: expected"),
         (lambda: L.scaled_dot_product_attention().forward((), (X, X, X, MASK)),
          r"x: expected a tuple \(q, k, v\) for scaled_dot_product_attention"),
         (lambda: L.attention_forward(X[..., None], X[..., None], X[..., None],

@@ -542,7 +542,8 @@ CASES = [
             jnp.ones((3, 5, 4)), mask=jnp.ones((5,), bool),
         ),
         ValueError,
-        r"serial\[0\], residual, serial\[1\] \(multi_head_attention\(2\)\): mask: expected a "
+        r"transformer_block\(4, 2\), serial\[0\], residual, serial\[1\] "
+        r"\(multi_head_attention\(2\)\): mask: expected a "
         r"boolean padding mask of shape \(m, T\) = \(3, 5\)",
     ),
     (

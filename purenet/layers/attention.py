@@ -57,7 +57,10 @@ dout_i . out_i``, one dot product per query over ``d_v`` (the ``D = rowsum(dO
 multi-head layer on ``(m, T, d)`` keeps ``P`` of ``m * heads * T^2`` entries
 (8 MiB in float32 for ``m = 32, heads = 4, T = 128``), plus ``x``, the
 projected ``q, k, v`` and the attention output: ``5 m T d`` entries. The
-``T^2`` term is the one that grows.
+``T^2`` term is the one that grows. With `flash=True` the cache keeps each
+row's log-sum-exp instead (`m * heads * T` entries) and the backward
+recomputes `P = exp(S - lse)` from `q` and `k` (Dao et al. 2022, algorithm 2);
+`benchmarks/attention_memory.py` measures both.
 
 **Padding masks.** A batch of sequences of different lengths comes with a
 padding mask, the keyword `mask` of every layer's forward
@@ -104,6 +107,7 @@ from purenet.layers.core import (
     relu,
     residual,
     serial,
+    within,
 )
 from purenet.layers.normalization import layer_norm
 from purenet.params import get_initializer, normal
@@ -590,7 +594,8 @@ def transformer_block(width: int, heads: int, *, mlp_dim: int | None = None,
         return net.init(key, in_shape, dtype)
 
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
-        return net.forward(params, x, state=state, train=train, key=key, mask=mask)
+        with within(name, net):
+            return net.forward(params, x, state=state, train=train, key=key, mask=mask)
 
     return make_layer(init, forward, net.backward, net.update_state, name=name,
                       children=((None, net),))
