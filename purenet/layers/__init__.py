@@ -13,16 +13,14 @@ normalization      batchnorm, layer_norm
 dropout            dropout
 recurrent          rnn, lstm, gru, last_step, bidirectional, embedding
 attention          multi_head_attention, transformer_block, position_embedding,
-                   sinusoidal_positions, scaled_dot_product_attention, masked,
-                   drop_mask (attention_forward, attention_backward, sinusoids)
+                   sinusoidal_positions, scaled_dot_product_attention
+                   (attention_forward, attention_backward, sinusoids)
 =================  ==========================================================
 """
 
 from purenet.layers.attention import (
     attention_backward,
     attention_forward,
-    drop_mask,
-    masked,
     multi_head_attention,
     position_embedding,
     scaled_dot_product_attention,
@@ -76,7 +74,6 @@ __all__ = [
     "conv_backward",
     "conv_forward",
     "dense",
-    "drop_mask",
     "dropout",
     "elementwise",
     "embedding",
@@ -95,7 +92,6 @@ __all__ = [
     "leaky_relu",
     "lstm",
     "make_layer",
-    "masked",
     "max_pool1d",
     "max_pool2d",
     "multi_head_attention",
