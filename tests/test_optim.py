@@ -192,6 +192,7 @@ def test_defaults_follow_torch_optim_except_the_documented_mass():
         "b2": 0.999,
         "eps": 1e-8,
         "weight_decay": 1e-2,
+        "mask": None,  # keyword only: every leaf decayed, as torch.optim.AdamW
     }
     with pytest.raises(TypeError):
         optim.sgd()
