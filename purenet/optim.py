@@ -345,13 +345,13 @@ def _scaled(scale: GradientTransformation, schedule: Schedule, *middle) -> Optim
 def sgd(learning_rate: float | Schedule) -> Optimizer:
     """Plain (stochastic) gradient descent.
 
-    ``w(t) = w(t-1) - lr(t) * g(t)``, the delta rule of the notes, as
-    ``torch.optim.SGD`` with its defaults.
+    `w(t) = w(t-1) - lr(t) * g(t)`, the delta rule of the notes, as
+    `torch.optim.SGD` with its defaults.
 
     Args:
-      learning_rate: the step size ``lr``, a number ``>= 0`` (perhaps traced) or a schedule.
-        There is no default: the largest stable step is ``2 / L`` for a loss
-        of curvature ``L``, so no value suits every loss.
+      learning_rate: the step size `lr`, a number `>= 0` (perhaps traced) or a schedule.
+        There is no default: the largest stable step is `2 / L` for a loss
+        of curvature `L`, so no value suits every loss.
 
     Returns:
       An [`Optimizer`][purenet.optim.Optimizer] with [`SgdState`][purenet.optim.SgdState].
@@ -376,33 +376,33 @@ def sgd(learning_rate: float | Schedule) -> Optimizer:
 def momentum(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
     """Gradient descent with (heavy-ball) momentum, in Rumelhart's form.
 
-    ``dw(t) = -lr(t) * g(t) + mass * dw(t-1)``, ``w(t) = w(t-1) + dw(t)``,
-    ``dw(0) = 0``: each update is the new gradient step plus a fraction
-    ``mass`` of the previous update (Rumelhart, Hinton & Williams 1986,
-    eq. 9, with ``eps = lr`` and ``alpha = mass``).
+    `dw(t) = -lr(t) * g(t) + mass * dw(t-1)`, `w(t) = w(t-1) + dw(t)`,
+    `dw(0) = 0`: each update is the new gradient step plus a fraction
+    `mass` of the previous update (Rumelhart, Hinton & Williams 1986,
+    eq. 9, with `eps = lr` and `alpha = mass`).
 
     Warning:
-      ``torch.optim.SGD(momentum=mass)`` accumulates gradients and multiplies
-      by the learning rate afterwards: ``b(t) = mass * b(t-1) + g(t)``,
-      ``w(t) = w(t-1) - lr(t) * b(t)``. With a constant learning rate the two
-      are the same algorithm (``dw = -lr * b``, identical iterates). With a
+      `torch.optim.SGD(momentum=mass)` accumulates gradients and multiplies
+      by the learning rate afterwards: `b(t) = mass * b(t-1) + g(t)`,
+      `w(t) = w(t-1) - lr(t) * b(t)`. With a constant learning rate the two
+      are the same algorithm (`dw = -lr * b`, identical iterates). With a
       schedule they differ: here each gradient keeps the learning rate of the
       step at which it was seen, while torch rescales the whole accumulated
-      velocity by the current ``lr(t)``, so a drop of the learning rate takes
-      effect at once in torch and fades in over ``~1 / (1 - mass)`` steps here.
+      velocity by the current `lr(t)`, so a drop of the learning rate takes
+      effect at once in torch and fades in over `~1 / (1 - mass)` steps here.
 
-    The default ``mass = 0.9`` is a choice, not torch's (torch's SGD has
-    ``momentum=0``, which is [`sgd`][purenet.optim.sgd]): 0.9 is the value of Sutskever et
+    The default `mass = 0.9` is a choice, not torch's (torch's SGD has
+    `momentum=0`, which is [`sgd`][purenet.optim.sgd]): 0.9 is the value of Sutskever et
     al. (2013) and the usual starting point.
 
     Args:
-      learning_rate: ``lr``, a number ``>= 0`` (perhaps traced) or a schedule (no default, as
+      learning_rate: `lr`, a number `>= 0` (perhaps traced) or a schedule (no default, as
         for [`sgd`][purenet.optim.sgd]).
-      mass: the momentum coefficient, in ``[0, 1)``.
+      mass: the momentum coefficient, in `[0, 1)`.
 
     Returns:
       An [`Optimizer`][purenet.optim.Optimizer] with [`MomentumState`][purenet.optim.MomentumState]
-      (``velocity = dw``).
+      (`velocity = dw`).
 
     Example:
       >>> opt = momentum(0.1, mass=0.5)
@@ -433,38 +433,40 @@ def nesterov(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
     """Nesterov's accelerated gradient, reformulated to use the gradient at the iterate.
 
     Sutskever et al. (2013) write Nesterov momentum with a look-ahead
-    gradient: ``v(t) = mass * v(t-1) - lr * grad E(theta(t-1) + mass * v(t-1))``,
-    ``theta(t) = theta(t-1) + v(t)``. Changing variables to the look-ahead
-    point ``w = theta + mass * v`` (Bengio, Boulanger-Lewandowski & Pascanu
+    gradient: `v(t) = mass * v(t-1) - lr * grad E(theta(t-1) + mass * v(t-1))`,
+    `theta(t) = theta(t-1) + v(t)`. Changing variables to the look-ahead
+    point `w = theta + mass * v` (Bengio, Boulanger-Lewandowski & Pascanu
     2013) gives a rule that needs the gradient at the current iterate only,
-    which is what ``step(params, grads, state)`` receives::
+    which is what `step(params, grads, state)` receives:
 
-        v(t) = mass * v(t-1) - lr(t) * g(t)          g(t) = grad E(w(t-1))
-        w(t) = w(t-1) + mass * v(t) - lr(t) * g(t)
+    ```text
+    v(t) = mass * v(t-1) - lr(t) * g(t)          g(t) = grad E(w(t-1))
+    w(t) = w(t-1) + mass * v(t) - lr(t) * g(t)
+    ```
 
-    with ``v(0) = 0``. Both forms start at the same point (``v = 0``) and
-    ``w(t) = theta(t) + mass * v(t)`` at every step after; the parameters
-    returned here are ``w``, the points where gradients are evaluated.
+    with `v(0) = 0`. Both forms start at the same point (`v = 0`) and
+    `w(t) = theta(t) + mass * v(t)` at every step after; the parameters
+    returned here are `w`, the points where gradients are evaluated.
 
     Warning:
-      ``torch.optim.SGD(momentum=mass, nesterov=True)`` computes
-      ``b(t) = mass * b(t-1) + g(t)``, ``w(t) = w(t-1) - lr(t) * (g(t) + mass * b(t))``:
-      the same iterates for a constant learning rate (``v = -lr * b``); with a
-      schedule torch rescales the accumulated ``b`` by the current rate (see
+      `torch.optim.SGD(momentum=mass, nesterov=True)` computes
+      `b(t) = mass * b(t-1) + g(t)`, `w(t) = w(t-1) - lr(t) * (g(t) + mass * b(t))`:
+      the same iterates for a constant learning rate (`v = -lr * b`); with a
+      schedule torch rescales the accumulated `b` by the current rate (see
       [`momentum`][purenet.optim.momentum]). Some texts call the look-ahead form itself "Nesterov";
-      its ``theta`` iterates lag ours by ``mass * v``.
+      its `theta` iterates lag ours by `mass * v`.
 
-    The default ``mass = 0.9`` is a choice (torch's default momentum is 0, and
-    torch refuses ``nesterov=True`` without momentum).
+    The default `mass = 0.9` is a choice (torch's default momentum is 0, and
+    torch refuses `nesterov=True` without momentum).
 
     Args:
-      learning_rate: ``lr``, a number ``>= 0`` (perhaps traced) or a schedule (no default, as
+      learning_rate: `lr`, a number `>= 0` (perhaps traced) or a schedule (no default, as
         for [`sgd`][purenet.optim.sgd]).
-      mass: the momentum coefficient, in ``[0, 1)``.
+      mass: the momentum coefficient, in `[0, 1)`.
 
     Returns:
       An [`Optimizer`][purenet.optim.Optimizer] with [`MomentumState`][purenet.optim.MomentumState]
-      (``velocity = v``).
+      (`velocity = v`).
 
     Example:
       >>> opt = nesterov(0.1, mass=0.5)
@@ -500,31 +502,31 @@ def adagrad(
 ) -> Optimizer:
     """AdaGrad: per-entry step sizes shrinking with the accumulated squared gradient.
 
-    ``G(t) = G(t-1) + g(t)^2``, ``w(t) = w(t-1) - lr(t) * g(t) / (sqrt(G(t)) + eps)``,
-    ``G(0) = initial_accumulator``; defaults as ``torch.optim.Adagrad``
-    (``lr=1e-2``, ``eps=1e-10``, accumulator 0, no ``lr_decay``). Under a
-    constant gradient the step is ``lr / sqrt(t)``: AdaGrad anneals by itself,
+    `G(t) = G(t-1) + g(t)^2`, `w(t) = w(t-1) - lr(t) * g(t) / (sqrt(G(t)) + eps)`,
+    `G(0) = initial_accumulator`; defaults as `torch.optim.Adagrad`
+    (`lr=1e-2`, `eps=1e-10`, accumulator 0, no `lr_decay`). Under a
+    constant gradient the step is `lr / sqrt(t)`: AdaGrad anneals by itself,
     which suits convex problems and sparse features and can stall deep nets.
 
     Warning:
       Epsilon sits outside the square root here, as in torch; the course
-      notes and some texts write ``sqrt(G + eps)``. Inside, ``eps`` acts like
-      ``sqrt(eps)`` outside: with the same ``eps = 1e-10`` the denominator
-      never falls below ``1e-5``, which damps entries whose accumulated
-      gradient is that small, where outside the floor is ``1e-10``.
+      notes and some texts write `sqrt(G + eps)`. Inside, `eps` acts like
+      `sqrt(eps)` outside: with the same `eps = 1e-10` the denominator
+      never falls below `1e-5`, which damps entries whose accumulated
+      gradient is that small, where outside the floor is `1e-10`.
       The accumulator starts at 0 as in torch (and Duchi et al.);
-      TensorFlow's ``Adagrad`` starts it at 0.1, which caps the first steps at
-      ``lr * g / sqrt(0.1 + g^2)``: pass ``initial_accumulator=0.1`` to match.
+      TensorFlow's `Adagrad` starts it at 0.1, which caps the first steps at
+      `lr * g / sqrt(0.1 + g^2)`: pass `initial_accumulator=0.1` to match.
 
     Args:
-      learning_rate: ``lr``, a number ``>= 0`` (perhaps traced) or a schedule.
-      eps: added to ``sqrt(G)`` so that an entry whose gradients have all been
-        zero divides 0 by ``eps``, not by 0; ``> 0``.
-      initial_accumulator: ``G(0)``, ``>= 0`` (keyword only).
+      learning_rate: `lr`, a number `>= 0` (perhaps traced) or a schedule.
+      eps: added to `sqrt(G)` so that an entry whose gradients have all been
+        zero divides 0 by `eps`, not by 0; `> 0`.
+      initial_accumulator: `G(0)`, `>= 0` (keyword only).
 
     Returns:
       An [`Optimizer`][purenet.optim.Optimizer] with [`AdagradState`][purenet.optim.AdagradState]
-      (``sum_of_squares = G``).
+      (`sum_of_squares = G`).
 
     Example:
       >>> opt = adagrad(0.1)
@@ -556,29 +558,29 @@ def rmsprop(
 ) -> Optimizer:
     """RMSprop: divide the gradient by a running root-mean-square of recent gradients.
 
-    ``s(t) = decay * s(t-1) + (1 - decay) * g(t)^2``,
-    ``w(t) = w(t-1) - lr(t) * g(t) / (sqrt(s(t)) + eps)``, ``s(0) = 0``;
-    defaults as ``torch.optim.RMSprop`` (``lr=1e-2``, ``alpha=0.99``,
-    ``eps=1e-8``, no momentum, not centred). Unlike AdaGrad the denominator
+    `s(t) = decay * s(t-1) + (1 - decay) * g(t)^2`,
+    `w(t) = w(t-1) - lr(t) * g(t) / (sqrt(s(t)) + eps)`, `s(0) = 0`;
+    defaults as `torch.optim.RMSprop` (`lr=1e-2`, `alpha=0.99`,
+    `eps=1e-8`, no momentum, not centred). Unlike AdaGrad the denominator
     forgets, so the step does not decay to zero.
 
     Warning:
       Epsilon sits outside the square root, as in torch. TensorFlow 1's
-      ``tf.train.RMSPropOptimizer`` (and ports such as timm's ``RMSpropTF``)
-      put it inside, ``sqrt(s + eps)``, with ``eps=1e-10``; Tieleman & Hinton's
-      lecture has no epsilon and ``decay = 0.9``. Because ``s(0) = 0`` and there
-      is no bias correction, the first step is ``lr * g / (sqrt(1 - decay) * |g|)``,
-      10 times ``lr`` for ``decay = 0.99``; TensorFlow 1 initialises ``s`` to 1
+      `tf.train.RMSPropOptimizer` (and ports such as timm's `RMSpropTF`)
+      put it inside, `sqrt(s + eps)`, with `eps=1e-10`; Tieleman & Hinton's
+      lecture has no epsilon and `decay = 0.9`. Because `s(0) = 0` and there
+      is no bias correction, the first step is `lr * g / (sqrt(1 - decay) * |g|)`,
+      10 times `lr` for `decay = 0.99`; TensorFlow 1 initialises `s` to 1
       instead.
 
     Args:
-      learning_rate: ``lr``, a number ``>= 0`` (perhaps traced) or a schedule.
-      decay: the forgetting factor of the mean square (torch's ``alpha``), in ``[0, 1)``.
-      eps: added to the root mean square to keep the division finite, ``> 0``.
+      learning_rate: `lr`, a number `>= 0` (perhaps traced) or a schedule.
+      decay: the forgetting factor of the mean square (torch's `alpha`), in `[0, 1)`.
+      eps: added to the root mean square to keep the division finite, `> 0`.
 
     Returns:
       An [`Optimizer`][purenet.optim.Optimizer] with [`RmspropState`][purenet.optim.RmspropState]
-      (``mean_square = s``).
+      (`mean_square = s`).
 
     Example:
       >>> opt = rmsprop(0.01, decay=0.99)
@@ -611,38 +613,40 @@ def adam(
 ) -> Optimizer:
     """Adam: steps from bias-corrected moving averages of the gradient and its square.
 
-    Algorithm 1 of Kingma & Ba (2015), with ``t`` the 1-based step number::
+    Algorithm 1 of Kingma & Ba (2015), with `t` the 1-based step number:
 
-        m(t) = b1 * m(t-1) + (1 - b1) * g(t)         m(0) = 0
-        v(t) = b2 * v(t-1) + (1 - b2) * g(t)^2       v(0) = 0
-        m_hat = m(t) / (1 - b1^t)        v_hat = v(t) / (1 - b2^t)
-        w(t) = w(t-1) - lr(t) * m_hat / (sqrt(v_hat) + eps)
+    ```text
+    m(t) = b1 * m(t-1) + (1 - b1) * g(t)         m(0) = 0
+    v(t) = b2 * v(t-1) + (1 - b2) * g(t)^2       v(0) = 0
+    m_hat = m(t) / (1 - b1^t)        v_hat = v(t) / (1 - b2^t)
+    w(t) = w(t-1) - lr(t) * m_hat / (sqrt(v_hat) + eps)
+    ```
 
-    Defaults as ``torch.optim.Adam`` and the paper (``lr=1e-3``,
-    ``betas=(0.9, 0.999)``, ``eps=1e-8``). The first step is
-    ``lr * g / (|g| + eps)``, of size ``lr`` whatever the scale of ``g``.
+    Defaults as `torch.optim.Adam` and the paper (`lr=1e-3`,
+    `betas=(0.9, 0.999)`, `eps=1e-8`). The first step is
+    `lr * g / (|g| + eps)`, of size `lr` whatever the scale of `g`.
 
     Warning:
       This is Algorithm 1, as torch computes it. Section 2 of the paper (and
-      TensorFlow 1's ``tf.train.AdamOptimizer``) folds the corrections into the
-      step size, ``lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t)``,
-      ``w -= lr_t * m / (sqrt(v) + eps_hat)``: the same rule only if
-      ``eps_hat = eps * sqrt(1 - b2^t)``, so with the same ``eps`` the two differ
+      TensorFlow 1's `tf.train.AdamOptimizer`) folds the corrections into the
+      step size, `lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t)`,
+      `w -= lr_t * m / (sqrt(v) + eps_hat)`: the same rule only if
+      `eps_hat = eps * sqrt(1 - b2^t)`, so with the same `eps` the two differ
       early in training and for tiny gradients.
-      ``torch.optim.Adam(weight_decay=...)`` adds ``weight_decay * w`` to the
+      `torch.optim.Adam(weight_decay=...)` adds `weight_decay * w` to the
       gradient (coupled L2); that is not offered here, since Loshchilov &
       Hutter show it is not weight decay under Adam: use [`adamw`][purenet.optim.adamw], or add
       the L2 term to the loss if coupled L2 is what you want.
 
     Args:
-      learning_rate: ``lr``, a number ``>= 0`` (perhaps traced) or a schedule.
-      b1: decay of the first-moment average, in ``[0, 1)``.
-      b2: decay of the second-moment average, in ``[0, 1)``.
-      eps: added to ``sqrt(v_hat)`` to keep the division finite, ``> 0``.
+      learning_rate: `lr`, a number `>= 0` (perhaps traced) or a schedule.
+      b1: decay of the first-moment average, in `[0, 1)`.
+      b2: decay of the second-moment average, in `[0, 1)`.
+      eps: added to `sqrt(v_hat)` to keep the division finite, `> 0`.
 
     Returns:
       An [`Optimizer`][purenet.optim.Optimizer] with [`AdamState`][purenet.optim.AdamState]
-      (``mu = m``, ``nu = v``).
+      (`mu = m`, `nu = v`).
 
     Example:
       >>> opt = adam(0.1)

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import purenet
-from purenet import optim, schedules
+from purenet import optim, schedules, transforms
 
 OPTIMIZERS = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 
@@ -658,7 +658,7 @@ def test_init_refuses_integer_parameters():
 # --- documentation --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", [optim, schedules], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [optim, transforms, schedules], ids=lambda m: m.__name__)
 def test_docstring_examples_run(module):
     failures, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert failures == 0
