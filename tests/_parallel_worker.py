@@ -68,7 +68,7 @@ def probe(record: list) -> L.Layer:
     def init(key, in_shape, dtype=jnp.float32):
         return tuple(in_shape), (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         def note(sharding):
             record.append([list(sharding.shard_shape(x.shape)), len(sharding.device_set)])
 

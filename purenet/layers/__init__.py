@@ -13,16 +13,14 @@ normalization      batchnorm, layer_norm
 dropout            dropout
 recurrent          rnn, lstm, gru, last_step, bidirectional, embedding
 attention          multi_head_attention, transformer_block, position_embedding,
-                   sinusoidal_positions, scaled_dot_product_attention, masked,
-                   drop_mask (attention_forward, attention_backward, sinusoids)
+                   sinusoidal_positions, scaled_dot_product_attention
+                   (attention_forward, attention_backward, sinusoids)
 =================  ==========================================================
 """
 
 from purenet.layers.attention import (
     attention_backward,
     attention_forward,
-    drop_mask,
-    masked,
     multi_head_attention,
     position_embedding,
     scaled_dot_product_attention,
@@ -33,14 +31,20 @@ from purenet.layers.attention import (
 from purenet.layers.conv import col2im, conv1d, conv2d, conv_backward, conv_forward, im2col
 from purenet.layers.core import (
     Layer,
+    Static,
+    check_params,
+    checked_call,
     dense,
     elementwise,
     fan_in_concat,
     fan_in_sum,
     fan_out,
     flatten,
+    gelu,
+    gelu_tanh,
     identity,
     leaky_relu,
+    make_layer,
     parallel,
     relu,
     residual,
@@ -55,11 +59,14 @@ from purenet.layers.recurrent import bidirectional, embedding, gru, last_step, l
 
 __all__ = [
     "Layer",
+    "Static",
     "attention_backward",
     "attention_forward",
     "avg_pool1d",
     "avg_pool2d",
     "batchnorm",
+    "check_params",
+    "checked_call",
     "bidirectional",
     "col2im",
     "conv1d",
@@ -67,7 +74,6 @@ __all__ = [
     "conv_backward",
     "conv_forward",
     "dense",
-    "drop_mask",
     "dropout",
     "elementwise",
     "embedding",
@@ -75,6 +81,8 @@ __all__ = [
     "fan_in_sum",
     "fan_out",
     "flatten",
+    "gelu",
+    "gelu_tanh",
     "global_avg_pool",
     "gru",
     "identity",
@@ -83,7 +91,7 @@ __all__ = [
     "layer_norm",
     "leaky_relu",
     "lstm",
-    "masked",
+    "make_layer",
     "max_pool1d",
     "max_pool2d",
     "multi_head_attention",
