@@ -239,6 +239,55 @@ CASES = [
         r"grads",
     ),
     (
+        "optim",
+        "a chain of things that are not transforms",
+        lambda: optim.chain(optim.clip_by_global_norm(1.0), "adam"),
+        TypeError,
+        r"transforms\[1\]: expected a gradient transformation \(an object with init and update\)",
+    ),
+    (
+        "optim",
+        "clip_by_global_norm with max_norm 0",
+        lambda: optim.clip_by_global_norm(0.0),
+        ValueError,
+        r"max_norm: expected a number in \(0.0, inf\), got 0.0",
+    ),
+    (
+        "optim",
+        "elementwise clip with a negative limit",
+        lambda: optim.clip(-1.0),
+        ValueError,
+        r"limit: expected a number in \(0.0, inf\)",
+    ),
+    (
+        "optim",
+        "negative weight-decay rate",
+        lambda: optim.add_decayed_weights(-0.1),
+        ValueError,
+        r"rate: expected a number in \[0.0, inf\)",
+    ),
+    (
+        "optim",
+        "a weight-decay mask whose structure differs from params",
+        lambda: optim.adamw(mask={"W": True}).init({"W": jnp.ones((2, 2)), "b": jnp.ones(2)}),
+        ValueError,
+        r"mask: expected a pytree of bools with the structure of params",
+    ),
+    (
+        "optim",
+        "a weight-decay mask of numbers",
+        lambda: optim.add_decayed_weights(0.1, mask={"W": 1.0}),
+        TypeError,
+        r"mask: expected a pytree of bools or a function of params, got float",
+    ),
+    (
+        "optim",
+        "negative learning rate for scale_by_learning_rate",
+        lambda: optim.scale_by_learning_rate(-1e-3),
+        ValueError,
+        r"learning_rate: expected a number in \[0.0, inf\)",
+    ),
+    (
         "schedules",
         "step decay every 0 steps",
         lambda: schedules.step_decay(0.1, 0),
@@ -488,8 +537,9 @@ CASES = [
     (
         "recurrent",
         "an initial state of the wrong shape",
-        lambda: L.rnn(3).forward(L.rnn(3).init(KEY, (4, 2))[1], (jnp.ones((8, 4, 2)),
-                                                                   jnp.ones((8, 2)))),
+        lambda: L.rnn(3).forward(
+            L.rnn(3).init(KEY, (4, 2))[1], (jnp.ones((8, 4, 2)), jnp.ones((8, 2)))
+        ),
         ValueError,
         r"h0: expected an initial state of shape \(8, 3\) for rnn",
     ),
