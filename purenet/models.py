@@ -411,11 +411,11 @@ def gpt_params_from_hf(state_dict: Mapping, model: Layer | None = None):
     | `transformer.wte.weight (V, C)` | `params[0]["W"]` |
     | `transformer.wpe.weight (context, C)` | `params[1]["W"]` |
     | `transformer.h.{i}.ln_1.weight / .bias` | `params[3][i][0][0]["gamma" / "beta"]` |
-    | `...attn.c_attn.weight (C, 3C)`, `.bias (3C,)` | `Wq, Wk, Wv` = its column thirds (q, k, v), `bq, bk, bv` |
+    | `...attn.c_attn.weight (C, 3C)`, `.bias` | column thirds: `Wq, Wk, Wv`; `bq, bk, bv` |
     | `...attn.c_proj.weight (C, C)`, `.bias` | `params[3][i][0][1]["Wo"]`, `["bo"]` |
     | `...ln_2`, `...mlp.c_fc`, `...mlp.c_proj` | `params[3][i][1][0]`, `[1][1]`, `[1][3]` |
     | `transformer.ln_f.weight / .bias` | `params[4]["gamma" / "beta"]` |
-    | `lm_head.weight (V, C)` | tied: checked equal to `wte`, not stored; else `params[5]["W"] = lm_head.weight.T` |
+    | `lm_head.weight (V, C)` | tied: checked equal to `wte`; else `params[5]["W"]` (transposed) |
 
     The causal-mask buffers `attn.bias` / `attn.masked_bias` that older
     versions keep in the state dict are ignored. Arrays keep their dtype
