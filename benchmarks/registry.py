@@ -67,6 +67,7 @@ MODULES = (
     "benchmarks.conv",
     "benchmarks.recurrent",
     "benchmarks.attention",
+    "benchmarks.attention_memory",
 )
 
 

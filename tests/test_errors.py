@@ -519,10 +519,55 @@ CASES = [
         "a padding mask of the wrong shape",
         lambda: L.multi_head_attention(2).forward(
             L.multi_head_attention(2).init(KEY, (5, 4))[1],
-            (jnp.ones((3, 5, 4)), jnp.ones((3, 4), bool)),
+            jnp.ones((3, 5, 4)), mask=jnp.ones((3, 4), bool),
         ),
         ValueError,
-        r"mask: expected a padding mask of shape \(m, T\) = \(3, 5\)",
+        r"mask: expected a boolean padding mask of shape \(m, T\) = \(3, 5\)",
+    ),
+    (
+        "attention",
+        "a padding mask that is not boolean",
+        lambda: L.multi_head_attention(2).forward(
+            L.multi_head_attention(2).init(KEY, (5, 4))[1],
+            jnp.ones((3, 5, 4)), mask=jnp.ones((3, 5), jnp.int32),
+        ),
+        ValueError,
+        r"mask: expected a boolean mask \(True where a position may be attended to\), got dtype",
+    ),
+    (
+        "attention",
+        "a padding mask of the wrong shape inside a transformer block",
+        lambda: L.transformer_block(4, 2).forward(
+            L.transformer_block(4, 2).init(KEY, (5, 4))[1],
+            jnp.ones((3, 5, 4)), mask=jnp.ones((5,), bool),
+        ),
+        ValueError,
+        r"transformer_block\(4, 2\), serial\[0\], residual, serial\[1\] "
+        r"\(multi_head_attention\(2\)\): mask: expected a "
+        r"boolean padding mask of shape \(m, T\) = \(3, 5\)",
+    ),
+    (
+        "attention",
+        "the mask inside x for scaled_dot_product_attention",
+        lambda: L.scaled_dot_product_attention().forward(
+            (), (jnp.ones((3, 5, 4)),) * 3 + (jnp.ones((3, 5), bool),)),
+        ValueError,
+        r"x: expected a tuple \(q, k, v\) for scaled_dot_product_attention",
+    ),
+    (
+        "attention",
+        "a transformer block on an input of another width",
+        lambda: L.transformer_block(8, 2).init(KEY, (5, 4)),
+        ValueError,
+        r"in_shape: expected a sequence shape \(T, 8\) for transformer_block\(8, 2\)",
+    ),
+    (
+        "recurrent",
+        "another layer's params for an LSTM with an initial state",
+        lambda: L.lstm(3).forward({"W": jnp.ones((2, 3)), "b": jnp.zeros(3)},
+                                  (jnp.ones((2, 4, 2)), (jnp.zeros((2, 3)), jnp.zeros((2, 3))))),
+        ValueError,
+        r"params \(lstm\(3\)\): expected keys \['Wh', 'Wx', 'b'\]",
     ),
     (
         "attention",

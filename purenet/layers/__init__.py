@@ -13,8 +13,8 @@ normalization      batchnorm, layer_norm
 dropout            dropout
 recurrent          rnn, lstm, gru, last_step, bidirectional, embedding
 attention          multi_head_attention, transformer_block, position_embedding,
-                   sinusoidal_positions, scaled_dot_product_attention, masked,
-                   drop_mask (attention_forward, attention_backward, sinusoids)
+                   sinusoidal_positions, scaled_dot_product_attention
+                   (attention_forward, attention_backward, sinusoids)
 sharing            tied (weight sharing: one array in several slots)
 =================  ==========================================================
 """
@@ -22,8 +22,6 @@ sharing            tied (weight sharing: one array in several slots)
 from purenet.layers.attention import (
     attention_backward,
     attention_forward,
-    drop_mask,
-    masked,
     multi_head_attention,
     position_embedding,
     scaled_dot_product_attention,
@@ -36,6 +34,7 @@ from purenet.layers.core import (
     Layer,
     Static,
     check_params,
+    checked_call,
     dense,
     elementwise,
     fan_in_concat,
@@ -69,6 +68,7 @@ __all__ = [
     "avg_pool2d",
     "batchnorm",
     "check_params",
+    "checked_call",
     "bidirectional",
     "col2im",
     "conv1d",
@@ -76,7 +76,6 @@ __all__ = [
     "conv_backward",
     "conv_forward",
     "dense",
-    "drop_mask",
     "dropout",
     "elementwise",
     "embedding",
@@ -95,7 +94,6 @@ __all__ = [
     "leaky_relu",
     "lstm",
     "make_layer",
-    "masked",
     "max_pool1d",
     "max_pool2d",
     "multi_head_attention",

@@ -234,7 +234,7 @@ def checked_call(layer: Layer, params, x, fn: Callable):
             # layers themselves reject `x`, that error is the one to show.
             try:
                 jax.eval_shape(fn)
-            except (ValueError, TypeError) as error:
+            except Exception as error:  # the wrong params may fail any way (KeyError)
                 if getattr(error, "purenet_message", str(error)).startswith("x"):
                     raise error from None
             raise params_error from None
