@@ -78,6 +78,7 @@ class _Config:
     activation: str = "gelu_tanh"
     dropout: float = 0.0
     eps: float = 1e-5
+    flash: bool = False
 
 
 # Every Layer made by `gpt`, with its configuration (for `generate` and `gpt_config`).
@@ -119,7 +120,8 @@ def _lm_head(vocab_size: int, transposed: bool) -> Layer:
 
 def _block(c: _Config) -> Layer:
     attention = L.residual(L.serial(L.layer_norm(c.eps),
-                                    L.multi_head_attention(c.heads, causal=True),
+                                    L.multi_head_attention(c.heads, causal=True,
+                                                           flash=c.flash),
                                     L.dropout(c.dropout)))
     mlp = L.residual(L.serial(L.layer_norm(c.eps), L.dense(c.mlp_ratio * c.width),
                               _ACTIVATIONS[c.activation](), L.dense(c.width),
@@ -174,7 +176,7 @@ def _check_ids(x, c: _Config, name: str = "x"):
 
 def gpt(vocab_size: int, context: int, depth: int, heads: int, width: int, *,
         mlp_ratio: int = 4, tied: bool = True, activation: str = "gelu_tanh",
-        dropout: float = 0.0, eps: float = 1e-5) -> Layer:
+        dropout: float = 0.0, eps: float = 1e-5, flash: bool = False) -> Layer:
     """GPT-2 (Radford et al. 2019): token ids `(m, T)` to next-token logits `(m, T, vocab_size)`.
 
     ```
@@ -231,6 +233,11 @@ def gpt(vocab_size: int, context: int, depth: int, heads: int, width: int, *,
         Face's `gelu_new`), `"gelu"` (exact) or `"relu"`.
       dropout: drop probability in `[0, 1)` (identity in evaluation mode).
       eps: the layer norms' epsilon (`layer_norm_epsilon`).
+      flash: the attention's cache keeps each row's log-sum-exp instead of
+        the probabilities, `O(m heads T)` instead of `O(m heads T^2)` entries,
+        and the backward recomputes them (Dao et al. 2022; see
+        [`multi_head_attention`][purenet.layers.multi_head_attention]). Same
+        gradients to rounding.
 
     Returns:
       A [`Layer`][purenet.layers.core.Layer]. Its `forward` refuses, naming
@@ -248,12 +255,14 @@ def gpt(vocab_size: int, context: int, depth: int, heads: int, width: int, *,
         activation=activation,
         dropout=_checks.number_in("dropout", dropout, 0.0, 1.0, high_open=True),
         eps=_checks.positive("eps", eps),
+        flash=flash,
     )
     if c.width % c.heads:
         _checks.fail("heads", f"a number of heads that divides width = {c.width}",
                      f"heads = {c.heads}")
-    if not isinstance(tied, bool):
-        _checks.fail_type("tied", "a bool", type(tied).__name__)
+    for name, flag in (("tied", tied), ("flash", flash)):
+        if not isinstance(flag, bool):
+            _checks.fail_type(name, "a bool", type(flag).__name__)
     _checks.one_of("activation", activation, _ACTIVATIONS)
 
     body = L.serial(

@@ -155,9 +155,9 @@ def test_hf_round_trip_and_config(x64, hf):
     config = models.gpt_config_from_hf(hf["config"])
     assert config == dict(vocab_size=97, context=32, depth=2, heads=4, width=64, mlp_ratio=4,
                           tied=True, activation="gelu_tanh", dropout=0.0, eps=1e-5)
+    assert models.gpt_config(models.gpt(**config)) == {**config, "flash": False}
     assert models.gpt_config_from_hf(hf["config"].to_dict()) == config
     model = models.gpt(**config)
-    assert models.gpt_config(model) == config
     params = models.gpt_params_from_hf(hf["state"], model)
     assert jax.tree.structure(params) == jax.tree.structure(
         model.init(jax.random.key(0), (T,), jnp.float64)[1])
@@ -271,6 +271,18 @@ def test_gpt_vs_jax_grad_jit_vmap_dropout(x64):
     auto = per_example(jax.grad(purenet.objective(SMALL_UNTIED, LOSS)))(ids, t)
     assert rel(manual, auto) <= 1e-10
     assert manual[5]["W"].shape == (4, 8, 11)
+
+
+def test_gpt_cache_crosses_jit_and_flash(x64):
+    params = perturbed(SMALL, 4)
+    ids, t = small_batch(2, 8, 4)
+    y, cache = jax.jit(SMALL.forward)(params, ids)
+    dy = jnp.asarray(np.random.default_rng(4).standard_normal(y.shape))
+    eager = SMALL.backward(params, SMALL.forward(params, ids)[1], dy)
+    assert rel(jax.jit(SMALL.backward)(params, cache, dy), eager) <= 1e-13
+    flash = models.gpt(11, 8, 1, 2, 8, flash=True)
+    grads = jax.jit(purenet.backprop(flash, LOSS))(params, ids, t)[1]
+    assert rel(grads, jax.jit(purenet.backprop(SMALL, LOSS))(params, ids, t)[1]) <= 1e-12
 
 
 # ------------------------------------------------------------------- sharing
