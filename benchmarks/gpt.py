@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.registry import Config, register
-from benchmarks.timing import compare, fmt_ratio, fmt_spread
+from benchmarks.timing import compare, fmt_ratio, fmt_spread, ratio_summary
 from purenet import backprop, losses, models, objective, optim
 
 VOCAB, CONTEXT, DEPTH, HEADS, WIDTH, BATCH = 96, 128, 4, 4, 128, 16
@@ -136,7 +136,9 @@ def run(config: Config) -> dict:
         thunks["torch"] = torch_info[0]
     config.log("gpt: timing the training step")
     timing = compare(thunks, baseline="jax.grad", rounds=config.repeats(15, 60), sample_s=0.05)
-    timing.pop("samples")
+    samples = timing.pop("samples")
+    if "torch" in samples:
+        timing["hand_over_torch"] = ratio_summary(samples["hand"], samples["torch"])
     flops = model_flops(params)
     tokens = BATCH * CONTEXT
     rows = []
@@ -159,7 +161,9 @@ def run(config: Config) -> dict:
             "Ratios are per-round (interleaved) ratios to jax.grad, median [quartiles]; "
             "'control' is a second jitted jax.grad, the noise floor. "
             f"Model FLOPs per step: {flops / 1e9:.2f} G (6 N + 12 depth T width per token). "
-            + (f"PyTorch: {torch_info[1]}, eager." if torch_info else "PyTorch: not installed."),
+            + (f"PyTorch: {torch_info[1]}, eager; hand / torch per round: "
+               f"{fmt_ratio(timing['hand_over_torch'])}." if torch_info
+               else "PyTorch: not installed."),
         ],
         "data": {"timing": timing, "model_flops": flops, "tokens_per_step": tokens,
                  "params": n_params},
