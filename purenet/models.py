@@ -715,12 +715,12 @@ def _cached_logits(c: _Config, params, ids):
 
 
 def _sample(logits, key, temperature, top_k):
+    if top_k == 1:  # greedy: the first id among equal maxima
+        return jnp.argmax(logits, axis=-1)
     logits = logits / temperature
     if top_k is None:
         return jax.random.categorical(key, logits, axis=-1)
     values, index = lax.top_k(logits, top_k)
-    if top_k == 1:
-        return index[:, 0]
     choice = jax.random.categorical(key, values, axis=-1)
     return jnp.take_along_axis(index, choice[:, None], axis=1)[:, 0]
 
