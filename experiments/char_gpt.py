@@ -37,6 +37,14 @@ split and scored on the same validation characters; samples at temperatures
 largest difference between the per-step training losses of the hand-written
 run and of the ``jax.grad`` run over their first ``TWIN_STEPS`` steps (same
 initialisation, same batches, float32).
+
+Measured here (Python 3.11.7, 428,801 characters): quick mode (width 64,
+depth 2, context 64, 1,000 steps, 23 s) reaches 1.55 nats (2.24 bits) per
+character, full mode (width 128, depth 4, context 128, 2,000 steps, 323 s)
+1.46 (2.10 bits), against 2.27 for the bigram and 2.95 for the unigram model.
+The full model (0.8 M parameters, no dropout) overfits the 386 k training
+characters after about 1,400 steps: its validation loss bottoms at 1.41 and
+rises a little while the training loss keeps falling.
 """
 
 from __future__ import annotations
