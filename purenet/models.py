@@ -597,7 +597,7 @@ def accumulate_gradients(grad_fn: Callable, micro_batches: int) -> Callable:
     micro-batch.
 
     For a loss that is a mean over the batch's rows (every purenet loss; for
-    [`sequence_softmax_cross_entropy`][purenet.losses.sequence_softmax_cross_entropy]
+    `purenet.losses.sequence_softmax_cross_entropy`
     when every micro-batch has the same number of counted steps), the mean of
     the micro-batches' means is the mean over the whole batch, so `k`
     micro-batches give the same update as one batch `k` times larger (to
@@ -788,10 +788,11 @@ def generate(model: Layer, params, prompt, steps: int, *, key, temperature: floa
       the sampled tokens.
 
     Raises:
-      ValueError / TypeError: naming the argument, for an empty prompt or one
-      longer than the context, ids outside the vocabulary, `steps < 0` or
-      beyond the context, `temperature <= 0`, `top_k` out of range, a model
-      not made by `gpt`, params that do not fit it.
+      ValueError: naming the argument, for an empty prompt or one longer
+        than the context, ids outside the vocabulary, `steps < 0` or beyond
+        the context, `temperature <= 0`, `top_k` out of range, params that
+        do not fit the model.
+      TypeError: a model not made by `gpt`, a `key` that is not a key.
     """
     c = _config_of(model)
     if not hasattr(prompt, "shape") or not hasattr(prompt, "dtype"):
