@@ -68,6 +68,7 @@ MODULES = (
     "benchmarks.recurrent",
     "benchmarks.attention",
     "benchmarks.attention_memory",
+    "benchmarks.gpt",
 )
 
 

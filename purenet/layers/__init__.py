@@ -15,6 +15,7 @@ recurrent          rnn, lstm, gru, last_step, bidirectional, embedding
 attention          multi_head_attention, transformer_block, position_embedding,
                    sinusoidal_positions, scaled_dot_product_attention
                    (attention_forward, attention_backward, sinusoids)
+sharing            tied (weight sharing: one array in several slots)
 =================  ==========================================================
 """
 
@@ -56,6 +57,7 @@ from purenet.layers.dropout import dropout
 from purenet.layers.normalization import batchnorm, layer_norm
 from purenet.layers.pooling import avg_pool1d, avg_pool2d, global_avg_pool, max_pool1d, max_pool2d
 from purenet.layers.recurrent import bidirectional, embedding, gru, last_step, lstm, rnn
+from purenet.layers.sharing import tied
 
 __all__ = [
     "Layer",
@@ -106,5 +108,6 @@ __all__ = [
     "sinusoidal_positions",
     "sinusoids",
     "tanh",
+    "tied",
     "transformer_block",
 ]
