@@ -452,8 +452,9 @@ def multi_head_attention(heads: int, *, causal: bool = False, flash: bool = Fals
             grads[f"W{name}"] = dW[:, i * d : (i + 1) * d]
             grads[f"b{name}"] = db[i * d : (i + 1) * d]
         # bk adds q_i . bk to every logit of query row i: softmax does not see
-        # it, so its gradient is exactly zero (the sum above is rounding noise).
-        grads["bk"] = jnp.zeros_like(params["bk"])
+        # it, so its gradient is exactly zero (the sum above is rounding noise);
+        # times 0, not zeros, so that a NaN or inf in the sum still shows.
+        grads["bk"] = 0.0 * grads["bk"]
         grads = {key: grads[key] for key in params}  # params' key order
         return grads, dx
 

@@ -231,12 +231,23 @@ def checked_call(layer: Layer, params, x, fn: Callable):
             check_params(layer, params, x)
         except ValueError as params_error:
             # Params that do not fit the input may mean a wrong input: when the
-            # layers themselves reject `x`, that error is the one to show.
+            # layers themselves reject `x`, that error comes first, and the
+            # params' misfit second (another instance's params give the same
+            # rejection of a right `x`: only the caller knows which is wrong).
             try:
                 jax.eval_shape(fn)
             except Exception as error:  # the wrong params may fail any way (KeyError)
-                if getattr(error, "purenet_message", str(error)).startswith("x"):
+                message = getattr(error, "purenet_message", str(error))
+                if not message.startswith("x"):
+                    raise params_error from None
+                if type(error) not in (ValueError, TypeError):
                     raise error from None
+                misfit = f"; or, if x is right, params that do not fit it: {params_error}"
+                again = type(error)(f"{error}{misfit}")
+                if hasattr(error, "purenet_path"):  # as `within` made it, for an outer one
+                    again.purenet_path, again.purenet_leaf = error.purenet_path, error.purenet_leaf
+                    again.purenet_message = message + misfit
+                raise again from None
             raise params_error from None
         return fn()
     finally:
