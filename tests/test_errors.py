@@ -53,6 +53,15 @@ CASES = [
         r"params \(serial\): expected a tuple of length 3, got a tuple of length 2",
     ),
     (
+        "model",
+        "params of a wider instance, which the layer takes as a wrong x",
+        lambda: L.multi_head_attention(2).forward(
+            L.multi_head_attention(2).init(KEY, (3, 6))[1], jnp.ones((2, 3, 4))),
+        ValueError,
+        r"x: expected a batch of shape \(m, T, 6\) .*; or, if x is right, params that do not "
+        r"fit it: params\['Wk'\] \(multi_head_attention\(2\)\): expected shape \(4, 4\)",
+    ),
+    (
         "layers",
         "layer size 0",
         lambda: L.dense(0),
