@@ -93,7 +93,7 @@ def run(config: Config) -> dict:
     rows, data = [], {}
     for sizes, batch, (quick, full) in SHAPES:
         p = problem(sizes, batch)
-        config.log(f"donation: {p.name}")
+        config.log(p.name)
         m = measure(p, config.repeats(quick, full))
         data[p.name] = m
         t = m["times"]
