@@ -39,6 +39,7 @@ import dataclasses
 import functools
 import itertools
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -234,6 +235,10 @@ def check_params(layer: Layer, params, x, name: str = "params") -> None:
     )
 
 
+# An error about the input: "x: ..." or "x[1]: ..." (one of several inputs).
+_ABOUT_X = re.compile(r"x(\[\d+\])*: ")
+
+
 def checked_call(layer: Layer, params, x, fn: Callable):
     """``fn()``, with `params` checked against `layer` first, unless a caller
     further out has already checked them (one check per entry point)."""
@@ -249,7 +254,7 @@ def checked_call(layer: Layer, params, x, fn: Callable):
             try:
                 jax.eval_shape(fn)
             except Exception as error:  # the wrong params may fail any way (KeyError)
-                if getattr(error, "purenet_message", str(error)).startswith("x"):
+                if _ABOUT_X.match(getattr(error, "purenet_message", str(error))):
                     raise error from None
             raise params_error from None
         return fn()
