@@ -705,8 +705,12 @@ def _float_cotangents(result, flat, float_mask, who: str) -> list:
         "each with its primal's structure and shapes"
     )
     if not isinstance(result, tuple | list) or len(result) != count:
-        got = (f"{type(result).__name__} of length {len(result)}"
-               if isinstance(result, tuple | list) else type(result).__name__)
+        if isinstance(result, tuple | list):
+            got = f"{type(result).__name__} of length {len(result)}"
+        elif hasattr(result, "shape"):  # a traced array under jit: its shape, not its type
+            got = f"an array of shape {tuple(result.shape)}"
+        else:
+            got = type(result).__name__
         _checks.fail(who, expected, got)
     cotangents = []
     for i, ((leaves, treedef), mask, part) in enumerate(
