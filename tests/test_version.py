@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_version_is_the_installed_distributions():
     assert purenet.__version__ == importlib.metadata.version("purenet")
     # no second, hand-written version number in the package
-    assert not re.search(r'__version__ = "\d', (ROOT / "purenet/__init__.py").read_text())
+    assert not re.search(r'__version__ = "\d+\.', (ROOT / "purenet/__init__.py").read_text())
 
 
 def test_installed_version_is_pyprojects():
