@@ -457,7 +457,9 @@ class GradientReport:
         start of [`summary`][purenet.gradcheck.GradientReport.summary].
       non_finite: where non-finite values appear, first where they entered
         (e.g. `("the input x (1 of 12 entries)", "the forward output (4 of 8
-        entries)")`); empty when every value is finite.
+        entries)", "the hand-written gradient from layer.backward (4 of 20
+        entries)", "the referee jax.vjp (4 of 20 entries)")`); empty when every
+        value is finite.
     """
 
     leaves: tuple
@@ -489,8 +491,8 @@ class GradientReport:
             return ""
         return (
             f"checked in {self.dtype}, where central differences agree only to "
-            f"~{self.tolerance['numerical']:.0e}; run it in float64 for a tight check "
-            "(the x64 fixture of purenet.testing.plugin)"
+            f"~{self.tolerance['numerical']:.0e}; for a tight check run it in float64, "
+            "with the x64 fixture of purenet.testing.plugin"
         )
 
     @property
@@ -692,7 +694,7 @@ def _where_non_finite(places) -> tuple[str, ...]:
     for label, tree in places:
         bad, total = _count_non_finite(tree)
         if bad:
-            found.append(f"{label} ({bad} of {total} entries)")
+            found.append(f"{label} ({bad} of {total} {'entry' if total == 1 else 'entries'})")
     return tuple(found)
 
 
@@ -800,8 +802,8 @@ def _engine(
         *inputs,
         *zip(labels, primals, strict=True),
         ("the forward output", y),
-        (f"the hand-written gradient ({who})", manual),
-        (f"the referee ({referee})", autodiff),
+        (f"the hand-written gradient from {who}", manual),
+        (f"the referee {referee}", autodiff),
         ("the finite differences", numeric),
     ])
     dtypes = {jnp.dtype(jnp.result_type(leaf)) for leaf in [*point, *out_leaves]}

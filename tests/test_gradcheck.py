@@ -268,8 +268,8 @@ def nan_at(a, index=(0, 0)):
         ("input", "the input x (1 of 8 entries)"),
         ("params", "the params (1 of 9 entries)"),
         ("forward", "the forward output"),
-        ("hand-written", "the hand-written gradient (layer.backward)"),
-        ("referee", "the referee (jax.vjp)"),
+        ("hand-written", "the hand-written gradient from layer.backward"),
+        ("referee", "the referee jax.vjp"),
     ],
 )
 def test_non_finite_values_fail_and_name_where_they_entered(case, where):
