@@ -27,11 +27,12 @@ Measured, in float32 and float64 (``jax.enable_x64``), exactly what
 pieces (``numerical_gradient``, ``leaf_errors``, ``TOLERANCES``) so that each
 gradient comes from one jitted function (run eagerly, the check compiles
 every primitive separately and takes longer than the arithmetic): the worst
-leaf error ``||g - r|| / max(||r||, 1e-3 ||R||)`` of the hand-written
-gradient against ``jax.grad`` and against central differences, next to the
-library's tolerances. Also recorded, as the report shows them: cs231n's
-entrywise ``rel_error`` (floor ``REPORT_FLOOR``) against ``jax.grad`` and the
-course's norm ratio ``||a - b|| / ||a + b||`` against central differences.
+leaf error ``||g - r|| / max(||r||, c ||R||)`` of the hand-written
+gradient against ``jax.grad`` (``c = LEAF_FLOOR``) and against central
+differences (``c = NUMERICAL_FLOOR``), next to the library's tolerances.
+Also recorded, as the report shows them: cs231n's entrywise ``rel_error``
+(floor ``REPORT_FLOOR``) against ``jax.grad`` and the course's norm ratio
+``||a - b|| / ||a + b||`` against central differences.
 In float32 the hand-written and ``jax.grad`` gradients are also both
 compared with the float64 ``jax.grad`` (the "truth"), which shows whether a
 float32 disagreement is rounding shared by both referees or a bug.
@@ -137,8 +138,8 @@ def _gradients(problem, dtype):
     return {"manual": manual, "autodiff": autodiff, "numeric": numerical(p)}, numerical, p
 
 
-def _worst_leaf(manual, reference) -> float:
-    errors = gradcheck.leaf_errors(manual, reference)
+def _worst_leaf(manual, reference, floor=gradcheck.LEAF_FLOOR) -> float:
+    errors = gradcheck.leaf_errors(manual, reference, floor)
     return float("nan") if any(np.isnan(errors)) else max(errors)
 
 
@@ -151,7 +152,9 @@ def _errors(grads, dtype) -> dict:
     floor = gradcheck.REPORT_FLOOR
     r = {
         "autodiff_error": _worst_leaf(grads["manual"], grads["autodiff"]),
-        "numerical_error": _worst_leaf(grads["manual"], grads["numeric"]),
+        "numerical_error": _worst_leaf(
+            grads["manual"], grads["numeric"], gradcheck.NUMERICAL_FLOOR
+        ),
         "autodiff_rel_error": gradcheck.rel_error(grads["manual"], grads["autodiff"], floor),
         "numerical_rel_error": gradcheck.rel_error(grads["manual"], grads["numeric"], floor),
         "numerical_norm_ratio": gradcheck.norm_ratio(grads["manual"], grads["numeric"]),
@@ -249,7 +252,7 @@ def draw(data: dict):
     ax.plot([], [], "k--", label="tolerance (purenet.gradcheck.TOLERANCES)")
     ax.set_yscale("log")
     ax.set_xticks(pos, labels, fontsize=8)
-    ax.set_ylabel("||g - r|| / max(||r||, 1e-3 ||R||) (log scale)")
+    ax.set_ylabel("leaf error ||g - r|| / max(||r||, c ||R||) (log scale)")
     ax.set_title("Hand-written gradient against two referees")
     ax.legend(fontsize=8, loc="upper right")
     ax.set_ylim(top=1e3)
