@@ -61,10 +61,12 @@ class Loss(NamedTuple):
     A loss is callable: `loss(y, t)` is `loss.value(y, t)`.
 
     Examples:
+      >>> import jax.numpy as jnp
+      >>> from purenet import losses, metrics
       >>> y, t = jnp.array([[1.0, 2.0]]), jnp.array([[0.0, 0.0]])
-      >>> float(mse(y, t))
+      >>> float(losses.mse(y, t))
       2.5
-      >>> softmax_cross_entropy.metric is metrics.multiclass_accuracy, mse.metric
+      >>> losses.softmax_cross_entropy.metric is metrics.multiclass_accuracy, losses.mse.metric
       (True, None)
     """
 
