@@ -12,7 +12,7 @@ modules above it::
     layers/      Layer = (init, forward, backward, update_state), one module per family
     models       reference architectures: gpt (+ Hugging Face GPT-2 weights), generate
     cost         backprop(model, loss, penalty), objective, flat_cost, penalties
-    gradcheck    finite differences, directional checks, reports
+    gradcheck    check_vjp (one engine), finite differences, directional checks, reports
     testing      assert_gradients, assert_layer, assert_vjp, strategies, pytest plugin
     interop      custom_vjp: the hand-written backward inside any JAX program
     schedules    learning-rate schedules
