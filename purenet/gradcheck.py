@@ -75,9 +75,10 @@ are $O(u^{2/3})$, ~4e-11 in float64 and ~2.4e-5 in float32, times the
 curvature and the size of $f$. Measured on purenet's layers (dense,
 activations, batch and layer norm, conv, pooling, LSTM, GRU, masked
 attention, a transformer block) and two MLPs, the worst correct leaf read
-1.2e-14 against `jax.vjp` and 4.9e-10 against finite differences in
-float64; 1.8e-5 (the transformer block) and 1.6e-2 (ReLU, whose kinks a
-float32 step of 5e-3 crosses) in float32. So a float32 check catches a
+2.5e-14 against `jax.vjp` and 7.8e-10 against finite differences in
+float64 (4.0e-9 for Saito's network of the `gradient_check` experiment);
+1.8e-5 (the transformer block) and 1.6e-2 (ReLU, whose kinks a float32 step
+of 5e-3 crosses) in float32; a 1.001x gradient read 1.0e-3 in both. So a float32 check catches a
 wrong formula and a 0.1 % error through its autodiff referee, but its finite
 differences only confirm the referee to a few percent: check in float64
 (the `x64` fixture of `purenet.testing.plugin`). A report in float32 says
