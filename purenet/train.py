@@ -431,8 +431,9 @@ def fit(
       start_epoch: index of the first epoch (to resume from a checkpoint).
       validation: optional ``(x_val, t_val)``, or ``(x_val, t_val, mask_val)``
         when ``mask`` is given, evaluated after every epoch.
-      metric: ``"auto"`` (``purenet.metrics.for_loss``), ``None`` or a
-        function ``metric(y, t) -> scalar``.
+      metric: ``"auto"`` (the metric the loss names, ``loss.metric``, via
+        ``purenet.metrics.for_loss``), ``None`` or a function
+        ``metric(y, t) -> scalar``.
       nan_guard: stop at the first non-finite loss or params and return the
         trees from the start of that epoch, the last ones known to be finite.
       progress: print one line per epoch.

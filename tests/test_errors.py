@@ -450,6 +450,84 @@ CASES = [
         r"chunk_size: expected a positive integer",
     ),
     (
+        "gradcheck",
+        "a NaN in the input of a gradient check",
+        lambda: purenet.testing.assert_layer(L.tanh(), (), jnp.array([[jnp.nan, 1.0]])),
+        AssertionError,
+        r"^layer: non-finite values \(NaN or inf\) entered at the input x \(1 of 2 entries\)",
+    ),
+    (
+        "gradcheck",
+        "a NaN in the params of a gradient check",
+        lambda: purenet.testing.assert_gradients(
+            MODEL, losses.mse, (PARAMS[0], (), {**PARAMS[2], "b": PARAMS[2]["b"] * jnp.nan}), X, T
+        ),
+        AssertionError,
+        r"^model: non-finite values \(NaN or inf\) entered at the params \(1 of 13 entries\)",
+    ),
+    (
+        "gradcheck",
+        "a wrong gradient checked in float32",
+        lambda: purenet.testing.assert_vjp(
+            jnp.sin, lambda x, ct: (ct,), jnp.linspace(0.1, 1.0, 3, dtype=jnp.float32)
+        ),
+        AssertionError,
+        r"^sin: hand-written gradient is wrong \(checked in float32, .*the x64 fixture",
+    ),
+    (
+        "gradcheck",
+        "check_vjp with a vjp that is not a function",
+        lambda: purenet.gradcheck.check_vjp(jnp.sin, "cos", jnp.ones(2)),
+        TypeError,
+        r"^vjp: expected a function, got str",
+    ),
+    (
+        "gradcheck",
+        "check_vjp without a point",
+        lambda: purenet.gradcheck.check_vjp(jnp.sin, lambda x, ct: (ct,)),
+        ValueError,
+        r"^primals: expected at least one primal \(the point to check at\), got none",
+    ),
+    (
+        "gradcheck",
+        "check_vjp with a seed where a key is expected",
+        lambda: purenet.gradcheck.check_vjp(jnp.sin, lambda x, ct: (ct,), jnp.ones(2), key=0),
+        TypeError,
+        r"^key: expected a jax.random key \(jax.random.key\(seed\)\), got int 0",
+    ),
+    (
+        "gradcheck",
+        "check_vjp at integer primals only",
+        lambda: purenet.gradcheck.check_vjp(
+            lambda i: 1.0 * i, lambda i, ct: (None,), jnp.arange(3)
+        ),
+        ValueError,
+        r"^primals: expected at least one floating-point array to differentiate",
+    ),
+    (
+        "gradcheck",
+        "a tolerance that does not name both referees",
+        lambda: purenet.gradcheck.check_vjp(
+            jnp.sin, lambda x, ct: (ct * jnp.cos(x),), jnp.ones(2), tolerance=1e-6
+        ),
+        ValueError,
+        r'^tolerance: expected None or a dict \{"autodiff": \.\.\., "numerical": \.\.\.\}',
+    ),
+    (
+        "metrics",
+        "for_loss of something that is not a Loss",
+        lambda: purenet.metrics.for_loss("mse"),
+        TypeError,
+        r"^loss: expected a purenet Loss \(with a metric field\), got str",
+    ),
+    (
+        "metrics",
+        "sequence labels of the wrong shape for sequence_accuracy",
+        lambda: purenet.metrics.sequence_accuracy(jnp.zeros((2, 3, 4)), jnp.zeros((2, 4), int)),
+        ValueError,
+        r"^t: expected integer labels of shape \(2, 3\)",
+    ),
+    (
         "params",
         "non-positive std for normal init",
         lambda: params.normal(0.0),
