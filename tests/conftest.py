@@ -10,9 +10,11 @@ long). Two things keep it down:
 
 * XLA's CPU backend compiles at optimisation level 0 for the whole session
   (`jax_disable_most_optimizations`, as `experiments/_common.jit` does for
-  one experiment's programs): the programs here are tiny, and optimising them
-  costs more than running them. The numbers are the same; no test compares
-  timings.
+  one experiment's programs), and in the processes the tests start (through
+  the environment variable `JAX_DISABLE_MOST_OPTIMIZATIONS`; set it to 0 to
+  compare): the programs here are small, and optimising them costs more than
+  running them. Results agree to rounding (the order of floating-point
+  operations may differ); no test compares timings.
 * Every test file has a budget of XLA compiles, `COMPILE_BUDGETS` below
   (the one place they live). At the end of a session the suite prints each
   file's compiles against its budget, and the session fails when a file
@@ -47,7 +49,12 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_enable_x64", True)
-jax.config.update("jax_disable_most_optimizations", True)
+# Also in the environment, for the processes tests start (tests/test_parallel.py's workers).
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+jax.config.update(
+    "jax_disable_most_optimizations",
+    os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"].lower() not in ("0", "false"),
+)
 
 settings.register_profile(
     "ci",
