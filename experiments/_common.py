@@ -118,6 +118,37 @@ class Verdict(NamedTuple):
     summary: dict
 
 
+# -------------------------------------------------------------------- progress
+
+# The runner's progress display (``experiments.__main__``) sets this to a
+# function ``report(done, total, what)``; outside the runner (tests, a user's
+# own script) progress goes nowhere.
+_reporter = None
+
+
+def progress(done: int, total: int, what: str = ""):
+    """Tell the runner that ``done`` of ``total`` units of ``measure`` are
+    finished (``what``: the unit just started or finished, e.g. ``"CNN"``).
+
+    The runner shows it as a live line with an estimate of the time left on
+    a terminal, and says nothing of it when its output is a log. A unit is
+    whatever the experiment can count: one compiled program, one arm.
+    """
+    if _reporter is not None:
+        _reporter(int(done), int(total), str(what))
+
+
+def tracked(items, label=str, *, start: int = 0, total: int | None = None):
+    """``items``, one by one, each announced to the runner with
+    :func:`progress` as it starts (``label(item)`` names it); ``start`` units
+    of ``total`` (default: as many as ``items``) are done before the first."""
+    items = list(items)
+    total = start + len(items) if total is None else total
+    for i, item in enumerate(items):
+        progress(start + i, total, label(item))
+        yield item
+
+
 # --------------------------------------------------------------------- helpers
 
 

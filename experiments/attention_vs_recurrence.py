@@ -56,6 +56,7 @@ from experiments._common import (
     jit,
     num_seeds,
     pick,
+    progress,
     pyplot,
     seed_stats,
 )
@@ -132,8 +133,8 @@ def train_seeds(name: str, data, seeds: int, epochs: int, jit_fn=jax.jit):
 
 def measure(mode: Mode, seeds: int | None) -> dict:
     seeds = num_seeds(mode, seeds, smoke=2, quick=3, full=8)
-    lengths = pick(mode, smoke=[3], quick=[8, 16, 32], full=[4, 8, 16, 32, 64])
-    epochs = pick(mode, smoke=2, quick=8, full=40)
+    lengths = pick(mode, smoke=[3], quick=[8, 32], full=[4, 8, 16, 32, 64])
+    epochs = pick(mode, smoke=2, quick=7, full=40)
     train_rows = pick(mode, smoke=64, quick=2048, full=8192)
     keys = max(lengths)
     rng = np.random.default_rng(0)
@@ -145,6 +146,8 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         x_test, t_test, asked = recall_data(rng, TEST_ROWS, n, keys)
         data = tuple(map(jnp.asarray, (x, t, x_test, t_test)))
         for name in MODELS:
+            progress(len(MODELS) * lengths.index(n) + MODELS.index(name),
+                     len(MODELS) * len(lengths), f"{name}, n={n}")
             first, curves = train_seeds(name, data, seeds, epochs,
                                         pick(mode, smoke=jit, quick=jax.jit, full=jax.jit))
             accuracy = curves[:, -1]

@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, jit, num_seeds, pick, pyplot
+from experiments._common import Mode, Verdict, jit, num_seeds, pick, pyplot, tracked
 from purenet import data, datasets, losses, optim, train
 from purenet import layers as L
 
@@ -289,7 +289,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     lr_grid = pick(mode, smoke=BATCH_GD_GRID[::3], quick=BATCH_GD_GRID, full=BATCH_GD_GRID)
 
     curves, timed = {}, {}
-    for b in sizes:
+    for b in tracked(sizes, label=lambda b: f"batch {b}"):
         curves[str(b)] = _seed_runs(b, epochs, seeds, x, t, (LEARNING_RATE,))[0]
         seconds, curve, steps = _timed_run(b, epochs, x, t)
         timed[str(b)] = {"seconds": seconds, "curve": curve, "first_epoch_step_losses": steps}

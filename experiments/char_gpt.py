@@ -58,7 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, pick, pyplot
+from experiments._common import Mode, Verdict, pick, progress, pyplot
 from purenet import backprop, clipping, losses, models, objective, optim, schedules
 
 NAME = "char_gpt"
@@ -161,8 +161,8 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     depth = pick(mode, smoke=1, quick=2, full=4)
     width = pick(mode, smoke=16, quick=64, full=128)
     heads = pick(mode, smoke=2, quick=4, full=4)
-    steps = pick(mode, smoke=20, quick=1000, full=2000)
-    every = pick(mode, smoke=10, quick=100, full=200)
+    steps = pick(mode, smoke=20, quick=400, full=2000)
+    every = pick(mode, smoke=10, quick=50, full=200)
     twin_steps = pick(mode, smoke=10, quick=TWIN_STEPS, full=TWIN_STEPS)
     ids, info = corpus()
     cut = int(0.9 * ids.size)
@@ -176,6 +176,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     train_j = jnp.asarray(train_ids)
     key = jax.random.key(1)
 
+    progress(0, 3, "training")
     hand = make_run(model, backprop(model, LOSS), train_j, val_x, val_t, steps, T, every)
     final, step_losses, val_losses = hand(params, key)
     # The jax.grad twin: the same loop with jax.grad of the objective, for the first
@@ -185,12 +186,14 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     def auto_grad(p, x, t):
         return J(p, x, t), jax.grad(J)(p, x, t)
 
+    progress(1, 3, "jax.grad twin")
     twin = make_run(model, auto_grad, train_j, val_x, val_t, steps, T, every, twin_steps)
     _, twin_losses, _ = twin(params, key)
     step_losses = np.asarray(step_losses)
     twin_losses = np.asarray(twin_losses)[:twin_steps]
     diff = np.abs(step_losses[:twin_steps] - twin_losses)
 
+    progress(2, 3, "samples")
     samples = {}
     prompt = jnp.asarray([[VOCAB.index(c) for c in "def "]], jnp.int32)
     for temperature in TEMPERATURES:

@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import purenet
-from experiments._common import Mode, Verdict, pick, pyplot
+from experiments._common import Mode, Verdict, pick, pyplot, tracked
 from purenet import gradcheck, layers, losses, objective, optim, train
 
 NAME = "gradient_check"
@@ -292,7 +292,8 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     }
     names = {"ng_debug": "Ng debug 3-5-3", "saito_two_layer": f"Saito 784-{hidden}-10"}
     numbers = {
-        net: check(problem, step_repeats, numerical_repeats) for net, problem in problems.items()
+        net: check(problem, step_repeats, numerical_repeats)
+        for net, problem in tracked(problems.items(), label=lambda item: names[item[0]])
     }
     settings = {
         "names": names,

@@ -34,7 +34,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, init_many, num_seeds, pick, pyplot, seed_stats
+from experiments._common import (
+    Mode,
+    Verdict,
+    init_many,
+    num_seeds,
+    pick,
+    progress,
+    pyplot,
+    seed_stats,
+)
 from purenet import datasets, layers, losses, optim, train
 
 NAME = "linear_hidden_collapse"
@@ -309,11 +318,14 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     start = init_many(classifier("tanh"), keys, (2,))  # shared by all activations and tasks
     classification, pictures = {}, {}
     collapse = []
+    units = len(tasks) * len(activations) + len(heads)
     for task, (x, t) in tasks.items():
         _, _, g = grid_for(x)
         result = {"linear_limit": linear_limit(x, t)}
         pictures[task] = {"x": x, "t": t}
         for act in activations:
+            progress(len(activations) * list(tasks).index(task) + activations.index(act), units,
+                     f"{task}, {act}")
             model = classifier(act)
             out = train_many(
                 model,
@@ -345,7 +357,8 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     reg_start = init_many(regressor("identity"), keys, (1,))
     regression = {}
     pictures["regression"] = {"x": x, "t": t}
-    for head in heads:
+    for i, head in enumerate(heads):
+        progress(units - len(heads) + i, units, f"regression, {head} output")
         out = train_many(regressor(head), losses.mse, REG_LR, reg_start, x, t, epochs, x)
         y, target = out["y"], np.asarray(t)
         regression[head] = {

@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, init_many, jit, num_seeds, pick, pyplot
+from experiments._common import Mode, Verdict, init_many, jit, num_seeds, pick, progress, pyplot
 from purenet import backprop, losses, metrics, optim, train
 from purenet import layers as L
 from purenet.clipping import global_norm
@@ -220,8 +220,8 @@ def _exploding(T, seeds, epochs, compile_fn):
 
 def measure(mode: Mode, seeds: int | None) -> dict:
     seeds = num_seeds(mode, seeds, quick=8, full=16)
-    lags = pick(mode, smoke=(2, 4), quick=(4, 8, 16, 32), full=(4, 8, 16, 32, 64))
-    epochs = pick(mode, smoke=1, quick=10, full=30)
+    lags = pick(mode, smoke=(2, 4), quick=(4, 8, 16), full=(4, 8, 16, 32, 64))
+    epochs = pick(mode, smoke=1, quick=8, full=30)
     arms = pick(mode, smoke=("RNN",),
                 quick=("RNN", "LSTM (forget bias 1)", "GRU"), full=tuple(CELLS))
     explode_epochs = pick(mode, smoke=1, quick=5, full=20)
@@ -230,13 +230,19 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     flow_T = pick(mode, smoke=8, quick=FLOW_T, full=FLOW_T)
     flow_lags = pick(mode, smoke=(1, 7), quick=FLOW_LAGS, full=FLOW_LAGS)
     T = max(lags) + 1
-    success = {arm: {"test_accuracy": _success_sweep(arm, lags, T, seeds, epochs, compile_fn)}
-               for arm in arms}
+    units = len(arms) + 2  # each arm's sweep, the gradient flow, the exploding RNN
+    success = {}
+    for i, arm in enumerate(arms):
+        progress(i, units, f"recall, {arm}")
+        success[arm] = {"test_accuracy": _success_sweep(arm, lags, T, seeds, epochs, compile_fn)}
     flow_arms = pick(mode, smoke=("RNN", "LSTM (forget bias 1)"), quick=tuple(CELLS),
                      full=tuple(CELLS))
+    progress(units - 2, units, "gradient flow")
+    flow = _gradient_flow(flow_arms, seeds, flow_T, flow_lags)
+    progress(units - 1, units, "exploding RNN")
     numbers = {
         "recall": success,
-        "gradient_flow": _gradient_flow(flow_arms, seeds, flow_T, flow_lags),
+        "gradient_flow": flow,
         "exploding": _exploding(T, seeds, explode_epochs, compile_fn),
     }
     settings = {

@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, num_seeds, pick, pyplot, seed_stats
+from experiments._common import Mode, Verdict, num_seeds, pick, pyplot, seed_stats, tracked
 from purenet import layers as L
 from purenet import losses, metrics, optim, train
 
@@ -144,14 +144,14 @@ def _run(model, x, t, x_test, t_test, keys, epochs):
 
 def measure(mode: Mode, seeds: int | None) -> dict:
     seeds = num_seeds(mode, seeds, quick=3, full=10)
-    epochs = pick(mode, smoke=1, quick=40, full=150)
+    epochs = pick(mode, smoke=1, quick=12, full=150)
     rows = pick(mode, smoke=(400, 200), quick=(None, None), full=(None, None))
     x, t, x_test, t_test = load_data(*rows)
     permutation = np.random.default_rng(0).permutation(x.shape[1])
     keys = jax.random.split(jax.random.key(1), seeds)
     steps_per_epoch = x.shape[0] // BATCH
     numbers = {}
-    for name, (factory, layout, shuffled) in ARMS.items():
+    for name, (factory, layout, shuffled) in tracked(ARMS.items(), label=lambda a: a[0]):
         a, b = (x[:, permutation], x_test[:, permutation]) if shuffled else (x, x_test)
         if layout == "signal":  # (m, 40) -> (m, 40, 1): one input channel / feature
             a, b = a[..., None], b[..., None]

@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, jit, num_seeds, pick, pyplot
+from experiments._common import Mode, Verdict, jit, num_seeds, pick, progress, pyplot
 from purenet import data, datasets, losses, metrics, optim, train
 from purenet import layers as L
 
@@ -439,8 +439,11 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     )
     digits_names = pick(mode, smoke=names[:2], quick=names, full=names)
     factors = pick(mode, smoke=(1.0,), quick=DIGITS_FACTORS, full=DIGITS_FACTORS)
+    progress(0, 3, "surfaces")
     surfaces = _surfaces(names)
+    progress(1, 3, "digits")
     digits = _digits_runs(digits_names, epochs, seeds, factors)
+    progress(2, 3, "step sizes")
     step_sizes, lr = _step_sizes(step_count)
     step_sizes["lr"] = lr
 

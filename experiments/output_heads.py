@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, jit, num_seeds, pick, pyplot
+from experiments._common import Mode, Verdict, jit, num_seeds, pick, progress, pyplot, tracked
 from purenet import data, datasets, losses, metrics, optim, train
 from purenet import layers as L
 
@@ -305,6 +305,8 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         return x_bc, t_bc[:, None].astype(F32)  # the binary column
 
     heads = {}
+    units = 3 + len(three_sets)
+    progress(0, units, "binary")
     acc, _, loss = _head_accuracy(
         _mlp((16,), 1),
         losses.sigmoid_binary_cross_entropy,
@@ -315,6 +317,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         10,
     )
     heads["binary"] = {"accuracy": acc, "final_train_loss": loss}
+    progress(1, units, "multi-class")
     acc, _, loss = _head_accuracy(
         _mlp((32,), 10),
         losses.softmax_cross_entropy,
@@ -326,6 +329,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         one_hot_classes=10,
     )
     heads["multiclass"] = {"accuracy": acc, "final_train_loss": loss}
+    progress(2, units, "multi-label")
     acc, exact, loss = _head_accuracy(
         _mlp((32, 32), 3),
         losses.multilabel_sigmoid_cross_entropy,
@@ -337,7 +341,8 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     )
     heads["multilabel"] = {"accuracy": acc, "exact_match": exact, "final_train_loss": loss}
 
-    three_class = {name: _three_class(name, three_epochs, seeds, hidden, 13) for name in three_sets}
+    three_class = {name: _three_class(name, three_epochs, seeds, hidden, 13)
+                   for name in tracked(three_sets, start=3, total=units)}
     numbers = {"heads": heads, "three_class": three_class}
 
     settings = {

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import purenet
-from experiments._common import Mode, Verdict, jit, num_seeds, pick, pyplot
+from experiments._common import Mode, Verdict, jit, num_seeds, pick, progress, pyplot
 from purenet import data, datasets, losses, metrics, optim, train
 from purenet import layers as L
 
@@ -304,7 +304,9 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         if name in methods and not rate
     }
     penalized[CLEAN] = (0.0, 0.0, 0.0)
+    progress(0, 3, "penalties")
     runs = _overfit_runs(penalized, 0.0, seeds, chunks, every)
+    progress(1, 3, "dropout")
     for name in methods:
         rate = METHODS[name][1]
         if rate:
@@ -333,6 +335,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     l2_names = [n for n in runs if n.startswith("L2")]
     best_l2 = max(l2_names, key=lambda n: final[n]["test_acc"]) if l2_names else None
 
+    progress(2, 3, "batch norm")
     bn = {}
     for key, flag in (("without", False), ("with", True)):
         c = _batchnorm_runs(flag, seeds, bn_epochs)

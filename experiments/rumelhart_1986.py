@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import purenet
-from experiments._common import Mode, Verdict, init_many, num_seeds, pick, pyplot
+from experiments._common import Mode, Verdict, init_many, num_seeds, pick, progress, pyplot
 from purenet import datasets, layers, losses, optim, params, train
 
 NAME = "rumelhart_1986"
@@ -292,6 +292,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     keys = jax.random.split(jax.random.key(0), seeds)
     numbers = {}
 
+    progress(0, 2, "mirror symmetry")
     x, t = datasets.mirror_symmetry()
     out = train_seeds(x, t, keys, sweeps)
     first = sweeps_to(out["worst"], CRITERION)
@@ -343,6 +344,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         },
     }
 
+    progress(1, 2, "XOR")
     x, t = datasets.xor()
     out = train_seeds(x, t, keys, sweeps)
     xor_first = sweeps_to(out["worst"], CRITERION)

@@ -34,7 +34,16 @@ import jax.numpy as jnp
 import numpy as np
 
 import purenet
-from experiments._common import Mode, Verdict, num_seeds, pick, pyplot, seed_stats, stateless
+from experiments._common import (
+    Mode,
+    Verdict,
+    num_seeds,
+    pick,
+    pyplot,
+    seed_stats,
+    stateless,
+    tracked,
+)
 from purenet import datasets, layers, losses, optim, train
 
 NAME = "sigmoid_mse_vs_cross_entropy"
@@ -235,7 +244,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     x, t = datasets.moons(jax.random.key(0), n=N_POINTS, noise=0.1)
     initial = initial_params(jax.random.split(jax.random.key(1), seeds), x.shape[1])
     training = {}
-    for loss_name in ("ce", "mse"):
+    for loss_name in tracked(("ce", "mse")):
         trainer = make_trainer(loss_name, x, t, epochs)
         for start, b0 in (("bad", BAD_BIAS), ("neutral", 0.0)):
             out = jax.device_get(trainer(initial, b0))

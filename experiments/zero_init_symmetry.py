@@ -40,7 +40,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, num_seeds, pick, pyplot, seed_stats, stateless
+from experiments._common import (
+    Mode,
+    Verdict,
+    num_seeds,
+    pick,
+    pyplot,
+    seed_stats,
+    stateless,
+    tracked,
+)
 from purenet import data, datasets, layers, losses, metrics, objective, optim, params, train
 
 NAME = "zero_init_symmetry"
@@ -223,7 +232,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     trainer = make_trainer(x_train, t_train, x_test, t_test, epochs)
 
     numbers, example = {}, {}
-    for arm in ARMS:
+    for arm in tracked(ARMS):
         start = initial_params(arm, init_keys, x_train.shape[1])
         out = jax.device_get(trainer(start, train_keys))
         W1, b1 = out["params"][0]["W"], out["params"][0]["b"]
