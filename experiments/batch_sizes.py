@@ -48,7 +48,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, jit, num_seeds, pick, pyplot, tracked
+from experiments._common import (
+    Mode,
+    Verdict,
+    init_many,
+    num_seeds,
+    pick,
+    pyplot,
+    sweep,
+    tracked,
+)
 from purenet import data, datasets, losses, optim, train
 from purenet import layers as L
 
@@ -80,29 +89,16 @@ def _seed_runs(batch_size: int, epochs: int, seeds: int, x, t, learning_rates):
     """Training loss after each epoch (index 0: before training) for every
     learning rate and seed, all in one vmap: shape (rates, seeds, epochs + 1)."""
     model = _model()
-    m = x.shape[0]
     evaluate = train.make_evaluate(model, LOSS)
-
-    def one(key, lr):
-        optimizer = optim.sgd(lr)  # lr is traced: one program for every rate
-        run = train.make_train(
-            model,
-            LOSS,
-            optimizer,
-            batch_size,
-            m,
-            epochs,
-            evaluate=lambda p, s: evaluate(p, x, t, s)[0],
-        )
-        init_key, train_key = jax.random.split(key)
-        _, params, state = model.init(init_key, (x.shape[1],))
-        *_, history = run(params, optimizer.init(params), state, train_key, x, t)
-        return jnp.concatenate([evaluate(params, x, t, state)[0][None], history["evaluation"]])
-
     keys = jax.random.split(jax.random.key(1), seeds)  # seed s: same init for every size
-    lrs = jnp.asarray(learning_rates, jnp.float32)
-    per_lr = jax.vmap(jax.vmap(one, in_axes=(0, None)), in_axes=(None, 0))
-    return np.asarray(jit(per_lr)(keys, lrs))  # optimisation level 0: see _common.jit
+    init_keys, train_keys = zip(*(jax.random.split(key) for key in keys), strict=True)
+    _, _, history = sweep(
+        model, LOSS, lambda point: optim.sgd(point["learning_rate"]), batch_size, epochs,
+        (x, t), init_many(model, init_keys, (x.shape[1],)), jnp.stack(train_keys),
+        grid={"learning_rate": jnp.asarray(learning_rates, jnp.float32)},  # traced: one program
+        evaluate=lambda p, s, point: evaluate(p, x, t, s)[0], evaluate_start=True,
+    )  # optimisation level 0: see _common.jit
+    return np.asarray(history["evaluation"])
 
 
 def _timed_run(batch_size: int, epochs: int, x, t):

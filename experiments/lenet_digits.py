@@ -27,7 +27,18 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from experiments._common import Mode, Verdict, num_seeds, pick, pyplot, seed_stats, tracked
+from experiments._common import (
+    SPREAD,
+    Mode,
+    Verdict,
+    num_seeds,
+    pick,
+    pyplot,
+    seed_band,
+    seed_bar,
+    seed_stats,
+    tracked,
+)
 from purenet import data, datasets, losses, metrics, optim, train
 from purenet import layers as L
 
@@ -163,13 +174,12 @@ def draw(data: dict):
     plt = pyplot()
     fig = plt.figure(figsize=(12, 7.5))
     grid = fig.add_gridspec(3, 2, height_ratios=[3, 0.8, 0.8], hspace=0.45)
-    fig.suptitle(f"LeNet-style CNN vs MLP on 8x8 digits ({settings['seeds']} seeds, "
-                 f"mean ± std)")
+    fig.suptitle(f"LeNet-style CNN vs MLP on 8x8 digits ({settings['seeds']} seeds, {SPREAD})")
 
     ax = fig.add_subplot(grid[0, 0])
     for i, name in enumerate(MODELS):
         acc = np.asarray(numbers[name]["test_accuracy"], float)[:, -1]
-        ax.bar(i, acc.mean(), 0.6, yerr=acc.std(), capsize=5, color=f"C{i}", alpha=0.8)
+        seed_bar(ax, i, acc, 0.6, color=f"C{i}", dots=False, alpha=0.8)
         ax.plot(i + np.random.default_rng(0).uniform(-0.12, 0.12, acc.size), acc, "k.", ms=4)
         ax.text(i, acc.min() - 0.004, f"{acc.mean():.4f}", ha="center", va="top")
     low = min(np.asarray(numbers[n]["test_accuracy"], float)[:, -1].min() for n in MODELS)
@@ -183,9 +193,7 @@ def draw(data: dict):
     for i, name in enumerate(MODELS):
         acc = np.asarray(numbers[name]["test_accuracy"], float)
         epochs = np.arange(1, acc.shape[1] + 1)
-        mean, std = acc.mean(axis=0), acc.std(axis=0)
-        ax.plot(epochs, mean, color=f"C{i}", label=name)
-        ax.fill_between(epochs, mean - std, mean + std, color=f"C{i}", alpha=0.25)
+        seed_band(ax, epochs, acc, color=f"C{i}", label=name, alpha=0.25)
     lowest = min(np.asarray(numbers[n]["test_accuracy"], float).mean(axis=0)[-1] for n in MODELS)
     ax.set_ylim(max(0.0, min(0.8, lowest - 0.05)), 1.0)
     ax.set_xlabel("epoch")

@@ -43,8 +43,9 @@ from experiments._common import (
     progress,
     pyplot,
     seed_stats,
+    sweep,
 )
-from purenet import datasets, layers, losses, optim, train
+from purenet import datasets, layers, losses, optim
 
 NAME = "linear_hidden_collapse"
 CLAIM = (
@@ -75,19 +76,10 @@ def train_many(model, loss, learning_rate, start, x, t, epochs, probe, linear=Fa
     stacked ``start = (params, state)``, in one compiled call: final params,
     loss history, outputs on ``x`` and on ``probe``, and for linear hidden
     units the collapse check."""
-    opt = optim.adam(learning_rate)
     m = x.shape[0]
-    # Full batch: any key gives the same run, up to the order of the batch sum.
-    run = train.make_train(model, loss, opt, m, m, epochs)
 
-    def one(p, state):
-        p, _, _, history = run(p, opt.init(p), state, jax.random.key(0), x, t)
-        out = {
-            "params": p,
-            "history": history["step_loss"][:, 0],  # the cost before each step
-            "y": model.forward(p, x)[0],
-            "y_probe": model.forward(p, probe)[0],
-        }
+    def finish(p, state, point):
+        out = {"y": model.forward(p, x)[0], "y_probe": model.forward(p, probe)[0]}
         if linear:  # the network against its single linear map, on x and the grid
             W, b = compose(p)
             out["collapse_diff"] = jnp.maximum(
@@ -99,7 +91,12 @@ def train_many(model, loss, learning_rate, start, x, t, epochs, probe, linear=Fa
             )
         return out
 
-    return jax.device_get(jax.jit(jax.vmap(one))(*start))
+    # Full batch: any key gives the same run, up to the order of the batch sum.
+    same_key = jnp.stack([jax.random.key(0)] * len(jax.tree.leaves(start)[0]))
+    params, _, history = sweep(model, loss, optim.adam(learning_rate), m, epochs, (x, t), start,
+                               same_key, finish=finish, compile=jax.jit)
+    cost = history["step_loss"][..., 0]  # the cost before each step
+    return jax.device_get({"params": params, "history": cost, **history["final"]})
 
 
 def dense_params(p) -> list:

@@ -46,7 +46,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, jit, num_seeds, pick, progress, pyplot
+from experiments._common import (
+    Mode,
+    Verdict,
+    init_many,
+    jit,
+    num_seeds,
+    pick,
+    progress,
+    pyplot,
+    sweep,
+)
 from purenet import data, datasets, losses, metrics, optim, train
 from purenet import layers as L
 
@@ -208,34 +218,25 @@ def _digits_runs(names, epochs: int, seeds: int, factors=DIGITS_FACTORS, batch_s
     model = L.serial(L.dense(64), L.tanh(), L.dense(10))
     loss = losses.softmax_cross_entropy
     evaluate = train.make_evaluate(model, loss, metrics.multiclass_accuracy)
-    m = x_tr.shape[0]
     keys = jax.random.split(jax.random.key(3), seeds)  # seed s: the same init for every optimizer
     results = {}
+    init_keys, train_keys = zip(*(jax.random.split(key) for key in keys), strict=True)
+    start = init_many(model, init_keys, (x_tr.shape[1],))
+
+    def probe(p, s, point):  # the training loss; the test accuracy (the last one is reported)
+        return evaluate(p, x_tr, t_tr, s)[0], evaluate(p, x_te, t_te, s)[1]
+
     for name in names:
-
-        def one(key, lr, make=OPTIMIZERS[name]):
-            optimizer = make(lr)  # lr is traced: one program for every rate
-            run = train.make_train(
-                model,
-                loss,
-                optimizer,
-                batch_size,
-                m,
-                epochs,
-                evaluate=lambda p, s: evaluate(p, x_tr, t_tr, s)[0],
-            )
-            init_key, train_key = jax.random.split(key)
-            _, params, state = model.init(init_key, (x_tr.shape[1],))
-            start = evaluate(params, x_tr, t_tr, state)[0]
-            params, _, state, history = run(
-                params, optimizer.init(params), state, train_key, x_tr, t_tr
-            )
-            curve = jnp.concatenate([start[None], history["evaluation"]])
-            return curve, evaluate(params, x_te, t_te, state)[1]
-
         lrs = [DIGITS_LR[name] * f for f in factors]
-        per_lr = jax.vmap(jax.vmap(one, in_axes=(0, None)), in_axes=(None, 0))
-        curves, test_acc = jit(per_lr)(keys, jnp.asarray(lrs, F32))
+        make = OPTIMIZERS[name]
+        _, _, history = sweep(
+            model, loss, lambda point, make=make: make(point["learning_rate"]), batch_size,
+            epochs, (x_tr, t_tr), start, jnp.stack(train_keys),
+            grid={"learning_rate": jnp.asarray(lrs, F32)},  # traced: one program for every rate
+            evaluate=probe, evaluate_start=True,
+        )
+        curves, test_acc = history["evaluation"]
+        test_acc = test_acc[:, :, -1]
         curves, test_acc = np.asarray(curves), np.asarray(test_acc)
         final = np.where(
             np.all(np.isfinite(curves[:, :, -1]), axis=1), curves[:, :, -1].mean(1), np.inf
