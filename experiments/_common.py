@@ -281,6 +281,10 @@ def seed_stats(values, missing=None) -> dict:
 
 # The one convention for the spread over seeds in every figure: the mean and,
 # around it, one standard error of the mean (std with ddof=1 over sqrt(seeds)).
+# Three figures show another spread, and say so: linear_hidden_collapse's
+# min..max bars (the claim is about the best seed), family_trees' median and
+# 10th-90th percentiles (runs learn or do not: bimodal), vanishing_gradients'
+# geometric mean and range (norms spanning orders of magnitude).
 SPREAD = "mean ± standard error over seeds"
 
 
@@ -291,12 +295,12 @@ def standard_error(values, axis=0):
     return v.std(axis=axis, ddof=1) / np.sqrt(n) if n > 1 else np.zeros_like(v.mean(axis=axis))
 
 
-def seed_band(ax, x, curves, *, color, label=None, style="-", alpha=0.2):
+def seed_band(ax, x, curves, *, color, label=None, style="-", alpha=0.2, **plot_options):
     """Draw per-seed ``curves`` ``(seeds, len(x))`` as their mean and a band
     of one standard error (:data:`SPREAD`)."""
     curves = np.asarray(curves, np.float64)
     mean, se = curves.mean(axis=0), standard_error(curves)
-    ax.plot(x, mean, style, color=color, label=label)
+    ax.plot(x, mean, style, color=color, label=label, **plot_options)
     ax.fill_between(x, mean - se, mean + se, color=color, alpha=alpha, lw=0)
 
 

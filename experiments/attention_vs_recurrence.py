@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments._common import (
+    SPREAD,
     Mode,
     Verdict,
     init_many,
@@ -60,6 +61,7 @@ from experiments._common import (
     pick,
     progress,
     pyplot,
+    seed_band,
     seed_stats,
     sweep,
 )
@@ -67,6 +69,7 @@ from purenet import layers as L
 from purenet import losses, metrics, optim
 
 NAME = "attention_vs_recurrence"
+QUICK_SECONDS = 40  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "On associative recall a one-block transformer reads the queried pair directly and keeps "
     "its accuracy as sequences grow; an LSTM trained with the same budget, which must hold "
@@ -220,18 +223,15 @@ def draw(data: dict):
 
     ax = axes[1]
     for name in MODELS:
-        stats = numbers[name]["test_accuracy"]
-        mean = [s["mean"] for s in stats]
-        low = [s["min"] for s in stats]
-        high = [s["max"] for s in stats]
-        ax.plot(lengths, mean, "o-", color=colors[name], label=name)
-        ax.fill_between(lengths, low, high, color=colors[name], alpha=0.2)
+        final = np.stack([np.asarray(c, float)[:, -1] for c in
+                          numbers[name]["accuracy_per_epoch"]], axis=1)  # (seeds, lengths)
+        seed_band(ax, lengths, final, color=colors[name], label=name, style="o-")
     ax.axhline(1 / VALUES, color="gray", ls=":", label="chance")
     ax.set_xscale("log", base=2)
     ax.set_xticks(lengths, [str(n) for n in lengths])
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("pairs n")
-    ax.set_ylabel("test accuracy (mean, band min..max)")
+    ax.set_ylabel(f"test accuracy ({SPREAD})")
     ax.set_title("Accuracy against length")
     ax.legend()
 

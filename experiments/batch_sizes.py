@@ -49,12 +49,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments._common import (
+    SPREAD,
     Mode,
     Verdict,
     init_many,
     num_seeds,
     pick,
     pyplot,
+    seed_band,
     sweep,
     tracked,
 )
@@ -62,6 +64,7 @@ from purenet import data, datasets, losses, optim, train
 from purenet import layers as L
 
 NAME = "batch_sizes"
+QUICK_SECONDS = 20  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "Batch GD makes one exact update per epoch, SGD many noisy ones (a jagged but falling "
     "loss); per epoch and in wall-clock time smaller batches get further."
@@ -167,13 +170,10 @@ def draw(data: dict):
     for b in sizes:
         c = colors[b]
         curves = np.asarray(numbers["curves"][str(b)], dtype=float)
-        mean, std = curves.mean(axis=0), curves.std(axis=0)
-        epochs = np.arange(len(mean))
-        ax_epochs.plot(epochs, mean, color=c, label=name(b))
-        ax_epochs.fill_between(epochs, mean - std, mean + std, color=c, alpha=0.2)
+        epochs = np.arange(curves.shape[1])
+        seed_band(ax_epochs, epochs, curves, color=c, label=name(b))
         updates = epochs[1:] * (m // b)
-        ax_updates.plot(updates, mean[1:], "o-", ms=2, color=c, label=name(b))
-        ax_updates.fill_between(updates, (mean - std)[1:], (mean + std)[1:], color=c, alpha=0.2)
+        seed_band(ax_updates, updates, curves[:, 1:], color=c, label=name(b), style="o-", ms=2)
         timed = numbers["timed"][str(b)]
         elapsed = np.concatenate([[0.0], np.cumsum(timed["seconds"])]) * 1e3
         ax_time.plot(elapsed, timed["curve"], "o-", ms=2, color=c, label=name(b))
@@ -196,14 +196,14 @@ def draw(data: dict):
         yscale="log",
         xlabel="epoch",
         ylabel="training loss (cross-entropy)",
-        title="per epoch (mean ± std over seeds)",
+        title=f"per epoch ({SPREAD})",
     )
     ax_updates.set(
         xscale="log",
         yscale="log",
         xlabel="updates (parameter steps)",
         ylabel="training loss",
-        title="per update (epoch ends, mean ± std over seeds)",
+        title=f"per update (epoch ends, {SPREAD})",
     )
     ax_time.axhline(THRESHOLD, color="gray", ls=":", lw=1, label=f"threshold {THRESHOLD}")
     ax_time.set(

@@ -58,10 +58,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, pick, progress, pyplot
+from experiments._common import Mode, Verdict, jit, pick, progress, pyplot
 from purenet import backprop, clipping, losses, models, objective, optim, schedules
 
 NAME = "char_gpt"
+QUICK_SECONDS = 30  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "A character-level GPT trained by hand-written backprop on Python standard-library source "
     "beats the unigram and bigram baselines on held-out characters, and jax.grad of the same "
@@ -117,7 +118,8 @@ def windows(ids, starts, T):
     return x, t
 
 
-def make_run(model, grad_fn, train_ids, val_x, val_t, steps, T, every, run_steps=None):
+def make_run(model, grad_fn, train_ids, val_x, val_t, steps, T, every, run_steps=None,
+             compile=jax.jit):
     """``run(params, key) -> (params, step_losses, val_losses)``: a ``lax.scan``
     of AdamW steps on random windows (the schedule of a ``steps``-step run;
     the first ``run_steps`` of them, default all), the validation loss every
@@ -153,7 +155,7 @@ def make_run(model, grad_fn, train_ids, val_x, val_t, steps, T, every, run_steps
                                                        jnp.arange(run_steps))
         return params, step_losses, val[every - 1 :: every]
 
-    return jax.jit(run)
+    return compile(run)
 
 
 def measure(mode: Mode, seeds: int | None) -> dict:
@@ -187,7 +189,10 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         return J(p, x, t), jax.grad(J)(p, x, t)
 
     progress(1, 3, "jax.grad twin")
-    twin = make_run(model, auto_grad, train_j, val_x, val_t, steps, T, every, twin_steps)
+    # Quick mode compiles the twin at XLA's level 0 (_common.jit): optimising jax.grad's
+    # program took longer than its 100 steps run.
+    twin = make_run(model, auto_grad, train_j, val_x, val_t, steps, T, every, twin_steps,
+                    compile=pick(mode, smoke=jit, quick=jit, full=jax.jit))
     _, twin_losses, _ = twin(params, key)
     step_losses = np.asarray(step_losses)
     twin_losses = np.asarray(twin_losses)[:twin_steps]

@@ -43,6 +43,7 @@ from purenet import data, datasets, losses, metrics, optim, train
 from purenet import layers as L
 
 NAME = "lenet_digits"
+QUICK_SECONDS = 50  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "A LeNet-style CNN beats an MLP with more parameters on 8x8 digits (test accuracy over "
     "seeds); its first-layer filters are drawn before and after training."

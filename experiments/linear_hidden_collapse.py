@@ -48,6 +48,7 @@ from experiments._common import (
 from purenet import datasets, layers, losses, optim
 
 NAME = "linear_hidden_collapse"
+QUICK_SECONDS = 20  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "Linear hidden units make the whole network one linear map (no XOR, no spirals); "
     "a squashed output cannot fit regression targets in [-100, 100], an identity output can"
@@ -298,7 +299,7 @@ def draw(data: dict):
 
 def measure(mode: Mode, seeds: int | None) -> dict:
     seeds = num_seeds(mode, seeds, quick=8, full=32)
-    epochs = pick(mode, smoke=30, quick=3000, full=3000)
+    epochs = pick(mode, smoke=30, quick=1500, full=3000)
     keys = jax.random.split(jax.random.key(1), seeds)
     # Smoke mode (tests) drops one non-linear activation and one squashed
     # output to save compilations; the code paths are the same.

@@ -25,7 +25,7 @@ Setup:
 * digits (standardised, 80 / 20 split), a 64-64-10 tanh net, mini-batches of
   32: each optimizer at the best of five learning rates around a usual value
   (1/10 to 10 times it, by final training loss), several seeds at once (``jax.vmap``), training
-  loss after every epoch (mean ± std across seeds) and test accuracy;
+  loss after every epoch (mean ± standard error across seeds) and test accuracy;
 * AdaGrad against RMSprop under a noisy gradient (``g ~ N(1, 1)`` per entry
   per step, 256 entries, ``lr = 0.01``): the effective per-parameter step
   ``lr / (sqrt(s) + eps)`` read from the optimizers' states
@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments._common import (
+    SPREAD,
     Mode,
     Verdict,
     init_many,
@@ -55,12 +56,14 @@ from experiments._common import (
     pick,
     progress,
     pyplot,
+    seed_band,
     sweep,
 )
 from purenet import data, datasets, losses, metrics, optim, train
 from purenet import layers as L
 
 NAME = "optimizers"
+QUICK_SECONDS = 20  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "Momentum damps zig-zags and rolls through a shallow local minimum where plain SGD stops; "
     "AdaGrad's per-parameter step shrinks towards 0 while RMSprop's levels off."
@@ -382,20 +385,14 @@ def draw(data: dict):
     ax = axes[1, 1]
     for name, r in numbers["digits"].items():
         curves = np.asarray(r["curves"], dtype=float)
-        mean, std = curves.mean(axis=0), curves.std(axis=0)
-        epochs = np.arange(len(mean))
         acc = np.mean(r["test_accuracy"])
-        ax.plot(
-            epochs, mean, color=COLORS[name], label=f"{name} lr {r['lr']:.3g} (test acc {acc:.3f})"
-        )
-        ax.fill_between(
-            epochs, np.maximum(mean - std, 1e-6), mean + std, color=COLORS[name], alpha=0.2
-        )
+        seed_band(ax, np.arange(curves.shape[1]), curves, color=COLORS[name],
+                  label=f"{name} lr {r['lr']:.3g} (test acc {acc:.3f})")
     ax.set(
         yscale="log",
         xlabel="epoch",
         ylabel="training loss (cross-entropy)",
-        title="digits, 64-64-10 tanh, batch 32: mean ± std over seeds\n"
+        title=f"digits, 64-64-10 tanh, batch 32: {SPREAD}\n"
         "(each at the best of its usual lr × {1/10, 1/3, 1, 3, 10})",
     )
     ax.legend(fontsize=8)

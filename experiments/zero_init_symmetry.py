@@ -41,11 +41,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments._common import (
+    SPREAD,
     Mode,
     Verdict,
     num_seeds,
     pick,
     pyplot,
+    seed_band,
     seed_stats,
     stateless,
     tracked,
@@ -53,6 +55,7 @@ from experiments._common import (
 from purenet import data, datasets, layers, losses, metrics, objective, optim, params, train
 
 NAME = "zero_init_symmetry"
+QUICK_SECONDS = 10  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "Zero or constant initial weights keep all hidden units identical through training "
     "(the layer acts as one unit); random initial weights break the symmetry and learn"
@@ -170,11 +173,11 @@ def draw(data: dict):
         epochs = np.arange(1, curves.shape[1] + 1)
         acc = numbers[arm]["test_accuracy"]
         label = f"{arm} (test acc {acc['mean']:.2f} ± {acc['std']:.2f})"
-        ax.plot(epochs, curves.mean(0), color=colors[arm], ls=styles[arm], label=label)
-        ax.fill_between(epochs, curves.min(0), curves.max(0), color=colors[arm], alpha=0.25)
+        seed_band(ax, epochs, curves, color=colors[arm], style=styles[arm], label=label,
+                  alpha=0.25)
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss (cross-entropy, nats)")
-    ax.set_title("Training loss (mean, band = min..max over seeds)")
+    ax.set_title(f"Training loss ({SPREAD})")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
 
