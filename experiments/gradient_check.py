@@ -55,10 +55,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import purenet
-from experiments._common import Mode, Verdict, pick, pyplot
+from experiments._common import Mode, Verdict, pick, pyplot, tracked
 from purenet import gradcheck, layers, losses, objective, optim, train
 
 NAME = "gradient_check"
+QUICK_SECONDS = 12  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "Hand-written backprop matches finite differences and jax.grad (float64 to rounding), "
     "and a full numerical gradient costs orders of magnitude more than a training step"
@@ -292,7 +293,8 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     }
     names = {"ng_debug": "Ng debug 3-5-3", "saito_two_layer": f"Saito 784-{hidden}-10"}
     numbers = {
-        net: check(problem, step_repeats, numerical_repeats) for net, problem in problems.items()
+        net: check(problem, step_repeats, numerical_repeats)
+        for net, problem in tracked(problems.items(), label=lambda item: names[item[0]])
     }
     settings = {
         "names": names,
