@@ -93,6 +93,7 @@ COMPILE_BUDGETS = {
     "test_benchmarks_smoke.py": 100,  # 72
     "test_char_gpt.py": 90,  # 64
     "test_checkpoint.py": 100,  # 70
+    "test_checkpoint_model.py": 32,  # 17
     "test_checks.py": 30,  # 16
     "test_clipping.py": 140,  # 104
     "test_conv.py": 680,  # 530
@@ -105,8 +106,9 @@ COMPILE_BUDGETS = {
     "test_experiments_cnn.py": 70,  # 44
     "test_experiments_runner.py": 10,  # 0
     "test_family_trees.py": 190,  # 137
-    "test_gradcheck.py": 190,  # 144
+    "test_gradcheck.py": 380,  # 294 (after the one-engine rewrite)
     "test_interop.py": 800,  # 630
+    "test_layer_registry.py": 950,  # 752
     "test_layers.py": 480,  # 375
     "test_long_range_memory.py": 60,  # 39
     "test_losses.py": 350,  # 271
@@ -119,10 +121,11 @@ COMPILE_BUDGETS = {
     "test_properties.py": 670,  # 373 to 525 (dev and ci profiles)
     "test_recurrent.py": 700,  # 550
     "test_schedules.py": 160,  # 119
-    "test_sequence_contract.py": 690,  # 544
     "test_sequence_loss.py": 200,  # 147
     "test_testing.py": 1060,  # 835
     "test_train.py": 630,  # 492
+    "test_train_mask.py": 72,  # 49
+    "test_version.py": 10,  # 0
 }
 
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
