@@ -137,12 +137,20 @@ def write_summary(out: Path, mode: str | None = None):
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        figure = f"[{r['name']}]({r['figure']})" if r.get("figure") else r["name"]
+        figure = f"[{r['name']}](#{r['name']})" if r.get("figure") else r["name"]
         lines.append(
-            f"| {figure} | {r['claim']} | {'yes' if r['supported'] else '**no**'} | "
-            f"{r['verdict']} | {r['mode']} | {r['seconds']} |"
+            f"| {figure} | {_cell(r['claim'])} | {'yes' if r['supported'] else '**no**'} | "
+            f"{_cell(r['verdict'])} | {r['mode']} | {r['seconds']} |"
         )
+    for r in rows:  # every figure shown, under a heading the table links to
+        if r.get("figure"):
+            lines += ["", f"## {r['name']}", "", f"![{r['name']}]({r['figure']})"]
     (out / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def _cell(text: str) -> str:
+    """``text`` for a Markdown table cell: a ``|`` in it would end the cell."""
+    return text.replace("|", "\\|")
 
 
 def run_one(name: str, mode: Mode, seeds: int | None, out: Path) -> dict:
