@@ -137,7 +137,7 @@ def write_summary(out: Path, mode: str | None = None):
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        figure = f"[{r['name']}](#{r['name']})" if r.get("figure") else r["name"]
+        figure = f"[{r['name']}]({r['figure']})" if r.get("figure") else r["name"]
         lines.append(
             f"| {figure} | {_cell(r['claim'])} | {'yes' if r['supported'] else '**no**'} | "
             f"{_cell(r['verdict'])} | {r['mode']} | {r['seconds']} |"
