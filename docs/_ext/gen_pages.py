@@ -156,18 +156,21 @@ def _string(node: ast.AST) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def experiments_table() -> str:
-    """The registered experiments with their claims, read from the sources."""
-    folder = ROOT / "experiments"
-    registry = ast.parse((folder / "__main__.py").read_text())
-    names: list[str] = []
+def registered_experiments() -> list[str]:
+    """``EXPERIMENTS`` of ``experiments/__main__.py``, read without importing it."""
+    registry = ast.parse((ROOT / "experiments" / "__main__.py").read_text())
     for node in registry.body:
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == "EXPERIMENTS" for t in node.targets
         ):
-            names = ast.literal_eval(node.value)
-    if not names:
-        raise RuntimeError("experiments/__main__.py: no EXPERIMENTS list found")
+            return list(ast.literal_eval(node.value))
+    raise RuntimeError("experiments/__main__.py: no EXPERIMENTS list found")
+
+
+def experiments_table() -> str:
+    """The registered experiments with their claims, read from the sources."""
+    folder = ROOT / "experiments"
+    names = registered_experiments()
     rows = ["| experiment | claim | figure |", "| --- | --- | --- |"]
     for name in names:
         source = folder / f"{name}.py"
