@@ -122,9 +122,7 @@ def api_page(module: Module) -> str:
             "| name | home | |",
             "| --- | --- | --- |",
         ]
-        lines += [
-            f"| `{n.name}` | [`{n.home}`][{n.home}] | {n.summary} |" for n in elsewhere
-        ]
+        lines += [f"| `{n.name}` | [`{n.home}`][{n.home}] | {n.summary} |" for n in elsewhere]
     return "\n".join(lines) + "\n"
 
 
