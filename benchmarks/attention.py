@@ -11,7 +11,7 @@ Contenders, both under ``jax.jit``, float32, same params and batch (as
 * ``control``: a second, separately jitted ``jax.grad``; its ratio to
   ``jax.grad`` is the machine's noise (a ``hand`` ratio inside it is a tie).
 
-Shape: ``transformer_block(heads=4, mlp_dim=512)`` (pre-layer-norm, GELU) on
+Shape: ``transformer_block(128, heads=4, mlp_dim=512)`` (pre-layer-norm, GELU) on
 ``(m, T, d) = (32, 128, 128)``, followed by ``dense(10)`` at every step and
 :data:`purenet.losses.sequence_softmax_cross_entropy`; once without a mask
 and once causal. The forward cache holds the attention probabilities,
@@ -35,7 +35,7 @@ M, T, D, HEADS, MLP, CLASSES = 32, 128, 128, 4, 512, 10
 def block_problem(causal: bool):
     """The block, its params and a batch of random sequences with labels."""
     k_init, k_x, k_t = jax.random.split(jax.random.key(0), 3)
-    model = L.serial(L.transformer_block(HEADS, MLP, causal=causal), L.dense(CLASSES))
+    model = L.serial(L.transformer_block(D, HEADS, mlp_dim=MLP, causal=causal), L.dense(CLASSES))
     params = model.init(k_init, (T, D))[1]
     x = jax.random.normal(k_x, (M, T, D))
     t = jax.random.randint(k_t, (M, T), 0, CLASSES)

@@ -80,7 +80,7 @@ def stand_in(features: int, crop: int) -> L.Layer:
         h, w, _ = in_shape
         return (h - crop, w - crop, features), {"w": jnp.ones((features,), dtype)}, ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         return x[:, : x.shape[1] - crop, : x.shape[2] - crop, :1] * params["w"], x
 
     def backward(params, x, dy):

@@ -67,6 +67,8 @@ MODULES = (
     "benchmarks.conv",
     "benchmarks.recurrent",
     "benchmarks.attention",
+    "benchmarks.attention_memory",
+    "benchmarks.gpt",
 )
 
 

@@ -70,7 +70,7 @@ def dense_unrolled(n: int) -> Layer:
     products over the (tiny) contracted axis: no ``dot`` in the program."""
     init = L.dense(n).init  # the same parameters as dense: only the arithmetic differs
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         W, y = params["W"], params["b"]
         for i in range(W.shape[0]):
             y = y + x[..., i : i + 1] * W[i]

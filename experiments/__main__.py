@@ -39,6 +39,7 @@ EXPERIMENTS = [
     "mnist1d",
     "attention_vs_recurrence",
     "long_range_memory",
+    "char_gpt",
 ]
 
 

@@ -19,7 +19,7 @@ the query uniform over the sequence's keys. ``n`` grows, ``T = n + 1``.
 
 Models (float32, about the same size; the LSTM has more parameters):
 
-* transformer: ``dense(32)``, ``transformer_block(heads=2, mlp_dim=64)``
+* transformer: ``dense(32)``, ``transformer_block(32, heads=2, mlp_dim=64)``
   (pre-layer-norm, GELU), ``last_step()``, ``layer_norm()``, ``dense(8)``.
   No position encoding: the pairs form a set, and the query is told apart by
   its flag feature;
@@ -77,7 +77,8 @@ MODELS = ("transformer", "lstm")
 
 def make_model(name: str):
     if name == "transformer":
-        return L.serial(L.dense(WIDTH), L.transformer_block(HEADS, MLP_DIM), L.last_step(),
+        return L.serial(L.dense(WIDTH), L.transformer_block(WIDTH, HEADS, mlp_dim=MLP_DIM),
+                        L.last_step(),
                         L.layer_norm(), L.dense(VALUES))
     return L.serial(L.lstm(HIDDEN), L.last_step(), L.dense(VALUES))
 
@@ -101,9 +102,9 @@ def attention_probabilities(model, params, x):
     """The block's attention probabilities ``(m, heads, T, T)`` from the
     forward cache: serial -> block (serial of the attention residual and the
     MLP) -> residual branch (serial of layer norm and attention) -> attention
-    cache ``(x, o, (q, k, v, P, out), mask)``."""
+    cache ``(x, o, (q, k, v, P, out))``."""
     _, cache = model.forward(params, x)
-    branch_cache, _ = cache[1][0]
+    branch_cache = cache[1][0]
     return branch_cache[1][2][3]
 
 

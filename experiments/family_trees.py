@@ -77,13 +77,12 @@ conventions differ:
   the 24 outputs is on the right side of 0.5, and the tolerance count is
   reported beside it.
 
-Why this experiment does not use ``make_train``: its epoch gathers a batch
-with ``x[rows]``, and the input here is a tuple of two arrays; and the
-decay acts on the weights between steps, outside the optimizer. Each sweep
-is therefore ``purenet.train.make_step`` (the hand-written gradient and the
-optimizer step) followed by :func:`decay`, one ``lax.scan`` per phase; the
-batch is the whole training set, so no shuffling is lost (a full-batch
-gradient does not depend on the order of the rows).
+Training goes through ``purenet.train.make_train``, one call per phase,
+with the batch the whole training set (one epoch is one sweep; the epoch's
+shuffle of the rows does not change a full-batch gradient beyond rounding).
+The decay acts on the weights after each step, outside the optimizer's
+velocity: it is a gradient transformation chained after momentum
+(:func:`decay_after_update`).
 
 Measured, over many runs (each its own random 100 / 4 split and its own
 initial weights, all runs at once under ``jax.vmap``):
@@ -212,6 +211,22 @@ def decay(p):
     return jax.tree_util.tree_map_with_path(leaf, p)
 
 
+def decay_after_update() -> optim.GradientTransformation:
+    """:func:`decay` as a gradient transformation, chained after the optimizer.
+
+    Given the optimizer's update ``u``, it returns ``decay(w + u) - w``, so
+    that ``apply_updates`` lands on ``decay(w + u)``: the step, then every
+    weight times 0.998, as the paper's "after each weight change". The
+    optimizer's state (momentum's ``dw``) never sees the decay.
+    """
+
+    def update(updates, state, params):
+        after = decay(jax.tree.map(jnp.add, params, updates))
+        return jax.tree.map(jnp.subtract, after, params), state
+
+    return optim.GradientTransformation(lambda params: optim.EmptyState(), update)
+
+
 # ---------------------------------------------------------------------- train
 
 
@@ -252,21 +267,17 @@ def make_run(sweeps: int, record_every: int):
             if length == 0:
                 continue
             # the loss is E / m: scale eps by m (and by LR_SCALE, see the docstring)
-            opt = optim.momentum(eps * m * LR_SCALE, alpha)
-            step = train.make_step(model, TOLERANT_MSE, opt)
+            opt = optim.chain(optim.momentum(eps * m * LR_SCALE, alpha), decay_after_update())
+            # Full batch (batch_size m): one epoch is one sweep; no dropout, so the
+            # key only shuffles the rows, which a full-batch gradient does not see.
+            run_phase = train.make_train(
+                model, TOLERANT_MSE, opt, m, m, length, evaluate=lambda p, s: probe(p)
+            )
             if opt_state is None:
                 opt_state = opt.init(p)
-
-            def sweep(carry, _, step=step):
-                p, opt_state = carry
-                # Full batch, no dropout: the key is never used.
-                p, opt_state, _, J = step(p, opt_state, state, x, t, jax.random.key(0))
-                p = decay(p)
-                return (p, opt_state), (J * m, probe(p))
-
-            (p, opt_state), (E, rec) = jax.lax.scan(sweep, (p, opt_state), None, length)
-            records.append(rec)
-            losses_.append(E)
+            p, opt_state, _, history = run_phase(p, opt_state, state, jax.random.key(0), x, t)
+            records.append(history["evaluation"])
+            losses_.append(history["step_loss"][:, 0] * m)
         history = jax.tree.map(lambda *a: jnp.concatenate(a), *records)
         E = jnp.concatenate(losses_)
         return {
@@ -434,7 +445,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         "weight_decay": f"w <- (1 - {DECAY}) w after every update, decoupled from the "
         "gradient; " + ("weights and biases" if DECAY_BIASES else "weights only"),
         "init": f"uniform(-{INIT_RANGE}, {INIT_RANGE}) for weights and biases",
-        "batch": "full (one update per sweep: purenet.train.make_step in a lax.scan)",
+        "batch": "full (one update per sweep: purenet.train.make_train, one epoch per sweep)",
         "criterion": "a query is correct when every output is on the right side of 0.5 "
         f"(learned: all 100 training queries); also reported: every on-output > {ON} and "
         f"every off-output < {OFF}",

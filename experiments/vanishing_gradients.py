@@ -24,7 +24,8 @@ Measured:
   0.01 and Xavier, and ReLU with He;
 * an exploding case: ReLU with ``normal(0.3)`` weights (each layer multiplies
   the signal by about 0.3 * sqrt(100 / 2) = 2.1), trained with plain SGD
-  (lr 0.01, batches of 64) with and without ``clip_norm=1`` for several seeds
+  (lr 0.01, batches of 64) with and without clipping to global norm 1
+  (``optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(0.01))``) for several seeds
   at once (``purenet.train.make_train``, vmapped over seeds); one more
   unclipped run goes through ``purenet.train.fit`` so that its NaN guard
   reports where it blew up.
@@ -144,6 +145,8 @@ def _exploding(x, t, seeds: int, epochs: int, with_fit: bool = True):
     out = {}
     for label, clip in (("no clipping", None), (f"clip_norm={CLIP:g}", CLIP)):
         optimizer = optim.sgd(EXPLODE_LR)
+        if clip is not None:  # clip the gradient's global norm, then the SGD step
+            optimizer = optim.chain(optim.clip_by_global_norm(clip), optimizer)
         run = train.make_train(
             model,
             LOSS,
@@ -152,7 +155,6 @@ def _exploding(x, t, seeds: int, epochs: int, with_fit: bool = True):
             m,
             epochs,
             evaluate=lambda p, s: evaluate(p, x, t, s)[0],
-            clip_norm=clip,
         )
 
         def one(key, run=run, optimizer=optimizer):

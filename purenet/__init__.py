@@ -9,6 +9,7 @@ modules above it::
     activations  f and f' by hand
     losses       value and dJ/dy by hand (fused softmax / sigmoid + cross-entropy)
     layers/      Layer = (init, forward, backward, update_state), one module per family
+    models       reference architectures: gpt (+ Hugging Face GPT-2 weights), generate
     cost         backprop(model, loss, penalty), objective, flat_cost, penalties
     gradcheck    finite differences, directional checks, reports
     testing      assert_gradients, assert_layer, assert_vjp, strategies, pytest plugin
@@ -36,6 +37,7 @@ from purenet import (
     layers,
     losses,
     metrics,
+    models,
     optim,
     parallel,
     params,
@@ -62,6 +64,7 @@ __all__ = [
     "layers",
     "losses",
     "metrics",
+    "models",
     "objective",
     "optim",
     "params",

@@ -15,6 +15,7 @@ cross-entropy (see ``purenet.losses``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -25,17 +26,19 @@ from purenet import _checks
 
 
 class Activation(NamedTuple):
-    """An elementwise nonlinearity ``f`` with its derivative ``df(x, y)``."""
+    """An elementwise nonlinearity ``f`` with its derivative ``df(x, y)``,
+    and a ``name`` for messages. A NaN in ``x`` gives NaN out, as in ``jax.nn``."""
 
     f: Callable
     df: Callable
+    name: str = "elementwise"
 
 
 def _identity_df(x, y):
     return jnp.ones_like(x)
 
 
-identity = Activation(f=lambda x: x, df=_identity_df)
+identity = Activation(f=lambda x: x, df=_identity_df, name="identity")
 
 
 def _sigmoid(x):
@@ -46,17 +49,20 @@ def _sigmoid(x):
     return jnp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(jnp.result_type(x))
 
 
-sigmoid = Activation(f=_sigmoid, df=lambda x, y: y * (1.0 - y))
+sigmoid = Activation(f=_sigmoid, df=lambda x, y: y * (1.0 - y), name="sigmoid")
 
-tanh = Activation(f=jnp.tanh, df=lambda x, y: 1.0 - y * y)
+tanh = Activation(f=jnp.tanh, df=lambda x, y: 1.0 - y * y, name="tanh")
 
 # ReLU'(0) is taken as 0, the convention of jax.nn.relu and of torch. The
 # forward is a `where`, not `maximum`: jax.grad (the referee) splits a tie of
 # maximum(x, 0) at x == 0 and would see 0.5 there, where a row zeroed by an
-# earlier ReLU meets a zero bias.
+# earlier ReLU meets a zero bias. The test is `x <= 0`, not `x > 0`, so that a
+# NaN (for which every comparison is false) passes through as NaN, as in
+# jax.nn.relu; its derivative there is 0, as jax.grad(jax.nn.relu)(nan).
 relu = Activation(
-    f=lambda x: jnp.where(x > 0, x, jnp.zeros_like(x)),
+    f=lambda x: jnp.where(x <= 0, jnp.zeros_like(x), x),
     df=lambda x, y: (x > 0).astype(jnp.result_type(x)),
+    name="relu",
 )
 
 
@@ -70,7 +76,45 @@ def leaky_relu_activation(slope: float = 0.01) -> Activation:
     def df(x, y):
         return jnp.where(x > 0, 1.0, slope).astype(jnp.result_type(x))
 
-    return Activation(f=f, df=df)
+    return Activation(f=f, df=df, name=f"leaky_relu({slope})")
+
+
+_SQRT_2 = math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def _gelu(x):
+    return 0.5 * x * (1.0 + jax.scipy.special.erf(x / _SQRT_2))
+
+
+def _gelu_df(x, y):
+    # d/dx [x Phi(x)] = Phi(x) + x phi(x), phi the standard normal density
+    Phi = 0.5 * (1.0 + jax.scipy.special.erf(x / _SQRT_2))
+    return Phi + x * jnp.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+gelu = Activation(f=_gelu, df=_gelu_df, name="gelu")
+"""GELU, exact: ``f(x) = x Phi(x)`` with ``Phi`` the standard normal CDF
+(Hendrycks & Gimpel 2016, eq. 1); ``torch.nn.GELU()`` and
+``jax.nn.gelu(x, approximate=False)``. ``f'(x) = Phi(x) + x phi(x)``."""
+
+
+def _gelu_tanh(x):
+    u = _SQRT_2_OVER_PI * (x + 0.044715 * x**3)
+    return 0.5 * x * (1.0 + jnp.tanh(u))
+
+
+def _gelu_tanh_df(x, y):
+    # f = x s / 2 with s = 1 + tanh(u):  f' = s / 2 + x (1 - tanh(u)^2) u' / 2
+    t = jnp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x**3))
+    du = _SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x)
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
+
+
+gelu_tanh = Activation(f=_gelu_tanh, df=_gelu_tanh_df, name="gelu_tanh")
+"""GELU, GPT-2's tanh approximation (Hendrycks & Gimpel 2016, sec. 2):
+``f(x) = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``; Hugging Face's
+``gelu_new``, ``torch.nn.GELU(approximate="tanh")``, ``jax.nn.gelu``'s default."""
 
 
 def softmax(z: jax.Array, axis: int = -1) -> jax.Array:

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from purenet import _checks
-from purenet.layers import Layer
+from purenet.layers import Layer, checked_call
 from purenet.losses import Loss
 from purenet.params import ravel
 
@@ -125,17 +125,22 @@ def objective(model: Layer, loss: Loss, penalty: Penalty | None = None) -> Calla
       penalty: an optional :class:`Penalty`.
 
     Returns:
-      ``J(params, x, t, *, state=(), train=False, key=None) -> scalar``.
+      ``J(params, x, t, *, state=(), train=False, key=None, mask=None) -> scalar``.
       Differentiate it with ``jax.grad`` to referee :func:`backprop`.
+      ``params`` are checked against ``model`` first (at trace time under
+      ``jit``): a mismatch raises a ``ValueError`` naming the path and the layer.
     """
     _check_model_loss(model, loss, penalty)
 
-    def J(params, x, t, **ctx):
+    def cost(params, x, t, ctx):
         y, _ = model.forward(params, x, **ctx)
         value = loss.value(y, t)
         if penalty is not None:
             value = value + penalty.value(params)
         return value
+
+    def J(params, x, t, **ctx):
+        return checked_call(model, params, x, lambda: cost(params, x, t, ctx))
 
     return J
 
@@ -152,13 +157,14 @@ def backprop(
         the new non-gradient state).
 
     Returns:
-      ``f(params, x, t, *, state=(), train=False, key=None) -> (J, grads)``
+      ``f(params, x, t, *, state=(), train=False, key=None, mask=None) -> (J, grads)``
       (or ``(J, grads, cache)``), where ``grads`` has the structure of
       ``params`` and equals ``jax.grad(objective(model, loss, penalty))``.
+      ``params`` are checked against ``model`` first, as in :func:`objective`.
     """
     _check_model_loss(model, loss, penalty)
 
-    def value_and_grads(params, x, t, **ctx):
+    def passes(params, x, t, ctx):
         y, cache = model.forward(params, x, **ctx)
         J, dy = loss.value_and_grad(y, t)
         grads, _ = model.backward(params, cache, dy)
@@ -166,6 +172,9 @@ def backprop(
             J = J + penalty.value(params)
             grads = jax.tree.map(jnp.add, grads, penalty.grad(params))
         return (J, grads, cache) if return_cache else (J, grads)
+
+    def value_and_grads(params, x, t, **ctx):
+        return checked_call(model, params, x, lambda: passes(params, x, t, ctx))
 
     return value_and_grads
 

@@ -9,7 +9,7 @@ layer's ``forward`` and its reverse-mode rule is the layer's hand-written
 differentiates through purenet's backward pass, not through an autodiff trace
 of the forward::
 
-    f = purenet.custom_vjp(model)            # f(params, x, state=(), key=None)
+    f = purenet.custom_vjp(model)            # f(params, x, state=(), key=None, mask=None)
     J = lambda params, x, t: my_loss(f(params, x), t)
     grads = jax.grad(J)(params, x, t)        # calls model.backward
 
@@ -32,10 +32,14 @@ forward context is not differentiated:
   their cotangent is JAX's float0 zeros (what ``jax.grad(...,
   allow_int=True)`` returns), whatever the layer's backward says about them.
 
-The forward's cache becomes the residuals of the custom rule. Its array
-leaves are saved as residuals; the rest (Python ints such as a saved shape or
-split sizes) is static and travels in the residuals' tree structure, so the
-backward sees exactly the cache the forward built.
+* ``mask`` (a padding mask, bool) is an ordinary argument as well; being
+  boolean it gets float0 zeros.
+
+The forward's cache becomes the residuals of the custom rule as it is: by the
+layer contract a cache is a pytree of arrays whose static parts (shapes,
+flags, as ``purenet.layers.Static``) live in its tree structure, so the
+backward sees exactly the cache the forward built. ``params`` are checked
+against the model (at trace time) before the forward runs.
 
 For a :class:`~purenet.losses.Loss`, ``J(y, t)`` is the loss's ``value`` and
 its derivative for ``y`` is ``g * grad(y, t)`` (``g`` the scalar cotangent);
@@ -50,49 +54,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from purenet import _checks
-from purenet.layers import Layer
+from purenet.layers import Layer, checked_call
 from purenet.losses import Loss
 
 __all__ = ["custom_vjp"]
-
-
-@jax.tree_util.register_pytree_node_class
-class _Residuals:
-    """The forward's cache split in two: array leaves (the residuals JAX
-    stores) and everything else, kept as static tree metadata."""
-
-    def __init__(self, arrays: tuple, static: tuple):
-        self.arrays = arrays
-        self.static = static
-
-    def tree_flatten(self):
-        return self.arrays, self.static
-
-    @classmethod
-    def tree_unflatten(cls, static, arrays):
-        return cls(tuple(arrays), static)
-
-
-def _is_array(leaf) -> bool:
-    return isinstance(leaf, jax.Array | np.ndarray | np.generic)
-
-
-def _save(cache) -> _Residuals:
-    leaves, treedef = jax.tree.flatten(cache)
-    is_array = tuple(_is_array(leaf) for leaf in leaves)
-    arrays = tuple(leaf for leaf, a in zip(leaves, is_array, strict=True) if a)
-    constants = tuple(None if a else leaf for leaf, a in zip(leaves, is_array, strict=True))
-    return _Residuals(arrays, (treedef, is_array, constants))
-
-
-def _restore(residuals: _Residuals):
-    treedef, is_array, constants = residuals.static
-    arrays = iter(residuals.arrays)
-    leaves = [next(arrays) if a else c for a, c in zip(is_array, constants, strict=True)]
-    return treedef.unflatten(leaves)
 
 
 def _is_float(leaf) -> bool:
@@ -115,33 +82,33 @@ def _input_cotangent(x, dx):
 
 def _layer_function(model: Layer, train: bool, return_state: bool) -> Callable:
     @jax.custom_vjp
-    def apply(params, x, state, key):
-        y, cache = model.forward(params, x, state=state, train=train, key=key)
+    def apply(params, x, state, key, mask):
+        y, cache = model.forward(params, x, state=state, train=train, key=key, mask=mask)
         if return_state:
             return y, model.update_state(state, cache)
         return y
 
-    def apply_fwd(params, x, state, key):
-        y, cache = model.forward(params, x, state=state, train=train, key=key)
+    def apply_fwd(params, x, state, key, mask):
+        y, cache = model.forward(params, x, state=state, train=train, key=key, mask=mask)
         out = (y, model.update_state(state, cache)) if return_state else y
         # x rides along (only its float leaves matter) to shape its cotangent.
-        return out, (params, _save(cache), x)
+        return out, (params, cache, x)
 
     def apply_bwd(residuals, cotangent):
-        params, saved, x = residuals
+        params, cache, x = residuals
         dy = cotangent[0] if return_state else cotangent  # the new state: not differentiated
-        dparams, dx = model.backward(params, _restore(saved), dy)
-        return dparams, _input_cotangent(x, dx), None, None
+        dparams, dx = model.backward(params, cache, dy)
+        return dparams, _input_cotangent(x, dx), None, None, None
 
     apply.defvjp(apply_fwd, apply_bwd)
 
-    def f(params, x, state=(), key=None):
-        return apply(params, x, state, key)
+    def f(params, x, state=(), key=None, mask=None):
+        return checked_call(model, params, x, lambda: apply(params, x, state, key, mask))
 
     f.__doc__ = (
         f"A purenet model as a jax.custom_vjp function (train={train}"
         f"{', returns (y, new_state)' if return_state else ''}): "
-        "f(params, x, state=(), key=None); jax.grad runs the hand-written backward."
+        "f(params, x, state=(), key=None, mask=None); jax.grad runs the hand-written backward."
     )
     return f
 
@@ -187,9 +154,9 @@ def custom_vjp(
         differentiated: its cotangent is dropped.
 
     Returns:
-      For a layer, ``f(params, x, state=(), key=None) -> y`` (or
+      For a layer, ``f(params, x, state=(), key=None, mask=None) -> y`` (or
       ``(y, new_state)``), whose VJP with respect to ``params`` and ``x`` is
-      the layer's ``backward``; ``state`` and ``key`` are held constant (see
+      the layer's ``backward``; ``state``, ``key`` and ``mask`` are held constant (see
       the module docstring). For a loss, ``J(y, t) -> scalar`` whose
       gradient for ``y`` is the loss's hand-written ``grad``.
 

@@ -1,50 +1,56 @@
-"""Optimizers as pairs of pure functions.
+"""Optimizers as pure functions, with optax's interface.
 
 Every optimizer is made by a constructor that takes its hyperparameters and
-returns an :class:`Optimizer`, a named tuple of two pure functions::
+returns an [`Optimizer`][purenet.optim.Optimizer], a named tuple of three pure
+functions:
 
-    state = opt.init(params)
-    params, state = opt.step(params, grads, state)
+```python
+state = opt.init(params)
+params, state = opt.step(params, grads, state)            # the step function
+updates, state = opt.update(grads, state, params)         # optax's interface
+params = optim.apply_updates(params, updates)             # the same step
+```
 
-``params`` and ``grads`` are the same pytree of float arrays: nested dicts,
-tuples and lists, or a single flat vector ``theta`` (the trajectory is the
-same either way, entry by entry). ``state`` is a small named tuple whose first
-field ``count`` (an int32 scalar) is the number of steps taken; the other
-fields are pytrees shaped like ``params``. Nothing is mutated: ``step``
-returns new parameters and a new state, so both functions work under
-``jit``, ``vmap`` (say, many seeds at once) and inside ``lax.scan``::
+`step` is `update` followed by [`apply_updates`][purenet.optim.apply_updates]
+(one implementation: `step` is derived from `update`). `init`/`update` are
+optax's `GradientTransformation` interface, so a purenet optimizer drops into
+`optax.chain(...)`, and the gradient transformations of
+[`purenet.transforms`][purenet.transforms] (re-exported here:
+[`chain`][purenet.optim.chain], [`clip_by_global_norm`][purenet.optim.clip_by_global_norm],
+[`clip`][purenet.optim.clip], [`add_decayed_weights`][purenet.optim.add_decayed_weights],
+[`decay_mask`][purenet.optim.decay_mask],
+[`scale_by_learning_rate`][purenet.optim.scale_by_learning_rate],
+[`scale_by_adam`][purenet.optim.scale_by_adam]) compose with it:
 
-    import jax
-    from purenet import clipping, optim
+```python
+opt = optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-3))
+```
 
-    opt = optim.adam(1e-3)
-    state = opt.init(params)
+A chain is a transformation, not an `Optimizer`; [`as_optimizer`][purenet.optim.as_optimizer]
+gives any transformation (an optax one included) a `step`, and purenet's
+training loops accept any of them.
 
-    @jax.jit
-    def train_step(params, state, x, t):
-        grads = jax.grad(loss)(params, x, t)
-        grads = clipping.clip_by_global_norm(grads, 1.0)  # optional
-        return opt.step(params, grads, state)
+`params` and `grads` are the same pytree of float arrays: nested dicts,
+tuples and lists, or a single flat vector `theta` (the trajectory is the
+same either way, entry by entry). `state` is a small named tuple whose first
+field `count` (an int32 scalar) is the number of steps taken; the other
+fields are pytrees shaped like `params`. Nothing is mutated, so every
+function works under `jit`, `vmap` (say, many seeds at once) and inside
+`lax.scan`.
 
-Learning rates. ``learning_rate`` is a number or a schedule, a pure function
-of the step count (see :mod:`purenet.schedules`). The step
-that takes ``state.count == k`` uses ``learning_rate(k)``: the first step uses
-``schedule(0)``. Adam's bias corrections use ``t = k + 1``, the 1-based step
+Learning rates. `learning_rate` is a number or a schedule, a pure function
+of the step count (see [`purenet.schedules`][purenet.schedules]). The step
+that takes `state.count == k` uses `learning_rate(k)`: the first step uses
+`schedule(0)`. Adam's bias corrections use `t = k + 1`, the 1-based step
 number of the paper.
 
 Hyperparameters as values. The learning rate and the real-valued
-hyperparameters (``mass``, ``decay``, ``b1``, ``b2``, ``eps``,
-``weight_decay``, ``initial_accumulator``) may be traced scalars, so that one
-``jax.vmap`` runs an optimizer for several settings at once, as one program::
-
-    def final_loss(lr):
-        opt = optim.sgd(lr)
-        ...                                   # train with opt, return the loss
-    losses = jax.vmap(final_loss)(jnp.array([0.01, 0.03, 0.1]))
-
-A Python number is checked when the optimizer is built (``ValueError`` naming
-the argument for a bad value, ``TypeError`` for a non-number); a traced value
-cannot be, so it is taken as given.
+hyperparameters (`mass`, `decay`, `b1`, `b2`, `eps`, `weight_decay`,
+`initial_accumulator`) may be traced scalars, so that one `jax.vmap` runs an
+optimizer for several settings at once, as one program. A Python number is
+checked when the optimizer is built (`ValueError` naming the argument for a
+bad value, `TypeError` for a non-number); a traced value cannot be, so it is
+taken as given.
 
 Dtypes. Each parameter keeps its dtype: the learning rate, the step number
 and any array-valued hyperparameter are cast to it; Python-float
@@ -52,16 +58,15 @@ hyperparameters stay Python floats (weakly typed in JAX, so they do not
 promote float32 to float64); the new parameters and state are cast back to
 the dtypes they came in with. float16 and bfloat16 are refused.
 
-How it is built. Each optimizer writes its update rule once, for one array:
-``init(x) -> slots`` and ``update(x, g, slots, lr, t, **hyper) -> (x, slots)``,
-with ``slots`` a tuple of arrays shaped like ``x``. One helper, :func:`_lift`,
-turns such a rule into an :class:`Optimizer` on pytrees (as the ``optimizer``
-decorator of ``jax.example_libraries.optimizers`` does). Hyperparameters are
-checked by the constructor, so a nonsense value (a negative learning rate, a
-``mass`` of 1, ``eps = 0``) raises a ``ValueError`` naming the argument
-before anything runs.
+How it is built. SGD, momentum, Nesterov, AdaGrad and RMSprop write their
+rule once, for one array, as `rule(g, slots, lr, **hyper) -> (update, slots)`;
+one helper, `_lift`, turns such a rule into an optimizer on pytrees (as the
+`optimizer` decorator of `jax.example_libraries.optimizers` does). Adam and
+AdamW are [`scale_by_adam`][purenet.optim.scale_by_adam] (then
+[`add_decayed_weights`][purenet.optim.add_decayed_weights] for AdamW) then
+the learning rate, with one state.
 
-Defaults follow ``torch.optim`` unless a docstring says otherwise; every
+Defaults follow `torch.optim` unless a docstring says otherwise; every
 place where established libraries disagree (epsilon inside or outside the
 square root, AdaGrad's initial accumulator, the two forms of Nesterov
 momentum, Adam's bias correction, L2 versus decoupled weight decay) is marked
@@ -76,17 +81,48 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from purenet._checks import fail, fail_type, float_array, nonnegative, number_in, positive
-from purenet.schedules import Schedule, constant
+from purenet._checks import fail_type, float_array, nonnegative, number_in, positive
+from purenet.schedules import Schedule
+from purenet.transforms import (
+    AdamState,
+    EmptyState,
+    GradientTransformation,
+    ScaleByScheduleState,
+    _check_like,
+    _like,
+    add_decayed_weights,
+    apply_updates,
+    as_schedule,
+    chain,
+    clip,
+    clip_by_global_norm,
+    decay_mask,
+    is_transform,
+    scale_by_adam,
+    scale_by_learning_rate,
+    scale_by_rate,
+)
 
 __all__ = [
     "Optimizer",
+    "as_optimizer",
     "check_optimizer",
+    "apply_updates",
+    "GradientTransformation",
+    "EmptyState",
+    "ScaleByScheduleState",
     "SgdState",
     "MomentumState",
     "AdagradState",
     "RmspropState",
     "AdamState",
+    "chain",
+    "clip_by_global_norm",
+    "clip",
+    "add_decayed_weights",
+    "decay_mask",
+    "scale_by_learning_rate",
+    "scale_by_adam",
     "sgd",
     "momentum",
     "nesterov",
@@ -102,128 +138,205 @@ State = Any  # one of the *State named tuples below
 
 
 class Optimizer(NamedTuple):
-    """Two pure functions: ``init(params) -> state``, ``step(params, grads, state)``.
+    """Three pure functions: `init`, `update` (optax's interface) and `step`.
 
-    ``step`` returns the pair ``(new_params, new_state)``.
+    Attributes:
+      init: `init(params) -> state`.
+      update: `update(grads, state, params=None) -> (updates, state)`; the
+        updates are added to the parameters by
+        [`apply_updates`][purenet.optim.apply_updates].
+      step: `step(params, grads, state) -> (params, state)`, which is
+        `update` then `apply_updates`.
+
+    The first two fields are optax's `GradientTransformation`, so an
+    `Optimizer` works wherever optax expects one (`optax.chain` reads the
+    attributes `init` and `update`).
     """
 
     init: Callable[[Params], State]
+    update: Callable[..., tuple[Params, State]]
     step: Callable[[Params, Params, State], tuple[Params, State]]
 
 
+def _from_update(init, update) -> Optimizer:
+    """An [`Optimizer`][purenet.optim.Optimizer] whose `step` is `update` + `apply_updates`."""
+
+    def step(params, grads, state):
+        updates, state = update(grads, state, params)
+        return apply_updates(params, updates), state
+
+    return Optimizer(init, update, step)
+
+
+def as_optimizer(transform) -> Optimizer:
+    """Any gradient transformation as an [`Optimizer`][purenet.optim.Optimizer] (with a `step`).
+
+    An `Optimizer` is returned as it is; anything else with callable `init`
+    and `update` (a [`chain`][purenet.optim.chain], an optax
+    `GradientTransformation`) gets `step(params, grads, state) =
+    (apply_updates(params, updates), state)`.
+
+    Raises:
+      TypeError: `transform` has no `init` and `update` (`optimizer: expected ...`).
+    """
+    if isinstance(transform, Optimizer):
+        return transform
+    if not is_transform(transform):
+        fail_type(
+            "optimizer",
+            "a purenet.optim optimizer or a gradient transformation (init and update)",
+            type(transform).__name__,
+        )
+    return _from_update(transform.init, transform.update)
+
+
 def check_optimizer(optimizer) -> Optimizer:
-    """``optimizer`` if it is an :class:`Optimizer`, else a ``TypeError`` naming it."""
-    if not isinstance(optimizer, Optimizer):
-        fail_type("optimizer", "a purenet.optim optimizer", type(optimizer).__name__)
-    return optimizer
+    """[`as_optimizer`][purenet.optim.as_optimizer] under the name the training loops use."""
+    return as_optimizer(optimizer)
 
 
 class SgdState(NamedTuple):
-    count: Array  # int32 scalar: steps taken so far
+    """The state of [`sgd`][purenet.optim.sgd].
+
+    Attributes:
+      count: int32 scalar, the number of steps taken.
+    """
+
+    count: Array
 
 
 class MomentumState(NamedTuple):
+    """The state of [`momentum`][purenet.optim.momentum] and [`nesterov`][purenet.optim.nesterov].
+
+    Attributes:
+      count: int32 scalar, the number of steps taken.
+      velocity: shaped like params; the last update `dw(t-1)` for momentum,
+        `v(t-1)` for Nesterov.
+    """
+
     count: Array
-    velocity: Params  # the last update dw(t-1), shaped like params
+    velocity: Params
 
 
 class AdagradState(NamedTuple):
+    """The state of [`adagrad`][purenet.optim.adagrad].
+
+    Attributes:
+      count: int32 scalar, the number of steps taken.
+      sum_of_squares: `G(t) = G(0) + sum of g(s)^2 for s <= t`, shaped like params.
+    """
+
     count: Array
-    sum_of_squares: Params  # G(t) = sum of g(s)^2 for s <= t
+    sum_of_squares: Params
 
 
 class RmspropState(NamedTuple):
-    count: Array
-    mean_square: Params  # exponential moving average of g^2
+    """The state of [`rmsprop`][purenet.optim.rmsprop].
 
+    Attributes:
+      count: int32 scalar, the number of steps taken.
+      mean_square: the exponential moving average `s(t)` of `g^2`, shaped like params.
+    """
 
-class AdamState(NamedTuple):
     count: Array
-    mu: Params  # first-moment estimate m(t), biased towards 0
-    nu: Params  # second raw-moment estimate v(t), biased towards 0
+    mean_square: Params
 
 
 # --- the one place where per-array rules meet pytrees ---------------------------
 
 
-def _as_schedule(learning_rate) -> Schedule:
-    """A schedule as given, or a number (perhaps traced) as a constant schedule."""
-    if callable(learning_rate):
-        return learning_rate
-    return constant(nonnegative("learning_rate", learning_rate))
+def _check_float_params(params) -> None:
+    for leaf in jax.tree.leaves(params):
+        float_array("params", leaf)
 
 
-def _like(value, x):
-    """A hyperparameter ready for arithmetic with ``x``.
-
-    Python floats stay as they are: JAX types them weakly, so they take ``x``'s
-    dtype. Arrays (traced ones under ``vmap``) are cast to ``x``'s dtype, as
-    the learning rate is, so that a float64 sweep cannot promote float32 work.
-    """
-    return value if isinstance(value, float) else jnp.asarray(value).astype(x.dtype)
-
-
-def _lift(state_type, schedule: Schedule, init_slots, update, **hyper) -> Optimizer:
+def _lift(state_type, schedule: Schedule, init_slots, rule, **hyper) -> Optimizer:
     """Turn an update rule written for one array into an optimizer on pytrees.
 
     Args:
-      state_type: the state's named tuple; its fields after ``count`` name the
-        slots, in the order ``init_slots`` returns them.
+      state_type: the state's named tuple; its fields after `count` name the
+        slots, in the order `init_slots` returns them.
       schedule: the learning rate as a function of the step count.
-      init_slots: ``x -> tuple of arrays`` (the per-array state at step 0).
-      update: ``(x, g, slots, lr, t, **hyper) -> (new_x, new_slots)`` where
-        ``lr`` is this step's learning rate and ``t`` its 1-based number, both
-        scalars in ``x``'s dtype.
+      init_slots: `x -> tuple of arrays` (the per-array state at step 0).
+      rule: `(g, slots, lr, **hyper) -> (update, new_slots)`, where `lr` is
+        this step's learning rate in the parameter's dtype and the update is
+        what is added to the parameter.
       **hyper: the rule's other hyperparameters, already checked; Python
-        floats or (traced) scalars, passed to ``update`` by name after
-        :func:`_like`.
+        floats or (traced) scalars, passed by name after `_like`.
 
     Returns:
-      An :class:`Optimizer` whose state is ``state_type(count, *slot_trees)``.
+      An [`Optimizer`][purenet.optim.Optimizer] whose state is
+      `state_type(count, *slot_trees)`.
     """
     n_slots = len(state_type._fields) - 1
 
     def init(params):
+        _check_float_params(params)
         leaves, treedef = jax.tree.flatten(params)
-        for leaf in leaves:
-            float_array("params", leaf)
         per_leaf = [init_slots(leaf) for leaf in leaves]
         slot_trees = [treedef.unflatten([s[k] for s in per_leaf]) for k in range(n_slots)]
         return state_type(jnp.zeros((), jnp.int32), *slot_trees)
 
-    def step(params, grads, state):
-        leaves, treedef = jax.tree.flatten(params)
-        if jax.tree.structure(grads) != treedef:
-            fail(
-                "grads",
-                f"a pytree with the structure of params, {treedef}",
-                jax.tree.structure(grads),
-            )
-        grad_leaves = jax.tree.leaves(grads)
+    def update(grads, state, params=None):
+        if params is not None:
+            _check_like("grads", grads, params)
+        elif n_slots:
+            _check_like("grads", grads, state[1], "the optimizer state")
+        grad_leaves, treedef = jax.tree.flatten(grads)
         per_slot = [treedef.flatten_up_to(tree) for tree in state[1:]]  # [slot][leaf]
+        # The dtype each leaf works in: its parameter's (the slots have it too).
+        if params is not None:
+            reference = jax.tree.leaves(params)
+        elif n_slots:
+            reference = per_slot[0]
+        else:
+            reference = grad_leaves
         lr = jnp.asarray(schedule(state.count))
-        t = state.count + 1
 
-        new_leaves, new_slots = [], []
-        for i, (x, g) in enumerate(zip(leaves, grad_leaves, strict=True)):
-            if jnp.shape(g) != jnp.shape(x):
-                fail("grads", f"an array of shape {jnp.shape(x)} like params", jnp.shape(g))
+        updates, new_slots = [], []
+        for i, (g, x) in enumerate(zip(grad_leaves, reference, strict=True)):
             slots = tuple(slot_leaves[i] for slot_leaves in per_slot)
             h = {name: _like(value, x) for name, value in hyper.items()}
-            new_x, new_s = update(x, g, slots, lr.astype(x.dtype), t.astype(x.dtype), **h)
+            u, new_s = rule(g, slots, lr.astype(x.dtype), **h)
+            updates.append(u)
             # Cast back so that a float64 gradient (or schedule) cannot promote
-            # float32 parameters: the state must keep its type across a scan.
-            new_leaves.append(new_x.astype(x.dtype))
+            # float32 state: the state must keep its type across a scan.
             new_slots.append(tuple(a.astype(b.dtype) for a, b in zip(new_s, slots, strict=True)))
 
         slot_trees = [treedef.unflatten([s[k] for s in new_slots]) for k in range(n_slots)]
-        return treedef.unflatten(new_leaves), state_type(t, *slot_trees)
+        return treedef.unflatten(updates), state_type(state.count + 1, *slot_trees)
 
-    return Optimizer(init, step)
+    return _from_update(init, update)
 
 
 def _zeros(k: int):
     return lambda x: tuple(jnp.zeros_like(x) for _ in range(k))
+
+
+def _scaled(scale: GradientTransformation, schedule: Schedule, *middle) -> Optimizer:
+    """`chain(scale, *middle, scale_by_learning_rate(schedule))` with one state, `scale`'s.
+
+    The members in `middle` are stateless and the learning rate's count is
+    the count of `scale`'s state, so the chain's three states fold into one
+    (an `AdamState` for Adam and AdamW, as before they were chains).
+    """
+
+    def init(params):
+        _check_float_params(params)
+        for transform in middle:
+            transform.init(params)  # a wrong weight-decay mask fails here
+        return scale.init(params)
+
+    def update(grads, state, params=None):
+        if params is not None:
+            _check_like("grads", grads, params)
+        lr = schedule(state.count)
+        updates, new_state = scale.update(grads, state, params)
+        for transform in middle:
+            updates, _ = transform.update(updates, EmptyState(), params)
+        return scale_by_rate(updates, lr, params), new_state
+
+    return _from_update(init, update)
 
 
 # --- the optimizers -------------------------------------------------------------
@@ -232,16 +345,16 @@ def _zeros(k: int):
 def sgd(learning_rate: float | Schedule) -> Optimizer:
     """Plain (stochastic) gradient descent.
 
-    ``w(t) = w(t-1) - lr(t) * g(t)``, the delta rule of the notes, as
-    ``torch.optim.SGD`` with its defaults.
+    `w(t) = w(t-1) - lr(t) * g(t)`, the delta rule of the notes, as
+    `torch.optim.SGD` with its defaults.
 
     Args:
-      learning_rate: the step size ``lr``, a number ``>= 0`` (perhaps traced) or a schedule.
-        There is no default: the largest stable step is ``2 / L`` for a loss
-        of curvature ``L``, so no value suits every loss.
+      learning_rate: the step size `lr`, a number `>= 0` (perhaps traced) or a schedule.
+        There is no default: the largest stable step is `2 / L` for a loss
+        of curvature `L`, so no value suits every loss.
 
     Returns:
-      An :class:`Optimizer` with :class:`SgdState`.
+      An [`Optimizer`][purenet.optim.Optimizer] with [`SgdState`][purenet.optim.SgdState].
 
     Example:
       >>> opt = sgd(0.1)
@@ -252,43 +365,44 @@ def sgd(learning_rate: float | Schedule) -> Optimizer:
     References:
       Robbins & Monro (1951), "A stochastic approximation method".
     """
-    schedule = _as_schedule(learning_rate)
+    schedule = as_schedule(learning_rate)
 
-    def update(x, g, slots, lr, t):
-        return x - lr * g, ()
+    def rule(g, slots, lr):
+        return -(lr * g), ()
 
-    return _lift(SgdState, schedule, _zeros(0), update)
+    return _lift(SgdState, schedule, _zeros(0), rule)
 
 
 def momentum(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
     """Gradient descent with (heavy-ball) momentum, in Rumelhart's form.
 
-    ``dw(t) = -lr(t) * g(t) + mass * dw(t-1)``, ``w(t) = w(t-1) + dw(t)``,
-    ``dw(0) = 0``: each update is the new gradient step plus a fraction
-    ``mass`` of the previous update (Rumelhart, Hinton & Williams 1986,
-    eq. 9, with ``eps = lr`` and ``alpha = mass``).
+    `dw(t) = -lr(t) * g(t) + mass * dw(t-1)`, `w(t) = w(t-1) + dw(t)`,
+    `dw(0) = 0`: each update is the new gradient step plus a fraction
+    `mass` of the previous update (Rumelhart, Hinton & Williams 1986,
+    eq. 9, with `eps = lr` and `alpha = mass`).
 
     Warning:
-      ``torch.optim.SGD(momentum=mass)`` accumulates gradients and multiplies
-      by the learning rate afterwards: ``b(t) = mass * b(t-1) + g(t)``,
-      ``w(t) = w(t-1) - lr(t) * b(t)``. With a constant learning rate the two
-      are the same algorithm (``dw = -lr * b``, identical iterates). With a
+      `torch.optim.SGD(momentum=mass)` accumulates gradients and multiplies
+      by the learning rate afterwards: `b(t) = mass * b(t-1) + g(t)`,
+      `w(t) = w(t-1) - lr(t) * b(t)`. With a constant learning rate the two
+      are the same algorithm (`dw = -lr * b`, identical iterates). With a
       schedule they differ: here each gradient keeps the learning rate of the
       step at which it was seen, while torch rescales the whole accumulated
-      velocity by the current ``lr(t)``, so a drop of the learning rate takes
-      effect at once in torch and fades in over ``~1 / (1 - mass)`` steps here.
+      velocity by the current `lr(t)`, so a drop of the learning rate takes
+      effect at once in torch and fades in over `~1 / (1 - mass)` steps here.
 
-    The default ``mass = 0.9`` is a choice, not torch's (torch's SGD has
-    ``momentum=0``, which is :func:`sgd`): 0.9 is the value of Sutskever et
+    The default `mass = 0.9` is a choice, not torch's (torch's SGD has
+    `momentum=0`, which is [`sgd`][purenet.optim.sgd]): 0.9 is the value of Sutskever et
     al. (2013) and the usual starting point.
 
     Args:
-      learning_rate: ``lr``, a number ``>= 0`` (perhaps traced) or a schedule (no default, as
-        for :func:`sgd`).
-      mass: the momentum coefficient, in ``[0, 1)``.
+      learning_rate: `lr`, a number `>= 0` (perhaps traced) or a schedule (no default, as
+        for [`sgd`][purenet.optim.sgd]).
+      mass: the momentum coefficient, in `[0, 1)`.
 
     Returns:
-      An :class:`Optimizer` with :class:`MomentumState` (``velocity = dw``).
+      An [`Optimizer`][purenet.optim.Optimizer] with [`MomentumState`][purenet.optim.MomentumState]
+      (`velocity = dw`).
 
     Example:
       >>> opt = momentum(0.1, mass=0.5)
@@ -304,52 +418,55 @@ def momentum(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
       Polyak (1964), "Some methods of speeding up the convergence of
       iteration methods".
     """
-    schedule = _as_schedule(learning_rate)
+    schedule = as_schedule(learning_rate)
     mass = number_in("mass", mass, 0.0, 1.0, high_open=True)
 
-    def update(x, g, slots, lr, t, mass):
+    def rule(g, slots, lr, mass):
         (dw,) = slots
         dw = -lr * g + mass * dw
-        return x + dw, (dw,)
+        return dw, (dw,)
 
-    return _lift(MomentumState, schedule, _zeros(1), update, mass=mass)
+    return _lift(MomentumState, schedule, _zeros(1), rule, mass=mass)
 
 
 def nesterov(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
     """Nesterov's accelerated gradient, reformulated to use the gradient at the iterate.
 
     Sutskever et al. (2013) write Nesterov momentum with a look-ahead
-    gradient: ``v(t) = mass * v(t-1) - lr * grad E(theta(t-1) + mass * v(t-1))``,
-    ``theta(t) = theta(t-1) + v(t)``. Changing variables to the look-ahead
-    point ``w = theta + mass * v`` (Bengio, Boulanger-Lewandowski & Pascanu
+    gradient: `v(t) = mass * v(t-1) - lr * grad E(theta(t-1) + mass * v(t-1))`,
+    `theta(t) = theta(t-1) + v(t)`. Changing variables to the look-ahead
+    point `w = theta + mass * v` (Bengio, Boulanger-Lewandowski & Pascanu
     2013) gives a rule that needs the gradient at the current iterate only,
-    which is what ``step(params, grads, state)`` receives::
+    which is what `step(params, grads, state)` receives:
 
-        v(t) = mass * v(t-1) - lr(t) * g(t)          g(t) = grad E(w(t-1))
-        w(t) = w(t-1) + mass * v(t) - lr(t) * g(t)
+    ```text
+    v(t) = mass * v(t-1) - lr(t) * g(t)          g(t) = grad E(w(t-1))
+    w(t) = w(t-1) + mass * v(t) - lr(t) * g(t)
+    ```
 
-    with ``v(0) = 0``. Both forms start at the same point (``v = 0``) and
-    ``w(t) = theta(t) + mass * v(t)`` at every step after; the parameters
-    returned here are ``w``, the points where gradients are evaluated.
+    with `v(0) = 0`. Both forms start at the same point (`v = 0`) and
+    `w(t) = theta(t) + mass * v(t)` at every step after; the parameters
+    returned here are `w`, the points where gradients are evaluated.
 
     Warning:
-      ``torch.optim.SGD(momentum=mass, nesterov=True)`` computes
-      ``b(t) = mass * b(t-1) + g(t)``, ``w(t) = w(t-1) - lr(t) * (g(t) + mass * b(t))``:
-      the same iterates for a constant learning rate (``v = -lr * b``); with a
-      schedule torch rescales the accumulated ``b`` by the current rate (see
-      :func:`momentum`). Some texts call the look-ahead form itself "Nesterov";
-      its ``theta`` iterates lag ours by ``mass * v``.
+      `torch.optim.SGD(momentum=mass, nesterov=True)` computes
+      `b(t) = mass * b(t-1) + g(t)`, `w(t) = w(t-1) - lr(t) * (g(t) + mass * b(t))`:
+      the same iterates for a constant learning rate (`v = -lr * b`); with a
+      schedule torch rescales the accumulated `b` by the current rate (see
+      [`momentum`][purenet.optim.momentum]). Some texts call the look-ahead form itself "Nesterov";
+      its `theta` iterates lag ours by `mass * v`.
 
-    The default ``mass = 0.9`` is a choice (torch's default momentum is 0, and
-    torch refuses ``nesterov=True`` without momentum).
+    The default `mass = 0.9` is a choice (torch's default momentum is 0, and
+    torch refuses `nesterov=True` without momentum).
 
     Args:
-      learning_rate: ``lr``, a number ``>= 0`` (perhaps traced) or a schedule (no default, as
-        for :func:`sgd`).
-      mass: the momentum coefficient, in ``[0, 1)``.
+      learning_rate: `lr`, a number `>= 0` (perhaps traced) or a schedule (no default, as
+        for [`sgd`][purenet.optim.sgd]).
+      mass: the momentum coefficient, in `[0, 1)`.
 
     Returns:
-      An :class:`Optimizer` with :class:`MomentumState` (``velocity = v``).
+      An [`Optimizer`][purenet.optim.Optimizer] with [`MomentumState`][purenet.optim.MomentumState]
+      (`velocity = v`).
 
     Example:
       >>> opt = nesterov(0.1, mass=0.5)
@@ -366,15 +483,15 @@ def nesterov(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
       Bengio, Boulanger-Lewandowski & Pascanu (2013), "Advances in optimizing
       recurrent networks", ICASSP.
     """
-    schedule = _as_schedule(learning_rate)
+    schedule = as_schedule(learning_rate)
     mass = number_in("mass", mass, 0.0, 1.0, high_open=True)
 
-    def update(x, g, slots, lr, t, mass):
+    def rule(g, slots, lr, mass):
         (v,) = slots
         v = mass * v - lr * g
-        return x + mass * v - lr * g, (v,)
+        return mass * v - lr * g, (v,)
 
-    return _lift(MomentumState, schedule, _zeros(1), update, mass=mass)
+    return _lift(MomentumState, schedule, _zeros(1), rule, mass=mass)
 
 
 def adagrad(
@@ -385,30 +502,31 @@ def adagrad(
 ) -> Optimizer:
     """AdaGrad: per-entry step sizes shrinking with the accumulated squared gradient.
 
-    ``G(t) = G(t-1) + g(t)^2``, ``w(t) = w(t-1) - lr(t) * g(t) / (sqrt(G(t)) + eps)``,
-    ``G(0) = initial_accumulator``; defaults as ``torch.optim.Adagrad``
-    (``lr=1e-2``, ``eps=1e-10``, accumulator 0, no ``lr_decay``). Under a
-    constant gradient the step is ``lr / sqrt(t)``: AdaGrad anneals by itself,
+    `G(t) = G(t-1) + g(t)^2`, `w(t) = w(t-1) - lr(t) * g(t) / (sqrt(G(t)) + eps)`,
+    `G(0) = initial_accumulator`; defaults as `torch.optim.Adagrad`
+    (`lr=1e-2`, `eps=1e-10`, accumulator 0, no `lr_decay`). Under a
+    constant gradient the step is `lr / sqrt(t)`: AdaGrad anneals by itself,
     which suits convex problems and sparse features and can stall deep nets.
 
     Warning:
       Epsilon sits outside the square root here, as in torch; the course
-      notes and some texts write ``sqrt(G + eps)``. Inside, ``eps`` acts like
-      ``sqrt(eps)`` outside: with the same ``eps = 1e-10`` the denominator
-      never falls below ``1e-5``, which damps entries whose accumulated
-      gradient is that small, where outside the floor is ``1e-10``.
+      notes and some texts write `sqrt(G + eps)`. Inside, `eps` acts like
+      `sqrt(eps)` outside: with the same `eps = 1e-10` the denominator
+      never falls below `1e-5`, which damps entries whose accumulated
+      gradient is that small, where outside the floor is `1e-10`.
       The accumulator starts at 0 as in torch (and Duchi et al.);
-      TensorFlow's ``Adagrad`` starts it at 0.1, which caps the first steps at
-      ``lr * g / sqrt(0.1 + g^2)``: pass ``initial_accumulator=0.1`` to match.
+      TensorFlow's `Adagrad` starts it at 0.1, which caps the first steps at
+      `lr * g / sqrt(0.1 + g^2)`: pass `initial_accumulator=0.1` to match.
 
     Args:
-      learning_rate: ``lr``, a number ``>= 0`` (perhaps traced) or a schedule.
-      eps: added to ``sqrt(G)`` so that an entry whose gradients have all been
-        zero divides 0 by ``eps``, not by 0; ``> 0``.
-      initial_accumulator: ``G(0)``, ``>= 0`` (keyword only).
+      learning_rate: `lr`, a number `>= 0` (perhaps traced) or a schedule.
+      eps: added to `sqrt(G)` so that an entry whose gradients have all been
+        zero divides 0 by `eps`, not by 0; `> 0`.
+      initial_accumulator: `G(0)`, `>= 0` (keyword only).
 
     Returns:
-      An :class:`Optimizer` with :class:`AdagradState` (``sum_of_squares = G``).
+      An [`Optimizer`][purenet.optim.Optimizer] with [`AdagradState`][purenet.optim.AdagradState]
+      (`sum_of_squares = G`).
 
     Example:
       >>> opt = adagrad(0.1)
@@ -420,19 +538,19 @@ def adagrad(
       Duchi, Hazan & Singer (2011), "Adaptive subgradient methods for online
       learning and stochastic optimization", JMLR 12 (the diagonal version).
     """
-    schedule = _as_schedule(learning_rate)
+    schedule = as_schedule(learning_rate)
     eps = positive("eps", eps)
     initial_accumulator = nonnegative("initial_accumulator", initial_accumulator)
 
     def init(x):
         return (jnp.full_like(x, initial_accumulator),)
 
-    def update(x, g, slots, lr, t, eps):
+    def rule(g, slots, lr, eps):
         (sum_of_squares,) = slots
         sum_of_squares = sum_of_squares + g * g
-        return x - lr * g / (jnp.sqrt(sum_of_squares) + eps), (sum_of_squares,)
+        return -(lr * g / (jnp.sqrt(sum_of_squares) + eps)), (sum_of_squares,)
 
-    return _lift(AdagradState, schedule, init, update, eps=eps)
+    return _lift(AdagradState, schedule, init, rule, eps=eps)
 
 
 def rmsprop(
@@ -440,28 +558,29 @@ def rmsprop(
 ) -> Optimizer:
     """RMSprop: divide the gradient by a running root-mean-square of recent gradients.
 
-    ``s(t) = decay * s(t-1) + (1 - decay) * g(t)^2``,
-    ``w(t) = w(t-1) - lr(t) * g(t) / (sqrt(s(t)) + eps)``, ``s(0) = 0``;
-    defaults as ``torch.optim.RMSprop`` (``lr=1e-2``, ``alpha=0.99``,
-    ``eps=1e-8``, no momentum, not centred). Unlike AdaGrad the denominator
+    `s(t) = decay * s(t-1) + (1 - decay) * g(t)^2`,
+    `w(t) = w(t-1) - lr(t) * g(t) / (sqrt(s(t)) + eps)`, `s(0) = 0`;
+    defaults as `torch.optim.RMSprop` (`lr=1e-2`, `alpha=0.99`,
+    `eps=1e-8`, no momentum, not centred). Unlike AdaGrad the denominator
     forgets, so the step does not decay to zero.
 
     Warning:
       Epsilon sits outside the square root, as in torch. TensorFlow 1's
-      ``tf.train.RMSPropOptimizer`` (and ports such as timm's ``RMSpropTF``)
-      put it inside, ``sqrt(s + eps)``, with ``eps=1e-10``; Tieleman & Hinton's
-      lecture has no epsilon and ``decay = 0.9``. Because ``s(0) = 0`` and there
-      is no bias correction, the first step is ``lr * g / (sqrt(1 - decay) * |g|)``,
-      10 times ``lr`` for ``decay = 0.99``; TensorFlow 1 initialises ``s`` to 1
+      `tf.train.RMSPropOptimizer` (and ports such as timm's `RMSpropTF`)
+      put it inside, `sqrt(s + eps)`, with `eps=1e-10`; Tieleman & Hinton's
+      lecture has no epsilon and `decay = 0.9`. Because `s(0) = 0` and there
+      is no bias correction, the first step is `lr * g / (sqrt(1 - decay) * |g|)`,
+      10 times `lr` for `decay = 0.99`; TensorFlow 1 initialises `s` to 1
       instead.
 
     Args:
-      learning_rate: ``lr``, a number ``>= 0`` (perhaps traced) or a schedule.
-      decay: the forgetting factor of the mean square (torch's ``alpha``), in ``[0, 1)``.
-      eps: added to the root mean square to keep the division finite, ``> 0``.
+      learning_rate: `lr`, a number `>= 0` (perhaps traced) or a schedule.
+      decay: the forgetting factor of the mean square (torch's `alpha`), in `[0, 1)`.
+      eps: added to the root mean square to keep the division finite, `> 0`.
 
     Returns:
-      An :class:`Optimizer` with :class:`RmspropState` (``mean_square = s``).
+      An [`Optimizer`][purenet.optim.Optimizer] with [`RmspropState`][purenet.optim.RmspropState]
+      (`mean_square = s`).
 
     Example:
       >>> opt = rmsprop(0.01, decay=0.99)
@@ -474,35 +593,16 @@ def rmsprop(
       a running average of its recent magnitude", COURSERA: Neural Networks
       for Machine Learning.
     """
-    schedule = _as_schedule(learning_rate)
+    schedule = as_schedule(learning_rate)
     decay = number_in("decay", decay, 0.0, 1.0, high_open=True)
     eps = positive("eps", eps)
 
-    def update(x, g, slots, lr, t, decay, eps):
+    def rule(g, slots, lr, decay, eps):
         (mean_square,) = slots
         mean_square = decay * mean_square + (1.0 - decay) * g * g
-        return x - lr * g / (jnp.sqrt(mean_square) + eps), (mean_square,)
+        return -(lr * g / (jnp.sqrt(mean_square) + eps)), (mean_square,)
 
-    return _lift(RmspropState, schedule, _zeros(1), update, decay=decay, eps=eps)
-
-
-def _adam_update(x, g, slots, lr, t, b1, b2, eps, weight_decay):
-    mu, nu = slots
-    mu = b1 * mu + (1.0 - b1) * g
-    nu = b2 * nu + (1.0 - b2) * g * g
-    mu_hat = mu / (1.0 - b1**t)
-    nu_hat = nu / (1.0 - b2**t)
-    direction = mu_hat / (jnp.sqrt(nu_hat) + eps)
-    # Decoupled decay: applied to the weights, never seen by mu or nu.
-    return x - lr * (direction + weight_decay * x), (mu, nu)
-
-
-def _check_adam(b1, b2, eps):
-    return (
-        number_in("b1", b1, 0.0, 1.0, high_open=True),
-        number_in("b2", b2, 0.0, 1.0, high_open=True),
-        positive("eps", eps),
-    )
+    return _lift(RmspropState, schedule, _zeros(1), rule, decay=decay, eps=eps)
 
 
 def adam(
@@ -513,37 +613,40 @@ def adam(
 ) -> Optimizer:
     """Adam: steps from bias-corrected moving averages of the gradient and its square.
 
-    Algorithm 1 of Kingma & Ba (2015), with ``t`` the 1-based step number::
+    Algorithm 1 of Kingma & Ba (2015), with `t` the 1-based step number:
 
-        m(t) = b1 * m(t-1) + (1 - b1) * g(t)         m(0) = 0
-        v(t) = b2 * v(t-1) + (1 - b2) * g(t)^2       v(0) = 0
-        m_hat = m(t) / (1 - b1^t)        v_hat = v(t) / (1 - b2^t)
-        w(t) = w(t-1) - lr(t) * m_hat / (sqrt(v_hat) + eps)
+    ```text
+    m(t) = b1 * m(t-1) + (1 - b1) * g(t)         m(0) = 0
+    v(t) = b2 * v(t-1) + (1 - b2) * g(t)^2       v(0) = 0
+    m_hat = m(t) / (1 - b1^t)        v_hat = v(t) / (1 - b2^t)
+    w(t) = w(t-1) - lr(t) * m_hat / (sqrt(v_hat) + eps)
+    ```
 
-    Defaults as ``torch.optim.Adam`` and the paper (``lr=1e-3``,
-    ``betas=(0.9, 0.999)``, ``eps=1e-8``). The first step is
-    ``lr * g / (|g| + eps)``, of size ``lr`` whatever the scale of ``g``.
+    Defaults as `torch.optim.Adam` and the paper (`lr=1e-3`,
+    `betas=(0.9, 0.999)`, `eps=1e-8`). The first step is
+    `lr * g / (|g| + eps)`, of size `lr` whatever the scale of `g`.
 
     Warning:
       This is Algorithm 1, as torch computes it. Section 2 of the paper (and
-      TensorFlow 1's ``tf.train.AdamOptimizer``) folds the corrections into the
-      step size, ``lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t)``,
-      ``w -= lr_t * m / (sqrt(v) + eps_hat)``: the same rule only if
-      ``eps_hat = eps * sqrt(1 - b2^t)``, so with the same ``eps`` the two differ
+      TensorFlow 1's `tf.train.AdamOptimizer`) folds the corrections into the
+      step size, `lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t)`,
+      `w -= lr_t * m / (sqrt(v) + eps_hat)`: the same rule only if
+      `eps_hat = eps * sqrt(1 - b2^t)`, so with the same `eps` the two differ
       early in training and for tiny gradients.
-      ``torch.optim.Adam(weight_decay=...)`` adds ``weight_decay * w`` to the
+      `torch.optim.Adam(weight_decay=...)` adds `weight_decay * w` to the
       gradient (coupled L2); that is not offered here, since Loshchilov &
-      Hutter show it is not weight decay under Adam: use :func:`adamw`, or add
+      Hutter show it is not weight decay under Adam: use [`adamw`][purenet.optim.adamw], or add
       the L2 term to the loss if coupled L2 is what you want.
 
     Args:
-      learning_rate: ``lr``, a number ``>= 0`` (perhaps traced) or a schedule.
-      b1: decay of the first-moment average, in ``[0, 1)``.
-      b2: decay of the second-moment average, in ``[0, 1)``.
-      eps: added to ``sqrt(v_hat)`` to keep the division finite, ``> 0``.
+      learning_rate: `lr`, a number `>= 0` (perhaps traced) or a schedule.
+      b1: decay of the first-moment average, in `[0, 1)`.
+      b2: decay of the second-moment average, in `[0, 1)`.
+      eps: added to `sqrt(v_hat)` to keep the division finite, `> 0`.
 
     Returns:
-      An :class:`Optimizer` with :class:`AdamState` (``mu = m``, ``nu = v``).
+      An [`Optimizer`][purenet.optim.Optimizer] with [`AdamState`][purenet.optim.AdamState]
+      (`mu = m`, `nu = v`).
 
     Example:
       >>> opt = adam(0.1)
@@ -555,10 +658,9 @@ def adam(
       Kingma & Ba (2015), "Adam: a method for stochastic optimization", ICLR,
       Algorithm 1 and section 2.
     """
-    schedule = _as_schedule(learning_rate)
-    b1, b2, eps = _check_adam(b1, b2, eps)
-    hyper = {"b1": b1, "b2": b2, "eps": eps, "weight_decay": 0.0}
-    return _lift(AdamState, schedule, _zeros(2), _adam_update, **hyper)
+    # chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(learning_rate)), one state.
+    schedule = as_schedule(learning_rate)
+    return _scaled(scale_by_adam(b1, b2, eps), schedule)
 
 
 def adamw(
@@ -567,37 +669,58 @@ def adamw(
     b2: float = 0.999,
     eps: float = 1e-8,
     weight_decay: float = 1e-2,
+    *,
+    mask=None,
 ) -> Optimizer:
     """AdamW: Adam with decoupled weight decay.
 
-    The moments and ``m_hat``, ``v_hat`` are those of :func:`adam` (the decay
-    never enters the gradient averages); the weights then shrink separately::
+    The moments and `m_hat`, `v_hat` are those of [`adam`][purenet.optim.adam]
+    (the decay never enters the gradient averages); the weights then shrink
+    separately:
 
-        w(t) = w(t-1) - lr(t) * (m_hat / (sqrt(v_hat) + eps) + weight_decay * w(t-1))
+    ```text
+    w(t) = w(t-1) - lr(t) * (m_hat / (sqrt(v_hat) + eps) + weight_decay * w(t-1))
+    ```
 
-    Defaults as ``torch.optim.AdamW`` (``lr=1e-3``, ``betas=(0.9, 0.999)``,
-    ``eps=1e-8``, ``weight_decay=1e-2``), which computes the same update as
-    ``w *= 1 - lr * weight_decay`` followed by the Adam step.
+    As a chain of gradient transformations this is exactly
+    `chain(scale_by_adam(b1, b2, eps), add_decayed_weights(weight_decay, mask),
+    scale_by_learning_rate(learning_rate))`, which is also how `optax.adamw`
+    is built; here the three states are folded into one
+    [`AdamState`][purenet.optim.AdamState] (the learning rate's step count is
+    Adam's). The same iterates as `optax.adamw(learning_rate, b1, b2, eps,
+    weight_decay=weight_decay, mask=mask)`.
+
+    Defaults as `torch.optim.AdamW` (`lr=1e-3`, `betas=(0.9, 0.999)`,
+    `eps=1e-8`, `weight_decay=1e-2`). PyTorch first multiplies the weights by
+    `1 - lr * weight_decay`, then takes the Adam step; optax (and this
+    function) adds `weight_decay * w` to Adam's direction and then scales
+    the sum by `-lr`. Both give `w - lr * weight_decay * w - lr * direction`:
+    the same update (up to rounding).
 
     Warning:
-      Coupled L2 regularisation (adding ``weight_decay * w`` to ``g``, as
-      ``torch.optim.Adam(weight_decay=...)`` does) is divided by
-      ``sqrt(v_hat)`` like the rest of the gradient, so weights with large
+      Coupled L2 regularisation (adding `weight_decay * w` to `g`, as
+      `torch.optim.Adam(weight_decay=...)` does) is divided by
+      `sqrt(v_hat)` like the rest of the gradient, so weights with large
       gradients are barely regularised; decoupling restores a uniform decay
       (Loshchilov & Hutter 2019). The paper's Algorithm 2 scales the decay by
-      the schedule multiplier ``eta_t`` only, ``w -= eta_t * lambda * w``;
+      the schedule multiplier `eta_t` only, `w -= eta_t * lambda * w`;
       torch, optax and this function scale it by the learning rate, so the
-      paper's ``lambda`` is ``lr * weight_decay`` here.
+      paper's `lambda` is `lr * weight_decay` here. By default every leaf is
+      decayed, as `torch.optim.AdamW(model.parameters())`; pass
+      `mask=decay_mask` to spare biases and norm parameters.
 
     Args:
-      learning_rate: ``lr``, a number ``>= 0`` (perhaps traced) or a schedule.
-      b1: decay of the first-moment average, in ``[0, 1)``.
-      b2: decay of the second-moment average, in ``[0, 1)``.
-      eps: added to ``sqrt(v_hat)`` to keep the division finite, ``> 0``.
-      weight_decay: the decoupled decay rate, ``>= 0`` (0 gives :func:`adam`).
+      learning_rate: `lr`, a number `>= 0` (perhaps traced) or a schedule.
+      b1: decay of the first-moment average, in `[0, 1)`.
+      b2: decay of the second-moment average, in `[0, 1)`.
+      eps: added to `sqrt(v_hat)` to keep the division finite, `> 0`.
+      weight_decay: the decoupled decay rate, `>= 0` (0 gives [`adam`][purenet.optim.adam]).
+      mask: which leaves are decayed (keyword only): `None` (all), a pytree of
+        bools with the structure of params, or a function of params giving
+        one, such as [`decay_mask`][purenet.optim.decay_mask].
 
     Returns:
-      An :class:`Optimizer` with :class:`AdamState`.
+      An [`Optimizer`][purenet.optim.Optimizer] with [`AdamState`][purenet.optim.AdamState].
 
     Example:
       >>> opt = adamw(0.1, weight_decay=0.5)
@@ -608,10 +731,9 @@ def adamw(
 
     References:
       Loshchilov & Hutter (2019), "Decoupled weight decay regularization",
-      ICLR, Algorithm 2.
+      ICLR, Algorithm 2. PyTorch, `torch.optim.AdamW` documentation.
     """
-    schedule = _as_schedule(learning_rate)
-    b1, b2, eps = _check_adam(b1, b2, eps)
+    schedule = as_schedule(learning_rate)
+    scale = scale_by_adam(b1, b2, eps)
     weight_decay = nonnegative("weight_decay", weight_decay)
-    hyper = {"b1": b1, "b2": b2, "eps": eps, "weight_decay": weight_decay}
-    return _lift(AdamState, schedule, _zeros(2), _adam_update, **hyper)
+    return _scaled(scale, schedule, add_decayed_weights(weight_decay, mask))

@@ -70,11 +70,11 @@ import jax.numpy as jnp
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from purenet import _checks
-from purenet.clipping import clip_by_global_norm
-from purenet.cost import Penalty, backprop
+from purenet._step import make_step
+from purenet.cost import Penalty
 from purenet.layers import Layer
 from purenet.losses import Loss
-from purenet.optim import Optimizer, check_optimizer
+from purenet.optim import Optimizer
 
 __all__ = [
     "DATA_AXIS",
@@ -246,17 +246,17 @@ def make_shard_map_step(
     mesh: Mesh,
     *,
     penalty: Penalty | None = None,
-    clip_norm: float | None = None,
 ) -> Callable:
     """``purenet.train.make_step`` written per device with ``jax.shard_map``.
 
-    Each device runs the hand-written backprop on its rows of the batch; the
-    cost and the gradients are then averaged over ``"data"`` with
-    ``jax.lax.pmean`` (the per-device cost is a mean over equal-sized shards,
-    so the mean of means is the global mean, and the penalty term, the same
-    on every device, passes through unchanged). Clipping and the optimizer
-    step follow on the averaged gradient, identically on every device, so
-    params and optimizer state stay replicated.
+    The ordinary step plus a mean over devices: each device runs the
+    hand-written backprop on its rows of the batch; the cost and the
+    gradients are then averaged over ``"data"`` with ``jax.lax.pmean`` (the
+    per-device cost is a mean over equal-sized shards, so the mean of means
+    is the global mean, and the penalty term, the same on every device,
+    passes through unchanged). The optimizer's update (with any clipping
+    chained in it) follows on the averaged gradient, identically on every
+    device, so params and optimizer state stay replicated.
 
     Differences from the one-device step (module docstring): batch norm uses
     per-device batch statistics, and its running statistics are the
@@ -264,8 +264,7 @@ def make_shard_map_step(
     ``fold_in(key, device index)``.
 
     Args:
-      model, loss, optimizer, penalty, clip_norm: as in
-        ``purenet.train.make_step``.
+      model, loss, optimizer, penalty: as in ``purenet.train.make_step``.
       mesh: a mesh with a ``"data"`` axis (:func:`data_mesh`).
 
     Returns:
@@ -274,21 +273,14 @@ def make_shard_map_step(
       signature of ``make_step``'s step; ``x`` and ``t`` need a leading axis
       that is a multiple of :func:`num_shards`. Wrap it in ``jax.jit``.
     """
-    check_optimizer(optimizer)
-    clip_norm = None if clip_norm is None else _checks.positive("clip_norm", clip_norm)
     n = num_shards(mesh)
-    grad_fn = backprop(model, loss, penalty, return_cache=True)
+    ordinary_step = make_step(
+        model, loss, optimizer, penalty=penalty, mean=lambda tree: jax.lax.pmean(tree, DATA_AXIS)
+    )
 
     def local_step(params, opt_state, state, x, t, key):
         key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
-        J, grads, cache = grad_fn(params, x, t, state=state, train=True, key=key)
-        J, grads = jax.lax.pmean((J, grads), DATA_AXIS)  # the all-reduce
-        if clip_norm is not None:
-            grads = clip_by_global_norm(grads, clip_norm)
-        params, opt_state = optimizer.step(params, grads, opt_state)
-        # Non-gradient state (batch norm) comes from this device's rows: average it.
-        state = jax.lax.pmean(model.update_state(state, cache), DATA_AXIS)
-        return params, opt_state, state, J
+        return ordinary_step(params, opt_state, state, x, t, key)
 
     rows, whole = PartitionSpec(DATA_AXIS), PartitionSpec()  # split by rows / replicated
     spread = jax.shard_map(

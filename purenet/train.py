@@ -49,12 +49,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from purenet import _checks, data, losses, metrics, parallel
-from purenet.clipping import clip_by_global_norm
-from purenet.cost import Penalty, backprop, flat_cost, objective
+from purenet import _checks, _step, data, losses, metrics, parallel
+from purenet.cost import Penalty, flat_cost, objective
 from purenet.layers import Layer
 from purenet.losses import Loss
-from purenet.optim import Optimizer, check_optimizer
+from purenet.optim import Optimizer, as_optimizer
 from purenet.params import ravel
 
 
@@ -64,34 +63,28 @@ def make_step(
     optimizer: Optimizer,
     *,
     penalty: Penalty | None = None,
-    clip_norm: float | None = None,
 ) -> Callable:
     """One training step with the hand-written gradient.
 
+    Clipping, weight decay and any other change to the gradient are
+    gradient transformations chained before the optimizer, e.g.
+    `optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(0.1))` (Pascanu
+    et al. 2013's clipping), not options of the step.
+
     Args:
       model, loss: the network and its loss.
-      optimizer: a ``purenet.optim`` optimizer.
-      penalty: an optional weight penalty (``purenet.penalty(l2=...)``).
-      clip_norm: if set, gradients are clipped to this global norm before the
-        update (Pascanu et al., 2013). May be traced.
+      optimizer: a [`purenet.optim`][purenet.optim] optimizer, a
+        [`chain`][purenet.optim.chain] or any object with optax's `init` and
+        `update` (an optax `GradientTransformation`); the step calls
+        `update(grads, opt_state, params)` and `apply_updates`.
+      penalty: an optional weight penalty (`purenet.penalty(l2=...)`).
 
     Returns:
-      ``step(params, opt_state, state, x, t, key) -> (params, opt_state,
-      state, J)``; ``J`` is the cost at the params *before* the update.
-      ``key`` drives dropout.
+      `step(params, opt_state, state, x, t, key) -> (params, opt_state,
+      state, J)`; `J` is the cost at the params *before* the update.
+      `key` drives dropout.
     """
-    check_optimizer(optimizer)
-    clip_norm = None if clip_norm is None else _checks.positive("clip_norm", clip_norm)
-    grad_fn = backprop(model, loss, penalty, return_cache=True)
-
-    def step(params, opt_state, state, x, t, key):
-        J, grads, cache = grad_fn(params, x, t, state=state, train=True, key=key)
-        if clip_norm is not None:
-            grads = clip_by_global_norm(grads, clip_norm)
-        params, opt_state = optimizer.step(params, grads, opt_state)
-        return params, opt_state, model.update_state(state, cache), J
-
-    return step
+    return _step.make_step(model, loss, optimizer, penalty=penalty)
 
 
 def make_epoch(
@@ -118,7 +111,7 @@ def make_epoch(
         rows over ``"data"`` and ``batch_size`` must be a multiple of its
         size. Pass params, optimizer state, state, ``x`` and ``t`` replicated
         (``purenet.parallel.replicate``) and run the epoch under ``jax.jit``.
-      **step_options: ``penalty``, ``clip_norm``.
+      **step_options: ``penalty``.
 
     Returns:
       ``epoch(params, opt_state, state, key, x, t) -> (params, opt_state,
@@ -176,7 +169,7 @@ def make_train(
       evaluate: optional ``evaluate(params, state) -> pytree``, recorded after
         every epoch (e.g. ``lambda p, s: make_evaluate(model, loss)(p, x_val,
         t_val, state=s)``).
-      **epoch_options: ``drop_remainder``, ``mesh``, ``penalty``, ``clip_norm``.
+      **epoch_options: ``drop_remainder``, ``mesh``, ``penalty``.
 
     Returns:
       ``train(params, opt_state, state, key, x, t) -> (params, opt_state,
@@ -364,13 +357,13 @@ def fit(
     drop_remainder: bool = True,
     mesh: Mesh | None = None,
     penalty: Penalty | None = None,
-    clip_norm: float | None = None,
 ) -> FitResult:
     """Train ``model`` on arrays in memory.
 
     Args:
-      model, loss, optimizer: the network, its loss and a ``purenet.optim``
-        optimizer.
+      model, loss, optimizer: the network, its loss and an optimizer (a
+        ``purenet.optim`` one, a chain, or any object with optax's ``init``
+        and ``update``).
       params: initial params (never modified: JAX arrays are immutable).
       x, t: training inputs ``(m, *in_shape)`` (a tuple of them for a model
         with several inputs) and targets.
@@ -393,7 +386,7 @@ def fit(
         states and data are replicated on its devices and each step's batch
         is split by rows (``batch_size`` must be a multiple of the ``"data"``
         axis size). Same results up to float rounding.
-      penalty, clip_norm: as in :func:`make_step`.
+      penalty: as in :func:`make_step`.
 
     Returns:
       A :class:`FitResult`.
@@ -412,10 +405,10 @@ def fit(
             drop_remainder=drop_remainder,
             mesh=mesh,
             penalty=penalty,
-            clip_norm=clip_norm,
         )
     )
     evaluate = make_evaluate(model, loss, metric)
+    optimizer = as_optimizer(optimizer)
     opt_state = optimizer.init(params) if opt_state is None else opt_state
     if mesh is not None:
         params, opt_state, state, x, t, validation = parallel.replicate(

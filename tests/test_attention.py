@@ -57,23 +57,6 @@ def _assert_report(report):
     assert report.numerical_norm_ratio < NUMERIC_TOL, report
 
 
-def _with_mask(layer, mask):
-    """``layer`` with ``mask`` closed over: a layer on ``x`` alone, so that
-    check_layer differentiates with respect to ``x`` (the mask is boolean)."""
-
-    def forward(params, x, **ctx):
-        y, cache = layer.forward(params, (x, mask), **ctx)
-        return (y[0] if isinstance(y, tuple) else y), (cache, isinstance(y, tuple))
-
-    def backward(params, cache, dy):
-        cache, pair_out = cache
-        grads, (dx, dmask) = layer.backward(params, cache, (dy, None) if pair_out else dy)
-        assert dmask.shape == mask.shape
-        return grads, dx
-
-    return L.Layer(layer.init, forward, backward)
-
-
 # ------------------------------------------------------ forward references
 
 
@@ -113,7 +96,7 @@ def test_multi_head_attention_matches_torch_layout(causal, padded):
     p = {k: v + 0.1 * normal(i, v.shape) for i, (k, v) in enumerate(p.items())}
     x = normal(9, (2, 5, 6))
     mask = _padding([5, 3], 5) if padded else None
-    y, _ = layer.forward(p, (x, mask) if padded else x)
+    y, _ = layer.forward(p, x, mask=mask)
     expected = torch_style_mha(p, x, 3, None if mask is None else ~mask, causal)
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
 
@@ -209,7 +192,7 @@ LAYERS = {
     "sinusoidal_positions": (L.sinusoidal_positions(), None),
     # relu's backward is core's; the relu block is checked inside the
     # language model below, against jax.grad
-    "block_gelu_causal_padded": (L.transformer_block(2, 6, causal=True), MASK),
+    "block_gelu_causal_padded": (L.transformer_block(4, 2, mlp_dim=6, causal=True), MASK),
 }
 
 
@@ -217,9 +200,8 @@ LAYERS = {
 def test_layers_match_vjp_and_finite_differences(name):
     layer, mask = LAYERS[name]
     params = _random_params(layer, (5, 4), seed=20)
-    checked = layer if mask is None else _with_mask(layer, mask)
-    _assert_report(check_layer(checked, params, X, dy_key=jax.random.key(3),
-                               tolerance=LAYER_TOL))
+    _assert_report(check_layer(layer, params, X, dy_key=jax.random.key(3),
+                               tolerance=LAYER_TOL, mask=mask))
 
 
 def test_scaled_dot_product_layer_matches_vjp_and_finite_differences():
@@ -228,9 +210,11 @@ def test_scaled_dot_product_layer_matches_vjp_and_finite_differences():
     assert layer.init(KEY, ((4, 3), (4, 3), (4, 2)))[0] == (4, 2)
     _assert_report(check_layer(layer, (), (q, k, v), dy_key=KEY, tolerance=LAYER_TOL))
     mask = _padding([4, 2], 4)
-    y, cache = layer.forward((), (q, k, v, mask))
-    _, (dq, dk, dv, dmask) = layer.backward((), cache, jnp.ones_like(y))
-    assert dmask.shape == mask.shape and float(jnp.max(jnp.abs(dk[1, 2:]))) == 0.0
+    _assert_report(check_layer(layer, (), (q, k, v), dy_key=KEY, tolerance=LAYER_TOL,
+                               mask=mask))
+    y, cache = layer.forward((), (q, k, v), mask=mask)
+    _, (dq, dk, dv) = layer.backward((), cache, jnp.ones_like(y))
+    assert float(jnp.max(jnp.abs(dk[1, 2:]))) == 0.0  # padded keys get no gradient
 
 
 @settings(max_examples=8, deadline=None)
@@ -254,11 +238,10 @@ def test_multi_head_attention_matches_vjp_for_any_shape(m, T, heads, head_size, 
 
     @_jit
     def both(p, x):
-        inputs = x if mask is None else (x, mask)
-        _, cache = layer.forward(p, inputs)
+        _, cache = layer.forward(p, x, mask=mask)
         grads, dx = layer.backward(p, cache, dy)
-        _, vjp = jax.vjp(lambda p, x: layer.forward(p, x if mask is None else (x, mask))[0], p, x)
-        return (grads, dx if mask is None else dx[0]), vjp(dy)
+        _, vjp = jax.vjp(lambda p, x: layer.forward(p, x, mask=mask)[0], p, x)
+        return (grads, dx), vjp(dy)
 
     manual, autodiff = both(p, x)
     assert _close(manual, autodiff)
@@ -278,7 +261,7 @@ def test_large_logits_and_fully_masked_rows_stay_finite_in_float32():
 
     @jax.jit
     def both(p, x):
-        y, cache = layer.forward(p, (x, mask))
+        y, cache = layer.forward(p, x, mask=mask)
         return y, cache, layer.backward(p, cache, jnp.ones_like(y))
 
     y, cache, grads = both(p, x)
@@ -298,8 +281,8 @@ def test_masked_keys_do_not_matter():
     _, p, _ = layer.init(KEY, (5, 4), jnp.float64)
     x = normal(0, (2, 5, 4))
     mask = _padding([3, 5], 5)
-    y1, _ = layer.forward(p, (x, mask))
-    y2, _ = layer.forward(p, (x.at[0, 3:].set(1e3), mask))
+    y1, _ = layer.forward(p, x, mask=mask)
+    y2, _ = layer.forward(p, x.at[0, 3:].set(1e3), mask=mask)
     np.testing.assert_allclose(y1[0, :3], y2[0, :3], rtol=1e-12)
 
 
@@ -312,8 +295,8 @@ def _language_model(causal=True):
     return L.serial(
         L.embedding(VOCAB, WIDTH),
         L.position_embedding(T_SEQ),
-        L.transformer_block(2, 16, causal=causal),
-        L.transformer_block(2, 16, causal=causal, activation="relu"),
+        L.transformer_block(WIDTH, 2, mlp_dim=16, causal=causal),
+        L.transformer_block(WIDTH, 2, mlp_dim=16, causal=causal, activation="relu"),
         L.layer_norm(),
         L.dense(VOCAB),
     )
@@ -321,10 +304,9 @@ def _language_model(causal=True):
 
 def _padded_model():
     return L.serial(
-        L.masked(L.embedding(VOCAB, WIDTH)),
-        L.masked(L.sinusoidal_positions()),
-        L.transformer_block(4, 16),
-        L.drop_mask(),
+        L.embedding(VOCAB, WIDTH),
+        L.sinusoidal_positions(),
+        L.transformer_block(WIDTH, 4, mlp_dim=16),
         L.dense(VOCAB),
     )
 
@@ -352,20 +334,20 @@ def test_transformer_backprop_matches_jax_grad_under_jit_and_vmap():
 
 
 def test_padded_transformer_backprop_matches_jax_grad():
-    """(ids, mask) through masked / transformer_block / drop_mask; padded steps
+    """ids and the keyword mask through embedding / transformer_block; padded steps
     carry IGNORE_LABEL; padded tokens change neither the loss nor its gradient."""
     model, loss = _padded_model(), losses.sequence_softmax_cross_entropy
-    _, params, _ = model.init(KEY, ((T_SEQ,), (T_SEQ,)), jnp.float64)
+    _, params, _ = model.init(KEY, (T_SEQ,), jnp.float64)
     ids, t = _tokens(jax.random.key(2), 3)
     mask = _padding([6, 4, 2], T_SEQ)
     t = jnp.where(mask, t, losses.IGNORE_LABEL)
     grad_fn = jax.jit(purenet.backprop(model, loss))
-    J, grads = grad_fn(params, (ids, mask), t)
+    J, grads = grad_fn(params, ids, t, mask=mask)
     reference = jax.jit(jax.value_and_grad(purenet.objective(model, loss)))
-    J_ref, grads_ref = reference(params, (ids, mask), t)
+    J_ref, grads_ref = reference(params, ids, t, mask=mask)
     np.testing.assert_allclose(J, J_ref, rtol=1e-12)
     assert _close(grads, grads_ref)
-    J2, grads2 = grad_fn(params, (jnp.where(mask, ids, 0), mask), t)
+    J2, grads2 = grad_fn(params, jnp.where(mask, ids, 0), t, mask=mask)
     np.testing.assert_allclose(J2, J, rtol=1e-12)
     # the embedding rows of padding tokens get no gradient from padded steps
     assert _close(grads2[1:], grads[1:])
@@ -390,7 +372,7 @@ def test_against_pytorch_with_copied_weights():
     xt = torch.tensor(np.asarray(x))
     expected, _ = module(xt, xt, xt, key_padding_mask=torch.tensor(np.asarray(~mask)),
                          need_weights=False)
-    y, _ = layer.forward(p, (x, mask))
+    y, _ = layer.forward(p, x, mask=mask)
     np.testing.assert_allclose(y, expected.detach().numpy(), rtol=1e-10, atol=1e-12)
 
 
@@ -402,14 +384,22 @@ def test_against_pytorch_with_copied_weights():
     [
         (lambda: L.multi_head_attention(3).init(KEY, (5, 8)),
          r"heads: expected a number of heads that divides the model width d = 8"),
-        (lambda: L.transformer_block(3, 16).init(KEY, (5, 8)),
+        (lambda: L.transformer_block(8, 3),
          r"heads: expected a number of heads that divides"),
+        (lambda: L.transformer_block(8, 2).init(KEY, (5, 4)),
+         r"in_shape: expected a sequence shape \(T, 8\) for transformer_block\(8, 2\)"),
         (lambda: L.multi_head_attention(2).forward(
-            L.multi_head_attention(2).init(KEY, (5, 4))[1], (X, MASK[:, :4])),
-         r"mask: expected a padding mask of shape \(m, T\) = \(3, 5\)"),
+            L.multi_head_attention(2).init(KEY, (5, 4))[1], X, mask=MASK[:, :4]),
+         r"mask: expected a boolean padding mask of shape \(m, T\) = \(3, 5\)"),
         (lambda: L.multi_head_attention(2).forward(
-            L.multi_head_attention(2).init(KEY, (5, 4))[1], (X, MASK.astype(jnp.int32))),
+            L.multi_head_attention(2).init(KEY, (5, 4))[1], X, mask=MASK.astype(jnp.int32)),
          r"mask: expected a boolean mask"),
+        (lambda: L.transformer_block(4, 2).forward(
+            L.transformer_block(4, 2).init(KEY, (5, 4))[1], X, mask=MASK[:2]),
+         r"^transformer_block\(4, 2\), serial\[0\], residual, serial\[1\] "
+         r"\(multi_head_attention\(2\)\): mask: expected"),
+        (lambda: L.scaled_dot_product_attention().forward((), (X, X, X, MASK)),
+         r"x: expected a tuple \(q, k, v\) for scaled_dot_product_attention"),
         (lambda: L.attention_forward(X[..., None], X[..., None], X[..., None],
                                      jnp.ones((2, 5), bool)),
          r"mask: expected a boolean mask broadcastable to \(m, heads, Tq, Tk\)"),
@@ -418,10 +408,11 @@ def test_against_pytorch_with_copied_weights():
         (lambda: L.position_embedding(4).forward({"W": jnp.zeros((4, 4))}, X),
          r"x: expected a sequence of at most max_len = 4 positions for position_embedding, "
          r"got T = 5"),
-        (lambda: L.transformer_block(2, 16, activation="tanh"),
-         r"activation: expected one of \['gelu', 'relu'\]"),
+        (lambda: L.transformer_block(4, 2, activation="tanh"),
+         r"activation: expected one of \['gelu', 'gelu_tanh', 'relu'\]"),
     ],
-    ids=["heads_mha", "heads_block", "mask_shape", "mask_dtype", "mask_broadcast",
+    ids=["heads_mha", "heads_block", "width_block", "mask_shape", "mask_dtype", "mask_block",
+         "mask_in_x", "mask_broadcast",
          "positions_init", "positions_forward", "activation"],
 )
 def test_bad_input_names_the_argument(call, pattern):
@@ -440,3 +431,39 @@ def test_attention_vs_recurrence_smoke_run_and_replot(tmp_path, monkeypatch):
     P = np.asarray(record["numbers"]["attention"]["query_rows"])
     assert P.shape == (8, 2, 4)  # examples, heads, T = n + 1
     np.testing.assert_allclose(P.sum(-1), 1.0, rtol=1e-5)
+
+
+# ----------------------------------------------------- the flash option
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_flash_cache_gives_the_same_gradients(causal, x64):
+    """flash=True keeps the row log-sum-exps, (m, heads, T), not P, and its
+    backward (P recomputed, Dao et al. 2022) equals the default and jax.vjp
+    to float64 rounding, with a padding mask and an all-padding example."""
+    plain = L.multi_head_attention(2, causal=causal)
+    flash = L.multi_head_attention(2, causal=causal, flash=True)
+    p = _random_params(plain, (5, 4), seed=30)
+    x, dy = normal(31, (3, 5, 4)), normal(32, (3, 5, 4))
+    mask = _padding([5, 2, 0], 5)
+
+    @jax.jit
+    def all_three(p, x):
+        y, cache = plain.forward(p, x, mask=mask)
+        y_f, cache_f = flash.forward(p, x, mask=mask)
+        _, vjp = jax.vjp(lambda p, x: flash.forward(p, x, mask=mask)[0], p, x)
+        return (y, y_f, plain.backward(p, cache, dy), flash.backward(p, cache_f, dy),
+                vjp(dy), cache_f)
+
+    y, y_f, manual, manual_f, autodiff, cache_f = all_three(p, x)
+    np.testing.assert_allclose(y_f, y, rtol=1e-13, atol=1e-14)
+    assert _close(manual_f, manual) and _close(manual_f, autodiff)
+    assert cache_f[2]["lse"].shape == (3, 2, 5, 1)  # m, heads, T: no T^2 entry
+    assert max(a.size for a in jax.tree.leaves(cache_f[2])) < 3 * 2 * 5 * 5  # P's size
+
+
+def test_flash_scaled_dot_product_layer_matches_finite_differences(x64):
+    layer = L.scaled_dot_product_attention(causal=True, flash=True)
+    q, k, v = normal(1, (2, 4, 3)), normal(2, (2, 4, 3)), normal(3, (2, 4, 2))
+    _assert_report(check_layer(layer, (), (q, k, v), dy_key=KEY, tolerance=LAYER_TOL,
+                               mask=_padding([4, 2], 4)))

@@ -50,7 +50,7 @@ CASES = [
         "params that do not match the layers",
         lambda: MODEL.forward(PARAMS[:2], X),
         ValueError,
-        r"params: expected a tuple with one entry per layer",
+        r"params \(serial\): expected a tuple of length 3, got a tuple of length 2",
     ),
     (
         "layers",
@@ -237,6 +237,55 @@ CASES = [
         ),
         ValueError,
         r"grads",
+    ),
+    (
+        "optim",
+        "a chain of things that are not transforms",
+        lambda: optim.chain(optim.clip_by_global_norm(1.0), "adam"),
+        TypeError,
+        r"transforms\[1\]: expected a gradient transformation \(an object with init and update\)",
+    ),
+    (
+        "optim",
+        "clip_by_global_norm with max_norm 0",
+        lambda: optim.clip_by_global_norm(0.0),
+        ValueError,
+        r"max_norm: expected a number in \(0.0, inf\), got 0.0",
+    ),
+    (
+        "optim",
+        "elementwise clip with a negative limit",
+        lambda: optim.clip(-1.0),
+        ValueError,
+        r"limit: expected a number in \(0.0, inf\)",
+    ),
+    (
+        "optim",
+        "negative weight-decay rate",
+        lambda: optim.add_decayed_weights(-0.1),
+        ValueError,
+        r"rate: expected a number in \[0.0, inf\)",
+    ),
+    (
+        "optim",
+        "a weight-decay mask whose structure differs from params",
+        lambda: optim.adamw(mask={"W": True}).init({"W": jnp.ones((2, 2)), "b": jnp.ones(2)}),
+        ValueError,
+        r"mask: expected a pytree of bools with the structure of params",
+    ),
+    (
+        "optim",
+        "a weight-decay mask of numbers",
+        lambda: optim.add_decayed_weights(0.1, mask={"W": 1.0}),
+        TypeError,
+        r"mask: expected a pytree of bools or a function of params, got float",
+    ),
+    (
+        "optim",
+        "negative learning rate for scale_by_learning_rate",
+        lambda: optim.scale_by_learning_rate(-1e-3),
+        ValueError,
+        r"learning_rate: expected a number in \[0.0, inf\)",
     ),
     (
         "schedules",
@@ -488,8 +537,9 @@ CASES = [
     (
         "recurrent",
         "an initial state of the wrong shape",
-        lambda: L.rnn(3).forward(L.rnn(3).init(KEY, (4, 2))[1], (jnp.ones((8, 4, 2)),
-                                                                   jnp.ones((8, 2)))),
+        lambda: L.rnn(3).forward(
+            L.rnn(3).init(KEY, (4, 2))[1], (jnp.ones((8, 4, 2)), jnp.ones((8, 2)))
+        ),
         ValueError,
         r"h0: expected an initial state of shape \(8, 3\) for rnn",
     ),
@@ -519,10 +569,55 @@ CASES = [
         "a padding mask of the wrong shape",
         lambda: L.multi_head_attention(2).forward(
             L.multi_head_attention(2).init(KEY, (5, 4))[1],
-            (jnp.ones((3, 5, 4)), jnp.ones((3, 4), bool)),
+            jnp.ones((3, 5, 4)), mask=jnp.ones((3, 4), bool),
         ),
         ValueError,
-        r"mask: expected a padding mask of shape \(m, T\) = \(3, 5\)",
+        r"mask: expected a boolean padding mask of shape \(m, T\) = \(3, 5\)",
+    ),
+    (
+        "attention",
+        "a padding mask that is not boolean",
+        lambda: L.multi_head_attention(2).forward(
+            L.multi_head_attention(2).init(KEY, (5, 4))[1],
+            jnp.ones((3, 5, 4)), mask=jnp.ones((3, 5), jnp.int32),
+        ),
+        ValueError,
+        r"mask: expected a boolean mask \(True where a position may be attended to\), got dtype",
+    ),
+    (
+        "attention",
+        "a padding mask of the wrong shape inside a transformer block",
+        lambda: L.transformer_block(4, 2).forward(
+            L.transformer_block(4, 2).init(KEY, (5, 4))[1],
+            jnp.ones((3, 5, 4)), mask=jnp.ones((5,), bool),
+        ),
+        ValueError,
+        r"transformer_block\(4, 2\), serial\[0\], residual, serial\[1\] "
+        r"\(multi_head_attention\(2\)\): mask: expected a "
+        r"boolean padding mask of shape \(m, T\) = \(3, 5\)",
+    ),
+    (
+        "attention",
+        "the mask inside x for scaled_dot_product_attention",
+        lambda: L.scaled_dot_product_attention().forward(
+            (), (jnp.ones((3, 5, 4)),) * 3 + (jnp.ones((3, 5), bool),)),
+        ValueError,
+        r"x: expected a tuple \(q, k, v\) for scaled_dot_product_attention",
+    ),
+    (
+        "attention",
+        "a transformer block on an input of another width",
+        lambda: L.transformer_block(8, 2).init(KEY, (5, 4)),
+        ValueError,
+        r"in_shape: expected a sequence shape \(T, 8\) for transformer_block\(8, 2\)",
+    ),
+    (
+        "recurrent",
+        "another layer's params for an LSTM with an initial state",
+        lambda: L.lstm(3).forward({"W": jnp.ones((2, 3)), "b": jnp.zeros(3)},
+                                  (jnp.ones((2, 4, 2)), (jnp.zeros((2, 3)), jnp.zeros((2, 3))))),
+        ValueError,
+        r"params \(lstm\(3\)\): expected keys \['Wh', 'Wx', 'b'\]",
     ),
     (
         "attention",

@@ -78,7 +78,7 @@ def test_a_deliberately_wrong_backward_is_what_jax_grad_returns():
     def init(key, in_shape, dtype=jnp.float32):
         return in_shape, (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         return 2.0 * x, None
 
     def backward(params, cache, dy):
@@ -161,7 +161,7 @@ def token_embedding(vocab: int, dim: int) -> Layer:
     def init(key, in_shape, dtype=jnp.float32):
         return (*in_shape, dim), {"W": jax.random.normal(key, (vocab, dim), dtype)}, ()
 
-    def forward(params, ids, *, state=(), train=False, key=None):
+    def forward(params, ids, *, state=(), train=False, key=None, mask=None):
         return params["W"][ids], ids
 
     def backward(params, ids, dy):

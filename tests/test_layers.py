@@ -300,7 +300,8 @@ def test_serial_rejects_non_layers_and_wrong_params():
         L.serial()
     model = L.serial(L.dense(2), L.relu())
     with pytest.raises(
-        ValueError, match=r"params: expected a tuple with one entry per layer \(2\)"
+        ValueError,
+        match=r"params \(serial\): expected a tuple of length 2, got a tuple of length 1",
     ):
         model.forward(({"W": jnp.ones((4, 2)), "b": jnp.zeros(2)},), X)
 

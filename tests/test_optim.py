@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import purenet
-from purenet import optim, schedules
+from purenet import optim, schedules, transforms
 
 OPTIMIZERS = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 
@@ -192,6 +192,7 @@ def test_defaults_follow_torch_optim_except_the_documented_mass():
         "b2": 0.999,
         "eps": 1e-8,
         "weight_decay": 1e-2,
+        "mask": None,  # keyword only: every leaf decayed, as torch.optim.AdamW
     }
     with pytest.raises(TypeError):
         optim.sgd()
@@ -657,7 +658,208 @@ def test_init_refuses_integer_parameters():
 # --- documentation --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", [optim, schedules], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [optim, transforms, schedules], ids=lambda m: m.__name__)
 def test_docstring_examples_run(module):
     failures, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert failures == 0
+
+
+# --- optax's interface: update, apply_updates, chain ----------------------------------
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_step_is_update_then_apply_updates(name):
+    opt = default_instance(name, learning_rate=0.05)
+    params = nested_params()
+    state = opt.init(params)
+    for _ in range(3):
+        grads = nested_grads(params)
+        updates, by_update = opt.update(grads, state, params)
+        stepped, by_step = opt.step(params, grads, state)
+        assert structure_and_types(updates) == structure_and_types(params)
+        for a, b in zip(
+            jax.tree.leaves((optim.apply_updates(params, updates), by_update)),
+            jax.tree.leaves((stepped, by_step)),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(a, b)
+        params, state = stepped, by_step
+
+
+def test_update_needs_no_params_except_for_weight_decay():
+    w = jnp.array([1.0, -2.0])
+    opt = optim.adam(0.1)
+    updates, _ = opt.update(jnp.array([0.5, 0.5]), opt.init(w))  # params=None
+    np.testing.assert_allclose(updates, [-0.1, -0.1], rtol=1e-6)
+    decay = optim.add_decayed_weights(0.1)
+    with pytest.raises(ValueError, match="^params: expected the parameters"):
+        decay.update(w, decay.init(w))
+
+
+def test_adamw_is_the_chain_of_scale_by_adam_decay_and_learning_rate(x64):
+    params = {"W": jnp.asarray(W0.reshape(2, 2)), "b": jnp.asarray(W0[:2])}
+    mask = optim.decay_mask
+    folded = optim.adamw(0.1, 0.8, 0.95, 1e-2, 0.05, mask=mask)
+    chained = optim.as_optimizer(
+        optim.chain(
+            optim.scale_by_adam(0.8, 0.95, 1e-2),
+            optim.add_decayed_weights(0.05, mask),
+            optim.scale_by_learning_rate(0.1),
+        )
+    )
+    fn = lambda p: jax.tree.map(lambda x: jnp.cos(x) - 0.2, p)  # noqa: E731
+    ours, chain = run_steps(folded, params, fn, 5), run_steps(chained, params, fn, 5)
+    for a, b in zip(ours, chain, strict=True):
+        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_decay_mask_is_nanogpts_ndim_rule_with_optional_exclusions():
+    params = (
+        {"W": jnp.ones((5, 3))},  # an embedding table: 2-D, decayed as in nanoGPT
+        {"W": jnp.ones((3, 3, 2, 4)), "b": jnp.ones(4)},  # conv kernel and bias
+        {"gamma": jnp.ones(4), "beta": jnp.ones(4)},  # a norm's gain and offset
+        (),
+    )
+    assert optim.decay_mask(params) == (
+        {"W": True},
+        {"W": True, "b": False},
+        {"gamma": False, "beta": False},
+        (),
+    )
+    assert optim.decay_mask(params, exclude=("[0]",))[0] == {"W": False}
+
+
+def test_masked_decay_leaves_the_unmasked_leaves_to_adam():
+    params = {"W": jnp.full((2, 2), 3.0), "b": jnp.full(2, 3.0)}
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    opt = optim.adamw(0.1, weight_decay=0.5, mask=optim.decay_mask)
+    new, _ = opt.step(params, zeros, opt.init(params))
+    np.testing.assert_allclose(new["W"], 3.0 - 0.1 * 0.5 * 3.0, rtol=1e-6)
+    np.testing.assert_array_equal(new["b"], params["b"])  # zero gradient, no decay
+
+
+def test_chain_order_matters_and_is_left_to_right():
+    g = jnp.array([3.0, 4.0])
+    clip_then_scale = optim.chain(optim.clip_by_global_norm(1.0), optim.scale_by_learning_rate(2.0))
+    scale_then_clip = optim.chain(optim.scale_by_learning_rate(2.0), optim.clip_by_global_norm(1.0))
+    a, _ = clip_then_scale.update(g, clip_then_scale.init(g))
+    b, _ = scale_then_clip.update(g, scale_then_clip.init(g))
+    np.testing.assert_allclose(a, [-1.2, -1.6], rtol=1e-6)
+    np.testing.assert_allclose(b, [-0.6, -0.8], rtol=1e-6)
+
+
+def test_clip_is_elementwise():
+    tx = optim.clip(1.0)
+    g = jnp.array([-3.0, 0.5, 2.0])
+    np.testing.assert_array_equal(tx.update(g, tx.init(g))[0], [-1.0, 0.5, 1.0])
+
+
+def test_a_chain_runs_under_jit_vmap_and_scan_on_a_flat_theta():
+    opt = optim.as_optimizer(
+        optim.chain(optim.clip_by_global_norm(0.5), optim.adamw(0.05, mask=optim.decay_mask))
+    )
+    params = nested_params()
+    theta, unravel = purenet.ravel(params)
+    # decay_mask of a flat theta (1-D) decays nothing; compare with the tree without decay
+    flat = optim.as_optimizer(
+        optim.chain(optim.clip_by_global_norm(0.5), optim.adamw(0.05, weight_decay=0.0))
+    )
+    grad_theta = lambda th: purenet.ravel(nested_grads(unravel(th)))[0]  # noqa: E731
+    np.testing.assert_allclose(
+        run_steps(opt, theta, grad_theta, 6)[-1], run_steps(flat, theta, grad_theta, 6)[-1]
+    )
+    stack = jax.tree.map(lambda x: jnp.stack([x, 2 * x]), params)
+    batched = jax.jit(jax.vmap(lambda p: scan_steps(opt, p)))(stack)
+    for i in range(2):
+        one = scan_steps(opt, jax.tree.map(lambda x, i=i: x[i], stack))
+        for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(one), strict=True):
+            np.testing.assert_allclose(a[i], b, rtol=1e-6, atol=1e-7)
+
+
+# --- both directions with optax (skipped when optax is absent) -------------------------
+
+
+@pytest.fixture(scope="module")
+def optax():
+    return pytest.importorskip("optax")
+
+
+def optax_trajectory(tx, params, grad_fn, n):
+    """n steps of the plain optax loop, written with optax's own functions."""
+    import optax as _optax
+
+    state, out = tx.init(params), []
+    for _ in range(n):
+        updates, state = tx.update(grad_fn(params), state, params)
+        params = _optax.apply_updates(params, updates)
+        out.append(params)
+    return out
+
+
+def assert_same_trajectory(ours, theirs, rtol):
+    for a, b in zip(ours, theirs, strict=True):
+        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_allclose(u, v, rtol=rtol, atol=1e-14)
+
+
+PAIRS = {
+    "sgd": (lambda: optim.sgd(0.1), lambda o: o.sgd(0.1)),
+    "adam": (lambda: optim.adam(0.1, 0.8, 0.95, 1e-3), lambda o: o.adam(0.1, 0.8, 0.95, 1e-3)),
+    "adamw-mask": (
+        lambda: optim.adamw(0.1, weight_decay=0.05, mask=optim.decay_mask),
+        lambda o: o.adamw(0.1, weight_decay=0.05, mask=optim.decay_mask),
+    ),
+    "adamw-schedule": (
+        lambda: optim.adamw(schedules.cosine_decay(0.1, 20), weight_decay=0.05),
+        lambda o: o.adamw(o.cosine_decay_schedule(0.1, 20), weight_decay=0.05),
+    ),
+    "clip-momentum-torch-form": (
+        # constant rate: Rumelhart's form equals the trace form (b = mass b + g, -lr b)
+        lambda: optim.chain(optim.clip_by_global_norm(0.5), optim.momentum(0.1, 0.9)),
+        lambda o: o.chain(o.clip_by_global_norm(0.5), o.sgd(0.1, momentum=0.9)),
+    ),
+    "clip-decay-scale": (
+        lambda: optim.chain(
+            optim.clip(0.7),
+            optim.add_decayed_weights(0.1, optim.decay_mask),
+            optim.scale_by_learning_rate(0.2),
+        ),
+        lambda o: o.chain(
+            o.clip(0.7), o.add_decayed_weights(0.1, optim.decay_mask), o.scale_by_learning_rate(0.2)
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_same_trajectory_as_optax_float64(name, optax, x64):
+    ours, theirs = PAIRS[name]
+    params = nested_params(jnp.float64)
+    n = 20
+    mine = run_steps(optim.as_optimizer(ours()), params, nested_grads, n)
+    assert_same_trajectory(mine, optax_trajectory(theirs(optax), params, nested_grads, n), 1e-12)
+
+
+def test_a_purenet_optimizer_inside_optax_chain(optax, x64):
+    params = nested_params(jnp.float64)
+    # Weight decay given explicitly: the defaults differ (torch's 1e-2 here, optax's 1e-4).
+    adamw = optim.adamw(0.1, weight_decay=0.05, mask=optim.decay_mask)
+    theirs = optax.chain(optax.clip_by_global_norm(0.5), adamw)
+    ours = optim.chain(optim.clip_by_global_norm(0.5), adamw)
+    reference = optax.chain(
+        optax.clip_by_global_norm(0.5), optax.adamw(0.1, weight_decay=0.05, mask=optim.decay_mask)
+    )
+    mixed = optax_trajectory(theirs, params, nested_grads, 20)
+    assert_same_trajectory(mixed, run_steps(optim.as_optimizer(ours), params, nested_grads, 20), 0)
+    assert_same_trajectory(mixed, optax_trajectory(reference, params, nested_grads, 20), 1e-12)
+
+
+def test_an_optax_transformation_is_an_optimizer_here(optax, x64):
+    opt = optim.as_optimizer(optax.adam(0.05))
+    params = nested_params(jnp.float64)
+    assert_same_trajectory(
+        run_steps(opt, params, nested_grads, 5),
+        run_steps(optim.adam(0.05), params, nested_grads, 5),
+        1e-12,
+    )

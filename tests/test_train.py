@@ -11,7 +11,7 @@ import pytest
 import purenet
 from purenet import checkpoint, data, datasets, losses, metrics, optim
 from purenet import layers as L
-from purenet.train import fit, lbfgs, make_epoch, make_evaluate, make_train
+from purenet.train import fit, lbfgs, make_epoch, make_evaluate, make_step, make_train
 
 KEY = jax.random.key(0)
 
@@ -375,7 +375,6 @@ def fit_small(small, **overrides):
         ({"t": jnp.zeros((39, 1), jnp.float32)}, "t: expected 40 rows"),
         ({"start_epoch": -1}, "start_epoch: expected a non-negative integer"),
         ({"validation": jnp.ones(3)}, r"validation: expected a pair \(x_val, t_val\)"),
-        ({"clip_norm": -1.0}, "clip_norm: expected"),
     ],
 )
 def test_bad_input_is_refused_before_any_work(small, overrides, message):
@@ -404,6 +403,57 @@ def test_wrong_optimizer_is_refused(small):
     model, params, x, t = small
     with pytest.raises(TypeError, match="optimizer: expected a purenet.optim optimizer"):
         fit(model, losses.mse, "adam", params, x, t, key=KEY, epochs=1, batch_size=8)
+
+
+def test_clipping_is_a_transform_in_the_chain_not_a_step_option(small):
+    model, params, x, t = small
+    with pytest.raises(TypeError, match="clip_norm"):
+        make_step(model, losses.mse, optim.sgd(0.1), clip_norm=1.0)
+    # chain(clip, sgd) in the step is clip_by_global_norm on the gradient, then sgd.
+    loss = losses.sigmoid_binary_cross_entropy
+    chained = optim.chain(optim.clip_by_global_norm(0.05), optim.sgd(0.5))
+    step = make_step(model, loss, chained)
+    new, _, _, _ = step(params, chained.init(params), (), x, t, KEY)
+    grads = purenet.backprop(model, loss)(params, x, t)[1]
+    assert float(purenet.clipping.global_norm(grads)) > 0.05  # the clip is active
+    expected = jax.tree.map(
+        lambda p, g: p - 0.5 * g, params, purenet.clipping.clip_by_global_norm(grads, 0.05)
+    )
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.fixture(scope="module")
+def optax_runs():
+    """fit and make_train with optax.adam and with purenet's adam: one compile each."""
+    optax = pytest.importorskip("optax")
+    x, t = datasets.moons(jax.random.key(2), n=64)
+    model = L.serial(L.dense(8), L.tanh(), L.dense(1))
+    params, loss = init(model, 2), losses.sigmoid_binary_cross_entropy
+    runs = {}
+    for name, opt in (("purenet", optim.adam(0.05)), ("optax", optax.adam(0.05))):
+        result = fit(model, loss, opt, params, x, t, key=KEY, epochs=3, batch_size=16)
+        run = jax.jit(make_train(model, loss, opt, 16, 64, 3))
+        trained, _, _, history = run(params, opt.init(params), (), KEY, x, t)
+        runs[name] = (result, trained, history)
+    return runs
+
+
+def test_an_optax_optimizer_trains_in_fit_and_make_train_like_the_native_one(optax_runs):
+    (ours, ours_trained, ours_history) = optax_runs["purenet"]
+    (theirs, theirs_trained, theirs_history) = optax_runs["optax"]
+    np.testing.assert_allclose(
+        theirs.history["step_loss"], ours.history["step_loss"], rtol=1e-5, atol=1e-7
+    )
+    np.testing.assert_allclose(theirs_history["step_loss"], ours_history["step_loss"], rtol=1e-5)
+    # float32 rounding (optax orders Adam's arithmetic differently) after 12 steps of 0.05.
+    for a, b in zip(jax.tree.leaves(theirs.params), jax.tree.leaves(ours.params), strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+    for a, b in zip(jax.tree.leaves(theirs_trained), jax.tree.leaves(ours_trained), strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+    # optax's state is its own (a tuple of ScaleByAdamState, ...), carried untouched.
+    assert type(theirs.opt_state) is not optim.AdamState
+    assert type(ours.opt_state) is optim.AdamState
 
 
 def test_a_model_with_two_inputs_trains_through_fit_and_make_train():

@@ -13,16 +13,15 @@ normalization      batchnorm, layer_norm
 dropout            dropout
 recurrent          rnn, lstm, gru, last_step, bidirectional, embedding
 attention          multi_head_attention, transformer_block, position_embedding,
-                   sinusoidal_positions, scaled_dot_product_attention, masked,
-                   drop_mask (attention_forward, attention_backward, sinusoids)
+                   sinusoidal_positions, scaled_dot_product_attention
+                   (attention_forward, attention_backward, sinusoids)
+sharing            tied (weight sharing: one array in several slots)
 =================  ==========================================================
 """
 
 from purenet.layers.attention import (
     attention_backward,
     attention_forward,
-    drop_mask,
-    masked,
     multi_head_attention,
     position_embedding,
     scaled_dot_product_attention,
@@ -33,14 +32,20 @@ from purenet.layers.attention import (
 from purenet.layers.conv import col2im, conv1d, conv2d, conv_backward, conv_forward, im2col
 from purenet.layers.core import (
     Layer,
+    Static,
+    check_params,
+    checked_call,
     dense,
     elementwise,
     fan_in_concat,
     fan_in_sum,
     fan_out,
     flatten,
+    gelu,
+    gelu_tanh,
     identity,
     leaky_relu,
+    make_layer,
     parallel,
     relu,
     residual,
@@ -52,14 +57,18 @@ from purenet.layers.dropout import dropout
 from purenet.layers.normalization import batchnorm, layer_norm
 from purenet.layers.pooling import avg_pool1d, avg_pool2d, global_avg_pool, max_pool1d, max_pool2d
 from purenet.layers.recurrent import bidirectional, embedding, gru, last_step, lstm, rnn
+from purenet.layers.sharing import tied
 
 __all__ = [
     "Layer",
+    "Static",
     "attention_backward",
     "attention_forward",
     "avg_pool1d",
     "avg_pool2d",
     "batchnorm",
+    "check_params",
+    "checked_call",
     "bidirectional",
     "col2im",
     "conv1d",
@@ -67,7 +76,6 @@ __all__ = [
     "conv_backward",
     "conv_forward",
     "dense",
-    "drop_mask",
     "dropout",
     "elementwise",
     "embedding",
@@ -75,6 +83,8 @@ __all__ = [
     "fan_in_sum",
     "fan_out",
     "flatten",
+    "gelu",
+    "gelu_tanh",
     "global_avg_pool",
     "gru",
     "identity",
@@ -83,7 +93,7 @@ __all__ = [
     "layer_norm",
     "leaky_relu",
     "lstm",
-    "masked",
+    "make_layer",
     "max_pool1d",
     "max_pool2d",
     "multi_head_attention",
@@ -98,5 +108,6 @@ __all__ = [
     "sinusoidal_positions",
     "sinusoids",
     "tanh",
+    "tied",
     "transformer_block",
 ]

@@ -2,15 +2,14 @@ r"""Attention with a hand-written backward: scaled dot-product attention,
 multi-head self-attention, position encodings and a pre-layer-norm
 transformer block (Vaswani et al. 2017).
 
-=================================  ==============================================
+===================================  ============================================
 ``attention_forward/backward``     the function pair: softmax(q k^T / sqrt(d_k)) v
-``scaled_dot_product_attention``   the pair as a layer on ``(q, k, v[, mask])``
+``scaled_dot_product_attention``   the pair as a layer on ``(q, k, v)``
 ``multi_head_attention(heads)``    self-attention with ``Wq, Wk, Wv, Wo`` and biases
 ``position_embedding(max_len)``    a learned table added to the sequence
 ``sinusoidal_positions()``         Vaswani et al.'s fixed sines and cosines added
-``transformer_block(heads, ...)``  pre-LN: ``x + MHA(LN(x))``, then ``x + MLP(LN(x))``
-``masked(layer)``, ``drop_mask()``  carry a padding mask past layers that ignore it
-=================================  ==============================================
+``transformer_block(width, heads)``  pre-LN: ``x + MHA(LN(x))``, then ``x + MLP(LN(x))``
+===================================  ============================================
 
 **Layout.** Sequences are batch-major and channels-last, ``(m, T, d)``, as
 everywhere in purenet. Inside attention the heads get their own axis after
@@ -58,26 +57,23 @@ dout_i . out_i``, one dot product per query over ``d_v`` (the ``D = rowsum(dO
 multi-head layer on ``(m, T, d)`` keeps ``P`` of ``m * heads * T^2`` entries
 (8 MiB in float32 for ``m = 32, heads = 4, T = 128``), plus ``x``, the
 projected ``q, k, v`` and the attention output: ``5 m T d`` entries. The
-``T^2`` term is the one that grows.
+``T^2`` term is the one that grows. With `flash=True` the cache keeps each
+row's log-sum-exp instead (`m * heads * T` entries) and the backward
+recomputes `P = exp(S - lse)` from `q` and `k` (Dao et al. 2022, algorithm 2);
+`benchmarks/attention_memory.py` measures both.
 
-**Padding masks.** A batch of sequences of different lengths travels as a
-pair ``x = (x, mask)`` with ``mask`` of shape ``(m, T)`` and dtype ``bool``,
-True at the *valid* positions (Flax's convention; PyTorch's
-``key_padding_mask`` is the complement, True at padding: pass
-``~key_padding_mask``). A padded key is never attended to. Outputs at padded
-*query* positions are computed like any other (from the valid keys) and
-should be ignored by the loss: give those steps the label
-:data:`purenet.losses.IGNORE_LABEL` in
-:data:`purenet.losses.sequence_softmax_cross_entropy`. The attention layers
-take ``x`` or ``(x, mask)``; :func:`transformer_block` returns ``(y, mask)``
-for ``(x, mask)``, so blocks stack under ``serial``; :func:`masked` runs any
-other layer (embedding, positions, dense) on the ``x`` of the pair and passes
-the mask along, and :func:`drop_mask` ends the pair before the loss. The
-mask is not differentiable: the backward hands back zeros of its shape (in
-the input's float dtype) as its gradient, as :func:`purenet.layers.embedding`
-does for ids. (:func:`purenet.train.make_train` slices ``x`` as one array;
-train on padded batches with a loop of :func:`purenet.backprop` calls, or
-use equal lengths.)
+**Padding masks.** A batch of sequences of different lengths comes with a
+padding mask, the keyword `mask` of every layer's forward
+(`forward(params, x, mask=mask)`), a bool array of shape `(m, T)`, True at
+the *valid* positions (Flax's convention; PyTorch's `key_padding_mask` is the
+complement, True at padding: pass `~key_padding_mask`). A padded key is never
+attended to. Outputs at padded *query* positions are computed like any other
+(from the valid keys) and should be ignored by the loss: give those steps the
+label `purenet.losses.IGNORE_LABEL` in
+`purenet.losses.sequence_softmax_cross_entropy`. The combinators pass `mask`
+on to every layer; layers that do not use it (embedding, positions, dense,
+layer norm) ignore it. The mask is not differentiated: it is context, like
+`key` and `train`, not part of `x`.
 
 Nothing here calls ``jax.grad``, ``jax.vjp`` or ``jax.jvp``; the tests
 compare every backward with ``jax.vjp`` and with central differences.
@@ -99,16 +95,19 @@ import numpy as np
 from jax import lax
 
 from purenet import _checks
-from purenet import activations as act
 from purenet.layers.core import (
     Layer,
+    Static,
     as_shape,
     check_rank,
     dense,
-    elementwise,
+    gelu,
+    gelu_tanh,
+    make_layer,
     relu,
     residual,
     serial,
+    within,
 )
 from purenet.layers.normalization import layer_norm
 from purenet.params import get_initializer, normal
@@ -166,7 +165,28 @@ def _softmax_rows(S, allowed):
 # ------------------------------------------------------- the function pair
 
 
-def attention_forward(q, k, v, mask=None, *, causal: bool = False):
+def _logsumexp_rows(S, allowed):
+    """Each row's log-sum-exp over its allowed entries (0 for a row with none)
+    and the row's probabilities, as ``_softmax_rows``."""
+    minus_inf = jnp.asarray(-jnp.inf, S.dtype)
+    S_in = S if allowed is None else jnp.where(allowed, S, minus_inf)
+    S_max = jnp.max(S_in, axis=-1, keepdims=True)
+    S_max = lax.stop_gradient(jnp.where(jnp.isfinite(S_max), S_max, 0))
+    E = jnp.exp(S_in - S_max)
+    Z = jnp.sum(E, axis=-1, keepdims=True)
+    return S_max + jnp.log(jnp.where(Z > 0, Z, 1)), E / jnp.where(Z > 0, Z, 1)
+
+
+def _recompute_P(S, lse, allowed):
+    """``P = exp(S - lse)`` on allowed entries, 0 elsewhere (FlashAttention's
+    backward, Dao et al. 2022, algorithm 2)."""
+    S_in = S - lse
+    if allowed is not None:
+        S_in = jnp.where(allowed, S_in, jnp.asarray(-jnp.inf, S.dtype))
+    return jnp.exp(S_in)
+
+
+def attention_forward(q, k, v, mask=None, *, causal: bool = False, flash: bool = False):
     """Scaled dot-product attention, ``softmax(q k^T / sqrt(d_k)) v`` with masks.
 
     Args:
@@ -177,11 +197,18 @@ def attention_forward(q, k, v, mask=None, *, causal: bool = False):
         True where query ``i`` may attend to key ``j``; a padding mask of valid
         keys ``(m, Tk)`` is ``mask[:, None, None, :]``.
       causal: also forbid keys after the query (``j > i``).
+      flash: keep only each row's log-sum-exp, `(m, heads, Tq)`, instead of
+        the probabilities, and recompute `P` in the backward (Dao et al.
+        2022, "FlashAttention", algorithm 2's backward): a cache of
+        `O(m * heads * T)` entries beside `q, k, v, out`, not
+        `O(m * heads * T^2)`, for one more `q k^T` product in the backward.
+        Same gradients to rounding.
 
     Returns:
       ``(out, cache)``: ``out`` of shape ``(m, Tq, heads, d_v)``; ``cache`` for
       :func:`attention_backward`, holding the probabilities ``P`` of shape
-      ``(m, heads, Tq, Tk)``. Rows with no allowed key give zeros.
+      ``(m, heads, Tq, Tk)`` (or, with `flash`, the row log-sum-exps and the
+      mask). Rows with no allowed key give zeros.
     """
     for name, a in (("q", q), ("k", k), ("v", v)):
         check_rank(a, 4, "attention_forward", f"(m, T, heads, d) for {name}")
@@ -193,6 +220,12 @@ def attention_forward(q, k, v, mask=None, *, causal: bool = False):
     allowed = _allowed(mask, causal, m, heads, Tq, Tk)
     q_scaled = q * (1.0 / math.sqrt(d_k))  # scale the (T, d) queries, not the (T, T) logits
     S = jnp.einsum("mqhd,mkhd->mhqk", q_scaled, k)
+    if flash:
+        lse, P = _logsumexp_rows(S, allowed)
+        out = jnp.einsum("mhqk,mkhd->mqhd", P, v)
+        mask_kept = None if mask is None else jnp.asarray(mask)
+        return out, {"q": q_scaled, "k": k, "v": v, "lse": lse, "out": out,
+                     "mask": mask_kept, "causal": Static(bool(causal))}
     P = _softmax_rows(S, allowed)
     out = jnp.einsum("mhqk,mkhd->mqhd", P, v)
     return out, (q_scaled, k, v, P, out)
@@ -208,7 +241,14 @@ def attention_backward(cache, dout):
     Returns:
       ``(dq, dk, dv)`` with the shapes of ``q``, ``k``, ``v``.
     """
-    q_scaled, k, v, P, out = cache
+    if isinstance(cache, dict):  # flash: recompute P from the row log-sum-exps
+        q_scaled, k, v, out = cache["q"], cache["k"], cache["v"], cache["out"]
+        m, Tq, heads, _ = q_scaled.shape
+        allowed = _allowed(cache["mask"], cache["causal"].value, m, heads, Tq, k.shape[1])
+        S = jnp.einsum("mqhd,mkhd->mhqk", q_scaled, k)
+        P = _recompute_P(S, cache["lse"], allowed)
+    else:
+        q_scaled, k, v, P, out = cache
     scale = 1.0 / math.sqrt(k.shape[-1])
     dv = jnp.einsum("mhqk,mqhd->mkhd", P, dout)
     dP = jnp.einsum("mqhd,mkhd->mhqk", dout, v)
@@ -219,159 +259,83 @@ def attention_backward(cache, dout):
     return dq, dk, dv
 
 
-# ------------------------------------------------------------- pair helpers
+# ------------------------------------------------------------ padding mask
 
 
-def _split_pair(x, layer: str):
-    """``x`` or ``(x, mask)`` -> ``(x, mask or None)``; the mask must be ``(m, T)``."""
-    if not isinstance(x, tuple | list):
-        return x, None
-    if len(x) != 2:
-        _checks.fail("x", f"a batch x or a pair (x, mask) for {layer}",
-                     f"a {type(x).__name__} of length {len(x)}")
-    x, mask = x
-    check_rank(x, 3, layer, "(m, T, d)")
+def _check_padding(mask, m: int, T: int, layer: str) -> None:
+    """A padding mask: a boolean array of shape ``(m, T)``, True at valid positions."""
+    if not hasattr(mask, "shape") or not hasattr(mask, "dtype"):
+        _checks.fail("mask", f"a boolean padding mask of shape (m, T) = {(m, T)} for {layer}",
+                     type(mask).__name__)
     _check_mask_dtype(mask)
-    if tuple(mask.shape) != tuple(x.shape[:2]):
-        _checks.fail("mask", f"a padding mask of shape (m, T) = {tuple(x.shape[:2])} for {layer}",
+    if tuple(mask.shape) != (m, T):
+        _checks.fail("mask", f"a boolean padding mask of shape (m, T) = {(m, T)} for {layer}",
                      f"shape {tuple(mask.shape)}")
-    return x, mask
-
-
-def _is_pair_shape(in_shape) -> bool:
-    return isinstance(in_shape, tuple | list) and bool(in_shape) and isinstance(
-        in_shape[0], tuple | list)
-
-
-def _mask_grad(mask, dtype):
-    return jnp.zeros(mask.shape, dtype)
-
-
-def masked(layer: Layer) -> Layer:
-    """``layer`` on the ``x`` of a pair ``(x, mask)``, the mask passed along:
-    ``(x, mask) -> (layer(x), mask)``; a plain ``x`` goes straight to ``layer``.
-
-    For the layers of a padded model that act position by position and need
-    no mask (embedding, positions, dense, layer norm). Backward: ``layer``'s
-    backward on the first part of ``dy``; the mask's gradient is zeros.
-    """
-    if not isinstance(layer, Layer):
-        _checks.fail_type("layer", "a purenet Layer", type(layer).__name__)
-
-    def init(key, in_shape, dtype=jnp.float32):
-        if not _is_pair_shape(in_shape):
-            return layer.init(key, in_shape, dtype)
-        x_shape, mask_shape = in_shape
-        out, params, state = layer.init(key, x_shape, dtype)
-        return (out, as_shape(mask_shape, "in_shape[1]")), params, state
-
-    def forward(params, x, *, state=(), train=False, key=None):
-        if not isinstance(x, tuple | list):
-            y, cache = layer.forward(params, x, state=state, train=train, key=key)
-            return y, (cache, None)
-        if len(x) != 2:
-            _checks.fail("x", "a batch x or a pair (x, mask) for masked",
-                         f"a {type(x).__name__} of length {len(x)}")
-        x, mask = x
-        _check_mask_dtype(mask)
-        if tuple(mask.shape) != tuple(jnp.shape(x)[:2]):
-            _checks.fail("mask", f"a padding mask of shape (m, T) = {tuple(jnp.shape(x)[:2])}",
-                         f"shape {tuple(mask.shape)}")
-        y, cache = layer.forward(params, x, state=state, train=train, key=key)
-        return (y, mask), (cache, mask)
-
-    def backward(params, cache, dy):
-        cache, mask = cache
-        if mask is None:
-            return layer.backward(params, cache, dy)
-        grads, dx = layer.backward(params, cache, dy[0])
-        return grads, (dx, _mask_grad(mask, jax.tree.leaves(dx)[0].dtype))
-
-    return Layer(init, forward, backward, layer.update_state)
-
-
-def drop_mask() -> Layer:
-    """``(x, mask) -> x`` (a plain ``x`` passes unchanged): ends a padded pair
-    before the output head or the loss. Backward: ``(dy, zeros of the mask)``."""
-
-    def init(key, in_shape, dtype=jnp.float32):
-        return (tuple(in_shape[0]) if _is_pair_shape(in_shape) else in_shape), (), ()
-
-    def forward(params, x, *, state=(), train=False, key=None):
-        if not isinstance(x, tuple | list):
-            return x, None
-        if len(x) != 2:
-            _checks.fail("x", "a pair (x, mask) for drop_mask",
-                         f"a {type(x).__name__} of length {len(x)}")
-        return x[0], x[1]
-
-    def backward(params, cache, dy):
-        return (), dy if cache is None else (dy, _mask_grad(cache, dy.dtype))
-
-    return Layer(init, forward, backward)
 
 
 # ------------------------------------------------- scaled dot-product layer
 
 
-def scaled_dot_product_attention(causal: bool = False) -> Layer:
-    """:func:`attention_forward` as a parameter-free layer on a tuple input.
+def scaled_dot_product_attention(causal: bool = False, *, flash: bool = False) -> Layer:
+    """[`attention_forward`][purenet.layers.attention.attention_forward] as a
+    parameter-free layer on a tuple input `x = (q, k, v)`.
 
-    ``x = (q, k, v)`` or ``(q, k, v, mask)``: ``q (m, Tq, d_k)``,
-    ``k (m, Tk, d_k)``, ``v (m, Tk, d_v)`` (one head), or with a heads axis
-    ``(m, T, heads, d)``; ``mask`` a boolean ``(m, Tk)`` of valid keys.
-    Output ``(m, Tq, d_v)`` (or ``(m, Tq, heads, d_v)``). Backward:
-    :func:`attention_backward`; ``dx`` is ``(dq, dk, dv)`` (and zeros for the mask).
+    `q (m, Tq, d_k)`, `k (m, Tk, d_k)`, `v (m, Tk, d_v)` (one head), or with a
+    heads axis `(m, T, heads, d)`. The padding mask is the keyword `mask`, a
+    boolean `(m, Tk)` array, True at valid keys. Output `(m, Tq, d_v)` (or
+    `(m, Tq, heads, d_v)`). Backward:
+    [`attention_backward`][purenet.layers.attention.attention_backward]; `dx`
+    is `(dq, dk, dv)`.
 
     Args:
-      causal: forbid query ``i`` to attend to keys ``j > i``.
+      causal: forbid query `i` to attend to keys `j > i`.
+      flash: keep row log-sum-exps, not `P` (see
+        [`attention_forward`][purenet.layers.attention.attention_forward]).
     """
     if not isinstance(causal, bool):
         _checks.fail_type("causal", "a bool", type(causal).__name__)
+    if not isinstance(flash, bool):
+        _checks.fail_type("flash", "a bool", type(flash).__name__)
 
     def init(key, in_shape, dtype=jnp.float32):
-        if not isinstance(in_shape, tuple | list) or len(in_shape) not in (3, 4):
-            _checks.fail("in_shape", "the shapes of (q, k, v) or (q, k, v, mask) for "
+        if not isinstance(in_shape, tuple | list) or len(in_shape) != 3:
+            _checks.fail("in_shape", "the shapes of (q, k, v) for "
                          "scaled_dot_product_attention", repr(in_shape))
-        q, k, v = (as_shape(s, f"in_shape[{i}]") for i, s in enumerate(in_shape[:3]))
+        q, k, v = (as_shape(s, f"in_shape[{i}]") for i, s in enumerate(in_shape))
         return q[:-1] + (v[-1],), (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
-        if not isinstance(x, tuple | list) or len(x) not in (3, 4):
-            _checks.fail("x", "a tuple (q, k, v) or (q, k, v, mask) for "
-                         "scaled_dot_product_attention", type(x).__name__)
-        q, k, v = x[:3]
-        mask = x[3] if len(x) == 4 else None
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
+        if not isinstance(x, tuple | list) or len(x) != 3:
+            _checks.fail("x", "a tuple (q, k, v) for scaled_dot_product_attention "
+                         "(the padding mask is the keyword mask)", type(x).__name__
+                         if not isinstance(x, tuple | list) else f"length {len(x)}")
+        q, k, v = x
         one_head = jnp.ndim(q) == 3
         if one_head:
             q, k, v = (a[:, :, None, :] if jnp.ndim(a) == 3 else a for a in (q, k, v))
         if mask is not None:
-            _check_mask_dtype(mask)
-            if tuple(mask.shape) != (k.shape[0], k.shape[1]):
-                _checks.fail("mask", f"a padding mask of valid keys of shape (m, Tk) = "
-                             f"{(k.shape[0], k.shape[1])}", f"shape {tuple(mask.shape)}")
+            _check_padding(mask, k.shape[0], k.shape[1], "scaled_dot_product_attention")
             mask = mask[:, None, None, :]
-        out, cache = attention_forward(q, k, v, mask, causal=causal)
-        return (out[:, :, 0] if one_head else out), (cache, one_head, x[3] if mask is not None
-                                                    else None)
+        out, cache = attention_forward(q, k, v, mask, causal=causal, flash=flash)
+        return (out[:, :, 0] if one_head else out), (cache, Static(one_head))
 
     def backward(params, cache, dy):
-        cache, one_head, mask = cache
+        cache, one_head = cache
+        one_head = one_head.value
         grads = attention_backward(cache, dy[:, :, None] if one_head else dy)
         if one_head:
             grads = tuple(g[:, :, 0] for g in grads)
-        if mask is not None:
-            grads = grads + (_mask_grad(mask, dy.dtype),)
         return (), grads
 
-    return Layer(init, forward, backward)
+    return make_layer(init, forward, backward,
+                      name="scaled_dot_product_attention" + ("(causal)" if causal else ""))
 
 
 # -------------------------------------------------- multi-head self-attention
 
 
 def _sequence_shape(in_shape, layer: str):
-    shape = as_shape(in_shape[0] if _is_pair_shape(in_shape) else in_shape)
+    shape = as_shape(in_shape)
     if len(shape) != 2:
         _checks.fail("in_shape", f"a sequence shape (T, d) for {layer}", repr(in_shape))
     return shape
@@ -384,7 +348,8 @@ def _check_heads(heads: int, d: int) -> int:
     return d // heads
 
 
-def multi_head_attention(heads: int, *, causal: bool = False, W_init="xavier_uniform") -> Layer:
+def multi_head_attention(heads: int, *, causal: bool = False, flash: bool = False,
+                         W_init="xavier_uniform") -> Layer:
     """Multi-head self-attention (Vaswani et al. 2017, section 3.2.2) on ``(m, T, d)``.
 
     ::
@@ -394,8 +359,8 @@ def multi_head_attention(heads: int, *, causal: bool = False, W_init="xavier_uni
         o = attention(q, k, v) per head, heads joined back     (m, T, d)
         y = o Wo + bo
 
-    ``x`` may be a pair ``(x, mask)`` with a boolean padding mask ``(m, T)``
-    of valid positions (module docstring); the output is ``y`` alone.
+    The padding mask is the keyword `mask`: a boolean `(m, T)` array, True at
+    valid positions (module docstring); a padded key is never attended to.
 
     **Parameters** ``{"Wq", "Wk", "Wv", "Wo": (d, d), "bq", "bk", "bv", "bo": (d,)}``,
     rows in, columns out (``y = x W``, as :func:`purenet.layers.dense`); head
@@ -426,11 +391,16 @@ def multi_head_attention(heads: int, *, causal: bool = False, W_init="xavier_uni
     Args:
       heads: number of heads; must divide the width ``d`` of the input.
       causal: each position attends only to itself and earlier positions.
+      flash: keep each row's log-sum-exp, `m * heads * T` entries, instead
+        of `P` and recompute `P` in the backward (Dao et al. 2022; see
+        [`attention_forward`][purenet.layers.attention.attention_forward]).
       W_init: initialiser of the four ``(d, d)`` matrices (name or function).
     """
     heads = _checks.positive_int("heads", heads)
     if not isinstance(causal, bool):
         _checks.fail_type("causal", "a bool", type(causal).__name__)
+    if not isinstance(flash, bool):
+        _checks.fail_type("flash", "a bool", type(flash).__name__)
     W_init = get_initializer(W_init)
     names = ("q", "k", "v", "o")
 
@@ -444,8 +414,7 @@ def multi_head_attention(heads: int, *, causal: bool = False, W_init="xavier_uni
             params[f"b{name}"] = jnp.zeros((d,), dtype)
         return (T, d), params, ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
-        x, mask = _split_pair(x, "multi_head_attention")
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         check_rank(x, 3, "multi_head_attention", "(m, T, d)")
         d = params["Wq"].shape[0]
         if x.shape[-1] != d:
@@ -453,18 +422,20 @@ def multi_head_attention(heads: int, *, causal: bool = False, W_init="xavier_uni
                          f"shape {tuple(x.shape)}")
         d_head = _check_heads(heads, d)
         m, T, _ = x.shape
+        if mask is not None:
+            _check_padding(mask, m, T, "multi_head_attention")
         W = jnp.concatenate([params["Wq"], params["Wk"], params["Wv"]], axis=1)
         b = jnp.concatenate([params["bq"], params["bk"], params["bv"]])
         qkv = (x @ W + b).reshape(m, T, 3, heads, d_head)
         padding = None if mask is None else mask[:, None, None, :]
         o, attention = attention_forward(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], padding,
-                                         causal=causal)
+                                         causal=causal, flash=flash)
         o = o.reshape(m, T, d)
         y = o @ params["Wo"] + params["bo"]
-        return y, (x, o, attention, mask)
+        return y, (x, o, attention)
 
     def backward(params, cache, dy):
-        x, o, attention, mask = cache
+        x, o, attention = cache
         m, T, d = x.shape
         do = (dy @ params["Wo"].T).reshape(m, T, heads, d // heads)
         dq, dk, dv = attention_backward(attention, do)
@@ -484,9 +455,9 @@ def multi_head_attention(heads: int, *, causal: bool = False, W_init="xavier_uni
         # it, so its gradient is exactly zero (the sum above is rounding noise).
         grads["bk"] = jnp.zeros_like(params["bk"])
         grads = {key: grads[key] for key in params}  # params' key order
-        return grads, (dx if mask is None else (dx, _mask_grad(mask, dx.dtype)))
+        return grads, dx
 
-    return Layer(init, forward, backward)
+    return make_layer(init, forward, backward, name=f"multi_head_attention({heads})")
 
 
 # --------------------------------------------------------- position encodings
@@ -522,17 +493,17 @@ def position_embedding(max_len: int, W_init=None) -> Layer:
                          "position_embedding", f"T = {T}")
         return tuple(in_shape), {"W": W_init(key, (max_len, d), dtype)}, ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         _check_positions(x, max_len, "position_embedding")
         T = x.shape[1]
-        return x + params["W"][:T], T
+        return x + params["W"][:T], ()
 
     def backward(params, cache, dy):
-        T = cache
+        T = dy.shape[1]  # the cache holds nothing: T is dy's shape
         dW = jnp.sum(dy, axis=0)
         return {"W": jnp.pad(dW, ((0, max_len - T), (0, 0)))}, dy
 
-    return Layer(init, forward, backward)
+    return make_layer(init, forward, backward, name=f"position_embedding({max_len})")
 
 
 def sinusoids(length: int, dim: int, dtype=jnp.float32):
@@ -560,105 +531,71 @@ def sinusoidal_positions() -> Layer:
         _sequence_shape(in_shape, "sinusoidal_positions")
         return tuple(in_shape), (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         _check_positions(x, None, "sinusoidal_positions")
-        return x + sinusoids(x.shape[1], x.shape[2], x.dtype), None
+        return x + sinusoids(x.shape[1], x.shape[2], x.dtype), ()
 
     def backward(params, cache, dy):
         return (), dy
 
-    return Layer(init, forward, backward)
+    return make_layer(init, forward, backward, name="sinusoidal_positions")
 
 
 # ---------------------------------------------------------- transformer block
 
 
-def _gelu_f(x):
-    return 0.5 * x * (1.0 + jax.scipy.special.erf(x / math.sqrt(2.0)))
+_ACTIVATIONS = {"gelu": gelu, "gelu_tanh": gelu_tanh, "relu": relu}
 
 
-def _gelu_df(x, y):
-    # d/dx [x Phi(x)] = Phi(x) + x phi(x)
-    Phi = 0.5 * (1.0 + jax.scipy.special.erf(x / math.sqrt(2.0)))
-    return Phi + x * jnp.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
-
-
-_GELU = act.Activation(f=_gelu_f, df=_gelu_df)
-_ACTIVATIONS = {"gelu": lambda: elementwise(_GELU), "relu": relu}
-
-
-def _residual_pair(layer: Layer) -> Layer:
-    """``residual`` for a branch that reads the mask: ``x + layer(x)`` for a
-    plain ``x``, ``(x + layer((x, mask)), mask)`` for a pair. Backward: the skip
-    path carries ``dy`` unchanged, ``dx = dy + dx_layer``."""
-
-    def init(key, in_shape, dtype=jnp.float32):
-        _, params, state = layer.init(key, in_shape, dtype)
-        return in_shape, params, state
-
-    def forward(params, x, *, state=(), train=False, key=None):
-        a, cache = layer.forward(params, x, state=state, train=train, key=key)
-        if isinstance(x, tuple | list):
-            return (x[0] + a, x[1]), (cache, x[1])
-        return x + a, (cache, None)
-
-    def backward(params, cache, dy):
-        cache, mask = cache
-        if mask is None:
-            grads, dx = layer.backward(params, cache, dy)
-            return grads, dy + dx
-        grads, (dx, dmask) = layer.backward(params, cache, dy[0])
-        return grads, (dy[0] + dx, dmask)
-
-    return Layer(init, forward, backward, layer.update_state)
-
-
-def transformer_block(heads: int, mlp_dim: int, *, causal: bool = False,
-                      activation: str = "gelu", eps: float = 1e-5) -> Layer:
-    """A pre-layer-norm transformer block (GPT-2; Xiong et al. 2020) on ``(m, T, d)``::
+def transformer_block(width: int, heads: int, *, mlp_dim: int | None = None,
+                      causal: bool = False, activation: str = "gelu",
+                      eps: float = 1e-5) -> Layer:
+    """A pre-layer-norm transformer block (GPT-2; Xiong et al. 2020) on `(m, T, width)`::
 
         h = x + MHA(LN1(x))
         y = h + W2 act(W1 LN2(h) + b1) + b2
 
-    built from the combinators: ``serial(residual(serial(layer_norm(),
-    multi_head_attention(heads))), residual(serial(layer_norm(),
-    dense(mlp_dim), act, dense(d))))``, where the first residual also carries a
-    padding mask: ``(x, mask)`` in gives ``(y, mask)`` out, so blocks stack.
-    Params: ``((ln1, mha), (ln2, dense1, (), dense2))`` (see
-    :func:`multi_head_attention` and :func:`purenet.layers.layer_norm`).
+    A fixed network built once, from the combinators:
+    `serial(residual(serial(layer_norm(), multi_head_attention(heads))),
+    residual(serial(layer_norm(), dense(mlp_dim), act, dense(width))))`.
+    The padding mask is the keyword `mask` (boolean `(m, T)`, True at valid
+    positions), passed on by the combinators to the attention (the other
+    layers ignore it). Params: `((ln1, mha), (ln2, dense1, (), dense2))` (see
+    [`multi_head_attention`][purenet.layers.attention.multi_head_attention]
+    and [`layer_norm`][purenet.layers.normalization.layer_norm]).
 
     Args:
-      heads: attention heads; must divide ``d``.
-      mlp_dim: hidden width of the position-wise MLP (``4 d`` in the papers).
+      width: the model width `d` (the last axis of the input).
+      heads: attention heads; must divide `width`.
+      mlp_dim: hidden width of the position-wise MLP (default `4 * width`, as
+        in the papers).
       causal: causal self-attention (a decoder / language model).
-      activation: ``"gelu"`` (exact, ``x Phi(x)``, as ``torch.nn.GELU()``) or ``"relu"``.
+      activation: `"gelu"` (exact, `x Phi(x)`, as `torch.nn.GELU()`),
+        `"gelu_tanh"` (GPT-2's approximation) or `"relu"`.
       eps: the layer norms' epsilon.
     """
+    width = _checks.positive_int("width", width)
     heads = _checks.positive_int("heads", heads)
-    mlp_dim = _checks.positive_int("mlp_dim", mlp_dim)
+    mlp_dim = 4 * width if mlp_dim is None else _checks.positive_int("mlp_dim", mlp_dim)
     _checks.one_of("activation", activation, _ACTIVATIONS)
-    attention = _residual_pair(serial(masked(layer_norm(eps)),
-                                      multi_head_attention(heads, causal=causal)))
-
-    def mlp(d: int) -> Layer:
-        # dense(d) needs the model width, known only from the input's shape
-        # (at init) or from params (forward, backward): the branch is built per call.
-        branch = serial(layer_norm(eps), dense(mlp_dim), _ACTIVATIONS[activation](), dense(d))
-        return masked(residual(branch))
-
-    def width(params) -> int:
-        return params[1][3]["W"].shape[1]
+    _check_heads(heads, width)
+    net = serial(
+        residual(serial(layer_norm(eps), multi_head_attention(heads, causal=causal))),
+        residual(serial(layer_norm(eps), dense(mlp_dim), _ACTIVATIONS[activation](),
+                        dense(width))),
+    )
+    name = f"transformer_block({width}, {heads})"
 
     def init(key, in_shape, dtype=jnp.float32):
         T, d = _sequence_shape(in_shape, "transformer_block")
-        _check_heads(heads, d)
-        return serial(attention, mlp(d)).init(key, in_shape, dtype)
+        if d != width:
+            _checks.fail("in_shape", f"a sequence shape (T, {width}) for {name}",
+                         repr(in_shape))
+        return net.init(key, in_shape, dtype)
 
-    def forward(params, x, *, state=(), train=False, key=None):
-        return serial(attention, mlp(width(params))).forward(params, x, state=state,
-                                                             train=train, key=key)
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
+        with within(name, net):
+            return net.forward(params, x, state=state, train=train, key=key, mask=mask)
 
-    def backward(params, cache, dy):
-        return serial(attention, mlp(width(params))).backward(params, cache, dy)
-
-    return Layer(init, forward, backward)
+    return make_layer(init, forward, net.backward, net.update_state, name=name,
+                      children=((None, net),))

@@ -75,7 +75,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from purenet import _checks
-from purenet.layers.core import Layer, as_shape, check_rank
+from purenet.layers.core import Layer, as_shape, check_rank, make_layer
 from purenet.params import Initializer, get_initializer, zeros
 
 # Spatial letters for lax's dimension-number strings, by spatial rank.
@@ -505,7 +505,7 @@ def _conv_layer(n, name, features, kernel_size, stride, padding, dilation, W_ini
                   "b": b_init(k_b, (features,), dtype)}
         return (*out, features), params, ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         check_rank(x, n + 2, name, layout)
         W, b = params["W"], params["b"]
         if x.shape[-1] != W.shape[-2]:
@@ -532,7 +532,7 @@ def _conv_layer(n, name, features, kernel_size, stride, padding, dilation, W_ini
             dW, dx = _backward_im2col(x.shape, cols, W, dy, stride, pads, dilation)
         return {"W": dW, "b": db}, dx
 
-    return Layer(init, forward, backward)
+    return make_layer(init, forward, backward, name=f"{name}({features})")
 
 
 def conv1d(

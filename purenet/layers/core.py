@@ -6,7 +6,7 @@ and non-gradient state kept apart from the trained parameters (as Haiku's
 ``transform_with_state`` and Flax's ``batch_stats`` do)::
 
     init(key, in_shape, dtype=float32) -> (out_shape, params, state)
-    forward(params, x, *, state=(), train=False, key=None) -> (y, cache)
+    forward(params, x, *, state=(), train=False, key=None, mask=None) -> (y, cache)
     backward(params, cache, dy) -> (dparams, dx)
     update_state(state, cache) -> state
 
@@ -33,10 +33,14 @@ backward is the chain rule written out.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,12 +58,233 @@ def _keep_state(state, cache):
 
 class Layer(NamedTuple):
     """A layer: ``init``, ``forward``, ``backward`` and ``update_state``
-    (the identity for every layer without non-gradient state)."""
+    (the identity for every layer without non-gradient state), with a
+    ``name`` for messages (``"dense(8)"``) and, for a combinator, its
+    ``children``: ``(key, layer)`` pairs, where ``key`` is the child's entry
+    in the combinator's params (``None`` when the child's params are the
+    combinator's own, as in ``residual``).
+
+    Build library layers with [`make_layer`][purenet.layers.core.make_layer],
+    which also checks params against the model at the outermost call."""
 
     init: Callable
     forward: Callable
     backward: Callable
     update_state: Callable = _keep_state
+    name: str = "layer"
+    children: tuple = ()
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class Static:
+    """Static information kept in a cache: a shape, a flag, a count.
+
+    A cache is a pytree of arrays (the layer contract). A `Static` node has no
+    leaves: its `value` is part of the pytree's *structure*, so it crosses a
+    `jit` boundary unchanged (a Python int returned from `jit` would come back
+    as a traced array) and `vmap` leaves it alone. `value` must be hashable.
+    """
+
+    value: Any
+
+
+# --------------------------------------------------- params checked against model
+
+_INSIDE = contextvars.ContextVar("purenet_params_checked", default=False)
+
+
+def _input_shape(x):
+    """``in_shape`` as ``init`` takes it, from a batch (a tuple for several inputs)."""
+    if isinstance(x, tuple | list):
+        return tuple(_input_shape(xi) for xi in x)
+    return tuple(jnp.shape(x)[1:])
+
+
+def _params_dtype(params):
+    for leaf in jax.tree.leaves(params):
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is not None and jnp.issubdtype(dtype, jnp.floating):
+            return jnp.dtype(dtype)
+    return jnp.dtype(jnp.float32)
+
+
+@functools.lru_cache(maxsize=512)
+def _expected(layer: Layer, in_shape, dtype):
+    """What ``layer.init`` gives for ``in_shape``: shapes and dtypes only
+    (``jax.eval_shape`` runs no FLOPs); None when ``init`` refuses the shape
+    (then the forward's own input checks speak)."""
+    try:
+        return jax.eval_shape(lambda key: layer.init(key, in_shape, dtype)[1], jax.random.key(0))
+    except (ValueError, TypeError):
+        return None
+
+
+def _labels(layer: Layer, path: tuple) -> list[str]:
+    """The layers a params path runs through: ``["serial[2]", "dense(8)"]``."""
+    for key, child in layer.children:
+        if key is None:
+            return [layer.name] + _labels(child, path)
+        if path and path[0] == key:
+            return [f"{layer.name}[{key}]"] + _labels(child, path[1:])
+    return [layer.name]
+
+
+def _describe(tree) -> str:
+    if isinstance(tree, dict):
+        return f"a dict with keys {sorted(map(str, tree))}"
+    if isinstance(tree, tuple | list):
+        return f"a {type(tree).__name__} of length {len(tree)}" if tree else "()"
+    if hasattr(tree, "shape") and hasattr(tree, "dtype"):
+        return f"an array of shape {tuple(tree.shape)} and dtype {jnp.dtype(tree.dtype).name}"
+    return type(tree).__name__
+
+
+def _mismatch(expected, got, path=()):
+    """The first place where ``got`` differs from ``expected``:
+    ``(path, what was expected, what was given)``, or None."""
+    if isinstance(expected, dict):
+        if not isinstance(got, dict):
+            return path, _describe(expected), _describe(got)
+        if set(expected) != set(got):
+            missing = sorted(map(str, set(expected) - set(got)))
+            extra = sorted(map(str, set(got) - set(expected)))
+            said = (f"missing keys {missing}" if missing else "") + (
+                ("; " if missing and extra else "") + (f"unexpected keys {extra}" if extra else "")
+            )
+            return path, f"keys {sorted(map(str, expected))}", said
+        for k in expected:
+            found = _mismatch(expected[k], got[k], path + (k,))
+            if found:
+                return found
+        return None
+    if isinstance(expected, tuple | list):
+        if type(got) is not type(expected) or len(got) != len(expected):
+            want = _describe(expected)
+            if not expected:
+                want = "() (this layer has no params)"
+            return path, want, _describe(got)
+        for i, (e, g) in enumerate(zip(expected, got, strict=True)):
+            found = _mismatch(e, g, path + (i,))
+            if found:
+                return found
+        return None
+    if expected is None:
+        return None if got is None else (path, "None", _describe(got))
+    if not (hasattr(got, "shape") and hasattr(got, "dtype")):
+        return path, f"an array of shape {tuple(expected.shape)}", _describe(got)
+    if tuple(got.shape) != tuple(expected.shape):
+        return path, f"shape {tuple(expected.shape)}", f"{tuple(got.shape)}"
+    if jnp.dtype(got.dtype) != jnp.dtype(expected.dtype):
+        return path, f"dtype {jnp.dtype(expected.dtype).name}", jnp.dtype(got.dtype).name
+    return None
+
+
+def _batched(in_shape) -> str:
+    if in_shape and isinstance(in_shape[0], tuple):
+        return "(" + ", ".join(_batched(s) for s in in_shape) + ")"
+    return "(" + ", ".join(["m", *map(str, in_shape)]) + ")"
+
+
+def check_params(layer: Layer, params, x, name: str = "params") -> None:
+    """Check `params` against what `layer.init` gives for inputs like `x`.
+
+    Structure, shapes and dtypes are compared with `jax.eval_shape` of `init`
+    (no FLOPs, memoized per layer, input shape and dtype), so under `jit` the
+    check runs once at trace time and adds nothing to the compiled program.
+    The dtype expected is that of the first floating leaf of `params`.
+
+    Raises:
+      ValueError: naming the path in params and the layers it runs through,
+        e.g. `params[2]['W'] (serial[2], dense(8)): expected shape (4, 8), got (4, 3)`.
+    """
+    if not isinstance(layer, Layer):
+        return
+    try:
+        in_shape = _input_shape(x)
+        hash(in_shape)
+    except TypeError:
+        return
+    expected = _expected(layer, in_shape, _params_dtype(params))
+    if expected is None:
+        return
+    found = _mismatch(expected, params)
+    if found is None:
+        return
+    path, want, got = found
+    where = name + "".join(f"[{k!r}]" for k in path)
+    labels = ", ".join(_labels(layer, path))
+    raise ValueError(
+        f"{where} ({labels}): expected {want}, got {got} "
+        f"(what {layer.name}'s init gives for inputs of shape {_batched(in_shape)})"
+    )
+
+
+def checked_call(layer: Layer, params, x, fn: Callable):
+    """``fn()``, with `params` checked against `layer` first, unless a caller
+    further out has already checked them (one check per entry point)."""
+    if _INSIDE.get():
+        return fn()
+    token = _INSIDE.set(True)
+    try:
+        try:
+            check_params(layer, params, x)
+        except ValueError as params_error:
+            # Params that do not fit the input may mean a wrong input: when the
+            # layers themselves reject `x`, that error is the one to show.
+            try:
+                jax.eval_shape(fn)
+            except Exception as error:  # the wrong params may fail any way (KeyError)
+                if getattr(error, "purenet_message", str(error)).startswith("x"):
+                    raise error from None
+            raise params_error from None
+        return fn()
+    finally:
+        _INSIDE.reset(token)
+
+
+def make_layer(
+    init: Callable,
+    forward: Callable,
+    backward: Callable,
+    update_state: Callable = _keep_state,
+    *,
+    name: str,
+    children: tuple = (),
+) -> Layer:
+    """A [`Layer`][purenet.layers.core.Layer] whose `forward` checks its
+    params against `init` (see [`check_params`][purenet.layers.core.check_params])
+    when called from outside any other checked call."""
+    layer = Layer(init, forward, backward, update_state, name, tuple(children))
+
+    @functools.wraps(forward)
+    def checked_forward(params, x, **context):
+        return checked_call(layer, params, x, lambda: forward(params, x, **context))
+
+    return layer._replace(forward=checked_forward)
+
+
+@contextlib.contextmanager
+def within(segment: str, layer: Layer):
+    """Errors raised by a sub-layer start with its path through the combinators:
+    ``serial[3] (conv2d): kernel_size: ...``; nested paths are joined with
+    commas. A ``ValueError`` or ``TypeError`` is raised again with the path in
+    its message; any other exception gets the path as a note."""
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        path = [segment] + getattr(error, "purenet_path", [])
+        leaf = getattr(error, "purenet_leaf", layer.name)
+        message = getattr(error, "purenet_message", str(error))
+        if type(error) not in (ValueError, TypeError):
+            error.add_note(f"in {', '.join(path)} ({leaf})")
+            raise
+        again = type(error)(f"{', '.join(path)} ({leaf}): {message}")
+        again.purenet_path, again.purenet_leaf, again.purenet_message = path, leaf, message
+        raise again.with_traceback(error.__traceback__) from None
+    except Exception as error:
+        error.add_note(f"in {segment} ({layer.name})")
+        raise
 
 
 # ------------------------------------------------------------------ shape helpers
@@ -188,7 +413,7 @@ def dense(
         params = {"W": W_init(k_W, (in_shape[-1], n), dtype), "b": b_init(k_b, (n,), dtype)}
         return in_shape[:-1] + (n,), params, ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         W, b = params["W"], params["b"]
         if not hasattr(x, "shape") or jnp.ndim(x) < 2 or x.shape[-1] != W.shape[0]:
             _checks.fail(
@@ -207,7 +432,7 @@ def dense(
         dx = dy @ params["W"].T
         return {"W": dW, "b": db}, dx
 
-    return Layer(init, forward, backward)
+    return make_layer(init, forward, backward, name=f"dense({n})")
 
 
 # ------------------------------------------------------------------- activations
@@ -228,7 +453,7 @@ def elementwise(activation: act.Activation) -> Layer:
             "activation", "a purenet.activations.Activation", type(activation).__name__
         )
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         y = activation.f(x)
         return y, (x, y)
 
@@ -236,7 +461,7 @@ def elementwise(activation: act.Activation) -> Layer:
         x, y = cache
         return (), dy * activation.df(x, y)
 
-    return Layer(_same_shape_init, forward, backward)
+    return make_layer(_same_shape_init, forward, backward, name=activation.name)
 
 
 def identity() -> Layer:
@@ -259,6 +484,18 @@ def relu() -> Layer:
     return elementwise(act.relu)
 
 
+def gelu() -> Layer:
+    """GELU, exact: ``y = x Phi(x)`` (Hendrycks & Gimpel 2016), backward
+    ``dx = dy * (Phi(x) + x phi(x))``; as ``torch.nn.GELU()``."""
+    return elementwise(act.gelu)
+
+
+def gelu_tanh() -> Layer:
+    """GELU, GPT-2's tanh approximation (``gelu_new`` in Hugging Face,
+    ``torch.nn.GELU(approximate="tanh")``); see ``purenet.activations.gelu_tanh``."""
+    return elementwise(act.gelu_tanh)
+
+
 def leaky_relu(slope: float = 0.01) -> Layer:
     """``y = x if x > 0 else slope * x``, backward ``dx = dy * (1 or slope)``."""
     return elementwise(act.leaky_relu_activation(slope))
@@ -274,22 +511,19 @@ def flatten() -> Layer:
     def init(key, in_shape, dtype=jnp.float32):
         return (math.prod(as_shape(in_shape)),), (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not hasattr(x, "shape") or jnp.ndim(x) < 2:
             _checks.fail(
                 "x",
                 "a batch of shape (m, ...) with at least 2 axes for flatten",
                 f"shape {tuple(jnp.shape(x))}",
             )
-        # The cache is an empty array of the input's shape but for the batch
-        # axis: it carries the shape statically and survives a jit boundary
-        # (a tuple of ints would come back as traced arrays).
-        return x.reshape(x.shape[0], -1), jnp.zeros((0, *x.shape[1:]), x.dtype)
+        return x.reshape(x.shape[0], -1), Static(x.shape[1:])
 
     def backward(params, cache, dy):
-        return (), dy.reshape(dy.shape[0], *cache.shape[1:])
+        return (), dy.reshape(dy.shape[0], *cache.value)
 
-    return Layer(init, forward, backward)
+    return make_layer(init, forward, backward, name="flatten")
 
 
 # ------------------------------------------------------------------- combinators
@@ -309,29 +543,34 @@ def serial(*layers: Layer) -> Layer:
     def init(key, in_shape, dtype=jnp.float32):
         params, state = [], []
         shape = in_shape
-        for layer, k in zip(layers, jax.random.split(key, count), strict=True):
-            shape, p, s = layer.init(k, shape, dtype)
+        for i, (layer, k) in enumerate(zip(layers, jax.random.split(key, count), strict=True)):
+            with within(f"serial[{i}]", layer):
+                shape, p, s = layer.init(k, shape, dtype)
             params.append(p)
             state.append(s)
         return shape, tuple(params), _collapse(state)
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         _check_entries("params", params, count, "layer")
         state = _stateless(state, count)
         _check_entries("state", state, count, "layer")
         caches = []
-        for layer, p, s, k in zip(layers, params, state, split_key(key, count), strict=True):
-            x, cache = layer.forward(p, x, state=s, train=train, key=k)
+        steps = zip(layers, params, state, split_key(key, count), strict=True)
+        for i, (layer, p, s, k) in enumerate(steps):
+            with within(f"serial[{i}]", layer):
+                x, cache = layer.forward(p, x, state=s, train=train, key=k, mask=mask)
             caches.append(cache)
         return x, tuple(caches)
 
     def backward(params, cache, dy):
         grads = [None] * count
         for i in reversed(range(count)):
-            grads[i], dy = layers[i].backward(params[i], cache[i], dy)
+            with within(f"serial[{i}]", layers[i]):
+                grads[i], dy = layers[i].backward(params[i], cache[i], dy)
         return tuple(grads), dy
 
-    return Layer(init, forward, backward, _update_each(layers))
+    return make_layer(init, forward, backward, _update_each(layers), name="serial",
+                      children=tuple(enumerate(layers)))
 
 
 def parallel(*layers: Layer) -> Layer:
@@ -350,33 +589,34 @@ def parallel(*layers: Layer) -> Layer:
 
     def init(key, in_shape, dtype=jnp.float32):
         in_shapes = as_shapes(in_shape, count, "parallel")
-        out = [
-            layer.init(k, s, dtype)
-            for layer, k, s in zip(layers, jax.random.split(key, count), in_shapes, strict=True)
-        ]
+        out = []
+        keys = jax.random.split(key, count)
+        for i, (layer, k, s) in enumerate(zip(layers, keys, in_shapes, strict=True)):
+            with within(f"parallel[{i}]", layer):
+                out.append(layer.init(k, s, dtype))
         return tuple(o[0] for o in out), tuple(o[1] for o in out), _collapse(o[2] for o in out)
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         check_tuple_input(x, count, "parallel")
         _check_entries("params", params, count, "layer")
         state = _stateless(state, count)
         _check_entries("state", state, count, "layer")
-        pairs = [
-            layer.forward(p, xi, state=s, train=train, key=k)
-            for layer, p, xi, s, k in zip(
-                layers, params, x, state, split_key(key, count), strict=True
-            )
-        ]
+        pairs = []
+        parts = zip(layers, params, x, state, split_key(key, count), strict=True)
+        for i, (layer, p, xi, s, k) in enumerate(parts):
+            with within(f"parallel[{i}]", layer):
+                pairs.append(layer.forward(p, xi, state=s, train=train, key=k, mask=mask))
         return tuple(y for y, _ in pairs), tuple(c for _, c in pairs)
 
     def backward(params, cache, dy):
-        pairs = [
-            layer.backward(p, c, d)
-            for layer, p, c, d in zip(layers, params, cache, dy, strict=True)
-        ]
+        pairs = []
+        for i, (layer, p, c, d) in enumerate(zip(layers, params, cache, dy, strict=True)):
+            with within(f"parallel[{i}]", layer):
+                pairs.append(layer.backward(p, c, d))
         return tuple(g for g, _ in pairs), tuple(dx for _, dx in pairs)
 
-    return Layer(init, forward, backward, _update_each(layers))
+    return make_layer(init, forward, backward, _update_each(layers), name="parallel",
+                      children=tuple(enumerate(layers)))
 
 
 def fan_out(n: int) -> Layer:
@@ -387,14 +627,14 @@ def fan_out(n: int) -> Layer:
     def init(key, in_shape, dtype=jnp.float32):
         return (as_shape(in_shape),) * n, (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
-        return (x,) * n, None
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
+        return (x,) * n, ()
 
     def backward(params, cache, dy):
         check_tuple_input(dy, n, "fan_out's backward")
         return (), sum(dy[1:], start=dy[0])
 
-    return Layer(init, forward, backward)
+    return make_layer(init, forward, backward, name=f"fan_out({n})")
 
 
 def fan_in_sum() -> Layer:
@@ -407,18 +647,18 @@ def fan_in_sum() -> Layer:
             _checks.fail("in_shape", "input shapes that are all equal for fan_in_sum", repr(shapes))
         return shapes[0], (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not isinstance(x, tuple | list) or not x:
             _checks.fail("x", "a non-empty tuple of arrays for fan_in_sum", type(x).__name__)
         shapes = {tuple(jnp.shape(xi)) for xi in x}
         if len(shapes) != 1:
             _checks.fail("x", "arrays of one shape for fan_in_sum", sorted(shapes))
-        return sum(x[1:], start=x[0]), (None,) * len(x)  # the count, as pytree structure
+        return sum(x[1:], start=x[0]), Static(len(x))
 
     def backward(params, cache, dy):
-        return (), (dy,) * len(cache)
+        return (), (dy,) * cache.value
 
-    return Layer(init, forward, backward)
+    return make_layer(init, forward, backward, name="fan_in_sum")
 
 
 def fan_in_concat(axis: int = -1) -> Layer:
@@ -443,19 +683,17 @@ def fan_in_concat(axis: int = -1) -> Layer:
         out[a] = sum(s[a] for s in shapes)
         return tuple(out), (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not isinstance(x, tuple | list) or not x:
             _checks.fail("x", "a non-empty tuple of arrays for fan_in_concat", type(x).__name__)
-        # Each input's size along the axis, carried as the length of an empty
-        # array so that it stays static across a jit boundary.
-        sizes = tuple(jnp.zeros((xi.shape[axis], 0), xi.dtype) for xi in x)
-        return jnp.concatenate(x, axis=axis), sizes
+        sizes = tuple(xi.shape[axis] for xi in x)  # each input's size along the axis
+        return jnp.concatenate(x, axis=axis), Static(sizes)
 
     def backward(params, cache, dy):
-        cuts = list(itertools.accumulate(size.shape[0] for size in cache))[:-1]
+        cuts = list(itertools.accumulate(cache.value))[:-1]
         return (), tuple(jnp.split(dy, cuts, axis=axis))
 
-    return Layer(init, forward, backward)
+    return make_layer(init, forward, backward, name="fan_in_concat")
 
 
 def residual(layer: Layer) -> Layer:
@@ -466,7 +704,8 @@ def residual(layer: Layer) -> Layer:
 
     def init(key, in_shape, dtype=jnp.float32):
         in_shape = as_shape(in_shape)
-        out_shape, params, state = layer.init(key, in_shape, dtype)
+        with within("residual", layer):
+            out_shape, params, state = layer.init(key, in_shape, dtype)
         if tuple(out_shape) != in_shape:
             _checks.fail(
                 "layer",
@@ -475,12 +714,15 @@ def residual(layer: Layer) -> Layer:
             )
         return in_shape, params, state
 
-    def forward(params, x, *, state=(), train=False, key=None):
-        y, cache = layer.forward(params, x, state=state, train=train, key=key)
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
+        with within("residual", layer):
+            y, cache = layer.forward(params, x, state=state, train=train, key=key, mask=mask)
         return x + y, cache
 
     def backward(params, cache, dy):
-        grads, dx = layer.backward(params, cache, dy)
+        with within("residual", layer):
+            grads, dx = layer.backward(params, cache, dy)
         return grads, dy + dx
 
-    return Layer(init, forward, backward, layer.update_state)
+    return make_layer(init, forward, backward, layer.update_state, name="residual",
+                      children=((None, layer),))

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from purenet import _checks
-from purenet.layers.core import Layer, as_shape
+from purenet.layers.core import Layer, as_shape, make_layer
 
 
 def dropout(rate: float) -> Layer:
@@ -25,7 +25,7 @@ def dropout(rate: float) -> Layer:
     def init(key, in_shape, dtype=jnp.float32):
         return as_shape(in_shape), (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not train or rate == 0.0:
             return x, jnp.ones((), x.dtype)
         if key is None:
@@ -36,4 +36,4 @@ def dropout(rate: float) -> Layer:
     def backward(params, cache, dy):
         return (), dy * cache
 
-    return Layer(init, forward, backward)
+    return make_layer(init, forward, backward, name=f"dropout({rate})")

@@ -13,7 +13,7 @@ import math
 import jax.numpy as jnp
 
 from purenet import _checks
-from purenet.layers.core import Layer, as_shape
+from purenet.layers.core import Layer, as_shape, make_layer
 
 
 def batchnorm(momentum: float = 0.1, eps: float = 1e-5) -> Layer:
@@ -46,7 +46,7 @@ def batchnorm(momentum: float = 0.1, eps: float = 1e-5) -> Layer:
         ones, zero = jnp.ones((c,), dtype), jnp.zeros((c,), dtype)
         return in_shape, {"gamma": ones, "beta": zero}, {"mean": zero, "var": ones}
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         c = params["gamma"].shape[0]
         if not hasattr(x, "shape") or jnp.ndim(x) < 2 or x.shape[-1] != c:
             _checks.fail(
@@ -105,7 +105,7 @@ def batchnorm(momentum: float = 0.1, eps: float = 1e-5) -> Layer:
             "var": (1 - momentum) * state["var"] + momentum * cache["batch_var"],
         }
 
-    return Layer(init, forward, backward, update_state)
+    return make_layer(init, forward, backward, update_state, name="batchnorm")
 
 
 def layer_norm(eps: float = 1e-5) -> Layer:
@@ -139,7 +139,7 @@ def layer_norm(eps: float = 1e-5) -> Layer:
         d = in_shape[-1]
         return in_shape, {"gamma": jnp.ones((d,), dtype), "beta": jnp.zeros((d,), dtype)}, ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         d = params["gamma"].shape[0]
         if not hasattr(x, "shape") or jnp.ndim(x) < 2 or x.shape[-1] != d:
             _checks.fail(
@@ -166,4 +166,4 @@ def layer_norm(eps: float = 1e-5) -> Layer:
         )
         return {"gamma": jnp.sum(dy * xhat, axis=rows), "beta": jnp.sum(dy, axis=rows)}, dx
 
-    return Layer(init, forward, backward)
+    return make_layer(init, forward, backward, name="layer_norm")

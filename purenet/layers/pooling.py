@@ -51,7 +51,7 @@ from jax import lax
 
 from purenet import _checks
 from purenet.layers.conv import geometry, int_tuple, padding_spec, patches, unpatches
-from purenet.layers.core import Layer, as_shape, check_rank
+from purenet.layers.core import Layer, as_shape, check_rank, make_layer
 
 
 def _layout(n):
@@ -106,7 +106,7 @@ def _pool_layer(n, name, kind, window, stride, padding, count_include_pad=True) 
             return math.prod(window)
         return jnp.asarray(_counts(spatial, window, stride, pads, out), dtype)[..., None]
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         check_rank(x, n + 2, name, layout)
         pads, out = shape_of(x.shape[1:-1])
         # The cache is x (max pooling needs its values, average pooling only
@@ -132,7 +132,7 @@ def _pool_layer(n, name, kind, window, stride, padding, count_include_pad=True) 
         d_fields = d_fields.reshape(m, *out, *window, channels)
         return (), unpatches(d_fields, shape, window, stride, pads, ones)
 
-    return Layer(init, forward, backward)
+    return make_layer(init, forward, backward, name=name)
 
 
 def max_pool1d(
@@ -220,7 +220,7 @@ def global_avg_pool() -> Layer:
                          "global_avg_pool", repr(in_shape))
         return (in_shape[-1],), (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not hasattr(x, "shape") or jnp.ndim(x) < 3:
             _checks.fail("x", "a batch (m, *spatial, C) with at least 3 axes for "
                          "global_avg_pool", f"shape {tuple(jnp.shape(x))}")
@@ -232,4 +232,4 @@ def global_avg_pool() -> Layer:
         expanded = dy.reshape(shape[0], *(1,) * (len(shape) - 2), shape[-1])
         return (), jnp.broadcast_to(expanded / count, shape)
 
-    return Layer(init, forward, backward)
+    return make_layer(init, forward, backward, name="global_avg_pool")

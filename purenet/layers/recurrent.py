@@ -77,7 +77,7 @@ from jax import lax
 
 from purenet import _checks
 from purenet.activations import sigmoid as _sigmoid_activation
-from purenet.layers.core import Layer, as_shape, check_rank, split_key
+from purenet.layers.core import Layer, Static, as_shape, check_rank, make_layer, split_key, within
 
 _sigmoid = _sigmoid_activation.f
 
@@ -199,7 +199,7 @@ def rnn(hidden_size: int) -> Layer:
         }
         return (T, h), params, ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         Wx, Wh = params["Wx"], params["Wh"]
         x, (h0,), given = _split_input(x, Wx.shape[0], h, 1, "rnn")
 
@@ -229,7 +229,7 @@ def rnn(hidden_size: int) -> Layer:
                  "b": jnp.sum(da, axis=(0, 1))}
         return grads, ((dx, dh0) if "given" in cache else dx)
 
-    return Layer(init, forward, backward)
+    return make_layer(init, forward, backward, name=f"rnn({h})")
 
 
 # ----------------------------------------------------------------------- lstm
@@ -295,7 +295,7 @@ def lstm(hidden_size: int, forget_bias: float = 0.0) -> Layer:
         }
         return (T, h), params, ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         Wx, Wh = params["Wx"], params["Wh"]
         x, (h0, c0), given = _split_input(x, Wx.shape[0], h, 2, "lstm")
 
@@ -342,7 +342,7 @@ def lstm(hidden_size: int, forget_bias: float = 0.0) -> Layer:
                  "b": jnp.sum(da, axis=(0, 1))}
         return grads, ((dx, (dh0, dc0)) if "given" in cache else dx)
 
-    return Layer(init, forward, backward)
+    return make_layer(init, forward, backward, name=f"lstm({h})")
 
 
 # ------------------------------------------------------------------------ gru
@@ -395,7 +395,7 @@ def gru(hidden_size: int) -> Layer:
         }
         return (T, h), params, ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         Wx, Wh, bh = params["Wx"], params["Wh"], params["bh"]
         x, (h0,), given = _split_input(x, Wx.shape[0], h, 1, "gru")
 
@@ -436,7 +436,7 @@ def gru(hidden_size: int) -> Layer:
                  "bx": jnp.sum(dgx, axis=(0, 1)), "bh": jnp.sum(dgh, axis=(0, 1))}
         return grads, ((dx, dh0) if "given" in cache else dx)
 
-    return Layer(init, forward, backward)
+    return make_layer(init, forward, backward, name=f"gru({h})")
 
 
 # ------------------------------------------------------------------ last_step
@@ -455,16 +455,16 @@ def last_step() -> Layer:
                          repr(in_shape))
         return in_shape[1:], (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not hasattr(x, "shape") or jnp.ndim(x) < 3 or x.shape[1] < 1:
             _checks.fail("x", "a batch of sequences of shape (m, T, features), T >= 1, for "
                          "last_step", f"shape {tuple(jnp.shape(x))}")
-        return x[:, -1], x.shape
+        return x[:, -1], Static(tuple(x.shape))
 
     def backward(params, cache, dy):
-        return (), jnp.zeros(cache, dy.dtype).at[:, -1].set(dy)
+        return (), jnp.zeros(cache.value, dy.dtype).at[:, -1].set(dy)
 
-    return Layer(init, forward, backward)
+    return make_layer(init, forward, backward, name="last_step")
 
 
 # -------------------------------------------------------------- bidirectional
@@ -494,8 +494,10 @@ def bidirectional(layer: Layer) -> Layer:
 
     def init(key, in_shape, dtype=jnp.float32):
         k_f, k_b = jax.random.split(key)
-        shape_f, p_f, s_f = layer.init(k_f, in_shape, dtype)
-        shape_b, p_b, s_b = layer.init(k_b, in_shape, dtype)
+        with within("bidirectional[forward]", layer):
+            shape_f, p_f, s_f = layer.init(k_f, in_shape, dtype)
+        with within("bidirectional[backward]", layer):
+            shape_b, p_b, s_b = layer.init(k_b, in_shape, dtype)
         state = () if s_f == () and s_b == () else {"forward": s_f, "backward": s_b}
         out = tuple(shape_f[:-1]) + (shape_f[-1] + shape_b[-1],)
         return out, {"forward": p_f, "backward": p_b}, state
@@ -503,7 +505,7 @@ def bidirectional(layer: Layer) -> Layer:
     def _states(state):
         return ((), ()) if state == () else (state["forward"], state["backward"])
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not isinstance(params, dict) or set(params) != {"forward", "backward"}:
             _checks.fail("params", "a dict {'forward': ..., 'backward': ...} for bidirectional",
                          type(params).__name__)
@@ -517,18 +519,22 @@ def bidirectional(layer: Layer) -> Layer:
         x_rev = jnp.flip(x, axis=1)
         s_f, s_b = _states(state)
         k_f, k_b = split_key(key, 2)
-        y_f, c_f = layer.forward(params["forward"], (x, init_f) if given else x,
-                                 state=s_f, train=train, key=k_f)
-        y_b, c_b = layer.forward(params["backward"], (x_rev, init_b) if given else x_rev,
-                                 state=s_b, train=train, key=k_b)
+        with within("bidirectional[forward]", layer):
+            y_f, c_f = layer.forward(params["forward"], (x, init_f) if given else x,
+                                     state=s_f, train=train, key=k_f, mask=mask)
+        with within("bidirectional[backward]", layer):
+            y_b, c_b = layer.forward(params["backward"], (x_rev, init_b) if given else x_rev,
+                                     state=s_b, train=train, key=k_b, mask=mask)
         y = jnp.concatenate([y_f, jnp.flip(y_b, axis=1)], axis=-1)
-        return y, {"forward": c_f, "backward": c_b, "split": y_f.shape[-1]}
+        return y, {"forward": c_f, "backward": c_b, "split": Static(int(y_f.shape[-1]))}
 
     def backward(params, cache, dy):
-        cut = cache["split"]
-        g_f, dx_f = layer.backward(params["forward"], cache["forward"], dy[..., :cut])
-        g_b, dx_b = layer.backward(params["backward"], cache["backward"],
-                                   jnp.flip(dy[..., cut:], axis=1))
+        cut = cache["split"].value
+        with within("bidirectional[forward]", layer):
+            g_f, dx_f = layer.backward(params["forward"], cache["forward"], dy[..., :cut])
+        with within("bidirectional[backward]", layer):
+            g_b, dx_b = layer.backward(params["backward"], cache["backward"],
+                                       jnp.flip(dy[..., cut:], axis=1))
         grads = {"forward": g_f, "backward": g_b}
         if isinstance(dx_f, tuple):  # initial states were given
             return grads, (dx_f[0] + jnp.flip(dx_b[0], axis=1), (dx_f[1], dx_b[1]))
@@ -542,7 +548,8 @@ def bidirectional(layer: Layer) -> Layer:
             "backward": layer.update_state(state["backward"], cache["backward"]),
         }
 
-    return Layer(init, forward, backward, update_state)
+    return make_layer(init, forward, backward, update_state, name="bidirectional",
+                      children=(("forward", layer), ("backward", layer)))
 
 
 # ------------------------------------------------------------------ embedding
@@ -579,7 +586,7 @@ def embedding(vocab_size: int, dim: int) -> Layer:
         in_shape = as_shape(in_shape)
         return in_shape + (dim,), {"W": jax.random.normal(key, (vocab_size, dim), dtype)}, ()
 
-    def forward(params, x, *, state=(), train=False, key=None):
+    def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not hasattr(x, "shape") or jnp.ndim(x) < 1:
             _checks.fail("x", "a batch of integer ids of shape (m, T) for embedding",
                          type(x).__name__ if not hasattr(x, "shape") else f"shape {x.shape}")
@@ -599,4 +606,4 @@ def embedding(vocab_size: int, dim: int) -> Layer:
         dW = jnp.zeros_like(W).at[ids.reshape(-1)].add(dy.reshape(-1, W.shape[1]))
         return {"W": dW}, jnp.zeros(ids.shape, W.dtype)
 
-    return Layer(init, forward, backward)
+    return make_layer(init, forward, backward, name=f"embedding({vocab_size}, {dim})")
