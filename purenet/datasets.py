@@ -4,22 +4,18 @@ Contract: every data set is a function returning ``(x, t)`` as JAX arrays, with
 ``x`` float32 of shape ``(m, features)`` (also when ``jax_enable_x64`` is on;
 cast for float64 work) and one row of ``t`` per example:
 
-==========================  ============================  ========================
-task                        ``t``                         functions
-==========================  ============================  ========================
-binary classification       float32 ``(m, 1)`` of 0 / 1   ``xor``, ``noisy_xor``,
-                                                          ``parity``,
-                                                          ``mirror_symmetry``,
-                                                          ``two_spirals``,
-                                                          ``moons``, ``circles``
-multi-label (L labels)      float32 ``(m, L)`` of 0 / 1   ``multi_label``
-multi-class (C classes)     int32 ``(m,)`` in ``[0, C)``  ``digits``, ``iris``,
-                                                          ``wine``,
-                                                          ``breast_cancer``,
-                                                          ``load_mnist``
-regression                  float32 ``(m, 1)``            ``noisy_sine``,
-                                                          ``diabetes``
-==========================  ============================  ========================
+=======================  ============================  ==============================
+task                     ``t``                         functions
+=======================  ============================  ==============================
+binary, exhaustive       float32 ``(m, 1)`` of 0 / 1   ``xor``, ``parity``,
+                                                       ``mirror_symmetry``
+binary, sampled          float32 ``(m, 1)`` of 0 / 1   ``noisy_xor``, ``two_spirals``,
+                                                       ``moons``, ``circles``
+multi-label              float32 ``(m, L)`` of 0 / 1   ``multi_label``
+multi-class              int32 ``(m,)`` in ``[0, C)``  ``digits``, ``iris``, ``wine``,
+                                                       ``breast_cancer``, ``load_mnist``
+regression               float32 ``(m, 1)``            ``noisy_sine``, ``diabetes``
+=======================  ============================  ==============================
 
 Binary targets are columns so that they match a network with one sigmoid
 output; class labels are integers (``purenet.data.one_hot`` makes rows).
