@@ -1,12 +1,12 @@
 """Temporary memory of a compiled training step of multi-head attention: the
 default cache (P, m * heads * T^2 entries), the FlashAttention-style cache
-(``flash=True``: row log-sum-exps, P recomputed in the backward; Dao et al.
-2022) and ``jax.grad`` of the forward-only objective.
+(`flash=True`: row log-sum-exps, P recomputed in the backward; Dao et al.
+2022) and `jax.grad` of the forward-only objective.
 
-Measured without running anything: ``jax.jit(step).lower(...).compile()
-.memory_analysis().temp_size_in_bytes``, XLA's figure for the buffers a step
-allocates beyond its inputs and outputs. Shape: ``multi_head_attention(4,
-causal=True)`` then ``dense(16)`` on ``(m=4, T, d=64)``, float32, the
+Measured without running anything: `jax.jit(step).lower(...).compile()
+.memory_analysis().temp_size_in_bytes`, XLA's figure for the buffers a step
+allocates beyond its inputs and outputs. Shape: `multi_head_attention(4,
+causal=True)` then `dense(16)` on `(m=4, T, d=64)`, float32, the
 sequence cross-entropy, T = 256, 512, 1024.
 """
 

@@ -5,9 +5,9 @@
 At the end of the run it prints, summed over every process (the xdist
 workers included), how many programs were traced, lowered and compiled and the
 seconds each stage took, next to the seconds spent in tests (setup, call and
-teardown). The counts come from ``jax.monitoring`` duration events, which JAX
+teardown). The counts come from `jax.monitoring` duration events, which JAX
 records for every compilation, eager primitives included (an eager
-``jnp`` call on a new shape compiles a small program of its own).
+`jnp` call on a new shape compiles a small program of its own).
 """
 
 from __future__ import annotations

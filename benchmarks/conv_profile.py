@@ -1,17 +1,17 @@
-"""Where a LeNet-5 step spends its time: each convolution's forward, ``dW``
-and ``dx`` timed alone, with both hand-written backward methods, then the
+"""Where a LeNet-5 step spends its time: each convolution's forward, `dW`
+and `dx` timed alone, with both hand-written backward methods, then the
 whole step against the same step with every convolution replaced by a
 near-free stand-in of the same shapes.
 
-``python -m benchmarks.conv_profile`` prints one line per piece (jitted,
+`python -m benchmarks.conv_profile` prints one line per piece (jitted,
 float32, batch 128, median of 30 calls after one warm-up). In the network the
-first layer's ``dx`` is never used and XLA removes it.
+first layer's `dx` is never used and XLA removes it.
 
-The last lines bound what any convolution code could gain: with ``t_rest``
-the step without convolutions and ``t_goal`` a target step time, the five
-convolution products of a step (conv1 forward and ``dW``; conv2 forward,
-``dW`` and ``dx``; ``2 * m * prod(O) * prod(K) * C_in * C_out`` FLOP each)
-must run at ``FLOP / (t_goal - t_rest)``. With PyTorch installed, ``t_goal``
+The last lines bound what any convolution code could gain: with `t_rest`
+the step without convolutions and `t_goal` a target step time, the five
+convolution products of a step (conv1 forward and `dW`; conv2 forward,
+`dW` and `dx`; `2 * m * prod(O) * prod(K) * C_in * C_out` FLOP each)
+must run at `FLOP / (t_goal - t_rest)`. With PyTorch installed, `t_goal`
 is its eager step divided by 1.5 (the conv issue's goal).
 """
 
@@ -36,13 +36,13 @@ CASES = {
 
 
 def median_ms(fn, *args, calls: int = 30) -> float:
-    """Median wall time of ``jax.jit(fn)(*args)`` in milliseconds, after a warm-up."""
+    """Median wall time of `jax.jit(fn)(*args)` in milliseconds, after a warm-up."""
     fn = jax.jit(fn)
     return median_thunk_ms(lambda: fn(*args), calls)
 
 
 def median_thunk_ms(thunk, calls: int = 30) -> float:
-    """Median wall time of ``thunk()`` (its result blocked on) in milliseconds,
+    """Median wall time of `thunk()` (its result blocked on) in milliseconds,
     after a warm-up call."""
     return summary(interleave({"thunk": thunk}, rounds=calls, warmup=1)["thunk"])["median"] * 1e3
 
@@ -73,8 +73,8 @@ def main() -> None:
 
 
 def stand_in(features: int, crop: int) -> L.Layer:
-    """A convolution's shapes at almost no cost: ``x[:, :H-crop, :W-crop, :1] * w``
-    with ``w`` of shape ``(features,)``; hand-written backward."""
+    """A convolution's shapes at almost no cost: `x[:, :H-crop, :W-crop, :1] * w`
+    with `w` of shape `(features,)`; hand-written backward."""
 
     def init(key, in_shape, dtype=jnp.float32):
         h, w, _ = in_shape
@@ -93,7 +93,7 @@ def stand_in(features: int, crop: int) -> L.Layer:
 
 
 def lenet5_without_convolutions() -> L.Layer:
-    """:func:`benchmarks.conv.lenet5` with each convolution a :func:`stand_in`."""
+    """`benchmarks.conv.lenet5` with each convolution a `stand_in`."""
     return L.serial(
         stand_in(6, 0), L.relu(), L.max_pool2d(2),
         stand_in(16, 4), L.relu(), L.max_pool2d(2),
@@ -139,7 +139,7 @@ def bound() -> None:
 
 
 def _torch_without_convolutions(params, x, t):
-    """PyTorch's LeNet-5 step with :func:`stand_in`'s convolutions (eager, autograd)."""
+    """PyTorch's LeNet-5 step with `stand_in`'s convolutions (eager, autograd)."""
     import torch
 
     F = torch.nn.functional

@@ -1,23 +1,23 @@
-"""Benchmark ``gpt``: a training step of ``purenet.models.gpt`` by the
-hand-written backward against ``jax.grad``, and against the same model written
+"""Benchmark `gpt`: a training step of `purenet.models.gpt` by the
+hand-written backward against `jax.grad`, and against the same model written
 nanoGPT-style in PyTorch eager.
 
-Model: ``gpt(vocab 96, context 128, depth 4, heads 4, width 128)`` (tied
+Model: `gpt(vocab 96, context 128, depth 4, heads 4, width 128)` (tied
 head, GELU-tanh, 0.8 M parameters), batch 16 of 128 tokens, float32. A
 step is the gradient of the next-token cross-entropy and one AdamW update.
-Contenders, interleaved (:mod:`benchmarks.timing`):
+Contenders, interleaved (`benchmarks.timing`):
 
-* ``hand``: ``jax.jit`` of ``purenet.backprop(model, loss)`` + ``optim.adamw``;
-* ``jax.grad``: the same with ``jax.value_and_grad(purenet.objective(model, loss))``;
-* ``control``: a second, separately jitted ``jax.grad`` step (the noise floor);
-* ``torch``: when torch is installed, a GPT-2 written here in the style of
-  nanoGPT (Karpathy 2022): ``nn.Embedding``, ``nn.LayerNorm``, ``nn.Linear``
-  with the fused ``(d, 3d)`` attention projection,
-  ``F.scaled_dot_product_attention(is_causal=True)``, tied head; eager mode,
-  ``torch.optim.AdamW``, ``zero_grad``/``backward``/``step`` per call.
+* `hand`: `jax.jit` of `purenet.backprop(model, loss)` + `optim.adamw`;
+* `jax.grad`: the same with `jax.value_and_grad(purenet.objective(model, loss))`;
+* `control`: a second, separately jitted `jax.grad` step (the noise floor);
+* `torch`: when torch is installed, a GPT-2 written here in the style of
+  nanoGPT (Karpathy 2022): `nn.Embedding`, `nn.LayerNorm`, `nn.Linear`
+  with the fused `(d, 3d)` attention projection,
+  `F.scaled_dot_product_attention(is_causal=True)`, tied head; eager mode,
+  `torch.optim.AdamW`, `zero_grad`/`backward`/`step` per call.
 
-Tokens per second are ``16 * 128`` over the median step time; the model
-FLOPs per step are ``6 N + 12 depth T width`` per token (Kaplan et al. 2020;
+Tokens per second are `16 * 128` over the median step time; the model
+FLOPs per step are `6 N + 12 depth T width` per token (Kaplan et al. 2020;
 PaLM's MFU accounting: the matrix products of the forward and backward,
 attention included), from which the achieved GFLOP/s follow.
 """

@@ -1,13 +1,13 @@
-"""Run the experiments: ``python -m experiments [NAME ...] [--quick | --full | --smoke]
-[--seeds N] [--out DIR]``, or redraw them: ``python -m experiments --replot DIR [NAME ...]``.
+"""Run the experiments: `python -m experiments [NAME ...] [--quick | --full | --smoke]
+[--seeds N] [--out DIR]`, or redraw them: `python -m experiments --replot DIR [NAME ...]`.
 
-Each experiment writes ``NAME.json`` (its settings, numbers and verdict) and
-``NAME.png`` into ``--out`` (default ``results/``) and prints a one-line
-verdict; the run ends by writing ``README.md`` there, a table of every claim
-with its measured numbers. ``--replot DIR`` trains nothing: it judges and
-draws again from the JSON files in ``DIR`` (after a change to a figure or a
+Each experiment writes `NAME.json` (its settings, numbers and verdict) and
+`NAME.png` into `--out` (default `results/`) and prints a one-line
+verdict; the run ends by writing `README.md` there, a table of every claim
+with its measured numbers. `--replot DIR` trains nothing: it judges and
+draws again from the JSON files in `DIR` (after a change to a figure or a
 verdict's wording) and rewrites the PNGs, the verdicts and the summary.
-The skeleton every experiment follows is described in ``experiments/_common.py``.
+The skeleton every experiment follows is described in `experiments/_common.py`.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def available() -> list[str]:
 
 
 def load(name: str):
-    """The experiment module ``name``, checked to follow the skeleton."""
+    """The experiment module `name`, checked to follow the skeleton."""
     module = importlib.import_module(f"experiments.{name}")
     missing = [a for a in ("NAME", "CLAIM", "measure", "judge", "draw") if not hasattr(module, a)]
     if missing:
@@ -122,7 +122,7 @@ def parse(argv):
 
 
 def write_summary(out: Path, mode: str | None = None):
-    """``out/README.md``: one row per experiment found in ``out``."""
+    """`out/README.md`: one row per experiment found in `out`."""
     rows = []
     for name in EXPERIMENTS:
         record = _common.read_record(out / f"{name}.json")
@@ -150,7 +150,7 @@ def write_summary(out: Path, mode: str | None = None):
 
 
 def _cell(text: str) -> str:
-    """``text`` for a Markdown table cell: a ``|`` in it would end the cell."""
+    """`text` for a Markdown table cell: a `|` in it would end the cell."""
     return text.replace("|", "\\|")
 
 
@@ -167,7 +167,7 @@ def run_one(name: str, mode: Mode, seeds: int | None, out: Path) -> dict:
 
 
 def replot_one(name: str, out: Path) -> dict | None:
-    """Judge and draw ``out/NAME.json`` again; ``None`` if there is none of ours."""
+    """Judge and draw `out/NAME.json` again; `None` if there is none of ours."""
     old = _common.read_record(out / f"{name}.json")
     if old is None:
         return None

@@ -9,26 +9,26 @@ step per position. On associative recall the transformer's accuracy should
 therefore not depend on the sequence length, while the LSTM's falls as the
 number of stored pairs grows.
 
-Task (associative recall): a sequence of ``n`` (key, value) pairs, then a
+Task (associative recall): a sequence of `n` (key, value) pairs, then a
 query key; the answer is the value stored with that key. Each of the first
-``n`` positions carries one pair as features, ``[one_hot(key, K),
-one_hot(value, V), 0]``; the last position is ``[one_hot(query, K), 0,
-1]``. Keys are distinct within a sequence (drawn without replacement from
-``K = max n`` keys), values uniform over ``V = 8`` (chance accuracy 1/8),
-the query uniform over the sequence's keys. ``n`` grows, ``T = n + 1``.
+`n` positions carries one pair as features, `[one_hot(key, K),
+one_hot(value, V), 0]`; the last position is `[one_hot(query, K), 0,
+1]`. Keys are distinct within a sequence (drawn without replacement from
+`K = max n` keys), values uniform over `V = 8` (chance accuracy 1/8),
+the query uniform over the sequence's keys. `n` grows, `T = n + 1`.
 
 Models (float32, about the same size; the LSTM has more parameters):
 
-* transformer: ``dense(32)``, ``transformer_block(32, heads=2, mlp_dim=64)``
-  (pre-layer-norm, GELU), ``last_step()``, ``layer_norm()``, ``dense(8)``.
+* transformer: `dense(32)`, `transformer_block(32, heads=2, mlp_dim=64)`
+  (pre-layer-norm, GELU), `last_step()`, `layer_norm()`, `dense(8)`.
   No position encoding: the pairs form a set, and the query is told apart by
   its flag feature;
-* LSTM: ``lstm(64)``, ``last_step()``, ``dense(8)`` (Hochreiter &
+* LSTM: `lstm(64)`, `last_step()`, `dense(8)` (Hochreiter &
   Schmidhuber 1997, purenet's hand-written BPTT).
 
-Training: softmax cross-entropy on the answer, Adam (``3e-3``), batches of
-64, the same number of epochs for both models, ``purenet.train.make_train``
-``jax.vmap``-ed over seeds (one compiled program per model and length). The
+Training: softmax cross-entropy on the answer, Adam (`3e-3`), batches of
+64, the same number of epochs for both models, `purenet.train.make_train`
+`jax.vmap`-ed over seeds (one compiled program per model and length). The
 budget is small on purpose (quick mode: 8 epochs of 2,048 sequences): the
 transformer solves the task within it at every length; the LSTM, given the
 same steps, stays near chance at long lengths. Whether much longer training
@@ -36,10 +36,10 @@ lets the LSTM catch up is not measured here: the claim is about what each
 architecture makes easy at equal cost, not about what it can never learn.
 
 Measured: test accuracy after each epoch on 512 held-out sequences, and
-whether a seed *succeeds* (final test accuracy ``>= 0.9``); the success
-rate over seeds against ``n``. The attention maps are the probabilities
-``P`` of the trained block (first seed, largest ``n``) from its forward
-cache: the query's row over the ``T`` positions, with the position holding
+whether a seed *succeeds* (final test accuracy `>= 0.9`); the success
+rate over seeds against `n`. The attention maps are the probabilities
+`P` of the trained block (first seed, largest `n`) from its forward
+cache: the query's row over the `T` positions, with the position holding
 the queried key marked.
 """
 
@@ -84,7 +84,7 @@ def make_model(name: str):
 
 
 def recall_data(rng: np.random.Generator, rows: int, pairs: int, keys: int):
-    """``(x, t)``: features ``(rows, pairs + 1, keys + VALUES + 1)``, answers ``(rows,)``."""
+    """`(x, t)`: features `(rows, pairs + 1, keys + VALUES + 1)`, answers `(rows,)`."""
     key_ids = np.argsort(rng.random((rows, keys)), axis=1)[:, :pairs]  # distinct keys
     values = rng.integers(0, VALUES, (rows, pairs))
     asked = rng.integers(0, pairs, rows)
@@ -99,19 +99,19 @@ def recall_data(rng: np.random.Generator, rows: int, pairs: int, keys: int):
 
 
 def attention_probabilities(model, params, x):
-    """The block's attention probabilities ``(m, heads, T, T)`` from the
+    """The block's attention probabilities `(m, heads, T, T)` from the
     forward cache: serial -> block (serial of the attention residual and the
     MLP) -> residual branch (serial of layer norm and attention) -> attention
-    cache ``(x, o, (q, k, v, P, out))``."""
+    cache `(x, o, (q, k, v, P, out))`."""
     _, cache = model.forward(params, x)
     branch_cache = cache[1][0]
     return branch_cache[1][2][3]
 
 
 def train_seeds(name: str, data, seeds: int, epochs: int, jit_fn=jax.jit):
-    """Train model ``name`` from ``seeds`` initialisations at once (vmap);
+    """Train model `name` from `seeds` initialisations at once (vmap);
     returns the first seed's final params and the test accuracy per epoch
-    ``(seeds, epochs)``."""
+    `(seeds, epochs)`."""
     x, t, x_test, t_test = data
     model = make_model(name)
     opt = optim.adam(LEARNING_RATE)

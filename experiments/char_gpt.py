@@ -4,38 +4,38 @@ Claim (issue 23; Radford et al. 2019 for the model; Karpathy's char-rnn, 2015,
 trained on the Linux source, and nanoGPT's shakespeare_char for the set-up):
 a small GPT trained with purenet's hand-written backward learns the
 character statistics of Python source well beyond a bigram model, and the
-same model trained by ``jax.grad`` of ``purenet.objective`` follows the
+same model trained by `jax.grad` of `purenet.objective` follows the
 hand-written run's loss curve step for step.
 
 Corpus: a fixed list of modules of the Python standard library every machine
-has offline (``sysconfig.get_paths()["stdlib"]``): ``FILES`` below, read as
+has offline (`sysconfig.get_paths()["stdlib"]`): `FILES` below, read as
 UTF-8 and concatenated in that order. Characters outside printable ASCII are
-mapped to ``?`` and a tab to a space, so the vocabulary is the 95 printable
+mapped to `?` and a tab to a space, so the vocabulary is the 95 printable
 ASCII characters and the newline (96 ids). The first 90% of the characters
 are the training split, the last 10% the validation split (fixed, no
 shuffling across the boundary). The files' contents depend on the Python
-version, which ``settings`` records with the character counts.
+version, which `settings` records with the character counts.
 
-Model: ``purenet.models.gpt(96, context, depth, heads, width)`` (tied head,
+Model: `purenet.models.gpt(96, context, depth, heads, width)` (tied head,
 GELU-tanh, pre-LN), float32. Training as nanoGPT's: random windows of the
-training split each step (batch ``BATCH``), next-character cross-entropy
-(``sequence_softmax_cross_entropy`` on the shifted window), AdamW (b2 0.99)
-with weight decay on matrices only (``purenet.models.gpt_decay_mask``, the
+training split each step (batch `BATCH`), next-character cross-entropy
+(`sequence_softmax_cross_entropy` on the shifted window), AdamW (b2 0.99)
+with weight decay on matrices only (`purenet.models.gpt_decay_mask`, the
 decoupled decay applied by hand to the masked leaves, since purenet's adamw
 decays every leaf), learning rate by linear warm-up then cosine decay
-(``purenet.schedules``), gradients clipped to global norm 1
-(``purenet.clipping``). The loop is a ``lax.scan`` written here, not
-``purenet.train.make_train``: batches are windows drawn from the corpus at
-each step rather than rows of a fixed array, and the ``jax.grad`` twin needs
+(`purenet.schedules`), gradients clipped to global norm 1
+(`purenet.clipping`). The loop is a `lax.scan` written here, not
+`purenet.train.make_train`: batches are windows drawn from the corpus at
+each step rather than rows of a fixed array, and the `jax.grad` twin needs
 the same loop with another gradient function.
 
 Measured: validation loss (nats per character, on fixed windows of the
-validation split, every ``EVAL_EVERY`` steps) and bits per character, against
+validation split, every `EVAL_EVERY` steps) and bits per character, against
 a unigram and a bigram model (add-one smoothing) counted on the training
 split and scored on the same validation characters; samples at temperatures
-0.5, 0.8 and 1.0 from ``purenet.models.generate`` (key-value cache); and the
+0.5, 0.8 and 1.0 from `purenet.models.generate` (key-value cache); and the
 largest difference between the per-step training losses of the hand-written
-run and of the ``jax.grad`` run over their first ``TWIN_STEPS`` steps (same
+run and of the `jax.grad` run over their first `TWIN_STEPS` steps (same
 initialisation, same batches, float32).
 
 Measured here (Python 3.11.7, 428,801 characters): quick mode (width 64,
@@ -110,7 +110,7 @@ def baselines(train_ids: np.ndarray, val_ids: np.ndarray) -> dict:
 
 
 def windows(ids, starts, T):
-    """Windows ``(len(starts), T)`` of ``ids`` and their next-character labels
+    """Windows `(len(starts), T)` of `ids` and their next-character labels
     (the last step of each window is not counted: IGNORE_LABEL)."""
     x = ids[starts[:, None] + jnp.arange(T)[None, :]]
     t = jnp.concatenate([x[:, 1:], jnp.full((x.shape[0], 1), -1, x.dtype)], axis=1)
@@ -118,10 +118,10 @@ def windows(ids, starts, T):
 
 
 def make_run(model, grad_fn, train_ids, val_x, val_t, steps, T, every, run_steps=None):
-    """``run(params, key) -> (params, step_losses, val_losses)``: a ``lax.scan``
-    of AdamW steps on random windows (the schedule of a ``steps``-step run;
-    the first ``run_steps`` of them, default all), the validation loss every
-    ``every`` steps."""
+    """`run(params, key) -> (params, step_losses, val_losses)`: a `lax.scan`
+    of AdamW steps on random windows (the schedule of a `steps`-step run;
+    the first `run_steps` of them, default all), the validation loss every
+    `every` steps."""
     warmup = max(steps // 10, 1)
     schedule = schedules.linear_warmup(
         warmup, schedules.cosine_decay(LEARNING_RATE, steps - warmup, LEARNING_RATE / 10))

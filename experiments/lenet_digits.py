@@ -10,14 +10,14 @@ filters on 8x8 images: the drawing is shown, not judged).
 
 Setup: scikit-learn's digits (1797 images of 8x8 pixels in [0, 1]), a new
 70 / 30 train / test split per seed. The CNN, LeNet-style for 8x8 inputs:
-``conv2d(8, 3, SAME) - relu - max_pool2d(2) - conv2d(16, 3, SAME) - relu -
-max_pool2d(2) - flatten - dense(32) - relu - dense(10)`` (3,658 parameters);
-the MLP ``64 - 64 - relu - 10`` (4,810 parameters). Both with He-normal
-weights (purenet's conv default; ``dense(W_init="he_normal")``), softmax
+`conv2d(8, 3, SAME) - relu - max_pool2d(2) - conv2d(16, 3, SAME) - relu -
+max_pool2d(2) - flatten - dense(32) - relu - dense(10)` (3,658 parameters);
+the MLP `64 - 64 - relu - 10` (4,810 parameters). Both with He-normal
+weights (purenet's conv default; `dense(W_init="he_normal")`), softmax
 cross-entropy, Adam (lr 3e-3), batches of 32, the same epochs; gradients by
-the layers' hand-written backward passes (``purenet.train.make_train``),
-the seeds one after the other in one compiled ``lax.map`` (not ``vmap``:
-see ``_run``). Reported: test accuracy after every epoch,
+the layers' hand-written backward passes (`purenet.train.make_train`),
+the seeds one after the other in one compiled `lax.map` (not `vmap`:
+see `_run`). Reported: test accuracy after every epoch,
 mean and standard deviation over seeds, and seed 0's first-layer filters
 before and after training.
 """
@@ -62,7 +62,7 @@ def _count(params) -> int:
 
 
 def _run(model, x_all, t_all, keys, epochs):
-    """Per seed: split, init, train ``epochs`` of Adam; test accuracy after
+    """Per seed: split, init, train `epochs` of Adam; test accuracy after
     every epoch, the final params. One compiled program for all seeds."""
     m_train = data.split_sizes(x_all.shape[0], (0.7, 0.3))[0]
     optimizer = optim.adam(LEARNING_RATE)
@@ -124,8 +124,8 @@ def measure(mode: Mode, seeds: int | None) -> dict:
 def judge(data: dict) -> Verdict:
     """The CNN has fewer parameters and a higher test accuracy after the last
     epoch, by more than two standard errors of the paired difference (seed
-    ``s`` trains both networks on the same split, so the split's luck cancels
-    in ``CNN_s - MLP_s``)."""
+    `s` trains both networks on the same split, so the split's luck cancels
+    in `CNN_s - MLP_s`)."""
     numbers, seeds = data["numbers"], data["settings"]["seeds"]
     last = {name: np.asarray(numbers[name]["test_accuracy"], float)[:, -1] for name in MODELS}
     final = {name: seed_stats(v) for name, v in last.items()}

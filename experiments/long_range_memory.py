@@ -2,23 +2,23 @@
 
 Claim (Hochreiter 1991; Bengio, Simard & Frasconi 1994; Hochreiter &
 Schmidhuber 1997; Gers, Schmidhuber & Cummins 2000; Pascanu, Mikolov & Bengio
-2013): in a tanh RNN the gradient ``dJ/dh_t`` that reaches a state ``k``
-steps before the loss shrinks geometrically with ``k``, so an answer that
-depends on an input ``L`` steps back is learned less often as ``L`` grows;
+2013): in a tanh RNN the gradient `dJ/dh_t` that reaches a state `k`
+steps before the loss shrinks geometrically with `k`, so an answer that
+depends on an input `L` steps back is learned less often as `L` grows;
 the LSTM's cell (the "constant error carousel") carries the gradient when
 its forget gate is open, and a GRU's update gate does likewise; an exploding
 recurrent gradient is tamed by clipping its norm.
 
-Task (marked-symbol recall): sequences of ``T = max(L) + 1`` symbols drawn
+Task (marked-symbol recall): sequences of `T = max(L) + 1` symbols drawn
 uniformly from 4 (one-hot inputs, random distractors at every step); one
-position, ``L`` steps before the last, carries a marker (a fifth input
+position, `L` steps before the last, carries a marker (a fifth input
 feature); the answer, read from the last hidden state, is the marked symbol
-(chance 1/4). All lags share the length ``T``, so one compiled program per
-model trains every lag and seed at once (``jax.vmap`` over lags and seeds of
-``purenet.train.make_train``); only the distance between the marker and the
-read-out changes. Models: ``rnn(16)`` / ``lstm(16)`` / ``gru(16)``,
-``last_step()``, ``dense(4)``, PyTorch's initialisation; the LSTM with
-``forget_bias=1`` (Gers et al. 2000; Jozefowicz et al. 2015), and in the full
+(chance 1/4). All lags share the length `T`, so one compiled program per
+model trains every lag and seed at once (`jax.vmap` over lags and seeds of
+`purenet.train.make_train`); only the distance between the marker and the
+read-out changes. Models: `rnn(16)` / `lstm(16)` / `gru(16)`,
+`last_step()`, `dense(4)`, PyTorch's initialisation; the LSTM with
+`forget_bias=1` (Gers et al. 2000; Jozefowicz et al. 2015), and in the full
 mode also with PyTorch's default (bias 0). Training: softmax cross-entropy,
 Adam (1e-2), batches of 64 from 1,024 sequences; a seed *succeeds* at a lag
 when its test accuracy (512 held-out sequences) after the last epoch is at
@@ -26,27 +26,27 @@ least 0.9. Adam divides each step by a running gradient scale, so it
 partly undoes the vanishing of small gradients; this helps the tanh RNN
 (measured, not hidden: its success rate is reported as it comes).
 
-Gradient flow at initialisation (no training): ``T = 64``, the recall
-targets at the largest lag. For each ``k``, the layer runs on the suffix
-``x[:, T-k:]`` from the state the full forward reached at step ``T - k``
-(passed as the initial state ``(x, h0)``, ``(x, (h0, c0))`` for the LSTM);
-the layer's hand-written backward returns ``dh0 = dJ/dh_{T-k}`` (and
-``dc0``), whose per-example norm (loss summed over the batch) is averaged
+Gradient flow at initialisation (no training): `T = 64`, the recall
+targets at the largest lag. For each `k`, the layer runs on the suffix
+`x[:, T-k:]` from the state the full forward reached at step `T - k`
+(passed as the initial state `(x, h0)`, `(x, (h0, c0))` for the LSTM);
+the layer's hand-written backward returns `dh0 = dJ/dh_{T-k}` (and
+`dc0`), whose per-example norm (loss summed over the batch) is averaged
 over examples and, geometrically, over seeds.
 
-Exploding: ``rnn(32)`` with ``Wh`` drawn ``N(0, 3**2 / 32)`` (spectral
+Exploding: `rnn(32)` with `Wh` drawn `N(0, 3**2 / 32)` (spectral
 radius about 3: the chaotic regime of random tanh networks, where the
-backward product of Jacobians grows with ``k``), the lag-4 recall task, plain
+backward product of Jacobians grows with `k`), the lag-4 recall task, plain
 SGD (0.1), batches of 64, with and without clipping to global norm 1
-(``optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(0.1))``).
+(`optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(0.1))`).
 Measured: the gradient norm at initialisation, non-finite step losses, the
 global parameter norm and the test accuracy after every epoch. A tanh state
-is bounded in ``[-1, 1]``, so an unclipped step of size ``lr * ||g||`` throws
+is bounded in `[-1, 1]`, so an unclipped step of size `lr * ||g||` throws
 the weights far and saturates the units rather than necessarily overflowing;
 what is measured is reported either way.
 
-Training is jitted with ``jax.jit`` at XLA's default optimisation level, not
-:func:`experiments._common.jit`: a run is hundreds of sequential scan steps
+Training is jitted with `jax.jit` at XLA's default optimisation level, not
+`experiments._common.jit`: a run is hundreds of sequential scan steps
 of tiny matrices, and level 0 made it about five times slower (measured)
 for a compile only about twice as quick.
 """
@@ -86,8 +86,8 @@ COLORS = {"RNN": "C3", "LSTM (forget bias 1)": "C0", "LSTM (PyTorch init)": "C9"
 
 
 def recall_data(rng: np.random.Generator, rows: int, T: int, lag: int):
-    """``x (rows, T, 5)``: one-hot symbols plus a marker at step ``T-1-lag``;
-    ``t (rows,)``: the marked symbol."""
+    """`x (rows, T, 5)`: one-hot symbols plus a marker at step `T-1-lag`;
+    `t (rows,)`: the marked symbol."""
     s = rng.integers(0, SYMBOLS, (rows, T))
     x = np.zeros((rows, T, SYMBOLS + 1), np.float32)
     x[np.arange(rows)[:, None], np.arange(T)[None], s] = 1.0
@@ -107,7 +107,7 @@ def _stacked_data(rng, lags, T, rows):
 
 
 def _success_sweep(arm, lags, T, seeds, epochs, compile_fn):
-    """Test accuracy after every epoch, ``(lags, seeds, epochs)``."""
+    """Test accuracy after every epoch, `(lags, seeds, epochs)`."""
     rng = np.random.default_rng(0)
     x, t = _stacked_data(rng, lags, T, TRAIN_ROWS)
     x_test, t_test = _stacked_data(rng, lags, T, TEST_ROWS)
@@ -130,8 +130,8 @@ def _success_sweep(arm, lags, T, seeds, epochs, compile_fn):
 
 
 def _gradient_flow(arms, seeds, flow_T, flow_lags):
-    """Per-example ``||dJ/dh_{T-k}||`` at initialisation for ``k`` in
-    ``FLOW_LAGS``: {arm: {"h": (seeds, lags), "c": (seeds, lags) for LSTMs}}."""
+    """Per-example `||dJ/dh_{T-k}||` at initialisation for `k` in
+    `FLOW_LAGS`: {arm: {"h": (seeds, lags), "c": (seeds, lags) for LSTMs}}."""
     x, t = recall_data(np.random.default_rng(2), FLOW_ROWS, flow_T, flow_T - 1)
     x, t = jnp.asarray(x), jnp.asarray(t)
     readout = L.dense(SYMBOLS)
@@ -281,9 +281,9 @@ def _flow(numbers) -> dict:
 def judge(data: dict) -> Verdict:
     """Three parts, all needed:
 
-    * vanishing: the RNN's ``||dJ/dh_{T-k}||`` at the largest ``k`` is below
-      1e-6 of its value at ``k = 1``, and the LSTM cell's (forget bias 1) at
-      the largest ``k`` is at least 1e3 times the RNN's;
+    * vanishing: the RNN's `||dJ/dh_{T-k}||` at the largest `k` is below
+      1e-6 of its value at `k = 1`, and the LSTM cell's (forget bias 1) at
+      the largest `k` is at least 1e3 times the RNN's;
     * recall: the RNN's success rate at the longest lag is below its rate at
       the shortest, and the best gated arm's success, summed over lags, beats
       the RNN's;

@@ -10,26 +10,26 @@ unlike MNIST where all of them exceed 90%. The CNN's advantage is its spatial pr
 signal with one fixed permutation and the CNN falls to 56% while the MLP,
 to which the order of its inputs means nothing, keeps 68%.
 
-Setup, the paper's models (its repository's ``notebooks/models.py``) and
-training: logistic regression ``dense(10)``; the residual MLP
-``h = relu(x W1 + b1); h = h + relu(h W2 + b2); y = h W3 + b3`` with 100
-hidden units (``residual``); the CNN, three ``conv1d(25, k, stride=2,
-padding=1)`` with ``k = 5, 3, 3`` and ReLU (lengths 40 -> 19 -> 10 -> 5),
-flatten, ``dense(10)``; the GRU (``GRUBase``), a bidirectional ``gru(6)``
+Setup, the paper's models (its repository's `notebooks/models.py`) and
+training: logistic regression `dense(10)`; the residual MLP
+`h = relu(x W1 + b1); h = h + relu(h W2 + b2); y = h W3 + b3` with 100
+hidden units (`residual`); the CNN, three `conv1d(25, k, stride=2,
+padding=1)` with `k = 5, 3, 3` and ReLU (lengths 40 -> 19 -> 10 -> 5),
+flatten, `dense(10)`; the GRU (`GRUBase`), a bidirectional `gru(6)`
 (zero initial state, PyTorch's initialisation) reading the signal as 40
-steps of one feature, all 40 steps' 12 outputs flattened into ``dense(10)``.
+steps of one feature, all 40 steps' 12 outputs flattened into `dense(10)`.
 Adam, learning rate 1e-2, batches of 100; the paper
-trains 6,000 steps (150 epochs; ``--full``), the quick mode fewer. Data:
-``mnist1d.data.make_dataset(mnist1d.data.get_dataset_args())``, generated
+trains 6,000 steps (150 epochs; `--full`), the quick mode fewer. Data:
+`mnist1d.data.make_dataset(mnist1d.data.get_dataset_args())`, generated
 offline (the paper's default arguments and seed), the same for every seed;
 each seed draws its own initialisation and batch order. The shuffled variant
 permutes the 40 positions of train and test signals with one permutation
-(``numpy.random.default_rng(0)``). Differences from the paper: purenet's
-default initialisers (Glorot uniform for ``dense``, He normal for
-``conv1d``) instead of PyTorch's, and test accuracy after the last epoch
+(`numpy.random.default_rng(0)`). Differences from the paper: purenet's
+default initialisers (Glorot uniform for `dense`, He normal for
+`conv1d`) instead of PyTorch's, and test accuracy after the last epoch
 (the paper plots it over training). Gradients by the layers' hand-written
-backward passes (``purenet.train.make_train``); the seeds of one model run
-one after the other in one compiled ``lax.map`` (vmapped convolutions over
+backward passes (`purenet.train.make_train`); the seeds of one model run
+one after the other in one compiled `lax.map` (vmapped convolutions over
 per-seed kernels become grouped convolutions, slow on XLA:CPU).
 
 Walltime (the paper: "the GRU takes at least 10x the walltime of the
@@ -88,9 +88,9 @@ def cnn(channels: int = 25) -> L.Layer:
 
 
 def bigru(hidden: int = 6) -> L.Layer:
-    """The paper's ``GRUBase``: a bidirectional GRU, 6 hidden units per
+    """The paper's `GRUBase`: a bidirectional GRU, 6 hidden units per
     direction, zero initial state, over the signal as 40 steps of one
-    feature; all 40 steps' outputs, ``(40, 12)``, flattened into ``dense(10)``."""
+    feature; all 40 steps' outputs, `(40, 12)`, flattened into `dense(10)`."""
     return L.serial(L.bidirectional(L.gru(hidden)), L.flatten(), L.dense(10))
 
 
@@ -120,7 +120,7 @@ def load_data(train_rows=None, test_rows=None):
 
 
 def _run(model, x, t, x_test, t_test, keys, epochs):
-    """Test accuracy after every epoch, ``(seeds, epochs)``, and the seconds
+    """Test accuracy after every epoch, `(seeds, epochs)`, and the seconds
     the compiled run took (compiled ahead, so compilation is not counted)."""
     optimizer = optim.adam(LEARNING_RATE)
     in_shape = x.shape[1:]

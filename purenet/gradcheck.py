@@ -1,39 +1,40 @@
-"""Gradient checking: hand-written gradients against finite differences and ``jax.grad``.
+"""Gradient checking: hand-written gradients against finite differences and `jax.grad`.
 
 This is the only module of the library that uses autodiff, and only as a
 referee. Three checks, by size of network:
 
-* :func:`numerical_gradient`: central differences over *every* coordinate,
-  ``(J(theta + eps e_i) - J(theta - eps e_i)) / (2 eps)`` (Ng's course,
+* [`numerical_gradient`][purenet.gradcheck.numerical_gradient]: central differences over *every*
+  coordinate, `(J(theta + eps e_i) - J(theta - eps e_i)) / (2 eps)` (Ng's course,
   "Gradient checking"), 2P cost evaluations for P parameters. Coordinates are
-  processed in chunks by ``lax.map(..., batch_size=chunk_size)`` under ``jit``:
+  processed in chunks by `lax.map(..., batch_size=chunk_size)` under `jit`:
   no Python loop over coordinates, memory bounded by the chunk. Use it for
   networks up to a few thousand parameters, or larger ones in float64 when
   minutes are affordable.
-* :func:`directional_check`: for random unit directions ``v``, compares
-  ``<grad, v>`` with ``(J(theta + eps v) - J(theta - eps v)) / (2 eps)``: two
+* [`directional_check`][purenet.gradcheck.directional_check]: for random unit directions `v`,
+  compares `<grad, v>` with `(J(theta + eps v) - J(theta - eps v)) / (2 eps)`: two
   cost evaluations per direction, whatever P. Use it for large networks.
-* :func:`check_layer`: one layer's backward against ``jax.vjp`` and finite
-  differences, with a random upstream gradient ``dy`` (cs231n's
-  ``eval_numerical_gradient_array``).
+* [`check_layer`][purenet.gradcheck.check_layer]: one layer's backward against `jax.vjp` and finite
+  differences, with a random upstream gradient `dy` (cs231n's
+  `eval_numerical_gradient_array`).
 
-:func:`check_gradients` runs the whole comparison for a model and a loss and
-returns a :class:`GradientReport` with the worst error per parameter leaf.
+[`check_gradients`][purenet.gradcheck.check_gradients] runs the whole comparison for a model and a
+loss and returns a [`GradientReport`][purenet.gradcheck.GradientReport] with the worst error per
+parameter leaf.
 
 **Which check at which size** (measured on 2 CPU cores, float64, see
-``benchmarks/README.md``): for a 784-256-10 network at batch 128 (P = 203,530)
-the full check took 594 s with ``chunk_size=16``, 1.31x its floor of 2P
+`benchmarks/README.md`): for a 784-256-10 network at batch 128 (P = 203,530)
+the full check took 594 s with `chunk_size=16`, 1.31x its floor of 2P
 forward passes (453 s); the directional check with 8 directions took 0.75 s
 (most of it compilation). So: full check up to ~10^4 parameters (seconds),
 directional check above that, the full check on large networks only when
 minutes are affordable.
 
 **What error to expect.** Compare in float64: there, hand-written and
-``jax.grad`` gradients agree to rounding (``rel_error`` < 1e-9) and central
-differences agree to ``O(eps**2)`` truncation plus ``O(u / eps)`` rounding
+`jax.grad` gradients agree to rounding (`rel_error` < 1e-9) and central
+differences agree to `O(eps**2)` truncation plus `O(u / eps)` rounding
 (course norm ratio < 1e-8 for smooth networks; kinks of ReLU can spoil single
-coordinates if ``theta +- eps`` crosses one). In float32, finite differences
-are too coarse for a full check: rounding ``u / eps`` with ``u ~ 6e-8`` limits
+coordinates if `theta +- eps` crosses one). In float32, finite differences
+are too coarse for a full check: rounding `u / eps` with `u ~ 6e-8` limits
 the norm ratio to about 1e-3 .. 1e-2 (the float32 tolerance below), so a
 float32 check can catch a wrong formula but not a subtle one.
 """
@@ -73,7 +74,7 @@ TOLERANCES = {
 
 def default_eps(dtype: Any) -> float:
     """Step of central differences: the cube root of the machine epsilon, which
-    balances truncation (``eps**2``) against rounding (``u / eps``): about 6e-6
+    balances truncation (`eps**2`) against rounding (`u / eps`): about 6e-6
     in float64 and 5e-3 in float32 (Nocedal & Wright, *Numerical Optimization*,
     sec. 8.1). Ng's course uses 1e-4."""
     return float(np.cbrt(np.finfo(jnp.dtype(dtype)).eps))
@@ -83,7 +84,7 @@ def default_eps(dtype: Any) -> float:
 
 
 def rel_error(a: Any, b: Any, tiny: float = 1e-8) -> float:
-    """cs231n's relative error, ``max |a - b| / max(tiny, |a| + |b|)``, elementwise
+    """cs231n's relative error, `max |a - b| / max(tiny, |a| + |b|)`, elementwise
     then the maximum over all entries of all leaves of two pytrees."""
     worst = 0.0
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
@@ -96,7 +97,7 @@ def rel_error(a: Any, b: Any, tiny: float = 1e-8) -> float:
 
 
 def norm_ratio(a: Any, b: Any) -> float:
-    """The course's check, ``||a - b|| / ||a + b||`` over all entries of two
+    """The course's check, `||a - b|| / ||a + b||` over all entries of two
     pytrees (0 when both are zero)."""
     x, y = np.asarray(ravel(a)[0], np.float64), np.asarray(ravel(b)[0], np.float64)
     den = np.linalg.norm(x + y)
@@ -108,8 +109,8 @@ def norm_ratio(a: Any, b: Any) -> float:
 
 
 def _split_static(kwargs):
-    """Keyword arguments that are arrays or the ``state`` pytree (traced under
-    jit) and the rest (flags such as ``train=True``, closed over as static
+    """Keyword arguments that are arrays or the `state` pytree (traced under
+    jit) and the rest (flags such as `train=True`, closed over as static
     Python values)."""
     arrays = {
         k: v for k, v in kwargs.items() if k == "state" or isinstance(v, jax.Array | np.ndarray)
@@ -129,16 +130,16 @@ def numerical_gradient(
     """Central-difference gradient of a scalar function over every coordinate.
 
     Args:
-      f: ``f(params, *args, **kwargs) -> scalar``.
+      f: `f(params, *args, **kwargs) -> scalar`.
       params: the pytree to differentiate with respect to.
-      eps: the step; default :func:`default_eps` of the params' dtype.
+      eps: the step; default [`default_eps`][purenet.gradcheck.default_eps] of the params' dtype.
       chunk_size: coordinates evaluated together (vmapped) inside a
-        sequential ``lax.map``; memory grows with it, and so does the batching
+        sequential `lax.map`; memory grows with it, and so does the batching
         of matmuls over different weights, which is slower than plain matmuls
         for large layers.
 
     Returns:
-      A pytree like ``params`` holding ``dF/dparams``.
+      A pytree like `params` holding `dF/dparams`.
     """
     chunk_size = _checks.positive_int("chunk_size", chunk_size)
     theta, unravel = ravel(params)
@@ -173,18 +174,18 @@ def directional_check(
     """Compare a gradient with central differences along random directions.
 
     Args:
-      f: ``f(params, *args, **kwargs) -> scalar``.
-      grads: the gradient to check (same structure as ``params``).
+      f: `f(params, *args, **kwargs) -> scalar`.
+      grads: the gradient to check (same structure as `params`).
       params: the point.
-      key: a ``jax.random`` key for the directions (unit vectors, uniform on the
+      key: a `jax.random` key for the directions (unit vectors, uniform on the
         sphere).
       num_directions: number of directions.
-      eps: the step along each direction (default :func:`default_eps`).
+      eps: the step along each direction (default [`default_eps`][purenet.gradcheck.default_eps]).
 
     Returns:
-      ``(analytic, numeric)``: two float arrays of length ``num_directions``,
-      ``<grads, v>`` and the finite-difference slope along each ``v``; pass
-      them to :func:`rel_error`.
+      `(analytic, numeric)`: two float arrays of length `num_directions`,
+      `<grads, v>` and the finite-difference slope along each `v`; pass
+      them to [`rel_error`][purenet.gradcheck.rel_error].
     """
     num_directions = _checks.positive_int("num_directions", num_directions)
     theta, unravel = ravel(params)
@@ -222,16 +223,17 @@ class LeafError:
 
 @dataclasses.dataclass(frozen=True)
 class GradientReport:
-    """Result of :func:`check_gradients` (or :func:`check_layer`).
+    """Result of [`check_gradients`][purenet.gradcheck.check_gradients] (or
+    [`check_layer`][purenet.gradcheck.check_layer]).
 
     Attributes:
-      leaves: worst ``rel_error`` per leaf against ``jax.grad`` and against
+      leaves: worst `rel_error` per leaf against `jax.grad` and against
         finite differences.
-      autodiff_rel_error: worst ``rel_error`` against ``jax.grad``, all leaves.
-      numerical_norm_ratio: the course's ``||a - b|| / ||a + b||`` against
+      autodiff_rel_error: worst `rel_error` against `jax.grad`, all leaves.
+      numerical_norm_ratio: the course's `||a - b|| / ||a + b||` against
         finite differences.
       dtype: the dtype of the check.
-      tolerance: ``{"autodiff": ..., "numerical": ...}`` used for ``passed``.
+      tolerance: `{"autodiff": ..., "numerical": ...}` used for `passed`.
     """
 
     leaves: tuple
@@ -307,26 +309,26 @@ def check_gradients(
     chunk_size: int = 16,
     **ctx: Any,
 ) -> GradientReport:
-    """Hand-written backprop against ``jax.grad`` and central differences.
+    """Hand-written backprop against `jax.grad` and central differences.
 
-    Only ``params`` are differentiated: non-gradient ``state`` (batch norm's
-    running statistics) goes in ``**ctx`` and is held fixed, so a correct
+    Only `params` are differentiated: non-gradient `state` (batch norm's
+    running statistics) goes in `**ctx` and is held fixed, so a correct
     batch-norm model passes in both modes.
 
     Args:
       model, loss: the network and its loss.
       params, x, t: the point and the data.
-      penalty: an optional ``purenet.cost.Penalty``.
-      eps: finite-difference step (default :func:`default_eps`).
-      tolerance: ``{"autodiff": ..., "numerical": ...}``; default by dtype
-        from :data:`TOLERANCES`.
-      chunk_size: see :func:`numerical_gradient`.
-      **ctx: forward context: ``state=``, ``train=True``, ``key=key`` (a fixed
+      penalty: an optional `purenet.cost.Penalty`.
+      eps: finite-difference step (default [`default_eps`][purenet.gradcheck.default_eps]).
+      tolerance: `{"autodiff": ..., "numerical": ...}`; default by dtype
+        from [`TOLERANCES`][purenet.gradcheck.TOLERANCES].
+      chunk_size: see [`numerical_gradient`][purenet.gradcheck.numerical_gradient].
+      **ctx: forward context: `state=`, `train=True`, `key=key` (a fixed
         dropout key makes the cost deterministic, hence checkable).
 
     Returns:
-      A :class:`GradientReport`; ``print(report)`` shows a table and
-      ``report.passed`` the verdict.
+      A [`GradientReport`][purenet.gradcheck.GradientReport]; `print(report)` shows a table and
+      `report.passed` the verdict.
     """
     J = objective(model, loss, penalty)
     grad_fn = backprop(model, loss, penalty)
@@ -357,16 +359,16 @@ def check_layer(
     tolerance: float | None = None,
     **ctx: Any,
 ) -> GradientReport:
-    """One layer's backward against ``jax.vjp`` and finite differences.
+    """One layer's backward against `jax.vjp` and finite differences.
 
-    A random upstream gradient ``dy`` (normal, drawn with ``dy_key``, one
+    A random upstream gradient `dy` (normal, drawn with `dy_key`, one
     array per output for layers with several outputs) is pushed through
-    ``layer.backward``; the references are the vector-Jacobian product of
-    ``layer.forward`` and the numerical gradient of ``sum(forward * dy)``,
-    with respect to both the params and the input ``x`` (reported as the leaf
-    ``dx``; a tuple for several inputs; left out for integer inputs such as
-    token ids, which have no gradient). ``**ctx`` goes to the forward, e.g.
-    ``state=``, or ``train=True, key=k`` for dropout (a fixed key fixes the
+    `layer.backward`; the references are the vector-Jacobian product of
+    `layer.forward` and the numerical gradient of `sum(forward * dy)`,
+    with respect to both the params and the input `x` (reported as the leaf
+    `dx`; a tuple for several inputs; left out for integer inputs such as
+    token ids, which have no gradient). `**ctx` goes to the forward, e.g.
+    `state=`, or `train=True, key=k` for dropout (a fixed key fixes the
     mask).
     """
     arrays, static = _split_static(ctx)

@@ -1,31 +1,32 @@
 """Losses: a value and its gradient with respect to the network output, by hand.
 
-A :class:`Loss` holds three pure functions of the network output ``y`` (shape
-``(m, k)``: a batch of ``m`` rows) and the target ``t``:
+A [`Loss`][purenet.losses.Loss] holds three pure functions of the network output `y` (shape
+`(m, k)`: a batch of `m` rows) and the target `t`:
 
-* ``value(y, t) -> J``: a scalar, the mean over the batch;
-* ``grad(y, t) -> dJ/dy``: same shape as ``y``;
-* ``value_and_grad(y, t) -> (J, dJ/dy)``: both, sharing the work (softmax or
-  sigmoid is computed once). ``purenet.backprop`` uses this one.
+* `value(y, t) -> J`: a scalar, the mean over the batch;
+* `grad(y, t) -> dJ/dy`: same shape as `y`;
+* `value_and_grad(y, t) -> (J, dJ/dy)`: both, sharing the work (softmax or
+  sigmoid is computed once). `purenet.backprop` uses this one.
 
-Conventions (``DESIGN.md``):
+Conventions (`DESIGN.md`):
 
-* :data:`mse` is ``1/2 * sum_k (y - t)**2`` averaged over the batch; with one
-  example it is the ``E = 1/2 * sum (t - o)**2`` of Rumelhart et al. (1986).
-* :data:`softmax_cross_entropy`, :data:`sigmoid_binary_cross_entropy` and
-  :data:`multilabel_sigmoid_cross_entropy` take *logits*: the last layer's
-  activation is fused into the loss, which makes the backward the famous
-  ``(p - t) / m`` (Saito, *Deep Learning from Scratch*, ch. 5.6.3) and keeps the
-  value finite for logits of any size.
-* :data:`sequence_softmax_cross_entropy` takes logits ``(m, T, C)`` and
-  integer labels ``(m, T)``, ``-1`` (:data:`IGNORE_LABEL`) marking masked
-  steps, and averages over the unmasked steps.
+* [`mse`][purenet.losses.mse] is `1/2 * sum_k (y - t)**2` averaged over the batch; with one
+  example it is the `E = 1/2 * sum (t - o)**2` of Rumelhart et al. (1986).
+* [`softmax_cross_entropy`][purenet.losses.softmax_cross_entropy],
+  [`sigmoid_binary_cross_entropy`][purenet.losses.sigmoid_binary_cross_entropy] and
+  [`multilabel_sigmoid_cross_entropy`][purenet.losses.multilabel_sigmoid_cross_entropy] take
+  *logits*: the last layer's activation is fused into the loss, which makes the backward the famous
+  `(p - t) / m` (Saito, *Deep Learning from Scratch*, ch. 5.6.3) and keeps the value finite for
+  logits of any size.
+* [`sequence_softmax_cross_entropy`][purenet.losses.sequence_softmax_cross_entropy] takes logits
+  `(m, T, C)` and integer labels `(m, T)`, `-1` ([`IGNORE_LABEL`][purenet.losses.IGNORE_LABEL])
+  marking masked steps, and averages over the unmasked steps.
 * Targets must have the output's shape (softmax cross-entropy also takes
-  integer labels of shape ``(m,)``). A target of shape ``(m,)`` against an
-  output of shape ``(m, 1)`` is refused rather than broadcast to ``(m, m)``.
+  integer labels of shape `(m,)`). A target of shape `(m,)` against an
+  output of shape `(m, 1)` is refused rather than broadcast to `(m, m)`.
 
-Value checks on labels (integer labels in ``[0, k)``) run on concrete arrays
-only; under ``jit`` only shapes and dtypes can be checked.
+Value checks on labels (integer labels in `[0, k)`) run on concrete arrays
+only; under `jit` only shapes and dtypes can be checked.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from purenet.activations import _sigmoid
 
 
 class Loss(NamedTuple):
-    """A loss: ``value(y, t)``, ``grad(y, t)`` and the fused ``value_and_grad(y, t)``."""
+    """A loss: `value(y, t)`, `grad(y, t)` and the fused `value_and_grad(y, t)`."""
 
     value: Callable
     grad: Callable
@@ -65,14 +66,14 @@ def _make_loss(value_and_grad: Callable, name: str) -> Loss:
 
 
 def _check_output(y):
-    """``y`` is a float batch ``(m, ...)``: rows ``(m, k)``, sequences ``(m, T, k)``."""
+    """`y` is a float batch `(m, ...)`: rows `(m, k)`, sequences `(m, T, k)`."""
     _checks.float_array("y", y)
     if jnp.ndim(y) < 2:
         _checks.fail("y", "a batch of shape (m, ...) with at least 2 axes", f"shape {jnp.shape(y)}")
 
 
 def _check_same_shape(y, t):
-    """Check ``t`` has the output's shape; return it in the output's dtype (the
+    """Check `t` has the output's shape; return it in the output's dtype (the
     output decides the precision: a float64 target never promotes a float32
     network's loss)."""
     t_shape, y_shape = tuple(jnp.shape(t)), tuple(jnp.shape(y))
@@ -87,7 +88,7 @@ def _check_same_shape(y, t):
 
 def check_labels(labels: jax.Array, num_classes: int, name: str = "t") -> None:
     """Refuse labels that are not integers, or (when concrete) lie outside
-    ``[0, num_classes)``; the error names the argument ``name``."""
+    `[0, num_classes)`; the error names the argument `name`."""
     if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
         _checks.fail(
             name, "integer class labels or one-hot rows", f"dtype {jnp.result_type(labels)}"
@@ -178,12 +179,13 @@ softmax_cross_entropy = _make_loss(_softmax_cross_entropy, "softmax_cross_entrop
 
 IGNORE_LABEL = -1
 """The target label of a padded (masked) step in
-:data:`sequence_softmax_cross_entropy` (PyTorch's ``ignore_index``)."""
+[`sequence_softmax_cross_entropy`][purenet.losses.sequence_softmax_cross_entropy] (PyTorch's
+`ignore_index`)."""
 
 
 def _sequence_targets(y, t):
-    """``(labels, weights)`` from ``t``: integer labels ``(m, T)`` with
-    :data:`IGNORE_LABEL` at masked steps, or a pair ``(labels, mask)``."""
+    """`(labels, weights)` from `t`: integer labels `(m, T)` with
+    [`IGNORE_LABEL`][purenet.losses.IGNORE_LABEL] at masked steps, or a pair `(labels, mask)`."""
     m, T, k = y.shape
     mask = None
     if isinstance(t, tuple | list):
@@ -215,29 +217,32 @@ def _sequence_targets(y, t):
 
 def _sequence_softmax_cross_entropy(y, t):
     """Softmax cross-entropy at every step of a sequence, averaged over the
-    unmasked steps (:data:`sequence_softmax_cross_entropy`).
+    unmasked steps
+    ([`sequence_softmax_cross_entropy`][purenet.losses.sequence_softmax_cross_entropy]).
 
-    ``y``: logits ``(m, T, C)``. ``t``: integer labels ``(m, T)`` in
-    ``[0, C)``, with :data:`IGNORE_LABEL` (``-1``) at steps that do not
-    count (padding), or a pair ``(labels, mask)`` with ``mask`` of shape
-    ``(m, T)``, 1 where a step counts and 0 where it does not (a step counts
-    when its mask is 1 *and* its label is not ``-1``). With ``w_mt`` these
-    weights and ``N = sum w_mt`` (taken as 1 when every step is masked)::
+    `y`: logits `(m, T, C)`. `t`: integer labels `(m, T)` in
+    `[0, C)`, with [`IGNORE_LABEL`][purenet.losses.IGNORE_LABEL] (`-1`) at steps that do not
+    count (padding), or a pair `(labels, mask)` with `mask` of shape
+    `(m, T)`, 1 where a step counts and 0 where it does not (a step counts
+    when its mask is 1 *and* its label is not `-1`). With `w_mt` these
+    weights and `N = sum w_mt` (taken as 1 when every step is masked):
 
-        J = (1/N) sum_{m,t} w_mt * (-log softmax(y_mt)[t_mt])
-        dJ/dy_mt = (w_mt / N) * (softmax(y_mt) - onehot(t_mt))
+    ```text
+    J = (1/N) sum_{m,t} w_mt * (-log softmax(y_mt)[t_mt])
+    dJ/dy_mt = (w_mt / N) * (softmax(y_mt) - onehot(t_mt))
+    ```
 
     the fused softmax-with-loss gradient of Saito ch. 5.6.3 at every step
-    (PyTorch's ``cross_entropy(..., ignore_index=-1, reduction="mean")``).
+    (PyTorch's `cross_entropy(..., ignore_index=-1, reduction="mean")`).
 
     Why a padding label: a mask has to travel with the targets, through
-    ``backprop(model, loss)(params, x, t)`` and through ``make_train``, which
-    slices ``x`` and ``t`` into mini-batches by rows; integer labels with a
+    `backprop(model, loss)(params, x, t)` and through `make_train`, which
+    slices `x` and `t` into mini-batches by rows; integer labels with a
     padding value are one array that slices like any other. The pair form
     is there for direct calls with a separate mask.
 
-    :data:`softmax_cross_entropy` itself takes ``(m, k)`` logits only (it
-    refuses ``(m, T, C)``); this is its sequence form, normalised per step
+    [`softmax_cross_entropy`][purenet.losses.softmax_cross_entropy] itself takes `(m, k)` logits
+    only (it refuses `(m, T, C)`); this is its sequence form, normalised per step
     rather than per sequence.
     """
     _checks.float_array("y", y)
@@ -271,7 +276,7 @@ LOSSES = {
 
 
 def get(name: str | Loss) -> Loss:
-    """A loss by name (or a :class:`Loss`, returned as is)."""
+    """A loss by name (or a [`Loss`][purenet.losses.Loss], returned as is)."""
     if isinstance(name, Loss):
         return name
     _checks.one_of("loss", name, LOSSES)

@@ -11,15 +11,17 @@ to Hugging Face `GPT2LMHeadModel` state dicts
 [`gpt_params_to_hf`][purenet.models.gpt_params_to_hf],
 [`gpt_config_from_hf`][purenet.models.gpt_config_from_hf]), and
 [`generate`][purenet.models.generate] samples from it with a key-value
-cache. Loading GPT-2 weights kept on disk and sampling (nothing downloads)::
+cache. Loading GPT-2 weights kept on disk and sampling (nothing downloads):
 
-    import json, numpy as np, torch
-    from purenet import models
-    config = models.gpt_config_from_hf(json.load(open("gpt2/config.json")))
-    model = models.gpt(**config)
-    state_dict = {k: v.numpy() for k, v in torch.load("gpt2/pytorch_model.bin").items()}
-    params = models.gpt_params_from_hf(state_dict, model)
-    ids = models.generate(model, params, prompt, 20, key=jax.random.key(0), top_k=40)
+```python
+import json, numpy as np, torch
+from purenet import models
+config = models.gpt_config_from_hf(json.load(open("gpt2/config.json")))
+model = models.gpt(**config)
+state_dict = {k: v.numpy() for k, v in torch.load("gpt2/pytorch_model.bin").items()}
+params = models.gpt_params_from_hf(state_dict, model)
+ids = models.generate(model, params, prompt, 20, key=jax.random.key(0), top_k=40)
+```
 
 The library pieces of a GPT training run are here too:
 [`gpt_decay_mask`][purenet.models.gpt_decay_mask] (weight decay on matrices
@@ -89,10 +91,10 @@ _CONFIGS: dict[Layer, _Config] = {}
 
 
 def _lm_head(vocab_size: int, transposed: bool) -> Layer:
-    """The output projection, no bias. ``transposed``: params ``{"W": (vocab, d)}``
-    (the token embedding's layout, for tying) and ``y = h W^T``; else
-    ``{"W": (d, vocab)}`` and ``y = h W``. Backward, rows flattened:
-    ``dW = dy^T h`` (or ``h^T dy``), ``dh = dy W`` (or ``dy W^T``)."""
+    """The output projection, no bias. `transposed`: params `{"W": (vocab, d)}`
+    (the token embedding's layout, for tying) and `y = h W^T`; else
+    `{"W": (d, vocab)}` and `y = h W`. Backward, rows flattened:
+    `dW = dy^T h` (or `h^T dy`), `dh = dy W` (or `dy W^T`)."""
 
     def init(key, in_shape, dtype=jnp.float32):
         in_shape = as_shape(in_shape)
@@ -130,7 +132,7 @@ def _block(c: _Config) -> Layer:
 
 
 def _gpt2_init(key, params, c: _Config):
-    """GPT-2's initialisation (as Hugging Face's ``GPT2PreTrainedModel``):
+    """GPT-2's initialisation (as Hugging Face's `GPT2PreTrainedModel`):
     N(0, 0.02^2) for embeddings and matrices, N(0, (0.02 / sqrt(2 depth))^2)
     for the two projections back into the residual stream, zero biases, unit
     layer-norm gains."""
@@ -650,9 +652,9 @@ def accumulate_gradients(grad_fn: Callable, micro_batches: int) -> Callable:
 
 
 def _attend_one(q, K, V, t):
-    """One query per example and head against the cache's first ``t + 1``
-    positions: ``q (m, heads, d)``, ``K, V (m, L, heads, d)``. The arithmetic
-    of ``attention_forward`` (queries scaled, row maximum subtracted)."""
+    """One query per example and head against the cache's first `t + 1`
+    positions: `q (m, heads, d)`, `K, V (m, L, heads, d)`. The arithmetic
+    of `attention_forward` (queries scaled, row maximum subtracted)."""
     q = q * (1.0 / math.sqrt(q.shape[-1]))
     S = jnp.einsum("mhd,mkhd->mhk", q, K)
     allowed = jnp.arange(K.shape[1]) <= t
@@ -664,10 +666,10 @@ def _attend_one(q, K, V, t):
 
 
 def _decode_step(c: _Config, params, cache, tok, t):
-    """Logits for the token ``tok (m,)`` at position ``t``, given the keys and
-    values of positions ``< t`` in ``cache``; the cache with position ``t``
+    """Logits for the token `tok (m,)` at position `t`, given the keys and
+    values of positions `< t` in `cache`; the cache with position `t`
     written. The layers' own forwards compute the norms and the MLP, on the
-    one position ``(m, 1, width)``."""
+    one position `(m, 1, width)`."""
     Ks, Vs = cache
     m = tok.shape[0]
     d_head = c.width // c.heads
@@ -702,8 +704,8 @@ def _empty_cache(c: _Config, params, m: int, length: int):
 
 @functools.partial(jax.jit, static_argnames=("c",))
 def _cached_logits(c: _Config, params, ids):
-    """Every position's logits ``(m, T, vocab)`` computed one position at a
-    time through the key-value cache (for tests: equal to ``gpt``'s forward)."""
+    """Every position's logits `(m, T, vocab)` computed one position at a
+    time through the key-value cache (for tests: equal to `gpt`'s forward)."""
     m, T = ids.shape
 
     def body(cache, t):

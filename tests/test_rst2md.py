@@ -139,3 +139,9 @@ def test_long_lines_wrapped_and_idempotent(rst2md, index):
     assert "\n    [`parallel`][purenet.layers.core.parallel]," in once
     assert rst2md.convert_source(once, "purenet.layers.core", index) == once
 
+
+def test_the_tree_is_converted(rst2md, index):
+    """The library's docstrings are already Markdown: a second run changes nothing."""
+    for path in sorted((ROOT / "purenet").rglob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        assert rst2md.convert_source(source, rst2md.module_name(path), index) == source, path

@@ -2,62 +2,66 @@ r"""Attention with a hand-written backward: scaled dot-product attention,
 multi-head self-attention, position encodings and a pre-layer-norm
 transformer block (Vaswani et al. 2017).
 
-===================================  ============================================
-``attention_forward/backward``     the function pair: softmax(q k^T / sqrt(d_k)) v
-``scaled_dot_product_attention``   the pair as a layer on ``(q, k, v)``
-``multi_head_attention(heads)``    self-attention with ``Wq, Wk, Wv, Wo`` and biases
-``position_embedding(max_len)``    a learned table added to the sequence
-``sinusoidal_positions()``         Vaswani et al.'s fixed sines and cosines added
-``transformer_block(width, heads)``  pre-LN: ``x + MHA(LN(x))``, then ``x + MLP(LN(x))``
-===================================  ============================================
+| | |
+| --- | --- |
+| `attention_forward/backward` | the function pair: softmax(q k^T / sqrt(d_k)) v |
+| `scaled_dot_product_attention` | the pair as a layer on `(q, k, v)` |
+| `multi_head_attention(heads)` | self-attention with `Wq, Wk, Wv, Wo` and biases |
+| `position_embedding(max_len)` | a learned table added to the sequence |
+| `sinusoidal_positions()` | Vaswani et al.'s fixed sines and cosines added |
+| `transformer_block(width, heads)` | pre-LN: `x + MHA(LN(x))`, then `x + MLP(LN(x))` |
 
-**Layout.** Sequences are batch-major and channels-last, ``(m, T, d)``, as
+**Layout.** Sequences are batch-major and channels-last, `(m, T, d)`, as
 everywhere in purenet. Inside attention the heads get their own axis after
-time, ``(m, T, heads, d_head)``: the ``(B, T, N, H)`` layout of
-``jax.nn.dot_product_attention``. A split into heads is then a reshape of the
-last axis (head ``h`` owns features ``h * d_head : (h + 1) * d_head``, as in
-``torch.nn.MultiheadAttention``) and no transpose is ever materialised: every
-product is one ``einsum`` that names its axes.
+time, `(m, T, heads, d_head)`: the `(B, T, N, H)` layout of
+`jax.nn.dot_product_attention`. A split into heads is then a reshape of the
+last axis (head `h` owns features `h * d_head : (h + 1) * d_head`, as in
+`torch.nn.MultiheadAttention`) and no transpose is ever materialised: every
+product is one `einsum` that names its axes.
 
-**Forward**, per example and head, for queries ``q (Tq, d_k)``, keys
-``k (Tk, d_k)``, values ``v (Tk, d_v)`` and a boolean ``allowed (Tq, Tk)``
-(True where query ``i`` may look at key ``j``)::
+**Forward**, per example and head, for queries `q (Tq, d_k)`, keys
+`k (Tk, d_k)`, values `v (Tk, d_v)` and a boolean `allowed (Tq, Tk)`
+(True where query `i` may look at key `j`):
 
-    S = q k^T / sqrt(d_k)                                   logits (Tq, Tk)
-    P_ij = allowed_ij exp(S_ij - M_i) / sum_j' allowed_ij' exp(S_ij' - M_i)
-    out = P v                                               (Tq, d_v)
+```text
+S = q k^T / sqrt(d_k)                                   logits (Tq, Tk)
+P_ij = allowed_ij exp(S_ij - M_i) / sum_j' allowed_ij' exp(S_ij' - M_i)
+out = P v                                               (Tq, d_v)
+```
 
-with ``M_i = max over allowed j of S_ij``. Subtracting the row maximum makes
-every exponent ``<= 0`` (logits of ``1e4`` give exact probabilities, never
-``inf / inf``). A masked entry never enters the exponential (its exponent is
-set to ``-inf``, ``exp(-inf) = 0``), so it gets exactly ``P_ij = 0``. A row
+with `M_i = max over allowed j of S_ij`. Subtracting the row maximum makes
+every exponent `<= 0` (logits of `1e4` give exact probabilities, never
+`inf / inf`). A masked entry never enters the exponential (its exponent is
+set to `-inf`, `exp(-inf) = 0`), so it gets exactly `P_ij = 0`. A row
 with *no* allowed key (a query at a left-padded position under a causal
-mask, an all-padding example) has ``sum = 0``: we define its probabilities
-and its output as zeros (``sum`` is replaced by 1), in the forward and in the
+mask, an all-padding example) has `sum = 0`: we define its probabilities
+and its output as zeros (`sum` is replaced by 1), in the forward and in the
 backward. PyTorch returns NaN for such rows; the convention here keeps a
 padded batch finite and differentiable.
 
-**Backward**, given ``dout = dJ/dout``::
+**Backward**, given `dout = dJ/dout`:
 
-    dv = P^T dout                         dP = dout v^T
-    dS = P * (dP - sum_j (dP * P)_j)      (the softmax's vector-Jacobian product)
-    dq = dS k / sqrt(d_k)                 dk = dS^T q / sqrt(d_k)
+```text
+dv = P^T dout                         dP = dout v^T
+dS = P * (dP - sum_j (dP * P)_j)      (the softmax's vector-Jacobian product)
+dq = dS k / sqrt(d_k)                 dk = dS^T q / sqrt(d_k)
+```
 
-The softmax row is ``P_j = e_j / Z``; its Jacobian is
-``dP_j / dS_l = P_j (delta_jl - P_l)``, so
-``dS_l = sum_j dP_j P_j (delta_jl - P_l) = P_l (dP_l - sum_j dP_j P_j)``.
-Masking needs no term of its own: a masked entry has ``P_ij = 0``, so
-``dS_ij = 0`` (its logit did not matter), and a fully masked row has
-``P = 0`` and therefore ``dS = 0``. The row sum is computed without the
-``(Tq, Tk)`` product: ``sum_j dP_ij P_ij = sum_j (dout_i . v_j) P_ij =
-dout_i . out_i``, one dot product per query over ``d_v`` (the ``D = rowsum(dO
-* O)`` of FlashAttention, Dao et al. 2022).
+The softmax row is `P_j = e_j / Z`; its Jacobian is
+`dP_j / dS_l = P_j (delta_jl - P_l)`, so
+`dS_l = sum_j dP_j P_j (delta_jl - P_l) = P_l (dP_l - sum_j dP_j P_j)`.
+Masking needs no term of its own: a masked entry has `P_ij = 0`, so
+`dS_ij = 0` (its logit did not matter), and a fully masked row has
+`P = 0` and therefore `dS = 0`. The row sum is computed without the
+`(Tq, Tk)` product: `sum_j dP_ij P_ij = sum_j (dout_i . v_j) P_ij =
+dout_i . out_i`, one dot product per query over `d_v` (the `D = rowsum(dO
+* O)` of FlashAttention, Dao et al. 2022).
 
 **Memory of the cache.** The backward needs the probabilities: a
-multi-head layer on ``(m, T, d)`` keeps ``P`` of ``m * heads * T^2`` entries
-(8 MiB in float32 for ``m = 32, heads = 4, T = 128``), plus ``x``, the
-projected ``q, k, v`` and the attention output: ``5 m T d`` entries. The
-``T^2`` term is the one that grows. With `flash=True` the cache keeps each
+multi-head layer on `(m, T, d)` keeps `P` of `m * heads * T^2` entries
+(8 MiB in float32 for `m = 32, heads = 4, T = 128`), plus `x`, the
+projected `q, k, v` and the attention output: `5 m T d` entries. The
+`T^2` term is the one that grows. With `flash=True` the cache keeps each
 row's log-sum-exp instead (`m * heads * T` entries) and the backward
 recomputes `P = exp(S - lse)` from `q` and `k` (Dao et al. 2022, algorithm 2);
 `benchmarks/attention_memory.py` measures both.
@@ -75,8 +79,8 @@ on to every layer; layers that do not use it (embedding, positions, dense,
 layer norm) ignore it. The mask is not differentiated: it is context, like
 `key` and `train`, not part of `x`.
 
-Nothing here calls ``jax.grad``, ``jax.vjp`` or ``jax.jvp``; the tests
-compare every backward with ``jax.vjp`` and with central differences.
+Nothing here calls `jax.grad`, `jax.vjp` or `jax.jvp`; the tests
+compare every backward with `jax.vjp` and with central differences.
 
 References: Vaswani et al. (2017), "Attention is all you need" (scaled
 dot-product attention, multi-head attention, sinusoidal positions); Xiong et
@@ -123,8 +127,8 @@ def _check_mask_dtype(mask) -> None:
 
 
 def _allowed(mask, causal: bool, m: int, heads: int, Tq: int, Tk: int):
-    """The boolean ``(m or 1, heads or 1, Tq, Tk)`` mask of allowed (query, key)
-    pairs, or ``None`` when every pair is allowed."""
+    """The boolean `(m or 1, heads or 1, Tq, Tk)` mask of allowed (query, key)
+    pairs, or `None` when every pair is allowed."""
     allowed = None
     if mask is not None:
         _check_mask_dtype(mask)
@@ -145,7 +149,7 @@ def _allowed(mask, causal: bool, m: int, heads: int, Tq: int, Tk: int):
 
 
 def _softmax_rows(S, allowed):
-    """``softmax(S)`` over the last axis restricted to ``allowed`` entries;
+    """`softmax(S)` over the last axis restricted to `allowed` entries;
     zeros for a row with none (module docstring)."""
     if allowed is None:
         S_max = lax.stop_gradient(jnp.max(S, axis=-1, keepdims=True))
@@ -167,7 +171,7 @@ def _softmax_rows(S, allowed):
 
 def _logsumexp_rows(S, allowed):
     """Each row's log-sum-exp over its allowed entries (0 for a row with none)
-    and the row's probabilities, as ``_softmax_rows``."""
+    and the row's probabilities, as `_softmax_rows`."""
     minus_inf = jnp.asarray(-jnp.inf, S.dtype)
     S_in = S if allowed is None else jnp.where(allowed, S, minus_inf)
     S_max = jnp.max(S_in, axis=-1, keepdims=True)
@@ -178,7 +182,7 @@ def _logsumexp_rows(S, allowed):
 
 
 def _recompute_P(S, lse, allowed):
-    """``P = exp(S - lse)`` on allowed entries, 0 elsewhere (FlashAttention's
+    """`P = exp(S - lse)` on allowed entries, 0 elsewhere (FlashAttention's
     backward, Dao et al. 2022, algorithm 2)."""
     S_in = S - lse
     if allowed is not None:
@@ -187,16 +191,16 @@ def _recompute_P(S, lse, allowed):
 
 
 def attention_forward(q, k, v, mask=None, *, causal: bool = False, flash: bool = False):
-    """Scaled dot-product attention, ``softmax(q k^T / sqrt(d_k)) v`` with masks.
+    """Scaled dot-product attention, `softmax(q k^T / sqrt(d_k)) v` with masks.
 
     Args:
-      q: queries ``(m, Tq, heads, d_k)``.
-      k: keys ``(m, Tk, heads, d_k)``.
-      v: values ``(m, Tk, heads, d_v)`` (``jax.nn.dot_product_attention``'s layout).
-      mask: ``None`` or a boolean array broadcastable to ``(m, heads, Tq, Tk)``,
-        True where query ``i`` may attend to key ``j``; a padding mask of valid
-        keys ``(m, Tk)`` is ``mask[:, None, None, :]``.
-      causal: also forbid keys after the query (``j > i``).
+      q: queries `(m, Tq, heads, d_k)`.
+      k: keys `(m, Tk, heads, d_k)`.
+      v: values `(m, Tk, heads, d_v)` (`jax.nn.dot_product_attention`'s layout).
+      mask: `None` or a boolean array broadcastable to `(m, heads, Tq, Tk)`,
+        True where query `i` may attend to key `j`; a padding mask of valid
+        keys `(m, Tk)` is `mask[:, None, None, :]`.
+      causal: also forbid keys after the query (`j > i`).
       flash: keep only each row's log-sum-exp, `(m, heads, Tq)`, instead of
         the probabilities, and recompute `P` in the backward (Dao et al.
         2022, "FlashAttention", algorithm 2's backward): a cache of
@@ -205,9 +209,9 @@ def attention_forward(q, k, v, mask=None, *, causal: bool = False, flash: bool =
         Same gradients to rounding.
 
     Returns:
-      ``(out, cache)``: ``out`` of shape ``(m, Tq, heads, d_v)``; ``cache`` for
-      :func:`attention_backward`, holding the probabilities ``P`` of shape
-      ``(m, heads, Tq, Tk)`` (or, with `flash`, the row log-sum-exps and the
+      `(out, cache)`: `out` of shape `(m, Tq, heads, d_v)`; `cache` for
+      [`attention_backward`][purenet.layers.attention.attention_backward], holding the probabilities
+      `P` of shape `(m, heads, Tq, Tk)` (or, with `flash`, the row log-sum-exps and the
       mask). Rows with no allowed key give zeros.
     """
     for name, a in (("q", q), ("k", k), ("v", v)):
@@ -232,14 +236,15 @@ def attention_forward(q, k, v, mask=None, *, causal: bool = False, flash: bool =
 
 
 def attention_backward(cache, dout):
-    """The vector-Jacobian product of :func:`attention_forward` (module docstring).
+    """The vector-Jacobian product of
+    [`attention_forward`][purenet.layers.attention.attention_forward] (module docstring).
 
     Args:
-      cache: from :func:`attention_forward`.
-      dout: ``dJ/dout``, shape ``(m, Tq, heads, d_v)``.
+      cache: from [`attention_forward`][purenet.layers.attention.attention_forward].
+      dout: `dJ/dout`, shape `(m, Tq, heads, d_v)`.
 
     Returns:
-      ``(dq, dk, dv)`` with the shapes of ``q``, ``k``, ``v``.
+      `(dq, dk, dv)` with the shapes of `q`, `k`, `v`.
     """
     if isinstance(cache, dict):  # flash: recompute P from the row log-sum-exps
         q_scaled, k, v, out = cache["q"], cache["k"], cache["v"], cache["out"]
@@ -263,7 +268,7 @@ def attention_backward(cache, dout):
 
 
 def _check_padding(mask, m: int, T: int, layer: str) -> None:
-    """A padding mask: a boolean array of shape ``(m, T)``, True at valid positions."""
+    """A padding mask: a boolean array of shape `(m, T)`, True at valid positions."""
     if not hasattr(mask, "shape") or not hasattr(mask, "dtype"):
         _checks.fail("mask", f"a boolean padding mask of shape (m, T) = {(m, T)} for {layer}",
                      type(mask).__name__)
@@ -350,51 +355,54 @@ def _check_heads(heads: int, d: int) -> int:
 
 def multi_head_attention(heads: int, *, causal: bool = False, flash: bool = False,
                          W_init="xavier_uniform") -> Layer:
-    """Multi-head self-attention (Vaswani et al. 2017, section 3.2.2) on ``(m, T, d)``.
+    """Multi-head self-attention (Vaswani et al. 2017, section 3.2.2) on `(m, T, d)`.
 
-    ::
-
-        q = x Wq + bq,   k = x Wk + bk,   v = x Wv + bv        (m, T, d) each
-        split the last axis into heads: (m, T, heads, d / heads)
-        o = attention(q, k, v) per head, heads joined back     (m, T, d)
-        y = o Wo + bo
+    ```text
+    q = x Wq + bq,   k = x Wk + bk,   v = x Wv + bv        (m, T, d) each
+    split the last axis into heads: (m, T, heads, d / heads)
+    o = attention(q, k, v) per head, heads joined back     (m, T, d)
+    y = o Wo + bo
+    ```
 
     The padding mask is the keyword `mask`: a boolean `(m, T)` array, True at
     valid positions (module docstring); a padded key is never attended to.
 
-    **Parameters** ``{"Wq", "Wk", "Wv", "Wo": (d, d), "bq", "bk", "bv", "bo": (d,)}``,
-    rows in, columns out (``y = x W``, as :func:`purenet.layers.dense`); head
-    ``h`` owns columns ``h * d_head : (h + 1) * d_head`` of ``Wq, Wk, Wv`` and
-    the same rows of ``Wo``. ``torch.nn.MultiheadAttention(d, heads,
-    batch_first=True)`` stores the three input projections stacked and
-    transposed; its weights load as::
+    **Parameters** `{"Wq", "Wk", "Wv", "Wo": (d, d), "bq", "bk", "bv", "bo": (d,)}`,
+    rows in, columns out (`y = x W`, as [`purenet.layers.dense`][purenet.layers.core.dense]); head
+    `h` owns columns `h * d_head : (h + 1) * d_head` of `Wq, Wk, Wv` and
+    the same rows of `Wo`. `torch.nn.MultiheadAttention(d, heads,
+    batch_first=True)` stores the three input projections stacked and
+    transposed; its weights load as:
 
-        Wq, Wk, Wv = (w.T for w in in_proj_weight.chunk(3, dim=0))   # each (d, d)
-        bq, bk, bv = in_proj_bias.chunk(3)
-        Wo, bo = out_proj.weight.T, out_proj.bias
+    ```python
+    Wq, Wk, Wv = (w.T for w in in_proj_weight.chunk(3, dim=0))   # each (d, d)
+    bq, bk, bv = in_proj_bias.chunk(3)
+    Wo, bo = out_proj.weight.T, out_proj.bias
+    ```
 
-    and then ``y`` equals torch's first output for ``key = value = query = x``
-    and ``key_padding_mask = ~mask`` (except rows with no valid key: zeros
-    here, NaN there). Initialisation: Glorot uniform for each ``(d, d)``
-    matrix (torch draws it on the stacked ``(3d, d)`` matrix, bounds smaller by
-    ``sqrt(2)``), zero biases (as torch).
+    and then `y` equals torch's first output for `key = value = query = x`
+    and `key_padding_mask = ~mask` (except rows with no valid key: zeros
+    here, NaN there). Initialisation: Glorot uniform for each `(d, d)`
+    matrix (torch draws it on the stacked `(3d, d)` matrix, bounds smaller by
+    `sqrt(2)`), zero biases (as torch).
 
-    The key bias ``bk`` shifts every logit of a query row by the same
-    ``q_i . bk``, which the softmax cancels: it changes nothing and its
+    The key bias `bk` shifts every logit of a query row by the same
+    `q_i . bk`, which the softmax cancels: it changes nothing and its
     gradient is exactly zero (kept for torch's layout).
 
-    Backward: ``dense``'s for ``Wo`` and for the three projections, which are
-    computed as one ``(d, 3d)`` product ``x [Wq Wk Wv]`` so the backward's
-    ``dx = dqkv [Wq Wk Wv]^T`` is one product too; :func:`attention_backward`
-    in between. Cache: ``P`` of ``m * heads * T^2`` entries and ``5 m T d``.
+    Backward: `dense`'s for `Wo` and for the three projections, which are
+    computed as one `(d, 3d)` product `x [Wq Wk Wv]` so the backward's
+    `dx = dqkv [Wq Wk Wv]^T` is one product too;
+    [`attention_backward`][purenet.layers.attention.attention_backward] in between. Cache: `P` of
+    `m * heads * T^2` entries and `5 m T d`.
 
     Args:
-      heads: number of heads; must divide the width ``d`` of the input.
+      heads: number of heads; must divide the width `d` of the input.
       causal: each position attends only to itself and earlier positions.
       flash: keep each row's log-sum-exp, `m * heads * T` entries, instead
         of `P` and recompute `P` in the backward (Dao et al. 2022; see
         [`attention_forward`][purenet.layers.attention.attention_forward]).
-      W_init: initialiser of the four ``(d, d)`` matrices (name or function).
+      W_init: initialiser of the four `(d, d)` matrices (name or function).
     """
     heads = _checks.positive_int("heads", heads)
     if not isinstance(causal, bool):
@@ -472,12 +480,12 @@ def _check_positions(x, max_len: int | None, layer: str):
 
 def position_embedding(max_len: int, W_init=None) -> Layer:
     """A learned position table added to a sequence (GPT, BERT):
-    ``y[:, t] = x[:, t] + W[t]`` for ``t < T <= max_len``.
+    `y[:, t] = x[:, t] + W[t]` for `t < T <= max_len`.
 
-    Params ``{"W": (max_len, d)}``, initialised ``N(0, 0.02^2)`` (GPT-2) unless
-    ``W_init`` is given. Backward: ``dx = dy``; ``dW[t] = sum over the batch of
-    dy[:, t]`` for ``t < T``, zero for the rows a shorter sequence did not use.
-    A sequence longer than ``max_len`` is refused (at ``init`` and in the forward).
+    Params `{"W": (max_len, d)}`, initialised `N(0, 0.02^2)` (GPT-2) unless
+    `W_init` is given. Backward: `dx = dy`; `dW[t] = sum over the batch of
+    dy[:, t]` for `t < T`, zero for the rows a shorter sequence did not use.
+    A sequence longer than `max_len` is refused (at `init` and in the forward).
 
     Args:
       max_len: the number of positions in the table.
@@ -507,9 +515,11 @@ def position_embedding(max_len: int, W_init=None) -> Layer:
 
 
 def sinusoids(length: int, dim: int, dtype=jnp.float32):
-    """Vaswani et al.'s (2017, section 3.5) position encodings, ``(length, dim)``::
+    """Vaswani et al.'s (2017, section 3.5) position encodings, `(length, dim)`:
 
-        PE[t, 2i] = sin(t / 10000^(2i / dim)),   PE[t, 2i + 1] = cos(t / 10000^(2i / dim))
+    ```text
+    PE[t, 2i] = sin(t / 10000^(2i / dim)),   PE[t, 2i + 1] = cos(t / 10000^(2i / dim))
+    ```
 
     Computed in float64 with NumPy (a constant of the program), then cast.
     """
@@ -524,8 +534,9 @@ def sinusoids(length: int, dim: int, dtype=jnp.float32):
 
 
 def sinusoidal_positions() -> Layer:
-    """``y = x + sinusoids(T, d)`` (:func:`sinusoids`); no params, any length.
-    Backward: ``dx = dy``."""
+    """`y = x + sinusoids(T, d)` ([`sinusoids`][purenet.layers.attention.sinusoids]); no params, any
+    length.
+    Backward: `dx = dy`."""
 
     def init(key, in_shape, dtype=jnp.float32):
         _sequence_shape(in_shape, "sinusoidal_positions")
@@ -550,10 +561,12 @@ _ACTIVATIONS = {"gelu": gelu, "gelu_tanh": gelu_tanh, "relu": relu}
 def transformer_block(width: int, heads: int, *, mlp_dim: int | None = None,
                       causal: bool = False, activation: str = "gelu",
                       eps: float = 1e-5) -> Layer:
-    """A pre-layer-norm transformer block (GPT-2; Xiong et al. 2020) on `(m, T, width)`::
+    """A pre-layer-norm transformer block (GPT-2; Xiong et al. 2020) on `(m, T, width)`:
 
-        h = x + MHA(LN1(x))
-        y = h + W2 act(W1 LN2(h) + b1) + b2
+    ```text
+    h = x + MHA(LN1(x))
+    y = h + W2 act(W1 LN2(h) + b1) + b2
+    ```
 
     A fixed network built once, from the combinators:
     `serial(residual(serial(layer_norm(), multi_head_attention(heads))),

@@ -4,12 +4,14 @@
 parameter slots together. The tied model's params hold each shared array
 **once**, at the first path of its group (the *owner*); every other slot of
 the group holds `None` (an empty pytree node, so `ravel`, optimizers,
-penalties and checkpoints see the array once)::
+penalties and checkpoints see the array once):
 
-    model = serial(embedding(V, d), ..., lm_head)          # params[0]["W"], params[5]["W"]
-    shared = tied(model, [((0, "W"), (5, "W"))])
-    _, params, _ = shared.init(key, (T,))
-    params[5]["W"] is None                                  # True: stored at params[0]["W"]
+```python
+model = serial(embedding(V, d), ..., lm_head)          # params[0]["W"], params[5]["W"]
+shared = tied(model, [((0, "W"), (5, "W"))])
+_, params, _ = shared.init(key, (T,))
+params[5]["W"] is None                                  # True: stored at params[0]["W"]
+```
 
 **Forward.** The owner's array is substituted into each slot of its group,
 and the wrapped layer runs on the completed params.
@@ -17,9 +19,11 @@ and the wrapped layer runs on the completed params.
 **Backward.** The wrapped layer's backward gives one gradient per slot, as if
 the copies were independent arrays. The model's output depends on the shared
 array through every use, so by the multivariable chain rule its gradient is
-the **sum** of the slots' gradients::
+the **sum** of the slots' gradients:
 
-    dW_shared = sum over the paths p of the group of dparams[p]
+```text
+dW_shared = sum over the paths p of the group of dparams[p]
+```
 
 which is stored at the owner's path; the other slots get `None`, matching
 params. This is how weight tying of input and output embeddings (Press &
@@ -63,7 +67,7 @@ def _get(tree, path: Path, name: str = "ties"):
 
 
 def _set(tree, path: Path, value):
-    """A copy of ``tree`` with the entry at ``path`` replaced by ``value``."""
+    """A copy of `tree` with the entry at `path` replaced by `value`."""
     if not path:
         return value
     k, rest = path[0], path[1:]

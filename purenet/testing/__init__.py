@@ -2,30 +2,30 @@
 
 Three helpers, each comparing a hand-written derivative with two independent
 referees, JAX's autodiff and central finite differences (as
-:mod:`purenet.gradcheck` does), and each passing silently or raising
-``AssertionError`` with the per-leaf report and, for every leaf that fails,
+[`purenet.gradcheck`][purenet.gradcheck] does), and each passing silently or raising
+`AssertionError` with the per-leaf report and, for every leaf that fails,
 its worst entry: the index and the three values side by side.
 
-* :func:`assert_gradients` ``(model, loss, params, x, t)``: the gradient of
-  ``purenet.backprop`` against ``jax.grad`` of ``purenet.objective``.
-* :func:`assert_layer` ``(layer, params, x)``: one layer's ``backward`` with a
-  random upstream gradient ``dy``, against ``jax.vjp`` of its ``forward``.
-* :func:`assert_vjp` ``(f, vjp, *primals)``: any function with a
-  hand-written vector-Jacobian product ``vjp(*primals, cotangent)``, purenet
+* [`assert_gradients`][purenet.testing.assert_gradients] `(model, loss, params, x, t)`: the gradient
+  of `purenet.backprop` against `jax.grad` of `purenet.objective`.
+* [`assert_layer`][purenet.testing.assert_layer] `(layer, params, x)`: one layer's `backward` with a
+  random upstream gradient `dy`, against `jax.vjp` of its `forward`.
+* [`assert_vjp`][purenet.testing.assert_vjp] `(f, vjp, *primals)`: any function with a
+  hand-written vector-Jacobian product `vjp(*primals, cotangent)`, purenet
   or not.
 
-Tolerances depend on the dtype as in :data:`purenet.gradcheck.TOLERANCES`:
-run these checks in float64 (the ``x64`` fixture of the pytest plugin,
-:mod:`purenet.testing.plugin`, turns it on for one test), where a correct
+Tolerances depend on the dtype as in [`purenet.gradcheck.TOLERANCES`][purenet.gradcheck.TOLERANCES]:
+run these checks in float64 (the `x64` fixture of the pytest plugin,
+[`purenet.testing.plugin`][purenet.testing.plugin], turns it on for one test), where a correct
 gradient agrees with autodiff to ~1e-12 and with finite differences to ~1e-9.
 
 Also here, imported on first use:
 
-* :mod:`purenet.testing.strategies`: hypothesis strategies for random
-  architectures and matching inputs (needs ``hypothesis``; the assertions
+* [`purenet.testing.strategies`][purenet.testing.strategies]: hypothesis strategies for random
+  architectures and matching inputs (needs `hypothesis`; the assertions
   above do not);
-* :mod:`purenet.testing.plugin`: the pytest plugin (fixtures ``x64``,
-  ``prng_key``, ``gradient_check``), registered by installing purenet.
+* [`purenet.testing.plugin`][purenet.testing.plugin]: the pytest plugin (fixtures `x64`,
+  `prng_key`, `gradient_check`), registered by installing purenet.
 """
 
 from __future__ import annotations
@@ -129,30 +129,30 @@ def assert_gradients(
     chunk_size: int = 16,
     **ctx: Any,
 ) -> None:
-    """Assert that ``purenet.backprop(model, loss, penalty)`` computes the gradient.
+    """Assert that `purenet.backprop(model, loss, penalty)` computes the gradient.
 
-    Runs :func:`purenet.gradcheck.check_gradients` (hand-written backprop
-    against ``jax.grad`` of :func:`purenet.objective` and against central
+    Runs [`purenet.gradcheck.check_gradients`][purenet.gradcheck.check_gradients] (hand-written
+    backprop against `jax.grad` of [`purenet.objective`][purenet.cost.objective] and against central
     differences over every parameter) and passes silently when it passes.
 
     Args:
-      model: a :class:`purenet.layers.Layer`.
-      loss: a :class:`purenet.losses.Loss`.
-      params: the point; only ``params`` are differentiated.
+      model: a [`purenet.layers.Layer`][purenet.layers.core.Layer].
+      loss: a [`purenet.losses.Loss`][purenet.losses.Loss].
+      params: the point; only `params` are differentiated.
       x: the input batch.
       t: the targets.
-      penalty: an optional :class:`purenet.cost.Penalty`.
+      penalty: an optional [`purenet.cost.Penalty`][purenet.cost.Penalty].
       eps: finite-difference step (default: cube root of the dtype's epsilon).
-      tolerance: ``{"autodiff": ..., "numerical": ...}``; default by dtype
-        from :data:`purenet.gradcheck.TOLERANCES`.
+      tolerance: `{"autodiff": ..., "numerical": ...}`; default by dtype
+        from [`purenet.gradcheck.TOLERANCES`][purenet.gradcheck.TOLERANCES].
       chunk_size: coordinates per vectorised step of the finite differences.
-      **ctx: the forward context: ``state=``, ``train=``, ``key=`` (a fixed
+      **ctx: the forward context: `state=`, `train=`, `key=` (a fixed
         key fixes dropout's mask).
 
     Raises:
       AssertionError: the gradient disagrees with a referee; the message is
         the per-leaf report followed by each failing leaf's worst entry
-        (index, hand-written value, ``jax.grad``'s, finite differences').
+        (index, hand-written value, `jax.grad`'s, finite differences').
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -188,31 +188,31 @@ def assert_layer(
     tolerance: Mapping[str, float] | None = None,
     **ctx: Any,
 ) -> None:
-    """Assert that ``layer.backward`` is the vector-Jacobian product of ``layer.forward``.
+    """Assert that `layer.backward` is the vector-Jacobian product of `layer.forward`.
 
-    A random upstream gradient ``dy`` (standard normal, one array per output)
-    is pushed through ``layer.backward(params, cache, dy)``; the referees are
-    ``jax.vjp`` of ``layer.forward`` and central differences of
-    ``sum(forward(params, x) * dy)``, with respect to ``params`` and every
-    floating-point leaf of ``x`` (integer inputs such as token ids have no
-    gradient and are left out). This is :func:`assert_vjp` with
-    ``f(params, x) = layer.forward(params, x, **ctx)[0]``.
+    A random upstream gradient `dy` (standard normal, one array per output)
+    is pushed through `layer.backward(params, cache, dy)`; the referees are
+    `jax.vjp` of `layer.forward` and central differences of
+    `sum(forward(params, x) * dy)`, with respect to `params` and every
+    floating-point leaf of `x` (integer inputs such as token ids have no
+    gradient and are left out). This is [`assert_vjp`][purenet.testing.assert_vjp] with
+    `f(params, x) = layer.forward(params, x, **ctx)[0]`.
 
     Args:
-      layer: a :class:`purenet.layers.Layer`.
-      params: the layer's params (from ``layer.init``).
+      layer: a [`purenet.layers.Layer`][purenet.layers.core.Layer].
+      params: the layer's params (from `layer.init`).
       x: an input batch (a tuple for layers with several inputs).
-      dy_key: ``jax.random`` key for ``dy`` (default ``jax.random.key(0)``).
-        Named apart from ``key``, which goes to the forward (dropout).
+      dy_key: `jax.random` key for `dy` (default `jax.random.key(0)`).
+        Named apart from `key`, which goes to the forward (dropout).
       eps: finite-difference step.
-      tolerance: ``{"autodiff": ..., "numerical": ...}``; default by dtype.
-      **ctx: the forward context: ``state=``, ``train=True``, ``key=``.
+      tolerance: `{"autodiff": ..., "numerical": ...}`; default by dtype.
+      **ctx: the forward context: `state=`, `train=True`, `key=`.
 
     Raises:
       AssertionError: with the per-leaf report and worst entries (leaves
-        ``['params']...`` and ``['x']``).
-      ValueError: ``layer.backward`` returns cotangents whose structure or
-        shapes differ from ``(params, x)``.
+        `['params']...` and `['x']`).
+      ValueError: `layer.backward` returns cotangents whose structure or
+        shapes differ from `(params, x)`.
 
     Examples:
       A new activation, softplus, as an elementwise layer with its derivative
@@ -252,29 +252,29 @@ def assert_vjp(
     eps: float | None = None,
     tolerance: Mapping[str, float] | None = None,
 ) -> None:
-    """Assert that ``vjp`` is the vector-Jacobian product of ``f``.
+    """Assert that `vjp` is the vector-Jacobian product of `f`.
 
-    For a random cotangent ``ct`` of ``f``'s output (standard normal, drawn
-    with ``key``), ``vjp(*primals, ct)`` must equal ``jax.vjp(f,
-    *primals)[1](ct)`` and the central-difference gradient of
-    ``sum(f(*primals) * ct)``, leaf by leaf, for every floating-point leaf of
+    For a random cotangent `ct` of `f`'s output (standard normal, drawn
+    with `key`), `vjp(*primals, ct)` must equal `jax.vjp(f,
+    *primals)[1](ct)` and the central-difference gradient of
+    `sum(f(*primals) * ct)`, leaf by leaf, for every floating-point leaf of
     the primals (integer leaves are not differentiated; their entries in the
-    result may be anything, ``None`` included).
+    result may be anything, `None` included).
 
     Args:
-      f: ``f(*primals) -> y``, any pytree of floating-point arrays.
-      vjp: the hand-written ``vjp(*primals, ct) -> tuple`` of one cotangent
+      f: `f(*primals) -> y`, any pytree of floating-point arrays.
+      vjp: the hand-written `vjp(*primals, ct) -> tuple` of one cotangent
         per primal, each with its primal's structure and shapes.
       *primals: the point (pytrees of arrays).
-      key: ``jax.random`` key for the cotangent (default ``jax.random.key(0)``).
+      key: `jax.random` key for the cotangent (default `jax.random.key(0)`).
       eps: finite-difference step.
-      tolerance: ``{"autodiff": ..., "numerical": ...}``; default by dtype.
+      tolerance: `{"autodiff": ..., "numerical": ...}`; default by dtype.
 
     Raises:
-      AssertionError: with the per-leaf report (leaves named after ``f``'s
+      AssertionError: with the per-leaf report (leaves named after `f`'s
         parameters) and each failing leaf's worst entry.
-      ValueError: ``vjp``'s result is not a tuple of one cotangent per primal
-        with the primals' structure and shapes (the message names ``vjp``).
+      ValueError: `vjp`'s result is not a tuple of one cotangent per primal
+        with the primals' structure and shapes (the message names `vjp`).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -317,7 +317,7 @@ def _name_of(f) -> str:
 
 
 def _names(f, count: int) -> tuple[str, ...]:
-    """Report names for the primals: ``f``'s parameter names where they can be read."""
+    """Report names for the primals: `f`'s parameter names where they can be read."""
     try:
         parameters = list(inspect.signature(f).parameters.values())
     except (TypeError, ValueError):
@@ -358,7 +358,7 @@ def _assert_vjp(f, vjp, primals, names, *, key, eps, tolerance, what, who) -> No
         )
 
     def named(float_leaves):
-        """The float leaves as ``{name: primal tree}``, integer leaves left out."""
+        """The float leaves as `{name: primal tree}`, integer leaves left out."""
         it = iter(float_leaves)
         return {
             name: treedef.unflatten([next(it) if m else None for m in mask])
@@ -393,7 +393,7 @@ def _assert_vjp(f, vjp, primals, names, *, key, eps, tolerance, what, who) -> No
 
 def _float_cotangents(result, flat, float_mask, who: str) -> list:
     """The hand-written cotangents of the float leaves, after checking that
-    ``result`` has one entry per primal with the primals' structure and shapes."""
+    `result` has one entry per primal with the primals' structure and shapes."""
     count = len(flat)
     expected = (
         f"a tuple of {count} cotangent{'s' if count > 1 else ''}, one per primal, "

@@ -1,27 +1,29 @@
 """A pytest plugin for gradient tests, registered when purenet is installed.
 
-purenet declares it under the ``pytest11`` entry point, so every test suite of
+purenet declares it under the `pytest11` entry point, so every test suite of
 an environment where purenet is installed gets these fixtures with nothing to
-configure (``-p no:purenet`` turns the plugin off):
+configure (`-p no:purenet` turns the plugin off):
 
-* ``x64``: 64-bit types on for one test (``jax_enable_x64``) and the previous
+* `x64`: 64-bit types on for one test (`jax_enable_x64`) and the previous
   setting restored after it, whatever it was (a suite that enables float64
   globally keeps it). Request it first, before the test makes its arrays.
-* ``prng_key``: a ``jax.random.key`` seeded by ``--purenet-seed`` (default 0),
+* `prng_key`: a `jax.random.key` seeded by `--purenet-seed` (default 0),
   the same in every test: a failure reproduces.
-* ``gradient_check``: float64 on, and :mod:`purenet.testing`'s assertions
-  with the key filled in: ``gradient_check.layer(layer, params, x)``,
-  ``gradient_check.gradients(model, loss, params, x, t)``,
-  ``gradient_check.vjp(f, vjp, *primals)``.
+* `gradient_check`: float64 on, and [`purenet.testing`][purenet.testing]'s assertions
+  with the key filled in: `gradient_check.layer(layer, params, x)`,
+  `gradient_check.gradients(model, loss, params, x, t)`,
+  `gradient_check.vjp(f, vjp, *primals)`.
 
-Example::
+Example:
 
-    def test_my_layer(gradient_check):
-        layer = my_layer(3)
-        _, params, _ = layer.init(jax.random.key(0), (4,), jnp.float64)
-        gradient_check.layer(layer, params, jnp.ones((2, 4)))
+```python
+def test_my_layer(gradient_check):
+    layer = my_layer(3)
+    _, params, _ = layer.init(jax.random.key(0), (4,), jnp.float64)
+    gradient_check.layer(layer, params, jnp.ones((2, 4)))
+```
 
-Loading the plugin imports ``purenet`` (and so jax) when pytest starts.
+Loading the plugin imports `purenet` (and so jax) when pytest starts.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.fixture
 def x64() -> Iterator[None]:
-    """64-bit types (``jax_enable_x64``) for the duration of one test."""
+    """64-bit types (`jax_enable_x64`) for the duration of one test."""
     import jax
 
     previous = bool(jax.config.read("jax_enable_x64"))
@@ -59,33 +61,35 @@ def x64() -> Iterator[None]:
 
 @pytest.fixture
 def prng_key(request: pytest.FixtureRequest) -> Any:
-    """``jax.random.key(seed)``, seed from ``--purenet-seed`` (default 0)."""
+    """`jax.random.key(seed)`, seed from `--purenet-seed` (default 0)."""
     import jax
 
     return jax.random.key(request.config.getoption("purenet_seed"))
 
 
 class GradientCheck:
-    """The assertions of :mod:`purenet.testing` with a fixed random key."""
+    """The assertions of [`purenet.testing`][purenet.testing] with a fixed random key."""
 
     def __init__(self, key: Any):
         self.key = key
 
     def gradients(self, model, loss, params, x, t, **kwargs) -> None:
-        """:func:`purenet.testing.assert_gradients`."""
+        """[`purenet.testing.assert_gradients`][purenet.testing.assert_gradients]."""
         from purenet.testing import assert_gradients
 
         assert_gradients(model, loss, params, x, t, **kwargs)
 
     def layer(self, layer, params, x, **kwargs) -> None:
-        """:func:`purenet.testing.assert_layer`, ``dy`` drawn with the key."""
+        """[`purenet.testing.assert_layer`][purenet.testing.assert_layer], `dy` drawn with the
+key."""
         from purenet.testing import assert_layer
 
         kwargs.setdefault("dy_key", self.key)
         assert_layer(layer, params, x, **kwargs)
 
     def vjp(self, f, vjp, *primals, **kwargs) -> None:
-        """:func:`purenet.testing.assert_vjp`, the cotangent drawn with the key."""
+        """[`purenet.testing.assert_vjp`][purenet.testing.assert_vjp], the cotangent drawn with
+the key."""
         from purenet.testing import assert_vjp
 
         kwargs.setdefault("key", self.key)
@@ -94,5 +98,6 @@ class GradientCheck:
 
 @pytest.fixture
 def gradient_check(x64: None, prng_key: Any) -> GradientCheck:
-    """:class:`GradientCheck` in float64 (it uses the ``x64`` fixture)."""
+    """[`GradientCheck`][purenet.testing.plugin.GradientCheck] in float64 (it uses the `x64`
+fixture)."""
     return GradientCheck(prng_key)
