@@ -39,6 +39,7 @@ def _identity_df(x, y):
 
 
 identity = Activation(f=lambda x: x, df=_identity_df, name="identity")
+"""`f(x) = x`, `f' = 1`: a linear unit (a network of them collapses to one linear map)."""
 
 
 def _sigmoid(x):
@@ -50,8 +51,11 @@ def _sigmoid(x):
 
 
 sigmoid = Activation(f=_sigmoid, df=lambda x, y: y * (1.0 - y), name="sigmoid")
+"""The logistic function $f(x) = 1 / (1 + e^{-x})$, $f' = y (1 - y)$ (Rumelhart et al. 1986,
+eq. 4). Computed so that it only exponentiates $-|x|$: no overflow for any `x`."""
 
 tanh = Activation(f=jnp.tanh, df=lambda x, y: 1.0 - y * y, name="tanh")
+"""$f(x) = \\tanh x$, $f' = 1 - y^2$."""
 
 # ReLU'(0) is taken as 0, the convention of jax.nn.relu and of torch. The
 # forward is a `where`, not `maximum`: jax.grad (the referee) splits a tie of
@@ -64,6 +68,8 @@ relu = Activation(
     df=lambda x, y: (x > 0).astype(jnp.result_type(x)),
     name="relu",
 )
+"""$f(x) = \\max(x, 0)$, $f' = [x > 0]$: the derivative at 0 is taken as 0, as `jax.nn.relu`
+and PyTorch do; a NaN passes through as NaN."""
 
 
 def leaky_relu_activation(slope: float = 0.01) -> Activation:

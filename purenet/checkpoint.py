@@ -63,8 +63,14 @@ from jax.tree_util import DictKey, FlattenedIndexKey, GetAttrKey, SequenceKey
 from purenet._checks import fail, fail_type
 
 FORMAT = "purenet-checkpoint"
+"""The format name stored in a checkpoint's `meta`; [`load`][purenet.checkpoint.load] refuses
+a file without it."""
 VERSION = 2
+"""The version of the format written; [`load`][purenet.checkpoint.load] reads this version
+only (version 1 described trees by JAX's treedef text)."""
 TREES = ("params", "opt_state", "state")
+"""The three trees a checkpoint holds, in the order of the arguments of
+[`save`][purenet.checkpoint.save]."""
 
 
 class Checkpoint(NamedTuple):

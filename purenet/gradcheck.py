@@ -63,6 +63,10 @@ from purenet.params import ravel
 # layer feeding batch norm, say) comes out as +-1e-16 of rounding noise from
 # both sides, which a 1e-8 floor would call a relative error of 1e-8.
 REPORT_FLOOR = 1e-6
+"""The floor of the denominator of [`rel_error`][purenet.gradcheck.rel_error] in reports
+(cs231n uses 1e-8): an entry that is exactly zero in exact arithmetic comes out as
+rounding noise of about 1e-16 from both sides, which a floor of 1e-8 would call a
+relative error of 1e-8."""
 TOLERANCES = {
     jnp.dtype("float64"): {"autodiff": 1e-9, "numerical": 1e-8},
     # float32: jax.grad itself is ~1e-4 (elementwise) away from the float64
@@ -70,6 +74,12 @@ TOLERANCES = {
     # differ by that much; a wrong formula is off by O(1).
     jnp.dtype("float32"): {"autodiff": 1e-3, "numerical": 2e-2},
 }
+"""Tolerances by dtype: `"autodiff"` bounds the elementwise
+[`rel_error`][purenet.gradcheck.rel_error] against `jax.grad`, `"numerical"` the
+[`norm_ratio`][purenet.gradcheck.norm_ratio] against central differences (Ng's course).
+In float32 `jax.grad` itself is about 1e-4 away from the float64 gradient of a 784-50-10
+network, so the bounds are loose there; a wrong formula is off by O(1) in either dtype.
+Other dtypes use float32's."""
 
 
 def default_eps(dtype: Any) -> float:

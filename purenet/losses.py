@@ -112,6 +112,9 @@ def _mse(y, t):
 
 
 mse = _make_loss(_mse, "mse")
+"""Mean squared error, $J = \\frac{1}{m} \\sum_i \\frac{1}{2} \\sum_k (y_{ik} - t_{ik})^2$, with
+$dJ/dy = (y - t) / m$; `t` of the output's shape. With one example it is the
+$E = \\frac{1}{2} \\sum (t - o)^2$ of Rumelhart et al. (1986)."""
 
 
 def _sigmoid_cross_entropy(y, t):
@@ -139,9 +142,17 @@ def _binary_cross_entropy(y, t):
 
 
 sigmoid_binary_cross_entropy = _make_loss(_binary_cross_entropy, "sigmoid_binary_cross_entropy")
+"""Binary cross-entropy on one logit per example, `y` of shape `(m, 1)` and `t` of 0 / 1
+(or probabilities) of the same shape: $J = \\frac{1}{m} \\sum_i
+[\\operatorname{softplus}(y_i) - y_i t_i]$, the sigmoid fused in, so
+$dJ/dy = (\\sigma(y) - t) / m$ and the value stays finite for logits of any size."""
 multilabel_sigmoid_cross_entropy = _make_loss(
     _sigmoid_cross_entropy, "multilabel_sigmoid_cross_entropy"
 )
+"""Binary cross-entropy of `k` independent labels, logits `y` and 0 / 1 targets `t` of
+shape `(m, k)`: the per-unit losses of
+[`sigmoid_binary_cross_entropy`][purenet.losses.sigmoid_binary_cross_entropy] summed over
+the labels and averaged over the batch, $dJ/dy = (\\sigma(y) - t) / m$."""
 
 
 def _softmax_cross_entropy(y, t):
@@ -173,6 +184,10 @@ def _softmax_cross_entropy(y, t):
 
 
 softmax_cross_entropy = _make_loss(_softmax_cross_entropy, "softmax_cross_entropy")
+"""Softmax cross-entropy on logits `y` of shape `(m, k)`, with one-hot (or probability) rows
+`t` of the same shape or integer labels of shape `(m,)`:
+$J = -\\frac{1}{m} \\sum_i \\sum_k t_{ik} \\log \\operatorname{softmax}(y_i)_k$, the softmax
+fused in, so $dJ/dy = (p - t) / m$ for rows of `t` that sum to 1 (Saito ch. 5.6.3)."""
 
 
 # ------------------------------------------------------------- sequence losses
@@ -265,6 +280,11 @@ def _sequence_softmax_cross_entropy(y, t):
 sequence_softmax_cross_entropy = _make_loss(
     _sequence_softmax_cross_entropy, "sequence_softmax_cross_entropy"
 )
+"""Softmax cross-entropy at every step of a sequence: logits `(m, T, C)`, integer labels
+`(m, T)` with [`IGNORE_LABEL`][purenet.losses.IGNORE_LABEL] at steps that do not count (or a
+pair `(labels, mask)`), averaged over the steps that count; as PyTorch's
+`cross_entropy(..., ignore_index=-1, reduction="mean")`. See the formula in the source's
+`_sequence_softmax_cross_entropy`."""
 
 LOSSES = {
     "mse": mse,
@@ -273,6 +293,7 @@ LOSSES = {
     "softmax_cross_entropy": softmax_cross_entropy,
     "sequence_softmax_cross_entropy": sequence_softmax_cross_entropy,
 }
+"""The losses by name, as [`get`][purenet.losses.get] accepts them."""
 
 
 def get(name: str | Loss) -> Loss:

@@ -37,6 +37,8 @@ import numpy as np
 from purenet import _checks
 
 Initializer = Callable[[jax.Array, tuple, jnp.dtype], jax.Array]
+"""The type of an initialiser: `init(key, shape, dtype) -> array`, as
+`jax.nn.initializers` (the factories below return one)."""
 
 
 # --------------------------------------------------------------------------- ravel
@@ -223,6 +225,9 @@ INITIALIZERS = {
     "he_normal": he_normal,
     "he_uniform": he_uniform,
 }
+"""The initialisers by name, as the layers' `W_init=` and `b_init=` accept them:
+each value is a factory called without arguments (`INITIALIZERS["he_normal"]()`).
+`glorot_*` are aliases of `xavier_*`."""
 
 
 def get_initializer(init: str | Initializer) -> Initializer:

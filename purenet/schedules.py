@@ -36,6 +36,8 @@ from purenet._checks import fail, nonnegative, number_in, positive_int
 
 Array = Any
 Schedule = Callable[[Array], Array]
+"""The type of a schedule: `schedule(count) -> value`, `count` the number of steps already
+taken (module docstring), as optax's `Schedule`."""
 
 __all__ = [
     "Schedule",

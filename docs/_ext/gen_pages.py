@@ -21,6 +21,7 @@ for the experiments): the build imports neither JAX nor matplotlib.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,12 +54,31 @@ def page_of(path: str) -> str:
     return "api/purenet.md" if path == PACKAGE else f"api/{path.removeprefix(PACKAGE + '.')}.md"
 
 
+def cell(text: str) -> str:
+    """``text`` for a Markdown table cell, where a bare ``|`` would end the cell.
+
+    Outside code and math it is escaped (``\\|``); inside a code span it is kept
+    (Python-Markdown's tables skip code spans, and would show the backslash); inside
+    ``$...$`` it becomes TeX's ``\\vert`` (an escaped one would reach the math
+    renderer as ``\\|``, a double bar)."""
+    out = []
+    for piece in re.split(r"(`[^`]*`|\$[^$]+\$)", text):
+        if piece.startswith("`"):
+            out.append(piece)
+        elif piece.startswith("$") and len(piece) > 1:
+            piece = piece.replace("\\|", "\\Vert{}")  # TeX's double bar, spelled out
+            out.append(re.sub(r"\|", r"\\vert{}", piece))
+        else:
+            out.append(re.sub(r"(?<!\\)\|", r"\\|", piece))
+    return "".join(out)
+
+
 def summary_of(obj: griffe.Object) -> str:
-    """The docstring's first paragraph on one line, ``|`` escaped for a table cell."""
+    """The docstring's first paragraph on one line, ready for a table cell."""
     if obj.docstring is None or not obj.docstring.value.strip():
         return ""
     first = obj.docstring.value.strip().split("\n\n", 1)[0]
-    return " ".join(line.strip() for line in first.splitlines()).replace("|", "\\|")
+    return cell(" ".join(line.strip() for line in first.splitlines()))
 
 
 def _public_names(module: griffe.Module) -> list[str]:
@@ -180,7 +200,7 @@ def experiments_table() -> str:
                 isinstance(t, ast.Name) and t.id == "CLAIM" for t in node.targets
             ):
                 claim = _string(node.value) or ""
-        claim = claim.replace("|", "\\|")
+        claim = cell(claim)
         figure = f"[figure](../results/README.md#{name})"
         rows.append(f"| `{name}` | {claim} | {figure} |")
     return f"{len(names)} experiments are registered, in this order:\n\n" + "\n".join(rows)

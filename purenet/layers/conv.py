@@ -87,6 +87,8 @@ from purenet.params import Initializer, get_initializer, zeros
 # Spatial letters for lax's dimension-number strings, by spatial rank.
 _SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
 METHODS = ("lax", "im2col")
+"""The two backward passes a conv layer's `method=` chooses from: `"lax"` (two more
+convolutions) and `"im2col"` (the textbook matrix products); module docstring."""
 
 
 # -------------------------------------------------------------- argument parsing

@@ -53,6 +53,7 @@ from purenet import activations as act
 from purenet.params import Initializer, get_initializer, zeros
 
 Shape = tuple[int, ...]
+"""A shape without the batch axis: `(features,)`, `(T, features)`, `(H, W, C)`."""
 
 
 def _keep_state(state, cache):

@@ -47,6 +47,8 @@ from purenet import _checks
 from purenet.layers.core import Layer, make_layer, within
 
 Path = tuple
+"""A path into a params pytree: one key per level, an `int` for a tuple entry, a `str` for
+a dict key (module docstring)."""
 
 
 def _path_text(path: Path) -> str:
