@@ -93,6 +93,25 @@ def test_literal_block_table_and_math(rst2md, index):
     assert "Inline $a^2$." in out
 
 
+def test_literal_block_inside_a_list_item(rst2md, index):
+    # Python-Markdown keeps a block in a list item only when it is indented by 4,
+    # and the next item must follow a blank line, or it runs into the paragraph
+    out = convert(rst2md, index, '''\
+        """Two.
+
+        * ``dx``: the formula::
+
+              dx = dy W
+
+          (the rest of the item).
+        * ``dW``: next.
+        """
+        ''')
+    assert "* `dx`: the formula:\n\n    ```text\n    dx = dy W\n    ```\n" in out
+    assert "\n    (the rest of the item).\n\n* `dW`: next." in out
+    assert rst2md.convert_source(out, "purenet.layers.core", index) == out
+
+
 def test_pipe_escaped_in_a_plain_string(rst2md, index):
     # outside a raw string the backslash that escapes | is itself escaped
     out = convert(rst2md, index, '"""T.\n\n===  ===\na    b | c\n===  ===\n"""\n')

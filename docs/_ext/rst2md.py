@@ -479,12 +479,14 @@ def convert_text(
     def convert(chunk: str) -> str:
         return inline(chunk, index, module, cls)
 
-    def flush_run(run: list[str]):
+    reindented: set[int] = set()  # input lines moved into a list item
+
+    def flush_run(run: list[str], first: int):
         start = len(out)
         joined = "\n".join(run)
         new = convert(joined).split("\n")
         for k, (old, line) in enumerate(zip(run, new, strict=True)):
-            if old != line:
+            if old != line or first + k in reindented:
                 changed.add(start + k)
         out.extend(new)
 
@@ -542,7 +544,7 @@ def convert_text(
             i = j
             continue
         # a run of text lines, to a blank line or a block that starts here
-        run = []
+        run, first = [], i
         while i < n and lines[i].strip() and not _starts_block(lines[i]):
             run.append(lines[i])
             i += 1
@@ -555,6 +557,9 @@ def convert_text(
         last = run[-1].rstrip()
         if last.endswith("::"):
             ref = _indent(run[0]) if len(run) == 1 else _indent(run[-1])
+            item = re.match(r"( *)([-*+] |\d+[.)] )", run[0])
+            if item:  # a list item's blocks are indented from its text
+                ref = len(item.group(0))
             j = i
             while j < n and not lines[j].strip():
                 j += 1
@@ -571,7 +576,7 @@ def convert_text(
             else:
                 run[-1] = last[:-1]
             if run:
-                flush_run(run)
+                flush_run(run, first)
                 changed.add(len(out) - 1)
             if block and block[0].lstrip().startswith(">>>"):
                 out.extend(lines[i:k])  # doctests stay exactly as they are
@@ -579,6 +584,21 @@ def convert_text(
             elif block:
                 cut = min(_indent(b) for b in block if b.strip())
                 pad = " " * ref
+                bullet = re.match(r"( *)([-*+] |\d+[.)] )", run[0]) if run else None
+                if bullet and ref == len(bullet.group(0)):
+                    # inside a list item: Python-Markdown wants the item's blocks
+                    # indented by 4, the fence and the item's paragraphs after it
+                    pad = " " * (len(bullet.group(1)) + 4)
+                    m = k
+                    while m < n and (not lines[m].strip() or _indent(lines[m]) >= ref):
+                        if lines[m].strip():
+                            lines[m] = " " * (len(pad) - ref) + lines[m]
+                            reindented.add(m)
+                        m += 1
+                    if m < n and lines[m - 1].strip() and re.match(r" *([-*+] |\d+[.)] )",
+                                                                   lines[m]):
+                        lines.insert(m, "")  # else the next item joins the paragraph
+                        n += 1
                 if run:
                     out.append("")
                 out.append(pad + "```" + ("python" if _is_python([b[cut:] for b in block])
@@ -587,7 +607,7 @@ def convert_text(
                 out.append(pad + "```")
                 i = k
             continue
-        flush_run(run)
+        flush_run(run, first)
 
     offsets[len(out) - 1] = offsets.get(len(out) - 1, 0) + closing
     out = wrap(out, changed, offsets)

@@ -48,14 +48,15 @@ terms it appears in.
   Substituting `k' = K - 1 - k` turns it into a correlation with the kernel
   flipped in space, its in/out channels swapped, dilated by `d`:
 
-  ```text
-  dx = corr(dy, flip(W)^{in<->out}; stride 1, lhs_dilation s, rhs_dilation d,
-            padding (K_eff - 1 - p_lo, K_eff - 1 - p_hi + r))
-  ```
+    ```text
+    dx = corr(dy, flip(W)^{in<->out}; stride 1, lhs_dilation s, rhs_dilation d,
+              padding (K_eff - 1 - p_lo, K_eff - 1 - p_hi + r))
+    ```
 
-  (the "full" correlation when `p = 0`; the `+ r` restores the rows the
-  forward never reached, as zeros; either padding may be negative, which
-  crops). That is the transposed convolution of Dumoulin & Visin (2016, ch. 4).
+    (the "full" correlation when `p = 0`; the `+ r` restores the rows the
+    forward never reached, as zeros; either padding may be negative, which
+    crops). That is the transposed convolution of Dumoulin & Visin (2016, ch. 4).
+
 * `dW`: `dW[k, c, f] = sum_{n, o} x_pad[n, o s + k d, c] dy[n, o, f]`: a
   correlation of `x` with `dy` as the kernel, in which the batch axis is
   contracted (it plays the channel) and `C_in` plays the batch; the kernel
