@@ -29,10 +29,14 @@ def convert(rst2md, index, source, module="purenet.layers.core"):
 
 
 def test_roles_become_autorefs_or_code(rst2md, index):
-    out = convert(rst2md, index, '''\
+    out = convert(
+        rst2md,
+        index,
+        '''\
         def f():
             """Uses :func:`serial`, :class:`~purenet.layers.Layer` and :func:`jax.vjp`."""
-        ''')
+        ''',
+    )
     assert "[`serial`][purenet.layers.core.serial]" in out
     # followed through the re-export to the module that documents it
     assert "[`Layer`][purenet.layers.core.Layer]" in out
@@ -42,8 +46,12 @@ def test_roles_become_autorefs_or_code(rst2md, index):
 
 def test_relative_name_resolves_through_imports(rst2md, index):
     # purenet.layers.conv imports make_layer from purenet.layers.core
-    out = convert(rst2md, index, '"""See :func:`make_layer` and :data:`METHODS`."""\n',
-                  module="purenet.layers.conv")
+    out = convert(
+        rst2md,
+        index,
+        '"""See :func:`make_layer` and :data:`METHODS`."""\n',
+        module="purenet.layers.conv",
+    )
     assert "[`make_layer`][purenet.layers.core.make_layer]" in out
     assert "[`METHODS`][purenet.layers.conv.METHODS]" in out
 
@@ -65,7 +73,10 @@ def test_only_docstrings_change(rst2md, index):
 
 
 def test_literal_block_table_and_math(rst2md, index):
-    out = convert(rst2md, index, r'''
+    out = convert(
+        rst2md,
+        index,
+        r'''
         def f():
             r"""Shapes.
 
@@ -79,16 +90,19 @@ def test_literal_block_table_and_math(rst2md, index):
             ``a``  x | y and ``p|q``
             b      two
                    lines
+            c      :math:`|x|`
             =====  ==========
 
             .. math::  y = \sum_k x_k
 
             Inline :math:`a^2`.
             """
-        ''')
+        ''',
+    )
     assert "The forward:\n\n    ```python\n    y = x @ W + b\n    ```\n" in out
     assert "| name | what |\n    | --- | --- |\n    | `a` | x \\| y and `p|q` |" in out
     assert "| b | two lines |" in out
+    assert "| c | $\\vert{}x\\vert{}$ |" in out
     assert "$$\n    y = \\sum_k x_k\n    $$" in out
     assert "Inline $a^2$." in out
 
@@ -96,7 +110,10 @@ def test_literal_block_table_and_math(rst2md, index):
 def test_literal_block_inside_a_list_item(rst2md, index):
     # Python-Markdown keeps a block in a list item only when it is indented by 4,
     # and the next item must follow a blank line, or it runs into the paragraph
-    out = convert(rst2md, index, '''\
+    out = convert(
+        rst2md,
+        index,
+        '''\
         """Two.
 
         * ``dx``: the formula::
@@ -106,7 +123,8 @@ def test_literal_block_inside_a_list_item(rst2md, index):
           (the rest of the item).
         * ``dW``: next.
         """
-        ''')
+        ''',
+    )
     assert "* `dx`: the formula:\n\n    ```text\n    dx = dy W\n    ```\n" in out
     assert "\n    (the rest of the item).\n\n* `dW`: next." in out
     assert rst2md.convert_source(out, "purenet.layers.core", index) == out

@@ -46,9 +46,7 @@ PACKAGE = "purenet"
 LIMIT = 100
 ROOT = Path(__file__).resolve().parents[2]
 
-ROLE = re.compile(
-    r":(?:py:)?(func|class|mod|data|meth|attr|exc|obj|const|math):`([^`]+)`"
-)
+ROLE = re.compile(r":(?:py:)?(func|class|mod|data|meth|attr|exc|obj|const|math):`([^`]+)`")
 DOUBLE = re.compile(r"``(?!`)((?:(?!``).)+?)``(?!`)", re.DOTALL)
 BORDER = re.compile(r"^[ \t]*=+(?:[ \t]+=+)+[ \t]*$")
 MATH_DIRECTIVE = re.compile(r"^([ \t]*)\.\. math::[ \t]*(.*)$")
@@ -163,8 +161,9 @@ class Index:
         package_dir = package_dir or ROOT / PACKAGE
         for path in sorted(package_dir.rglob("*.py")):
             if "__pycache__" not in path.parts:
-                self.add(module_name(path), path.read_text(encoding="utf-8"),
-                         path.name == "__init__.py")
+                self.add(
+                    module_name(path), path.read_text(encoding="utf-8"), path.name == "__init__.py"
+                )
         self._by_name: dict[str, set[str]] | None = None
 
     def add(self, name: str, source: str, package: bool = False) -> ModuleInfo:
@@ -390,22 +389,19 @@ def _is_python(block: list[str]) -> bool:
     return True
 
 
-def _split_code(text: str) -> list[tuple[bool, str]]:
-    out, pos = [], 0
-    for m in re.finditer(r"`[^`]*`", text):
-        out.append((False, text[pos : m.start()]))
-        out.append((True, m.group(0)))
-        pos = m.end()
-    out.append((False, text[pos:]))
-    return out
-
-
 def _cell(text: str, raw: bool) -> str:
-    escape = "\\|" if raw else "\\\\|"
-    return "".join(
-        piece if code else re.sub(r"(?<!\\)\|", lambda _: escape, piece)
-        for code, piece in _split_code(text)
-    )
+    """A table cell's text with each `|` made safe: kept in code spans (Python-Markdown's
+    tables skip them), TeX's `\\vert{}` in `$...$`, escaped elsewhere."""
+    slash = "\\" if raw else "\\\\"  # the source of one backslash
+    out = []
+    for piece in re.split(r"(`[^`]*`|\$[^$]+\$)", text):
+        if piece.startswith("`"):
+            out.append(piece)
+        elif piece.startswith("$") and len(piece) > 1:
+            out.append(re.sub(r"(?<!\\)\|", lambda _: slash + "vert{}", piece))
+        else:
+            out.append(re.sub(r"(?<!\\)\|", lambda _: slash + "|", piece))
+    return "".join(out)
 
 
 def _cells(line: str, columns: list[tuple[int, int]]) -> list[str]:
@@ -535,12 +531,11 @@ def convert_text(
             following = lines[i + 1 : j]
             cut = min((_indent(x) for x in following if x.strip()), default=0)
             pad = " " * indent
-            formula = [directive.group(2).strip()] if directive.group(2).strip() else []
+            formula = [pad + directive.group(2).strip()] if directive.group(2).strip() else []
             formula += [pad + x[cut:] if x.strip() else "" for x in following]
             while formula and not formula[0].strip():
                 formula.pop(0)
-            out += [pad + "$$", *(pad + x.strip() if k == 0 and directive.group(2).strip()
-                                  else x for k, x in enumerate(formula)), pad + "$$"]
+            out += [pad + "$$", *formula, pad + "$$"]
             i = j
             continue
         # a run of text lines, to a blank line or a block that starts here
@@ -595,14 +590,18 @@ def convert_text(
                             lines[m] = " " * (len(pad) - ref) + lines[m]
                             reindented.add(m)
                         m += 1
-                    if m < n and lines[m - 1].strip() and re.match(r" *([-*+] |\d+[.)] )",
-                                                                   lines[m]):
+                    if (
+                        m < n
+                        and lines[m - 1].strip()
+                        and re.match(r" *([-*+] |\d+[.)] )", lines[m])
+                    ):
                         lines.insert(m, "")  # else the next item joins the paragraph
                         n += 1
                 if run:
                     out.append("")
-                out.append(pad + "```" + ("python" if _is_python([b[cut:] for b in block])
-                                           else "text"))
+                out.append(
+                    pad + "```" + ("python" if _is_python([b[cut:] for b in block]) else "text")
+                )
                 out.extend(pad + b[cut:] if b.strip() else "" for b in block)
                 out.append(pad + "```")
                 i = k
@@ -614,14 +613,6 @@ def convert_text(
     if padded:
         out[0] = " " * lead + out[0][min(base, _indent(out[0])) :]
     return "\n".join(out)
-
-
-def _table_continues(lines, j, border) -> bool:
-    """After a table's second border: whether rows follow (a header, then a body)."""
-    k = j + 1
-    while k < len(lines) and lines[k].strip() and not BORDER.match(lines[k]):
-        k += 1
-    return k < len(lines) and BORDER.match(lines[k]) is not None and k > j + 1
 
 
 def _starts_block(line: str) -> bool:
@@ -672,9 +663,7 @@ def convert_source(source: str, module: str, index: Index) -> str:
         if first == last:
             segment = lines[first][start:end]
         else:
-            segment = "\n".join(
-                [lines[first][start:], *lines[first + 1 : last], lines[last][:end]]
-            )
+            segment = "\n".join([lines[first][start:], *lines[first + 1 : last], lines[last][:end]])
         opening = re.match(r"([rRuU]*)(\"\"\"|'''|\"|')", segment)
         if opening is None or not segment.endswith(opening.group(2)):
             continue
@@ -686,9 +675,7 @@ def convert_source(source: str, module: str, index: Index) -> str:
         except (ValueError, SyntaxError):
             continue
         raw = "r" in opening.group(1).lower()
-        new = convert_text(
-            inner, index, module, cls, raw, start + opening.end(), len(quote)
-        )
+        new = convert_text(inner, index, module, cls, raw, start + opening.end(), len(quote))
         if new != inner:
             edits.append((first, start, last, end, opening.group(0) + new + quote))
     for first, start, last, end, text in sorted(edits, reverse=True):
