@@ -60,12 +60,10 @@ BENCHMARKS: dict[str, Benchmark] = {}
 # Modules whose import registers benchmarks, in the order they run.
 MODULES = (
     "benchmarks.gradient",
-    "benchmarks.donation",
     "benchmarks.gradcheck_speed",
     "benchmarks.train_epoch",
     "benchmarks.gflops",
     "benchmarks.tiny",
-    "benchmarks.variants",
     "benchmarks.conv",
     "benchmarks.recurrent",
     "benchmarks.attention",

@@ -36,7 +36,8 @@ network-steps per second and GFLOP/s at `FLOPS_PER_STEP` (the dense layers'
 matmul timed in the same rounds (the practical peak of XLA:CPU here).
 The fraction of the vmapped networks that solve XOR is a sanity check.
 
-Where the time goes, and the levers measured: `python -m benchmarks.tiny_profile`.
+Where the time goes, and the levers measured:
+``python -m benchmarks.investigations.tiny_profile``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Run the experiments: `python -m experiments [NAME ...] [--quick | --full | --smoke]
-[--seeds N] [--out DIR]`, or redraw them: `python -m experiments --replot DIR [NAME ...]`.
+"""Run the experiments: ``python -m experiments [NAME ...] [--quick | --full | --smoke]
+[--seeds N] [--jobs N] [--out DIR]``, or redraw them: ``python -m experiments --replot DIR
+[NAME ...]``.
 
 Each experiment writes `NAME.json` (its settings, numbers and verdict) and
 `NAME.png` into `--out` (default `results/`) and prints a one-line
@@ -7,18 +8,29 @@ verdict; the run ends by writing `README.md` there, a table of every claim
 with its measured numbers. `--replot DIR` trains nothing: it judges and
 draws again from the JSON files in `DIR` (after a change to a figure or a
 verdict's wording) and rewrites the PNGs, the verdicts and the summary.
-The skeleton every experiment follows is described in `experiments/_common.py`.
+
+Several experiments run in ``--jobs`` worker processes at once (default: 2,
+or 1 on a one-core machine), each worker with one XLA thread: the networks
+are small, so two single-threaded programs side by side use two cores better
+than one program's threads do. The longest expected experiment starts first
+(its ``QUICK_SECONDS``, or its time in ``--out`` from an earlier run). While
+they run, a terminal shows one live line: each running experiment's units
+done (:func:`experiments._common.progress`), its time so far and an estimate
+of the time left; a log (output not a terminal) gets one line when an
+experiment starts and one with its verdict when it ends.
+The skeleton every experiment follows is described in ``experiments/_common.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from pathlib import Path
 
-from experiments import _common
+from experiments import _common, _parallel
 from experiments._common import Mode
 
 # One line per experiment, in the order of the notes: checking gradients
@@ -101,6 +113,13 @@ def parse(argv):
         "--seeds", type=int, default=None, help="number of random seeds (default: per experiment)"
     )
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="experiments run at once, each in its own process with one XLA thread "
+        "(default: 2, or 1 on a one-core machine; 1 runs them one after the other here)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path("results"), help="output folder (default: results/)"
     )
     args = parser.parse_args(argv)
@@ -112,6 +131,8 @@ def parse(argv):
         )
     if args.seeds is not None and args.seeds < 1:
         parser.error(f"--seeds: expected a positive integer, got {args.seeds}")
+    if args.jobs is not None and args.jobs < 1:
+        parser.error(f"--jobs: expected a positive integer, got {args.jobs}")
     if args.replot is not None:
         if args.seeds is not None:
             parser.error("--seeds: not with --replot (replotting trains nothing)")
@@ -180,9 +201,18 @@ def replot_one(name: str, out: Path) -> dict | None:
 
 
 def _print(record: dict, seconds: float | None = None):
-    mark = "ok " if record["supported"] else "NO "
-    took = f" ({seconds:.1f}s)" if seconds is not None else ""
-    print(f"[{mark}] {record['name']}{took}: {record['verdict']}", flush=True)
+    print(_parallel.line(record, seconds), flush=True)
+
+
+def expected_seconds(name: str, mode: Mode, out: Path) -> float | None:
+    """How long ``name`` is expected to take: its time in ``out`` from an
+    earlier run in this mode, else (quick mode) the module's ``QUICK_SECONDS``."""
+    old = _common.read_record(out / f"{name}.json")
+    if old is not None and old.get("mode") == mode.value:
+        return float(old["seconds"])
+    if mode is Mode.QUICK:
+        return getattr(load(name), "QUICK_SECONDS", None)
+    return None
 
 
 def replot(out: Path, names: list[str]) -> int:
@@ -209,18 +239,26 @@ def main(argv=None) -> int:
     for name in names:  # before any work: never overwrite a file we did not write
         _common.check_writable(args.out, name)
     mode = args.mode
-    print(f"purenet experiments ({mode.value}): {', '.join(names)} -> {args.out}/", flush=True)
+    jobs = args.jobs or min(2, os.cpu_count() or 1)
+    jobs = min(jobs, len(names))
+    expected = {name: expected_seconds(name, mode, args.out) for name in names}
+    print(f"purenet experiments ({mode.value}, {jobs} at once): {', '.join(names)} "
+          f"-> {args.out}/", flush=True)
     started_all = time.perf_counter()
-    unsupported = []
-    for name in names:
-        started = time.perf_counter()
-        record = run_one(name, mode, args.seeds, args.out)
-        _print(record, time.perf_counter() - started)
-        if not record["supported"]:
-            unsupported.append(name)
+    display = _parallel.Display(len(names))
+    try:
+        if jobs == 1:
+            records = _parallel.run_here(names, mode, args.seeds, args.out, display, expected)
+        else:  # the longest first, so that the last to finish is a short one
+            order = sorted(names, key=lambda n: -(expected[n] or 0.0))
+            records = _parallel.run_workers(order, (mode, args.seeds, args.out), display,
+                                            expected, jobs)
+    finally:
+        display.close()
     write_summary(args.out, mode.value)
     total = time.perf_counter() - started_all
     print(f"done in {total:.1f}s; summary in {args.out / 'README.md'}", flush=True)
+    unsupported = [name for name in names if not records[name]["supported"]]
     if unsupported:
         print(f"claims not supported by this run's numbers: {', '.join(unsupported)}", flush=True)
     return 0

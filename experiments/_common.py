@@ -25,34 +25,46 @@ one code path. They never train; `python -m experiments --replot DIR`
 redraws every figure, verdict and the summary from the JSON files in
 `DIR` alone.
 
-**Training** goes through [`purenet.train.make_train`][purenet.train.make_train], `jax.vmap`-ed
-over seeds and hyperparameters (learning rates, penalty strengths: they are
-traced values), and jitted once per architecture (`jit`). An
-experiment that trains otherwise says why in its docstring (gradient_check
-trains nothing; optimizers steps on analytic 2-D surfaces, which are not
-networks; batch_sizes times single epochs). `make_train(...,
-evaluate=...)` records a probe after every epoch; to evaluate every `k`
-epochs, scan `make_train(..., k)` (regularization). A full-batch run is
-`make_train(model, loss, opt, m, m, epochs)`: one step per epoch. Pass the
-`state` that `model.init` returns (`init_many`; `stateless` for
-params built by hand).
+**Training** goes through :func:`purenet.train.make_train`, ``jax.vmap``-ed
+over seeds and a grid of settings (learning rates, penalty strengths, whole
+data sets: they are traced values) in one compiled program per
+architecture: :func:`sweep`. An experiment that trains otherwise says why
+in its docstring or at the place (gradient_check trains nothing; optimizers
+steps on analytic 2-D surfaces, which are not networks; batch_sizes times
+single epochs; lenet_digits draws a new train / test split per seed inside
+its program). ``make_train(..., evaluate=...)`` records a probe after every
+epoch (``sweep(..., evaluate_start=True)`` also before the first); to
+evaluate every ``k`` epochs, scan ``make_train(..., k)`` (regularization).
+A full-batch run is ``make_train(model, loss, opt, m, m, epochs)``: one step
+per epoch. Pass the ``state`` that ``model.init`` returns (``init_many``;
+:func:`stateless` for params built by hand).
 
-**Modes** (`Mode`) are explicit. `Mode.QUICK` is the default of
-`python -m experiments` (about two minutes for all experiments on two
-CPU cores); `Mode.FULL` is behind the README's figures; `Mode.SMOKE` is
-for the tests: tiny sizes that run the whole pipeline (measure, JSON,
-judge, draw) in seconds, whose numbers support nothing. An experiment
-chooses its sizes with `pick` (`pick(mode, smoke=3, quick=40,
-full=150)`): every mode named at the one place a size is chosen, never a
+**Progress.** ``measure`` announces its units of work (one compiled
+program, one arm) with :func:`progress` or :func:`tracked`; the runner shows
+them with an estimate of the time left. A module may set ``QUICK_SECONDS``,
+its quick run's seconds on two cores, which the runner uses to start the
+longest experiments first and to estimate before the first unit ends.
+
+**Modes** (:class:`Mode`) are explicit. ``Mode.QUICK`` is the default of
+``python -m experiments`` (all experiments in about two minutes on two CPU
+cores, two at a time; each quick run must still support its claim, with
+enough seeds for its statistic); ``Mode.FULL`` is behind the README's
+figures; ``Mode.SMOKE`` is for the tests: tiny sizes that run the whole
+pipeline (measure, JSON, judge, draw) in seconds, whose numbers support
+nothing. An experiment
+chooses its sizes with :func:`pick` (``pick(mode, smoke=3, quick=40,
+full=150)``): every mode named at the one place a size is chosen, never a
 mode compared as a string.
 
 **Seeds.** `seeds` is the `--seeds` option (`None`: the experiment's
 default for the mode, `num_seeds`); `settings["seeds"]` records the
 number used.
 
-Adding an experiment: write `experiments/NAME.py` with the four names
-above, add one line to `EXPERIMENTS` in `experiments/__main__.py`, and
-add `NAME` to a smoke test's list (`tests/test_experiments_*.py`).
+Adding an experiment: write ``experiments/NAME.py`` with the four names
+above and add its name to ``EXPERIMENTS`` in ``experiments/__main__.py``
+(the one registry: the runner, the smoke tests, the README section and the
+docs read it). It is then smoke-tested by ``tests/test_experiments_a.py``
+until a test file of its own claims it there.
 """
 
 from __future__ import annotations
@@ -68,6 +80,8 @@ from typing import NamedTuple
 
 import jax
 import numpy as np
+
+from purenet import train
 
 GENERATOR = "purenet-experiments"
 
@@ -120,6 +134,37 @@ class Verdict(NamedTuple):
     summary: dict
 
 
+# -------------------------------------------------------------------- progress
+
+# The runner's progress display (``experiments.__main__``) sets this to a
+# function ``report(done, total, what)``; outside the runner (tests, a user's
+# own script) progress goes nowhere.
+_reporter = None
+
+
+def progress(done: int, total: int, what: str = ""):
+    """Tell the runner that ``done`` of ``total`` units of ``measure`` are
+    finished (``what``: the unit just started or finished, e.g. ``"CNN"``).
+
+    The runner shows it as a live line with an estimate of the time left on
+    a terminal, and says nothing of it when its output is a log. A unit is
+    whatever the experiment can count: one compiled program, one arm.
+    """
+    if _reporter is not None:
+        _reporter(int(done), int(total), str(what))
+
+
+def tracked(items, label=str, *, start: int = 0, total: int | None = None):
+    """``items``, one by one, each announced to the runner with
+    :func:`progress` as it starts (``label(item)`` names it); ``start`` units
+    of ``total`` (default: as many as ``items``) are done before the first."""
+    items = list(items)
+    total = start + len(items) if total is None else total
+    for i, item in enumerate(items):
+        progress(start + i, total, label(item))
+        yield item
+
+
 # --------------------------------------------------------------------- helpers
 
 
@@ -131,6 +176,72 @@ def jit(fn):
     optimisation level 0 (same numbers; several times quicker to compile).
     """
     return jax.jit(fn, compiler_options={"xla_backend_optimization_level": 0})
+
+
+def sweep(model, loss, optimizer, batch_size: int, epochs: int, data, start, keys, *,
+          grid: dict | None = None, evaluate=None, evaluate_start: bool = False, finish=None,
+          compile=jit, seeds_in_sequence: bool = False, **train_options):
+    """Train ``model`` from every seed's start at every point of ``grid``, in
+    one compiled program: the skeleton's training.
+
+    :func:`purenet.train.make_train` runs each seed; ``jax.vmap`` maps it over
+    the seeds (inner axis) and over the grid's points (outer axis), whose
+    settings (learning rates, penalty strengths, whole data sets) are traced
+    values, so one program serves them all.
+
+    Args:
+      model, loss, batch_size, epochs, **train_options: as for ``make_train``
+        (``batch_size`` the number of examples for full-batch training).
+      optimizer: an optimizer, or ``optimizer(point)`` that makes one from a
+        grid point (``lambda point: optim.sgd(point["learning_rate"])``).
+      data: ``(x, t)``, or ``data(point)`` that returns them (one data set per
+        point: ``lambda point: (point["x"], point["t"])``).
+      start: ``(params, state)`` stacked over seeds (:func:`init_many`).
+      keys: one training key per seed (batch order, dropout).
+      grid: ``None``, or a dict of arrays whose leading axis is the points
+        (every array as long); a point is the dict of their rows.
+      evaluate: ``None``, or ``evaluate(params, state, point) -> pytree``,
+        recorded after every epoch (``point`` is ``{}`` without a grid).
+      evaluate_start: also record ``evaluate`` before the first epoch
+        (``history["evaluation"]`` then has ``epochs + 1`` entries).
+      finish: ``None``, or ``finish(params, state, point) -> pytree``, measured
+        once after training in the same program (``history["final"]``).
+      compile: how to compile the whole run (:func:`jit`, or ``jax.jit`` for
+        runs that train longer than they compile, or a timing wrapper).
+      seeds_in_sequence: ``jax.lax.map`` over the seeds instead of ``vmap``
+        (convolutions vmapped over per-seed kernels become grouped
+        convolutions, which XLA:CPU runs several times slower).
+
+    Returns:
+      ``(params, state, history)`` after the last epoch, as ``make_train``
+      returns them, with leading axes ``(points, seeds)``, or ``(seeds,)``
+      without a grid.
+    """
+    def one(params, state, key, point):
+        opt = optimizer if hasattr(optimizer, "init") else optimizer(point)
+        x, t = data(point) if callable(data) else data
+        probe = None if evaluate is None else (lambda p, s: evaluate(p, s, point))
+        m = jax.tree.leaves(x)[0].shape[0]
+        run = train.make_train(model, loss, opt, batch_size, m, epochs, evaluate=probe,
+                               **train_options)
+        first = probe(params, state) if evaluate_start and probe is not None else None
+        params, _, state, history = run(params, opt.init(params), state, key, x, t)
+        if first is not None:
+            history["evaluation"] = jax.tree.map(lambda a, b: jax.numpy.concatenate([a[None], b]),
+                                                 first, history["evaluation"])
+        if finish is not None:
+            history["final"] = finish(params, state, point)
+        return params, state, history
+
+    def seeds(point, params, state, keys):
+        if seeds_in_sequence:
+            return jax.lax.map(lambda args: one(*args, point), (params, state, keys))
+        return jax.vmap(one, (0, 0, 0, None))(params, state, keys, point)
+
+    params, state = start
+    if grid is None:
+        return compile(lambda p, s, k: seeds({}, p, s, k))(params, state, keys)
+    return compile(jax.vmap(seeds, (0, None, None, None)))(grid, params, state, keys)
 
 
 def init_many(model, keys, in_shape, dtype=np.float32):
@@ -168,6 +279,41 @@ def seed_stats(values, missing=None) -> dict:
         "max": float(v.max()),
         "count": int(v.size),
     }
+
+
+# The one convention for the spread over seeds in every figure: the mean and,
+# around it, one standard error of the mean (std with ddof=1 over sqrt(seeds)).
+# Three figures show another spread, and say so: linear_hidden_collapse's
+# min..max bars (the claim is about the best seed), family_trees' median and
+# 10th-90th percentiles (runs learn or do not: bimodal), vanishing_gradients'
+# geometric mean and range (norms spanning orders of magnitude).
+SPREAD = "mean ± standard error over seeds"
+
+
+def standard_error(values, axis=0):
+    """The standard error of the mean of ``values`` along ``axis`` (0 for one value)."""
+    v = np.asarray(values, np.float64)
+    n = v.shape[axis]
+    return v.std(axis=axis, ddof=1) / np.sqrt(n) if n > 1 else np.zeros_like(v.mean(axis=axis))
+
+
+def seed_band(ax, x, curves, *, color, label=None, style="-", alpha=0.2, **plot_options):
+    """Draw per-seed ``curves`` ``(seeds, len(x))`` as their mean and a band
+    of one standard error (:data:`SPREAD`)."""
+    curves = np.asarray(curves, np.float64)
+    mean, se = curves.mean(axis=0), standard_error(curves)
+    ax.plot(x, mean, style, color=color, label=label, **plot_options)
+    ax.fill_between(x, mean - se, mean + se, color=color, alpha=alpha, lw=0)
+
+
+def seed_bar(ax, position, values, width, *, color, label=None, dots=True, **bar_options):
+    """One bar at the mean of the per-seed ``values``, an error bar of one
+    standard error (:data:`SPREAD`), and the seeds as dots."""
+    values = np.asarray(values, np.float64)
+    ax.bar(position, values.mean(), width, yerr=standard_error(values), capsize=4, color=color,
+           label=label, **{"alpha": 0.85, **bar_options})
+    if dots:
+        ax.plot(np.full(values.size, position), values, "k.", ms=4)
 
 
 def pyplot():

@@ -48,11 +48,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, jit, num_seeds, pick, pyplot
+from experiments._common import (
+    SPREAD,
+    Mode,
+    Verdict,
+    init_many,
+    num_seeds,
+    pick,
+    pyplot,
+    seed_band,
+    sweep,
+    tracked,
+)
 from purenet import data, datasets, losses, optim, train
 from purenet import layers as L
 
 NAME = "batch_sizes"
+QUICK_SECONDS = 20  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "Batch GD makes one exact update per epoch, SGD many noisy ones (a jagged but falling "
     "loss); per epoch and in wall-clock time smaller batches get further."
@@ -80,29 +92,16 @@ def _seed_runs(batch_size: int, epochs: int, seeds: int, x, t, learning_rates):
     """Training loss after each epoch (index 0: before training) for every
     learning rate and seed, all in one vmap: shape (rates, seeds, epochs + 1)."""
     model = _model()
-    m = x.shape[0]
     evaluate = train.make_evaluate(model, LOSS)
-
-    def one(key, lr):
-        optimizer = optim.sgd(lr)  # lr is traced: one program for every rate
-        run = train.make_train(
-            model,
-            LOSS,
-            optimizer,
-            batch_size,
-            m,
-            epochs,
-            evaluate=lambda p, s: evaluate(p, x, t, s)[0],
-        )
-        init_key, train_key = jax.random.split(key)
-        _, params, state = model.init(init_key, (x.shape[1],))
-        *_, history = run(params, optimizer.init(params), state, train_key, x, t)
-        return jnp.concatenate([evaluate(params, x, t, state)[0][None], history["evaluation"]])
-
     keys = jax.random.split(jax.random.key(1), seeds)  # seed s: same init for every size
-    lrs = jnp.asarray(learning_rates, jnp.float32)
-    per_lr = jax.vmap(jax.vmap(one, in_axes=(0, None)), in_axes=(None, 0))
-    return np.asarray(jit(per_lr)(keys, lrs))  # optimisation level 0: see _common.jit
+    init_keys, train_keys = zip(*(jax.random.split(key) for key in keys), strict=True)
+    _, _, history = sweep(
+        model, LOSS, lambda point: optim.sgd(point["learning_rate"]), batch_size, epochs,
+        (x, t), init_many(model, init_keys, (x.shape[1],)), jnp.stack(train_keys),
+        grid={"learning_rate": jnp.asarray(learning_rates, jnp.float32)},  # traced: one program
+        evaluate=lambda p, s, point: evaluate(p, x, t, s)[0], evaluate_start=True,
+    )  # optimisation level 0: see _common.jit
+    return np.asarray(history["evaluation"])
 
 
 def _timed_run(batch_size: int, epochs: int, x, t):
@@ -171,13 +170,10 @@ def draw(data: dict):
     for b in sizes:
         c = colors[b]
         curves = np.asarray(numbers["curves"][str(b)], dtype=float)
-        mean, std = curves.mean(axis=0), curves.std(axis=0)
-        epochs = np.arange(len(mean))
-        ax_epochs.plot(epochs, mean, color=c, label=name(b))
-        ax_epochs.fill_between(epochs, mean - std, mean + std, color=c, alpha=0.2)
+        epochs = np.arange(curves.shape[1])
+        seed_band(ax_epochs, epochs, curves, color=c, label=name(b))
         updates = epochs[1:] * (m // b)
-        ax_updates.plot(updates, mean[1:], "o-", ms=2, color=c, label=name(b))
-        ax_updates.fill_between(updates, (mean - std)[1:], (mean + std)[1:], color=c, alpha=0.2)
+        seed_band(ax_updates, updates, curves[:, 1:], color=c, label=name(b), style="o-", ms=2)
         timed = numbers["timed"][str(b)]
         elapsed = np.concatenate([[0.0], np.cumsum(timed["seconds"])]) * 1e3
         ax_time.plot(elapsed, timed["curve"], "o-", ms=2, color=c, label=name(b))
@@ -200,14 +196,14 @@ def draw(data: dict):
         yscale="log",
         xlabel="epoch",
         ylabel="training loss (cross-entropy)",
-        title="per epoch (mean ± std over seeds)",
+        title=f"per epoch ({SPREAD})",
     )
     ax_updates.set(
         xscale="log",
         yscale="log",
         xlabel="updates (parameter steps)",
         ylabel="training loss",
-        title="per update (epoch ends, mean ± std over seeds)",
+        title=f"per update (epoch ends, {SPREAD})",
     )
     ax_time.axhline(THRESHOLD, color="gray", ls=":", lw=1, label=f"threshold {THRESHOLD}")
     ax_time.set(
@@ -289,7 +285,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     lr_grid = pick(mode, smoke=BATCH_GD_GRID[::3], quick=BATCH_GD_GRID, full=BATCH_GD_GRID)
 
     curves, timed = {}, {}
-    for b in sizes:
+    for b in tracked(sizes, label=lambda b: f"batch {b}"):
         curves[str(b)] = _seed_runs(b, epochs, seeds, x, t, (LEARNING_RATE,))[0]
         seconds, curve, steps = _timed_run(b, epochs, x, t)
         timed[str(b)] = {"seconds": seconds, "curve": curve, "first_epoch_step_losses": steps}

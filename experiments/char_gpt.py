@@ -58,10 +58,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, pick, pyplot
+from experiments._common import Mode, Verdict, jit, pick, progress, pyplot
 from purenet import backprop, clipping, losses, models, objective, optim, schedules
 
 NAME = "char_gpt"
+QUICK_SECONDS = 30  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "A character-level GPT trained by hand-written backprop on Python standard-library source "
     "beats the unigram and bigram baselines on held-out characters, and jax.grad of the same "
@@ -117,11 +118,12 @@ def windows(ids, starts, T):
     return x, t
 
 
-def make_run(model, grad_fn, train_ids, val_x, val_t, steps, T, every, run_steps=None):
-    """`run(params, key) -> (params, step_losses, val_losses)`: a `lax.scan`
-    of AdamW steps on random windows (the schedule of a `steps`-step run;
-    the first `run_steps` of them, default all), the validation loss every
-    `every` steps."""
+def make_run(model, grad_fn, train_ids, val_x, val_t, steps, T, every, run_steps=None,
+             compile=jax.jit):
+    """``run(params, key) -> (params, step_losses, val_losses)``: a ``lax.scan``
+    of AdamW steps on random windows (the schedule of a ``steps``-step run;
+    the first ``run_steps`` of them, default all), the validation loss every
+    ``every`` steps."""
     warmup = max(steps // 10, 1)
     schedule = schedules.linear_warmup(
         warmup, schedules.cosine_decay(LEARNING_RATE, steps - warmup, LEARNING_RATE / 10))
@@ -153,7 +155,7 @@ def make_run(model, grad_fn, train_ids, val_x, val_t, steps, T, every, run_steps
                                                        jnp.arange(run_steps))
         return params, step_losses, val[every - 1 :: every]
 
-    return jax.jit(run)
+    return compile(run)
 
 
 def measure(mode: Mode, seeds: int | None) -> dict:
@@ -161,8 +163,8 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     depth = pick(mode, smoke=1, quick=2, full=4)
     width = pick(mode, smoke=16, quick=64, full=128)
     heads = pick(mode, smoke=2, quick=4, full=4)
-    steps = pick(mode, smoke=20, quick=1000, full=2000)
-    every = pick(mode, smoke=10, quick=100, full=200)
+    steps = pick(mode, smoke=20, quick=400, full=2000)
+    every = pick(mode, smoke=10, quick=50, full=200)
     twin_steps = pick(mode, smoke=10, quick=TWIN_STEPS, full=TWIN_STEPS)
     ids, info = corpus()
     cut = int(0.9 * ids.size)
@@ -176,6 +178,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     train_j = jnp.asarray(train_ids)
     key = jax.random.key(1)
 
+    progress(0, 3, "training")
     hand = make_run(model, backprop(model, LOSS), train_j, val_x, val_t, steps, T, every)
     final, step_losses, val_losses = hand(params, key)
     # The jax.grad twin: the same loop with jax.grad of the objective, for the first
@@ -185,12 +188,17 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     def auto_grad(p, x, t):
         return J(p, x, t), jax.grad(J)(p, x, t)
 
-    twin = make_run(model, auto_grad, train_j, val_x, val_t, steps, T, every, twin_steps)
+    progress(1, 3, "jax.grad twin")
+    # Quick mode compiles the twin at XLA's level 0 (_common.jit): optimising jax.grad's
+    # program took longer than its 100 steps run.
+    twin = make_run(model, auto_grad, train_j, val_x, val_t, steps, T, every, twin_steps,
+                    compile=pick(mode, smoke=jit, quick=jit, full=jax.jit))
     _, twin_losses, _ = twin(params, key)
     step_losses = np.asarray(step_losses)
     twin_losses = np.asarray(twin_losses)[:twin_steps]
     diff = np.abs(step_losses[:twin_steps] - twin_losses)
 
+    progress(2, 3, "samples")
     samples = {}
     prompt = jnp.asarray([[VOCAB.index(c) for c in "def "]], jnp.int32)
     for temperature in TEMPERATURES:

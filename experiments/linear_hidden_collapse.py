@@ -34,10 +34,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, init_many, num_seeds, pick, pyplot, seed_stats
-from purenet import datasets, layers, losses, optim, train
+from experiments._common import (
+    Mode,
+    Verdict,
+    init_many,
+    num_seeds,
+    pick,
+    progress,
+    pyplot,
+    seed_stats,
+    sweep,
+)
+from purenet import datasets, layers, losses, optim
 
 NAME = "linear_hidden_collapse"
+QUICK_SECONDS = 20  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "Linear hidden units make the whole network one linear map (no XOR, no spirals); "
     "a squashed output cannot fit regression targets in [-100, 100], an identity output can"
@@ -66,19 +77,10 @@ def train_many(model, loss, learning_rate, start, x, t, epochs, probe, linear=Fa
     stacked `start = (params, state)`, in one compiled call: final params,
     loss history, outputs on `x` and on `probe`, and for linear hidden
     units the collapse check."""
-    opt = optim.adam(learning_rate)
     m = x.shape[0]
-    # Full batch: any key gives the same run, up to the order of the batch sum.
-    run = train.make_train(model, loss, opt, m, m, epochs)
 
-    def one(p, state):
-        p, _, _, history = run(p, opt.init(p), state, jax.random.key(0), x, t)
-        out = {
-            "params": p,
-            "history": history["step_loss"][:, 0],  # the cost before each step
-            "y": model.forward(p, x)[0],
-            "y_probe": model.forward(p, probe)[0],
-        }
+    def finish(p, state, point):
+        out = {"y": model.forward(p, x)[0], "y_probe": model.forward(p, probe)[0]}
         if linear:  # the network against its single linear map, on x and the grid
             W, b = compose(p)
             out["collapse_diff"] = jnp.maximum(
@@ -90,7 +92,12 @@ def train_many(model, loss, learning_rate, start, x, t, epochs, probe, linear=Fa
             )
         return out
 
-    return jax.device_get(jax.jit(jax.vmap(one))(*start))
+    # Full batch: any key gives the same run, up to the order of the batch sum.
+    same_key = jnp.stack([jax.random.key(0)] * len(jax.tree.leaves(start)[0]))
+    params, _, history = sweep(model, loss, optim.adam(learning_rate), m, epochs, (x, t), start,
+                               same_key, finish=finish, compile=jax.jit)
+    cost = history["step_loss"][..., 0]  # the cost before each step
+    return jax.device_get({"params": params, "history": cost, **history["final"]})
 
 
 def dense_params(p) -> list:
@@ -292,7 +299,7 @@ def draw(data: dict):
 
 def measure(mode: Mode, seeds: int | None) -> dict:
     seeds = num_seeds(mode, seeds, quick=8, full=32)
-    epochs = pick(mode, smoke=30, quick=3000, full=3000)
+    epochs = pick(mode, smoke=30, quick=1500, full=3000)
     keys = jax.random.split(jax.random.key(1), seeds)
     # Smoke mode (tests) drops one non-linear activation and one squashed
     # output to save compilations; the code paths are the same.
@@ -309,11 +316,14 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     start = init_many(classifier("tanh"), keys, (2,))  # shared by all activations and tasks
     classification, pictures = {}, {}
     collapse = []
+    units = len(tasks) * len(activations) + len(heads)
     for task, (x, t) in tasks.items():
         _, _, g = grid_for(x)
         result = {"linear_limit": linear_limit(x, t)}
         pictures[task] = {"x": x, "t": t}
         for act in activations:
+            progress(len(activations) * list(tasks).index(task) + activations.index(act), units,
+                     f"{task}, {act}")
             model = classifier(act)
             out = train_many(
                 model,
@@ -345,7 +355,8 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     reg_start = init_many(regressor("identity"), keys, (1,))
     regression = {}
     pictures["regression"] = {"x": x, "t": t}
-    for head in heads:
+    for i, head in enumerate(heads):
+        progress(units - len(heads) + i, units, f"regression, {head} output")
         out = train_many(regressor(head), losses.mse, REG_LR, reg_start, x, t, epochs, x)
         y, target = out["y"], np.asarray(t)
         regression[head] = {

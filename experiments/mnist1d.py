@@ -19,8 +19,8 @@ flatten, `dense(10)`; the GRU (`GRUBase`), a bidirectional `gru(6)`
 (zero initial state, PyTorch's initialisation) reading the signal as 40
 steps of one feature, all 40 steps' 12 outputs flattened into `dense(10)`.
 Adam, learning rate 1e-2, batches of 100; the paper
-trains 6,000 steps (150 epochs; `--full`), the quick mode fewer. Data:
-`mnist1d.data.make_dataset(mnist1d.data.get_dataset_args())`, generated
+trains 6,000 steps (150 epochs; ``--full``), the quick mode 400 (10 epochs). Data:
+``mnist1d.data.make_dataset(mnist1d.data.get_dataset_args())``, generated
 offline (the paper's default arguments and seed), the same for every seed;
 each seed draws its own initialisation and batch order. The shuffled variant
 permutes the 40 positions of train and test signals with one permutation
@@ -28,9 +28,10 @@ permutes the 40 positions of train and test signals with one permutation
 default initialisers (Glorot uniform for `dense`, He normal for
 `conv1d`) instead of PyTorch's, and test accuracy after the last epoch
 (the paper plots it over training). Gradients by the layers' hand-written
-backward passes (`purenet.train.make_train`); the seeds of one model run
-one after the other in one compiled `lax.map` (vmapped convolutions over
-per-seed kernels become grouped convolutions, slow on XLA:CPU).
+backward passes (``purenet.train.make_train`` through
+``experiments._common.sweep``); the seeds of one model run one after the
+other in one compiled ``lax.map`` (vmapped convolutions over per-seed kernels
+become grouped convolutions, slow on XLA:CPU).
 
 Walltime (the paper: "the GRU takes at least 10x the walltime of the
 CNN"): each model's compiled run is timed without its compilation, and the
@@ -51,11 +52,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, num_seeds, pick, pyplot, seed_stats
+from experiments._common import (
+    SPREAD,
+    Mode,
+    Verdict,
+    init_many,
+    num_seeds,
+    pick,
+    pyplot,
+    seed_band,
+    seed_bar,
+    seed_stats,
+    sweep,
+    tracked,
+)
 from purenet import layers as L
-from purenet import losses, metrics, optim, train
+from purenet import losses, metrics, optim
 
 NAME = "mnist1d"
+QUICK_SECONDS = 45  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "MNIST-1D separates models (Greydanus 2020): logistic 32%, MLP 68%, CNN 94%, "
     "bidirectional GRU 91% test accuracy (the GRU at least 10x the CNN's walltime); "
@@ -122,36 +137,40 @@ def load_data(train_rows=None, test_rows=None):
 def _run(model, x, t, x_test, t_test, keys, epochs):
     """Test accuracy after every epoch, `(seeds, epochs)`, and the seconds
     the compiled run took (compiled ahead, so compilation is not counted)."""
-    optimizer = optim.adam(LEARNING_RATE)
     in_shape = x.shape[1:]
+    init_keys, train_keys = zip(*(jax.random.split(key) for key in keys), strict=True)
+    start = init_many(model, init_keys, in_shape)
+    seconds = []
 
-    def evaluate(params, state):
+    def timed(fn):  # compile first, then time the run alone
+        def run(*args):
+            compiled = jax.jit(fn).lower(*args).compile()
+            started = time.perf_counter()
+            out = jax.block_until_ready(compiled(*args))
+            seconds.append(time.perf_counter() - started)
+            return out
+
+        return run
+
+    def evaluate(params, state, point):
         return metrics.multiclass_accuracy(model.forward(params, x_test)[0], t_test)
 
-    run = train.make_train(model, LOSS, optimizer, BATCH, x.shape[0], epochs, evaluate=evaluate)
-
-    def one(key):
-        init_key, train_key = jax.random.split(key)
-        _, params, state = model.init(init_key, in_shape)
-        *_, history = run(params, optimizer.init(params), state, train_key, x, t)
-        return history["evaluation"]
-
-    compiled = jax.jit(lambda keys: jax.lax.map(one, keys)).lower(keys).compile()
-    started = time.perf_counter()
-    accuracy = jax.block_until_ready(compiled(keys))
-    return np.asarray(accuracy), time.perf_counter() - started
+    _, _, history = sweep(model, LOSS, optim.adam(LEARNING_RATE), BATCH, epochs, (x, t), start,
+                          jnp.stack(train_keys), evaluate=evaluate, compile=timed,
+                          seeds_in_sequence=True)
+    return np.asarray(history["evaluation"]), seconds[0]
 
 
 def measure(mode: Mode, seeds: int | None) -> dict:
     seeds = num_seeds(mode, seeds, quick=3, full=10)
-    epochs = pick(mode, smoke=1, quick=40, full=150)
+    epochs = pick(mode, smoke=1, quick=10, full=150)
     rows = pick(mode, smoke=(400, 200), quick=(None, None), full=(None, None))
     x, t, x_test, t_test = load_data(*rows)
     permutation = np.random.default_rng(0).permutation(x.shape[1])
     keys = jax.random.split(jax.random.key(1), seeds)
     steps_per_epoch = x.shape[0] // BATCH
     numbers = {}
-    for name, (factory, layout, shuffled) in ARMS.items():
+    for name, (factory, layout, shuffled) in tracked(ARMS.items(), label=lambda a: a[0]):
         a, b = (x[:, permutation], x_test[:, permutation]) if shuffled else (x, x_test)
         if layout == "signal":  # (m, 40) -> (m, 40, 1): one input channel / feature
             a, b = a[..., None], b[..., None]
@@ -231,28 +250,25 @@ def draw(data: dict):
     for i, name in enumerate(names):
         s = final[name]
         values = np.asarray(numbers[name]["test_accuracy"], float)[:, -1]
-        left.bar(i - 0.2, s["mean"], 0.4, yerr=s["std"], capsize=4, color=f"C{i}", alpha=0.85,
-                 label="purenet (mean ± std)" if i == 0 else None)
-        left.plot(np.full(values.size, i - 0.2), values, "k.", ms=4)
+        seed_bar(left, i - 0.2, values, 0.4, color=f"C{i}",
+                 label=f"purenet ({SPREAD}, dots = seeds)" if i == 0 else None)
         left.bar(i + 0.2, PAPER[name], 0.4, color="lightgray", edgecolor="k",
                  label="paper" if i == 0 else None)
-        left.text(i - 0.2, s["mean"] + s["std"] + 0.01, f"{s['mean']:.2f}", ha="center")
+        left.text(i - 0.2, values.max() + 0.01, f"{s['mean']:.2f}", ha="center")
         left.text(i + 0.2, PAPER[name] + 0.01, f"{PAPER[name]:.2f}", ha="center")
     left.set_xticks(range(len(names)), [n.replace(", ", "\n") for n in names])
-    left.set_ylim(0, 1.05)
+    left.set_ylim(0, 1.18)
     left.set_ylabel("test accuracy after the last epoch")
-    left.legend(loc="upper left")
+    left.legend(loc="upper center", ncol=2, fontsize=8)
     for i, name in enumerate(names):
         acc = np.asarray(numbers[name]["test_accuracy"], float)
         epochs = np.arange(1, acc.shape[1] + 1)
-        mean, std = acc.mean(axis=0), acc.std(axis=0)
-        style = "--" if "shuffled" in name else "-"
-        right.plot(epochs, mean, style, color=f"C{i}", label=name)
-        right.fill_between(epochs, mean - std, mean + std, color=f"C{i}", alpha=0.2)
+        seed_band(right, epochs, acc, color=f"C{i}", label=name,
+                  style="--" if "shuffled" in name else "-")
     right.set_xlabel("epoch (40 steps)")
     right.set_ylabel("test accuracy")
     right.set_ylim(0, 1.0)
     right.legend()
-    right.set_title("during training")
+    right.set_title(f"during training ({SPREAD})")
     fig.tight_layout()
     return fig

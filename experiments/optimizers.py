@@ -24,12 +24,12 @@ Setup:
   and the whole grid shows where each one ends;
 * digits (standardised, 80 / 20 split), a 64-64-10 tanh net, mini-batches of
   32: each optimizer at the best of five learning rates around a usual value
-  (1/10 to 10 times it, by final training loss), several seeds at once (`jax.vmap`), training
-  loss after every epoch (mean ± std across seeds) and test accuracy;
-* AdaGrad against RMSprop under a noisy gradient (`g ~ N(1, 1)` per entry
-  per step, 256 entries, `lr = 0.01`): the effective per-parameter step
-  `lr / (sqrt(s) + eps)` read from the optimizers' states
-  (`AdagradState.sum_of_squares`, `RmspropState.mean_square`).
+  (1/10 to 10 times it, by final training loss), several seeds at once (``jax.vmap``), training
+  loss after every epoch (mean ± standard error across seeds) and test accuracy;
+* AdaGrad against RMSprop under a noisy gradient (``g ~ N(1, 1)`` per entry
+  per step, 256 entries, ``lr = 0.01``): the effective per-parameter step
+  ``lr / (sqrt(s) + eps)`` read from the optimizers' states
+  (``AdagradState.sum_of_squares``, ``RmspropState.mean_square``).
 
 Training: the digits runs use `purenet.train.make_train`, vmapped over
 seeds and learning rates (traced). The surfaces and the noisy-gradient trace
@@ -46,11 +46,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, jit, num_seeds, pick, pyplot
+from experiments._common import (
+    SPREAD,
+    Mode,
+    Verdict,
+    init_many,
+    jit,
+    num_seeds,
+    pick,
+    progress,
+    pyplot,
+    seed_band,
+    sweep,
+)
 from purenet import data, datasets, losses, metrics, optim, train
 from purenet import layers as L
 
 NAME = "optimizers"
+QUICK_SECONDS = 20  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "Momentum damps zig-zags and rolls through a shallow local minimum where plain SGD stops; "
     "AdaGrad's per-parameter step shrinks towards 0 while RMSprop's levels off."
@@ -208,34 +221,25 @@ def _digits_runs(names, epochs: int, seeds: int, factors=DIGITS_FACTORS, batch_s
     model = L.serial(L.dense(64), L.tanh(), L.dense(10))
     loss = losses.softmax_cross_entropy
     evaluate = train.make_evaluate(model, loss, metrics.multiclass_accuracy)
-    m = x_tr.shape[0]
     keys = jax.random.split(jax.random.key(3), seeds)  # seed s: the same init for every optimizer
     results = {}
+    init_keys, train_keys = zip(*(jax.random.split(key) for key in keys), strict=True)
+    start = init_many(model, init_keys, (x_tr.shape[1],))
+
+    def probe(p, s, point):  # the training loss; the test accuracy (the last one is reported)
+        return evaluate(p, x_tr, t_tr, s)[0], evaluate(p, x_te, t_te, s)[1]
+
     for name in names:
-
-        def one(key, lr, make=OPTIMIZERS[name]):
-            optimizer = make(lr)  # lr is traced: one program for every rate
-            run = train.make_train(
-                model,
-                loss,
-                optimizer,
-                batch_size,
-                m,
-                epochs,
-                evaluate=lambda p, s: evaluate(p, x_tr, t_tr, s)[0],
-            )
-            init_key, train_key = jax.random.split(key)
-            _, params, state = model.init(init_key, (x_tr.shape[1],))
-            start = evaluate(params, x_tr, t_tr, state)[0]
-            params, _, state, history = run(
-                params, optimizer.init(params), state, train_key, x_tr, t_tr
-            )
-            curve = jnp.concatenate([start[None], history["evaluation"]])
-            return curve, evaluate(params, x_te, t_te, state)[1]
-
         lrs = [DIGITS_LR[name] * f for f in factors]
-        per_lr = jax.vmap(jax.vmap(one, in_axes=(0, None)), in_axes=(None, 0))
-        curves, test_acc = jit(per_lr)(keys, jnp.asarray(lrs, F32))
+        make = OPTIMIZERS[name]
+        _, _, history = sweep(
+            model, loss, lambda point, make=make: make(point["learning_rate"]), batch_size,
+            epochs, (x_tr, t_tr), start, jnp.stack(train_keys),
+            grid={"learning_rate": jnp.asarray(lrs, F32)},  # traced: one program for every rate
+            evaluate=probe, evaluate_start=True,
+        )
+        curves, test_acc = history["evaluation"]
+        test_acc = test_acc[:, :, -1]
         curves, test_acc = np.asarray(curves), np.asarray(test_acc)
         final = np.where(
             np.all(np.isfinite(curves[:, :, -1]), axis=1), curves[:, :, -1].mean(1), np.inf
@@ -381,20 +385,14 @@ def draw(data: dict):
     ax = axes[1, 1]
     for name, r in numbers["digits"].items():
         curves = np.asarray(r["curves"], dtype=float)
-        mean, std = curves.mean(axis=0), curves.std(axis=0)
-        epochs = np.arange(len(mean))
         acc = np.mean(r["test_accuracy"])
-        ax.plot(
-            epochs, mean, color=COLORS[name], label=f"{name} lr {r['lr']:.3g} (test acc {acc:.3f})"
-        )
-        ax.fill_between(
-            epochs, np.maximum(mean - std, 1e-6), mean + std, color=COLORS[name], alpha=0.2
-        )
+        seed_band(ax, np.arange(curves.shape[1]), curves, color=COLORS[name],
+                  label=f"{name} lr {r['lr']:.3g} (test acc {acc:.3f})")
     ax.set(
         yscale="log",
         xlabel="epoch",
         ylabel="training loss (cross-entropy)",
-        title="digits, 64-64-10 tanh, batch 32: mean ± std over seeds\n"
+        title=f"digits, 64-64-10 tanh, batch 32: {SPREAD}\n"
         "(each at the best of its usual lr × {1/10, 1/3, 1, 3, 10})",
     )
     ax.legend(fontsize=8)
@@ -439,8 +437,11 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     )
     digits_names = pick(mode, smoke=names[:2], quick=names, full=names)
     factors = pick(mode, smoke=(1.0,), quick=DIGITS_FACTORS, full=DIGITS_FACTORS)
+    progress(0, 3, "surfaces")
     surfaces = _surfaces(names)
+    progress(1, 3, "digits")
     digits = _digits_runs(digits_names, epochs, seeds, factors)
+    progress(2, 3, "step sizes")
     step_sizes, lr = _step_sizes(step_count)
     step_sizes["lr"] = lr
 

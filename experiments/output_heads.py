@@ -40,11 +40,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, jit, num_seeds, pick, pyplot
+from experiments._common import (
+    SPREAD,
+    Mode,
+    Verdict,
+    jit,
+    num_seeds,
+    pick,
+    progress,
+    pyplot,
+    seed_bar,
+    tracked,
+)
 from purenet import data, datasets, losses, metrics, optim, train
 from purenet import layers as L
 
 NAME = "output_heads"
+QUICK_SECONDS = 15  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "Binary: sigmoid + BCE; multi-class: one-hot + softmax + cross-entropy; multi-label: "
     "independent sigmoids + summed BCE; coding 3 classes as one output 1/0.5/0 with MSE "
@@ -196,7 +208,7 @@ def draw(data: dict):
     plt = pyplot()
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 9.5))
-    fig.suptitle("Output heads: test accuracy across seeds (mean ± std, dots = seeds)")
+    fig.suptitle(f"Output heads: test accuracy across seeds ({SPREAD}, dots = seeds)")
 
     ax = axes[0, 0]
     heads = numbers["heads"]
@@ -224,7 +236,7 @@ def draw(data: dict):
         series = [three["one_hot_accuracy"]] + list(three["ordinal_accuracy"])
         for i, values in enumerate(series):
             x = d + (i - 1.5) * width
-            mean, std = np.mean(values), np.std(values)
+            mean = np.mean(values)
             color = "C0" if i == 0 else ["C3", "C1", "C4"][i - 1]
             label = None
             if d == 0:
@@ -234,7 +246,7 @@ def draw(data: dict):
                     if i == 0
                     else f"one output + MSE, class {order[0]}=1, {order[1]}=.5, {order[2]}=0"
                 )
-            ax.bar(x, mean, width * 0.9, yerr=std, color=color, alpha=0.8, capsize=3, label=label)
+            seed_bar(ax, x, values, width * 0.9, color=color, label=label, dots=False, alpha=0.8)
             ax.plot(np.full(len(values), x), values, "k.", ms=3, alpha=0.5)
             ax.text(x, 0.02, f"{mean:.2f}", ha="center", va="bottom", fontsize=8, rotation=90)
     ticks = {
@@ -276,7 +288,7 @@ def _bars(ax, labels, values, colors):
     rng = np.random.default_rng(0)
     for i, (v, c) in enumerate(zip(values, colors, strict=True)):
         v = np.asarray(v)
-        ax.bar(i, v.mean(), 0.6, yerr=v.std(), color=c, alpha=0.8, capsize=4)
+        seed_bar(ax, i, v, 0.6, color=c, dots=False, alpha=0.8)
         ax.plot(i + rng.uniform(-0.12, 0.12, len(v)), v, "k.", ms=4, alpha=0.6)
         ax.text(i, 0.05, f"{v.mean():.3f}", ha="center", va="bottom", color="white", weight="bold")
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
@@ -305,6 +317,8 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         return x_bc, t_bc[:, None].astype(F32)  # the binary column
 
     heads = {}
+    units = 3 + len(three_sets)
+    progress(0, units, "binary")
     acc, _, loss = _head_accuracy(
         _mlp((16,), 1),
         losses.sigmoid_binary_cross_entropy,
@@ -315,6 +329,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         10,
     )
     heads["binary"] = {"accuracy": acc, "final_train_loss": loss}
+    progress(1, units, "multi-class")
     acc, _, loss = _head_accuracy(
         _mlp((32,), 10),
         losses.softmax_cross_entropy,
@@ -326,6 +341,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         one_hot_classes=10,
     )
     heads["multiclass"] = {"accuracy": acc, "final_train_loss": loss}
+    progress(2, units, "multi-label")
     acc, exact, loss = _head_accuracy(
         _mlp((32, 32), 3),
         losses.multilabel_sigmoid_cross_entropy,
@@ -337,7 +353,8 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     )
     heads["multilabel"] = {"accuracy": acc, "exact_match": exact, "final_train_loss": loss}
 
-    three_class = {name: _three_class(name, three_epochs, seeds, hidden, 13) for name in three_sets}
+    three_class = {name: _three_class(name, three_epochs, seeds, hidden, 13)
+                   for name in tracked(three_sets, start=3, total=units)}
     numbers = {"heads": heads, "three_class": three_class}
 
     settings = {

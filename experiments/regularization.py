@@ -40,11 +40,21 @@ import jax.numpy as jnp
 import numpy as np
 
 import purenet
-from experiments._common import Mode, Verdict, jit, num_seeds, pick, pyplot
+from experiments._common import (
+    SPREAD,
+    Mode,
+    Verdict,
+    jit,
+    num_seeds,
+    pick,
+    progress,
+    pyplot,
+)
 from purenet import data, datasets, losses, metrics, optim, train
 from purenet import layers as L
 
 NAME = "regularization"
+QUICK_SECONDS = 25  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "L1/L2 penalties, dropout and early stopping narrow the train/test gap of a large net on "
     "little data; batch norm allows larger learning rates and trains faster."
@@ -189,9 +199,11 @@ def draw(data: dict):
     ax = axes[0, 0]
     xs = np.arange(len(names))
     train_m = [final[n]["train_acc"] for n in names]
-    train_s = [final[n]["train_acc_std"] for n in names]
+    # the stored spread is the std over seeds (ddof 0): one standard error is std / sqrt(n - 1)
+    per = 1 / np.sqrt(max(int(data["settings"]["seeds"]) - 1, 1))
+    train_s = [final[n]["train_acc_std"] * per for n in names]
     test_m = [final[n]["test_acc"] for n in names]
-    test_s = [final[n]["test_acc_std"] for n in names]
+    test_s = [final[n]["test_acc_std"] * per for n in names]
     ax.bar(
         xs - 0.2,
         train_m,
@@ -217,7 +229,7 @@ def draw(data: dict):
         )
     ax.set_xticks(xs, [n.replace(" (", "\n(") for n in names], fontsize=8)
     ax.set_ylim(0, 1.15)
-    ax.set_ylabel("accuracy (mean ± std over seeds)")
+    ax.set_ylabel(f"accuracy ({SPREAD})")
     ax.set_title("after the last epoch (early stopping: at the best validation loss)")
     ax.legend(fontsize=8, loc="upper right")
 
@@ -304,7 +316,9 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         if name in methods and not rate
     }
     penalized[CLEAN] = (0.0, 0.0, 0.0)
+    progress(0, 3, "penalties")
     runs = _overfit_runs(penalized, 0.0, seeds, chunks, every)
+    progress(1, 3, "dropout")
     for name in methods:
         rate = METHODS[name][1]
         if rate:
@@ -333,6 +347,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     l2_names = [n for n in runs if n.startswith("L2")]
     best_l2 = max(l2_names, key=lambda n: final[n]["test_acc"]) if l2_names else None
 
+    progress(2, 3, "batch norm")
     bn = {}
     for key, flag in (("without", False), ("with", True)):
         c = _batchnorm_runs(flag, seeds, bn_epochs)

@@ -46,10 +46,20 @@ import jax.numpy as jnp
 import numpy as np
 
 import purenet
-from experiments._common import Mode, Verdict, init_many, num_seeds, pick, pyplot
-from purenet import datasets, layers, losses, optim, params, train
+from experiments._common import (
+    Mode,
+    Verdict,
+    init_many,
+    num_seeds,
+    pick,
+    progress,
+    pyplot,
+    sweep,
+)
+from purenet import datasets, layers, losses, optim, params
 
 NAME = "rumelhart_1986"
+QUICK_SECONDS = 12  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "Backprop with momentum (eps 0.1, alpha 0.9) teaches a 6-2-1 network mirror symmetry "
     "(paper: 1,425 sweeps) with antisymmetric 1:2:4 weights; 2-2-1 XOR sometimes gets stuck"
@@ -86,17 +96,18 @@ def train_seeds(x, t, keys, sweeps: int):
     def worst(p, state):
         return jnp.max(jnp.abs(model.forward(p, x, state=state)[0] - t))
 
-    run = train.make_train(model, losses.mse, opt, m, m, sweeps, evaluate=worst)
-
-    def one(p, state):
-        # Full batch: nothing is drawn at random, any key gives the same run.
-        p, _, state, history = run(p, opt.init(p), state, jax.random.key(0), x, t)
+    def finish(p, state, point):
         J, g = grad(p, x, t, state=state)
         g_norm = jnp.sqrt(sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(g)))
-        return {"params": p, "worst": history["evaluation"], "E": J * m, "grad_norm": g_norm * m}
+        return {"E": J * m, "grad_norm": g_norm * m}
 
     start = init_many(model, keys, (x.shape[1],))
-    return jax.device_get(jax.jit(jax.vmap(one))(*start))
+    # Full batch: nothing is drawn at random, any key gives the same run.
+    same_key = jnp.stack([jax.random.key(0)] * len(keys))
+    params, _, history = sweep(model, losses.mse, opt, m, sweeps, (x, t), start, same_key,
+                               evaluate=lambda p, s, point: worst(p, s), finish=finish,
+                               compile=jax.jit)
+    return jax.device_get({"params": params, "worst": history["evaluation"], **history["final"]})
 
 
 def sweeps_to(worst, tolerance: float):
@@ -292,6 +303,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     keys = jax.random.split(jax.random.key(0), seeds)
     numbers = {}
 
+    progress(0, 2, "mirror symmetry")
     x, t = datasets.mirror_symmetry()
     out = train_seeds(x, t, keys, sweeps)
     first = sweeps_to(out["worst"], CRITERION)
@@ -343,6 +355,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         },
     }
 
+    progress(1, 2, "XOR")
     x, t = datasets.xor()
     out = train_seeds(x, t, keys, sweeps)
     xor_first = sweeps_to(out["worst"], CRITERION)

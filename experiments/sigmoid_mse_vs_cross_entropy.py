@@ -34,10 +34,22 @@ import jax.numpy as jnp
 import numpy as np
 
 import purenet
-from experiments._common import Mode, Verdict, num_seeds, pick, pyplot, seed_stats, stateless
+from experiments._common import (
+    SPREAD,
+    Mode,
+    Verdict,
+    num_seeds,
+    pick,
+    pyplot,
+    seed_band,
+    seed_stats,
+    stateless,
+    tracked,
+)
 from purenet import datasets, layers, losses, optim, train
 
 NAME = "sigmoid_mse_vs_cross_entropy"
+QUICK_SECONDS = 8  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "With a sigmoid output, MSE's gradient dE/dz = (o - t) o (1 - o) vanishes when the output "
     "is confidently wrong, so training stalls; cross-entropy's dE/dz = o - t does not"
@@ -186,10 +198,10 @@ def draw(data: dict):
         for ax_, field in ((axes[1, 0], "accuracy"), (axes[1, 1], "o_positive")):
             curves = np.asarray(run[field])
             epochs = np.arange(curves.shape[1])
-            ax_.plot(epochs, curves.mean(0), color=color, ls=ls, label=f"{names[key[0]]}, {start}")
-            ax_.fill_between(epochs, curves.min(0), curves.max(0), color=color, alpha=0.15)
+            seed_band(ax_, epochs, curves, color=color, style=ls, alpha=0.15,
+                      label=f"{names[key[0]]}, {start}")
     axes[1, 0].set_ylabel("training accuracy")
-    axes[1, 0].set_title("Moons, 2-8-1 net, full-batch GD (mean, band = min..max)")
+    axes[1, 0].set_title(f"Moons, 2-8-1 net, full-batch GD ({SPREAD})")
     axes[1, 1].set_ylabel("mean output o on the t = 1 examples")
     axes[1, 1].axhline(0.5, color="0.5", lw=1)
     axes[1, 1].set_title("Escaping the confidently wrong start")
@@ -235,7 +247,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     x, t = datasets.moons(jax.random.key(0), n=N_POINTS, noise=0.1)
     initial = initial_params(jax.random.split(jax.random.key(1), seeds), x.shape[1])
     training = {}
-    for loss_name in ("ce", "mse"):
+    for loss_name in tracked(("ce", "mse")):
         trainer = make_trainer(loss_name, x, t, epochs)
         for start, b0 in (("bad", BAD_BIAS), ("neutral", 0.0)):
             out = jax.device_get(trainer(initial, b0))

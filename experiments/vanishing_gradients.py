@@ -40,11 +40,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, jit, num_seeds, pick, pyplot
+from experiments._common import Mode, Verdict, jit, num_seeds, pick, progress, pyplot
 from purenet import backprop, data, datasets, losses, optim, params, train
 from purenet import layers as L
 
 NAME = "vanishing_gradients"
+QUICK_SECONDS = 20  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "In a deep sigmoid net with small weights the gradients vanish towards the input; ReLU with "
     "He initialisation keeps them level; too-large weights explode them and clipping keeps "
@@ -331,7 +332,9 @@ def measure(mode: Mode, seeds: int | None) -> dict:
 
     everything = tuple(ACTIVATIONS)
     activations = pick(mode, smoke=("sigmoid", "ReLU"), quick=everything, full=everything)
+    progress(0, 3, "gradient profiles")
     profiles = _gradient_profiles(x, t, seeds, activations)
+    progress(1, 3, "exploding profile")
     keys = jax.random.split(jax.random.key(1), seeds)
     explode_params = _init_many(params.normal(EXPLODE_STD), keys)
     grad_fn = backprop(_deep(L.relu, "he_normal"), LOSS)
@@ -345,6 +348,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         )(explode_params)
     )
     hists = _histograms(x)
+    progress(2, 3, "exploding training")
     # fit's NaN guard is a second compile of the exploding net: not in smoke mode.
     explode = _exploding(
         x_all, t_all, seeds, epochs, pick(mode, smoke=False, quick=True, full=True)

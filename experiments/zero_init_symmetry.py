@@ -40,10 +40,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, num_seeds, pick, pyplot, seed_stats, stateless
+from experiments._common import (
+    SPREAD,
+    Mode,
+    Verdict,
+    num_seeds,
+    pick,
+    pyplot,
+    seed_band,
+    seed_stats,
+    stateless,
+    tracked,
+)
 from purenet import data, datasets, layers, losses, metrics, objective, optim, params, train
 
 NAME = "zero_init_symmetry"
+QUICK_SECONDS = 10  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "Zero or constant initial weights keep all hidden units identical through training "
     "(the layer acts as one unit); random initial weights break the symmetry and learn"
@@ -161,11 +173,11 @@ def draw(data: dict):
         epochs = np.arange(1, curves.shape[1] + 1)
         acc = numbers[arm]["test_accuracy"]
         label = f"{arm} (test acc {acc['mean']:.2f} ± {acc['std']:.2f})"
-        ax.plot(epochs, curves.mean(0), color=colors[arm], ls=styles[arm], label=label)
-        ax.fill_between(epochs, curves.min(0), curves.max(0), color=colors[arm], alpha=0.25)
+        seed_band(ax, epochs, curves, color=colors[arm], style=styles[arm], label=label,
+                  alpha=0.25)
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss (cross-entropy, nats)")
-    ax.set_title("Training loss (mean, band = min..max over seeds)")
+    ax.set_title(f"Training loss ({SPREAD})")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
 
@@ -223,7 +235,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     trainer = make_trainer(x_train, t_train, x_test, t_test, epochs)
 
     numbers, example = {}, {}
-    for arm in ARMS:
+    for arm in tracked(ARMS):
         start = initial_params(arm, init_keys, x_train.shape[1])
         out = jax.device_get(trainer(start, train_keys))
         W1, b1 = out["params"][0]["W"], out["params"][0]["b"]

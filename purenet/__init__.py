@@ -5,27 +5,27 @@ layer by layer, and is verified against `jax.grad` and finite differences
 (`purenet.gradcheck`). Read the modules in this order; each imports only
 modules above it:
 
-```text
-params       ravel / unravel ("unrolled theta"), initialisers
-activations  f and f' by hand
-losses       value and dJ/dy by hand (fused softmax / sigmoid + cross-entropy)
-layers/      Layer = (init, forward, backward, update_state), one module per family
-models       reference architectures: gpt (+ Hugging Face GPT-2 weights), generate
-cost         backprop(model, loss, penalty), objective, flat_cost, penalties
-gradcheck    finite differences, directional checks, reports
-testing      assert_gradients, assert_layer, assert_vjp, strategies, pytest plugin
-interop      custom_vjp: the hand-written backward inside any JAX program
-schedules    learning-rate schedules
-clipping     gradient clipping by value and by global norm
-optim        SGD, momentum, Nesterov, AdaGrad, RMSprop, Adam, AdamW
-data         one-hot, standardisation, splits, shuffled batches
-datasets     synthetic tasks, bundled real data, the IDX (MNIST) reader
-metrics      accuracy for binary, multi-class and multi-label heads
-parallel     data parallelism: a device mesh, sharded batches, replicated params
-train        make_step, make_epoch, make_train (one jitted scan), fit, lbfgs
-checkpoint   atomic .npz checkpoints of (params, opt_state, state), strict loading
-```
+    params       ravel / unravel ("unrolled theta"), initialisers
+    activations  f and f' by hand
+    metrics      accuracy for binary, multi-class, multi-label and sequence heads
+    losses       value and dJ/dy by hand (fused softmax / sigmoid + cross-entropy)
+    layers/      Layer = (init, forward, backward, update_state), one module per family
+    models       reference architectures: gpt (+ Hugging Face GPT-2 weights), generate
+    cost         backprop(model, loss, penalty), objective, flat_cost, penalties
+    gradcheck    check_vjp (one engine), finite differences, directional checks, reports
+    testing      assert_gradients, assert_layer, assert_vjp, strategies, pytest plugin
+    interop      custom_vjp: the hand-written backward inside any JAX program
+    schedules    learning-rate schedules
+    clipping     gradient clipping by value and by global norm
+    optim        SGD, momentum, Nesterov, AdaGrad, RMSprop, Adam, AdamW
+    data         one-hot, standardisation, splits, shuffled batches
+    datasets     synthetic tasks, bundled real data, the IDX (MNIST) reader
+    parallel     data parallelism: a device mesh, sharded batches, replicated params
+    train        make_step, make_epoch, make_train (one jitted scan), fit, lbfgs
+    checkpoint   atomic .npz checkpoints of (params, opt_state, state), strict loading
 """
+
+from importlib import metadata as _metadata
 
 from purenet import (
     activations,
@@ -77,4 +77,8 @@ __all__ = [
     "testing",
     "train",
 ]
-__version__ = "0.2.0"
+try:
+    # One version string: pyproject.toml's, as installed (pip install -e .).
+    __version__ = _metadata.version("purenet")
+except _metadata.PackageNotFoundError:  # pragma: no cover - run from a bare source tree
+    __version__ = "0+unknown"

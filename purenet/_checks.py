@@ -44,6 +44,12 @@ def fail_type(name: str, expected: str, got) -> None:
     raise TypeError(f"{name}: expected {expected}, got {got}")
 
 
+def is_float(x) -> bool:
+    """True when the array (or scalar) ``x`` has a floating-point or complex dtype:
+    the leaves that have a gradient (integer ids and bools have none)."""
+    return bool(jnp.issubdtype(jnp.result_type(x), jnp.inexact))
+
+
 def is_concrete(x) -> bool:
     """True when `x` holds actual values (not a tracer inside `jit`/`vmap`)."""
     return not isinstance(x, jax.core.Tracer)

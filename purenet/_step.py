@@ -27,7 +27,7 @@ def make_step(
     penalty: Penalty | None = None,
     mean: Callable = _identity,
 ) -> Callable:
-    """`step(params, opt_state, state, x, t, key) -> (params, opt_state, state, J)`.
+    """`step(params, opt_state, state, x, t, key, *, mask=None) -> (params, opt_state, state, J)`.
 
     Backprop, then `mean` on the cost and gradients (and on the new
     non-gradient state), then the optimizer's update and `apply_updates`.
@@ -36,8 +36,8 @@ def make_step(
     optimizer = as_optimizer(optimizer)
     grad_fn = backprop(model, loss, penalty, return_cache=True)
 
-    def step(params, opt_state, state, x, t, key):
-        J, grads, cache = grad_fn(params, x, t, state=state, train=True, key=key)
+    def step(params, opt_state, state, x, t, key, *, mask=None):
+        J, grads, cache = grad_fn(params, x, t, state=state, train=True, key=key, mask=mask)
         J, grads = mean((J, grads))
         params, opt_state = optimizer.step(params, grads, opt_state)
         return params, opt_state, mean(model.update_state(state, cache)), J

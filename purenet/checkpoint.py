@@ -61,6 +61,7 @@ import numpy as np
 from jax.tree_util import DictKey, FlattenedIndexKey, GetAttrKey, SequenceKey
 
 from purenet._checks import fail, fail_type
+from purenet.layers.core import Layer, check_params, layer_path
 
 FORMAT = "purenet-checkpoint"
 """The format name stored in a checkpoint's `meta`; [`load`][purenet.checkpoint.load] refuses
@@ -263,12 +264,33 @@ def _first_difference(stored: dict, expected: dict) -> str | None:
     return None
 
 
-def _restore(path, name, stored, arrays, like):
+def _owner(model, stored: dict, expected: dict) -> str:
+    """`" (serial[2], dense(8))"`: the layers owning the first params leaf
+    that differs, when the model is known; else `""`."""
+    if model is None:
+        return ""
+    for s_path, e_path, shape, e_shape, dtype, e_dtype in zip(
+        stored["paths"],
+        expected["paths"],
+        stored["shapes"],
+        expected["shapes"],
+        stored["dtypes"],
+        expected["dtypes"],
+        strict=False,
+    ):
+        if (s_path, shape, dtype) != (e_path, e_shape, e_dtype):
+            return f" ({layer_path(model, tuple(value for _, value in e_path))})"
+    extra = stored["paths"][len(expected["paths"]) :] or expected["paths"][len(stored["paths"]) :]
+    return f" ({layer_path(model, tuple(value for _, value in extra[0]))})" if extra else ""
+
+
+def _restore(path, name, stored, arrays, like, model=None):
     expected = _describe(like)
     difference = _first_difference(stored, expected)
     if difference is not None:
         hint = f" (pass {name}_like= to load it)" if like is None else ""
-        raise ValueError(f"{path}: {name} differs from the template: {difference}{hint}")
+        owner = _owner(model, stored, expected) if name == "params" else ""
+        raise ValueError(f"{path}: {name} differs from the template{owner}: {difference}{hint}")
     leaves = []
     for i, (shape, dtype) in enumerate(zip(expected["shapes"], expected["dtypes"], strict=True)):
         entry = f"{name}/{i:04d}"
@@ -308,6 +330,9 @@ def load(
     params_like: Any,
     opt_state_like: Any = None,
     state_like: Any = None,
+    *,
+    model: Layer | None = None,
+    x: Any = None,
 ) -> Checkpoint:
     """Read a checkpoint written by [`save`][purenet.checkpoint.save].
 
@@ -319,6 +344,13 @@ def load(
         `opt.init(params)`; `None` if none was saved).
       state_like: likewise for the model state (`()` or `None` for a
         stateless model).
+      model: optionally, the model the params belong to: a difference between
+        the file's params and the template then names the layers that own
+        the first differing leaf (`(serial[2], dense(8))`).
+      x: with `model`, an example input batch (or a `jax.ShapeDtypeStruct`):
+        `params_like` is first checked against what `model.init` gives for
+        such inputs ([`check_params`][purenet.layers.core.check_params]), so a
+        template that does not fit the model is refused before the file is read.
 
     Returns:
       A [`Checkpoint`][purenet.checkpoint.Checkpoint] `(params, opt_state, state, step, key)`, each
@@ -330,13 +362,19 @@ def load(
         version 2, or a tree's key paths, shapes or dtypes differ from its
         template's (the message names the file and the first difference).
     """
+    if model is not None and not isinstance(model, Layer):
+        fail_type("model", "None or a purenet Layer", type(model).__name__)
+    if x is not None:
+        if model is None:
+            fail("x", "None unless model is given (x is the model's example input)", "an input")
+        check_params(model, params_like, x, name="params_like")
     path = os.fspath(path)
     arrays = _read(path)
     meta = _meta(path, arrays)
     templates = (params_like, opt_state_like, state_like)
     try:
         trees = [
-            _restore(path, name, meta[name], arrays, like)
+            _restore(path, name, meta[name], arrays, like, model)
             for name, like in zip(TREES, templates, strict=True)
         ]
         key = None

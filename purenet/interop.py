@@ -55,7 +55,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from purenet import _checks
 from purenet.layers import Layer, checked_call
@@ -64,21 +63,17 @@ from purenet.losses import Loss
 __all__ = ["custom_vjp"]
 
 
-def _is_float(leaf) -> bool:
-    return jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
-
-
 def _input_cotangent(x, dx):
     """`dx` for floating-point leaves of `x`, `None` (float0 zeros) for
     integer ones."""
     leaves, treedef = jax.tree.flatten(x)
-    if all(_is_float(leaf) for leaf in leaves):
+    if all(_checks.is_float(leaf) for leaf in leaves):
         return dx
-    if not any(_is_float(leaf) for leaf in leaves):
+    if not any(_checks.is_float(leaf) for leaf in leaves):
         return None
     parts = treedef.flatten_up_to(dx)
     return treedef.unflatten(
-        [d if _is_float(leaf) else None for leaf, d in zip(leaves, parts, strict=True)]
+        [d if _checks.is_float(leaf) else None for leaf, d in zip(leaves, parts, strict=True)]
     )
 
 

@@ -8,7 +8,11 @@ A [`Loss`][purenet.losses.Loss] holds three pure functions of the network output
 * `value_and_grad(y, t) -> (J, dJ/dy)`: both, sharing the work (softmax or
   sigmoid is computed once). `purenet.backprop` uses this one.
 
-Conventions (`DESIGN.md`):
+and one field, ``metric``: the accuracy of ``purenet.metrics`` that fits the
+loss's head (``None`` for regression), which ``purenet.train.fit`` reports.
+A loss is also callable: ``losses.mse(y, t)`` is ``losses.mse.value(y, t)``.
+
+Conventions (``DESIGN.md``):
 
 * [`mse`][purenet.losses.mse] is `1/2 * sum_k (y - t)**2` averaged over the batch; with one
   example it is the `E = 1/2 * sum (t - o)**2` of Rumelhart et al. (1986).
@@ -38,19 +42,46 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purenet import _checks
+from purenet import _checks, metrics
 from purenet.activations import _sigmoid
 
 
 class Loss(NamedTuple):
-    """A loss: `value(y, t)`, `grad(y, t)` and the fused `value_and_grad(y, t)`."""
+    """A loss: `value(y, t)`, `grad(y, t)`, the fused `value_and_grad(y, t)`,
+    and the metric that fits its head.
+
+    Attributes:
+      value: `value(y, t) -> J`, a scalar: the mean over the batch.
+      grad: `grad(y, t) -> dJ/dy`, of `y`'s shape.
+      value_and_grad: both at once.
+      metric: `metric(y, t) -> scalar`, the accuracy of
+        [`purenet.metrics`][purenet.metrics] for this loss's head (what
+        `purenet.train.fit` reports with `metric="auto"`), or `None` for a
+        regression loss.
+
+    A loss is callable: `loss(y, t)` is `loss.value(y, t)`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from purenet import losses, metrics
+      >>> y, t = jnp.array([[1.0, 2.0]]), jnp.array([[0.0, 0.0]])
+      >>> float(losses.mse(y, t))
+      2.5
+      >>> losses.softmax_cross_entropy.metric is metrics.multiclass_accuracy, losses.mse.metric
+      (True, None)
+    """
 
     value: Callable
     grad: Callable
     value_and_grad: Callable
+    metric: Callable | None = None
+
+    def __call__(self, y, t):
+        """The loss's value, `self.value(y, t)`."""
+        return self.value(y, t)
 
 
-def _make_loss(value_and_grad: Callable, name: str) -> Loss:
+def _make_loss(value_and_grad: Callable, name: str, metric: Callable | None) -> Loss:
     def value(y, t):
         return value_and_grad(y, t)[0]
 
@@ -59,7 +90,7 @@ def _make_loss(value_and_grad: Callable, name: str) -> Loss:
 
     value.__name__, grad.__name__ = f"{name}_value", f"{name}_grad"
     value_and_grad.__name__ = f"{name}_value_and_grad"
-    return Loss(value=value, grad=grad, value_and_grad=value_and_grad)
+    return Loss(value=value, grad=grad, value_and_grad=value_and_grad, metric=metric)
 
 
 # ------------------------------------------------------------------- validation
@@ -111,10 +142,7 @@ def _mse(y, t):
     return 0.5 * jnp.sum(error * error) / m, error / m
 
 
-mse = _make_loss(_mse, "mse")
-"""Mean squared error, $J = \\frac{1}{m} \\sum_i \\frac{1}{2} \\sum_k (y_{ik} - t_{ik})^2$, with
-$dJ/dy = (y - t) / m$; `t` of the output's shape. With one example it is the
-$E = \\frac{1}{2} \\sum (t - o)^2$ of Rumelhart et al. (1986)."""
+mse = _make_loss(_mse, "mse", None)
 
 
 def _sigmoid_cross_entropy(y, t):
@@ -141,13 +169,11 @@ def _binary_cross_entropy(y, t):
     return _sigmoid_cross_entropy(y, t)
 
 
-sigmoid_binary_cross_entropy = _make_loss(_binary_cross_entropy, "sigmoid_binary_cross_entropy")
-"""Binary cross-entropy on one logit per example, `y` of shape `(m, 1)` and `t` of 0 / 1
-(or probabilities) of the same shape: $J = \\frac{1}{m} \\sum_i
-[\\operatorname{softplus}(y_i) - y_i t_i]$, the sigmoid fused in, so
-$dJ/dy = (\\sigma(y) - t) / m$ and the value stays finite for logits of any size."""
+sigmoid_binary_cross_entropy = _make_loss(
+    _binary_cross_entropy, "sigmoid_binary_cross_entropy", metrics.binary_accuracy
+)
 multilabel_sigmoid_cross_entropy = _make_loss(
-    _sigmoid_cross_entropy, "multilabel_sigmoid_cross_entropy"
+    _sigmoid_cross_entropy, "multilabel_sigmoid_cross_entropy", metrics.multilabel_accuracy
 )
 """Binary cross-entropy of `k` independent labels, logits `y` and 0 / 1 targets `t` of
 shape `(m, k)`: the per-unit losses of
@@ -183,11 +209,9 @@ def _softmax_cross_entropy(y, t):
     return -jnp.sum(t * log_p) / m, (p * t_total - t) / m
 
 
-softmax_cross_entropy = _make_loss(_softmax_cross_entropy, "softmax_cross_entropy")
-"""Softmax cross-entropy on logits `y` of shape `(m, k)`, with one-hot (or probability) rows
-`t` of the same shape or integer labels of shape `(m,)`:
-$J = -\\frac{1}{m} \\sum_i \\sum_k t_{ik} \\log \\operatorname{softmax}(y_i)_k$, the softmax
-fused in, so $dJ/dy = (p - t) / m$ for rows of `t` that sum to 1 (Saito ch. 5.6.3)."""
+softmax_cross_entropy = _make_loss(
+    _softmax_cross_entropy, "softmax_cross_entropy", metrics.multiclass_accuracy
+)
 
 
 # ------------------------------------------------------------- sequence losses
@@ -278,7 +302,7 @@ def _sequence_softmax_cross_entropy(y, t):
 
 
 sequence_softmax_cross_entropy = _make_loss(
-    _sequence_softmax_cross_entropy, "sequence_softmax_cross_entropy"
+    _sequence_softmax_cross_entropy, "sequence_softmax_cross_entropy", metrics.sequence_accuracy
 )
 """Softmax cross-entropy at every step of a sequence: logits `(m, T, C)`, integer labels
 `(m, T)` with [`IGNORE_LABEL`][purenet.losses.IGNORE_LABEL] at steps that do not count (or a

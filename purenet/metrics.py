@@ -1,4 +1,4 @@
-"""Accuracy for the three kinds of classification output.
+"""Accuracy for the kinds of classification output.
 
 All functions are pure and jittable. `y` is the network output for a batch,
 of any rank: `(m, C)` for one prediction per example, `(m, T, C)` for a
@@ -16,10 +16,17 @@ sequence it is the fraction of the `m * T` time steps predicted right.
   when `y > threshold`. Use `threshold=0` for logits (sigmoid
   cross-entropy heads, the default) and `0.5` for probabilities (a sigmoid
   layer followed by MSE).
-* [`multilabel_accuracy`][purenet.metrics.multilabel_accuracy]: `k` independent binary labels on the
-  last axis, targets of `y`'s shape; the fraction of all label decisions that
-  are right (Hamming accuracy). `exact_match=True` instead counts the
-  positions (rows, for `(m, k)`) with all `k` labels right.
+* :func:`multilabel_accuracy`: ``k`` independent binary labels on the last
+  axis, targets of ``y``'s shape; the fraction of all label decisions that
+  are right (Hamming accuracy). ``exact_match=True`` instead counts the
+  positions (rows, for ``(m, k)``) with all ``k`` labels right.
+* :func:`sequence_accuracy`: the targets of
+  ``purenet.losses.sequence_softmax_cross_entropy``, integer labels
+  ``(m, T)`` with ``-1`` at padded steps (or a pair ``(labels, mask)``); the
+  fraction of the steps that count whose ``argmax`` is the label.
+
+Each loss of ``purenet.losses`` names its metric in its ``metric`` field
+(:func:`for_loss` reads it), so this module imports no loss.
 
 Shapes are checked exactly, never broadcast: a target of shape `(m, 1)`
 next to an output of shape `(m, 3)` would otherwise be compared with every
@@ -38,7 +45,11 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from purenet import _checks, losses
+from purenet import _checks
+
+# purenet.losses.IGNORE_LABEL, the label of a padded step (losses imports this
+# module, not the reverse).
+_IGNORE_LABEL = -1
 
 
 def _check_output(y):
@@ -169,16 +180,66 @@ def multilabel_accuracy(
     return jnp.mean(jnp.all(right, axis=-1)) if exact_match else jnp.mean(right)
 
 
-def for_loss(loss: losses.Loss) -> Callable[[jax.Array, jax.Array], jax.Array] | None:
-    """The natural accuracy for a loss's head, or `None` for regression (MSE).
+def sequence_accuracy(y: jax.Array, t) -> jax.Array:
+    """Fraction of the steps that count whose `argmax` over the last axis is the label.
+
+    The metric of `purenet.losses.sequence_softmax_cross_entropy`, with its
+    targets: a step counts when its label is not `-1` (`IGNORE_LABEL`, a
+    padded step) and, for a pair `(labels, mask)`, its mask is true.
+
+    Args:
+      y: scores of shape `(m, T, C)`.
+      t: integer labels of shape `(m, T)` in `[0, C)` or `-1`, or a pair
+        `(labels, mask)` with `mask` of shape `(m, T)`.
+
+    Returns:
+      A scalar in `[0, 1]`; `nan` when no step counts (nothing to measure).
+
+    Raises:
+      TypeError: `y` or the labels are not arrays.
+      ValueError: `y` is not `(m, T, C)`, or the labels or mask are not of
+        shape `(m, T)`, or the labels are not integers.
+
+    Example:
+      >>> y = jnp.array([[[2.0, 0.0], [0.0, 1.0], [5.0, 0.0]]])
+      >>> float(sequence_accuracy(y, jnp.array([[0, 0, -1]])))
+      0.5
+    """
+    _checks.array("y", y)
+    if jnp.ndim(y) != 3:
+        _checks.fail("y", "scores of shape (m, T, C)", _shape(y))
+    mask = None
+    if isinstance(t, tuple | list):
+        if len(t) != 2:
+            _checks.fail("t", "integer labels (m, T) or a pair (labels, mask)",
+                         f"a {type(t).__name__} of length {len(t)}")
+        t, mask = t
+    _checks.array("t", t)
+    if jnp.shape(t) != tuple(y.shape[:2]):
+        _checks.fail("t", f"integer labels of shape {tuple(y.shape[:2])}", _shape(t))
+    if not jnp.issubdtype(t.dtype, jnp.integer):
+        _checks.fail("t", "integer labels", f"dtype {t.dtype}")
+    counts = t != _IGNORE_LABEL
+    if mask is not None:
+        _checks.array("mask", mask)
+        if jnp.shape(mask) != tuple(y.shape[:2]):
+            _checks.fail("mask", f"a mask of shape {tuple(y.shape[:2])}", _shape(mask))
+        counts = counts & jnp.asarray(mask, bool)
+    right = (jnp.argmax(y, axis=-1) == t) & counts
+    total = jnp.sum(counts)
+    return jnp.where(total > 0, jnp.sum(right) / jnp.maximum(total, 1), jnp.nan)
+
+
+def for_loss(loss) -> Callable[[jax.Array, jax.Array], jax.Array] | None:
+    """The metric a loss names in its `metric` field: the natural accuracy for
+    its head, or `None` for regression (MSE).
 
     A sigmoid layer followed by MSE is a classifier too; pass
     `lambda y, t: binary_accuracy(y, t, 0.5)` explicitly for it.
+
+    Raises:
+      TypeError: `loss` has no `metric` field (it is not a `purenet.losses.Loss`).
     """
-    if loss is losses.softmax_cross_entropy:
-        return multiclass_accuracy
-    if loss is losses.sigmoid_binary_cross_entropy:
-        return binary_accuracy
-    if loss is losses.multilabel_sigmoid_cross_entropy:
-        return multilabel_accuracy
-    return None
+    if not hasattr(loss, "metric") or not (loss.metric is None or callable(loss.metric)):
+        _checks.fail_type("loss", "a purenet Loss (with a metric field)", type(loss).__name__)
+    return loss.metric

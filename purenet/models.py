@@ -295,8 +295,12 @@ def gpt(vocab_size: int, context: int, depth: int, heads: int, width: int, *,
         with within("gpt", inner):
             return inner.backward(params, cache, dy)
 
-    fields = ", ".join(f"{f.name}={getattr(c, f.name)!r}" for f in dataclasses.fields(c))
-    model = make_layer(init, forward, backward, name=f"gpt({fields})",
+    # Messages name it as it was called: the sizes, then the options that differ
+    # from their defaults, e.g. gpt(97, 32, 2, 4, 64, tied=False).
+    fields = [repr(getattr(c, f.name)) for f in dataclasses.fields(c)[:5]]
+    fields += [f"{f.name}={getattr(c, f.name)!r}" for f in dataclasses.fields(c)[5:]
+               if getattr(c, f.name) != f.default]
+    model = make_layer(init, forward, backward, name=f"gpt({', '.join(fields)})",
                        children=((None, inner),))
     _CONFIGS[model] = c
     return model

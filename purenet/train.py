@@ -7,15 +7,15 @@ optimizer's slots) and `state` (non-gradient state such as batch norm's
 running statistics; `()` for most models). Layers of API, each built from
 the one below:
 
-* [`make_step`][purenet.train.make_step] -> `step(params, opt_state, state, x, t, key) ->
-  (params, opt_state, state, J)`: one hand-written-gradient step, pure and
-  jittable.
-* [`make_epoch`][purenet.train.make_epoch] -> `epoch(params, opt_state, state, key, x, t) ->
-  (params, opt_state, state, step_losses)`: one shuffled pass over the data,
-  every mini-batch step inside one `lax.scan`.
-* [`make_train`][purenet.train.make_train] -> `train(params, opt_state, state, key, x, t) ->
-  (params, opt_state, state, history)`: many epochs as one `lax.scan`,
-  pure, so `jax.jit` compiles a whole run and `jax.vmap` trains many
+* :func:`make_step` -> ``step(params, opt_state, state, x, t, key, *,
+  mask=None) -> (params, opt_state, state, J)``: one hand-written-gradient
+  step, pure and jittable.
+* :func:`make_epoch` -> ``epoch(params, opt_state, state, key, x, t, *,
+  mask=None) -> (params, opt_state, state, step_losses)``: one shuffled pass
+  over the data, every mini-batch step inside one ``lax.scan``.
+* :func:`make_train` -> ``train(params, opt_state, state, key, x, t, *, mask=None) ->
+  (params, opt_state, state, history)``: many epochs as one ``lax.scan``,
+  pure, so ``jax.jit`` compiles a whole run and ``jax.vmap`` trains many
   seeds, learning rates or penalty strengths at once.
 * [`fit`][purenet.train.fit]: the eager loop over epochs (validation, progress line, NaN
   guard, history) for arrays in memory, with every input checked once,
@@ -26,9 +26,14 @@ Batch gradient descent, SGD and mini-batch training are one code path with
 `k` does not divide `m`: the leftover examples of each epoch's
 permutation are dropped).
 
-**Determinism.** Epoch `e` uses the key `fold_in(key, e)`: the same key
-gives the same shuffles and dropout masks, and a run resumed at epoch `e`
-from a checkpoint (`start_epoch=e`) continues exactly where an
+**Masks.** A padding mask (a bool array ``(m, T)``, True at valid positions,
+the layers' keyword ``mask``) is not differentiated, so it travels beside the
+data as the keyword ``mask=`` of every step, epoch, train and ``fit``: its
+rows are sliced with the batch's rows, so each example keeps its own mask.
+
+**Determinism.** Epoch ``e`` uses the key ``fold_in(key, e)``: the same key
+gives the same shuffles and dropout masks, and a run resumed at epoch ``e``
+from a checkpoint (``start_epoch=e``) continues exactly where an
 uninterrupted run would be, bit for bit on the same machine and JAX version.
 
 **Non-gradient state.** After each optimizer step the step calls
@@ -49,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from purenet import _checks, _step, data, losses, metrics, parallel
+from purenet import _checks, _step, data, metrics, parallel
 from purenet.cost import Penalty, flat_cost, objective
 from purenet.layers import Layer
 from purenet.losses import Loss
@@ -80,9 +85,10 @@ def make_step(
       penalty: an optional weight penalty (`purenet.penalty(l2=...)`).
 
     Returns:
-      `step(params, opt_state, state, x, t, key) -> (params, opt_state,
-      state, J)`; `J` is the cost at the params *before* the update.
-      `key` drives dropout.
+      `step(params, opt_state, state, x, t, key, *, mask=None) ->
+      (params, opt_state, state, J)`; `J` is the cost at the params *before*
+      the update. `key` drives dropout; `mask` (the layers' padding mask,
+      `(batch, T)` bools) is passed to the forward and backward.
     """
     return _step.make_step(model, loss, optimizer, penalty=penalty)
 
@@ -114,15 +120,17 @@ def make_epoch(
       **step_options: `penalty`.
 
     Returns:
-      `epoch(params, opt_state, state, key, x, t) -> (params, opt_state,
-      state, step_losses)` with `step_losses` of shape `(num_batches,)`.
+      ``epoch(params, opt_state, state, key, x, t, *, mask=None) ->
+      (params, opt_state, state, step_losses)`` with ``step_losses`` of shape
+      ``(num_batches,)``. ``mask`` (``(num_examples, T)`` bools, or ``None``)
+      is sliced with the batch: each step gets its rows' masks.
     """
     if mesh is not None:
         parallel.check_batch_size(batch_size, mesh)
     step = make_step(model, loss, optimizer, **step_options)
     count = data.num_batches(num_examples, batch_size, drop_remainder=drop_remainder)
 
-    def epoch(params, opt_state, state, key, x, t):
+    def epoch(params, opt_state, state, key, x, t, *, mask=None):
         shuffle_key, step_key = jax.random.split(key)
         indices = data.batch_indices(
             shuffle_key, num_examples, batch_size, drop_remainder=drop_remainder
@@ -130,10 +138,11 @@ def make_epoch(
 
         def body(carry, batch):
             rows, k = batch
-            xb, tb = jax.tree.map(lambda a: a[rows], (x, t))  # x may be a tuple of inputs
+            # x may be a tuple of inputs; the mask's rows go with their examples
+            xb, tb, mb = jax.tree.map(lambda a: a[rows], (x, t, mask))
             if mesh is not None:  # rows split over "data": the partitioner all-reduces grads
-                xb, tb = parallel.constrain_batch((xb, tb), mesh)
-            *carry, J = step(*carry, xb, tb, k)
+                xb, tb, mb = parallel.constrain_batch((xb, tb, mb), mesh)
+            *carry, J = step(*carry, xb, tb, k, mask=mb)
             return tuple(carry), J
 
         batches = (indices, jax.random.split(step_key, count))
@@ -174,17 +183,18 @@ def make_train(
       **epoch_options: `drop_remainder`, `mesh`, `penalty`.
 
     Returns:
-      `train(params, opt_state, state, key, x, t) -> (params, opt_state,
-      state, history)` with `history["step_loss"]` of shape `(epochs,
-      num_batches)` and, when `evaluate` is given, `history["evaluation"]`:
+      ``train(params, opt_state, state, key, x, t, *, mask=None) ->
+      (params, opt_state, state, history)`` (``mask`` as in
+      :func:`make_epoch`) with ``history["step_loss"]`` of shape ``(epochs,
+      num_batches)`` and, when ``evaluate`` is given, ``history["evaluation"]``:
       its outputs stacked over epochs.
     """
     epochs = _checks.positive_int("epochs", epochs)
     epoch = make_epoch(model, loss, optimizer, batch_size, num_examples, **epoch_options)
 
-    def train(params, opt_state, state, key, x, t):
+    def train(params, opt_state, state, key, x, t, *, mask=None):
         def body(carry, e):
-            *carry, step_loss = epoch(*carry, jax.random.fold_in(key, e), x, t)
+            *carry, step_loss = epoch(*carry, jax.random.fold_in(key, e), x, t, mask=mask)
             record = {"step_loss": step_loss}
             if evaluate is not None:
                 record["evaluation"] = evaluate(carry[0], carry[2])
@@ -197,16 +207,16 @@ def make_train(
 
 
 def make_evaluate(model: Layer, loss: Loss, metric: Callable | None = None) -> Callable:
-    """`evaluate(params, x, t, state=()) -> (loss, metric)` in evaluation
-    mode, jitted. The metric is `nan` when `metric` is `None`."""
+    """``evaluate(params, x, t, state=(), mask=None) -> (loss, metric)`` in
+    evaluation mode, jitted. The metric is ``nan`` when ``metric`` is ``None``."""
     J = objective(model, loss)
 
     @jax.jit
-    def evaluate(params, x, t, state=()):
-        value = J(params, x, t, state=state)
+    def evaluate(params, x, t, state=(), mask=None):
+        value = J(params, x, t, state=state, mask=mask)
         if metric is None:
             return value, jnp.full((), jnp.nan, value.dtype)
-        y, _ = model.forward(params, x, state=state)
+        y, _ = model.forward(params, x, state=state, mask=mask)
         return value, metric(y, t).astype(value.dtype)
 
     return evaluate
@@ -240,14 +250,18 @@ def check_data(
     t: jax.Array,
     *,
     state: Any = (),
+    mask: jax.Array | None = None,
     name_x: str = "x",
     name_t: str = "t",
+    name_mask: str = "mask",
 ) -> None:
     """Eager, before any work: dtypes, finiteness, shapes and label ranges.
 
     `x` is a batch `(m, *in_shape)` of floats, or of integer token ids for
     a model that starts with an embedding, or a tuple of such batches for a
-    model with several inputs; `t` has `m` rows.
+    model with several inputs; ``t`` has ``m`` rows; ``mask``, when given, is
+    a bool array ``(m, T)``. The params are checked against the model's
+    ``init`` (``purenet.layers.check_params``).
     """
     inputs = x if isinstance(x, tuple) else (x,)
     names = [f"{name_x}[{i}]" for i in range(len(inputs))] if isinstance(x, tuple) else [name_x]
@@ -263,13 +277,34 @@ def check_data(
         _checks.all_finite(name_t, t)
     if jnp.shape(t)[:1] != jnp.shape(inputs[0])[:1]:
         _checks.fail(name_t, f"{inputs[0].shape[0]} rows, one per row of {name_x}", _shape_of(t))
-    # Static checks of the model and the loss on the real shapes, no compute.
-    jax.eval_shape(lambda p, s, x, t: objective(model, loss)(p, x, t, state=s), params, state, x, t)
-    if jnp.issubdtype(jnp.result_type(t), jnp.integer):
-        # eval_shape above traced t, so the loss could not check label values
-        first = jax.tree.map(lambda a: a[:1], x)
-        y = jax.eval_shape(lambda p, s, x: model.forward(p, x, state=s)[0], params, state, first)
-        losses.check_labels(t, y.shape[-1], name_t)
+    if mask is not None:
+        m = inputs[0].shape[0]
+        if not hasattr(mask, "shape") or jnp.ndim(mask) != 2 or jnp.shape(mask)[0] != m:
+            _checks.fail(
+                name_mask, f"a bool array of shape ({m}, T), one row per example", _shape_of(mask)
+            )
+        if jnp.result_type(mask) != jnp.bool_:
+            _checks.fail(
+                name_mask,
+                "a bool array (True at valid positions)",
+                f"dtype {jnp.result_type(mask)}",
+            )
+    # Static checks of the model (params against its init), the mask and the
+    # loss on the real shapes, no compute. `t` stays concrete (closed over,
+    # not traced), so the loss checks its label values by its own rule
+    # (e.g. the sequence loss's -1 for ignored steps).
+    def cost(p, s, x, mk):
+        return objective(model, loss)(p, x, t, state=s, mask=mk)
+
+    try:
+        jax.eval_shape(cost, params, state, x, mask)
+    except ValueError as error:
+        text = str(error)
+        if name_t != "t" and text.startswith("t:"):
+            raise ValueError(f"{name_t}:{text[2:]}") from None
+        if name_mask != "mask" and text.startswith("mask:"):
+            raise ValueError(f"{name_mask}:{text[5:]}") from None
+        raise
 
 
 def _shape_of(x) -> str:
@@ -281,7 +316,7 @@ def _all_finite(tree) -> bool:
 
 
 def _check_fit_arguments(
-    model, loss, params, state, x, t, epochs, batch_size, start_epoch, validation
+    model, loss, params, state, x, t, mask, epochs, batch_size, start_epoch, validation
 ):
     """Every check of [`fit`][purenet.train.fit], once, before any work. Returns the number of
 rows."""
@@ -293,18 +328,32 @@ rows."""
     if isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > m >= 1:
         _checks.fail("batch_size", f"at most the number of examples ({m})", batch_size)
     _checks.positive_int("batch_size", batch_size)
-    check_data(model, loss, params, x, t, state=state)
+    check_data(model, loss, params, x, t, state=state, mask=mask)
     if validation is not None:
-        if not isinstance(validation, tuple) or len(validation) != 2:
-            _checks.fail("validation", "a pair (x_val, t_val)", type(validation).__name__)
+        if not isinstance(validation, tuple) or len(validation) not in (2, 3):
+            _checks.fail(
+                "validation",
+                "a pair (x_val, t_val) or a triple (x_val, t_val, mask_val)",
+                f"a {type(validation).__name__} of length {len(validation)}"
+                if isinstance(validation, tuple | list)
+                else type(validation).__name__,
+            )
+        if (len(validation) == 3) != (mask is not None):
+            _checks.fail(
+                "validation",
+                "(x_val, t_val, mask_val) when mask is given, (x_val, t_val) when not",
+                f"{len(validation)} entries with mask={'given' if mask is not None else 'None'}",
+            )
         check_data(
             model,
             loss,
             params,
-            *validation,
+            *validation[:2],
             state=state,
+            mask=validation[2] if len(validation) == 3 else None,
             name_x="validation[0]",
             name_t="validation[1]",
+            name_mask="validation[2]",
         )
     return m
 
@@ -322,14 +371,16 @@ def _nan_message(e: int, step_losses: np.ndarray) -> str:
     )
 
 
-def _record_epoch(history, evaluate, params, state, x, t, validation, step_losses):
-    """Append one epoch's numbers to `history`; return the progress line."""
+def _record_epoch(history, evaluate, params, state, x, t, mask, validation, step_losses):
+    """Append one epoch's numbers to ``history``; return the progress line."""
     history["step_loss"].append(step_losses)
     history["epoch_loss"].append(float(np.mean(step_losses)))
     line = f"loss {history['epoch_loss'][-1]:.5f}"
-    sets = [("train", (x, t))] + ([("val", validation)] if validation is not None else [])
-    for name, (xs, ts) in sets:
-        value, metric = evaluate(params, xs, ts, state)
+    sets = [("train", (x, t, mask))]
+    if validation is not None:
+        sets.append(("val", (*validation[:2], validation[2] if len(validation) == 3 else None)))
+    for name, (xs, ts, ms) in sets:
+        value, metric = evaluate(params, xs, ts, state, ms)
         history[f"{name}_loss"].append(float(value))
         history[f"{name}_metric"].append(float(metric))
         if name == "val":
@@ -351,6 +402,7 @@ def fit(
     epochs: int,
     batch_size: int,
     state: Any = (),
+    mask: jax.Array | None = None,
     opt_state: Any = None,
     start_epoch: int = 0,
     validation: tuple | None = None,
@@ -375,11 +427,16 @@ def fit(
       batch_size: examples per step.
       state: the model's non-gradient state (from `model.init`; `()` for
         models without batch norm).
-      opt_state: optimizer state to resume from (default `optimizer.init`).
+      mask: an optional padding mask, a bool array ``(m, T)`` (True at valid
+        positions), passed to the layers' keyword ``mask`` with its rows
+        sliced like the batch's.
+      opt_state: optimizer state to resume from (default ``optimizer.init``).
       start_epoch: index of the first epoch (to resume from a checkpoint).
-      validation: optional `(x_val, t_val)`, evaluated after every epoch.
-      metric: `"auto"` (`purenet.metrics.for_loss`), `None` or a
-        function `metric(y, t) -> scalar`.
+      validation: optional ``(x_val, t_val)``, or ``(x_val, t_val, mask_val)``
+        when ``mask`` is given, evaluated after every epoch.
+      metric: ``"auto"`` (the metric the loss names, ``loss.metric``, via
+        ``purenet.metrics.for_loss``), ``None`` or a function
+        ``metric(y, t) -> scalar``.
       nan_guard: stop at the first non-finite loss or params and return the
         trees from the start of that epoch, the last ones known to be finite.
       progress: print one line per epoch.
@@ -395,7 +452,7 @@ def fit(
       A [`FitResult`][purenet.train.FitResult].
     """
     m = _check_fit_arguments(
-        model, loss, params, state, x, t, epochs, batch_size, start_epoch, validation
+        model, loss, params, state, x, t, mask, epochs, batch_size, start_epoch, validation
     )
     metric = metrics.for_loss(loss) if metric == "auto" else metric
     epoch_fn = jax.jit(
@@ -414,8 +471,8 @@ def fit(
     optimizer = as_optimizer(optimizer)
     opt_state = optimizer.init(params) if opt_state is None else opt_state
     if mesh is not None:
-        params, opt_state, state, x, t, validation = parallel.replicate(
-            (params, opt_state, state, x, t, validation), mesh
+        params, opt_state, state, x, t, mask, validation = parallel.replicate(
+            (params, opt_state, state, x, t, mask, validation), mesh
         )
 
     names = ["step_loss", "epoch_loss", "train_loss", "train_metric", "seconds"]
@@ -424,14 +481,15 @@ def fit(
     stopped = None
     for e in range(start_epoch, start_epoch + epochs):
         started = time.perf_counter()
-        *new, step_losses = epoch_fn(params, opt_state, state, jax.random.fold_in(key, e), x, t)
+        epoch_key = jax.random.fold_in(key, e)
+        *new, step_losses = epoch_fn(params, opt_state, state, epoch_key, x, t, mask=mask)
         step_losses = np.asarray(step_losses)
         if nan_guard and not (np.all(np.isfinite(step_losses)) and _all_finite(new[0])):
             stopped = _nan_message(e, step_losses)
             warnings.warn(stopped, RuntimeWarning, stacklevel=2)
             break
         params, opt_state, state = new
-        line = _record_epoch(history, evaluate, params, state, x, t, validation, step_losses)
+        line = _record_epoch(history, evaluate, params, state, x, t, mask, validation, step_losses)
         history["seconds"].append(time.perf_counter() - started)
         if progress:
             print(f"epoch {e + 1:>4}  {line}  ({history['seconds'][-1]:.2f}s)", flush=True)

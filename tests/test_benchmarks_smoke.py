@@ -42,13 +42,14 @@ def test_unknown_benchmark_is_refused(tmp_path):
 
 
 def test_conv_profile_stand_ins_keep_the_shapes_and_have_a_correct_backward():
-    """The bound of ``benchmarks.conv_profile`` times LeNet-5 with each
+    """The bound of ``benchmarks.investigations.conv_profile`` times LeNet-5 with each
     convolution replaced by a stand-in: same shapes as the convolutions it
     replaces, and a hand-written backward that is the stand-in's gradient."""
     import jax
     import jax.numpy as jnp
 
-    from benchmarks import conv, conv_profile
+    from benchmarks import conv
+    from benchmarks.investigations import conv_profile
     from purenet.testing import assert_layer
 
     whole = conv.lenet5().init(jax.random.key(0), (28, 28, 1))[0]

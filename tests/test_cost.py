@@ -169,23 +169,41 @@ HEADS = {
 }
 
 
+# Sizes come from a few buckets (the edge case 1 and a wider one): examples
+# then share weight shapes, and the eager operations on them (unravelling a
+# finite-difference gradient, say) compile once per bucket, not per example.
+WIDTHS, FEATURES, BATCHES, OUTPUTS = (1, 3, 6), (1, 5), (1, 6), (2, 4)
+
+
+def _params_like(model, in_shape, rng):
+    """Parameters of ``model``'s structure, normal with the scale of a
+    fan-in initialisation, from NumPy: an eager ``init`` compiles its random
+    kernels for every new shape."""
+    shapes = jax.eval_shape(lambda k: model.init(k, in_shape, jnp.float64)[1], jax.random.key(0))
+    leaves, treedef = jax.tree.flatten(shapes)
+    return treedef.unflatten([
+        jnp.asarray(rng.standard_normal(leaf.shape) / np.sqrt(leaf.shape[0]))
+        for leaf in leaves
+    ])
+
+
 @st.composite
 def networks(draw, activations):
     depth = draw(st.integers(1, 4))
-    widths = draw(st.lists(st.integers(1, 6), min_size=depth, max_size=depth))
+    widths = draw(st.lists(st.sampled_from(WIDTHS), min_size=depth, max_size=depth))
     acts = draw(st.lists(st.sampled_from(sorted(activations)), min_size=depth, max_size=depth))
     head = draw(st.sampled_from(sorted(HEADS)))
     loss, kind = HEADS[head]
-    n_out = 1 if kind == 1 else draw(st.integers(2, 4))
-    n_in, m = draw(st.integers(1, 5)), draw(st.integers(1, 6))
+    n_out = 1 if kind == 1 else draw(st.sampled_from(OUTPUTS))
+    n_in, m = draw(st.sampled_from(FEATURES)), draw(st.sampled_from(BATCHES))
     seed = draw(st.integers(0, 2**30))
     layers = []
     for w, a in zip(widths, acts, strict=True):
         layers += [L.dense(w), activations[a]()]
     model = L.serial(*layers, L.dense(n_out))
-    _, params, _ = model.init(jax.random.key(seed), (n_in,), jnp.float64)
-    # Data from NumPy: a jax.random draw compiles anew for every drawn shape.
+    # Params and data from NumPy: a jax.random draw compiles anew for every drawn shape.
     rng = np.random.default_rng(seed)
+    params = _params_like(model, (n_in,), rng)
     x = jnp.asarray(rng.standard_normal((m, n_in)))
     if kind in ("labels", "one_hot"):
         t = jnp.asarray(rng.integers(0, n_out, m), jnp.int32)
@@ -253,9 +271,10 @@ def test_under_vmap_over_a_stack_of_parameter_sets():
     _, _, x, t = course_debug_network()
     f = purenet.backprop(model, losses.softmax_cross_entropy)
     Js, gs = jax.jit(jax.vmap(f, in_axes=(0, None, None)))(stacked, x, t)
-    auto = jax.vmap(
+    # The referee in one compiled program (eagerly, each primitive compiles on its own).
+    auto = jax.jit(jax.vmap(
         jax.grad(purenet.objective(model, losses.softmax_cross_entropy)), in_axes=(0, None, None)
-    )(stacked, x, t)
+    ))(stacked, x, t)
     assert Js.shape == (4,)
     assert rel_error(gs, auto) < 1e-9
     for i in range(4):
@@ -270,9 +289,9 @@ def test_float32_in_float32_out():
     )(params, x, t)
     assert J.dtype == jnp.float32
     assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
-    auto = jax.grad(
+    auto = jax.jit(jax.grad(
         purenet.objective(model, losses.softmax_cross_entropy, penalty=purenet.penalty(l2=0.1))
-    )(params, x, t)
+    ))(params, x, t)
     assert rel_error(grads, auto) < 1e-4
 
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import pytest
 
 import purenet
-from purenet import checkpoint, data, datasets, losses, optim, params, schedules
+from purenet import checkpoint, data, datasets, losses, models, optim, params, schedules
 from purenet import layers as L
 from purenet.train import fit
 
@@ -30,6 +30,11 @@ def _fit(**overrides):
     args = {"x": X, "t": T, "key": KEY, "epochs": 1, "batch_size": 4, **overrides}
     x, t = args.pop("x"), args.pop("t")
     return fit(MODEL, losses.sigmoid_binary_cross_entropy, optim.sgd(0.1), PARAMS, x, t, **args)
+
+
+GPT = models.gpt(11, 8, 1, 2, 8)
+GPT_PARAMS = GPT.init(KEY, (8,))[1]
+IDS = jnp.zeros((1, 4), jnp.int32)
 
 
 def _load_missing():
@@ -445,6 +450,84 @@ CASES = [
         r"chunk_size: expected a positive integer",
     ),
     (
+        "gradcheck",
+        "a NaN in the input of a gradient check",
+        lambda: purenet.testing.assert_layer(L.tanh(), (), jnp.array([[jnp.nan, 1.0]])),
+        AssertionError,
+        r"^layer: non-finite values \(NaN or inf\) entered at the input x \(1 of 2 entries\)",
+    ),
+    (
+        "gradcheck",
+        "a NaN in the params of a gradient check",
+        lambda: purenet.testing.assert_gradients(
+            MODEL, losses.mse, (PARAMS[0], (), {**PARAMS[2], "b": PARAMS[2]["b"] * jnp.nan}), X, T
+        ),
+        AssertionError,
+        r"^model: non-finite values \(NaN or inf\) entered at the params \(1 of 13 entries\)",
+    ),
+    (
+        "gradcheck",
+        "a wrong gradient checked in float32",
+        lambda: purenet.testing.assert_vjp(
+            jnp.sin, lambda x, ct: (ct,), jnp.linspace(0.1, 1.0, 3, dtype=jnp.float32)
+        ),
+        AssertionError,
+        r"^sin: hand-written gradient is wrong \(checked in float32, .*the x64 fixture",
+    ),
+    (
+        "gradcheck",
+        "check_vjp with a vjp that is not a function",
+        lambda: purenet.gradcheck.check_vjp(jnp.sin, "cos", jnp.ones(2)),
+        TypeError,
+        r"^vjp: expected a function, got str",
+    ),
+    (
+        "gradcheck",
+        "check_vjp without a point",
+        lambda: purenet.gradcheck.check_vjp(jnp.sin, lambda x, ct: (ct,)),
+        ValueError,
+        r"^primals: expected at least one primal \(the point to check at\), got none",
+    ),
+    (
+        "gradcheck",
+        "check_vjp with a seed where a key is expected",
+        lambda: purenet.gradcheck.check_vjp(jnp.sin, lambda x, ct: (ct,), jnp.ones(2), key=0),
+        TypeError,
+        r"^key: expected a jax.random key \(jax.random.key\(seed\)\), got int 0",
+    ),
+    (
+        "gradcheck",
+        "check_vjp at integer primals only",
+        lambda: purenet.gradcheck.check_vjp(
+            lambda i: 1.0 * i, lambda i, ct: (None,), jnp.arange(3)
+        ),
+        ValueError,
+        r"^primals: expected at least one floating-point array to differentiate",
+    ),
+    (
+        "gradcheck",
+        "a tolerance that does not name both referees",
+        lambda: purenet.gradcheck.check_vjp(
+            jnp.sin, lambda x, ct: (ct * jnp.cos(x),), jnp.ones(2), tolerance=1e-6
+        ),
+        ValueError,
+        r'^tolerance: expected None or a dict \{"autodiff": \.\.\., "numerical": \.\.\.\}',
+    ),
+    (
+        "metrics",
+        "for_loss of something that is not a Loss",
+        lambda: purenet.metrics.for_loss("mse"),
+        TypeError,
+        r"^loss: expected a purenet Loss \(with a metric field\), got str",
+    ),
+    (
+        "metrics",
+        "sequence labels of the wrong shape for sequence_accuracy",
+        lambda: purenet.metrics.sequence_accuracy(jnp.zeros((2, 3, 4)), jnp.zeros((2, 4), int)),
+        ValueError,
+        r"^t: expected integer labels of shape \(2, 3\)",
+    ),
+    (
         "params",
         "non-positive std for normal init",
         lambda: params.normal(0.0),
@@ -643,6 +726,122 @@ CASES = [
         ),
         ValueError,
         r"t: expected labels in \[0, 4\) or -1 \(masked\), got label 4",
+    ),
+    # --- models: gpt, its Hugging Face mapping, generation ---------------------------
+    (
+        "models",
+        "gpt with heads that do not divide the width",
+        lambda: models.gpt(11, 8, 1, 3, 8),
+        ValueError,
+        r"heads: expected a number of heads that divides width = 8, got heads = 3",
+    ),
+    (
+        "models",
+        "more token positions than the context",
+        lambda: GPT.forward(GPT_PARAMS, jnp.zeros((1, 9), jnp.int32)),
+        ValueError,
+        r"x: expected at most context = 8 positions \(T <= context\), got T = 9",
+    ),
+    (
+        "models",
+        "float inputs for a gpt (token ids expected)",
+        lambda: GPT.forward(GPT_PARAMS, jnp.zeros((1, 4), jnp.float32)),
+        ValueError,
+        r"x: expected integer token ids, got dtype float32",
+    ),
+    (
+        "models",
+        "a token id outside the vocabulary",
+        lambda: GPT.forward(GPT_PARAMS, jnp.full((1, 4), 11)),
+        ValueError,
+        r"x: expected token ids in \[0, vocab_size\) = \[0, 11\), got id 11",
+    ),
+    (
+        "models",
+        "the params of a wider gpt",
+        lambda: GPT.forward(models.gpt(11, 8, 1, 2, 16).init(KEY, (8,))[1], IDS),
+        ValueError,
+        r"params\[0\]\['W'\] \(gpt\(11, 8, 1, 2, 8\), tied\(serial\), serial\[0\], "
+        r"embedding\(11, 8\)\): expected shape \(11, 8\), got \(11, 16\)",
+    ),
+    (
+        "models",
+        "a Hugging Face state dict with a tensor missing",
+        lambda: models.gpt_params_from_hf({"transformer.wte.weight": jnp.zeros((11, 8))}),
+        ValueError,
+        r"state_dict: expected the tensor 'transformer.wpe.weight' of a GPT2LMHeadModel",
+    ),
+    (
+        "models",
+        "a list for a state dict",
+        lambda: models.gpt_params_from_hf([1, 2]),
+        TypeError,
+        r"state_dict: expected a mapping from Hugging Face names to arrays, got list",
+    ),
+    (
+        "models",
+        "generating past the context",
+        lambda: models.generate(GPT, GPT_PARAMS, jnp.zeros((3,), jnp.int32), 6, key=KEY),
+        ValueError,
+        r"steps: expected at most context - len\(prompt\) = 5",
+    ),
+    (
+        "models",
+        "top_k = 0",
+        lambda: models.generate(GPT, GPT_PARAMS, IDS[0], 2, key=KEY, top_k=0),
+        ValueError,
+        r"top_k: expected None or an int in \[1, vocab_size = 11\], got 0",
+    ),
+    (
+        "models",
+        "an empty prompt",
+        lambda: models.generate(GPT, GPT_PARAMS, jnp.zeros((0,), jnp.int32), 2, key=KEY),
+        ValueError,
+        r"prompt: expected at least one token",
+    ),
+    (
+        "models",
+        "the config of a model that is not a gpt",
+        lambda: models.gpt_config(L.dense(3)),
+        TypeError,
+        r"model: expected a model made by purenet.models.gpt, got dense\(3\)",
+    ),
+    (
+        "models",
+        "a batch that micro-batches do not divide",
+        lambda: models.accumulate_gradients(lambda p, x, t: (0.0, p), 3)(GPT_PARAMS, IDS, IDS),
+        ValueError,
+        r"x: expected a batch whose size is a multiple of micro_batches = 3, got batch sizes \[1\]",
+    ),
+    (
+        "layers",
+        "weight sharing on something that is not a layer",
+        lambda: L.tied("net", ()),
+        TypeError,
+        r"model: expected a purenet Layer, got str",
+    ),
+    # --- training loops: the padding mask, checkpoints against the model ------------
+    (
+        "train",
+        "an integer padding mask for fit",
+        lambda: _fit(mask=jnp.ones((8, 2), jnp.int32)),
+        ValueError,
+        r"mask: expected a bool array \(True at valid positions\), got dtype int32",
+    ),
+    (
+        "train",
+        "a mask without a masked validation set",
+        lambda: _fit(mask=jnp.ones((8, 2), bool), validation=(X, T)),
+        ValueError,
+        r"validation: expected \(x_val, t_val, mask_val\) when mask is given",
+    ),
+    (
+        "checkpoint",
+        "a template that does not fit the model",
+        lambda: checkpoint.load("/nonexistent/run.npz", PARAMS, model=L.serial(
+            L.dense(4), L.relu(), L.dense(1)), x=X),
+        ValueError,
+        r"params_like\[0\]\['W'\] \(serial\[0\], dense\(4\)\): expected shape \(2, 4\)",
     ),
 ]
 

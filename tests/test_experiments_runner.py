@@ -2,13 +2,15 @@
 overwriting a user's file."""
 
 import json
+import os
 import sys
+import time
 import types
 
 import pytest
 
 from experiments import __main__ as runner
-from experiments import _common
+from experiments import _common, _parallel
 from experiments._common import Mode, Verdict
 
 
@@ -166,3 +168,100 @@ def test_all_registered_experiments_exist_and_follow_the_skeleton():
     for name in runner.EXPERIMENTS:
         module = runner.load(name)
         assert module.NAME == name and module.CLAIM
+
+
+class _Stream:
+    """A text stream that records what is written, terminal or not."""
+
+    def __init__(self, tty):
+        self.tty, self.parts = tty, []
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, text):
+        self.parts.append(text)
+
+    def flush(self):
+        pass
+
+    def text(self):
+        return "".join(self.parts)
+
+
+def test_progress_outside_the_runner_goes_nowhere():
+    assert _common._reporter is None
+    _common.progress(1, 2, "anything")  # no runner: nothing happens, nothing fails
+    seen = []
+    _common._reporter = lambda *event: seen.append(event)
+    try:
+        assert list(_common.tracked(["a", "b"], start=1, total=4)) == ["a", "b"]
+    finally:
+        _common._reporter = None
+    assert seen == [(1, 4, "a"), (2, 4, "b")]
+
+
+def test_a_log_gets_a_start_line_and_a_verdict_line_per_experiment(monkeypatch):
+    stream = _Stream(tty=False)
+    display = _parallel.Display(2, stream)
+    display.start("slow", 30.0)
+    display.progress("slow", 1, 4, "arm b")  # progress is not logged
+    display.finish("slow", "[ok ] slow: verdict")
+    display.close()
+    assert stream.text() == "[...] slow: started (about 30s)\n[ok ] slow: verdict\n"
+
+
+def test_the_live_line_estimates_the_time_left(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(_parallel.time, "perf_counter", lambda: now[0])
+    stream = _Stream(tty=True)
+    display = _parallel.Display(3, stream, live=True)
+    try:
+        display.start("a", 50.0)
+        display.start("b", None)
+        now[0] = 110.0
+        # before its first unit: the expected seconds; after: time so far / fraction done
+        assert display.status() == "[0/3 done, 10s] a 10s, ~40s left | b 10s"
+        display.progress("b", 1, 4, "arm 2")
+        assert display.status() == "[0/3 done, 10s] a 10s, ~40s left | b 1/4 arm 2 10s, ~30s left"
+        display.finish("a", "[ok ] a: verdict")
+        assert display.status() == "[1/3 done, 10s] b 1/4 arm 2 10s, ~30s left"
+    finally:
+        display.close()
+    text = stream.text()
+    assert "[ok ] a: verdict\n" in text and "\n" not in text.replace("[ok ] a: verdict\n", "")
+    assert text.endswith("\r")  # the live line is cleared at the end
+
+
+def test_jobs_must_be_positive(fake_experiment, capsys):
+    with pytest.raises(SystemExit):
+        runner.main(["fake", "--jobs", "0"])
+    assert "--jobs: expected a positive integer, got 0" in capsys.readouterr().err
+
+
+def _in_a_worker(name, seconds):
+    """A stand-in for ``run_one`` in a worker process: reports a unit, sleeps."""
+    _common.progress(0, 2, f"{name} unit 1")
+    time.sleep(seconds)
+    _common.progress(1, 2, f"{name} unit 2")
+    verdict = f"pid {os.getpid()}, XLA_FLAGS {os.environ.get('XLA_FLAGS')}"
+    return {"name": name, "supported": True, "verdict": verdict}
+
+
+def test_workers_run_in_other_processes_with_one_xla_thread_each():
+    stream = _Stream(tty=False)
+    display = _parallel.Display(3, stream)
+    records = _parallel.run_workers(["a", "b", "c"], (0.2,), display, {"a": 9.0, "b": None,
+                                    "c": None}, jobs=2, run=_in_a_worker)
+    display.close()
+    assert sorted(records) == ["a", "b", "c"]
+    pids = {r["verdict"].split(",")[0] for r in records.values()}
+    assert f"pid {os.getpid()}" not in pids and 1 <= len(pids) <= 2
+    assert all(_parallel.WORKER_XLA_FLAGS in r["verdict"] for r in records.values())
+    assert _parallel.WORKER_XLA_FLAGS not in os.environ.get("XLA_FLAGS", "")  # restored here
+    lines = stream.text().splitlines()
+    assert lines[0] == "[...] a: started (about 9s)"
+    for name in "abc":
+        assert lines.count(f"[...] {name}: started") + lines.count(
+            f"[...] {name}: started (about 9s)") == 1
+        assert sum(line.startswith(f"[ok ] {name} (") for line in lines) == 1

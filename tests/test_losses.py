@@ -203,3 +203,18 @@ def test_get_by_name():
 def test_under_jit_shape_checks_still_run():
     with pytest.raises(ValueError, match="t: expected"):
         jax.jit(losses.mse.value)(jnp.zeros((5, 1)), jnp.zeros(5))
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_a_loss_is_callable_and_its_call_is_its_value(name):
+    loss = losses.LOSSES[name]
+    if name == "sequence_softmax_cross_entropy":
+        y, t = jnp.stack([Y, -Y], axis=1), jnp.stack([LABELS, LABELS[::-1]], axis=1)
+    elif name == "sigmoid_binary_cross_entropy":
+        y, t = Y[:, :1], T_REAL[:, :1].round()
+    elif name == "softmax_cross_entropy":
+        y, t = Y, LABELS
+    else:
+        y, t = Y, T_REAL
+    assert float(loss(y, t)) == float(loss.value(y, t)) == float(loss.value_and_grad(y, t)[0])
+    assert callable(loss.metric) or (name == "mse" and loss.metric is None)

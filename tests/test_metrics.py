@@ -104,11 +104,39 @@ def test_metrics_are_jittable():
         jax.jit(metrics.multilabel_accuracy)(jnp.zeros((2, 3)), jnp.zeros((2, 1)))
 
 
-def test_for_loss():
-    assert metrics.for_loss(losses.softmax_cross_entropy) is metrics.multiclass_accuracy
-    assert metrics.for_loss(losses.sigmoid_binary_cross_entropy) is metrics.binary_accuracy
-    assert metrics.for_loss(losses.multilabel_sigmoid_cross_entropy) is metrics.multilabel_accuracy
-    assert metrics.for_loss(losses.mse) is None
+def test_each_loss_names_its_metric():
+    assert losses.softmax_cross_entropy.metric is metrics.multiclass_accuracy
+    assert losses.sigmoid_binary_cross_entropy.metric is metrics.binary_accuracy
+    assert losses.multilabel_sigmoid_cross_entropy.metric is metrics.multilabel_accuracy
+    assert losses.sequence_softmax_cross_entropy.metric is metrics.sequence_accuracy
+    assert losses.mse.metric is None
+    for loss in losses.LOSSES.values():
+        assert metrics.for_loss(loss) is loss.metric
+    # a loss of one's own names its metric the same way (none by default)
+    own = losses.Loss(losses.mse.value, losses.mse.grad, losses.mse.value_and_grad)
+    assert metrics.for_loss(own) is None
+    assert metrics.for_loss(own._replace(metric=metrics.binary_accuracy)) is metrics.binary_accuracy
+    with pytest.raises(TypeError, match=r"^loss: expected a purenet Loss"):
+        metrics.for_loss("mse")
+
+
+def test_sequence_accuracy_counts_only_the_steps_that_count():
+    # argmax per step: [0, 1, 0] and [1, 1, 0]
+    y = jnp.array([[[2.0, 0.0], [0.0, 1.0], [5.0, 0.0]], [[0.0, 1.0], [0.0, 2.0], [3.0, 0.0]]])
+    labels = jnp.array([[0, 0, -1], [1, -1, 1]])
+    # counted steps: (0,0) right, (0,1) wrong, (1,0) right, (1,2) wrong
+    assert float(metrics.sequence_accuracy(y, labels)) == 0.5
+    mask = jnp.array([[True, False, True], [True, True, True]])
+    assert float(metrics.sequence_accuracy(y, (labels, mask))) == pytest.approx(2 / 3)
+    assert jnp.isnan(metrics.sequence_accuracy(y, jnp.full((2, 3), -1)))
+    assert float(jax.jit(metrics.sequence_accuracy)(y, labels)) == 0.5
+    assert metrics._IGNORE_LABEL == losses.IGNORE_LABEL
+    with pytest.raises(ValueError, match=r"^y: expected scores of shape \(m, T, C\)"):
+        metrics.sequence_accuracy(y[0], labels)
+    with pytest.raises(ValueError, match=r"^t: expected integer labels of shape \(2, 3\)"):
+        metrics.sequence_accuracy(y, labels[:, :2])
+    with pytest.raises(ValueError, match=r"^mask: expected a mask of shape \(2, 3\)"):
+        metrics.sequence_accuracy(y, (labels, mask[:, :2]))
 
 
 def test_docstring_examples_run():

@@ -149,6 +149,42 @@ def test_assert_gradients_float32_uses_the_float32_tolerance():
     assert_gradients(model, losses.softmax_cross_entropy, params, x, t)
 
 
+@pytest.mark.parametrize("where", ["x", "params"])
+def test_a_nan_is_named_not_blamed_on_the_gradient(where):
+    model = L.serial(L.dense(3), L.tanh(), L.dense(3))
+    params, x, t = mlp_point(model)
+    if where == "x":
+        x = x.at[1, 2].set(jnp.nan)
+    else:
+        params = (params[0], (), {**params[2], "b": params[2]["b"].at[0].set(jnp.nan)})
+    with pytest.raises(AssertionError) as info:
+        assert_gradients(model, losses.softmax_cross_entropy, params, x, t)
+    first = str(info.value).splitlines()[0]
+    label = "the input x" if where == "x" else "the params"
+    expected = f"model: non-finite values (NaN or inf) entered at {label} (1 of"
+    assert first.startswith(expected), first
+    assert "hand-written gradient is wrong" not in str(info.value)
+    if where == "x":
+        with pytest.raises(AssertionError, match=r"^layer: non-finite values .* the input x"):
+            assert_layer(L.tanh(), (), x)
+
+
+def test_a_float32_failure_says_float32_and_points_to_the_x64_fixture():
+    x = batch((2, 3), jnp.float32)
+    with pytest.raises(AssertionError) as info:
+        assert_layer(wrong_tanh(), (), x)
+    first = str(info.value).splitlines()[0]
+    assert first.startswith("layer: hand-written gradient is wrong (checked in float32")
+    assert "x64 fixture of purenet.testing.plugin" in first
+
+
+def test_assert_layer_passes_the_mask_to_the_forward():
+    layer = L.multi_head_attention(2, causal=True)
+    _, params, _ = layer.init(KEY, (4, 4), jnp.float64)
+    mask = jnp.array([[True, True, True, False], [True, True, False, False]])
+    assert_layer(layer, params, batch((2, 4, 4)), mask=mask)
+
+
 def test_tolerance_must_name_both_checks():
     with pytest.raises(ValueError, match=r"^tolerance: expected None or a dict"):
         assert_vjp(jnp.sin, lambda x, ct: (ct * jnp.cos(x),), jnp.ones(2), tolerance={"a": 1})
@@ -199,7 +235,7 @@ def test_assert_vjp_reports_with_the_functions_parameter_names():
 @pytest.mark.parametrize(
     "vjp, got",
     [
-        (lambda w, x, ct: f_tanh_vjp(w, x, ct)[0], r"got ArrayImpl"),
+        (lambda w, x, ct: f_tanh_vjp(w, x, ct)[0], r"got an array of shape \(3, 2\)"),
         (lambda w, x, ct: f_tanh_vjp(w, x, ct)[:1], r"got tuple of length 1"),
         (lambda w, x, ct: (f_tanh_vjp(w, x, ct)[0].T, x), r"got shape \(2, 3\) in cotangent 0"),
         (lambda w, x, ct: ([w], x), r"got list in cotangent 0"),

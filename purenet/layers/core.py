@@ -42,6 +42,7 @@ import dataclasses
 import functools
 import itertools
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -134,6 +135,20 @@ def _labels(layer: Layer, path: tuple) -> list[str]:
     return [layer.name]
 
 
+def layer_path(layer: Layer, path: tuple) -> str:
+    """The layers that a params path runs through, as messages show them.
+
+    Args:
+      layer: the model.
+      path: the keys from the root of its params to a leaf, e.g. `(2, "W")`.
+
+    Returns:
+      e.g. `"serial[2], dense(8)"`: each combinator with the index or key it
+      passes to a child, then the layer that owns the leaf.
+    """
+    return ", ".join(_labels(layer, tuple(path)))
+
+
 def _describe(tree) -> str:
     if isinstance(tree, dict):
         return f"a dict with keys {sorted(map(str, tree))}"
@@ -217,11 +232,15 @@ def check_params(layer: Layer, params, x, name: str = "params") -> None:
         return
     path, want, got = found
     where = name + "".join(f"[{k!r}]" for k in path)
-    labels = ", ".join(_labels(layer, path))
+    labels = layer_path(layer, path)
     raise ValueError(
         f"{where} ({labels}): expected {want}, got {got} "
         f"(what {layer.name}'s init gives for inputs of shape {_batched(in_shape)})"
     )
+
+
+# An error about the input: "x: ..." or "x[1]: ..." (one of several inputs).
+_ABOUT_X = re.compile(r"x(\[\d+\])*: ")
 
 
 def checked_call(layer: Layer, params, x, fn: Callable):
@@ -239,7 +258,7 @@ def checked_call(layer: Layer, params, x, fn: Callable):
             try:
                 jax.eval_shape(fn)
             except Exception as error:  # the wrong params may fail any way (KeyError)
-                if getattr(error, "purenet_message", str(error)).startswith("x"):
+                if _ABOUT_X.match(getattr(error, "purenet_message", str(error))):
                     raise error from None
             raise params_error from None
         return fn()

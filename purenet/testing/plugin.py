@@ -6,13 +6,16 @@ configure (`-p no:purenet` turns the plugin off):
 
 * `x64`: 64-bit types on for one test (`jax_enable_x64`) and the previous
   setting restored after it, whatever it was (a suite that enables float64
-  globally keeps it). Request it first, before the test makes its arrays.
+  globally keeps it). Request it first, before the test makes its arrays. A
+  gradient check run in float32 points here: float64 is where a check is
+  tight.
 * `prng_key`: a `jax.random.key` seeded by `--purenet-seed` (default 0),
   the same in every test: a failure reproduces.
-* `gradient_check`: float64 on, and [`purenet.testing`][purenet.testing]'s assertions
-  with the key filled in: `gradient_check.layer(layer, params, x)`,
+* `gradient_check`: float64 on, and [`purenet.testing`][purenet.testing]'s
+  assertions with the key filled in: `gradient_check.layer(layer, params, x)`,
   `gradient_check.gradients(model, loss, params, x, t)`,
-  `gradient_check.vjp(f, vjp, *primals)`.
+  `gradient_check.vjp(f, vjp, *primals)` (keywords such as `mask=` pass
+  through).
 
 Example:
 
@@ -74,22 +77,20 @@ class GradientCheck:
         self.key = key
 
     def gradients(self, model, loss, params, x, t, **kwargs) -> None:
-        """[`purenet.testing.assert_gradients`][purenet.testing.assert_gradients]."""
+        """[`assert_gradients`][purenet.testing.assert_gradients]."""
         from purenet.testing import assert_gradients
 
         assert_gradients(model, loss, params, x, t, **kwargs)
 
     def layer(self, layer, params, x, **kwargs) -> None:
-        """[`purenet.testing.assert_layer`][purenet.testing.assert_layer], `dy` drawn with the
-key."""
+        """[`assert_layer`][purenet.testing.assert_layer], `dy` drawn with the key."""
         from purenet.testing import assert_layer
 
         kwargs.setdefault("dy_key", self.key)
         assert_layer(layer, params, x, **kwargs)
 
     def vjp(self, f, vjp, *primals, **kwargs) -> None:
-        """[`purenet.testing.assert_vjp`][purenet.testing.assert_vjp], the cotangent drawn with
-the key."""
+        """[`assert_vjp`][purenet.testing.assert_vjp], the cotangent drawn with the key."""
         from purenet.testing import assert_vjp
 
         kwargs.setdefault("key", self.key)
@@ -98,6 +99,6 @@ the key."""
 
 @pytest.fixture
 def gradient_check(x64: None, prng_key: Any) -> GradientCheck:
-    """[`GradientCheck`][purenet.testing.plugin.GradientCheck] in float64 (it uses the `x64`
-fixture)."""
+    """[`GradientCheck`][purenet.testing.plugin.GradientCheck] in float64 (it uses
+    the `x64` fixture)."""
     return GradientCheck(prng_key)

@@ -1,4 +1,6 @@
-"""Benchmark `donation`: buffer donation on a full training step.
+"""Investigation ``donation``: buffer donation on a full training step.
+
+``python -m benchmarks.investigations.donation [--full] [--scale S]`` prints the table.
 
 One training step is the gradient plus a plain SGD update written inline,
 `params - lr * grads`, jitted as one program `step(params, x, t) ->
@@ -22,8 +24,9 @@ import jax
 import jax.numpy as jnp
 
 import purenet
+from benchmarks import investigations
 from benchmarks.models import problem
-from benchmarks.registry import Config, register
+from benchmarks.registry import Config
 from benchmarks.timing import compare, fmt_ratio, fmt_spread, ratio_summary
 
 SHAPES = (
@@ -86,12 +89,11 @@ def measure(p, rounds: int) -> dict:
     return result
 
 
-@register("donation", "grad + inline SGD step, with and without donate_argnums")
 def run(config: Config) -> dict:
     rows, data = [], {}
     for sizes, batch, (quick, full) in SHAPES:
         p = problem(sizes, batch)
-        config.log(f"donation: {p.name}")
+        config.log(p.name)
         m = measure(p, config.repeats(quick, full))
         data[p.name] = m
         t = m["times"]
@@ -134,3 +136,7 @@ def run(config: Config) -> dict:
         ],
         "data": data,
     }
+
+
+if __name__ == "__main__":
+    investigations.main(run, "python -m benchmarks.investigations.donation")

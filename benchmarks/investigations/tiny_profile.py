@@ -1,6 +1,6 @@
 """Where 1,000 vmapped XOR 2-2-1 networks spend their time, and the levers tried.
 
-`python -m benchmarks.tiny_profile [--rounds N] [--no-flags]` prints:
+``python -m benchmarks.investigations.tiny_profile [--rounds N] [--no-flags]`` prints:
 
 1. the compiled loop of the `tiny` benchmark (`benchmarks.hlo.loop_bodies`):
    kernels launched per training step, vmapped and for one network;
@@ -184,7 +184,7 @@ def child(name: str, rounds: int) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.tiny_profile")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.investigations.tiny_profile")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--no-flags", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -239,7 +239,7 @@ def main(argv=None) -> None:
     for name, flags in FLAG_LEVERS.items():
         env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + flags).strip())
         out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.tiny_profile", "--child", name,
+            [sys.executable, "-m", "benchmarks.investigations.tiny_profile", "--child", name,
              "--rounds", str(args.rounds)],
             env=env, capture_output=True, text=True, check=True,
         )  # fmt: skip

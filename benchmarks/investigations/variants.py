@@ -1,5 +1,7 @@
-"""Benchmark `gradient_variants` (only with `--only`): ways of writing the
-hand-written gradient, each against `jax.grad`.
+"""Investigation ``variants``: ways of writing the hand-written gradient, each
+against ``jax.grad``.
+
+``python -m benchmarks.investigations.variants [--full] [--scale S]`` prints the tables.
 
 The questions behind a hand-written step that is slower than `jax.grad`,
 each answered by a variant of `purenet.backprop` (same model, same loss):
@@ -37,10 +39,10 @@ import jax.numpy as jnp
 from jax import lax
 
 import purenet
-from benchmarks import hlo
+from benchmarks import hlo, investigations
 from benchmarks.gradient import SHAPES
 from benchmarks.models import problem
-from benchmarks.registry import Config, register
+from benchmarks.registry import Config
 from benchmarks.timing import compare, fmt_ratio, fmt_time
 from purenet import layers as L
 
@@ -136,16 +138,11 @@ def xor_vmapped_rows(config: Config) -> tuple[list, dict]:
     return rows, m
 
 
-@register(
-    "gradient_variants",
-    "ways of writing the hand-written gradient (dot_general, barrier, DCE, penalty)",
-    default=False,
-)
 def run(config: Config) -> dict:
     rows, data = [], {}
     for sizes, batch, loss in SHAPES:
         p = problem(sizes, batch, loss=loss)
-        config.log(f"gradient_variants: {p.name}")
+        config.log(p.name)
         objective = purenet.objective(p.model, p.loss)
         fns = variants(p)
         args = (p.params, p.x, p.t)
@@ -172,7 +169,7 @@ def run(config: Config) -> dict:
                     "" if s is None else f"{s['transposes']}+{s['copies']}",
                 ]
             )
-    config.log("gradient_variants: 1,000 XOR nets under vmap")
+    config.log("1,000 XOR nets under vmap")
     xor_rows, xor_data = xor_vmapped_rows(config)
     data["xor_vmapped"] = xor_data
     return {
@@ -200,8 +197,12 @@ def run(config: Config) -> dict:
             },
         ],
         "notes": [
-            "Variants are defined in benchmarks/variants.py. 'control' is a second jitted copy "
-            "of jax.grad (the noise floor)."
+            "Variants are defined in benchmarks/investigations/variants.py. 'control' is a "
+            "second jitted copy of jax.grad (the noise floor)."
         ],
         "data": data,
     }
+
+
+if __name__ == "__main__":
+    investigations.main(run, "python -m benchmarks.investigations.variants")

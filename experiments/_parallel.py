@@ -1,0 +1,218 @@
+"""Running experiments in worker processes, and showing their progress.
+
+``python -m experiments`` runs ``--jobs`` experiments at once, each in its
+own process (``multiprocessing``'s spawn: a forked process that holds XLA's
+threads can deadlock) with one XLA thread (:data:`WORKER_XLA_FLAGS`). A
+worker reports its experiment's start and its units
+(:func:`experiments._common.progress`) through a queue; :class:`Display`
+shows them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import shutil
+import sys
+import threading
+import time
+
+from experiments import _common
+
+
+def line(record: dict, seconds: float | None = None) -> str:
+    """The verdict line of one experiment's record."""
+    mark = "ok " if record["supported"] else "NO "
+    took = f" ({seconds:.1f}s)" if seconds is not None else ""
+    return f"[{mark}] {record['name']}{took}: {record['verdict']}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class Display:
+    """What the runner prints while experiments run.
+
+    On a terminal (``live``): one line, rewritten twice a second, with every
+    running experiment's units done, its time so far and the time it has
+    left, estimated from its units (time so far over the fraction done) or,
+    before its first unit, from its expected seconds. Finished experiments
+    print their verdict line above it. Not on a terminal: a line when an
+    experiment starts and its verdict line when it ends, nothing in between.
+    """
+
+    def __init__(self, total: int, stream=None, live: bool | None = None):
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty() if live is None else live
+        self.total, self.finished = total, 0
+        self.started = time.perf_counter()
+        self.running = {}  # name -> {"since", "expected", "done", "of", "what"}
+        self.lock = threading.Lock()
+        self.width = 0
+        self.stop = threading.Event()
+        self.ticker = None
+        if self.live:
+            self.ticker = threading.Thread(target=self._tick, daemon=True)
+            self.ticker.start()
+
+    def start(self, name: str, expected: float | None):
+        with self.lock:
+            self.running[name] = {"since": time.perf_counter(), "expected": expected,
+                                  "done": 0, "of": 0, "what": ""}
+            if not self.live:
+                about = f" (about {_duration(expected)})" if expected else ""
+                self._write(f"[...] {name}: started{about}\n")
+
+    def progress(self, name: str, done: int, total: int, what: str = ""):
+        with self.lock:
+            if name in self.running:
+                self.running[name].update(done=done, of=total, what=what)
+
+    def finish(self, name: str, line: str):
+        with self.lock:
+            self.running.pop(name, None)
+            self.finished += 1
+            self._clear()
+            self._write(line + "\n")
+            self._draw()
+
+    def close(self):
+        self.stop.set()
+        if self.ticker is not None:
+            self.ticker.join()
+        with self.lock:
+            self._clear()
+
+    def _left(self, run: dict, now: float) -> float | None:
+        elapsed = now - run["since"]
+        if run["of"] > 0 and run["done"] > 0:
+            return elapsed * (run["of"] - run["done"]) / run["done"]
+        if run["expected"]:
+            return max(run["expected"] - elapsed, 0.0)
+        return None
+
+    def status(self) -> str:
+        """The live line (without the carriage return)."""
+        now = time.perf_counter()
+        parts = []
+        for name, run in self.running.items():
+            part = name
+            if run["of"]:
+                part += f" {run['done']}/{run['of']}" + (f" {run['what']}" if run["what"] else "")
+            part += f" {_duration(now - run['since'])}"
+            left = self._left(run, now)
+            if left is not None:
+                part += f", ~{_duration(left)} left"
+            parts.append(part)
+        head = f"[{self.finished}/{self.total} done, {_duration(now - self.started)}]"
+        return " ".join([head, " | ".join(parts)])
+
+    def _tick(self):
+        while not self.stop.wait(0.5):
+            with self.lock:
+                self._draw()
+
+    def _draw(self):
+        if not self.live or self.stop.is_set():
+            return
+        columns = shutil.get_terminal_size((100, 20)).columns - 1
+        line = self.status()[:columns]
+        self._write("\r" + line.ljust(self.width))
+        self.width = len(line)
+
+    def _clear(self):
+        if self.live and self.width:
+            self._write("\r" + " " * self.width + "\r")
+            self.width = 0
+
+    def _write(self, text: str):
+        self.stream.write(text)
+        self.stream.flush()
+
+
+# One XLA thread per worker process (set before the worker imports jax).
+WORKER_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+_events = None  # in a worker: its queue to the parent (set by _worker_init)
+
+
+def _worker_init(events):
+    global _events
+    _events = events
+
+
+def run_one(name, mode, seeds, out) -> dict:
+    """The runner's ``run_one`` (imported by name: in a worker, the runner is
+    not the ``__main__`` module)."""
+    return importlib.import_module("experiments.__main__").run_one(name, mode, seeds, out)
+
+
+def _work(task):
+    """In a worker process: ``run(name, *args)``, reporting to the parent."""
+    run, name, args = task
+    _events.put(("start", name))
+    _common._reporter = lambda done, total, what: _events.put(("progress", name, done, total,
+                                                               what))
+    started = time.perf_counter()
+    record = run(name, *args)
+    return name, record, time.perf_counter() - started
+
+
+def run_here(names, mode, seeds, out, display, expected) -> dict:
+    """Run ``names`` one after the other in this process; their records by name."""
+    records = {}
+    for name in names:
+        display.start(name, expected[name])
+        _common._reporter = lambda done, total, what, name=name: display.progress(
+            name, done, total, what)
+        started = time.perf_counter()
+        try:
+            records[name] = run_one(name, mode, seeds, out)
+        finally:
+            _common._reporter = None
+        display.finish(name, line(records[name], time.perf_counter() - started))
+    return records
+
+
+def run_workers(names, args, display, expected, jobs, run=run_one) -> dict:
+    """``run(name, *args)`` for each of ``names`` in ``jobs`` worker
+    processes, in this order as workers come free; the records by name.
+    ``run`` must be importable by the workers (a module's top-level function)."""
+    context = multiprocessing.get_context("spawn")  # never fork a process that holds XLA
+    events = context.Queue()
+
+    def listen():
+        while True:
+            event = events.get()
+            if event is None:
+                return
+            if event[0] == "start":
+                display.start(event[1], expected[event[1]])
+            else:
+                display.progress(*event[1:])
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    flags = os.environ.get("XLA_FLAGS")
+    os.environ["XLA_FLAGS"] = f"{flags} {WORKER_XLA_FLAGS}" if flags else WORKER_XLA_FLAGS
+    records = {}
+    try:
+        # A worker runs one experiment after another (importing jax once);
+        # chunksize 1: the next experiment goes to whichever worker is free.
+        with context.Pool(jobs, initializer=_worker_init, initargs=(events,)) as pool:
+            tasks = [(run, name, args) for name in names]
+            for name, record, seconds in pool.imap_unordered(_work, tasks, chunksize=1):
+                records[name] = record
+                time.sleep(0.05)  # let the listener show the worker's last events first
+                display.finish(name, line(record, seconds))
+    finally:
+        if flags is None:
+            os.environ.pop("XLA_FLAGS", None)
+        else:
+            os.environ["XLA_FLAGS"] = flags
+        events.put(None)
+        listener.join(timeout=5)
+    return records
