@@ -37,7 +37,7 @@ matmul timed in the same rounds (the practical peak of XLA:CPU here).
 The fraction of the vmapped networks that solve XOR is a sanity check.
 
 Where the time goes, and the levers measured:
-``python -m benchmarks.investigations.tiny_profile``.
+`python -m benchmarks.investigations.tiny_profile`.
 """
 
 from __future__ import annotations

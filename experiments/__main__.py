@@ -1,6 +1,6 @@
-"""Run the experiments: ``python -m experiments [NAME ...] [--quick | --full | --smoke]
-[--seeds N] [--jobs N] [--out DIR]``, or redraw them: ``python -m experiments --replot DIR
-[NAME ...]``.
+"""Run the experiments: `python -m experiments [NAME ...] [--quick | --full | --smoke]
+[--seeds N] [--jobs N] [--out DIR]`, or redraw them: `python -m experiments --replot DIR
+[NAME ...]`.
 
 Each experiment writes `NAME.json` (its settings, numbers and verdict) and
 `NAME.png` into `--out` (default `results/`) and prints a one-line
@@ -9,16 +9,16 @@ with its measured numbers. `--replot DIR` trains nothing: it judges and
 draws again from the JSON files in `DIR` (after a change to a figure or a
 verdict's wording) and rewrites the PNGs, the verdicts and the summary.
 
-Several experiments run in ``--jobs`` worker processes at once (default: 2,
+Several experiments run in `--jobs` worker processes at once (default: 2,
 or 1 on a one-core machine), each worker with one XLA thread: the networks
 are small, so two single-threaded programs side by side use two cores better
 than one program's threads do. The longest expected experiment starts first
-(its ``QUICK_SECONDS``, or its time in ``--out`` from an earlier run). While
+(its `QUICK_SECONDS`, or its time in `--out` from an earlier run). While
 they run, a terminal shows one live line: each running experiment's units
-done (:func:`experiments._common.progress`), its time so far and an estimate
+done (`experiments._common.progress`), its time so far and an estimate
 of the time left; a log (output not a terminal) gets one line when an
 experiment starts and one with its verdict when it ends.
-The skeleton every experiment follows is described in ``experiments/_common.py``.
+The skeleton every experiment follows is described in `experiments/_common.py`.
 """
 
 from __future__ import annotations
@@ -205,8 +205,8 @@ def _print(record: dict, seconds: float | None = None):
 
 
 def expected_seconds(name: str, mode: Mode, out: Path) -> float | None:
-    """How long ``name`` is expected to take: its time in ``out`` from an
-    earlier run in this mode, else (quick mode) the module's ``QUICK_SECONDS``."""
+    """How long `name` is expected to take: its time in `out` from an
+    earlier run in this mode, else (quick mode) the module's `QUICK_SECONDS`."""
     old = _common.read_record(out / f"{name}.json")
     if old is not None and old.get("mode") == mode.value:
         return float(old["seconds"])

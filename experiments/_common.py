@@ -25,45 +25,45 @@ one code path. They never train; `python -m experiments --replot DIR`
 redraws every figure, verdict and the summary from the JSON files in
 `DIR` alone.
 
-**Training** goes through :func:`purenet.train.make_train`, ``jax.vmap``-ed
+**Training** goes through [`purenet.train.make_train`][purenet.train.make_train], `jax.vmap`-ed
 over seeds and a grid of settings (learning rates, penalty strengths, whole
 data sets: they are traced values) in one compiled program per
-architecture: :func:`sweep`. An experiment that trains otherwise says why
+architecture: `sweep`. An experiment that trains otherwise says why
 in its docstring or at the place (gradient_check trains nothing; optimizers
 steps on analytic 2-D surfaces, which are not networks; batch_sizes times
 single epochs; lenet_digits draws a new train / test split per seed inside
-its program). ``make_train(..., evaluate=...)`` records a probe after every
-epoch (``sweep(..., evaluate_start=True)`` also before the first); to
-evaluate every ``k`` epochs, scan ``make_train(..., k)`` (regularization).
-A full-batch run is ``make_train(model, loss, opt, m, m, epochs)``: one step
-per epoch. Pass the ``state`` that ``model.init`` returns (``init_many``;
-:func:`stateless` for params built by hand).
+its program). `make_train(..., evaluate=...)` records a probe after every
+epoch (`sweep(..., evaluate_start=True)` also before the first); to
+evaluate every `k` epochs, scan `make_train(..., k)` (regularization).
+A full-batch run is `make_train(model, loss, opt, m, m, epochs)`: one step
+per epoch. Pass the `state` that `model.init` returns (`init_many`;
+`stateless` for params built by hand).
 
-**Progress.** ``measure`` announces its units of work (one compiled
-program, one arm) with :func:`progress` or :func:`tracked`; the runner shows
-them with an estimate of the time left. A module may set ``QUICK_SECONDS``,
+**Progress.** `measure` announces its units of work (one compiled
+program, one arm) with `progress` or `tracked`; the runner shows
+them with an estimate of the time left. A module may set `QUICK_SECONDS`,
 its quick run's seconds on two cores, which the runner uses to start the
 longest experiments first and to estimate before the first unit ends.
 
-**Modes** (:class:`Mode`) are explicit. ``Mode.QUICK`` is the default of
-``python -m experiments`` (all experiments in about two minutes on two CPU
+**Modes** (`Mode`) are explicit. `Mode.QUICK` is the default of
+`python -m experiments` (all experiments in about two minutes on two CPU
 cores, two at a time; each quick run must still support its claim, with
-enough seeds for its statistic); ``Mode.FULL`` is behind the README's
-figures; ``Mode.SMOKE`` is for the tests: tiny sizes that run the whole
+enough seeds for its statistic); `Mode.FULL` is behind the README's
+figures; `Mode.SMOKE` is for the tests: tiny sizes that run the whole
 pipeline (measure, JSON, judge, draw) in seconds, whose numbers support
 nothing. An experiment
-chooses its sizes with :func:`pick` (``pick(mode, smoke=3, quick=40,
-full=150)``): every mode named at the one place a size is chosen, never a
+chooses its sizes with `pick` (`pick(mode, smoke=3, quick=40,
+full=150)`): every mode named at the one place a size is chosen, never a
 mode compared as a string.
 
 **Seeds.** `seeds` is the `--seeds` option (`None`: the experiment's
 default for the mode, `num_seeds`); `settings["seeds"]` records the
 number used.
 
-Adding an experiment: write ``experiments/NAME.py`` with the four names
-above and add its name to ``EXPERIMENTS`` in ``experiments/__main__.py``
+Adding an experiment: write `experiments/NAME.py` with the four names
+above and add its name to `EXPERIMENTS` in `experiments/__main__.py`
 (the one registry: the runner, the smoke tests, the README section and the
-docs read it). It is then smoke-tested by ``tests/test_experiments_a.py``
+docs read it). It is then smoke-tested by `tests/test_experiments_a.py`
 until a test file of its own claims it there.
 """
 
@@ -143,8 +143,8 @@ _reporter = None
 
 
 def progress(done: int, total: int, what: str = ""):
-    """Tell the runner that ``done`` of ``total`` units of ``measure`` are
-    finished (``what``: the unit just started or finished, e.g. ``"CNN"``).
+    """Tell the runner that `done` of `total` units of `measure` are
+    finished (`what`: the unit just started or finished, e.g. `"CNN"`).
 
     The runner shows it as a live line with an estimate of the time left on
     a terminal, and says nothing of it when its output is a log. A unit is
@@ -155,9 +155,9 @@ def progress(done: int, total: int, what: str = ""):
 
 
 def tracked(items, label=str, *, start: int = 0, total: int | None = None):
-    """``items``, one by one, each announced to the runner with
-    :func:`progress` as it starts (``label(item)`` names it); ``start`` units
-    of ``total`` (default: as many as ``items``) are done before the first."""
+    """`items`, one by one, each announced to the runner with
+    `progress` as it starts (`label(item)` names it); `start` units
+    of `total` (default: as many as `items`) are done before the first."""
     items = list(items)
     total = start + len(items) if total is None else total
     for i, item in enumerate(items):
@@ -181,40 +181,40 @@ def jit(fn):
 def sweep(model, loss, optimizer, batch_size: int, epochs: int, data, start, keys, *,
           grid: dict | None = None, evaluate=None, evaluate_start: bool = False, finish=None,
           compile=jit, seeds_in_sequence: bool = False, **train_options):
-    """Train ``model`` from every seed's start at every point of ``grid``, in
+    """Train `model` from every seed's start at every point of `grid`, in
     one compiled program: the skeleton's training.
 
-    :func:`purenet.train.make_train` runs each seed; ``jax.vmap`` maps it over
+    [`purenet.train.make_train`][purenet.train.make_train] runs each seed; `jax.vmap` maps it over
     the seeds (inner axis) and over the grid's points (outer axis), whose
     settings (learning rates, penalty strengths, whole data sets) are traced
     values, so one program serves them all.
 
     Args:
-      model, loss, batch_size, epochs, **train_options: as for ``make_train``
-        (``batch_size`` the number of examples for full-batch training).
-      optimizer: an optimizer, or ``optimizer(point)`` that makes one from a
-        grid point (``lambda point: optim.sgd(point["learning_rate"])``).
-      data: ``(x, t)``, or ``data(point)`` that returns them (one data set per
-        point: ``lambda point: (point["x"], point["t"])``).
-      start: ``(params, state)`` stacked over seeds (:func:`init_many`).
+      model, loss, batch_size, epochs, **train_options: as for `make_train`
+        (`batch_size` the number of examples for full-batch training).
+      optimizer: an optimizer, or `optimizer(point)` that makes one from a
+        grid point (`lambda point: optim.sgd(point["learning_rate"])`).
+      data: `(x, t)`, or `data(point)` that returns them (one data set per
+        point: `lambda point: (point["x"], point["t"])`).
+      start: `(params, state)` stacked over seeds (`init_many`).
       keys: one training key per seed (batch order, dropout).
-      grid: ``None``, or a dict of arrays whose leading axis is the points
+      grid: `None`, or a dict of arrays whose leading axis is the points
         (every array as long); a point is the dict of their rows.
-      evaluate: ``None``, or ``evaluate(params, state, point) -> pytree``,
-        recorded after every epoch (``point`` is ``{}`` without a grid).
-      evaluate_start: also record ``evaluate`` before the first epoch
-        (``history["evaluation"]`` then has ``epochs + 1`` entries).
-      finish: ``None``, or ``finish(params, state, point) -> pytree``, measured
-        once after training in the same program (``history["final"]``).
-      compile: how to compile the whole run (:func:`jit`, or ``jax.jit`` for
+      evaluate: `None`, or `evaluate(params, state, point) -> pytree`,
+        recorded after every epoch (`point` is `{}` without a grid).
+      evaluate_start: also record `evaluate` before the first epoch
+        (`history["evaluation"]` then has `epochs + 1` entries).
+      finish: `None`, or `finish(params, state, point) -> pytree`, measured
+        once after training in the same program (`history["final"]`).
+      compile: how to compile the whole run (`jit`, or `jax.jit` for
         runs that train longer than they compile, or a timing wrapper).
-      seeds_in_sequence: ``jax.lax.map`` over the seeds instead of ``vmap``
+      seeds_in_sequence: `jax.lax.map` over the seeds instead of `vmap`
         (convolutions vmapped over per-seed kernels become grouped
         convolutions, which XLA:CPU runs several times slower).
 
     Returns:
-      ``(params, state, history)`` after the last epoch, as ``make_train``
-      returns them, with leading axes ``(points, seeds)``, or ``(seeds,)``
+      `(params, state, history)` after the last epoch, as `make_train`
+      returns them, with leading axes `(points, seeds)`, or `(seeds,)`
       without a grid.
     """
     def one(params, state, key, point):
@@ -291,15 +291,15 @@ SPREAD = "mean ± standard error over seeds"
 
 
 def standard_error(values, axis=0):
-    """The standard error of the mean of ``values`` along ``axis`` (0 for one value)."""
+    """The standard error of the mean of `values` along `axis` (0 for one value)."""
     v = np.asarray(values, np.float64)
     n = v.shape[axis]
     return v.std(axis=axis, ddof=1) / np.sqrt(n) if n > 1 else np.zeros_like(v.mean(axis=axis))
 
 
 def seed_band(ax, x, curves, *, color, label=None, style="-", alpha=0.2, **plot_options):
-    """Draw per-seed ``curves`` ``(seeds, len(x))`` as their mean and a band
-    of one standard error (:data:`SPREAD`)."""
+    """Draw per-seed `curves` `(seeds, len(x))` as their mean and a band
+    of one standard error (`SPREAD`)."""
     curves = np.asarray(curves, np.float64)
     mean, se = curves.mean(axis=0), standard_error(curves)
     ax.plot(x, mean, style, color=color, label=label, **plot_options)
@@ -307,8 +307,8 @@ def seed_band(ax, x, curves, *, color, label=None, style="-", alpha=0.2, **plot_
 
 
 def seed_bar(ax, position, values, width, *, color, label=None, dots=True, **bar_options):
-    """One bar at the mean of the per-seed ``values``, an error bar of one
-    standard error (:data:`SPREAD`), and the seeds as dots."""
+    """One bar at the mean of the per-seed `values`, an error bar of one
+    standard error (`SPREAD`), and the seeds as dots."""
     values = np.asarray(values, np.float64)
     ax.bar(position, values.mean(), width, yerr=standard_error(values), capsize=4, color=color,
            label=label, **{"alpha": 0.85, **bar_options})

@@ -26,9 +26,9 @@ Models (float32, about the same size; the LSTM has more parameters):
 * LSTM: `lstm(64)`, `last_step()`, `dense(8)` (Hochreiter &
   Schmidhuber 1997, purenet's hand-written BPTT).
 
-Training: softmax cross-entropy on the answer, Adam (``3e-3``), batches of
-64, the same number of epochs for both models, ``purenet.train.make_train``
-``jax.vmap``-ed over seeds (``experiments._common.sweep``: one compiled
+Training: softmax cross-entropy on the answer, Adam (`3e-3`), batches of
+64, the same number of epochs for both models, `purenet.train.make_train`
+`jax.vmap`-ed over seeds (`experiments._common.sweep`: one compiled
 program per model and length; the lengths differ in shape, so they cannot
 share one). The budget is small on purpose (quick mode: 7 epochs of 2,048
 sequences, the lengths 8 and 32; full: 40 epochs of 8,192): the

@@ -120,10 +120,10 @@ def windows(ids, starts, T):
 
 def make_run(model, grad_fn, train_ids, val_x, val_t, steps, T, every, run_steps=None,
              compile=jax.jit):
-    """``run(params, key) -> (params, step_losses, val_losses)``: a ``lax.scan``
-    of AdamW steps on random windows (the schedule of a ``steps``-step run;
-    the first ``run_steps`` of them, default all), the validation loss every
-    ``every`` steps."""
+    """`run(params, key) -> (params, step_losses, val_losses)`: a `lax.scan`
+    of AdamW steps on random windows (the schedule of a `steps`-step run;
+    the first `run_steps` of them, default all), the validation loss every
+    `every` steps."""
     warmup = max(steps // 10, 1)
     schedule = schedules.linear_warmup(
         warmup, schedules.cosine_decay(LEARNING_RATE, steps - warmup, LEARNING_RATE / 10))

@@ -22,19 +22,19 @@ Setup:
   `hidden = 50` (the book's size) in full mode, 10 in quick mode to keep
   the full numerical gradient (2 P cost evaluations, P parameters) quick.
 
-Measured, in float32 and float64 (``jax.enable_x64``), exactly what
-``purenet.gradcheck.check_gradients`` judges, computed from the same public
-pieces (``numerical_gradient``, ``leaf_errors``, ``TOLERANCES``) so that each
+Measured, in float32 and float64 (`jax.enable_x64`), exactly what
+`purenet.gradcheck.check_gradients` judges, computed from the same public
+pieces (`numerical_gradient`, `leaf_errors`, `TOLERANCES`) so that each
 gradient comes from one jitted function (run eagerly, the check compiles
 every primitive separately and takes longer than the arithmetic): the worst
-leaf error ``||g - r|| / max(||r||, c ||R||)`` of the hand-written
-gradient against ``jax.grad`` (``c = LEAF_FLOOR``) and against central
-differences (``c = NUMERICAL_FLOOR``), next to the library's tolerances.
-Also recorded, as the report shows them: cs231n's entrywise ``rel_error``
-(floor ``REPORT_FLOOR``) against ``jax.grad`` and the course's norm ratio
-``||a - b|| / ||a + b||`` against central differences.
-In float32 the hand-written and ``jax.grad`` gradients are also both
-compared with the float64 ``jax.grad`` (the "truth"), which shows whether a
+leaf error `||g - r|| / max(||r||, c ||R||)` of the hand-written
+gradient against `jax.grad` (`c = LEAF_FLOOR`) and against central
+differences (`c = NUMERICAL_FLOOR`), next to the library's tolerances.
+Also recorded, as the report shows them: cs231n's entrywise `rel_error`
+(floor `REPORT_FLOOR`) against `jax.grad` and the course's norm ratio
+`||a - b|| / ||a + b||` against central differences.
+In float32 the hand-written and `jax.grad` gradients are also both
+compared with the float64 `jax.grad` (the "truth"), which shows whether a
 float32 disagreement is rounding shared by both referees or a bug.
 
 Then, on the same networks in float32: the wall time of one jitted training
@@ -145,10 +145,10 @@ def _worst_leaf(manual, reference, floor=gradcheck.LEAF_FLOOR) -> float:
 
 
 def _errors(grads, dtype) -> dict:
-    """What ``gradcheck.check_gradients`` reports, from the same public pieces:
+    """What `gradcheck.check_gradients` reports, from the same public pieces:
     the worst leaf error against jax.grad and against central differences
     (what it judges, with the library's tolerances for the dtype), and the
-    entrywise ``rel_error`` and the course's norm ratio it also shows."""
+    entrywise `rel_error` and the course's norm ratio it also shows."""
     tolerance = gradcheck.tolerance_for(dtype)
     floor = gradcheck.REPORT_FLOOR
     r = {
@@ -187,7 +187,7 @@ def check(problem, step_repeats: int, numerical_repeats: int) -> dict:
 
 def dtype_ok(numbers: dict, dtype: str) -> bool:
     """Both leaf errors within the library's tolerances for the dtype (what
-    ``check_gradients(...).passed`` says)."""
+    `check_gradients(...).passed` says)."""
     return numbers[dtype]["passed"]
 
 

@@ -19,8 +19,8 @@ flatten, `dense(10)`; the GRU (`GRUBase`), a bidirectional `gru(6)`
 (zero initial state, PyTorch's initialisation) reading the signal as 40
 steps of one feature, all 40 steps' 12 outputs flattened into `dense(10)`.
 Adam, learning rate 1e-2, batches of 100; the paper
-trains 6,000 steps (150 epochs; ``--full``), the quick mode 400 (10 epochs). Data:
-``mnist1d.data.make_dataset(mnist1d.data.get_dataset_args())``, generated
+trains 6,000 steps (150 epochs; `--full`), the quick mode 400 (10 epochs). Data:
+`mnist1d.data.make_dataset(mnist1d.data.get_dataset_args())`, generated
 offline (the paper's default arguments and seed), the same for every seed;
 each seed draws its own initialisation and batch order. The shuffled variant
 permutes the 40 positions of train and test signals with one permutation
@@ -28,9 +28,9 @@ permutes the 40 positions of train and test signals with one permutation
 default initialisers (Glorot uniform for `dense`, He normal for
 `conv1d`) instead of PyTorch's, and test accuracy after the last epoch
 (the paper plots it over training). Gradients by the layers' hand-written
-backward passes (``purenet.train.make_train`` through
-``experiments._common.sweep``); the seeds of one model run one after the
-other in one compiled ``lax.map`` (vmapped convolutions over per-seed kernels
+backward passes (`purenet.train.make_train` through
+`experiments._common.sweep`); the seeds of one model run one after the
+other in one compiled `lax.map` (vmapped convolutions over per-seed kernels
 become grouped convolutions, slow on XLA:CPU).
 
 Walltime (the paper: "the GRU takes at least 10x the walltime of the

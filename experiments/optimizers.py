@@ -24,12 +24,12 @@ Setup:
   and the whole grid shows where each one ends;
 * digits (standardised, 80 / 20 split), a 64-64-10 tanh net, mini-batches of
   32: each optimizer at the best of five learning rates around a usual value
-  (1/10 to 10 times it, by final training loss), several seeds at once (``jax.vmap``), training
+  (1/10 to 10 times it, by final training loss), several seeds at once (`jax.vmap`), training
   loss after every epoch (mean ± standard error across seeds) and test accuracy;
-* AdaGrad against RMSprop under a noisy gradient (``g ~ N(1, 1)`` per entry
-  per step, 256 entries, ``lr = 0.01``): the effective per-parameter step
-  ``lr / (sqrt(s) + eps)`` read from the optimizers' states
-  (``AdagradState.sum_of_squares``, ``RmspropState.mean_square``).
+* AdaGrad against RMSprop under a noisy gradient (`g ~ N(1, 1)` per entry
+  per step, 256 entries, `lr = 0.01`): the effective per-parameter step
+  `lr / (sqrt(s) + eps)` read from the optimizers' states
+  (`AdagradState.sum_of_squares`, `RmspropState.mean_square`).
 
 Training: the digits runs use `purenet.train.make_train`, vmapped over
 seeds and learning rates (traced). The surfaces and the noisy-gradient trace

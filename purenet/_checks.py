@@ -45,7 +45,7 @@ def fail_type(name: str, expected: str, got) -> None:
 
 
 def is_float(x) -> bool:
-    """True when the array (or scalar) ``x`` has a floating-point or complex dtype:
+    """True when the array (or scalar) `x` has a floating-point or complex dtype:
     the leaves that have a gradient (integer ids and bools have none)."""
     return bool(jnp.issubdtype(jnp.result_type(x), jnp.inexact))
 

@@ -8,11 +8,11 @@ A [`Loss`][purenet.losses.Loss] holds three pure functions of the network output
 * `value_and_grad(y, t) -> (J, dJ/dy)`: both, sharing the work (softmax or
   sigmoid is computed once). `purenet.backprop` uses this one.
 
-and one field, ``metric``: the accuracy of ``purenet.metrics`` that fits the
-loss's head (``None`` for regression), which ``purenet.train.fit`` reports.
-A loss is also callable: ``losses.mse(y, t)`` is ``losses.mse.value(y, t)``.
+and one field, `metric`: the accuracy of `purenet.metrics` that fits the
+loss's head (`None` for regression), which `purenet.train.fit` reports.
+A loss is also callable: `losses.mse(y, t)` is `losses.mse.value(y, t)`.
 
-Conventions (``DESIGN.md``):
+Conventions (`DESIGN.md`):
 
 * [`mse`][purenet.losses.mse] is `1/2 * sum_k (y - t)**2` averaged over the batch; with one
   example it is the `E = 1/2 * sum (t - o)**2` of Rumelhart et al. (1986).

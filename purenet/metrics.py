@@ -16,17 +16,17 @@ sequence it is the fraction of the `m * T` time steps predicted right.
   when `y > threshold`. Use `threshold=0` for logits (sigmoid
   cross-entropy heads, the default) and `0.5` for probabilities (a sigmoid
   layer followed by MSE).
-* :func:`multilabel_accuracy`: ``k`` independent binary labels on the last
-  axis, targets of ``y``'s shape; the fraction of all label decisions that
-  are right (Hamming accuracy). ``exact_match=True`` instead counts the
-  positions (rows, for ``(m, k)``) with all ``k`` labels right.
-* :func:`sequence_accuracy`: the targets of
-  ``purenet.losses.sequence_softmax_cross_entropy``, integer labels
-  ``(m, T)`` with ``-1`` at padded steps (or a pair ``(labels, mask)``); the
-  fraction of the steps that count whose ``argmax`` is the label.
+* [`multilabel_accuracy`][purenet.metrics.multilabel_accuracy]: `k` independent binary labels on the
+  last axis, targets of `y`'s shape; the fraction of all label decisions that
+  are right (Hamming accuracy). `exact_match=True` instead counts the
+  positions (rows, for `(m, k)`) with all `k` labels right.
+* [`sequence_accuracy`][purenet.metrics.sequence_accuracy]: the targets of
+  `purenet.losses.sequence_softmax_cross_entropy`, integer labels
+  `(m, T)` with `-1` at padded steps (or a pair `(labels, mask)`); the
+  fraction of the steps that count whose `argmax` is the label.
 
-Each loss of ``purenet.losses`` names its metric in its ``metric`` field
-(:func:`for_loss` reads it), so this module imports no loss.
+Each loss of `purenet.losses` names its metric in its `metric` field
+([`for_loss`][purenet.metrics.for_loss] reads it), so this module imports no loss.
 
 Shapes are checked exactly, never broadcast: a target of shape `(m, 1)`
 next to an output of shape `(m, 3)` would otherwise be compared with every

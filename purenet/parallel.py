@@ -264,10 +264,10 @@ def make_shard_map_step(
 
     The mean of means is the global mean only for a loss that is a mean over
     rows. The sequence loss averages over the steps whose label is not
-    ``IGNORE_LABEL``; when shards hold different numbers of such steps the
-    ``pmean`` weighs them equally, not by their counts (measured: 1.4109 vs
+    `IGNORE_LABEL`; when shards hold different numbers of such steps the
+    `pmean` weighs them equally, not by their counts (measured: 1.4109 vs
     1.4328 for the one-device step on 4 sequences of lengths 5, 3, 4, 2 over
-    2 devices). Use the GSPMD path (``make_epoch(..., mesh=)``), which
+    2 devices). Use the GSPMD path (`make_epoch(..., mesh=)`), which
     computes the global loss, for padded sequences.
 
     Differences from the one-device step (module docstring): batch norm uses
@@ -280,10 +280,10 @@ def make_shard_map_step(
       mesh: a mesh with a `"data"` axis ([`data_mesh`][purenet.parallel.data_mesh]).
 
     Returns:
-      ``step(params, opt_state, state, x, t, key, *, mask=None) ->
-      (params, opt_state, state, J)``, the signature of ``make_step``'s step;
-      ``x``, ``t`` (and ``mask``, split by rows with them) need a leading
-      axis that is a multiple of :func:`num_shards`. Wrap it in ``jax.jit``.
+      `step(params, opt_state, state, x, t, key, *, mask=None) ->
+      (params, opt_state, state, J)`, the signature of `make_step`'s step;
+      `x`, `t` (and `mask`, split by rows with them) need a leading
+      axis that is a multiple of [`num_shards`][purenet.parallel.num_shards]. Wrap it in `jax.jit`.
     """
     n = num_shards(mesh)
     ordinary_step = make_step(

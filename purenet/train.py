@@ -7,15 +7,15 @@ optimizer's slots) and `state` (non-gradient state such as batch norm's
 running statistics; `()` for most models). Layers of API, each built from
 the one below:
 
-* :func:`make_step` -> ``step(params, opt_state, state, x, t, key, *,
-  mask=None) -> (params, opt_state, state, J)``: one hand-written-gradient
+* [`make_step`][purenet.train.make_step] -> `step(params, opt_state, state, x, t, key, *,
+  mask=None) -> (params, opt_state, state, J)`: one hand-written-gradient
   step, pure and jittable.
-* :func:`make_epoch` -> ``epoch(params, opt_state, state, key, x, t, *,
-  mask=None) -> (params, opt_state, state, step_losses)``: one shuffled pass
-  over the data, every mini-batch step inside one ``lax.scan``.
-* :func:`make_train` -> ``train(params, opt_state, state, key, x, t, *, mask=None) ->
-  (params, opt_state, state, history)``: many epochs as one ``lax.scan``,
-  pure, so ``jax.jit`` compiles a whole run and ``jax.vmap`` trains many
+* [`make_epoch`][purenet.train.make_epoch] -> `epoch(params, opt_state, state, key, x, t, *,
+  mask=None) -> (params, opt_state, state, step_losses)`: one shuffled pass
+  over the data, every mini-batch step inside one `lax.scan`.
+* [`make_train`][purenet.train.make_train] -> `train(params, opt_state, state, key, x, t, *,
+  mask=None) -> (params, opt_state, state, history)`: many epochs as one `lax.scan`,
+  pure, so `jax.jit` compiles a whole run and `jax.vmap` trains many
   seeds, learning rates or penalty strengths at once.
 * [`fit`][purenet.train.fit]: the eager loop over epochs (validation, progress line, NaN
   guard, history) for arrays in memory, with every input checked once,
@@ -26,14 +26,14 @@ Batch gradient descent, SGD and mini-batch training are one code path with
 `k` does not divide `m`: the leftover examples of each epoch's
 permutation are dropped).
 
-**Masks.** A padding mask (a bool array ``(m, T)``, True at valid positions,
-the layers' keyword ``mask``) is not differentiated, so it travels beside the
-data as the keyword ``mask=`` of every step, epoch, train and ``fit``: its
+**Masks.** A padding mask (a bool array `(m, T)`, True at valid positions,
+the layers' keyword `mask`) is not differentiated, so it travels beside the
+data as the keyword `mask=` of every step, epoch, train and `fit`: its
 rows are sliced with the batch's rows, so each example keeps its own mask.
 
-**Determinism.** Epoch ``e`` uses the key ``fold_in(key, e)``: the same key
-gives the same shuffles and dropout masks, and a run resumed at epoch ``e``
-from a checkpoint (``start_epoch=e``) continues exactly where an
+**Determinism.** Epoch `e` uses the key `fold_in(key, e)`: the same key
+gives the same shuffles and dropout masks, and a run resumed at epoch `e`
+from a checkpoint (`start_epoch=e`) continues exactly where an
 uninterrupted run would be, bit for bit on the same machine and JAX version.
 
 **Non-gradient state.** After each optimizer step the step calls
@@ -120,9 +120,9 @@ def make_epoch(
       **step_options: `penalty`.
 
     Returns:
-      ``epoch(params, opt_state, state, key, x, t, *, mask=None) ->
-      (params, opt_state, state, step_losses)`` with ``step_losses`` of shape
-      ``(num_batches,)``. ``mask`` (``(num_examples, T)`` bools, or ``None``)
+      `epoch(params, opt_state, state, key, x, t, *, mask=None) ->
+      (params, opt_state, state, step_losses)` with `step_losses` of shape
+      `(num_batches,)`. `mask` (`(num_examples, T)` bools, or `None`)
       is sliced with the batch: each step gets its rows' masks.
     """
     if mesh is not None:
@@ -183,10 +183,10 @@ def make_train(
       **epoch_options: `drop_remainder`, `mesh`, `penalty`.
 
     Returns:
-      ``train(params, opt_state, state, key, x, t, *, mask=None) ->
-      (params, opt_state, state, history)`` (``mask`` as in
-      :func:`make_epoch`) with ``history["step_loss"]`` of shape ``(epochs,
-      num_batches)`` and, when ``evaluate`` is given, ``history["evaluation"]``:
+      `train(params, opt_state, state, key, x, t, *, mask=None) ->
+      (params, opt_state, state, history)` (`mask` as in
+      [`make_epoch`][purenet.train.make_epoch]) with `history["step_loss"]` of shape `(epochs,
+      num_batches)` and, when `evaluate` is given, `history["evaluation"]`:
       its outputs stacked over epochs.
     """
     epochs = _checks.positive_int("epochs", epochs)
@@ -207,8 +207,8 @@ def make_train(
 
 
 def make_evaluate(model: Layer, loss: Loss, metric: Callable | None = None) -> Callable:
-    """``evaluate(params, x, t, state=(), mask=None) -> (loss, metric)`` in
-    evaluation mode, jitted. The metric is ``nan`` when ``metric`` is ``None``."""
+    """`evaluate(params, x, t, state=(), mask=None) -> (loss, metric)` in
+    evaluation mode, jitted. The metric is `nan` when `metric` is `None`."""
     J = objective(model, loss)
 
     @jax.jit
@@ -259,9 +259,9 @@ def check_data(
 
     `x` is a batch `(m, *in_shape)` of floats, or of integer token ids for
     a model that starts with an embedding, or a tuple of such batches for a
-    model with several inputs; ``t`` has ``m`` rows; ``mask``, when given, is
-    a bool array ``(m, T)``. The params are checked against the model's
-    ``init`` (``purenet.layers.check_params``).
+    model with several inputs; `t` has `m` rows; `mask`, when given, is
+    a bool array `(m, T)`. The params are checked against the model's
+    `init` (`purenet.layers.check_params`).
     """
     inputs = x if isinstance(x, tuple) else (x,)
     names = [f"{name_x}[{i}]" for i in range(len(inputs))] if isinstance(x, tuple) else [name_x]
@@ -372,7 +372,7 @@ def _nan_message(e: int, step_losses: np.ndarray) -> str:
 
 
 def _record_epoch(history, evaluate, params, state, x, t, mask, validation, step_losses):
-    """Append one epoch's numbers to ``history``; return the progress line."""
+    """Append one epoch's numbers to `history`; return the progress line."""
     history["step_loss"].append(step_losses)
     history["epoch_loss"].append(float(np.mean(step_losses)))
     line = f"loss {history['epoch_loss'][-1]:.5f}"
@@ -427,16 +427,16 @@ def fit(
       batch_size: examples per step.
       state: the model's non-gradient state (from `model.init`; `()` for
         models without batch norm).
-      mask: an optional padding mask, a bool array ``(m, T)`` (True at valid
-        positions), passed to the layers' keyword ``mask`` with its rows
+      mask: an optional padding mask, a bool array `(m, T)` (True at valid
+        positions), passed to the layers' keyword `mask` with its rows
         sliced like the batch's.
-      opt_state: optimizer state to resume from (default ``optimizer.init``).
+      opt_state: optimizer state to resume from (default `optimizer.init`).
       start_epoch: index of the first epoch (to resume from a checkpoint).
-      validation: optional ``(x_val, t_val)``, or ``(x_val, t_val, mask_val)``
-        when ``mask`` is given, evaluated after every epoch.
-      metric: ``"auto"`` (the metric the loss names, ``loss.metric``, via
-        ``purenet.metrics.for_loss``), ``None`` or a function
-        ``metric(y, t) -> scalar``.
+      validation: optional `(x_val, t_val)`, or `(x_val, t_val, mask_val)`
+        when `mask` is given, evaluated after every epoch.
+      metric: `"auto"` (the metric the loss names, `loss.metric`, via
+        `purenet.metrics.for_loss`), `None` or a function
+        `metric(y, t) -> scalar`.
       nan_guard: stop at the first non-finite loss or params and return the
         trees from the start of that epoch, the last ones known to be finite.
       progress: print one line per epoch.

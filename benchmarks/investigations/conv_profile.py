@@ -3,9 +3,9 @@ and `dx` timed alone, with both hand-written backward methods, then the
 whole step against the same step with every convolution replaced by a
 near-free stand-in of the same shapes.
 
-``python -m benchmarks.investigations.conv_profile`` prints one line per piece
+`python -m benchmarks.investigations.conv_profile` prints one line per piece
 (jitted, float32, batch 128, median of 30 calls after one warm-up). In the
-network the first layer's ``dx`` is never used and XLA removes it.
+network the first layer's `dx` is never used and XLA removes it.
 
 The last lines bound what any convolution code could gain: with `t_rest`
 the step without convolutions and `t_goal` a target step time, the five

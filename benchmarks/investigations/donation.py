@@ -1,6 +1,6 @@
-"""Investigation ``donation``: buffer donation on a full training step.
+"""Investigation `donation`: buffer donation on a full training step.
 
-``python -m benchmarks.investigations.donation [--full] [--scale S]`` prints the table.
+`python -m benchmarks.investigations.donation [--full] [--scale S]` prints the table.
 
 One training step is the gradient plus a plain SGD update written inline,
 `params - lr * grads`, jitted as one program `step(params, x, t) ->

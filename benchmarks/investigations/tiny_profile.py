@@ -1,6 +1,6 @@
 """Where 1,000 vmapped XOR 2-2-1 networks spend their time, and the levers tried.
 
-``python -m benchmarks.investigations.tiny_profile [--rounds N] [--no-flags]`` prints:
+`python -m benchmarks.investigations.tiny_profile [--rounds N] [--no-flags]` prints:
 
 1. the compiled loop of the `tiny` benchmark (`benchmarks.hlo.loop_bodies`):
    kernels launched per training step, vmapped and for one network;

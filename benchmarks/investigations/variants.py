@@ -1,7 +1,7 @@
-"""Investigation ``variants``: ways of writing the hand-written gradient, each
-against ``jax.grad``.
+"""Investigation `variants`: ways of writing the hand-written gradient, each
+against `jax.grad`.
 
-``python -m benchmarks.investigations.variants [--full] [--scale S]`` prints the tables.
+`python -m benchmarks.investigations.variants [--full] [--scale S]` prints the tables.
 
 The questions behind a hand-written step that is slower than `jax.grad`,
 each answered by a variant of `purenet.backprop` (same model, same loss):
