@@ -143,6 +143,9 @@ def _mse(y, t):
 
 
 mse = _make_loss(_mse, "mse", None)
+"""Mean squared error, $J = \\frac{1}{m} \\sum_i \\frac{1}{2} \\sum_k (y_{ik} - t_{ik})^2$, with
+$dJ/dy = (y - t) / m$; `t` of the output's shape. With one example it is the
+$E = \\frac{1}{2} \\sum (t - o)^2$ of Rumelhart et al. (1986)."""
 
 
 def _sigmoid_cross_entropy(y, t):
@@ -172,6 +175,10 @@ def _binary_cross_entropy(y, t):
 sigmoid_binary_cross_entropy = _make_loss(
     _binary_cross_entropy, "sigmoid_binary_cross_entropy", metrics.binary_accuracy
 )
+"""Binary cross-entropy on one logit per example, `y` of shape `(m, 1)` and `t` of 0 / 1
+(or probabilities) of the same shape: $J = \\frac{1}{m} \\sum_i
+[\\operatorname{softplus}(y_i) - y_i t_i]$, the sigmoid fused in, so
+$dJ/dy = (\\sigma(y) - t) / m$ and the value stays finite for logits of any size."""
 multilabel_sigmoid_cross_entropy = _make_loss(
     _sigmoid_cross_entropy, "multilabel_sigmoid_cross_entropy", metrics.multilabel_accuracy
 )
@@ -212,6 +219,10 @@ def _softmax_cross_entropy(y, t):
 softmax_cross_entropy = _make_loss(
     _softmax_cross_entropy, "softmax_cross_entropy", metrics.multiclass_accuracy
 )
+"""Softmax cross-entropy on logits `y` of shape `(m, k)`, with one-hot (or probability) rows
+`t` of the same shape or integer labels of shape `(m,)`:
+$J = -\\frac{1}{m} \\sum_i \\sum_k t_{ik} \\log \\operatorname{softmax}(y_i)_k$, the softmax
+fused in, so $dJ/dy = (p - t) / m$ for rows of `t` that sum to 1 (Saito ch. 5.6.3)."""
 
 
 # ------------------------------------------------------------- sequence losses
