@@ -59,9 +59,7 @@ def run(config: Config) -> dict:
         rows.append([problem[0], *timing_cells(timing)])
     return {
         "description": __doc__.split("\n\n")[0],
-        "tables": [
-            gradient_table(rows)
-        ],
+        "tables": [gradient_table(rows)],
         "notes": [
             "jax.grad is jax.value_and_grad(purenet.objective(model, loss)); both return "
             "(J, grads). Ratios are per-round (interleaved) ratios, median [quartiles]; "

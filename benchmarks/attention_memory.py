@@ -48,7 +48,8 @@ def temp_bytes(T: int) -> dict:
         forward = jax.jit(lambda p, x, model=model: model.forward(p, x))
         analysis = forward.lower(params, x).compile().memory_analysis()
         out[f"forward's output + cache{', flash' if flash else ''}"] = int(
-            analysis.output_size_in_bytes)
+            analysis.output_size_in_bytes
+        )
     return out
 
 
@@ -66,13 +67,15 @@ def run(config: Config) -> dict:
         rows.append([str(T), _mib(P), *(_mib(v) for v in data[T].values())])
     return {
         "description": __doc__.split("\n\n")[0],
-        "tables": [{
-            "title": f"training step's temp_size_in_bytes (three gradient columns), then a "
-                     f"jitted forward's output_size_in_bytes (m={M}, d={D}, {HEADS} heads, "
-                     "causal, float32)",
-            "headers": ["T", "size of P", *next(iter(data.values()))],
-            "rows": rows,
-        }],
+        "tables": [
+            {
+                "title": f"training step's temp_size_in_bytes (three gradient columns), then a "
+                f"jitted forward's output_size_in_bytes (m={M}, d={D}, {HEADS} heads, "
+                "causal, float32)",
+                "headers": ["T", "size of P", *next(iter(data.values()))],
+                "rows": rows,
+            }
+        ],
         "notes": [
             "From XLA's memory_analysis() of jax.jit(step).lower(...).compile(); nothing is "
             "executed. In one fused step the three are equal: the flash option still forms "

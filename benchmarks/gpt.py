@@ -59,8 +59,7 @@ def jax_steps(model, params):
 
         return jax.jit(step)
 
-    return opt.init(params), {"hand": make(hand), "jax.grad": make(auto),
-                              "control": make(auto)}
+    return opt.init(params), {"hand": make(hand), "jax.grad": make(auto), "control": make(auto)}
 
 
 def torch_step(ids):
@@ -125,8 +124,11 @@ def model_flops(params) -> float:
     return BATCH * CONTEXT * (6 * n + 12 * DEPTH * CONTEXT * WIDTH)
 
 
-@register("gpt", "gpt(96, 128, 4, 4, 128) training step: hand-written vs jax.grad vs "
-          "PyTorch eager (nanoGPT-style), float32")
+@register(
+    "gpt",
+    "gpt(96, 128, 4, 4, 128) training step: hand-written vs jax.grad vs "
+    "PyTorch eager (nanoGPT-style), float32",
+)
 def run(config: Config) -> dict:
     model, params, x, t, ids = problem()
     state, steps = jax_steps(model, params)
@@ -145,26 +147,41 @@ def run(config: Config) -> dict:
     for name, s in timing["times"].items():
         med = s["median"]
         ratio = fmt_ratio(timing["ratios"][name]) if name in timing["ratios"] else "1"
-        rows.append([name, fmt_spread(s), ratio, f"{tokens / med:,.0f}",
-                     f"{flops / med / 1e9:.1f}"])
+        rows.append(
+            [name, fmt_spread(s), ratio, f"{tokens / med:,.0f}", f"{flops / med / 1e9:.1f}"]
+        )
     n_params = sum(a.size for a in jax.tree.leaves(params))
     return {
         "description": __doc__.split("\n\n")[0],
-        "tables": [{
-            "title": f"training step, batch {BATCH} x {CONTEXT} tokens, float32, "
-                     f"{n_params:,} params (median [quartiles] per step)",
-            "headers": ["contender", "step", "/ jax.grad (per round)", "tokens/s",
-                        "model GFLOP/s"],
-            "rows": rows,
-        }],
+        "tables": [
+            {
+                "title": f"training step, batch {BATCH} x {CONTEXT} tokens, float32, "
+                f"{n_params:,} params (median [quartiles] per step)",
+                "headers": [
+                    "contender",
+                    "step",
+                    "/ jax.grad (per round)",
+                    "tokens/s",
+                    "model GFLOP/s",
+                ],
+                "rows": rows,
+            }
+        ],
         "notes": [
             "Ratios are per-round (interleaved) ratios to jax.grad, median [quartiles]; "
             "'control' is a second jitted jax.grad, the noise floor. "
             f"Model FLOPs per step: {flops / 1e9:.2f} G (6 N + 12 depth T width per token). "
-            + (f"PyTorch: {torch_info[1]}, eager; hand / torch per round: "
-               f"{fmt_ratio(timing['hand_over_torch'])}." if torch_info
-               else "PyTorch: not installed."),
+            + (
+                f"PyTorch: {torch_info[1]}, eager; hand / torch per round: "
+                f"{fmt_ratio(timing['hand_over_torch'])}."
+                if torch_info
+                else "PyTorch: not installed."
+            ),
         ],
-        "data": {"timing": timing, "model_flops": flops, "tokens_per_step": tokens,
-                 "params": n_params},
+        "data": {
+            "timing": timing,
+            "model_flops": flops,
+            "tokens_per_step": tokens,
+            "params": n_params,
+        },
     }

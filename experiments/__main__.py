@@ -242,8 +242,10 @@ def main(argv=None) -> int:
     jobs = args.jobs or min(2, os.cpu_count() or 1)
     jobs = min(jobs, len(names))
     expected = {name: expected_seconds(name, mode, args.out) for name in names}
-    print(f"purenet experiments ({mode.value}, {jobs} at once): {', '.join(names)} "
-          f"-> {args.out}/", flush=True)
+    print(
+        f"purenet experiments ({mode.value}, {jobs} at once): {', '.join(names)} -> {args.out}/",
+        flush=True,
+    )
     started_all = time.perf_counter()
     display = _parallel.Display(len(names))
     try:
@@ -251,8 +253,9 @@ def main(argv=None) -> int:
             records = _parallel.run_here(names, mode, args.seeds, args.out, display, expected)
         else:  # the longest first, so that the last to finish is a short one
             order = sorted(names, key=lambda n: -(expected[n] or 0.0))
-            records = _parallel.run_workers(order, (mode, args.seeds, args.out), display,
-                                            expected, jobs)
+            records = _parallel.run_workers(
+                order, (mode, args.seeds, args.out), display, expected, jobs
+            )
     finally:
         display.close()
     write_summary(args.out, mode.value)

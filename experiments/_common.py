@@ -178,9 +178,24 @@ def jit(fn):
     return jax.jit(fn, compiler_options={"xla_backend_optimization_level": 0})
 
 
-def sweep(model, loss, optimizer, batch_size: int, epochs: int, data, start, keys, *,
-          grid: dict | None = None, evaluate=None, evaluate_start: bool = False, finish=None,
-          compile=jit, seeds_in_sequence: bool = False, **train_options):
+def sweep(
+    model,
+    loss,
+    optimizer,
+    batch_size: int,
+    epochs: int,
+    data,
+    start,
+    keys,
+    *,
+    grid: dict | None = None,
+    evaluate=None,
+    evaluate_start: bool = False,
+    finish=None,
+    compile=jit,
+    seeds_in_sequence: bool = False,
+    **train_options,
+):
     """Train `model` from every seed's start at every point of `grid`, in
     one compiled program: the skeleton's training.
 
@@ -217,18 +232,21 @@ def sweep(model, loss, optimizer, batch_size: int, epochs: int, data, start, key
       returns them, with leading axes `(points, seeds)`, or `(seeds,)`
       without a grid.
     """
+
     def one(params, state, key, point):
         opt = optimizer if hasattr(optimizer, "init") else optimizer(point)
         x, t = data(point) if callable(data) else data
         probe = None if evaluate is None else (lambda p, s: evaluate(p, s, point))
         m = jax.tree.leaves(x)[0].shape[0]
-        run = train.make_train(model, loss, opt, batch_size, m, epochs, evaluate=probe,
-                               **train_options)
+        run = train.make_train(
+            model, loss, opt, batch_size, m, epochs, evaluate=probe, **train_options
+        )
         first = probe(params, state) if evaluate_start and probe is not None else None
         params, _, state, history = run(params, opt.init(params), state, key, x, t)
         if first is not None:
-            history["evaluation"] = jax.tree.map(lambda a, b: jax.numpy.concatenate([a[None], b]),
-                                                 first, history["evaluation"])
+            history["evaluation"] = jax.tree.map(
+                lambda a, b: jax.numpy.concatenate([a[None], b]), first, history["evaluation"]
+            )
         if finish is not None:
             history["final"] = finish(params, state, point)
         return params, state, history
@@ -310,8 +328,16 @@ def seed_bar(ax, position, values, width, *, color, label=None, dots=True, **bar
     """One bar at the mean of the per-seed `values`, an error bar of one
     standard error (`SPREAD`), and the seeds as dots."""
     values = np.asarray(values, np.float64)
-    ax.bar(position, values.mean(), width, yerr=standard_error(values), capsize=4, color=color,
-           label=label, **{"alpha": 0.85, **bar_options})
+    ax.bar(
+        position,
+        values.mean(),
+        width,
+        yerr=standard_error(values),
+        capsize=4,
+        color=color,
+        label=label,
+        **{"alpha": 0.85, **bar_options},
+    )
     if dots:
         ax.plot(np.full(values.size, position), values, "k.", ms=4)
 

@@ -60,8 +60,13 @@ class Display:
 
     def start(self, name: str, expected: float | None):
         with self.lock:
-            self.running[name] = {"since": time.perf_counter(), "expected": expected,
-                                  "done": 0, "of": 0, "what": ""}
+            self.running[name] = {
+                "since": time.perf_counter(),
+                "expected": expected,
+                "done": 0,
+                "of": 0,
+                "what": "",
+            }
             if not self.live:
                 about = f" (about {_duration(expected)})" if expected else ""
                 self._write(f"[...] {name}: started{about}\n")
@@ -154,8 +159,7 @@ def _work(task):
     """In a worker process: `run(name, *args)`, reporting to the parent."""
     run, name, args = task
     _events.put(("start", name))
-    _common._reporter = lambda done, total, what: _events.put(("progress", name, done, total,
-                                                               what))
+    _common._reporter = lambda done, total, what: _events.put(("progress", name, done, total, what))
     started = time.perf_counter()
     record = run(name, *args)
     return name, record, time.perf_counter() - started
@@ -167,7 +171,8 @@ def run_here(names, mode, seeds, out, display, expected) -> dict:
     for name in names:
         display.start(name, expected[name])
         _common._reporter = lambda done, total, what, name=name: display.progress(
-            name, done, total, what)
+            name, done, total, what
+        )
         started = time.perf_counter()
         try:
             records[name] = run_one(name, mode, seeds, out)

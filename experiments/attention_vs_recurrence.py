@@ -84,9 +84,13 @@ MODELS = ("transformer", "lstm")
 
 def make_model(name: str):
     if name == "transformer":
-        return L.serial(L.dense(WIDTH), L.transformer_block(WIDTH, HEADS, mlp_dim=MLP_DIM),
-                        L.last_step(),
-                        L.layer_norm(), L.dense(VALUES))
+        return L.serial(
+            L.dense(WIDTH),
+            L.transformer_block(WIDTH, HEADS, mlp_dim=MLP_DIM),
+            L.last_step(),
+            L.layer_norm(),
+            L.dense(VALUES),
+        )
     return L.serial(L.lstm(HIDDEN), L.last_step(), L.dense(VALUES))
 
 
@@ -129,10 +133,18 @@ def train_seeds(name: str, data, seeds: int, epochs: int, jit_fn=jax.jit):
     # jax.jit, not _common.jit, except in smoke mode: these runs train longer
     # than they compile, and unoptimised code (level 0) runs the LSTM's scans
     # three times slower.
-    final, _, history = sweep(model, losses.softmax_cross_entropy, optim.adam(LEARNING_RATE),
-                              BATCH_SIZE, epochs, (x, t), start,
-                              jax.random.split(jax.random.key(2), seeds), evaluate=evaluate,
-                              compile=jit_fn)
+    final, _, history = sweep(
+        model,
+        losses.softmax_cross_entropy,
+        optim.adam(LEARNING_RATE),
+        BATCH_SIZE,
+        epochs,
+        (x, t),
+        start,
+        jax.random.split(jax.random.key(2), seeds),
+        evaluate=evaluate,
+        compile=jit_fn,
+    )
     return jax.tree.map(lambda a: a[0], final), np.asarray(history["evaluation"])
 
 
@@ -143,18 +155,23 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     train_rows = pick(mode, smoke=64, quick=2048, full=8192)
     keys = max(lengths)
     rng = np.random.default_rng(0)
-    numbers = {name: {"test_accuracy": [], "success_rate": [], "accuracy_per_epoch": []}
-               for name in MODELS}
+    numbers = {
+        name: {"test_accuracy": [], "success_rate": [], "accuracy_per_epoch": []} for name in MODELS
+    }
     maps = None
     for n in lengths:
         x, t, _ = recall_data(rng, train_rows, n, keys)
         x_test, t_test, asked = recall_data(rng, TEST_ROWS, n, keys)
         data = tuple(map(jnp.asarray, (x, t, x_test, t_test)))
         for name in MODELS:
-            progress(len(MODELS) * lengths.index(n) + MODELS.index(name),
-                     len(MODELS) * len(lengths), f"{name}, n={n}")
-            first, curves = train_seeds(name, data, seeds, epochs,
-                                        pick(mode, smoke=jit, quick=jax.jit, full=jax.jit))
+            progress(
+                len(MODELS) * lengths.index(n) + MODELS.index(name),
+                len(MODELS) * len(lengths),
+                f"{name}, n={n}",
+            )
+            first, curves = train_seeds(
+                name, data, seeds, epochs, pick(mode, smoke=jit, quick=jax.jit, full=jax.jit)
+            )
             accuracy = curves[:, -1]
             numbers[name]["test_accuracy"].append(seed_stats(accuracy))
             numbers[name]["success_rate"].append(float(np.mean(accuracy >= SUCCESS)))
@@ -165,7 +182,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     numbers["attention"] = maps
     settings = {
         "task": f"associative recall: n (key, value) pairs + a query; {VALUES} values, "
-                f"{keys} keys, distinct keys per sequence",
+        f"{keys} keys, distinct keys per sequence",
         "lengths_n": lengths,
         "train_rows": train_rows,
         "test_rows": TEST_ROWS,
@@ -173,7 +190,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         "seeds": seeds,
         "success_threshold": SUCCESS,
         "transformer": f"dense({WIDTH}), transformer_block({HEADS} heads, mlp {MLP_DIM}, gelu), "
-                       f"last_step, layer_norm, dense({VALUES})",
+        f"last_step, layer_norm, dense({VALUES})",
         "lstm": f"lstm({HIDDEN}), last_step, dense({VALUES})",
         "optimizer": f"adam({LEARNING_RATE}), batch {BATCH_SIZE}",
         "data_seed": "numpy default_rng(0); init keys split(key(1)); shuffling split(key(2))",
@@ -192,14 +209,23 @@ def judge(data: dict) -> Verdict:
     att_rate = np.asarray(numbers["transformer"]["success_rate"], float)
     rnn_rate = np.asarray(numbers["lstm"]["success_rate"], float)
     longest = int(np.argmax(lengths))
-    supported = bool(att[longest] >= SUCCESS and att_rate[longest] >= 0.5
-                     and rnn[longest] < att[longest] - 0.1 and rnn[longest] < rnn[0])
-    rows = ", ".join(f"n={n}: {a:.2f} vs {r:.2f}" for n, a, r in zip(lengths, att, rnn,
-                                                                        strict=True))
-    text = (f"test accuracy transformer vs LSTM (mean over seeds): {rows}; success rate at "
-            f"n={lengths[longest]}: {att_rate[longest]:.2f} vs {rnn_rate[longest]:.2f}")
-    summary = {f"transformer n={lengths[longest]}": round(float(att[longest]), 3),
-               f"lstm n={lengths[longest]}": round(float(rnn[longest]), 3)}
+    supported = bool(
+        att[longest] >= SUCCESS
+        and att_rate[longest] >= 0.5
+        and rnn[longest] < att[longest] - 0.1
+        and rnn[longest] < rnn[0]
+    )
+    rows = ", ".join(
+        f"n={n}: {a:.2f} vs {r:.2f}" for n, a, r in zip(lengths, att, rnn, strict=True)
+    )
+    text = (
+        f"test accuracy transformer vs LSTM (mean over seeds): {rows}; success rate at "
+        f"n={lengths[longest]}: {att_rate[longest]:.2f} vs {rnn_rate[longest]:.2f}"
+    )
+    summary = {
+        f"transformer n={lengths[longest]}": round(float(att[longest]), 3),
+        f"lstm n={lengths[longest]}": round(float(rnn[longest]), 3),
+    }
     return Verdict(text, supported, summary)
 
 
@@ -223,8 +249,9 @@ def draw(data: dict):
 
     ax = axes[1]
     for name in MODELS:
-        final = np.stack([np.asarray(c, float)[:, -1] for c in
-                          numbers[name]["accuracy_per_epoch"]], axis=1)  # (seeds, lengths)
+        final = np.stack(
+            [np.asarray(c, float)[:, -1] for c in numbers[name]["accuracy_per_epoch"]], axis=1
+        )  # (seeds, lengths)
         seed_band(ax, lengths, final, color=colors[name], label=name, style="o-")
     ax.axhline(1 / VALUES, color="gray", ls=":", label="chance")
     ax.set_xscale("log", base=2)
@@ -257,11 +284,13 @@ def draw(data: dict):
         for e in range(examples):
             for h in range(heads):
                 ax.plot(asked[e], e * heads + h, "r+", ms=7)
-        ax.set_yticks(np.arange(examples) * heads + (heads - 1) / 2,
-                      [f"ex {e}" for e in range(examples)])
+        ax.set_yticks(
+            np.arange(examples) * heads + (heads - 1) / 2, [f"ex {e}" for e in range(examples)]
+        )
         ax.set_xlabel("position attended to (last = the query itself)")
         ax.set_title(f"Query's attention, {heads} heads per example (+ = queried pair)")
-    fig.suptitle("Associative recall: attention reads the pair directly, the LSTM must remember",
-                 y=1.02)
+    fig.suptitle(
+        "Associative recall: attention reads the pair directly, the LSTM must remember", y=1.02
+    )
     fig.tight_layout()
     return fig

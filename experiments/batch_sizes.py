@@ -96,10 +96,17 @@ def _seed_runs(batch_size: int, epochs: int, seeds: int, x, t, learning_rates):
     keys = jax.random.split(jax.random.key(1), seeds)  # seed s: same init for every size
     init_keys, train_keys = zip(*(jax.random.split(key) for key in keys), strict=True)
     _, _, history = sweep(
-        model, LOSS, lambda point: optim.sgd(point["learning_rate"]), batch_size, epochs,
-        (x, t), init_many(model, init_keys, (x.shape[1],)), jnp.stack(train_keys),
+        model,
+        LOSS,
+        lambda point: optim.sgd(point["learning_rate"]),
+        batch_size,
+        epochs,
+        (x, t),
+        init_many(model, init_keys, (x.shape[1],)),
+        jnp.stack(train_keys),
         grid={"learning_rate": jnp.asarray(learning_rates, jnp.float32)},  # traced: one program
-        evaluate=lambda p, s, point: evaluate(p, x, t, s)[0], evaluate_start=True,
+        evaluate=lambda p, s, point: evaluate(p, x, t, s)[0],
+        evaluate_start=True,
     )  # optimisation level 0: see _common.jit
     return np.asarray(history["evaluation"])
 

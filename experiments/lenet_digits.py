@@ -56,9 +56,16 @@ IN_SHAPE = (8, 8, 1)
 
 def cnn() -> L.Layer:
     return L.serial(
-        L.conv2d(8, 3, padding="SAME"), L.relu(), L.max_pool2d(2),
-        L.conv2d(16, 3, padding="SAME"), L.relu(), L.max_pool2d(2),
-        L.flatten(), L.dense(32, W_init="he_normal"), L.relu(), L.dense(10),
+        L.conv2d(8, 3, padding="SAME"),
+        L.relu(),
+        L.max_pool2d(2),
+        L.conv2d(16, 3, padding="SAME"),
+        L.relu(),
+        L.max_pool2d(2),
+        L.flatten(),
+        L.dense(32, W_init="he_normal"),
+        L.relu(),
+        L.dense(10),
     )
 
 
@@ -117,10 +124,12 @@ def measure(mode: Mode, seeds: int | None) -> dict:
             "parameters": _count(jax.tree.map(lambda a: a[0], initial)),
         }
         if name == "CNN":  # seed 0's first-layer filters, (3, 3, 1, 8) -> (8, 3, 3)
-            numbers[name]["filters_before"] = np.moveaxis(np.asarray(initial[0]["W"][0, :, :, 0]),
-                                                          -1, 0)
-            numbers[name]["filters_after"] = np.moveaxis(np.asarray(final[0]["W"][0, :, :, 0]),
-                                                         -1, 0)
+            numbers[name]["filters_before"] = np.moveaxis(
+                np.asarray(initial[0]["W"][0, :, :, 0]), -1, 0
+            )
+            numbers[name]["filters_after"] = np.moveaxis(
+                np.asarray(final[0]["W"][0, :, :, 0]), -1, 0
+            )
     settings = {
         "seeds": seeds,
         "epochs": epochs,
@@ -129,7 +138,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         "split": "70/30 train/test, a new split per seed",
         "nets": {
             "CNN": "conv2d(8,3,SAME)-relu-maxpool2-conv2d(16,3,SAME)-relu-maxpool2-"
-                   "flatten-dense(32)-relu-dense(10)",
+            "flatten-dense(32)-relu-dense(10)",
             "MLP": "64-64-relu-10",
         },
     }
@@ -185,8 +194,7 @@ def draw(data: dict):
         ax.text(i, acc.min() - 0.004, f"{acc.mean():.4f}", ha="center", va="top")
     low = min(np.asarray(numbers[n]["test_accuracy"], float)[:, -1].min() for n in MODELS)
     ax.set_ylim(max(0.0, low - 0.03), 1.0)
-    ax.set_xticks(range(len(MODELS)),
-                  [f"{n}\n{numbers[n]['parameters']:,} params" for n in MODELS])
+    ax.set_xticks(range(len(MODELS)), [f"{n}\n{numbers[n]['parameters']:,} params" for n in MODELS])
     ax.set_ylabel("test accuracy after the last epoch")
     ax.set_title("final test accuracy (dots = seeds)")
 

@@ -94,8 +94,18 @@ def train_many(model, loss, learning_rate, start, x, t, epochs, probe, linear=Fa
 
     # Full batch: any key gives the same run, up to the order of the batch sum.
     same_key = jnp.stack([jax.random.key(0)] * len(jax.tree.leaves(start)[0]))
-    params, _, history = sweep(model, loss, optim.adam(learning_rate), m, epochs, (x, t), start,
-                               same_key, finish=finish, compile=jax.jit)
+    params, _, history = sweep(
+        model,
+        loss,
+        optim.adam(learning_rate),
+        m,
+        epochs,
+        (x, t),
+        start,
+        same_key,
+        finish=finish,
+        compile=jax.jit,
+    )
     cost = history["step_loss"][..., 0]  # the cost before each step
     return jax.device_get({"params": params, "history": cost, **history["final"]})
 
@@ -322,8 +332,11 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         result = {"linear_limit": linear_limit(x, t)}
         pictures[task] = {"x": x, "t": t}
         for act in activations:
-            progress(len(activations) * list(tasks).index(task) + activations.index(act), units,
-                     f"{task}, {act}")
+            progress(
+                len(activations) * list(tasks).index(task) + activations.index(act),
+                units,
+                f"{task}, {act}",
+            )
             model = classifier(act)
             out = train_many(
                 model,

@@ -130,9 +130,19 @@ def _success_sweep(arm, lags, T, seeds, epochs, compile_fn):
         return metrics.multiclass_accuracy(model.forward(p, lag["x_test"])[0], lag["t_test"])
 
     grid = {"x": x, "t": t, "x_test": x_test, "t_test": t_test}  # one point per lag
-    _, _, history = sweep(model, losses.softmax_cross_entropy, optim.adam(LEARNING_RATE), BATCH,
-                          epochs, lambda lag: (lag["x"], lag["t"]), start, keys, grid=grid,
-                          evaluate=evaluate, compile=compile_fn)
+    _, _, history = sweep(
+        model,
+        losses.softmax_cross_entropy,
+        optim.adam(LEARNING_RATE),
+        BATCH,
+        epochs,
+        lambda lag: (lag["x"], lag["t"]),
+        start,
+        keys,
+        grid=grid,
+        evaluate=evaluate,
+        compile=compile_fn,
+    )
     return np.asarray(history["evaluation"])
 
 
@@ -185,32 +195,43 @@ def _exploding(T, seeds, epochs, compile_fn):
     model = make_model("RNN", EXPLODE_HIDDEN)
     keys = jax.random.split(jax.random.key(5), seeds)
     params, state = init_many(model, keys, (T, SYMBOLS + 1))
-    wh = np.stack([np.asarray(jax.random.normal(jax.random.fold_in(k, 7),
-                                                (EXPLODE_HIDDEN, EXPLODE_HIDDEN)))
-                   for k in keys]) * (EXPLODE_GAIN / np.sqrt(EXPLODE_HIDDEN))
+    wh = np.stack(
+        [
+            np.asarray(
+                jax.random.normal(jax.random.fold_in(k, 7), (EXPLODE_HIDDEN, EXPLODE_HIDDEN))
+            )
+            for k in keys
+        ]
+    ) * (EXPLODE_GAIN / np.sqrt(EXPLODE_HIDDEN))
     params = (dict(params[0], Wh=wh.astype(np.float32)), *params[1:])
     radius = np.abs(np.linalg.eigvals(wh.astype(np.float64))).max(axis=1)
     grad = backprop(model, losses.softmax_cross_entropy)
 
     def evaluate(p, s):
-        return {"accuracy": metrics.multiclass_accuracy(model.forward(p, x_test)[0], t_test),
-                "param_norm": global_norm(p)}
+        return {
+            "accuracy": metrics.multiclass_accuracy(model.forward(p, x_test)[0], t_test),
+            "param_norm": global_norm(p),
+        }
 
     out = {"spectral_radius": radius}
     for label, clip in (("no clipping", None), (f"clip_norm={CLIP:g}", CLIP)):
         opt = optim.sgd(EXPLODE_LR)
         if clip is not None:  # clip the gradient's global norm, then the SGD step
             opt = optim.chain(optim.clip_by_global_norm(clip), opt)
-        run = train.make_train(model, losses.softmax_cross_entropy, opt, BATCH, TRAIN_ROWS,
-                               epochs, evaluate=evaluate)
+        run = train.make_train(
+            model, losses.softmax_cross_entropy, opt, BATCH, TRAIN_ROWS, epochs, evaluate=evaluate
+        )
 
         def one(p, s, key, run=run, opt=opt):
             g0 = global_norm(grad(p, x, t)[1])
             *_, history = run(p, opt.init(p), s, key, x, t)
-            start = {"accuracy": metrics.multiclass_accuracy(model.forward(p, x_test)[0], t_test),
-                     "param_norm": global_norm(p)}
-            curves = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), start,
-                                  history["evaluation"])
+            start = {
+                "accuracy": metrics.multiclass_accuracy(model.forward(p, x_test)[0], t_test),
+                "param_norm": global_norm(p),
+            }
+            curves = jax.tree.map(
+                lambda a, b: jnp.concatenate([a[None], b]), start, history["evaluation"]
+            )
             return g0, history["step_loss"].ravel(), curves
 
         g0, step_loss, curves = compile_fn(jax.vmap(one))(params, state, keys)
@@ -229,8 +250,9 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     seeds = num_seeds(mode, seeds, quick=8, full=16)
     lags = pick(mode, smoke=(2, 4), quick=(4, 8, 16), full=(4, 8, 16, 32, 64))
     epochs = pick(mode, smoke=1, quick=8, full=30)
-    arms = pick(mode, smoke=("RNN",),
-                quick=("RNN", "LSTM (forget bias 1)", "GRU"), full=tuple(CELLS))
+    arms = pick(
+        mode, smoke=("RNN",), quick=("RNN", "LSTM (forget bias 1)", "GRU"), full=tuple(CELLS)
+    )
     explode_epochs = pick(mode, smoke=1, quick=5, full=20)
     # smoke: XLA's level 0 (quicker compiles of programs too short to matter)
     compile_fn = pick(mode, smoke=jit, quick=jax.jit, full=jax.jit)
@@ -269,9 +291,16 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         "success_threshold": SUCCESS,
         "flow_T": flow_T,
         "flow_lags": list(flow_lags),
-        "explode": {"hidden": EXPLODE_HIDDEN, "gain": EXPLODE_GAIN, "lr": EXPLODE_LR,
-                    "optimizer": f"sgd(lr={EXPLODE_LR})", "lag": EXPLODE_LAG, "clip_norm": CLIP,
-                    "epochs": explode_epochs, "sequence_length": explode_T},
+        "explode": {
+            "hidden": EXPLODE_HIDDEN,
+            "gain": EXPLODE_GAIN,
+            "lr": EXPLODE_LR,
+            "optimizer": f"sgd(lr={EXPLODE_LR})",
+            "lag": EXPLODE_LAG,
+            "clip_norm": CLIP,
+            "epochs": explode_epochs,
+            "sequence_length": explode_T,
+        },
     }
     return {"settings": settings, "numbers": numbers}
 
@@ -281,8 +310,10 @@ def measure(mode: Mode, seeds: int | None) -> dict:
 
 def _success_rates(numbers) -> dict:
     """{arm: success rate per lag}."""
-    return {arm: (np.asarray(v["test_accuracy"], float)[:, :, -1] >= SUCCESS).mean(axis=1)
-            for arm, v in numbers["recall"].items()}
+    return {
+        arm: (np.asarray(v["test_accuracy"], float)[:, :, -1] >= SUCCESS).mean(axis=1)
+        for arm, v in numbers["recall"].items()
+    }
 
 
 def _flow(numbers) -> dict:
@@ -315,8 +346,11 @@ def judge(data: dict) -> Verdict:
     vanishing = bool(rnn_flow[-1] < 1e-6 * rnn_flow[0] and lstm_flow[-1] >= 1e3 * rnn_flow[-1])
     gated = {arm: r for arm, r in rates.items() if arm != "RNN"}
     best = max(gated, key=lambda a: gated[a].sum(), default=None)  # smoke: RNN only
-    recall = bool(best is not None and rates["RNN"][-1] < rates["RNN"][0]
-                  and gated[best].sum() > rates["RNN"].sum())
+    recall = bool(
+        best is not None
+        and rates["RNN"][-1] < rates["RNN"][0]
+        and gated[best].sum() > rates["RNN"].sum()
+    )
     ex = numbers["exploding"]
     clip_label = f"clip_norm={CLIP:g}"
     unclipped, clipped = ex["no clipping"], ex[clip_label]
@@ -327,8 +361,7 @@ def judge(data: dict) -> Verdict:
     grad0 = float(np.median(np.asarray(unclipped["initial_grad_norm"], float)))
     exploding = bool((nonfinite_u > 0 or norm_u >= 10 * norm_c) and nonfinite_c == 0)
     seeds = settings["seeds"]
-    rate_text = "; ".join(
-        f"{arm} " + " ".join(f"{r:.2f}" for r in rates[arm]) for arm in rates)
+    rate_text = "; ".join(f"{arm} " + " ".join(f"{r:.2f}" for r in rates[arm]) for arm in rates)
     k = settings["flow_lags"]
     flow_text = ", ".join(f"{arm} {v[0]:.1e}->{v[-1]:.1e}" for arm, v in flow.items())
     text = (
@@ -342,9 +375,14 @@ def judge(data: dict) -> Verdict:
     )
     summary = {f"success_{arm}_L{lags[-1]}": float(rates[arm][-1]) for arm in rates}
     summary.update({f"flow_{arm}_k{k[-1]}": float(v[-1]) for arm, v in flow.items()})
-    summary.update({"explode_nonfinite_unclipped": nonfinite_u,
-                    "explode_nonfinite_clipped": nonfinite_c,
-                    "explode_param_norm_unclipped": norm_u, "explode_param_norm_clipped": norm_c})
+    summary.update(
+        {
+            "explode_nonfinite_unclipped": nonfinite_u,
+            "explode_nonfinite_clipped": nonfinite_c,
+            "explode_param_norm_unclipped": norm_u,
+            "explode_param_norm_clipped": norm_c,
+        }
+    )
     return Verdict(text, vanishing and recall and exploding, summary)
 
 
@@ -360,9 +398,13 @@ def draw(data: dict):
     ax = axes[0]
     for arm, r in rates.items():
         ax.plot(lags, r, "o-", color=COLORS[arm], label=arm)
-    ax.set(xscale="log", xlabel="lag L (steps between the marked symbol and the answer)",
-           ylabel=f"fraction of seeds with test accuracy >= {SUCCESS}", ylim=(-0.05, 1.05),
-           title=f"marked-symbol recall, {settings['seeds']} seeds, {settings['steps']} Adam steps")
+    ax.set(
+        xscale="log",
+        xlabel="lag L (steps between the marked symbol and the answer)",
+        ylabel=f"fraction of seeds with test accuracy >= {SUCCESS}",
+        ylim=(-0.05, 1.05),
+        title=f"marked-symbol recall, {settings['seeds']} seeds, {settings['steps']} Adam steps",
+    )
     ax.set_xticks(lags, [str(v) for v in lags])
     ax.legend()
     ax.grid(alpha=0.3)
@@ -376,27 +418,42 @@ def draw(data: dict):
             values = np.maximum(np.asarray(v[key], float), 1e-38)
             mean = np.exp(np.log(values).mean(axis=0))
             label = f"{arm}: {'cell c' if key == 'c' else 'h'}"
-            ax.plot(k, mean, style, color=COLORS[arm], label=label,
-                    alpha=1.0 if key == "c" or "LSTM" not in arm else 0.5)
-    ax.set(xscale="log", yscale="log", xlabel="k (steps before the loss)",
-           ylabel="per-example ||dJ/dh_{T-k}|| (geo. mean over seeds)",
-           title=f"gradient flow at initialisation, T = {settings['flow_T']}")
+            ax.plot(
+                k,
+                mean,
+                style,
+                color=COLORS[arm],
+                label=label,
+                alpha=1.0 if key == "c" or "LSTM" not in arm else 0.5,
+            )
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="k (steps before the loss)",
+        ylabel="per-example ||dJ/dh_{T-k}|| (geo. mean over seeds)",
+        title=f"gradient flow at initialisation, T = {settings['flow_T']}",
+    )
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
 
     ex = numbers["exploding"]
     e = settings["explode"]
-    for ax, key, ylabel in ((axes[2], "param_norm", "global parameter norm"),
-                            (axes[3], "accuracy", "test accuracy")):
+    for ax, key, ylabel in (
+        (axes[2], "param_norm", "global parameter norm"),
+        (axes[3], "accuracy", "test accuracy"),
+    ):
         for i, label in enumerate(k_ for k_ in ex if k_ != "spectral_radius"):
             values = np.asarray(ex[label][key], float)
             epochs = np.arange(values.shape[1])
             for row in values:
                 ax.plot(epochs, row, color=f"C{i}", alpha=0.3)
             ax.plot(epochs, np.median(values, axis=0), color=f"C{i}", lw=2.5, label=label)
-        ax.set(xlabel="epoch", ylabel=ylabel,
-               title=f"exploding RNN({e['hidden']}), gain {e['gain']:g}, SGD {e['lr']:g}, "
-                     f"lag {e['lag']}")
+        ax.set(
+            xlabel="epoch",
+            ylabel=ylabel,
+            title=f"exploding RNN({e['hidden']}), gain {e['gain']:g}, SGD {e['lr']:g}, "
+            f"lag {e['lag']}",
+        )
         if key == "param_norm":
             ax.set_yscale("log")
         ax.legend()

@@ -233,10 +233,17 @@ def _digits_runs(names, epochs: int, seeds: int, factors=DIGITS_FACTORS, batch_s
         lrs = [DIGITS_LR[name] * f for f in factors]
         make = OPTIMIZERS[name]
         _, _, history = sweep(
-            model, loss, lambda point, make=make: make(point["learning_rate"]), batch_size,
-            epochs, (x_tr, t_tr), start, jnp.stack(train_keys),
+            model,
+            loss,
+            lambda point, make=make: make(point["learning_rate"]),
+            batch_size,
+            epochs,
+            (x_tr, t_tr),
+            start,
+            jnp.stack(train_keys),
             grid={"learning_rate": jnp.asarray(lrs, F32)},  # traced: one program for every rate
-            evaluate=probe, evaluate_start=True,
+            evaluate=probe,
+            evaluate_start=True,
         )
         curves, test_acc = history["evaluation"]
         test_acc = test_acc[:, :, -1]
@@ -386,8 +393,13 @@ def draw(data: dict):
     for name, r in numbers["digits"].items():
         curves = np.asarray(r["curves"], dtype=float)
         acc = np.mean(r["test_accuracy"])
-        seed_band(ax, np.arange(curves.shape[1]), curves, color=COLORS[name],
-                  label=f"{name} lr {r['lr']:.3g} (test acc {acc:.3f})")
+        seed_band(
+            ax,
+            np.arange(curves.shape[1]),
+            curves,
+            color=COLORS[name],
+            label=f"{name} lr {r['lr']:.3g} (test acc {acc:.3f})",
+        )
     ax.set(
         yscale="log",
         xlabel="epoch",

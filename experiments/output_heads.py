@@ -353,8 +353,10 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     )
     heads["multilabel"] = {"accuracy": acc, "exact_match": exact, "final_train_loss": loss}
 
-    three_class = {name: _three_class(name, three_epochs, seeds, hidden, 13)
-                   for name in tracked(three_sets, start=3, total=units)}
+    three_class = {
+        name: _three_class(name, three_epochs, seeds, hidden, 13)
+        for name in tracked(three_sets, start=3, total=units)
+    }
     numbers = {"heads": heads, "three_class": three_class}
 
     settings = {

@@ -104,9 +104,19 @@ def train_seeds(x, t, keys, sweeps: int):
     start = init_many(model, keys, (x.shape[1],))
     # Full batch: nothing is drawn at random, any key gives the same run.
     same_key = jnp.stack([jax.random.key(0)] * len(keys))
-    params, _, history = sweep(model, losses.mse, opt, m, sweeps, (x, t), start, same_key,
-                               evaluate=lambda p, s, point: worst(p, s), finish=finish,
-                               compile=jax.jit)
+    params, _, history = sweep(
+        model,
+        losses.mse,
+        opt,
+        m,
+        sweeps,
+        (x, t),
+        start,
+        same_key,
+        evaluate=lambda p, s, point: worst(p, s),
+        finish=finish,
+        compile=jax.jit,
+    )
     return jax.device_get({"params": params, "worst": history["evaluation"], **history["final"]})
 
 

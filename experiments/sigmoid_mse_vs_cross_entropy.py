@@ -198,8 +198,15 @@ def draw(data: dict):
         for ax_, field in ((axes[1, 0], "accuracy"), (axes[1, 1], "o_positive")):
             curves = np.asarray(run[field])
             epochs = np.arange(curves.shape[1])
-            seed_band(ax_, epochs, curves, color=color, style=ls, alpha=0.15,
-                      label=f"{names[key[0]]}, {start}")
+            seed_band(
+                ax_,
+                epochs,
+                curves,
+                color=color,
+                style=ls,
+                alpha=0.15,
+                label=f"{names[key[0]]}, {start}",
+            )
     axes[1, 0].set_ylabel("training accuracy")
     axes[1, 0].set_title(f"Moons, 2-8-1 net, full-batch GD ({SPREAD})")
     axes[1, 1].set_ylabel("mean output o on the t = 1 examples")

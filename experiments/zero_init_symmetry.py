@@ -173,8 +173,7 @@ def draw(data: dict):
         epochs = np.arange(1, curves.shape[1] + 1)
         acc = numbers[arm]["test_accuracy"]
         label = f"{arm} (test acc {acc['mean']:.2f} ± {acc['std']:.2f})"
-        seed_band(ax, epochs, curves, color=colors[arm], style=styles[arm], label=label,
-                  alpha=0.25)
+        seed_band(ax, epochs, curves, color=colors[arm], style=styles[arm], label=label, alpha=0.25)
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss (cross-entropy, nats)")
     ax.set_title(f"Training loss ({SPREAD})")

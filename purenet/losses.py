@@ -240,16 +240,25 @@ def _sequence_targets(y, t):
     mask = None
     if isinstance(t, tuple | list):
         if len(t) != 2:
-            _checks.fail("t", "integer labels (m, T) or a pair (labels, mask)",
-                         f"a {type(t).__name__} of length {len(t)}")
+            _checks.fail(
+                "t",
+                "integer labels (m, T) or a pair (labels, mask)",
+                f"a {type(t).__name__} of length {len(t)}",
+            )
         t, mask = t
     _checks.array("t", t)
     if tuple(jnp.shape(t)) != (m, T):
-        _checks.fail("t", f"integer labels of shape ({m}, {T}), one per step of y",
-                     f"shape {tuple(jnp.shape(t))}")
+        _checks.fail(
+            "t",
+            f"integer labels of shape ({m}, {T}), one per step of y",
+            f"shape {tuple(jnp.shape(t))}",
+        )
     if not jnp.issubdtype(jnp.result_type(t), jnp.integer):
-        _checks.fail("t", "integer class labels (sequence targets are never one-hot)",
-                     f"dtype {jnp.result_type(t)}")
+        _checks.fail(
+            "t",
+            "integer class labels (sequence targets are never one-hot)",
+            f"dtype {jnp.result_type(t)}",
+        )
     if _checks.is_concrete(t):
         arr = np.asarray(t)
         bad = arr[((arr < 0) & (arr != IGNORE_LABEL)) | (arr >= k)]
@@ -259,8 +268,11 @@ def _sequence_targets(y, t):
     if mask is not None:
         _checks.array("mask", mask)
         if tuple(jnp.shape(mask)) != (m, T):
-            _checks.fail("mask", f"a mask of the targets' shape ({m}, {T})",
-                         f"shape {tuple(jnp.shape(mask))}")
+            _checks.fail(
+                "mask",
+                f"a mask of the targets' shape ({m}, {T})",
+                f"shape {tuple(jnp.shape(mask))}",
+            )
         weights = weights * jnp.asarray(mask).astype(y.dtype)
     return jnp.where(t == IGNORE_LABEL, 0, t), weights
 

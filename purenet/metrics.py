@@ -211,8 +211,11 @@ def sequence_accuracy(y: jax.Array, t) -> jax.Array:
     mask = None
     if isinstance(t, tuple | list):
         if len(t) != 2:
-            _checks.fail("t", "integer labels (m, T) or a pair (labels, mask)",
-                         f"a {type(t).__name__} of length {len(t)}")
+            _checks.fail(
+                "t",
+                "integer labels (m, T) or a pair (labels, mask)",
+                f"a {type(t).__name__} of length {len(t)}",
+            )
         t, mask = t
     _checks.array("t", t)
     if jnp.shape(t) != tuple(y.shape[:2]):

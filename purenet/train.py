@@ -289,6 +289,7 @@ def check_data(
                 "a bool array (True at valid positions)",
                 f"dtype {jnp.result_type(mask)}",
             )
+
     # Static checks of the model (params against its init), the mask and the
     # loss on the real shapes, no compute. `t` stays concrete (closed over,
     # not traced), so the loss checks its label values by its own rule
@@ -319,7 +320,7 @@ def _check_fit_arguments(
     model, loss, params, state, x, t, mask, epochs, batch_size, start_epoch, validation
 ):
     """Every check of [`fit`][purenet.train.fit], once, before any work. Returns the number of
-rows."""
+    rows."""
     epochs = _checks.positive_int("epochs", epochs)
     if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
         _checks.fail("start_epoch", "a non-negative integer", repr(start_epoch))

@@ -37,8 +37,11 @@ CASES = {
     "multi_head_attention": (L.multi_head_attention(2), X, MASK),
     "multi_head_attention_causal": (L.multi_head_attention(2, causal=True), X, None),
     "multi_head_attention_flash": (L.multi_head_attention(2, causal=True, flash=True), X, MASK),
-    "scaled_dot_product_attention": (L.scaled_dot_product_attention(causal=True),
-                                     (X, _normal(2, (M, T, D)), _normal(3, (M, T, 2))), MASK),
+    "scaled_dot_product_attention": (
+        L.scaled_dot_product_attention(causal=True),
+        (X, _normal(2, (M, T, D)), _normal(3, (M, T, 2))),
+        MASK,
+    ),
     "position_embedding": (L.position_embedding(7), X, None),
     "sinusoidal_positions": (L.sinusoidal_positions(), X, None),
     "transformer_block": (L.transformer_block(D, 2, mlp_dim=8, causal=True), X, MASK),
@@ -95,8 +98,9 @@ def test_cache_crosses_jit_vmap_and_nan_propagates(name):
     dys = jnp.stack([dy, 2 * dy])
     ys, grads = jax.vmap(both)(xs, dys)
     _assert_trees_close(jax.tree.map(lambda a: a[0], (ys, grads)), (y, eager))
-    _assert_trees_close(jax.tree.map(lambda a: a[1], (ys, grads)),
-                        both(jax.tree.map(lambda a: a[::-1], x), 2 * dy))
+    _assert_trees_close(
+        jax.tree.map(lambda a: a[1], (ys, grads)), both(jax.tree.map(lambda a: a[::-1], x), 2 * dy)
+    )
 
     # NaN in x (example 0, last step) gives NaN out; NaN in dy gives NaN in dx
     # (or, for integer ids, which have no gradient, in dparams)
@@ -108,8 +112,9 @@ def test_cache_crosses_jit_vmap_and_nan_propagates(name):
     dy_nan = dy.reshape(-1).at[0].set(jnp.nan).reshape(dy.shape)
     dparams, dx = backward(params, cache_jit, dy_nan)
     target = dparams if ids else dx
-    assert any(bool(jnp.any(jnp.isnan(a))) for a in jax.tree.leaves(target)), \
+    assert any(bool(jnp.any(jnp.isnan(a))) for a in jax.tree.leaves(target)), (
         "backward swallowed a NaN in dy"
+    )
 
 
 def _drop_key(params):
@@ -120,8 +125,11 @@ def _drop_key(params):
         for i, p in enumerate(params):
             dropped = _drop_key(p)
             if dropped is not None:
-                return type(params)(params[:i]) + type(params)((dropped,)) + \
-                    type(params)(params[i + 1:])
+                return (
+                    type(params)(params[:i])
+                    + type(params)((dropped,))
+                    + type(params)(params[i + 1 :])
+                )
     return None
 
 
@@ -151,10 +159,15 @@ def test_names_and_children():
     bi = L.bidirectional(L.gru(6))
     assert [k for k, _ in bi.children] == ["forward", "backward"]
     _, params, _ = bi.init(KEY, (T, D))
-    bad = {"forward": params["forward"], "backward": {**params["backward"],
-                                                      "Wh": jnp.zeros((6, 1))}}
-    with pytest.raises(ValueError, match=r"^params\['backward'\]\['Wh'\] "
-                                         r"\(bidirectional\[backward\], gru\(6\)\)"):
+    bad = {
+        "forward": params["forward"],
+        "backward": {**params["backward"], "Wh": jnp.zeros((6, 1))},
+    }
+    with pytest.raises(
+        ValueError,
+        match=r"^params\['backward'\]\['Wh'\] "
+        r"\(bidirectional\[backward\], gru\(6\)\)",
+    ):
         bi.forward(bad, X)
     block = L.transformer_block(D, 2)
     _, params, _ = block.init(KEY, (T, D))

@@ -95,9 +95,18 @@ def stand_in(features: int, crop: int) -> L.Layer:
 def lenet5_without_convolutions() -> L.Layer:
     """`benchmarks.conv.lenet5` with each convolution a `stand_in`."""
     return L.serial(
-        stand_in(6, 0), L.relu(), L.max_pool2d(2),
-        stand_in(16, 4), L.relu(), L.max_pool2d(2),
-        L.flatten(), L.dense(120), L.relu(), L.dense(84), L.relu(), L.dense(10),
+        stand_in(6, 0),
+        L.relu(),
+        L.max_pool2d(2),
+        stand_in(16, 4),
+        L.relu(),
+        L.max_pool2d(2),
+        L.flatten(),
+        L.dense(120),
+        L.relu(),
+        L.dense(84),
+        L.relu(),
+        L.dense(10),
     )
 
 
@@ -111,16 +120,21 @@ def conv_flop() -> int:
 def bound() -> None:
     x, t = _data((28, 28, 1), BATCH)
     steps = {}
-    for name, model in (("LeNet-5 step", lenet5()),
-                        ("without convolutions", lenet5_without_convolutions())):
+    for name, model in (
+        ("LeNet-5 step", lenet5()),
+        ("without convolutions", lenet5_without_convolutions()),
+    ):
         _, params, _ = model.init(jax.random.key(0), (28, 28, 1), jnp.float32)
-        steps[name] = median_ms(purenet.backprop(model, losses.softmax_cross_entropy), params, x, t,
-                                calls=60)
+        steps[name] = median_ms(
+            purenet.backprop(model, losses.softmax_cross_entropy), params, x, t, calls=60
+        )
         print(f"{name:32s} {steps[name]:6.2f} ms")
     flop = conv_flop()
     rest = steps["without convolutions"]
-    print(f"convolution products per step: {flop / 1e6:.0f} MFLOP, now at "
-          f"{flop / (steps['LeNet-5 step'] - rest) / 1e6:.0f} GFLOP/s")
+    print(
+        f"convolution products per step: {flop / 1e6:.0f} MFLOP, now at "
+        f"{flop / (steps['LeNet-5 step'] - rest) / 1e6:.0f} GFLOP/s"
+    )
     _, params, _ = lenet5().init(jax.random.key(0), (28, 28, 1), jnp.float32)
     step, info = torch_step("LeNet-5", params, x, t)
     if step is None:
@@ -128,14 +142,18 @@ def bound() -> None:
         return
     torch_ms = median_thunk_ms(step)
     torch_rest = median_thunk_ms(_torch_without_convolutions(params, x, t))
-    print(f"PyTorch eager step ({info}) {torch_ms:.2f} ms, without convolutions "
-          f"{torch_rest:.2f} ms: its convolutions at {flop / (torch_ms - torch_rest) / 1e6:.0f} "
-          "GFLOP/s")
+    print(
+        f"PyTorch eager step ({info}) {torch_ms:.2f} ms, without convolutions "
+        f"{torch_rest:.2f} ms: its convolutions at {flop / (torch_ms - torch_rest) / 1e6:.0f} "
+        "GFLOP/s"
+    )
     goal = torch_ms / 1.5
-    print(f"goal {goal:.2f} ms: purenet's convolutions would need "
-          f"{flop / (goal - rest) / 1e6:.0f} GFLOP/s" if goal > rest
-          else f"goal {goal:.2f} ms is below purenet's step without convolutions")
-
+    print(
+        f"goal {goal:.2f} ms: purenet's convolutions would need "
+        f"{flop / (goal - rest) / 1e6:.0f} GFLOP/s"
+        if goal > rest
+        else f"goal {goal:.2f} ms is below purenet's step without convolutions"
+    )
 
 
 def _torch_without_convolutions(params, x, t):
@@ -143,8 +161,10 @@ def _torch_without_convolutions(params, x, t):
     import torch
 
     F = torch.nn.functional
-    dense = [{k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in params[i].items()}
-             for i in (7, 9, 11)]
+    dense = [
+        {k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in params[i].items()}
+        for i in (7, 9, 11)
+    ]
     w = [torch.ones(f, requires_grad=True) for f in (6, 16)]
     xt = torch.tensor(np.asarray(x)).permute(0, 3, 1, 2).contiguous()  # NCHW
     tt = torch.tensor(np.asarray(t)).long()

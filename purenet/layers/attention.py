@@ -122,8 +122,11 @@ from purenet.params import get_initializer, normal
 def _check_mask_dtype(mask) -> None:
     _checks.array("mask", mask)
     if jnp.dtype(mask.dtype) != jnp.dtype(bool):
-        _checks.fail("mask", "a boolean mask (True where a position may be attended to)",
-                     f"dtype {mask.dtype}")
+        _checks.fail(
+            "mask",
+            "a boolean mask (True where a position may be attended to)",
+            f"dtype {mask.dtype}",
+        )
 
 
 def _allowed(mask, causal: bool, m: int, heads: int, Tq: int, Tk: int):
@@ -138,8 +141,11 @@ def _allowed(mask, causal: bool, m: int, heads: int, Tq: int, Tk: int):
         except ValueError:
             shape = None
         if shape != full:
-            _checks.fail("mask", f"a boolean mask broadcastable to (m, heads, Tq, Tk) = {full}",
-                         f"shape {tuple(mask.shape)}")
+            _checks.fail(
+                "mask",
+                f"a boolean mask broadcastable to (m, heads, Tq, Tk) = {full}",
+                f"shape {tuple(mask.shape)}",
+            )
         allowed = mask
     if causal:
         # Query i sees keys j <= i (top-left aligned when Tq != Tk, as torch's is_causal).
@@ -219,8 +225,12 @@ def attention_forward(q, k, v, mask=None, *, causal: bool = False, flash: bool =
     m, Tq, heads, d_k = q.shape
     Tk = k.shape[1]
     if k.shape != (m, Tk, heads, d_k) or v.shape[:3] != (m, Tk, heads):
-        _checks.fail("k", f"keys (m, Tk, heads, {d_k}) and values (m, Tk, heads, d_v) matching "
-                     f"q {tuple(q.shape)}", f"k {tuple(k.shape)}, v {tuple(v.shape)}")
+        _checks.fail(
+            "k",
+            f"keys (m, Tk, heads, {d_k}) and values (m, Tk, heads, d_v) matching "
+            f"q {tuple(q.shape)}",
+            f"k {tuple(k.shape)}, v {tuple(v.shape)}",
+        )
     allowed = _allowed(mask, causal, m, heads, Tq, Tk)
     q_scaled = q * (1.0 / math.sqrt(d_k))  # scale the (T, d) queries, not the (T, T) logits
     S = jnp.einsum("mqhd,mkhd->mhqk", q_scaled, k)
@@ -228,8 +238,15 @@ def attention_forward(q, k, v, mask=None, *, causal: bool = False, flash: bool =
         lse, P = _logsumexp_rows(S, allowed)
         out = jnp.einsum("mhqk,mkhd->mqhd", P, v)
         mask_kept = None if mask is None else jnp.asarray(mask)
-        return out, {"q": q_scaled, "k": k, "v": v, "lse": lse, "out": out,
-                     "mask": mask_kept, "causal": Static(bool(causal))}
+        return out, {
+            "q": q_scaled,
+            "k": k,
+            "v": v,
+            "lse": lse,
+            "out": out,
+            "mask": mask_kept,
+            "causal": Static(bool(causal)),
+        }
     P = _softmax_rows(S, allowed)
     out = jnp.einsum("mhqk,mkhd->mqhd", P, v)
     return out, (q_scaled, k, v, P, out)
@@ -270,12 +287,18 @@ def attention_backward(cache, dout):
 def _check_padding(mask, m: int, T: int, layer: str) -> None:
     """A padding mask: a boolean array of shape `(m, T)`, True at valid positions."""
     if not hasattr(mask, "shape") or not hasattr(mask, "dtype"):
-        _checks.fail("mask", f"a boolean padding mask of shape (m, T) = {(m, T)} for {layer}",
-                     type(mask).__name__)
+        _checks.fail(
+            "mask",
+            f"a boolean padding mask of shape (m, T) = {(m, T)} for {layer}",
+            type(mask).__name__,
+        )
     _check_mask_dtype(mask)
     if tuple(mask.shape) != (m, T):
-        _checks.fail("mask", f"a boolean padding mask of shape (m, T) = {(m, T)} for {layer}",
-                     f"shape {tuple(mask.shape)}")
+        _checks.fail(
+            "mask",
+            f"a boolean padding mask of shape (m, T) = {(m, T)} for {layer}",
+            f"shape {tuple(mask.shape)}",
+        )
 
 
 # ------------------------------------------------- scaled dot-product layer
@@ -304,16 +327,22 @@ def scaled_dot_product_attention(causal: bool = False, *, flash: bool = False) -
 
     def init(key, in_shape, dtype=jnp.float32):
         if not isinstance(in_shape, tuple | list) or len(in_shape) != 3:
-            _checks.fail("in_shape", "the shapes of (q, k, v) for "
-                         "scaled_dot_product_attention", repr(in_shape))
+            _checks.fail(
+                "in_shape",
+                "the shapes of (q, k, v) for scaled_dot_product_attention",
+                repr(in_shape),
+            )
         q, k, v = (as_shape(s, f"in_shape[{i}]") for i, s in enumerate(in_shape))
         return q[:-1] + (v[-1],), (), ()
 
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not isinstance(x, tuple | list) or len(x) != 3:
-            _checks.fail("x", "a tuple (q, k, v) for scaled_dot_product_attention "
-                         "(the padding mask is the keyword mask)", type(x).__name__
-                         if not isinstance(x, tuple | list) else f"length {len(x)}")
+            _checks.fail(
+                "x",
+                "a tuple (q, k, v) for scaled_dot_product_attention "
+                "(the padding mask is the keyword mask)",
+                type(x).__name__ if not isinstance(x, tuple | list) else f"length {len(x)}",
+            )
         q, k, v = x
         one_head = jnp.ndim(q) == 3
         if one_head:
@@ -332,8 +361,12 @@ def scaled_dot_product_attention(causal: bool = False, *, flash: bool = False) -
             grads = tuple(g[:, :, 0] for g in grads)
         return (), grads
 
-    return make_layer(init, forward, backward,
-                      name="scaled_dot_product_attention" + ("(causal)" if causal else ""))
+    return make_layer(
+        init,
+        forward,
+        backward,
+        name="scaled_dot_product_attention" + ("(causal)" if causal else ""),
+    )
 
 
 # -------------------------------------------------- multi-head self-attention
@@ -348,13 +381,15 @@ def _sequence_shape(in_shape, layer: str):
 
 def _check_heads(heads: int, d: int) -> int:
     if d % heads:
-        _checks.fail("heads", f"a number of heads that divides the model width d = {d}",
-                     f"heads = {heads}")
+        _checks.fail(
+            "heads", f"a number of heads that divides the model width d = {d}", f"heads = {heads}"
+        )
     return d // heads
 
 
-def multi_head_attention(heads: int, *, causal: bool = False, flash: bool = False,
-                         W_init="xavier_uniform") -> Layer:
+def multi_head_attention(
+    heads: int, *, causal: bool = False, flash: bool = False, W_init="xavier_uniform"
+) -> Layer:
     """Multi-head self-attention (Vaswani et al. 2017, section 3.2.2) on `(m, T, d)`.
 
     ```text
@@ -426,8 +461,11 @@ def multi_head_attention(heads: int, *, causal: bool = False, flash: bool = Fals
         check_rank(x, 3, "multi_head_attention", "(m, T, d)")
         d = params["Wq"].shape[0]
         if x.shape[-1] != d:
-            _checks.fail("x", f"a batch of shape (m, T, {d}) for multi_head_attention",
-                         f"shape {tuple(x.shape)}")
+            _checks.fail(
+                "x",
+                f"a batch of shape (m, T, {d}) for multi_head_attention",
+                f"shape {tuple(x.shape)}",
+            )
         d_head = _check_heads(heads, d)
         m, T, _ = x.shape
         if mask is not None:
@@ -436,8 +474,9 @@ def multi_head_attention(heads: int, *, causal: bool = False, flash: bool = Fals
         b = jnp.concatenate([params["bq"], params["bk"], params["bv"]])
         qkv = (x @ W + b).reshape(m, T, 3, heads, d_head)
         padding = None if mask is None else mask[:, None, None, :]
-        o, attention = attention_forward(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], padding,
-                                         causal=causal, flash=flash)
+        o, attention = attention_forward(
+            qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], padding, causal=causal, flash=flash
+        )
         o = o.reshape(m, T, d)
         y = o @ params["Wo"] + params["bo"]
         return y, (x, o, attention)
@@ -474,8 +513,11 @@ def multi_head_attention(heads: int, *, causal: bool = False, flash: bool = Fals
 def _check_positions(x, max_len: int | None, layer: str):
     check_rank(x, 3, layer, "(m, T, d)")
     if max_len is not None and x.shape[1] > max_len:
-        _checks.fail("x", f"a sequence of at most max_len = {max_len} positions for {layer}",
-                     f"T = {x.shape[1]}")
+        _checks.fail(
+            "x",
+            f"a sequence of at most max_len = {max_len} positions for {layer}",
+            f"T = {x.shape[1]}",
+        )
 
 
 def position_embedding(max_len: int, W_init=None) -> Layer:
@@ -497,8 +539,11 @@ def position_embedding(max_len: int, W_init=None) -> Layer:
     def init(key, in_shape, dtype=jnp.float32):
         T, d = _sequence_shape(in_shape, "position_embedding")
         if T > max_len:
-            _checks.fail("in_shape", f"a sequence of at most max_len = {max_len} positions for "
-                         "position_embedding", f"T = {T}")
+            _checks.fail(
+                "in_shape",
+                f"a sequence of at most max_len = {max_len} positions for position_embedding",
+                f"T = {T}",
+            )
         return tuple(in_shape), {"W": W_init(key, (max_len, d), dtype)}, ()
 
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
@@ -558,9 +603,15 @@ def sinusoidal_positions() -> Layer:
 _ACTIVATIONS = {"gelu": gelu, "gelu_tanh": gelu_tanh, "relu": relu}
 
 
-def transformer_block(width: int, heads: int, *, mlp_dim: int | None = None,
-                      causal: bool = False, activation: str = "gelu",
-                      eps: float = 1e-5) -> Layer:
+def transformer_block(
+    width: int,
+    heads: int,
+    *,
+    mlp_dim: int | None = None,
+    causal: bool = False,
+    activation: str = "gelu",
+    eps: float = 1e-5,
+) -> Layer:
     """A pre-layer-norm transformer block (GPT-2; Xiong et al. 2020) on `(m, T, width)`:
 
     ```text
@@ -594,21 +645,20 @@ def transformer_block(width: int, heads: int, *, mlp_dim: int | None = None,
     _check_heads(heads, width)
     net = serial(
         residual(serial(layer_norm(eps), multi_head_attention(heads, causal=causal))),
-        residual(serial(layer_norm(eps), dense(mlp_dim), _ACTIVATIONS[activation](),
-                        dense(width))),
+        residual(serial(layer_norm(eps), dense(mlp_dim), _ACTIVATIONS[activation](), dense(width))),
     )
     name = f"transformer_block({width}, {heads})"
 
     def init(key, in_shape, dtype=jnp.float32):
         T, d = _sequence_shape(in_shape, "transformer_block")
         if d != width:
-            _checks.fail("in_shape", f"a sequence shape (T, {width}) for {name}",
-                         repr(in_shape))
+            _checks.fail("in_shape", f"a sequence shape (T, {width}) for {name}", repr(in_shape))
         return net.init(key, in_shape, dtype)
 
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
         with within(name, net):
             return net.forward(params, x, state=state, train=train, key=key, mask=mask)
 
-    return make_layer(init, forward, net.backward, net.update_state, name=name,
-                      children=((None, net),))
+    return make_layer(
+        init, forward, net.backward, net.update_state, name=name, children=((None, net),)
+    )

@@ -99,8 +99,9 @@ def int_tuple(name: str, value: int | tuple[int, ...], n: int) -> tuple[int, ...
     """A positive int or a sequence of `n` positive ints, as an `n`-tuple."""
     if isinstance(value, tuple | list):
         if len(value) != n:
-            _checks.fail(name, f"a positive integer or a tuple of {n} positive integers",
-                         repr(value))
+            _checks.fail(
+                name, f"a positive integer or a tuple of {n} positive integers", repr(value)
+            )
         return tuple(_checks.positive_int(f"{name}[{i}]", v) for i, v in enumerate(value))
     return (_checks.positive_int(name, value),) * n
 
@@ -121,8 +122,9 @@ def padding_spec(padding: str | tuple, n: int) -> str | tuple[tuple[int, int], .
     each an int or a `(low, high)` pair; and, for one spatial axis, a bare
     `(low, high)` pair.
     """
-    expected = (f"'VALID', 'SAME', a non-negative int or {n} (low, high) pair(s) "
-                "of non-negative ints")
+    expected = (
+        f"'VALID', 'SAME', a non-negative int or {n} (low, high) pair(s) of non-negative ints"
+    )
     if isinstance(padding, str):
         if padding.upper() not in ("VALID", "SAME"):
             _checks.fail("padding", expected, repr(padding))
@@ -181,10 +183,12 @@ def geometry(
             lo, hi = padding[axis]
         if size + lo + hi < k_eff:
             what = f"dilated to {k_eff}" if d > 1 else f"{k}"
-            _checks.fail(kernel_name,
-                         f"a window no larger than the padded input along spatial axis {axis} "
-                         f"({size} + padding {lo} + {hi} = {size + lo + hi})",
-                         f"a window of {what}")
+            _checks.fail(
+                kernel_name,
+                f"a window no larger than the padded input along spatial axis {axis} "
+                f"({size} + padding {lo} + {hi} = {size + lo + hi})",
+                f"a window of {what}",
+            )
         pads.append((lo, hi))
         out.append((size + lo + hi - k_eff) // s + 1)
     return tuple(pads), tuple(out)
@@ -217,14 +221,21 @@ def patches(
     pad_config = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)]
     x_pad = lax.pad(x, jnp.asarray(pad_value, x.dtype), pad_config)
     padded = x_pad.shape[1:-1]
-    out = tuple((p - ((k - 1) * d + 1)) // s + 1
-                for p, k, s, d in zip(padded, kernel, stride, dilation, strict=True))
+    out = tuple(
+        (p - ((k - 1) * d + 1)) // s + 1
+        for p, k, s, d in zip(padded, kernel, stride, dilation, strict=True)
+    )
     fields = []
     for offset in itertools.product(*(range(k) for k in kernel)):
         start = [0] + [k * d for k, d in zip(offset, dilation, strict=True)] + [0]
-        limit = ([m] + [k * d + (o - 1) * s + 1
-                        for k, d, o, s in zip(offset, dilation, out, stride, strict=True)]
-                 + [channels])
+        limit = (
+            [m]
+            + [
+                k * d + (o - 1) * s + 1
+                for k, d, o, s in zip(offset, dilation, out, stride, strict=True)
+            ]
+            + [channels]
+        )
         fields.append(lax.slice(x_pad, start, limit, (1, *stride, 1)))
     stacked = jnp.stack(fields, axis=1 + n)  # (m, *O, K_1 * ... * K_n, C)
     return stacked.reshape(m, *out, *kernel, channels)
@@ -248,7 +259,7 @@ def unpatches(
     """
     n = len(kernel)
     m, channels = fields.shape[0], fields.shape[-1]
-    out = fields.shape[1:1 + n]
+    out = fields.shape[1 : 1 + n]
     padded = tuple(size + lo + hi for size, (lo, hi) in zip(in_shape[1:-1], pads, strict=True))
     total = jnp.zeros((m, *padded, channels), fields.dtype)
     zero = jnp.zeros((), fields.dtype)
@@ -266,8 +277,7 @@ def _conv_args(x_or_shape, kernel_size, stride, padding, dilation, name="x"):
     shape = tuple(x_or_shape.shape) if hasattr(x_or_shape, "shape") else tuple(x_or_shape)
     n = len(shape) - 2
     if n not in _SPATIAL:
-        _checks.fail(name, "a batch (m, *spatial, C) with 1 to 3 spatial axes",
-                     f"shape {shape}")
+        _checks.fail(name, "a batch (m, *spatial, C) with 1 to 3 spatial axes", f"shape {shape}")
     kernel = int_tuple("kernel_size", kernel_size, n)
     stride = int_tuple("stride", stride, n)
     dilation = int_tuple("dilation", dilation, n)
@@ -295,8 +305,9 @@ def im2col(
       that `X_col @ W.reshape(-1, C_out)` is the convolution with an HWIO
       kernel `W`. (Saito's channels-first layout orders columns `(c, k)`.)
     """
-    shape, kernel, stride, dilation, pads, out = _conv_args(x, kernel_size, stride, padding,
-                                                           dilation)
+    shape, kernel, stride, dilation, pads, out = _conv_args(
+        x, kernel_size, stride, padding, dilation
+    )
     fields = patches(x, kernel, stride, pads, dilation)
     return fields.reshape(shape[0] * math.prod(out), math.prod(kernel) * shape[-1])
 
@@ -324,12 +335,16 @@ def col2im(
     Returns:
       An array of shape `x_shape`.
     """
-    shape, kernel, stride, dilation, pads, out = _conv_args(x_shape, kernel_size, stride,
-                                                           padding, dilation, "x_shape")
+    shape, kernel, stride, dilation, pads, out = _conv_args(
+        x_shape, kernel_size, stride, padding, dilation, "x_shape"
+    )
     want = (shape[0] * math.prod(out), math.prod(kernel) * shape[-1])
     if tuple(jnp.shape(cols)) != want:
-        _checks.fail("cols", f"a matrix of shape {want} for x_shape {shape}",
-                     f"shape {tuple(jnp.shape(cols))}")
+        _checks.fail(
+            "cols",
+            f"a matrix of shape {want} for x_shape {shape}",
+            f"shape {tuple(jnp.shape(cols))}",
+        )
     fields = cols.reshape(shape[0], *out, *kernel, shape[-1])
     return unpatches(fields, shape, kernel, stride, pads, dilation)
 
@@ -343,9 +358,14 @@ def _dimension_numbers(n):
 
 
 def _forward_lax(x, W, stride, pads, dilation):
-    return lax.conv_general_dilated(x, W, window_strides=stride, padding=pads,
-                                    rhs_dilation=dilation,
-                                    dimension_numbers=_dimension_numbers(W.ndim - 2))
+    return lax.conv_general_dilated(
+        x,
+        W,
+        window_strides=stride,
+        padding=pads,
+        rhs_dilation=dilation,
+        dimension_numbers=_dimension_numbers(W.ndim - 2),
+    )
 
 
 def _backward_lax(x, W, dy, stride, pads, dilation):
@@ -355,24 +375,38 @@ def _backward_lax(x, W, dy, stride, pads, dilation):
     kernel = W.shape[:n]
     spatial = x.shape[1:-1]
     out = dy.shape[1:-1]
-    untouched = [_untouched(size, k, st, d, p, o) for size, k, st, d, p, o
-                 in zip(spatial, kernel, stride, dilation, pads, out, strict=True)]
+    untouched = [
+        _untouched(size, k, st, d, p, o)
+        for size, k, st, d, p, o in zip(spatial, kernel, stride, dilation, pads, out, strict=True)
+    ]
     # dx: full correlation of the s-dilated dy with the flipped kernel, I and O swapped
     # (reading W's axes as spatial, O, I instead of transposing it).
     k_eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True)]
-    dx_pads = [(ke - 1 - lo, ke - 1 - hi + r)
-               for ke, (lo, hi), r in zip(k_eff, pads, untouched, strict=True)]
-    dx = lax.conv_general_dilated(dy, jnp.flip(W, axis=tuple(range(n))),
-                                  window_strides=(1,) * n, padding=dx_pads,
-                                  lhs_dilation=stride, rhs_dilation=dilation,
-                                  dimension_numbers=(f"N{s}C", f"{s}OI", f"N{s}C"))
+    dx_pads = [
+        (ke - 1 - lo, ke - 1 - hi + r)
+        for ke, (lo, hi), r in zip(k_eff, pads, untouched, strict=True)
+    ]
+    dx = lax.conv_general_dilated(
+        dy,
+        jnp.flip(W, axis=tuple(range(n))),
+        window_strides=(1,) * n,
+        padding=dx_pads,
+        lhs_dilation=stride,
+        rhs_dilation=dilation,
+        dimension_numbers=(f"N{s}C", f"{s}OI", f"N{s}C"),
+    )
     # dW: correlate x with dy; the batch axis m is contracted (x read as
     # C{s}N: m is the feature axis, C_in the batch), dy is the kernel (m = I,
     # C_out = O), the output is read back as HWIO ({s}NC: C_in = N, C_out = C).
     dW_pads = [(lo, hi - r) for (lo, hi), r in zip(pads, untouched, strict=True)]
-    dW = lax.conv_general_dilated(x, dy, window_strides=dilation, padding=dW_pads,
-                                  rhs_dilation=stride,
-                                  dimension_numbers=(f"C{s}N", f"I{s}O", f"{s}NC"))
+    dW = lax.conv_general_dilated(
+        x,
+        dy,
+        window_strides=dilation,
+        padding=dW_pads,
+        rhs_dilation=stride,
+        dimension_numbers=(f"C{s}N", f"I{s}O", f"{s}NC"),
+    )
     return dW, dx
 
 
@@ -380,7 +414,7 @@ def _forward_im2col(x, W, stride, pads, dilation):
     n = W.ndim - 2
     kernel, features = W.shape[:n], W.shape[-1]
     fields = patches(x, kernel, stride, pads, dilation)
-    out = fields.shape[1:1 + n]
+    out = fields.shape[1 : 1 + n]
     cols = fields.reshape(-1, math.prod(W.shape[:-1]))
     y = (cols @ W.reshape(-1, features)).reshape(x.shape[0], *out, features)
     return y, cols
@@ -409,11 +443,15 @@ def _check_pair(x, W):
     _checks.array("W", W)
     n = jnp.ndim(W) - 2
     if n not in _SPATIAL:
-        _checks.fail("W", "a kernel (*K, C_in, C_out) with 1 to 3 spatial axes",
-                     f"shape {tuple(W.shape)}")
+        _checks.fail(
+            "W", "a kernel (*K, C_in, C_out) with 1 to 3 spatial axes", f"shape {tuple(W.shape)}"
+        )
     if jnp.ndim(x) != n + 2 or x.shape[-1] != W.shape[-2]:
-        _checks.fail("x", f"a batch (m, {n} spatial axes, {W.shape[-2]}) for W of shape "
-                     f"{tuple(W.shape)}", f"shape {tuple(x.shape)}")
+        _checks.fail(
+            "x",
+            f"a batch (m, {n} spatial axes, {W.shape[-2]}) for W of shape {tuple(W.shape)}",
+            f"shape {tuple(x.shape)}",
+        )
     return n
 
 
@@ -473,8 +511,9 @@ def conv_backward(
     """
     n = _check_pair(x, W)
     _check_method(method)
-    shape, kernel, stride, dilation, pads, out = _conv_args(x, W.shape[:n], stride, padding,
-                                                           dilation)
+    shape, kernel, stride, dilation, pads, out = _conv_args(
+        x, W.shape[:n], stride, padding, dilation
+    )
     want = (shape[0], *out, W.shape[-1])
     if tuple(jnp.shape(dy)) != want:
         _checks.fail("dy", f"the forward's output shape {want}", f"shape {tuple(jnp.shape(dy))}")
@@ -491,8 +530,9 @@ def _layout(n):
     return "(m, L, C)" if n == 1 else "(m, H, W, C)" if n == 2 else "(m, D, H, W, C)"
 
 
-def _conv_layer(n, name, features, kernel_size, stride, padding, dilation, W_init, b_init,
-                method) -> Layer:
+def _conv_layer(
+    n, name, features, kernel_size, stride, padding, dilation, W_init, b_init, method
+) -> Layer:
     features = _checks.positive_int("features", features)
     kernel = int_tuple("kernel_size", kernel_size, n)
     stride = int_tuple("stride", stride, n)
@@ -506,20 +546,29 @@ def _conv_layer(n, name, features, kernel_size, stride, padding, dilation, W_ini
     def init(key, in_shape, dtype=jnp.float32):
         in_shape = as_shape(in_shape)
         if len(in_shape) != n + 1:
-            _checks.fail("in_shape", f"{n + 1} axes {layout[4:]} (without the batch) for {name}",
-                         repr(in_shape))
+            _checks.fail(
+                "in_shape",
+                f"{n + 1} axes {layout[4:]} (without the batch) for {name}",
+                repr(in_shape),
+            )
         _, out = geometry(in_shape[:-1], kernel, stride, padding, dilation)
         k_W, k_b = jax.random.split(key)
-        params = {"W": W_init(k_W, (*kernel, in_shape[-1], features), dtype),
-                  "b": b_init(k_b, (features,), dtype)}
+        params = {
+            "W": W_init(k_W, (*kernel, in_shape[-1], features), dtype),
+            "b": b_init(k_b, (features,), dtype),
+        }
         return (*out, features), params, ()
 
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
         check_rank(x, n + 2, name, layout)
         W, b = params["W"], params["b"]
         if x.shape[-1] != W.shape[-2]:
-            _checks.fail("x", f"{W.shape[-2]} input channels (the last axis) for {name} with W "
-                         f"of shape {tuple(W.shape)}", f"shape {tuple(x.shape)}")
+            _checks.fail(
+                "x",
+                f"{W.shape[-2]} input channels (the last axis) for {name} with W "
+                f"of shape {tuple(W.shape)}",
+                f"shape {tuple(x.shape)}",
+            )
         pads, _ = geometry(x.shape[1:-1], kernel, stride, padding, dilation)
         if method == "lax":
             return _forward_lax(x, W, stride, pads, dilation) + b, x
@@ -577,8 +626,9 @@ def conv1d(
 
     Params `{"W": (kernel_size, C_in, features), "b": (features,)}`; no state.
     """
-    return _conv_layer(1, "conv1d", features, kernel_size, stride, padding, dilation, W_init,
-                       b_init, method)
+    return _conv_layer(
+        1, "conv1d", features, kernel_size, stride, padding, dilation, W_init, b_init, method
+    )
 
 
 def conv2d(
@@ -610,5 +660,6 @@ def conv2d(
 
     Params `{"W": (kh, kw, C_in, features), "b": (features,)}`; no state.
     """
-    return _conv_layer(2, "conv2d", features, kernel_size, stride, padding, dilation, W_init,
-                       b_init, method)
+    return _conv_layer(
+        2, "conv2d", features, kernel_size, stride, padding, dilation, W_init, b_init, method
+    )

@@ -592,8 +592,14 @@ def serial(*layers: Layer) -> Layer:
                 grads[i], dy = layers[i].backward(params[i], cache[i], dy)
         return tuple(grads), dy
 
-    return make_layer(init, forward, backward, _update_each(layers), name="serial",
-                      children=tuple(enumerate(layers)))
+    return make_layer(
+        init,
+        forward,
+        backward,
+        _update_each(layers),
+        name="serial",
+        children=tuple(enumerate(layers)),
+    )
 
 
 def parallel(*layers: Layer) -> Layer:
@@ -640,8 +646,14 @@ def parallel(*layers: Layer) -> Layer:
                 pairs.append(layer.backward(p, c, d))
         return tuple(g for g, _ in pairs), tuple(dx for _, dx in pairs)
 
-    return make_layer(init, forward, backward, _update_each(layers), name="parallel",
-                      children=tuple(enumerate(layers)))
+    return make_layer(
+        init,
+        forward,
+        backward,
+        _update_each(layers),
+        name="parallel",
+        children=tuple(enumerate(layers)),
+    )
 
 
 def fan_out(n: int) -> Layer:
@@ -749,5 +761,6 @@ def residual(layer: Layer) -> Layer:
             grads, dx = layer.backward(params, cache, dy)
         return grads, dy + dx
 
-    return make_layer(init, forward, backward, layer.update_state, name="residual",
-                      children=((None, layer),))
+    return make_layer(
+        init, forward, backward, layer.update_state, name="residual", children=((None, layer),)
+    )

@@ -83,8 +83,11 @@ def _pool_layer(n, name, kind, window, stride, padding, count_include_pad=True) 
     if not isinstance(padding, str):
         for axis, ((lo, hi), w) in enumerate(zip(padding, window, strict=True)):
             if lo >= w or hi >= w:  # else a window could hold padding only
-                _checks.fail("padding", f"less than the window ({w}) on each side along "
-                             f"spatial axis {axis}", f"({lo}, {hi})")
+                _checks.fail(
+                    "padding",
+                    f"less than the window ({w}) on each side along spatial axis {axis}",
+                    f"({lo}, {hi})",
+                )
 
     def shape_of(spatial):
         return geometry(spatial, window, stride, padding, ones, kernel_name="window")
@@ -92,14 +95,23 @@ def _pool_layer(n, name, kind, window, stride, padding, count_include_pad=True) 
     def init(key, in_shape, dtype=jnp.float32):
         in_shape = as_shape(in_shape)
         if len(in_shape) != n + 1:
-            _checks.fail("in_shape", f"{n + 1} axes {layout[4:]} (without the batch) for {name}",
-                         repr(in_shape))
+            _checks.fail(
+                "in_shape",
+                f"{n + 1} axes {layout[4:]} (without the batch) for {name}",
+                repr(in_shape),
+            )
         _, out = shape_of(in_shape[:-1])
         return (*out, in_shape[-1]), (), ()
 
     def _reduce(x, pads, init_value, op):
-        return lax.reduce_window(x, np.asarray(init_value, x.dtype), op, (1, *window, 1),
-                                 (1, *stride, 1), ((0, 0), *pads, (0, 0)))
+        return lax.reduce_window(
+            x,
+            np.asarray(init_value, x.dtype),
+            op,
+            (1, *window, 1),
+            (1, *stride, 1),
+            ((0, 0), *pads, (0, 0)),
+        )
 
     def _divisor(spatial, pads, out, dtype):
         if count_include_pad:
@@ -218,14 +230,20 @@ def global_avg_pool() -> Layer:
     def init(key, in_shape, dtype=jnp.float32):
         in_shape = as_shape(in_shape)
         if len(in_shape) < 2:
-            _checks.fail("in_shape", "(*spatial, C) with at least one spatial axis for "
-                         "global_avg_pool", repr(in_shape))
+            _checks.fail(
+                "in_shape",
+                "(*spatial, C) with at least one spatial axis for global_avg_pool",
+                repr(in_shape),
+            )
         return (in_shape[-1],), (), ()
 
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not hasattr(x, "shape") or jnp.ndim(x) < 3:
-            _checks.fail("x", "a batch (m, *spatial, C) with at least 3 axes for "
-                         "global_avg_pool", f"shape {tuple(jnp.shape(x))}")
+            _checks.fail(
+                "x",
+                "a batch (m, *spatial, C) with at least 3 axes for global_avg_pool",
+                f"shape {tuple(jnp.shape(x))}",
+            )
         return jnp.mean(x, axis=tuple(range(1, x.ndim - 1))), x  # kept for its shape
 
     def backward(params, cache, dy):

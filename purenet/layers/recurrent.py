@@ -106,8 +106,9 @@ def _check_sequence(x, d: int, layer: str) -> None:
     check_rank(x, 3, layer, "(m, T, d)")
     _checks.float_array("x", x)
     if x.shape[2] != d or x.shape[1] < 1:
-        _checks.fail("x", f"a batch of shape (m, T, {d}) with T >= 1 for {layer}",
-                     f"shape {tuple(x.shape)}")
+        _checks.fail(
+            "x", f"a batch of shape (m, T, {d}) with T >= 1 for {layer}", f"shape {tuple(x.shape)}"
+        )
 
 
 def _check_state(name: str, s, m: int, h: int, dtype, layer: str) -> None:
@@ -115,8 +116,9 @@ def _check_state(name: str, s, m: int, h: int, dtype, layer: str) -> None:
         got = f"shape {tuple(jnp.shape(s))}" if hasattr(s, "shape") else type(s).__name__
         _checks.fail(name, f"an initial state of shape ({m}, {h}) for {layer}", got)
     if jnp.dtype(s.dtype) != jnp.dtype(dtype):
-        _checks.fail(name, f"an initial state of the input's dtype {jnp.dtype(dtype)}",
-                     f"dtype {s.dtype}")
+        _checks.fail(
+            name, f"an initial state of the input's dtype {jnp.dtype(dtype)}", f"dtype {s.dtype}"
+        )
 
 
 def _split_input(x, d: int, h: int, states: int, layer: str):
@@ -126,8 +128,11 @@ def _split_input(x, d: int, h: int, states: int, layer: str):
     given = isinstance(x, tuple | list)
     if given:
         if len(x) != 2:
-            _checks.fail("x", f"a batch x or a pair (x, initial_state) for {layer}",
-                         f"a {type(x).__name__} of length {len(x)}")
+            _checks.fail(
+                "x",
+                f"a batch x or a pair (x, initial_state) for {layer}",
+                f"a {type(x).__name__} of length {len(x)}",
+            )
         x, initial = x
     _check_sequence(x, d, layer)
     m = x.shape[0]
@@ -228,11 +233,15 @@ def rnn(hidden_size: int) -> Layer:
             da = (dy_t + dh_next) * (1.0 - h_t * h_t)
             return da @ Wh.T, da
 
-        dh0, da = lax.scan(step, jnp.zeros_like(cache["h0"]), (jnp.swapaxes(dy, 0, 1), hs),
-                           reverse=True)
+        dh0, da = lax.scan(
+            step, jnp.zeros_like(cache["h0"]), (jnp.swapaxes(dy, 0, 1), hs), reverse=True
+        )
         dWx, dx = _input_grads(cache["x"], params["Wx"], da)
-        grads = {"Wx": dWx, "Wh": _recurrent_grads(_shift(cache["h0"], hs), da),
-                 "b": jnp.sum(da, axis=(0, 1))}
+        grads = {
+            "Wx": dWx,
+            "Wh": _recurrent_grads(_shift(cache["h0"], hs), da),
+            "b": jnp.sum(da, axis=(0, 1)),
+        }
         return grads, ((dx, dh0) if "given" in cache else dx)
 
     return make_layer(init, forward, backward, name=f"rnn({h})")
@@ -301,7 +310,8 @@ def lstm(hidden_size: int, forget_bias: float = 0.0) -> Layer:
             "Wx": _uniform(k[0], (d, 4 * h), bound, dtype),
             "Wh": _uniform(k[1], (h, 4 * h), bound, dtype),
             "b": (_uniform(k[2], (4 * h,), bound, dtype) + _uniform(k[3], (4 * h,), bound, dtype))
-            .at[h : 2 * h].add(forget_bias),
+            .at[h : 2 * h]
+            .add(forget_bias),
         }
         return (T, h), params, ()
 
@@ -338,8 +348,12 @@ def lstm(hidden_size: int, forget_bias: float = 0.0) -> Layer:
             dh = dy_t + dh_next
             dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
             da = jnp.concatenate(
-                [dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f), dc * i * (1.0 - g * g),
-                 dh * tanh_c * o * (1.0 - o)],
+                [
+                    dc * g * i * (1.0 - i),
+                    dc * c_prev * f * (1.0 - f),
+                    dc * i * (1.0 - g * g),
+                    dh * tanh_c * o * (1.0 - o),
+                ],
                 axis=1,
             )
             return (da @ Wh.T, dc * f), da
@@ -348,8 +362,11 @@ def lstm(hidden_size: int, forget_bias: float = 0.0) -> Layer:
         xs = (jnp.swapaxes(dy, 0, 1), cache["gates"], cache["c_prev"], cache["tanh_c"])
         (dh0, dc0), da = lax.scan(step, (zeros, zeros), xs, reverse=True)
         dWx, dx = _input_grads(cache["x"], params["Wx"], da)
-        grads = {"Wx": dWx, "Wh": _recurrent_grads(_shift(cache["h0"], cache["hs"]), da),
-                 "b": jnp.sum(da, axis=(0, 1))}
+        grads = {
+            "Wx": dWx,
+            "Wh": _recurrent_grads(_shift(cache["h0"], cache["hs"]), da),
+            "b": jnp.sum(da, axis=(0, 1)),
+        }
         return grads, ((dx, (dh0, dc0)) if "given" in cache else dx)
 
     return make_layer(init, forward, backward, name=f"lstm({h})")
@@ -446,8 +463,12 @@ def gru(hidden_size: int) -> Layer:
         xs = (jnp.swapaxes(dy, 0, 1), h_prev, cache["rz"], cache["n"], cache["gh_n"])
         dh0, (dgx, dgh) = lax.scan(step, jnp.zeros_like(cache["h0"]), xs, reverse=True)
         dWx, dx = _input_grads(cache["x"], params["Wx"], dgx)
-        grads = {"Wx": dWx, "Wh": _recurrent_grads(h_prev, dgh),
-                 "bx": jnp.sum(dgx, axis=(0, 1)), "bh": jnp.sum(dgh, axis=(0, 1))}
+        grads = {
+            "Wx": dWx,
+            "Wh": _recurrent_grads(h_prev, dgh),
+            "bx": jnp.sum(dgx, axis=(0, 1)),
+            "bh": jnp.sum(dgh, axis=(0, 1)),
+        }
         return grads, ((dx, dh0) if "given" in cache else dx)
 
     return make_layer(init, forward, backward, name=f"gru({h})")
@@ -465,14 +486,16 @@ def last_step() -> Layer:
     def init(key, in_shape, dtype=jnp.float32):
         in_shape = as_shape(in_shape)
         if len(in_shape) < 2:
-            _checks.fail("in_shape", "a sequence shape (T, features) for last_step",
-                         repr(in_shape))
+            _checks.fail("in_shape", "a sequence shape (T, features) for last_step", repr(in_shape))
         return in_shape[1:], (), ()
 
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not hasattr(x, "shape") or jnp.ndim(x) < 3 or x.shape[1] < 1:
-            _checks.fail("x", "a batch of sequences of shape (m, T, features), T >= 1, for "
-                         "last_step", f"shape {tuple(jnp.shape(x))}")
+            _checks.fail(
+                "x",
+                "a batch of sequences of shape (m, T, features), T >= 1, for last_step",
+                f"shape {tuple(jnp.shape(x))}",
+            )
         return x[:, -1], Static(tuple(x.shape))
 
     def backward(params, cache, dy):
@@ -503,8 +526,9 @@ def bidirectional(layer: Layer) -> Layer:
     `dx` (one input feeds two paths).
     """
     if not isinstance(layer, Layer):
-        _checks.fail_type("layer", "a purenet Layer (e.g. purenet.layers.gru(6))",
-                          type(layer).__name__)
+        _checks.fail_type(
+            "layer", "a purenet Layer (e.g. purenet.layers.gru(6))", type(layer).__name__
+        )
 
     def init(key, in_shape, dtype=jnp.float32):
         k_f, k_b = jax.random.split(key)
@@ -521,24 +545,40 @@ def bidirectional(layer: Layer) -> Layer:
 
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not isinstance(params, dict) or set(params) != {"forward", "backward"}:
-            _checks.fail("params", "a dict {'forward': ..., 'backward': ...} for bidirectional",
-                         type(params).__name__)
+            _checks.fail(
+                "params",
+                "a dict {'forward': ..., 'backward': ...} for bidirectional",
+                type(params).__name__,
+            )
         given = isinstance(x, tuple | list)
         if given:
             if len(x) != 2 or not isinstance(x[1], tuple | list) or len(x[1]) != 2:
-                _checks.fail("x", "x or (x, (initial_fwd, initial_bwd)) for bidirectional",
-                             type(x).__name__)
+                _checks.fail(
+                    "x", "x or (x, (initial_fwd, initial_bwd)) for bidirectional", type(x).__name__
+                )
             x, (init_f, init_b) = x
         check_rank(x, 3, "bidirectional", "(m, T, d)")
         x_rev = jnp.flip(x, axis=1)
         s_f, s_b = _states(state)
         k_f, k_b = split_key(key, 2)
         with within("bidirectional[forward]", layer):
-            y_f, c_f = layer.forward(params["forward"], (x, init_f) if given else x,
-                                     state=s_f, train=train, key=k_f, mask=mask)
+            y_f, c_f = layer.forward(
+                params["forward"],
+                (x, init_f) if given else x,
+                state=s_f,
+                train=train,
+                key=k_f,
+                mask=mask,
+            )
         with within("bidirectional[backward]", layer):
-            y_b, c_b = layer.forward(params["backward"], (x_rev, init_b) if given else x_rev,
-                                     state=s_b, train=train, key=k_b, mask=mask)
+            y_b, c_b = layer.forward(
+                params["backward"],
+                (x_rev, init_b) if given else x_rev,
+                state=s_b,
+                train=train,
+                key=k_b,
+                mask=mask,
+            )
         y = jnp.concatenate([y_f, jnp.flip(y_b, axis=1)], axis=-1)
         return y, {"forward": c_f, "backward": c_b, "split": Static(int(y_f.shape[-1]))}
 
@@ -547,8 +587,9 @@ def bidirectional(layer: Layer) -> Layer:
         with within("bidirectional[forward]", layer):
             g_f, dx_f = layer.backward(params["forward"], cache["forward"], dy[..., :cut])
         with within("bidirectional[backward]", layer):
-            g_b, dx_b = layer.backward(params["backward"], cache["backward"],
-                                       jnp.flip(dy[..., cut:], axis=1))
+            g_b, dx_b = layer.backward(
+                params["backward"], cache["backward"], jnp.flip(dy[..., cut:], axis=1)
+            )
         grads = {"forward": g_f, "backward": g_b}
         if isinstance(dx_f, tuple):  # initial states were given
             return grads, (dx_f[0] + jnp.flip(dx_b[0], axis=1), (dx_f[1], dx_b[1]))
@@ -562,8 +603,14 @@ def bidirectional(layer: Layer) -> Layer:
             "backward": layer.update_state(state["backward"], cache["backward"]),
         }
 
-    return make_layer(init, forward, backward, update_state, name="bidirectional",
-                      children=(("forward", layer), ("backward", layer)))
+    return make_layer(
+        init,
+        forward,
+        backward,
+        update_state,
+        name="bidirectional",
+        children=(("forward", layer), ("backward", layer)),
+    )
 
 
 # ------------------------------------------------------------------ embedding
@@ -602,8 +649,11 @@ def embedding(vocab_size: int, dim: int) -> Layer:
 
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not hasattr(x, "shape") or jnp.ndim(x) < 1:
-            _checks.fail("x", "a batch of integer ids of shape (m, T) for embedding",
-                         type(x).__name__ if not hasattr(x, "shape") else f"shape {x.shape}")
+            _checks.fail(
+                "x",
+                "a batch of integer ids of shape (m, T) for embedding",
+                type(x).__name__ if not hasattr(x, "shape") else f"shape {x.shape}",
+            )
         if not jnp.issubdtype(x.dtype, jnp.integer):
             _checks.fail("x", "integer ids for embedding", f"dtype {x.dtype}")
         if _checks.is_concrete(x):

@@ -59,12 +59,19 @@ def _get(tree, path: Path, name: str = "ties"):
     for depth, k in enumerate(path):
         if isinstance(tree, dict) and k in tree:
             tree = tree[k]
-        elif (isinstance(tree, tuple | list) and isinstance(k, int)
-              and not isinstance(k, bool) and -len(tree) <= k < len(tree)):
+        elif (
+            isinstance(tree, tuple | list)
+            and isinstance(k, int)
+            and not isinstance(k, bool)
+            and -len(tree) <= k < len(tree)
+        ):
             tree = tree[k]
         else:
-            _checks.fail(name, f"paths into the model's params; {_path_text(path[:depth])} "
-                         f"has no entry {k!r}", f"the path {path!r}")
+            _checks.fail(
+                name,
+                f"paths into the model's params; {_path_text(path[:depth])} has no entry {k!r}",
+                f"the path {path!r}",
+            )
     return tree
 
 
@@ -84,8 +91,11 @@ def _set(tree, path: Path, value):
 
 def _normalise(ties) -> tuple[tuple[Path, ...], ...]:
     if isinstance(ties, str) or not isinstance(ties, Sequence) or not ties:
-        _checks.fail("ties", "a non-empty sequence of groups of params paths, such as "
-                     "[((0, 'W'), (5, 'W'))]", repr(ties))
+        _checks.fail(
+            "ties",
+            "a non-empty sequence of groups of params paths, such as [((0, 'W'), (5, 'W'))]",
+            repr(ties),
+        )
     groups, seen = [], set()
     for g, group in enumerate(ties):
         if isinstance(group, str) or not isinstance(group, Sequence) or len(group) < 2:
@@ -94,11 +104,12 @@ def _normalise(ties) -> tuple[tuple[Path, ...], ...]:
         for path in group:
             if isinstance(path, str | int):
                 path = (path,)
-            if not isinstance(path, Sequence) or not path or not all(
-                isinstance(k, str | int) and not isinstance(k, bool) for k in path
+            if (
+                not isinstance(path, Sequence)
+                or not path
+                or not all(isinstance(k, str | int) and not isinstance(k, bool) for k in path)
             ):
-                _checks.fail(f"ties[{g}]", "paths as non-empty tuples of ints and strs",
-                             repr(path))
+                _checks.fail(f"ties[{g}]", "paths as non-empty tuples of ints and strs", repr(path))
             path = tuple(path)
             if path in seen:
                 _checks.fail(f"ties[{g}]", "each path in one group only, once", repr(path))
@@ -146,13 +157,19 @@ def tied(model: Layer, ties: Sequence[Sequence[Path]]) -> Layer:
             owner = _get(params, group[0])
             for path in group[1:]:
                 other = _get(params, path)
-                same = (hasattr(other, "shape") and hasattr(owner, "shape")
-                        and tuple(other.shape) == tuple(owner.shape)
-                        and jnp.dtype(other.dtype) == jnp.dtype(owner.dtype))
+                same = (
+                    hasattr(other, "shape")
+                    and hasattr(owner, "shape")
+                    and tuple(other.shape) == tuple(owner.shape)
+                    and jnp.dtype(other.dtype) == jnp.dtype(owner.dtype)
+                )
                 if not same:
-                    _checks.fail(f"ties[{g}]", f"arrays of one shape and dtype; "
-                                 f"{_path_text(group[0])} is {_describe(owner)}",
-                                 f"{_path_text(path)}: {_describe(other)}")
+                    _checks.fail(
+                        f"ties[{g}]",
+                        f"arrays of one shape and dtype; "
+                        f"{_path_text(group[0])} is {_describe(owner)}",
+                        f"{_path_text(path)}: {_describe(other)}",
+                    )
                 params = _set(params, path, None)
         return out_shape, params, state
 
@@ -171,8 +188,14 @@ def tied(model: Layer, ties: Sequence[Sequence[Path]]) -> Layer:
             grads = _set(grads, group[0], total)
         return grads, dx
 
-    return make_layer(init, forward, backward, model.update_state, name=f"tied({model.name})",
-                      children=((None, model),))
+    return make_layer(
+        init,
+        forward,
+        backward,
+        model.update_state,
+        name=f"tied({model.name})",
+        children=((None, model),),
+    )
 
 
 def _describe(a) -> str:

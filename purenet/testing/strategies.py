@@ -288,10 +288,10 @@ def non_chain_models(
     else:
         count = draw(st.integers(2, 3))
         in_shape = tuple((draw(_WIDTHS),) for _ in range(count))
-        groups = [_serial([_dense(draw(_WIDTHS)), draw(activations(kinks=kinks))])
-                  for _ in range(count)]
-        pieces += [_parallel(groups), _Piece(L.fan_in_concat(), "fan_in_concat()"),
-                   _dense(width)]
+        groups = [
+            _serial([_dense(draw(_WIDTHS)), draw(activations(kinks=kinks))]) for _ in range(count)
+        ]
+        pieces += [_parallel(groups), _Piece(L.fan_in_concat(), "fan_in_concat()"), _dense(width)]
     for _ in range(draw(st.integers(1, 2))):
         pieces.append(draw(_block(width, max_nesting, kinks)))
     k = draw(out_features)
