@@ -1,9 +1,9 @@
-"""``python -m benchmarks [--full] [--only NAME ...] [--list]``
+"""`python -m benchmarks [--full] [--only NAME ...] [--list]`
 
 Runs the registered benchmarks (all default ones, or those named with
-``--only``), writes ``benchmarks/results.json`` (merged with the results of
+`--only`), writes `benchmarks/results.json` (merged with the results of
 benchmarks not run this time) and regenerates the results part of
-``benchmarks/README.md``. Progress goes to stderr.
+`benchmarks/README.md`. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def run(
       names: benchmarks to run (default: every default benchmark).
       full: long mode.
       scale: multiplies repeat counts (tests use a small value).
-      json_path, readme_path: outputs (``readme_path=None``: no README).
+      json_path, readme_path: outputs (`readme_path=None`: no README).
       argv: recorded as the reproducing command.
       log: progress printer (default: stderr).
 

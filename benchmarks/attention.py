@@ -1,22 +1,22 @@
-"""Benchmark ``attention``: the hand-written backward of a transformer block
-against ``jax.grad`` of the same objective.
+"""Benchmark `attention`: the hand-written backward of a transformer block
+against `jax.grad` of the same objective.
 
-Contenders, both under ``jax.jit``, float32, same params and batch (as
-:mod:`benchmarks.gradient`):
+Contenders, both under `jax.jit`, float32, same params and batch (as
+`benchmarks.gradient`):
 
-* ``hand``: ``purenet.backprop(model, loss)``: layer norm, multi-head
-  attention (one fused ``(d, 3d)`` projection; the softmax backward
-  ``dS = P * (dP - rowsum(dout * out))``) and the MLP, all written by hand;
-* ``jax.grad``: ``jax.value_and_grad(purenet.objective(model, loss))``;
-* ``control``: a second, separately jitted ``jax.grad``; its ratio to
-  ``jax.grad`` is the machine's noise (a ``hand`` ratio inside it is a tie).
+* `hand`: `purenet.backprop(model, loss)`: layer norm, multi-head
+  attention (one fused `(d, 3d)` projection; the softmax backward
+  `dS = P * (dP - rowsum(dout * out))`) and the MLP, all written by hand;
+* `jax.grad`: `jax.value_and_grad(purenet.objective(model, loss))`;
+* `control`: a second, separately jitted `jax.grad`; its ratio to
+  `jax.grad` is the machine's noise (a `hand` ratio inside it is a tie).
 
-Shape: ``transformer_block(128, heads=4, mlp_dim=512)`` (pre-layer-norm, GELU) on
-``(m, T, d) = (32, 128, 128)``, followed by ``dense(10)`` at every step and
-:data:`purenet.losses.sequence_softmax_cross_entropy`; once without a mask
-and once causal. The forward cache holds the attention probabilities,
-``m * heads * T^2 = 2,097,152`` floats (8 MiB). Timing:
-:mod:`benchmarks.timing`, interleaved rounds, medians and round-by-round
+Shape: `transformer_block(128, heads=4, mlp_dim=512)` (pre-layer-norm, GELU) on
+`(m, T, d) = (32, 128, 128)`, followed by `dense(10)` at every step and
+[`purenet.losses.sequence_softmax_cross_entropy`][purenet.losses.sequence_softmax_cross_entropy];
+once without a mask and once causal. The forward cache holds the attention probabilities,
+`m * heads * T^2 = 2,097,152` floats (8 MiB). Timing:
+`benchmarks.timing`, interleaved rounds, medians and round-by-round
 ratios.
 """
 
@@ -59,9 +59,7 @@ def run(config: Config) -> dict:
         rows.append([problem[0], *timing_cells(timing)])
     return {
         "description": __doc__.split("\n\n")[0],
-        "tables": [
-            gradient_table(rows)
-        ],
+        "tables": [gradient_table(rows)],
         "notes": [
             "jax.grad is jax.value_and_grad(purenet.objective(model, loss)); both return "
             "(J, grads). Ratios are per-round (interleaved) ratios, median [quartiles]; "

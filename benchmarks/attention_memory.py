@@ -1,12 +1,12 @@
 """Temporary memory of a compiled training step of multi-head attention: the
 default cache (P, m * heads * T^2 entries), the FlashAttention-style cache
-(``flash=True``: row log-sum-exps, P recomputed in the backward; Dao et al.
-2022) and ``jax.grad`` of the forward-only objective.
+(`flash=True`: row log-sum-exps, P recomputed in the backward; Dao et al.
+2022) and `jax.grad` of the forward-only objective.
 
-Measured without running anything: ``jax.jit(step).lower(...).compile()
-.memory_analysis().temp_size_in_bytes``, XLA's figure for the buffers a step
-allocates beyond its inputs and outputs. Shape: ``multi_head_attention(4,
-causal=True)`` then ``dense(16)`` on ``(m=4, T, d=64)``, float32, the
+Measured without running anything: `jax.jit(step).lower(...).compile()
+.memory_analysis().temp_size_in_bytes`, XLA's figure for the buffers a step
+allocates beyond its inputs and outputs. Shape: `multi_head_attention(4,
+causal=True)` then `dense(16)` on `(m=4, T, d=64)`, float32, the
 sequence cross-entropy, T = 256, 512, 1024.
 """
 
@@ -48,7 +48,8 @@ def temp_bytes(T: int) -> dict:
         forward = jax.jit(lambda p, x, model=model: model.forward(p, x))
         analysis = forward.lower(params, x).compile().memory_analysis()
         out[f"forward's output + cache{', flash' if flash else ''}"] = int(
-            analysis.output_size_in_bytes)
+            analysis.output_size_in_bytes
+        )
     return out
 
 
@@ -66,13 +67,15 @@ def run(config: Config) -> dict:
         rows.append([str(T), _mib(P), *(_mib(v) for v in data[T].values())])
     return {
         "description": __doc__.split("\n\n")[0],
-        "tables": [{
-            "title": f"training step's temp_size_in_bytes (three gradient columns), then a "
-                     f"jitted forward's output_size_in_bytes (m={M}, d={D}, {HEADS} heads, "
-                     "causal, float32)",
-            "headers": ["T", "size of P", *next(iter(data.values()))],
-            "rows": rows,
-        }],
+        "tables": [
+            {
+                "title": f"training step's temp_size_in_bytes (three gradient columns), then a "
+                f"jitted forward's output_size_in_bytes (m={M}, d={D}, {HEADS} heads, "
+                "causal, float32)",
+                "headers": ["T", "size of P", *next(iter(data.values()))],
+                "rows": rows,
+            }
+        ],
         "notes": [
             "From XLA's memory_analysis() of jax.jit(step).lower(...).compile(); nothing is "
             "executed. In one fused step the three are equal: the flash option still forms "

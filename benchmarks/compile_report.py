@@ -126,8 +126,10 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
         processes += 1
     shutil.rmtree(folder)
     write = terminalreporter.write_line
-    write(f"compile report ({processes} process(es); tests took {sum(_test_seconds):.1f} s "
-          "in setup, call and teardown, summed over workers):")
+    write(
+        f"compile report ({processes} process(es); tests took {sum(_test_seconds):.1f} s "
+        "in setup, call and teardown, summed over workers):"
+    )
     for stage in EVENTS.values():
         n = counts[stage]
         mean = seconds[stage] / n * 1e3 if n else 0.0
@@ -138,8 +140,9 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
     def total(name):
         return sum(file_seconds[f"{name}\t{stage}"] for stage in stages)
 
-    write(f"  {'file':40s} {'tests s':>8s} {'compiles':>9s} {'traces':>7s} "
-          f"{'trace+lower+XLA s':>18s}")
+    write(
+        f"  {'file':40s} {'tests s':>8s} {'compiles':>9s} {'traces':>7s} {'trace+lower+XLA s':>18s}"
+    )
     for name in sorted(files, key=total, reverse=True):
         compiles, traces = file_counts[name + "\tXLA compile"], file_counts[name + "\ttrace"]
         write(

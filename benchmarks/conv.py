@@ -1,30 +1,30 @@
-"""Benchmark ``conv``: convolutional networks, hand-written backward vs ``jax.grad``,
+"""Benchmark `conv`: convolutional networks, hand-written backward vs `jax.grad`,
 the im2col path vs NumPy, and PyTorch eager when it is installed.
 
 Two networks, float32, softmax cross-entropy on random integer labels:
 
 * LeNet-5 on 28x28x1 at batch 128 (LeCun et al. 1998, with ReLU and max
-  pooling): ``conv2d(6, 5, SAME) - relu - max_pool2d(2) - conv2d(16, 5) -
+  pooling): `conv2d(6, 5, SAME) - relu - max_pool2d(2) - conv2d(16, 5) -
   relu - max_pool2d(2) - flatten - dense(120) - relu - dense(84) - relu -
-  dense(10)``;
-* the MNIST-1D CNN at batch 100 (Greydanus 2020, ``notebooks/models.py``):
-  three ``conv1d(25, k, stride=2, padding=1)`` with ``k = 5, 3, 3``, ReLU,
-  flatten, ``dense(10)``, on signals of length 40.
+  dense(10)`;
+* the MNIST-1D CNN at batch 100 (Greydanus 2020, `notebooks/models.py`):
+  three `conv1d(25, k, stride=2, padding=1)` with `k = 5, 3, 3`, ReLU,
+  flatten, `dense(10)`, on signals of length 40.
 
-Contenders, under ``jax.jit``, interleaved (:mod:`benchmarks.timing`):
+Contenders, under `jax.jit`, interleaved (`benchmarks.timing`):
 
-* ``hand``: ``purenet.backprop(model, loss)``, the layers' default backward
-  (two ``lax.conv_general_dilated`` calls per convolution, derived by hand);
-* ``hand, im2col``: the same network with ``method="im2col"`` (the textbook
+* `hand`: `purenet.backprop(model, loss)`, the layers' default backward
+  (two `lax.conv_general_dilated` calls per convolution, derived by hand);
+* `hand, im2col`: the same network with `method="im2col"` (the textbook
   matrix form);
-* ``jax.grad``: ``jax.value_and_grad(purenet.objective(model, loss))``;
-* ``control``: a second jitted copy of ``jax.grad`` (the noise floor);
-* ``numpy im2col``: LeNet-5 as a *Deep Learning from Scratch* (Saito ch. 7)
-  network, channels-last, float32: ``Convolution`` and ``Pooling`` objects
-  with the book's ``im2col``/``col2im`` loops over filter offsets (each
+* `jax.grad`: `jax.value_and_grad(purenet.objective(model, loss))`;
+* `control`: a second jitted copy of `jax.grad` (the noise floor);
+* `numpy im2col`: LeNet-5 as a *Deep Learning from Scratch* (Saito ch. 7)
+  network, channels-last, float32: `Convolution` and `Pooling` objects
+  with the book's `im2col`/`col2im` loops over filter offsets (each
   contender computes the loss and every gradient of one batch);
-* ``torch``: ``torch.nn.Conv2d``/``Conv1d`` modules, eager on the CPU,
-  ``loss.backward()``; skipped when ``import torch`` fails.
+* `torch`: `torch.nn.Conv2d`/`Conv1d` modules, eager on the CPU,
+  `loss.backward()`; skipped when `import torch` fails.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def lenet5(method: str = "lax") -> L.Layer:
 
 
 def mnist1d_cnn(method: str = "lax") -> L.Layer:
-    """The ``ConvBase`` of the MNIST-1D repository, channels-last."""
+    """The `ConvBase` of the MNIST-1D repository, channels-last."""
     return L.serial(
         L.conv1d(25, 5, stride=2, padding=1, method=method),
         L.relu(),
@@ -92,8 +92,8 @@ def _data(in_shape, batch, seed=0):
 
 
 def np_im2col(x, kh, kw, stride=1, pad=0):
-    """Saito's ``im2col`` (``common/util.py``), channels-last: one strided copy
-    per filter offset; rows ``(n, i, j)``, columns ``(p, q, c)``."""
+    """Saito's `im2col` (`common/util.py`), channels-last: one strided copy
+    per filter offset; rows `(n, i, j)`, columns `(p, q, c)`."""
     n, h, w, c = x.shape
     out_h, out_w = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
     img = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
@@ -107,7 +107,7 @@ def np_im2col(x, kh, kw, stride=1, pad=0):
 
 
 def np_col2im(col, x_shape, kh, kw, stride=1, pad=0):
-    """Saito's ``col2im``: the entries of ``col`` added back, padding cropped."""
+    """Saito's `col2im`: the entries of `col` added back, padding cropped."""
     n, h, w, c = x_shape
     out_h, out_w = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
     col = col.reshape(n, out_h, out_w, kh, kw, c)
@@ -121,7 +121,7 @@ def np_col2im(col, x_shape, kh, kw, stride=1, pad=0):
 
 
 class Convolution:
-    """Saito's ``Convolution`` layer (ch. 7.4.3), channels-last, HWIO ``W``."""
+    """Saito's `Convolution` layer (ch. 7.4.3), channels-last, HWIO `W`."""
 
     def __init__(self, W, b, stride=1, pad=0):
         self.W, self.b, self.stride, self.pad = W, b, stride, pad
@@ -146,7 +146,7 @@ class Convolution:
 
 
 class Pooling:
-    """Saito's max ``Pooling`` layer (ch. 7.4.4), window = stride, channels-last."""
+    """Saito's max `Pooling` layer (ch. 7.4.4), window = stride, channels-last."""
 
     def __init__(self, size):
         self.size = size
@@ -176,7 +176,7 @@ class Flatten:
 
 
 class NumpyLeNet:
-    """:func:`lenet5` as a list of the book's layer objects, same params."""
+    """`lenet5` as a list of the book's layer objects, same params."""
 
     def __init__(self, params):
         p = [{k: np.asarray(v) for k, v in layer.items()} if layer else None for layer in params]
@@ -210,7 +210,7 @@ class NumpyLeNet:
 
 
 def torch_step(name, params, x, t):
-    """A thunk computing loss and gradients with torch eager, or ``(None, why)``."""
+    """A thunk computing loss and gradients with torch eager, or `(None, why)`."""
     try:
         import torch
     except ImportError as e:

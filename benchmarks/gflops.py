@@ -1,18 +1,18 @@
-"""Benchmark ``gflops``: how close a training step comes to the machine's matmul peak.
+"""Benchmark `gflops`: how close a training step comes to the machine's matmul peak.
 
-Work counted: ``6 * m * sum(n_in * n_out)`` FLOPs for forward + backward of
-the dense layers (two FLOPs per multiply-add; ``x W``, ``x^T dy``, ``dy W^T``),
+Work counted: `6 * m * sum(n_in * n_out)` FLOPs for forward + backward of
+the dense layers (two FLOPs per multiply-add; `x W`, `x^T dy`, `dy W^T`),
 for 784-1024-1024-10 at batch 512: 5.72 GFLOP per step. (The first layer's
-``dx`` is not needed and not computed, so the step really does 4.90 GFLOP,
+`dx` is not needed and not computed, so the step really does 4.90 GFLOP,
 14% less; the convention is kept so that numbers compare with other reports.)
 
 Contenders, interleaved:
 
-* ``matmul n``: one jitted float32 square matmul, n x n by n x n
-  (``2 n**3`` FLOPs), for n = 1024 and 2048; the faster of the two (by
+* `matmul n`: one jitted float32 square matmul, n x n by n x n
+  (`2 n**3` FLOPs), for n = 1024 and 2048; the faster of the two (by
   median) is the practical peak of this machine for XLA:CPU;
-* ``gradient``: ``jax.jit(purenet.backprop(model, loss))``;
-* ``train step``: ``jax.jit(purenet.train.make_step(model, loss, sgd(1e-3)))``
+* `gradient`: `jax.jit(purenet.backprop(model, loss))`;
+* `train step`: `jax.jit(purenet.train.make_step(model, loss, sgd(1e-3)))`
   (gradient + update), params and optimizer state threaded from call to call.
 
 Reported: GFLOP/s (FLOPs / median time, and FLOPs / fastest time) and the

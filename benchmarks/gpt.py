@@ -1,23 +1,23 @@
-"""Benchmark ``gpt``: a training step of ``purenet.models.gpt`` by the
-hand-written backward against ``jax.grad``, and against the same model written
+"""Benchmark `gpt`: a training step of `purenet.models.gpt` by the
+hand-written backward against `jax.grad`, and against the same model written
 nanoGPT-style in PyTorch eager.
 
-Model: ``gpt(vocab 96, context 128, depth 4, heads 4, width 128)`` (tied
+Model: `gpt(vocab 96, context 128, depth 4, heads 4, width 128)` (tied
 head, GELU-tanh, 0.8 M parameters), batch 16 of 128 tokens, float32. A
 step is the gradient of the next-token cross-entropy and one AdamW update.
-Contenders, interleaved (:mod:`benchmarks.timing`):
+Contenders, interleaved (`benchmarks.timing`):
 
-* ``hand``: ``jax.jit`` of ``purenet.backprop(model, loss)`` + ``optim.adamw``;
-* ``jax.grad``: the same with ``jax.value_and_grad(purenet.objective(model, loss))``;
-* ``control``: a second, separately jitted ``jax.grad`` step (the noise floor);
-* ``torch``: when torch is installed, a GPT-2 written here in the style of
-  nanoGPT (Karpathy 2022): ``nn.Embedding``, ``nn.LayerNorm``, ``nn.Linear``
-  with the fused ``(d, 3d)`` attention projection,
-  ``F.scaled_dot_product_attention(is_causal=True)``, tied head; eager mode,
-  ``torch.optim.AdamW``, ``zero_grad``/``backward``/``step`` per call.
+* `hand`: `jax.jit` of `purenet.backprop(model, loss)` + `optim.adamw`;
+* `jax.grad`: the same with `jax.value_and_grad(purenet.objective(model, loss))`;
+* `control`: a second, separately jitted `jax.grad` step (the noise floor);
+* `torch`: when torch is installed, a GPT-2 written here in the style of
+  nanoGPT (Karpathy 2022): `nn.Embedding`, `nn.LayerNorm`, `nn.Linear`
+  with the fused `(d, 3d)` attention projection,
+  `F.scaled_dot_product_attention(is_causal=True)`, tied head; eager mode,
+  `torch.optim.AdamW`, `zero_grad`/`backward`/`step` per call.
 
-Tokens per second are ``16 * 128`` over the median step time; the model
-FLOPs per step are ``6 N + 12 depth T width`` per token (Kaplan et al. 2020;
+Tokens per second are `16 * 128` over the median step time; the model
+FLOPs per step are `6 N + 12 depth T width` per token (Kaplan et al. 2020;
 PaLM's MFU accounting: the matrix products of the forward and backward,
 attention included), from which the achieved GFLOP/s follow.
 """
@@ -59,8 +59,7 @@ def jax_steps(model, params):
 
         return jax.jit(step)
 
-    return opt.init(params), {"hand": make(hand), "jax.grad": make(auto),
-                              "control": make(auto)}
+    return opt.init(params), {"hand": make(hand), "jax.grad": make(auto), "control": make(auto)}
 
 
 def torch_step(ids):
@@ -125,8 +124,11 @@ def model_flops(params) -> float:
     return BATCH * CONTEXT * (6 * n + 12 * DEPTH * CONTEXT * WIDTH)
 
 
-@register("gpt", "gpt(96, 128, 4, 4, 128) training step: hand-written vs jax.grad vs "
-          "PyTorch eager (nanoGPT-style), float32")
+@register(
+    "gpt",
+    "gpt(96, 128, 4, 4, 128) training step: hand-written vs jax.grad vs "
+    "PyTorch eager (nanoGPT-style), float32",
+)
 def run(config: Config) -> dict:
     model, params, x, t, ids = problem()
     state, steps = jax_steps(model, params)
@@ -145,26 +147,41 @@ def run(config: Config) -> dict:
     for name, s in timing["times"].items():
         med = s["median"]
         ratio = fmt_ratio(timing["ratios"][name]) if name in timing["ratios"] else "1"
-        rows.append([name, fmt_spread(s), ratio, f"{tokens / med:,.0f}",
-                     f"{flops / med / 1e9:.1f}"])
+        rows.append(
+            [name, fmt_spread(s), ratio, f"{tokens / med:,.0f}", f"{flops / med / 1e9:.1f}"]
+        )
     n_params = sum(a.size for a in jax.tree.leaves(params))
     return {
         "description": __doc__.split("\n\n")[0],
-        "tables": [{
-            "title": f"training step, batch {BATCH} x {CONTEXT} tokens, float32, "
-                     f"{n_params:,} params (median [quartiles] per step)",
-            "headers": ["contender", "step", "/ jax.grad (per round)", "tokens/s",
-                        "model GFLOP/s"],
-            "rows": rows,
-        }],
+        "tables": [
+            {
+                "title": f"training step, batch {BATCH} x {CONTEXT} tokens, float32, "
+                f"{n_params:,} params (median [quartiles] per step)",
+                "headers": [
+                    "contender",
+                    "step",
+                    "/ jax.grad (per round)",
+                    "tokens/s",
+                    "model GFLOP/s",
+                ],
+                "rows": rows,
+            }
+        ],
         "notes": [
             "Ratios are per-round (interleaved) ratios to jax.grad, median [quartiles]; "
             "'control' is a second jitted jax.grad, the noise floor. "
             f"Model FLOPs per step: {flops / 1e9:.2f} G (6 N + 12 depth T width per token). "
-            + (f"PyTorch: {torch_info[1]}, eager; hand / torch per round: "
-               f"{fmt_ratio(timing['hand_over_torch'])}." if torch_info
-               else "PyTorch: not installed."),
+            + (
+                f"PyTorch: {torch_info[1]}, eager; hand / torch per round: "
+                f"{fmt_ratio(timing['hand_over_torch'])}."
+                if torch_info
+                else "PyTorch: not installed."
+            ),
         ],
-        "data": {"timing": timing, "model_flops": flops, "tokens_per_step": tokens,
-                 "params": n_params},
+        "data": {
+            "timing": timing,
+            "model_flops": flops,
+            "tokens_per_step": tokens,
+            "params": n_params,
+        },
     }

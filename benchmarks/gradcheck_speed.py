@@ -1,29 +1,29 @@
-"""Benchmark ``gradcheck``: the cost of checking a 200k-parameter gradient.
+"""Benchmark `gradcheck`: the cost of checking a 200k-parameter gradient.
 
 The network is 784-256-10 (relu, softmax cross-entropy, integer labels),
 float64, batch 128: P = 203,530 parameters. Measured:
 
-(a) ``forward``: one jitted evaluation of ``purenet.objective`` (the cost a
+(a) `forward`: one jitted evaluation of `purenet.objective` (the cost a
     finite difference pays twice per coordinate), median of many calls;
-(b) ``directional``: ``purenet.gradcheck.directional_check`` with 8
+(b) `directional`: `purenet.gradcheck.directional_check` with 8
     directions, wall time of whole calls (it jits a fresh function, so every
     call traces and compiles: the time a user waits); the first call of the
     process is reported apart (it also compiles helpers); the compile share
-    comes from ``jax.monitoring`` events;
-(c) ``numerical``: ``purenet.gradcheck.numerical_gradient`` over every
-    coordinate, for chunk sizes (``lax.map(batch_size=...)``) 1, 8, 16 (the
+    comes from `jax.monitoring` events;
+(c) `numerical`: `purenet.gradcheck.numerical_gradient` over every
+    coordinate, for chunk sizes (`lax.map(batch_size=...)`) 1, 8, 16 (the
     library default), 32 and 128, interleaved.
 
 Quick mode does not run (c) over all P coordinates: it times
-``numerical_gradient`` of ``f(sub) = J(unravel(concatenate([sub, rest])))``,
-a function of the first ``k`` coordinates only, subtracts the compile time,
-and **extrapolates** ``T(P) = compile + P * (run time per coordinate)``. The
+`numerical_gradient` of `f(sub) = J(unravel(concatenate([sub, rest])))`,
+a function of the first `k` coordinates only, subtracts the compile time,
+and **extrapolates** `T(P) = compile + P * (run time per coordinate)`. The
 wrapper does nearly the per-coordinate work of the real thing (a perturbed
-full-length ``theta``, ``unravel``, two forward passes; its perturbation is
-built on ``k`` entries then concatenated, the real one on all P). ``--full``
-also runs the complete ``numerical_gradient`` with the default chunk size and
+full-length `theta`, `unravel`, two forward passes; its perturbation is
+built on `k` entries then concatenated, the real one on all P). `--full`
+also runs the complete `numerical_gradient` with the default chunk size and
 with the fastest one and reports the extrapolation's error. The reference is
-the bound ``2 P x forward``. Complete runs on two small networks (P = 387 and
+the bound `2 P x forward`. Complete runs on two small networks (P = 387 and
 4,810) show the chunk sizes where compilation, not P, dominates.
 """
 
@@ -61,10 +61,10 @@ def forward_time(p, rounds: int) -> dict:
 
 
 def directional_times(p, calls: int) -> dict:
-    """Wall time of whole ``directional_check`` calls and their compile share.
+    """Wall time of whole `directional_check` calls and their compile share.
 
     The first call of a process also compiles helpers (random directions,
-    ``ravel``); later calls compile only their fresh ``jit``. Both are kept.
+    `ravel`); later calls compile only their fresh `jit`. Both are kept.
     """
     J = objective(p.model, p.loss)
     grads = jax.jit(backprop(p.model, p.loss))(p.params, p.x, p.t)[1]
@@ -105,7 +105,7 @@ def _cpu_seconds() -> float:
 
 def _prefix_call(p, k: int, chunk_size: int) -> tuple[float, float, float]:
     """(wall seconds, compile seconds, process CPU seconds) of
-    ``numerical_gradient`` over the first ``k`` coordinates only."""
+    `numerical_gradient` over the first `k` coordinates only."""
     J = objective(p.model, p.loss)
     theta, unravel = ravel(p.params)
 
@@ -123,10 +123,10 @@ def _prefix_call(p, k: int, chunk_size: int) -> tuple[float, float, float]:
 
 
 def numerical_by_chunk(p, k: int, chunk_sizes, repeats: int) -> dict:
-    """Per-coordinate run time of ``numerical_gradient`` for each chunk size,
-    from calls over ``k`` coordinates interleaved across chunk sizes (the order
+    """Per-coordinate run time of `numerical_gradient` for each chunk size,
+    from calls over `k` coordinates interleaved across chunk sizes (the order
     rotates each repeat); compile time is subtracted, then added back once in
-    the extrapolation ``T(P) = compile + P * per_coordinate``."""
+    the extrapolation `T(P) = compile + P * per_coordinate`."""
     num_params = ravel(p.params)[0].size
     runs = {c: [] for c in chunk_sizes}
     cpus = {c: [] for c in chunk_sizes}
@@ -153,7 +153,7 @@ def numerical_by_chunk(p, k: int, chunk_sizes, repeats: int) -> dict:
 
 
 def small_nets(repeats: int) -> dict:
-    """Complete ``numerical_gradient`` runs on small networks (where compile
+    """Complete `numerical_gradient` runs on small networks (where compile
     time dominates), by chunk size, interleaved: total and run (total minus
     compile) seconds, medians."""
     out = {}
@@ -184,7 +184,7 @@ def small_nets(repeats: int) -> dict:
 
 
 def small_nets_table(small: dict) -> dict:
-    """The README table of :func:`small_nets` results."""
+    """The README table of `small_nets` results."""
     rows = [
         [name, f"{r['num_params']:,}", str(c), fmt_time(v["total_s"]), fmt_time(v["run_s"])]
         for name, r in small.items()
@@ -204,7 +204,7 @@ def small_nets_table(small: dict) -> dict:
 
 
 def numerical_full(p, chunk_size: int) -> float:
-    """Seconds for one complete ``numerical_gradient`` (compile included)."""
+    """Seconds for one complete `numerical_gradient` (compile included)."""
     J = objective(p.model, p.loss)
     return time_once(
         lambda: gradcheck.numerical_gradient(J, p.params, p.x, p.t, chunk_size=chunk_size)

@@ -1,23 +1,23 @@
-"""Benchmark ``gradient``: hand-written backprop against ``jax.grad``.
+"""Benchmark `gradient`: hand-written backprop against `jax.grad`.
 
-Contenders, both under ``jax.jit``, float32, same params and batch:
+Contenders, both under `jax.jit`, float32, same params and batch:
 
-* ``hand``: ``purenet.backprop(model, loss)``, which returns ``(J, grads)``;
-* ``jax.grad``: ``jax.value_and_grad(purenet.objective(model, loss))``, which
-  returns ``(J, grads)`` too, so both compute the loss and the gradient;
-* ``control``: a second, separately jitted copy of ``jax.grad``. Its ratio to
-  ``jax.grad`` measures nothing but the noise of the machine: a ratio of
-  ``hand`` inside the control's spread is a tie.
+* `hand`: `purenet.backprop(model, loss)`, which returns `(J, grads)`;
+* `jax.grad`: `jax.value_and_grad(purenet.objective(model, loss))`, which
+  returns `(J, grads)` too, so both compute the loss and the gradient;
+* `control`: a second, separately jitted copy of `jax.grad`. Its ratio to
+  `jax.grad` measures nothing but the noise of the machine: a ratio of
+  `hand` inside the control's spread is a tie.
 
 Shapes (relu hidden layers, logits out): 784-256-10 at batch 128 and
 784-1024-1024-10 at batch 512 with softmax cross-entropy on integer labels;
 2-8-1 at batch 4 with sigmoid binary cross-entropy.
 
-Timing (:mod:`benchmarks.timing`): the three are interleaved in one process,
-samples of about 2 ms (one call for the wide net), ``block_until_ready`` at
+Timing (`benchmarks.timing`): the three are interleaved in one process,
+samples of about 2 ms (one call for the wide net), `block_until_ready` at
 the end of each sample; reported are median [quartiles] per call, and the
 median [quartiles] of the round-by-round ratios. Each shape also records a
-summary of both optimized HLO programs (:mod:`benchmarks.hlo`).
+summary of both optimized HLO programs (`benchmarks.hlo`).
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ ROUNDS = {
 
 
 def gradient_contenders(model, loss) -> dict:
-    """The jitted functions compared, each taking ``(params, x, t)``: the
-    hand-written backprop, ``jax.value_and_grad`` of the same objective, and
+    """The jitted functions compared, each taking `(params, x, t)`: the
+    hand-written backprop, `jax.value_and_grad` of the same objective, and
     a second, identical copy of the latter (the control, whose ratio to the
     first shows the noise of the run)."""
     objective = purenet.objective(model, loss)
@@ -57,7 +57,7 @@ def gradient_contenders(model, loss) -> dict:
 
 
 def time_gradients(model, loss, params, x, t, rounds: int, sample_s: float = 0.002) -> dict:
-    """Interleaved timing of :func:`gradient_contenders` at ``(params, x, t)``."""
+    """Interleaved timing of `gradient_contenders` at `(params, x, t)`."""
     fns = gradient_contenders(model, loss)
     thunks = {name: (lambda f=f: f(params, x, t)) for name, f in fns.items()}
     result = compare(thunks, baseline="jax.grad", rounds=rounds, sample_s=sample_s)
@@ -70,7 +70,7 @@ TIMING_HEADERS = ["hand", "jax.grad", "hand / jax.grad", "control / jax.grad"]
 
 def gradient_table(rows: list[list[str]]) -> dict:
     """The per-model table of the recurrent and attention benchmarks:
-    a model name, then :func:`timing_cells`."""
+    a model name, then `timing_cells`."""
     return {
         "title": "gradient of one batch, jitted, float32 (median [quartiles] per call)",
         "headers": ["model", *TIMING_HEADERS],
@@ -91,7 +91,7 @@ def timing_cells(timing: dict) -> list[str]:
 
 
 def measure(p, rounds: int) -> dict:
-    """Interleaved timing of :func:`gradient_contenders` on problem ``p``."""
+    """Interleaved timing of `gradient_contenders` on problem `p`."""
     return time_gradients(p.model, p.loss, p.params, p.x, p.t, rounds)
 
 

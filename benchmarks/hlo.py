@@ -1,22 +1,22 @@
 """What the compiler made of a jitted function: a summary of its optimized HLO.
 
-``summarize(fn, *args)`` compiles ``jax.jit(fn)`` for ``args`` and reads
-``.lower(...).compile().as_text()``: the HLO after XLA's optimizations, as it
+`summarize(fn, *args)` compiles `jax.jit(fn)` for `args` and reads
+`.lower(...).compile().as_text()`: the HLO after XLA's optimizations, as it
 runs. It counts, in the entry computation (one line = one kernel launched by
 XLA:CPU's thunk runtime, bitcasts aside):
 
-* matrix products, split by who runs them: ``ynn`` (a ``__ynn_fusion``, the
-  YNNPACK kernels XLA:CPU uses for the dots it supports) or ``xla`` (a plain
-  ``dot`` instruction, which XLA:CPU runs with Eigen, or a tiny dot XLA fused
+* matrix products, split by who runs them: `ynn` (a `__ynn_fusion`, the
+  YNNPACK kernels XLA:CPU uses for the dots it supports) or `xla` (a plain
+  `dot` instruction, which XLA:CPU runs with Eigen, or a tiny dot XLA fused
   into a loop with elementwise work), with their shapes and contracting
   dimensions;
-* ``transpose`` and ``copy`` instructions anywhere (a materialised transpose
+* `transpose` and `copy` instructions anywhere (a materialised transpose
   shows up as one of these);
 * kernels (fusions and other instructions) in the entry computation;
 * the entry computation layout (argument and result layouts).
 
-Run ``python -m benchmarks.hlo`` to print the comparison of the hand-written
-backprop with ``jax.value_and_grad`` for the gradient benchmark's shapes.
+Run `python -m benchmarks.hlo` to print the comparison of the hand-written
+backprop with `jax.value_and_grad` for the gradient benchmark's shapes.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ _DOT = re.compile(
 
 
 def compiled_text(fn, *args) -> str:
-    """Optimized HLO text of ``jax.jit(fn)`` for ``args``."""
+    """Optimized HLO text of `jax.jit(fn)` for `args`."""
     return jax.jit(fn).lower(*args).compile().as_text()
 
 
@@ -59,7 +59,7 @@ def _entry_name(text: str) -> str:
 
 
 def summarize(fn, *args) -> dict:
-    """Counts of dots, transposes, copies and kernels in the compiled ``fn``."""
+    """Counts of dots, transposes, copies and kernels in the compiled `fn`."""
     text = compiled_text(fn, *args)
     comps = _computations(text)
     entry = comps[_entry_name(text)]
@@ -96,14 +96,14 @@ def summarize(fn, *args) -> dict:
 
 
 def loop_bodies(fn, *args) -> list[dict]:
-    """Kernels of each ``while`` body in the compiled ``fn`` (a ``lax.scan``
-    compiles to one ``while`` in the entry; its body runs once per step).
+    """Kernels of each `while` body in the compiled `fn` (a `lax.scan`
+    compiles to one `while` in the entry; its body runs once per step).
 
-    Per body: ``kernels`` (instruction lines that launch work: fusions,
-    dots, copies, ...), ``fusions`` (kLoop), ``ynn`` (``__ynn_fusion``:
-    YNNPACK dots and reductions), ``dots`` (plain ``dot``), and
-    ``small_call``: True when XLA:CPU compiled the whole loop into one kernel
-    (``xla_cpu_small_call``, the small-while-loop hoisting pass).
+    Per body: `kernels` (instruction lines that launch work: fusions,
+    dots, copies, ...), `fusions` (kLoop), `ynn` (`__ynn_fusion`:
+    YNNPACK dots and reductions), `dots` (plain `dot`), and
+    `small_call`: True when XLA:CPU compiled the whole loop into one kernel
+    (`xla_cpu_small_call`, the small-while-loop hoisting pass).
     """
     text = compiled_text(fn, *args)
     comps = _computations(text)
@@ -133,8 +133,8 @@ def loop_bodies(fn, *args) -> list[dict]:
 
 
 def compare_gradients(problem) -> dict:
-    """HLO summaries of the hand-written backprop and ``jax.value_and_grad``
-    of the objective, for one :class:`benchmarks.models.Problem`."""
+    """HLO summaries of the hand-written backprop and `jax.value_and_grad`
+    of the objective, for one `benchmarks.models.Problem`."""
     import purenet
 
     hand = purenet.backprop(problem.model, problem.loss)

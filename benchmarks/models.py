@@ -1,7 +1,7 @@
 """The networks and data the benchmarks run on.
 
-Every benchmark network is a multilayer perceptron: ``dense`` layers with
-``relu`` between them and no activation after the last one (the loss takes
+Every benchmark network is a multilayer perceptron: `dense` layers with
+`relu` between them and no activation after the last one (the loss takes
 logits). Inputs are standard normal, targets are uniform random integer labels
 (softmax cross-entropy) or random 0/1 targets (sigmoid binary cross-entropy):
 the values do not change the work done, only the shapes do.
@@ -31,7 +31,7 @@ class Problem(NamedTuple):
 
 
 def mlp(sizes, hidden=L.relu) -> L.Layer:
-    """``dense(sizes[1]), hidden(), ..., dense(sizes[-1])`` for inputs of ``sizes[0]``."""
+    """`dense(sizes[1]), hidden(), ..., dense(sizes[-1])` for inputs of `sizes[0]`."""
     layers = []
     for n in sizes[1:-1]:
         layers += [L.dense(n), hidden()]
@@ -39,18 +39,18 @@ def mlp(sizes, hidden=L.relu) -> L.Layer:
 
 
 def shape_name(sizes, batch: int) -> str:
-    """``"784-256-10 @ 128"``."""
+    """`"784-256-10 @ 128"`."""
     return "-".join(str(s) for s in sizes) + f" @ {batch}"
 
 
 def problem(sizes, batch: int, *, loss: str = "softmax", dtype=jnp.float32, seed: int = 0):
-    """An MLP of layer ``sizes`` with a batch of ``batch`` examples.
+    """An MLP of layer `sizes` with a batch of `batch` examples.
 
     Args:
-      sizes: ``(n_in, hidden..., n_out)``.
-      batch: rows of ``x``.
-      loss: ``"softmax"`` (softmax cross-entropy, integer labels) or ``"bce"``
-        (sigmoid binary cross-entropy, 0/1 targets of shape ``(batch, 1)``).
+      sizes: `(n_in, hidden..., n_out)`.
+      batch: rows of `x`.
+      loss: `"softmax"` (softmax cross-entropy, integer labels) or `"bce"`
+        (sigmoid binary cross-entropy, 0/1 targets of shape `(batch, 1)`).
       dtype: params and inputs dtype.
       seed: for params and data.
     """
@@ -74,6 +74,6 @@ def problem(sizes, batch: int, *, loss: str = "softmax", dtype=jnp.float32, seed
 
 def matmul_flops(sizes, batch: int) -> int:
     """FLOPs of one forward + backward through the dense layers of an MLP,
-    counted as ``6 * m * sum(n_in * n_out)`` (forward ``x W``, backward
-    ``x^T dy`` and ``dy W^T``, two FLOPs per multiply-add each)."""
+    counted as `6 * m * sum(n_in * n_out)` (forward `x W`, backward
+    `x^T dy` and `dy W^T`, two FLOPs per multiply-add each)."""
     return 6 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))

@@ -1,7 +1,7 @@
 """A from-scratch NumPy training loop in the style of *Deep Learning from
-Scratch* (Saito, 2016, ch. 5-6): layer objects with ``forward`` / ``backward``
-that keep their caches on ``self``, ``SoftmaxWithLoss``, and an ``Adam`` class
-updating a dict of arrays in place. It is the baseline of the ``train_epoch``
+Scratch* (Saito, 2016, ch. 5-6): layer objects with `forward` / `backward`
+that keep their caches on `self`, `SoftmaxWithLoss`, and an `Adam` class
+updating a dict of arrays in place. It is the baseline of the `train_epoch`
 benchmark: the same network, batch size and optimizer as purenet's epoch,
 in float32 (the book's code runs in float64; float32 is used here so that the
 comparison is like for like).
@@ -63,7 +63,7 @@ class SoftmaxWithLoss:
 
 
 class Adam:
-    """Adam (Kingma & Ba, 2015) as in the book's ``common/optimizer.py``."""
+    """Adam (Kingma & Ba, 2015) as in the book's `common/optimizer.py`."""
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
         self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
@@ -83,7 +83,7 @@ class Adam:
 
 
 class TwoLayerNet:
-    """``Affine - Relu - Affine - SoftmaxWithLoss`` with Glorot-uniform weights."""
+    """`Affine - Relu - Affine - SoftmaxWithLoss` with Glorot-uniform weights."""
 
     def __init__(self, n_in, n_hidden, n_out, seed=0, dtype=np.float32):
         rng = np.random.default_rng(seed)

@@ -1,30 +1,31 @@
-"""Benchmark ``recurrent``: hand-written backpropagation through time against
-``jax.grad`` of the same scan, and one training epoch against PyTorch.
+"""Benchmark `recurrent`: hand-written backpropagation through time against
+`jax.grad` of the same scan, and one training epoch against PyTorch.
 
-Gradient contenders, both under ``jax.jit``, float32, same params and batch
-(as :mod:`benchmarks.gradient`):
+Gradient contenders, both under `jax.jit`, float32, same params and batch
+(as `benchmarks.gradient`):
 
-* ``hand``: ``purenet.backprop(model, loss)``: the layers' reverse
-  ``lax.scan`` written by hand (input projections and the weight gradients
+* `hand`: `purenet.backprop(model, loss)`: the layers' reverse
+  `lax.scan` written by hand (input projections and the weight gradients
   hoisted out of the scan as single matrix products);
-* ``jax.grad``: ``jax.value_and_grad(purenet.objective(model, loss))``:
-  XLA's autodiff of the forward scan (which accumulates ``dWh`` inside its
-  reverse scan, one ``h^T da`` product per step);
-* ``control``: a second, separately jitted ``jax.grad``; its ratio to
-  ``jax.grad`` is the machine's noise.
+* `jax.grad`: `jax.value_and_grad(purenet.objective(model, loss))`:
+  XLA's autodiff of the forward scan (which accumulates `dWh` inside its
+  reverse scan, one `h^T da` product per step);
+* `control`: a second, separately jitted `jax.grad`; its ratio to
+  `jax.grad` is the machine's noise.
 
 Shapes:
 
-* ``lstm(128)`` on ``(m, T, d) = (64, 50, 32)``, then ``dense(10)`` at every
-  step, :data:`purenet.losses.sequence_softmax_cross_entropy`;
-* the MNIST-1D GRU (Greydanus 2020): ``bidirectional(gru(6))`` on
-  ``(100, 40, 1)``, ``last_step()``, ``dense(10)``, softmax cross-entropy.
+* `lstm(128)` on `(m, T, d) = (64, 50, 32)`, then `dense(10)` at every
+  step,
+  [`purenet.losses.sequence_softmax_cross_entropy`][purenet.losses.sequence_softmax_cross_entropy];
+* the MNIST-1D GRU (Greydanus 2020): `bidirectional(gru(6))` on
+  `(100, 40, 1)`, `last_step()`, `dense(10)`, softmax cross-entropy.
 
-Epoch: the LSTM model trained for one epoch with Adam (``1e-3``), batch 64,
-on 1,280 random sequences: purenet's ``make_epoch`` (one jitted
-``lax.scan``) against PyTorch eager (``nn.LSTM(batch_first=True)`` +
-``nn.Linear``, ``F.cross_entropy``, ``torch.optim.Adam``) when ``import
-torch`` works; skipped otherwise. Timing: :mod:`benchmarks.timing`,
+Epoch: the LSTM model trained for one epoch with Adam (`1e-3`), batch 64,
+on 1,280 random sequences: purenet's `make_epoch` (one jitted
+`lax.scan`) against PyTorch eager (`nn.LSTM(batch_first=True)` +
+`nn.Linear`, `F.cross_entropy`, `torch.optim.Adam`) when `import
+torch` works; skipped otherwise. Timing: `benchmarks.timing`,
 interleaved rounds, medians and round-by-round ratios.
 """
 
@@ -44,7 +45,7 @@ EPOCH_EXAMPLES, EPOCH_BATCH = 1280, 64
 
 
 def lstm_problem():
-    """``lstm(128)`` on (64, 50, 32), a class per step."""
+    """`lstm(128)` on (64, 50, 32), a class per step."""
     k_init, k_x, k_t = jax.random.split(jax.random.key(0), 3)
     model = L.serial(L.lstm(128), L.dense(10))
     params = model.init(k_init, (50, 32))[1]
@@ -81,7 +82,7 @@ def purenet_epoch():
 
 
 def torch_epoch(x, t):
-    """PyTorch eager epoch, or ``(None, reason)`` when torch is missing."""
+    """PyTorch eager epoch, or `(None, reason)` when torch is missing."""
     try:
         import torch
     except ImportError as e:

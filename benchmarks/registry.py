@@ -1,19 +1,21 @@
-"""The registry of benchmarks: a name -> function table that ``python -m
-benchmarks`` runs.
+"""The registry of benchmarks: a name -> function table that `python -m
+benchmarks` runs.
 
-A benchmark is a function ``run(config: Config) -> dict`` registered with
-:func:`register`. It returns a JSON-serialisable result::
+A benchmark is a function `run(config: Config) -> dict` registered with
+`register`. It returns a JSON-serialisable result:
 
-    {
-      "description": "what is measured and how",
-      "tables": [{"title": str, "headers": [str, ...], "rows": [[str, ...], ...]}],
-      "notes": [str, ...],          # optional: one paragraph each
-      "data": {...},                # raw numbers (seconds, ratios, counts)
-    }
+```python
+{
+  "description": "what is measured and how",
+  "tables": [{"title": str, "headers": [str, ...], "rows": [[str, ...], ...]}],
+  "notes": [str, ...],          # optional: one paragraph each
+  "data": {...},                # raw numbers (seconds, ratios, counts)
+}
+```
 
 The runner adds the command that reproduces it, the mode, the wall time and
 the date. Adding a benchmark is writing such a function in a module of this
-package and adding the module to :data:`MODULES` (one line); a listed module
+package and adding the module to `MODULES` (one line); a listed module
 whose file does not exist yet is skipped.
 """
 
@@ -30,10 +32,10 @@ class Config:
     """How hard to try.
 
     Attributes:
-      full: ``--full``: longer runs, and the runs that quick mode extrapolates.
+      full: `--full`: longer runs, and the runs that quick mode extrapolates.
       scale: multiplies every repeat count (a smoke test uses a tiny value;
         counts never drop below their minimum of 2 or 3).
-      log: progress printer (``print`` to stderr by default).
+      log: progress printer (`print` to stderr by default).
     """
 
     full: bool = False
@@ -71,7 +73,7 @@ MODULES = (
 
 
 def register(name: str, summary: str, *, default: bool = True):
-    """Decorator: add ``run(config) -> dict`` to :data:`BENCHMARKS` as ``name``."""
+    """Decorator: add `run(config) -> dict` to `BENCHMARKS` as `name`."""
 
     def wrap(fn):
         if name in BENCHMARKS:

@@ -1,11 +1,11 @@
-"""Writing results: ``results.json`` and the generated table in ``README.md``.
+"""Writing results: `results.json` and the generated table in `README.md`.
 
-``results.json`` holds ``{"machine": {...}, "benchmarks": {name: result}}``.
-A run with ``--only`` merges its results into the existing file (the other
+`results.json` holds `{"machine": {...}, "benchmarks": {name: result}}`.
+A run with `--only` merges its results into the existing file (the other
 benchmarks keep their last results, each with its own date and machine).
 
 The README keeps its hand-written text; only the part between the two marker
-lines below is regenerated, from the whole ``results.json``.
+lines below is regenerated, from the whole `results.json`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def save(path: str, results: dict) -> None:
 
 
 def merge(old: dict, machine: dict, new: dict[str, dict], order=()) -> dict:
-    """``old`` with the benchmarks in ``new`` replaced; each result records the
-    machine it ran on. Benchmarks are listed in ``order`` (registry order),
+    """`old` with the benchmarks in `new` replaced; each result records the
+    machine it ran on. Benchmarks are listed in `order` (registry order),
     unknown names last."""
     benchmarks = dict(old.get("benchmarks", {}))
     for name, result in new.items():
@@ -68,7 +68,7 @@ def _machine_line(m: dict) -> str:
 
 
 def render(results: dict) -> str:
-    """Markdown for every benchmark in ``results``."""
+    """Markdown for every benchmark in `results`."""
     lines = []
     for name, r in results["benchmarks"].items():
         lines.append(f"### `{name}`")
@@ -89,7 +89,7 @@ def render(results: dict) -> str:
 
 
 def update_readme(path: str, results: dict) -> None:
-    """Replace the generated part of the README at ``path`` (create the file,
+    """Replace the generated part of the README at `path` (create the file,
     with just that part, if it does not exist)."""
     block = f"{BEGIN}\n\n{render(results)}\n{END}"
     if os.path.exists(path):

@@ -1,14 +1,14 @@
 """Interleaved wall-clock timing for a noisy machine.
 
 Every comparison in this package times its contenders *interleaved* in one
-process: round ``r`` times each contender once (one *sample*), and the order
+process: round `r` times each contender once (one *sample*), and the order
 of the contenders rotates from round to round, so a burst of load from another
 job hits all of them alike instead of one. A sample is the wall time of
-``number`` back-to-back calls, the last one followed by ``block_until_ready``
-(JAX dispatches asynchronously), divided by ``number``.
+`number` back-to-back calls, the last one followed by `block_until_ready`
+(JAX dispatches asynchronously), divided by `number`.
 
 What is reported, per contender: the median sample and its spread (quartiles
-and min/max). Ratios are computed *pairwise within a round* (``a[r] / b[r]``)
+and min/max). Ratios are computed *pairwise within a round* (`a[r] / b[r]`)
 and summarised by their median and quartiles: a pairwise ratio cancels slow
 drifts of the machine's speed that independent medians would not.
 """
@@ -24,7 +24,7 @@ import numpy as np
 
 
 def block(out):
-    """Wait for every array in ``out`` (a pytree) to be computed."""
+    """Wait for every array in `out` (a pytree) to be computed."""
     return jax.block_until_ready(out)
 
 
@@ -59,7 +59,7 @@ def interleave(
       warmup: untimed rounds first (compilation, caches).
 
     Returns:
-      name -> list of ``rounds`` per-call times in seconds.
+      name -> list of `rounds` per-call times in seconds.
     """
     names = list(contenders)
     for _ in range(warmup):
@@ -79,12 +79,12 @@ def interleave(
 
 
 def ratio_summary(a: list[float], b: list[float]) -> dict:
-    """Summary of the round-by-round ratios ``a[r] / b[r]``."""
+    """Summary of the round-by-round ratios `a[r] / b[r]`."""
     return summary(np.asarray(a) / np.asarray(b))
 
 
 def calls_per_sample(fn: Callable[[], object], target_s: float) -> int:
-    """How many calls of ``fn`` make a sample of about ``target_s`` seconds
+    """How many calls of `fn` make a sample of about `target_s` seconds
     (measured on a few calls after one warm-up call), at least 1."""
     block(fn())
     t0 = time.perf_counter()
@@ -106,7 +106,7 @@ def time_once(fn: Callable[[], object]) -> float:
 
 
 def fmt_time(seconds: float) -> str:
-    """A duration with a readable unit (``12.3 µs``, ``4.56 ms``, ``7.89 s``)."""
+    """A duration with a readable unit (`12.3 µs`, `4.56 ms`, `7.89 s`)."""
     if seconds < 1e-3:
         return f"{seconds * 1e6:.1f} µs"
     if seconds < 1.0:
@@ -122,15 +122,15 @@ def compare(
     sample_s: float = 0.002,
     warmup: int = 2,
 ) -> dict:
-    """Interleaved timing of ``contenders`` and their ratios to ``baseline``.
+    """Interleaved timing of `contenders` and their ratios to `baseline`.
 
     The number of calls per sample is chosen so that one sample of the
-    baseline lasts about ``sample_s`` (short samples interleave finely, which
+    baseline lasts about `sample_s` (short samples interleave finely, which
     is what makes ratios robust to load changes); it is the same for all.
 
     Returns:
-      ``{"calls_per_sample", "rounds", "times": {name: summary},
-      "ratios": {name: summary of name/baseline per round}, "samples": {name: [...]}}``
+      `{"calls_per_sample", "rounds", "times": {name: summary},
+      "ratios": {name: summary of name/baseline per round}, "samples": {name: [...]}}`
       with times in seconds per call.
     """
     number = calls_per_sample(contenders[baseline], sample_s)
@@ -149,12 +149,12 @@ def compare(
 
 
 def fmt_spread(s: dict) -> str:
-    """``median [q1, q3]`` of a time summary."""
+    """`median [q1, q3]` of a time summary."""
     return f"{fmt_time(s['median'])} [{fmt_time(s['q1'])}, {fmt_time(s['q3'])}]"
 
 
 def fmt_ratio(s: dict) -> str:
-    """``median [q1, q3]`` of a ratio summary."""
+    """`median [q1, q3]` of a ratio summary."""
     return f"{s['median']:.3f} [{s['q1']:.3f}, {s['q3']:.3f}]"
 
 
@@ -177,8 +177,8 @@ _listening = False
 @contextlib.contextmanager
 def compile_seconds():
     """Context manager yielding a list that collects, while it is open, the
-    durations JAX reports (``jax.monitoring``) for tracing, lowering and XLA
-    compilation; ``sum(log)`` is the compile time spent inside the block."""
+    durations JAX reports (`jax.monitoring`) for tracing, lowering and XLA
+    compilation; `sum(log)` is the compile time spent inside the block."""
     global _compile_log, _listening
     if not _listening:
         jax.monitoring.register_event_duration_secs_listener(_on_event)

@@ -1,43 +1,43 @@
-"""Benchmark ``tiny``: training 2-2-1 XOR networks, where overhead is everything.
+"""Benchmark `tiny`: training 2-2-1 XOR networks, where overhead is everything.
 
 The network is 2-2-1 (sigmoid hidden units, sigmoid binary cross-entropy on
 the logit), the data the four XOR patterns, the optimizer plain SGD (lr 0.5),
-every step one ``purenet.train.make_step`` on the whole batch of 4.
+every step one `purenet.train.make_step` on the whole batch of 4.
 
-One network, ``STEPS`` steps, interleaved:
+One network, `STEPS` steps, interleaved:
 
-* ``Python loop``: ``jax.jit(step)`` called ``STEPS`` times from Python;
-* ``lax.scan``: one jitted ``lax.scan`` over the ``STEPS`` steps.
+* `Python loop`: `jax.jit(step)` called `STEPS` times from Python;
+* `lax.scan`: one jitted `lax.scan` over the `STEPS` steps.
 
-1,000 networks (different initial weights), ``STEPS`` steps each, interleaved:
+1,000 networks (different initial weights), `STEPS` steps each, interleaved:
 
-* ``vmap``: ``jax.jit(jax.vmap(scan_training))``: all networks at once;
-* ``scan per network``: the jitted scan called once per network;
-* ``Python loop per network``: the jitted step, ``STEPS`` calls per network.
+* `vmap`: `jax.jit(jax.vmap(scan_training))`: all networks at once;
+* `scan per network`: the jitted scan called once per network;
+* `Python loop per network`: the jitted step, `STEPS` calls per network.
 
-* ``seed-minor by hand (bound)``: not purenet code. The same XOR step written
-  out by hand on arrays whose *last* axis is the seed (``W1`` of shape
-  ``(2, 2, 1000)``), only elementwise ops and sums over the 4 rows, the
-  sigmoid as ``1 / (1 + exp(-x))``, compiled without YNNPACK fusions
-  (``compiler_options``). Every op is then a contiguous loop over 1,000
+* `seed-minor by hand (bound)`: not purenet code. The same XOR step written
+  out by hand on arrays whose *last* axis is the seed (`W1` of shape
+  `(2, 2, 1000)`), only elementwise ops and sums over the 4 rows, the
+  sigmoid as `1 / (1 + exp(-x))`, compiled without YNNPACK fusions
+  (`compiler_options`). Every op is then a contiguous loop over 1,000
   seeds that vectorises; it is the best this formulation gets from XLA:CPU
   here, an upper bound for what any rewrite of purenet's layers could reach
-  under ``vmap`` (which puts the seed axis *first*: ``lax.scan``'s batching
+  under `vmap` (which puts the seed axis *first*: `lax.scan`'s batching
   rule moves a batched carry to axis 0).
 
 Quick mode times the two "one after another" contenders on a subset of the
 networks and **extrapolates** linearly to 1,000 (said so in the table);
-``--full`` runs all 1,000. Each sample records wall time and the process's
-CPU time (``time.process_time``, all threads): on a shared machine CPU time
+`--full` runs all 1,000. Each sample records wall time and the process's
+CPU time (`time.process_time`, all threads): on a shared machine CPU time
 moves much less with the load, so both ratios are reported. Reported too:
-network-steps per second and GFLOP/s at ``FLOPS_PER_STEP`` (the dense layers'
-``6 m sum(n_in n_out)`` = 144 FLOP for 2-2-1 at m = 4, the convention of
-``benchmarks.gflops``), as a fraction of a float32 ``PEAK_N`` x ``PEAK_N``
+network-steps per second and GFLOP/s at `FLOPS_PER_STEP` (the dense layers'
+`6 m sum(n_in n_out)` = 144 FLOP for 2-2-1 at m = 4, the convention of
+`benchmarks.gflops`), as a fraction of a float32 `PEAK_N` x `PEAK_N`
 matmul timed in the same rounds (the practical peak of XLA:CPU here).
 The fraction of the vmapped networks that solve XOR is a sanity check.
 
 Where the time goes, and the levers measured:
-``python -m benchmarks.investigations.tiny_profile``.
+`python -m benchmarks.investigations.tiny_profile`.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}  # per-jit: no YNNPACK fus
 
 
 def interleave_cpu(contenders: dict, *, rounds: int, warmup: int = 1) -> dict:
-    """As ``benchmarks.timing.interleave`` with ``number=1``, recording both
+    """As `benchmarks.timing.interleave` with `number=1`, recording both
     wall time and process CPU time: name -> {"wall": [...], "cpu": [...]}."""
     names = list(contenders)
     for _ in range(warmup):
@@ -83,7 +83,7 @@ def interleave_cpu(contenders: dict, *, rounds: int, warmup: int = 1) -> dict:
 def seed_minor_training(steps: int = STEPS, lr: float = LR):
     """The bound: XOR 2-2-1 training written by hand with the seed axis last.
 
-    ``train(W1 (2,2,S), b1 (2,S), W2 (2,1,S), b2 (1,S)) -> same``: full-batch
+    `train(W1 (2,2,S), b1 (2,S), W2 (2,1,S), b2 (1,S)) -> same`: full-batch
     SGD on the 4 patterns, sigmoid hidden units, sigmoid cross-entropy on the
     logit, the same math as purenet's step (the results agree to float32
     rounding). Not purenet code: a measuring stick.
@@ -119,7 +119,7 @@ def to_seed_minor(params):
 
 
 def setup(dense=L.dense):
-    """The XOR training pieces; ``dense`` is the layer factory (variants swap it)."""
+    """The XOR training pieces; `dense` is the layer factory (variants swap it)."""
     model = L.serial(dense(2), L.sigmoid(), dense(1))
     loss = losses.sigmoid_binary_cross_entropy
     opt = optim.sgd(LR)

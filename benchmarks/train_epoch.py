@@ -1,4 +1,4 @@
-"""Benchmark ``train_epoch``: one epoch of mini-batch Adam, three ways.
+"""Benchmark `train_epoch`: one epoch of mini-batch Adam, three ways.
 
 The task: 60,000 x 784 float32 inputs (standard normal) with random labels in
 0..9, the network 784-256-10 (relu, softmax cross-entropy), batch 128 (468
@@ -6,15 +6,15 @@ steps, the leftover examples dropped), Adam with lr 1e-3, a fresh shuffle each
 epoch. Contenders, interleaved epoch by epoch (each carries its own params
 and optimizer state from epoch to epoch):
 
-* ``purenet``: ``jax.jit(purenet.train.make_epoch(model, loss, adam(1e-3),
-  128, 60000))``: the whole epoch is one compiled ``lax.scan``;
-* ``numpy``: :mod:`benchmarks.numpy_mlp`, a *Deep Learning from Scratch*
+* `purenet`: `jax.jit(purenet.train.make_epoch(model, loss, adam(1e-3),
+  128, 60000))`: the whole epoch is one compiled `lax.scan`;
+* `numpy`: `benchmarks.numpy_mlp`, a *Deep Learning from Scratch*
   style loop (layer objects, in-place Adam), float32;
-* ``torch``: PyTorch eager on the CPU (``nn.Sequential``, ``F.cross_entropy``,
-  ``torch.optim.Adam``), if ``import torch`` works; skipped otherwise;
-* ``numpy, 1 thread`` and ``torch, 1 thread``: the same with OpenBLAS /
-  OpenMP / torch limited to one thread (``OPENBLAS_NUM_THREADS=1``,
-  ``OMP_NUM_THREADS=1``, ``torch.set_num_threads(1)``): spin-waiting thread
+* `torch`: PyTorch eager on the CPU (`nn.Sequential`, `F.cross_entropy`,
+  `torch.optim.Adam`), if `import torch` works; skipped otherwise;
+* `numpy, 1 thread` and `torch, 1 thread`: the same with OpenBLAS /
+  OpenMP / torch limited to one thread (`OPENBLAS_NUM_THREADS=1`,
+  `OMP_NUM_THREADS=1`, `torch.set_num_threads(1)`): spin-waiting thread
   pools collapse when other jobs share the two cores, one thread does not.
 
 Each contender runs in its **own worker process** (set up once: data,
@@ -87,7 +87,7 @@ def numpy_contender(x, t):
 
 
 def torch_contender(x, t, threads=None):
-    """PyTorch eager loop, or ``None`` with the reason when torch is missing."""
+    """PyTorch eager loop, or `None` with the reason when torch is missing."""
     try:
         import torch
     except ImportError as e:
@@ -119,7 +119,7 @@ def torch_contender(x, t, threads=None):
 
 
 def _worker(name: str) -> None:
-    """Worker process main: set up ``name``, then answer ``run`` with the
+    """Worker process main: set up `name`, then answer `run` with the
     seconds of one epoch (JSON on stdout) until stdin closes."""
     x, t = make_data()
     library = name.split(",")[0]

@@ -1,24 +1,24 @@
-"""Run the experiments: ``python -m experiments [NAME ...] [--quick | --full | --smoke]
-[--seeds N] [--jobs N] [--out DIR]``, or redraw them: ``python -m experiments --replot DIR
-[NAME ...]``.
+"""Run the experiments: `python -m experiments [NAME ...] [--quick | --full | --smoke]
+[--seeds N] [--jobs N] [--out DIR]`, or redraw them: `python -m experiments --replot DIR
+[NAME ...]`.
 
-Each experiment writes ``NAME.json`` (its settings, numbers and verdict) and
-``NAME.png`` into ``--out`` (default ``results/``) and prints a one-line
-verdict; the run ends by writing ``README.md`` there, a table of every claim
-with its measured numbers. ``--replot DIR`` trains nothing: it judges and
-draws again from the JSON files in ``DIR`` (after a change to a figure or a
+Each experiment writes `NAME.json` (its settings, numbers and verdict) and
+`NAME.png` into `--out` (default `results/`) and prints a one-line
+verdict; the run ends by writing `README.md` there, a table of every claim
+with its measured numbers. `--replot DIR` trains nothing: it judges and
+draws again from the JSON files in `DIR` (after a change to a figure or a
 verdict's wording) and rewrites the PNGs, the verdicts and the summary.
 
-Several experiments run in ``--jobs`` worker processes at once (default: 2,
+Several experiments run in `--jobs` worker processes at once (default: 2,
 or 1 on a one-core machine), each worker with one XLA thread: the networks
 are small, so two single-threaded programs side by side use two cores better
 than one program's threads do. The longest expected experiment starts first
-(its ``QUICK_SECONDS``, or its time in ``--out`` from an earlier run). While
+(its `QUICK_SECONDS`, or its time in `--out` from an earlier run). While
 they run, a terminal shows one live line: each running experiment's units
-done (:func:`experiments._common.progress`), its time so far and an estimate
+done (`experiments._common.progress`), its time so far and an estimate
 of the time left; a log (output not a terminal) gets one line when an
 experiment starts and one with its verdict when it ends.
-The skeleton every experiment follows is described in ``experiments/_common.py``.
+The skeleton every experiment follows is described in `experiments/_common.py`.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def available() -> list[str]:
 
 
 def load(name: str):
-    """The experiment module ``name``, checked to follow the skeleton."""
+    """The experiment module `name`, checked to follow the skeleton."""
     module = importlib.import_module(f"experiments.{name}")
     missing = [a for a in ("NAME", "CLAIM", "measure", "judge", "draw") if not hasattr(module, a)]
     if missing:
@@ -143,7 +143,7 @@ def parse(argv):
 
 
 def write_summary(out: Path, mode: str | None = None):
-    """``out/README.md``: one row per experiment found in ``out``."""
+    """`out/README.md`: one row per experiment found in `out`."""
     rows = []
     for name in EXPERIMENTS:
         record = _common.read_record(out / f"{name}.json")
@@ -161,10 +161,18 @@ def write_summary(out: Path, mode: str | None = None):
     for r in rows:
         figure = f"[{r['name']}]({r['figure']})" if r.get("figure") else r["name"]
         lines.append(
-            f"| {figure} | {r['claim']} | {'yes' if r['supported'] else '**no**'} | "
-            f"{r['verdict']} | {r['mode']} | {r['seconds']} |"
+            f"| {figure} | {_cell(r['claim'])} | {'yes' if r['supported'] else '**no**'} | "
+            f"{_cell(r['verdict'])} | {r['mode']} | {r['seconds']} |"
         )
+    for r in rows:  # every figure shown, under a heading the table links to
+        if r.get("figure"):
+            lines += ["", f"## {r['name']}", "", f"![{r['name']}]({r['figure']})"]
     (out / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def _cell(text: str) -> str:
+    """`text` for a Markdown table cell: a `|` in it would end the cell."""
+    return text.replace("|", "\\|")
 
 
 def run_one(name: str, mode: Mode, seeds: int | None, out: Path) -> dict:
@@ -180,7 +188,7 @@ def run_one(name: str, mode: Mode, seeds: int | None, out: Path) -> dict:
 
 
 def replot_one(name: str, out: Path) -> dict | None:
-    """Judge and draw ``out/NAME.json`` again; ``None`` if there is none of ours."""
+    """Judge and draw `out/NAME.json` again; `None` if there is none of ours."""
     old = _common.read_record(out / f"{name}.json")
     if old is None:
         return None
@@ -197,8 +205,8 @@ def _print(record: dict, seconds: float | None = None):
 
 
 def expected_seconds(name: str, mode: Mode, out: Path) -> float | None:
-    """How long ``name`` is expected to take: its time in ``out`` from an
-    earlier run in this mode, else (quick mode) the module's ``QUICK_SECONDS``."""
+    """How long `name` is expected to take: its time in `out` from an
+    earlier run in this mode, else (quick mode) the module's `QUICK_SECONDS`."""
     old = _common.read_record(out / f"{name}.json")
     if old is not None and old.get("mode") == mode.value:
         return float(old["seconds"])
@@ -234,8 +242,10 @@ def main(argv=None) -> int:
     jobs = args.jobs or min(2, os.cpu_count() or 1)
     jobs = min(jobs, len(names))
     expected = {name: expected_seconds(name, mode, args.out) for name in names}
-    print(f"purenet experiments ({mode.value}, {jobs} at once): {', '.join(names)} "
-          f"-> {args.out}/", flush=True)
+    print(
+        f"purenet experiments ({mode.value}, {jobs} at once): {', '.join(names)} -> {args.out}/",
+        flush=True,
+    )
     started_all = time.perf_counter()
     display = _parallel.Display(len(names))
     try:
@@ -243,8 +253,9 @@ def main(argv=None) -> int:
             records = _parallel.run_here(names, mode, args.seeds, args.out, display, expected)
         else:  # the longest first, so that the last to finish is a short one
             order = sorted(names, key=lambda n: -(expected[n] or 0.0))
-            records = _parallel.run_workers(order, (mode, args.seeds, args.out), display,
-                                            expected, jobs)
+            records = _parallel.run_workers(
+                order, (mode, args.seeds, args.out), display, expected, jobs
+            )
     finally:
         display.close()
     write_summary(args.out, mode.value)

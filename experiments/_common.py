@@ -1,67 +1,69 @@
 """The experiment skeleton: modes, measuring, judging, drawing, and saving.
 
 An experiment is a module of this package that reproduces one claim of the
-source notes. It separates what costs compute from what does not::
+source notes. It separates what costs compute from what does not:
 
-    NAME = "zero_init_symmetry"            # file stem of its outputs
-    CLAIM = "Zero initialisation keeps every hidden unit identical ..."
+```text
+NAME = "zero_init_symmetry"            # file stem of its outputs
+CLAIM = "Zero initialisation keeps every hidden unit identical ..."
 
-    def measure(mode: Mode, seeds: int | None) -> dict:
-        # Train and measure; return {"settings": {...}, "numbers": {...}},
-        # JSON-ready (arrays are fine: the runner converts them).
-    def judge(data: dict) -> Verdict:
-        # The claim against the numbers: Verdict(text, supported, summary).
-    def draw(data: dict) -> matplotlib.figure.Figure:
-        # The figure, from the numbers alone.
+def measure(mode: Mode, seeds: int | None) -> dict:
+    # Train and measure; return {"settings": {...}, "numbers": {...}},
+    # JSON-ready (arrays are fine: the runner converts them).
+def judge(data: dict) -> Verdict:
+    # The claim against the numbers: Verdict(text, supported, summary).
+def draw(data: dict) -> matplotlib.figure.Figure:
+    # The figure, from the numbers alone.
+```
 
-``judge`` and ``draw`` receive ``data`` exactly as it is stored in
-``NAME.json`` (:func:`from_json` of :func:`to_json`: arrays are nested
+`judge` and `draw` receive `data` exactly as it is stored in
+`NAME.json` (`from_json` of `to_json`: arrays are nested
 lists, tuples are lists, dict keys are strings, non-finite floats are the
-strings ``"nan"``, ``"inf"``, ``"-inf"``; ``np.asarray(v, float)`` and
-``float(v)`` turn them back), in a fresh run as in a replot, so both paths are
-one code path. They never train; ``python -m experiments --replot DIR``
+strings `"nan"`, `"inf"`, `"-inf"`; `np.asarray(v, float)` and
+`float(v)` turn them back), in a fresh run as in a replot, so both paths are
+one code path. They never train; `python -m experiments --replot DIR`
 redraws every figure, verdict and the summary from the JSON files in
-``DIR`` alone.
+`DIR` alone.
 
-**Training** goes through :func:`purenet.train.make_train`, ``jax.vmap``-ed
+**Training** goes through [`purenet.train.make_train`][purenet.train.make_train], `jax.vmap`-ed
 over seeds and a grid of settings (learning rates, penalty strengths, whole
 data sets: they are traced values) in one compiled program per
-architecture: :func:`sweep`. An experiment that trains otherwise says why
+architecture: `sweep`. An experiment that trains otherwise says why
 in its docstring or at the place (gradient_check trains nothing; optimizers
 steps on analytic 2-D surfaces, which are not networks; batch_sizes times
 single epochs; lenet_digits draws a new train / test split per seed inside
-its program). ``make_train(..., evaluate=...)`` records a probe after every
-epoch (``sweep(..., evaluate_start=True)`` also before the first); to
-evaluate every ``k`` epochs, scan ``make_train(..., k)`` (regularization).
-A full-batch run is ``make_train(model, loss, opt, m, m, epochs)``: one step
-per epoch. Pass the ``state`` that ``model.init`` returns (``init_many``;
-:func:`stateless` for params built by hand).
+its program). `make_train(..., evaluate=...)` records a probe after every
+epoch (`sweep(..., evaluate_start=True)` also before the first); to
+evaluate every `k` epochs, scan `make_train(..., k)` (regularization).
+A full-batch run is `make_train(model, loss, opt, m, m, epochs)`: one step
+per epoch. Pass the `state` that `model.init` returns (`init_many`;
+`stateless` for params built by hand).
 
-**Progress.** ``measure`` announces its units of work (one compiled
-program, one arm) with :func:`progress` or :func:`tracked`; the runner shows
-them with an estimate of the time left. A module may set ``QUICK_SECONDS``,
+**Progress.** `measure` announces its units of work (one compiled
+program, one arm) with `progress` or `tracked`; the runner shows
+them with an estimate of the time left. A module may set `QUICK_SECONDS`,
 its quick run's seconds on two cores, which the runner uses to start the
 longest experiments first and to estimate before the first unit ends.
 
-**Modes** (:class:`Mode`) are explicit. ``Mode.QUICK`` is the default of
-``python -m experiments`` (all experiments in about two minutes on two CPU
+**Modes** (`Mode`) are explicit. `Mode.QUICK` is the default of
+`python -m experiments` (all experiments in about two minutes on two CPU
 cores, two at a time; each quick run must still support its claim, with
-enough seeds for its statistic); ``Mode.FULL`` is behind the README's
-figures; ``Mode.SMOKE`` is for the tests: tiny sizes that run the whole
+enough seeds for its statistic); `Mode.FULL` is behind the README's
+figures; `Mode.SMOKE` is for the tests: tiny sizes that run the whole
 pipeline (measure, JSON, judge, draw) in seconds, whose numbers support
 nothing. An experiment
-chooses its sizes with :func:`pick` (``pick(mode, smoke=3, quick=40,
-full=150)``): every mode named at the one place a size is chosen, never a
+chooses its sizes with `pick` (`pick(mode, smoke=3, quick=40,
+full=150)`): every mode named at the one place a size is chosen, never a
 mode compared as a string.
 
-**Seeds.** ``seeds`` is the ``--seeds`` option (``None``: the experiment's
-default for the mode, :func:`num_seeds`); ``settings["seeds"]`` records the
+**Seeds.** `seeds` is the `--seeds` option (`None`: the experiment's
+default for the mode, `num_seeds`); `settings["seeds"]` records the
 number used.
 
-Adding an experiment: write ``experiments/NAME.py`` with the four names
-above and add its name to ``EXPERIMENTS`` in ``experiments/__main__.py``
+Adding an experiment: write `experiments/NAME.py` with the four names
+above and add its name to `EXPERIMENTS` in `experiments/__main__.py`
 (the one registry: the runner, the smoke tests, the README section and the
-docs read it). It is then smoke-tested by ``tests/test_experiments_a.py``
+docs read it). It is then smoke-tested by `tests/test_experiments_a.py`
 until a test file of its own claims it there.
 """
 
@@ -87,12 +89,12 @@ GENERATOR = "purenet-experiments"
 class Mode(enum.Enum):
     """How hard an experiment tries.
 
-    * ``SMOKE``: tests only. Tiny sizes (few epochs, two seeds, a subset of
+    * `SMOKE`: tests only. Tiny sizes (few epochs, two seeds, a subset of
       the arms) that exercise measuring, saving, judging and drawing in
       seconds; the numbers are not expected to support the claim.
-    * ``QUICK``: the default. Settings that show the claim, all experiments
+    * `QUICK`: the default. Settings that show the claim, all experiments
       in about two minutes on two CPU cores.
-    * ``FULL``: the settings behind the README's figures (more seeds,
+    * `FULL`: the settings behind the README's figures (more seeds,
       epochs, and the larger networks of the sources).
     """
 
@@ -102,14 +104,14 @@ class Mode(enum.Enum):
 
 
 def pick(mode: Mode, *, smoke, quick, full):
-    """The value for ``mode``: every mode's value is named where it is chosen."""
+    """The value for `mode`: every mode's value is named where it is chosen."""
     if not isinstance(mode, Mode):
         raise TypeError(f"mode: expected an experiments._common.Mode, got {mode!r}")
     return {Mode.SMOKE: smoke, Mode.QUICK: quick, Mode.FULL: full}[mode]
 
 
 def num_seeds(mode: Mode, seeds: int | None, *, smoke: int = 2, quick: int, full: int) -> int:
-    """``seeds`` if given (the ``--seeds`` option), else the mode's default."""
+    """`seeds` if given (the `--seeds` option), else the mode's default."""
     if seeds is not None:
         if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
             raise ValueError(f"seeds: expected a positive integer or None, got {seeds!r}")
@@ -118,13 +120,13 @@ def num_seeds(mode: Mode, seeds: int | None, *, smoke: int = 2, quick: int, full
 
 
 class Verdict(NamedTuple):
-    """What :func:`judge` concludes from the numbers.
+    """What `judge` concludes from the numbers.
 
     Attributes:
       text: one line stating the claim's measured numbers, e.g.
-        ``"zero init: 1 distinct hidden unit, accuracy 0.50; random: 1.00"``.
+        `"zero init: 1 distinct hidden unit, accuracy 0.50; random: 1.00"`.
       supported: whether the numbers support the claim.
-      summary: a few key numbers for the summary table (``name: value``).
+      summary: a few key numbers for the summary table (`name: value`).
     """
 
     text: str
@@ -141,8 +143,8 @@ _reporter = None
 
 
 def progress(done: int, total: int, what: str = ""):
-    """Tell the runner that ``done`` of ``total`` units of ``measure`` are
-    finished (``what``: the unit just started or finished, e.g. ``"CNN"``).
+    """Tell the runner that `done` of `total` units of `measure` are
+    finished (`what`: the unit just started or finished, e.g. `"CNN"`).
 
     The runner shows it as a live line with an estimate of the time left on
     a terminal, and says nothing of it when its output is a log. A unit is
@@ -153,9 +155,9 @@ def progress(done: int, total: int, what: str = ""):
 
 
 def tracked(items, label=str, *, start: int = 0, total: int | None = None):
-    """``items``, one by one, each announced to the runner with
-    :func:`progress` as it starts (``label(item)`` names it); ``start`` units
-    of ``total`` (default: as many as ``items``) are done before the first."""
+    """`items`, one by one, each announced to the runner with
+    `progress` as it starts (`label(item)` names it); `start` units
+    of `total` (default: as many as `items`) are done before the first."""
     items = list(items)
     total = start + len(items) if total is None else total
     for i, item in enumerate(items):
@@ -167,7 +169,7 @@ def tracked(items, label=str, *, start: int = 0, total: int | None = None):
 
 
 def jit(fn):
-    """``jax.jit`` for an experiment's vmapped training run.
+    """`jax.jit` for an experiment's vmapped training run.
 
     The runs are many small networks: XLA's CPU backend spends seconds
     optimising code that then runs in milliseconds, so compile at backend
@@ -176,57 +178,75 @@ def jit(fn):
     return jax.jit(fn, compiler_options={"xla_backend_optimization_level": 0})
 
 
-def sweep(model, loss, optimizer, batch_size: int, epochs: int, data, start, keys, *,
-          grid: dict | None = None, evaluate=None, evaluate_start: bool = False, finish=None,
-          compile=jit, seeds_in_sequence: bool = False, **train_options):
-    """Train ``model`` from every seed's start at every point of ``grid``, in
+def sweep(
+    model,
+    loss,
+    optimizer,
+    batch_size: int,
+    epochs: int,
+    data,
+    start,
+    keys,
+    *,
+    grid: dict | None = None,
+    evaluate=None,
+    evaluate_start: bool = False,
+    finish=None,
+    compile=jit,
+    seeds_in_sequence: bool = False,
+    **train_options,
+):
+    """Train `model` from every seed's start at every point of `grid`, in
     one compiled program: the skeleton's training.
 
-    :func:`purenet.train.make_train` runs each seed; ``jax.vmap`` maps it over
+    [`purenet.train.make_train`][purenet.train.make_train] runs each seed; `jax.vmap` maps it over
     the seeds (inner axis) and over the grid's points (outer axis), whose
     settings (learning rates, penalty strengths, whole data sets) are traced
     values, so one program serves them all.
 
     Args:
-      model, loss, batch_size, epochs, **train_options: as for ``make_train``
-        (``batch_size`` the number of examples for full-batch training).
-      optimizer: an optimizer, or ``optimizer(point)`` that makes one from a
-        grid point (``lambda point: optim.sgd(point["learning_rate"])``).
-      data: ``(x, t)``, or ``data(point)`` that returns them (one data set per
-        point: ``lambda point: (point["x"], point["t"])``).
-      start: ``(params, state)`` stacked over seeds (:func:`init_many`).
+      model, loss, batch_size, epochs, **train_options: as for `make_train`
+        (`batch_size` the number of examples for full-batch training).
+      optimizer: an optimizer, or `optimizer(point)` that makes one from a
+        grid point (`lambda point: optim.sgd(point["learning_rate"])`).
+      data: `(x, t)`, or `data(point)` that returns them (one data set per
+        point: `lambda point: (point["x"], point["t"])`).
+      start: `(params, state)` stacked over seeds (`init_many`).
       keys: one training key per seed (batch order, dropout).
-      grid: ``None``, or a dict of arrays whose leading axis is the points
+      grid: `None`, or a dict of arrays whose leading axis is the points
         (every array as long); a point is the dict of their rows.
-      evaluate: ``None``, or ``evaluate(params, state, point) -> pytree``,
-        recorded after every epoch (``point`` is ``{}`` without a grid).
-      evaluate_start: also record ``evaluate`` before the first epoch
-        (``history["evaluation"]`` then has ``epochs + 1`` entries).
-      finish: ``None``, or ``finish(params, state, point) -> pytree``, measured
-        once after training in the same program (``history["final"]``).
-      compile: how to compile the whole run (:func:`jit`, or ``jax.jit`` for
+      evaluate: `None`, or `evaluate(params, state, point) -> pytree`,
+        recorded after every epoch (`point` is `{}` without a grid).
+      evaluate_start: also record `evaluate` before the first epoch
+        (`history["evaluation"]` then has `epochs + 1` entries).
+      finish: `None`, or `finish(params, state, point) -> pytree`, measured
+        once after training in the same program (`history["final"]`).
+      compile: how to compile the whole run (`jit`, or `jax.jit` for
         runs that train longer than they compile, or a timing wrapper).
-      seeds_in_sequence: ``jax.lax.map`` over the seeds instead of ``vmap``
+      seeds_in_sequence: `jax.lax.map` over the seeds instead of `vmap`
         (convolutions vmapped over per-seed kernels become grouped
         convolutions, which XLA:CPU runs several times slower).
 
     Returns:
-      ``(params, state, history)`` after the last epoch, as ``make_train``
-      returns them, with leading axes ``(points, seeds)``, or ``(seeds,)``
+      `(params, state, history)` after the last epoch, as `make_train`
+      returns them, with leading axes `(points, seeds)`, or `(seeds,)`
       without a grid.
     """
+
     def one(params, state, key, point):
         opt = optimizer if hasattr(optimizer, "init") else optimizer(point)
         x, t = data(point) if callable(data) else data
         probe = None if evaluate is None else (lambda p, s: evaluate(p, s, point))
         m = jax.tree.leaves(x)[0].shape[0]
-        run = train.make_train(model, loss, opt, batch_size, m, epochs, evaluate=probe,
-                               **train_options)
+        run = train.make_train(
+            model, loss, opt, batch_size, m, epochs, evaluate=probe, **train_options
+        )
         first = probe(params, state) if evaluate_start and probe is not None else None
         params, _, state, history = run(params, opt.init(params), state, key, x, t)
         if first is not None:
-            history["evaluation"] = jax.tree.map(lambda a, b: jax.numpy.concatenate([a[None], b]),
-                                                 first, history["evaluation"])
+            history["evaluation"] = jax.tree.map(
+                lambda a, b: jax.numpy.concatenate([a[None], b]), first, history["evaluation"]
+            )
         if finish is not None:
             history["final"] = finish(params, state, point)
         return params, state, history
@@ -243,10 +263,10 @@ def sweep(model, loss, optimizer, batch_size: int, epochs: int, data, start, key
 
 
 def init_many(model, keys, in_shape, dtype=np.float32):
-    """``(params, state)`` of ``model`` for each key, stacked on a leading axis.
+    """`(params, state)` of `model` for each key, stacked on a leading axis.
 
-    One eager ``init`` per key: compiling the random kernels under ``vmap``
-    and ``jit`` costs seconds more than this loop on small networks.
+    One eager `init` per key: compiling the random kernels under `vmap`
+    and `jit` costs seconds more than this loop on small networks.
     """
     inits = [model.init(k, in_shape, dtype)[1:] for k in keys]
     return jax.tree.map(lambda *a: np.stack([np.asarray(x) for x in a]), *inits)
@@ -254,7 +274,7 @@ def init_many(model, keys, in_shape, dtype=np.float32):
 
 def stateless(model, in_shape):
     """The (leafless) non-gradient state of a model without batch norm, as
-    ``model.init`` makes it, without running ``init``: for params built by
+    `model.init` makes it, without running `init`: for params built by
     hand (zeros, the course's debug weights)."""
     state = jax.eval_shape(lambda k: model.init(k, in_shape)[2], jax.random.key(0))
     if jax.tree.leaves(state):
@@ -264,7 +284,7 @@ def stateless(model, in_shape):
 
 def seed_stats(values, missing=None) -> dict:
     """Mean, standard deviation, min, max and count of per-seed values
-    (``missing``: a sentinel value to leave out, e.g. -1 for "never")."""
+    (`missing`: a sentinel value to leave out, e.g. -1 for "never")."""
     v = np.asarray(values, np.float64)
     if missing is not None:
         v = v[v != missing]
@@ -289,15 +309,15 @@ SPREAD = "mean ± standard error over seeds"
 
 
 def standard_error(values, axis=0):
-    """The standard error of the mean of ``values`` along ``axis`` (0 for one value)."""
+    """The standard error of the mean of `values` along `axis` (0 for one value)."""
     v = np.asarray(values, np.float64)
     n = v.shape[axis]
     return v.std(axis=axis, ddof=1) / np.sqrt(n) if n > 1 else np.zeros_like(v.mean(axis=axis))
 
 
 def seed_band(ax, x, curves, *, color, label=None, style="-", alpha=0.2, **plot_options):
-    """Draw per-seed ``curves`` ``(seeds, len(x))`` as their mean and a band
-    of one standard error (:data:`SPREAD`)."""
+    """Draw per-seed `curves` `(seeds, len(x))` as their mean and a band
+    of one standard error (`SPREAD`)."""
     curves = np.asarray(curves, np.float64)
     mean, se = curves.mean(axis=0), standard_error(curves)
     ax.plot(x, mean, style, color=color, label=label, **plot_options)
@@ -305,11 +325,19 @@ def seed_band(ax, x, curves, *, color, label=None, style="-", alpha=0.2, **plot_
 
 
 def seed_bar(ax, position, values, width, *, color, label=None, dots=True, **bar_options):
-    """One bar at the mean of the per-seed ``values``, an error bar of one
-    standard error (:data:`SPREAD`), and the seeds as dots."""
+    """One bar at the mean of the per-seed `values`, an error bar of one
+    standard error (`SPREAD`), and the seeds as dots."""
     values = np.asarray(values, np.float64)
-    ax.bar(position, values.mean(), width, yerr=standard_error(values), capsize=4, color=color,
-           label=label, **{"alpha": 0.85, **bar_options})
+    ax.bar(
+        position,
+        values.mean(),
+        width,
+        yerr=standard_error(values),
+        capsize=4,
+        color=color,
+        label=label,
+        **{"alpha": 0.85, **bar_options},
+    )
     if dots:
         ax.plot(np.full(values.size, position), values, "k.", ms=4)
 
@@ -343,12 +371,12 @@ def to_json(value):
 
 
 def as_stored(data: dict) -> dict:
-    """``data`` as :func:`judge` and :func:`draw` will read it back from JSON."""
+    """`data` as `judge` and `draw` will read it back from JSON."""
     return json.loads(json.dumps(to_json(data), separators=(",", ":")))
 
 
 def check_measured(name: str, data) -> dict:
-    """``data`` must be a dict with ``settings`` and ``numbers`` (both dicts)."""
+    """`data` must be a dict with `settings` and `numbers` (both dicts)."""
     if not isinstance(data, dict) or not all(
         isinstance(data.get(k), dict) for k in ("settings", "numbers")
     ):
@@ -383,7 +411,7 @@ def _umask() -> int:
 
 
 def read_record(path: Path) -> dict | None:
-    """The record in ``path`` if this runner wrote it, else ``None``."""
+    """The record in `path` if this runner wrote it, else `None`."""
     try:
         record = json.loads(path.read_text())
     except (ValueError, OSError):
@@ -392,7 +420,7 @@ def read_record(path: Path) -> dict | None:
 
 
 def check_writable(out: Path, name: str):
-    """Refuse to replace a ``NAME.json`` that this runner did not write, so a
+    """Refuse to replace a `NAME.json` that this runner did not write, so a
     user's own file of that name is never overwritten."""
     path = out / f"{name}.json"
     if path.exists() and read_record(path) is None:
@@ -403,7 +431,7 @@ def check_writable(out: Path, name: str):
 
 
 def save_figure(figure, path: Path):
-    """Write ``figure`` as a PNG atomically and close it."""
+    """Write `figure` as a PNG atomically and close it."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -413,8 +441,8 @@ def save_figure(figure, path: Path):
 
 
 def record(name: str, claim: str, data: dict, verdict: Verdict, mode, seconds: float) -> dict:
-    """The JSON record of one experiment: its measured ``settings`` and
-    ``numbers``, the verdict drawn from them, and how they were made."""
+    """The JSON record of one experiment: its measured `settings` and
+    `numbers`, the verdict drawn from them, and how they were made."""
     return {
         "generator": GENERATOR,
         "name": name,
@@ -436,7 +464,7 @@ def record(name: str, claim: str, data: dict, verdict: Verdict, mode, seconds: f
 
 
 def save(out: Path, rec: dict, figure=None) -> dict:
-    """Write ``NAME.json`` (and ``NAME.png`` if there is a figure) atomically."""
+    """Write `NAME.json` (and `NAME.png` if there is a figure) atomically."""
     out.mkdir(parents=True, exist_ok=True)
     name = rec["name"]
     if figure is not None:

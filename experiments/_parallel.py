@@ -1,10 +1,10 @@
 """Running experiments in worker processes, and showing their progress.
 
-``python -m experiments`` runs ``--jobs`` experiments at once, each in its
-own process (``multiprocessing``'s spawn: a forked process that holds XLA's
-threads can deadlock) with one XLA thread (:data:`WORKER_XLA_FLAGS`). A
+`python -m experiments` runs `--jobs` experiments at once, each in its
+own process (`multiprocessing`'s spawn: a forked process that holds XLA's
+threads can deadlock) with one XLA thread (`WORKER_XLA_FLAGS`). A
 worker reports its experiment's start and its units
-(:func:`experiments._common.progress`) through a queue; :class:`Display`
+(`experiments._common.progress`) through a queue; `Display`
 shows them.
 """
 
@@ -36,7 +36,7 @@ def _duration(seconds: float) -> str:
 class Display:
     """What the runner prints while experiments run.
 
-    On a terminal (``live``): one line, rewritten twice a second, with every
+    On a terminal (`live`): one line, rewritten twice a second, with every
     running experiment's units done, its time so far and the time it has
     left, estimated from its units (time so far over the fraction done) or,
     before its first unit, from its expected seconds. Finished experiments
@@ -60,8 +60,13 @@ class Display:
 
     def start(self, name: str, expected: float | None):
         with self.lock:
-            self.running[name] = {"since": time.perf_counter(), "expected": expected,
-                                  "done": 0, "of": 0, "what": ""}
+            self.running[name] = {
+                "since": time.perf_counter(),
+                "expected": expected,
+                "done": 0,
+                "of": 0,
+                "what": "",
+            }
             if not self.live:
                 about = f" (about {_duration(expected)})" if expected else ""
                 self._write(f"[...] {name}: started{about}\n")
@@ -145,29 +150,29 @@ def _worker_init(events):
 
 
 def run_one(name, mode, seeds, out) -> dict:
-    """The runner's ``run_one`` (imported by name: in a worker, the runner is
-    not the ``__main__`` module)."""
+    """The runner's `run_one` (imported by name: in a worker, the runner is
+    not the `__main__` module)."""
     return importlib.import_module("experiments.__main__").run_one(name, mode, seeds, out)
 
 
 def _work(task):
-    """In a worker process: ``run(name, *args)``, reporting to the parent."""
+    """In a worker process: `run(name, *args)`, reporting to the parent."""
     run, name, args = task
     _events.put(("start", name))
-    _common._reporter = lambda done, total, what: _events.put(("progress", name, done, total,
-                                                               what))
+    _common._reporter = lambda done, total, what: _events.put(("progress", name, done, total, what))
     started = time.perf_counter()
     record = run(name, *args)
     return name, record, time.perf_counter() - started
 
 
 def run_here(names, mode, seeds, out, display, expected) -> dict:
-    """Run ``names`` one after the other in this process; their records by name."""
+    """Run `names` one after the other in this process; their records by name."""
     records = {}
     for name in names:
         display.start(name, expected[name])
         _common._reporter = lambda done, total, what, name=name: display.progress(
-            name, done, total, what)
+            name, done, total, what
+        )
         started = time.perf_counter()
         try:
             records[name] = run_one(name, mode, seeds, out)
@@ -178,9 +183,9 @@ def run_here(names, mode, seeds, out, display, expected) -> dict:
 
 
 def run_workers(names, args, display, expected, jobs, run=run_one) -> dict:
-    """``run(name, *args)`` for each of ``names`` in ``jobs`` worker
+    """`run(name, *args)` for each of `names` in `jobs` worker
     processes, in this order as workers come free; the records by name.
-    ``run`` must be importable by the workers (a module's top-level function)."""
+    `run` must be importable by the workers (a module's top-level function)."""
     context = multiprocessing.get_context("spawn")  # never fork a process that holds XLA
     events = context.Queue()
 

@@ -9,26 +9,26 @@ step per position. On associative recall the transformer's accuracy should
 therefore not depend on the sequence length, while the LSTM's falls as the
 number of stored pairs grows.
 
-Task (associative recall): a sequence of ``n`` (key, value) pairs, then a
+Task (associative recall): a sequence of `n` (key, value) pairs, then a
 query key; the answer is the value stored with that key. Each of the first
-``n`` positions carries one pair as features, ``[one_hot(key, K),
-one_hot(value, V), 0]``; the last position is ``[one_hot(query, K), 0,
-1]``. Keys are distinct within a sequence (drawn without replacement from
-``K = max n`` keys), values uniform over ``V = 8`` (chance accuracy 1/8),
-the query uniform over the sequence's keys. ``n`` grows, ``T = n + 1``.
+`n` positions carries one pair as features, `[one_hot(key, K),
+one_hot(value, V), 0]`; the last position is `[one_hot(query, K), 0,
+1]`. Keys are distinct within a sequence (drawn without replacement from
+`K = max n` keys), values uniform over `V = 8` (chance accuracy 1/8),
+the query uniform over the sequence's keys. `n` grows, `T = n + 1`.
 
 Models (float32, about the same size; the LSTM has more parameters):
 
-* transformer: ``dense(32)``, ``transformer_block(32, heads=2, mlp_dim=64)``
-  (pre-layer-norm, GELU), ``last_step()``, ``layer_norm()``, ``dense(8)``.
+* transformer: `dense(32)`, `transformer_block(32, heads=2, mlp_dim=64)`
+  (pre-layer-norm, GELU), `last_step()`, `layer_norm()`, `dense(8)`.
   No position encoding: the pairs form a set, and the query is told apart by
   its flag feature;
-* LSTM: ``lstm(64)``, ``last_step()``, ``dense(8)`` (Hochreiter &
+* LSTM: `lstm(64)`, `last_step()`, `dense(8)` (Hochreiter &
   Schmidhuber 1997, purenet's hand-written BPTT).
 
-Training: softmax cross-entropy on the answer, Adam (``3e-3``), batches of
-64, the same number of epochs for both models, ``purenet.train.make_train``
-``jax.vmap``-ed over seeds (``experiments._common.sweep``: one compiled
+Training: softmax cross-entropy on the answer, Adam (`3e-3`), batches of
+64, the same number of epochs for both models, `purenet.train.make_train`
+`jax.vmap`-ed over seeds (`experiments._common.sweep`: one compiled
 program per model and length; the lengths differ in shape, so they cannot
 share one). The budget is small on purpose (quick mode: 7 epochs of 2,048
 sequences, the lengths 8 and 32; full: 40 epochs of 8,192): the
@@ -38,10 +38,10 @@ lets the LSTM catch up is not measured here: the claim is about what each
 architecture makes easy at equal cost, not about what it can never learn.
 
 Measured: test accuracy after each epoch on 512 held-out sequences, and
-whether a seed *succeeds* (final test accuracy ``>= 0.9``); the success
-rate over seeds against ``n``. The attention maps are the probabilities
-``P`` of the trained block (first seed, largest ``n``) from its forward
-cache: the query's row over the ``T`` positions, with the position holding
+whether a seed *succeeds* (final test accuracy `>= 0.9`); the success
+rate over seeds against `n`. The attention maps are the probabilities
+`P` of the trained block (first seed, largest `n`) from its forward
+cache: the query's row over the `T` positions, with the position holding
 the queried key marked.
 """
 
@@ -84,14 +84,18 @@ MODELS = ("transformer", "lstm")
 
 def make_model(name: str):
     if name == "transformer":
-        return L.serial(L.dense(WIDTH), L.transformer_block(WIDTH, HEADS, mlp_dim=MLP_DIM),
-                        L.last_step(),
-                        L.layer_norm(), L.dense(VALUES))
+        return L.serial(
+            L.dense(WIDTH),
+            L.transformer_block(WIDTH, HEADS, mlp_dim=MLP_DIM),
+            L.last_step(),
+            L.layer_norm(),
+            L.dense(VALUES),
+        )
     return L.serial(L.lstm(HIDDEN), L.last_step(), L.dense(VALUES))
 
 
 def recall_data(rng: np.random.Generator, rows: int, pairs: int, keys: int):
-    """``(x, t)``: features ``(rows, pairs + 1, keys + VALUES + 1)``, answers ``(rows,)``."""
+    """`(x, t)`: features `(rows, pairs + 1, keys + VALUES + 1)`, answers `(rows,)`."""
     key_ids = np.argsort(rng.random((rows, keys)), axis=1)[:, :pairs]  # distinct keys
     values = rng.integers(0, VALUES, (rows, pairs))
     asked = rng.integers(0, pairs, rows)
@@ -106,19 +110,19 @@ def recall_data(rng: np.random.Generator, rows: int, pairs: int, keys: int):
 
 
 def attention_probabilities(model, params, x):
-    """The block's attention probabilities ``(m, heads, T, T)`` from the
+    """The block's attention probabilities `(m, heads, T, T)` from the
     forward cache: serial -> block (serial of the attention residual and the
     MLP) -> residual branch (serial of layer norm and attention) -> attention
-    cache ``(x, o, (q, k, v, P, out))``."""
+    cache `(x, o, (q, k, v, P, out))`."""
     _, cache = model.forward(params, x)
     branch_cache = cache[1][0]
     return branch_cache[1][2][3]
 
 
 def train_seeds(name: str, data, seeds: int, epochs: int, jit_fn=jax.jit):
-    """Train model ``name`` from ``seeds`` initialisations at once (vmap);
+    """Train model `name` from `seeds` initialisations at once (vmap);
     returns the first seed's final params and the test accuracy per epoch
-    ``(seeds, epochs)``."""
+    `(seeds, epochs)`."""
     x, t, x_test, t_test = data
     model = make_model(name)
     start = init_many(model, jax.random.split(jax.random.key(1), seeds), x.shape[1:])
@@ -129,10 +133,18 @@ def train_seeds(name: str, data, seeds: int, epochs: int, jit_fn=jax.jit):
     # jax.jit, not _common.jit, except in smoke mode: these runs train longer
     # than they compile, and unoptimised code (level 0) runs the LSTM's scans
     # three times slower.
-    final, _, history = sweep(model, losses.softmax_cross_entropy, optim.adam(LEARNING_RATE),
-                              BATCH_SIZE, epochs, (x, t), start,
-                              jax.random.split(jax.random.key(2), seeds), evaluate=evaluate,
-                              compile=jit_fn)
+    final, _, history = sweep(
+        model,
+        losses.softmax_cross_entropy,
+        optim.adam(LEARNING_RATE),
+        BATCH_SIZE,
+        epochs,
+        (x, t),
+        start,
+        jax.random.split(jax.random.key(2), seeds),
+        evaluate=evaluate,
+        compile=jit_fn,
+    )
     return jax.tree.map(lambda a: a[0], final), np.asarray(history["evaluation"])
 
 
@@ -143,18 +155,23 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     train_rows = pick(mode, smoke=64, quick=2048, full=8192)
     keys = max(lengths)
     rng = np.random.default_rng(0)
-    numbers = {name: {"test_accuracy": [], "success_rate": [], "accuracy_per_epoch": []}
-               for name in MODELS}
+    numbers = {
+        name: {"test_accuracy": [], "success_rate": [], "accuracy_per_epoch": []} for name in MODELS
+    }
     maps = None
     for n in lengths:
         x, t, _ = recall_data(rng, train_rows, n, keys)
         x_test, t_test, asked = recall_data(rng, TEST_ROWS, n, keys)
         data = tuple(map(jnp.asarray, (x, t, x_test, t_test)))
         for name in MODELS:
-            progress(len(MODELS) * lengths.index(n) + MODELS.index(name),
-                     len(MODELS) * len(lengths), f"{name}, n={n}")
-            first, curves = train_seeds(name, data, seeds, epochs,
-                                        pick(mode, smoke=jit, quick=jax.jit, full=jax.jit))
+            progress(
+                len(MODELS) * lengths.index(n) + MODELS.index(name),
+                len(MODELS) * len(lengths),
+                f"{name}, n={n}",
+            )
+            first, curves = train_seeds(
+                name, data, seeds, epochs, pick(mode, smoke=jit, quick=jax.jit, full=jax.jit)
+            )
             accuracy = curves[:, -1]
             numbers[name]["test_accuracy"].append(seed_stats(accuracy))
             numbers[name]["success_rate"].append(float(np.mean(accuracy >= SUCCESS)))
@@ -165,7 +182,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     numbers["attention"] = maps
     settings = {
         "task": f"associative recall: n (key, value) pairs + a query; {VALUES} values, "
-                f"{keys} keys, distinct keys per sequence",
+        f"{keys} keys, distinct keys per sequence",
         "lengths_n": lengths,
         "train_rows": train_rows,
         "test_rows": TEST_ROWS,
@@ -173,7 +190,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         "seeds": seeds,
         "success_threshold": SUCCESS,
         "transformer": f"dense({WIDTH}), transformer_block({HEADS} heads, mlp {MLP_DIM}, gelu), "
-                       f"last_step, layer_norm, dense({VALUES})",
+        f"last_step, layer_norm, dense({VALUES})",
         "lstm": f"lstm({HIDDEN}), last_step, dense({VALUES})",
         "optimizer": f"adam({LEARNING_RATE}), batch {BATCH_SIZE}",
         "data_seed": "numpy default_rng(0); init keys split(key(1)); shuffling split(key(2))",
@@ -192,14 +209,23 @@ def judge(data: dict) -> Verdict:
     att_rate = np.asarray(numbers["transformer"]["success_rate"], float)
     rnn_rate = np.asarray(numbers["lstm"]["success_rate"], float)
     longest = int(np.argmax(lengths))
-    supported = bool(att[longest] >= SUCCESS and att_rate[longest] >= 0.5
-                     and rnn[longest] < att[longest] - 0.1 and rnn[longest] < rnn[0])
-    rows = ", ".join(f"n={n}: {a:.2f} vs {r:.2f}" for n, a, r in zip(lengths, att, rnn,
-                                                                        strict=True))
-    text = (f"test accuracy transformer vs LSTM (mean over seeds): {rows}; success rate at "
-            f"n={lengths[longest]}: {att_rate[longest]:.2f} vs {rnn_rate[longest]:.2f}")
-    summary = {f"transformer n={lengths[longest]}": round(float(att[longest]), 3),
-               f"lstm n={lengths[longest]}": round(float(rnn[longest]), 3)}
+    supported = bool(
+        att[longest] >= SUCCESS
+        and att_rate[longest] >= 0.5
+        and rnn[longest] < att[longest] - 0.1
+        and rnn[longest] < rnn[0]
+    )
+    rows = ", ".join(
+        f"n={n}: {a:.2f} vs {r:.2f}" for n, a, r in zip(lengths, att, rnn, strict=True)
+    )
+    text = (
+        f"test accuracy transformer vs LSTM (mean over seeds): {rows}; success rate at "
+        f"n={lengths[longest]}: {att_rate[longest]:.2f} vs {rnn_rate[longest]:.2f}"
+    )
+    summary = {
+        f"transformer n={lengths[longest]}": round(float(att[longest]), 3),
+        f"lstm n={lengths[longest]}": round(float(rnn[longest]), 3),
+    }
     return Verdict(text, supported, summary)
 
 
@@ -223,8 +249,9 @@ def draw(data: dict):
 
     ax = axes[1]
     for name in MODELS:
-        final = np.stack([np.asarray(c, float)[:, -1] for c in
-                          numbers[name]["accuracy_per_epoch"]], axis=1)  # (seeds, lengths)
+        final = np.stack(
+            [np.asarray(c, float)[:, -1] for c in numbers[name]["accuracy_per_epoch"]], axis=1
+        )  # (seeds, lengths)
         seed_band(ax, lengths, final, color=colors[name], label=name, style="o-")
     ax.axhline(1 / VALUES, color="gray", ls=":", label="chance")
     ax.set_xscale("log", base=2)
@@ -257,11 +284,13 @@ def draw(data: dict):
         for e in range(examples):
             for h in range(heads):
                 ax.plot(asked[e], e * heads + h, "r+", ms=7)
-        ax.set_yticks(np.arange(examples) * heads + (heads - 1) / 2,
-                      [f"ex {e}" for e in range(examples)])
+        ax.set_yticks(
+            np.arange(examples) * heads + (heads - 1) / 2, [f"ex {e}" for e in range(examples)]
+        )
         ax.set_xlabel("position attended to (last = the query itself)")
         ax.set_title(f"Query's attention, {heads} heads per example (+ = queried pair)")
-    fig.suptitle("Associative recall: attention reads the pair directly, the LSTM must remember",
-                 y=1.02)
+    fig.suptitle(
+        "Associative recall: attention reads the pair directly, the LSTM must remember", y=1.02
+    )
     fig.tight_layout()
     return fig

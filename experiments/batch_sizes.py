@@ -3,7 +3,7 @@
 Claim (seed 001, "Gradient Descent Optimizer", pp. 4-14; seed 002, "batch
 size"): batch gradient descent (the whole training set per update) makes one
 accurate update per epoch; stochastic gradient descent (one example per
-update) makes ``m`` noisy updates per epoch, "mathematically not correct" but
+update) makes `m` noisy updates per epoch, "mathematically not correct" but
 far faster per epoch and in time, with a jagged but falling error curve;
 mini-batches sit in between (a sample of the population estimates the full
 gradient).
@@ -11,7 +11,7 @@ gradient).
 Setup: scikit-learn's digits (1797 images, 8x8), a fixed 80 / 20 train / test
 split standardised on the training part, a 64-64-10 tanh net with softmax
 cross-entropy, plain SGD with the same learning rate (0.05) for every batch
-size: 1, 8, 32, 128 and ``m`` = 1438 (batch gradient descent). The same rate
+size: 1, 8, 32, 128 and `m` = 1438 (batch gradient descent). The same rate
 for all is a choice: it isolates what the batch size does to the gradient
 estimate and the number of updates. It is unfavourable to batch gradient
 descent, which could take larger steps; so batch GD is also run over a grid of
@@ -20,14 +20,14 @@ rates, and the rate with the lowest final loss (no seed blowing up) is shown.
 Measured:
 
 * the whole training set's loss (evaluation mode) after every epoch, for
-  several seeds at once (``jax.vmap``: each seed its own initialisation and
+  several seeds at once (`jax.vmap`: each seed its own initialisation and
   batch order), against epochs and against the number of updates;
 * wall-clock: a separate single-seed run per batch size (the runs are
   separate, one after the other, on the same machine), each epoch compiled
-  first (one warm-up call), then timed alone with ``block_until_ready``; the
+  first (one warm-up call), then timed alone with `block_until_ready`; the
   loss evaluation after each epoch is not timed. (The timed runs call
-  ``purenet.train.make_epoch`` epoch by epoch rather than ``make_train``:
-  timing needs each epoch on its own; the measured runs use ``make_train``.)
+  `purenet.train.make_epoch` epoch by epoch rather than `make_train`:
+  timing needs each epoch on its own; the measured runs use `make_train`.)
 
 The claim is tested three ways, at the same learning rate: per epoch (the
 loss after the last epoch grows with the batch size), noise (SGD's loss jumps
@@ -96,10 +96,17 @@ def _seed_runs(batch_size: int, epochs: int, seeds: int, x, t, learning_rates):
     keys = jax.random.split(jax.random.key(1), seeds)  # seed s: same init for every size
     init_keys, train_keys = zip(*(jax.random.split(key) for key in keys), strict=True)
     _, _, history = sweep(
-        model, LOSS, lambda point: optim.sgd(point["learning_rate"]), batch_size, epochs,
-        (x, t), init_many(model, init_keys, (x.shape[1],)), jnp.stack(train_keys),
+        model,
+        LOSS,
+        lambda point: optim.sgd(point["learning_rate"]),
+        batch_size,
+        epochs,
+        (x, t),
+        init_many(model, init_keys, (x.shape[1],)),
+        jnp.stack(train_keys),
         grid={"learning_rate": jnp.asarray(learning_rates, jnp.float32)},  # traced: one program
-        evaluate=lambda p, s, point: evaluate(p, x, t, s)[0], evaluate_start=True,
+        evaluate=lambda p, s, point: evaluate(p, x, t, s)[0],
+        evaluate_start=True,
     )  # optimisation level 0: see _common.jit
     return np.asarray(history["evaluation"])
 
@@ -129,13 +136,13 @@ def _timed_run(batch_size: int, epochs: int, x, t):
 
 
 def _log_interp(x_new, x, y):
-    """Interpolate ``log y`` linearly in ``x``."""
+    """Interpolate `log y` linearly in `x`."""
     return float(np.exp(np.interp(x_new, x, np.log(y))))
 
 
 def _time_to(threshold, seconds, curve):
-    """Cumulative seconds until the loss first falls to ``threshold`` (linear
-    within the epoch that crosses it), or ``inf``."""
+    """Cumulative seconds until the loss first falls to `threshold` (linear
+    within the epoch that crosses it), or `inf`."""
     elapsed = np.concatenate([[0.0], np.cumsum(seconds)])
     below = np.flatnonzero(curve <= threshold)
     if below.size == 0:

@@ -4,38 +4,38 @@ Claim (issue 23; Radford et al. 2019 for the model; Karpathy's char-rnn, 2015,
 trained on the Linux source, and nanoGPT's shakespeare_char for the set-up):
 a small GPT trained with purenet's hand-written backward learns the
 character statistics of Python source well beyond a bigram model, and the
-same model trained by ``jax.grad`` of ``purenet.objective`` follows the
+same model trained by `jax.grad` of `purenet.objective` follows the
 hand-written run's loss curve step for step.
 
 Corpus: a fixed list of modules of the Python standard library every machine
-has offline (``sysconfig.get_paths()["stdlib"]``): ``FILES`` below, read as
+has offline (`sysconfig.get_paths()["stdlib"]`): `FILES` below, read as
 UTF-8 and concatenated in that order. Characters outside printable ASCII are
-mapped to ``?`` and a tab to a space, so the vocabulary is the 95 printable
+mapped to `?` and a tab to a space, so the vocabulary is the 95 printable
 ASCII characters and the newline (96 ids). The first 90% of the characters
 are the training split, the last 10% the validation split (fixed, no
 shuffling across the boundary). The files' contents depend on the Python
-version, which ``settings`` records with the character counts.
+version, which `settings` records with the character counts.
 
-Model: ``purenet.models.gpt(96, context, depth, heads, width)`` (tied head,
+Model: `purenet.models.gpt(96, context, depth, heads, width)` (tied head,
 GELU-tanh, pre-LN), float32. Training as nanoGPT's: random windows of the
-training split each step (batch ``BATCH``), next-character cross-entropy
-(``sequence_softmax_cross_entropy`` on the shifted window), AdamW (b2 0.99)
-with weight decay on matrices only (``purenet.models.gpt_decay_mask``, the
+training split each step (batch `BATCH`), next-character cross-entropy
+(`sequence_softmax_cross_entropy` on the shifted window), AdamW (b2 0.99)
+with weight decay on matrices only (`purenet.models.gpt_decay_mask`, the
 decoupled decay applied by hand to the masked leaves, since purenet's adamw
 decays every leaf), learning rate by linear warm-up then cosine decay
-(``purenet.schedules``), gradients clipped to global norm 1
-(``purenet.clipping``). The loop is a ``lax.scan`` written here, not
-``purenet.train.make_train``: batches are windows drawn from the corpus at
-each step rather than rows of a fixed array, and the ``jax.grad`` twin needs
+(`purenet.schedules`), gradients clipped to global norm 1
+(`purenet.clipping`). The loop is a `lax.scan` written here, not
+`purenet.train.make_train`: batches are windows drawn from the corpus at
+each step rather than rows of a fixed array, and the `jax.grad` twin needs
 the same loop with another gradient function.
 
 Measured: validation loss (nats per character, on fixed windows of the
-validation split, every ``EVAL_EVERY`` steps) and bits per character, against
+validation split, every `EVAL_EVERY` steps) and bits per character, against
 a unigram and a bigram model (add-one smoothing) counted on the training
 split and scored on the same validation characters; samples at temperatures
-0.5, 0.8 and 1.0 from ``purenet.models.generate`` (key-value cache); and the
+0.5, 0.8 and 1.0 from `purenet.models.generate` (key-value cache); and the
 largest difference between the per-step training losses of the hand-written
-run and of the ``jax.grad`` run over their first ``TWIN_STEPS`` steps (same
+run and of the `jax.grad` run over their first `TWIN_STEPS` steps (same
 initialisation, same batches, float32).
 
 Measured here (Python 3.11.7, 428,801 characters): quick mode (width 64,
@@ -69,8 +69,16 @@ CLAIM = (
     "objective follows its loss curve step for step"
 )
 
-FILES = ("argparse.py", "difflib.py", "functools.py", "textwrap.py", "heapq.py",
-         "dataclasses.py", "enum.py", "contextlib.py")
+FILES = (
+    "argparse.py",
+    "difflib.py",
+    "functools.py",
+    "textwrap.py",
+    "heapq.py",
+    "dataclasses.py",
+    "enum.py",
+    "contextlib.py",
+)
 VOCAB = "\n" + "".join(chr(c) for c in range(32, 127))  # 96 symbols
 BATCH, LEARNING_RATE, WEIGHT_DECAY, CLIP = 32, 3e-3, 0.1, 1.0
 EVAL_WINDOWS, TWIN_STEPS = 64, 100
@@ -91,8 +99,13 @@ def corpus() -> tuple[np.ndarray, dict]:
     index = {c: i for i, c in enumerate(VOCAB)}
     unknown = index["?"]
     ids = np.fromiter((index.get(c, unknown) for c in text), np.int32, len(text))
-    info = {"files": list(FILES), "stdlib": str(root), "python": sys.version.split()[0],
-            "characters": int(ids.size), "characters_per_file": [len(t) for t in texts]}
+    info = {
+        "files": list(FILES),
+        "stdlib": str(root),
+        "python": sys.version.split()[0],
+        "characters": int(ids.size),
+        "characters_per_file": [len(t) for t in texts],
+    }
     return ids, info
 
 
@@ -106,27 +119,31 @@ def baselines(train_ids: np.ndarray, val_ids: np.ndarray) -> dict:
     np.add.at(pairs, (train_ids[:-1], train_ids[1:]), 1.0)
     pairs += 1.0
     bi = pairs / pairs.sum(axis=1, keepdims=True)
-    return {"unigram": float(-np.mean(np.log(uni[val_ids[1:]]))),
-            "bigram": float(-np.mean(np.log(bi[val_ids[:-1], val_ids[1:]])))}
+    return {
+        "unigram": float(-np.mean(np.log(uni[val_ids[1:]]))),
+        "bigram": float(-np.mean(np.log(bi[val_ids[:-1], val_ids[1:]]))),
+    }
 
 
 def windows(ids, starts, T):
-    """Windows ``(len(starts), T)`` of ``ids`` and their next-character labels
+    """Windows `(len(starts), T)` of `ids` and their next-character labels
     (the last step of each window is not counted: IGNORE_LABEL)."""
     x = ids[starts[:, None] + jnp.arange(T)[None, :]]
     t = jnp.concatenate([x[:, 1:], jnp.full((x.shape[0], 1), -1, x.dtype)], axis=1)
     return x, t
 
 
-def make_run(model, grad_fn, train_ids, val_x, val_t, steps, T, every, run_steps=None,
-             compile=jax.jit):
-    """``run(params, key) -> (params, step_losses, val_losses)``: a ``lax.scan``
-    of AdamW steps on random windows (the schedule of a ``steps``-step run;
-    the first ``run_steps`` of them, default all), the validation loss every
-    ``every`` steps."""
+def make_run(
+    model, grad_fn, train_ids, val_x, val_t, steps, T, every, run_steps=None, compile=jax.jit
+):
+    """`run(params, key) -> (params, step_losses, val_losses)`: a `lax.scan`
+    of AdamW steps on random windows (the schedule of a `steps`-step run;
+    the first `run_steps` of them, default all), the validation loss every
+    `every` steps."""
     warmup = max(steps // 10, 1)
     schedule = schedules.linear_warmup(
-        warmup, schedules.cosine_decay(LEARNING_RATE, steps - warmup, LEARNING_RATE / 10))
+        warmup, schedules.cosine_decay(LEARNING_RATE, steps - warmup, LEARNING_RATE / 10)
+    )
     run_steps = steps if run_steps is None else run_steps
     opt = optim.adamw(schedule, 0.9, 0.99, 1e-8, weight_decay=0.0)
     J_val = objective(model, LOSS)
@@ -146,13 +163,20 @@ def make_run(model, grad_fn, train_ids, val_x, val_t, steps, T, every, run_steps
             # Decoupled weight decay on the masked leaves only (AdamW's w -= lr wd w).
             new = jax.tree.map(
                 lambda n, p, m: (n - lr * WEIGHT_DECAY * p).astype(n.dtype) if m else n,
-                new, params, mask)
-            val = jax.lax.cond(i % every == every - 1, lambda: J_val(new, val_x, val_t),
-                               lambda: jnp.asarray(jnp.nan, J.dtype))
+                new,
+                params,
+                mask,
+            )
+            val = jax.lax.cond(
+                i % every == every - 1,
+                lambda: J_val(new, val_x, val_t),
+                lambda: jnp.asarray(jnp.nan, J.dtype),
+            )
             return (new, state), (J, val)
 
-        (params, _), (step_losses, val) = jax.lax.scan(step, (params, opt.init(params)),
-                                                       jnp.arange(run_steps))
+        (params, _), (step_losses, val) = jax.lax.scan(
+            step, (params, opt.init(params)), jnp.arange(run_steps)
+        )
         return params, step_losses, val[every - 1 :: every]
 
     return compile(run)
@@ -191,8 +215,18 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     progress(1, 3, "jax.grad twin")
     # Quick mode compiles the twin at XLA's level 0 (_common.jit): optimising jax.grad's
     # program took longer than its 100 steps run.
-    twin = make_run(model, auto_grad, train_j, val_x, val_t, steps, T, every, twin_steps,
-                    compile=pick(mode, smoke=jit, quick=jit, full=jax.jit))
+    twin = make_run(
+        model,
+        auto_grad,
+        train_j,
+        val_x,
+        val_t,
+        steps,
+        T,
+        every,
+        twin_steps,
+        compile=pick(mode, smoke=jit, quick=jit, full=jax.jit),
+    )
     _, twin_losses, _ = twin(params, key)
     step_losses = np.asarray(step_losses)
     twin_losses = np.asarray(twin_losses)[:twin_steps]
@@ -202,27 +236,32 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     samples = {}
     prompt = jnp.asarray([[VOCAB.index(c) for c in "def "]], jnp.int32)
     for temperature in TEMPERATURES:
-        out = models.generate(model, final, prompt, T - prompt.shape[1],
-                              key=jax.random.key(2), temperature=temperature)
+        out = models.generate(
+            model,
+            final,
+            prompt,
+            T - prompt.shape[1],
+            key=jax.random.key(2),
+            temperature=temperature,
+        )
         samples[str(temperature)] = "".join(VOCAB[i] for i in np.asarray(out[0]))
 
     settings = {
         "corpus": info,
         "split": f"first 90% train ({train_ids.size} chars), last 10% validation "
-                 f"({val_ids.size} chars)",
+        f"({val_ids.size} chars)",
         "vocabulary": "printable ASCII + newline (96); tab -> space, others -> '?'",
         "model": f"gpt(vocab 96, context {T}, depth {depth}, heads {heads}, width {width}), "
-                 "float32, tied head",
+        "float32, tied head",
         "training": f"{steps} AdamW steps (b2 0.99, weight decay {WEIGHT_DECAY} on matrices), "
-                    f"batch {BATCH} random windows, lr {LEARNING_RATE} warm-up 10% then cosine "
-                    f"to {LEARNING_RATE / 10}, clip {CLIP}",
-        "validation": f"{EVAL_WINDOWS} fixed windows of the validation split, every {every} "
-                      "steps",
+        f"batch {BATCH} random windows, lr {LEARNING_RATE} warm-up 10% then cosine "
+        f"to {LEARNING_RATE / 10}, clip {CLIP}",
+        "validation": f"{EVAL_WINDOWS} fixed windows of the validation split, every {every} steps",
         "twin_steps": twin_steps,
         "steps": steps,
         "every": every,
         "runs": "one (the claim is about one training curve and its jax.grad twin; "
-                "--seeds is not used)",
+        "--seeds is not used)",
     }
     numbers = {
         "step_loss": step_losses,
@@ -245,12 +284,16 @@ def judge(data: dict) -> Verdict:
     base = n["baselines"]
     twin = float(n["twin_max_abs_difference"])
     supported = bool(val < float(base["bigram"]) < float(base["unigram"]) and twin < 1e-3)
-    text = (f"validation {val:.3f} nats/char ({n['final_val_bpc']:.2f} bits) vs bigram "
-            f"{float(base['bigram']):.3f}, unigram {float(base['unigram']):.3f}; jax.grad twin: "
-            f"largest step-loss difference {twin:.1e} over {data['settings']['twin_steps']} steps")
-    summary = {"val bits/char": round(float(n["final_val_bpc"]), 3),
-               "bigram bits/char": round(float(n["baselines_bpc"]["bigram"]), 3),
-               "twin max diff": f"{twin:.1e}"}
+    text = (
+        f"validation {val:.3f} nats/char ({n['final_val_bpc']:.2f} bits) vs bigram "
+        f"{float(base['bigram']):.3f}, unigram {float(base['unigram']):.3f}; jax.grad twin: "
+        f"largest step-loss difference {twin:.1e} over {data['settings']['twin_steps']} steps"
+    )
+    summary = {
+        "val bits/char": round(float(n["final_val_bpc"]), 3),
+        "bigram bits/char": round(float(n["baselines_bpc"]["bigram"]), 3),
+        "twin max diff": f"{twin:.1e}",
+    }
     return Verdict(text, supported, summary)
 
 

@@ -8,61 +8,63 @@ companion report: 7 of 8 over two runs), and the 6 units that encode person
 1 discover, without being told, features of the people: one separates
 English from Italian, one encodes generation, one the branch of the family.
 
-Network (Fig. 3), logistic units throughout::
+Network (Fig. 3), logistic units throughout:
 
-    person 1 (24, one-hot) -> 6 --+
-                                  +-> 12 -> 6 -> 24 (person 2, every correct one on)
-    relationship (12)      -> 6 --+
+```text
+person 1 (24, one-hot) -> 6 --+
+                              +-> 12 -> 6 -> 24 (person 2, every correct one on)
+relationship (12)      -> 6 --+
+```
 
-built with the combinators as ``serial(parallel(serial(dense(6), sigmoid()),
+built with the combinators as `serial(parallel(serial(dense(6), sigmoid()),
 serial(dense(6), sigmoid())), fan_in_concat(), dense(12), sigmoid(), dense(6),
-sigmoid(), dense(24), sigmoid())``, the input a tuple ``(person1,
-relationship)``. Data: ``purenet.datasets.family_trees()``, whose 104
+sigmoid(), dense(24), sigmoid())`, the input a tuple `(person1,
+relationship)`. Data: `purenet.datasets.family_trees()`, whose 104
 (person 1, relationship) queries are the paper's "104 possible triples"
 (counted as queries: 112 triples, as 4 queries per tree have two answers,
-both on in the target); ``family_trees_split`` holds out 4 whole queries.
+both on in the target); `family_trees_split` holds out 4 whole queries.
 
 Training, as the paper: full-batch sweeps through the 100 training queries,
-``E = 1/2 sum_cases sum_units (y - d)^2``, momentum (``purenet.optim.momentum``
+`E = 1/2 sum_cases sum_units (y - d)^2`, momentum (`purenet.optim.momentum`
 is the paper's eq. 9) with eps = 0.005, alpha = 0.5 for the first 20 sweeps,
 then eps = 0.01, alpha = 0.9, 1,500 sweeps in all; "to prevent the network
 needing large weights to drive the outputs to 1 or 0, the error was
 considered to be zero if output units that should be on had activities above
 0.8 and output units that should be off had activities below 0.2"
-(:data:`TOLERANT_MSE`, a loss written here with its hand-written gradient);
+(`TOLERANT_MSE`, a loss written here with its hand-written gradient);
 "every weight decremented by 0.2% after each weight change".
 Choices and scalings, since the paper does not state them or purenet's
 conventions differ:
 
-* **Sum versus mean.** :data:`TOLERANT_MSE` averages over the batch, as
-  ``purenet.losses.mse`` does, so its gradient is the paper's summed-E
-  gradient divided by m = 100; the learning rate is ``eps * m``, which makes
+* **Sum versus mean.** `TOLERANT_MSE` averages over the batch, as
+  `purenet.losses.mse` does, so its gradient is the paper's summed-E
+  gradient divided by m = 100; the learning rate is `eps * m`, which makes
   each update the paper's (the momentum term is a multiple of past updates,
   so the scaling carries through).
-* **The change of alpha.** ``momentum``'s ``mass`` is a number, not a
-  schedule: the run is two phases, ``momentum(0.005 m, 0.5)`` for 20 sweeps
-  and ``momentum(0.01 m, 0.9)`` after, the second continuing from the first's
-  state (the last update ``dw``, same ``MomentumState``), which is exactly
+* **The change of alpha.** `momentum`'s `mass` is a number, not a
+  schedule: the run is two phases, `momentum(0.005 m, 0.5)` for 20 sweeps
+  and `momentum(0.01 m, 0.9)` after, the second continuing from the first's
+  state (the last update `dw`, same `MomentumState`), which is exactly
   the paper's rule with alpha switched at sweep 21.
 * **Weight decay** is multiplicative and decoupled: after each update every
-  weight is multiplied by 0.998 (:func:`decay`). An L2 penalty would not give
-  this with momentum: its gradient ``l2 * w`` enters the velocity and is
-  amplified ``1 / (1 - alpha)``-fold, and it is not what the paper says. The
+  weight is multiplied by 0.998 (`decay`). An L2 penalty would not give
+  this with momentum: its gradient `l2 * w` enters the velocity and is
+  amplified `1 / (1 - alpha)`-fold, and it is not what the paper says. The
   biases are decayed as well ("every weight": in the paper a bias is the
   weight from a unit that is always on, learned like the others);
-  :data:`DECAY_BIASES` says so in one place.
+  `DECAY_BIASES` says so in one place.
 * **The tolerance** is read as a band: the error of an output is its
-  distance to the band (``y - 0.8`` for an on-unit below 0.8, ``y - 0.2``
-  for an off-unit above 0.2), zero inside. The literal reading, ``y - d``
+  distance to the band (`y - 0.8` for an on-unit below 0.8, `y - 0.2`
+  for an off-unit above 0.2), zero inside. The literal reading, `y - d`
   outside the band and 0 inside, jumps by 0.2 at the edge; measured with
   it (8 runs each, 1,500 sweeps, with and without decay, initial range 0.3,
   1 or 2, eps as the paper's or 10 times it) no run ever learned: the
   outputs sit at ~0.19, chattering across the edge, and E wanders between
   35 and 55.
 * **Initial weights and biases**, unstated for this task: uniform in +-1
-  (:data:`INIT_RANGE`). With the paper's +-0.3 of its other tasks no run
+  (`INIT_RANGE`). With the paper's +-0.3 of its other tasks no run
   left the plateau where every output is near 0.2 within 1,500 sweeps.
-* **Learning rate: 10 times the paper's eps** (:data:`LR_SCALE`; alpha,
+* **Learning rate: 10 times the paper's eps** (`LR_SCALE`; alpha,
   the 20-sweep switch, the decay and the 1,500 sweeps as the paper). At
   the paper's eps, no run learned in any variant tried (the band loss,
   initial range 0.3 / 1 / 2, decay on or off, 4,000 sweeps): the gradient
@@ -77,15 +79,15 @@ conventions differ:
   the 24 outputs is on the right side of 0.5, and the tolerance count is
   reported beside it.
 
-Training goes through ``purenet.train.make_train``, one call per phase,
+Training goes through `purenet.train.make_train`, one call per phase,
 with the batch the whole training set (one epoch is one sweep; the epoch's
 shuffle of the rows does not change a full-batch gradient beyond rounding).
 The decay acts on the weights after each step, outside the optimizer's
 velocity: it is a gradient transformation chained after momentum
-(:func:`decay_after_update`).
+(`decay_after_update`).
 
 Measured, over many runs (each its own random 100 / 4 split and its own
-initial weights, all runs at once under ``jax.vmap``):
+initial weights, all runs at once under `jax.vmap`):
 
 * **Learning**: a training query is correct when every output is on the
   right side of 0.5 (also counted: every output that should be on above
@@ -101,9 +103,9 @@ initial weights, all runs at once under ``jax.vmap``):
   generation (1, 2, 3) and branch (0 / 1: the 3rd generation, who descend
   from both branches and have branch 0.5 in the data set, are left out of
   this one, so it is over 20 people); over runs, the fraction in which some
-  unit's weights have ``|corr| > 0.8`` with each attribute. Why 0.8: the
-  unit's weights then follow the attribute with ``r^2 > 0.64`` (most of
-  their variance), and for 24 (20) random weights ``|r| > 0.8`` has
+  unit's weights have `|corr| > 0.8` with each attribute. Why 0.8: the
+  unit's weights then follow the attribute with `r^2 > 0.64` (most of
+  their variance), and for 24 (20) random weights `|r| > 0.8` has
   probability ~1e-6 (~1e-5) per unit, so it cannot happen by chance; the
   same statistic of the initial weights is reported as the baseline.
 """
@@ -143,7 +145,7 @@ RECORD_EVERY = 10  # sweeps between the stored points of the learning curves
 
 
 def network():
-    """Fig. 3's network; its input is the tuple ``(person1, relationship)``."""
+    """Fig. 3's network; its input is the tuple `(person1, relationship)`."""
     init = params.uniform(INIT_RANGE)
 
     def unit_layer(n):
@@ -162,16 +164,16 @@ IN_SHAPE = ((24,), (12,))
 
 
 def person_weights(p):
-    """The weights ``(24, 6)`` from the person-1 units to their group of 6."""
+    """The weights `(24, 6)` from the person-1 units to their group of 6."""
     return p[0][0][0]["W"]
 
 
 def _tolerant_mse(y, t):
-    """``1/2 sum e^2`` averaged over the batch, with ``e`` the distance of each
+    """`1/2 sum e^2` averaged over the batch, with `e` the distance of each
     output from the paper's tolerance band: zero for an output that should be
-    on and is above 0.8 or should be off and is below 0.2, else ``y - 0.8``
-    (on) or ``y - 0.2`` (off). Continuous at the band's edge (see the module
-    docstring for the literal reading, ``e = y - t`` outside, which jumps)."""
+    on and is above 0.8 or should be off and is below 0.2, else `y - 0.8`
+    (on) or `y - 0.2` (off). Continuous at the band's edge (see the module
+    docstring for the literal reading, `e = y - t` outside, which jumps)."""
     m = y.shape[0]
     inside = jnp.where(t > 0.5, y > ON, y < OFF)
     error = jnp.where(inside, 0.0, y - jnp.where(t > 0.5, ON, OFF))
@@ -200,7 +202,7 @@ def correct(y, t):
 
 
 def decay(p):
-    """Every weight (and, with :data:`DECAY_BIASES`, every bias) times 0.998."""
+    """Every weight (and, with `DECAY_BIASES`, every bias) times 0.998."""
     keys = ("W", "b") if DECAY_BIASES else ("W",)
 
     def leaf(path, w):
@@ -213,12 +215,12 @@ def decay(p):
 
 
 def decay_after_update() -> optim.GradientTransformation:
-    """:func:`decay` as a gradient transformation, chained after the optimizer.
+    """`decay` as a gradient transformation, chained after the optimizer.
 
-    Given the optimizer's update ``u``, it returns ``decay(w + u) - w``, so
-    that ``apply_updates`` lands on ``decay(w + u)``: the step, then every
+    Given the optimizer's update `u`, it returns `decay(w + u) - w`, so
+    that `apply_updates` lands on `decay(w + u)`: the step, then every
     weight times 0.998, as the paper's "after each weight change". The
-    optimizer's state (momentum's ``dw``) never sees the decay.
+    optimizer's state (momentum's `dw`) never sees the decay.
     """
 
     def update(updates, state, params):
@@ -232,9 +234,9 @@ def decay_after_update() -> optim.GradientTransformation:
 
 
 def make_run(sweeps: int, record_every: int):
-    """``run(params, state, train_rows, test_rows) -> dict`` for one net: the
+    """`run(params, state, train_rows, test_rows) -> dict` for one net: the
     paper's two phases of full-batch sweeps on the training rows, recording
-    every ``record_every`` sweeps the training queries correct and the held-out
+    every `record_every` sweeps the training queries correct and the held-out
     ones correct under both criteria. Pure; vmap it over runs."""
     ft = datasets.family_trees()
     person1, relationship, targets = (
@@ -322,7 +324,7 @@ def attribute_vectors():
 
 
 def correlations(W) -> np.ndarray:
-    """``(6, 3)``: Pearson correlation of each unit's 24 incoming weights with
+    """`(6, 3)`: Pearson correlation of each unit's 24 incoming weights with
     each attribute (over the people it is defined for); 0 for a unit whose
     weights are all equal."""
     W = np.asarray(W, np.float64)
@@ -338,8 +340,8 @@ def correlations(W) -> np.ndarray:
 
 
 def encoding_summary(Ws, runs) -> dict:
-    """Over ``runs``: the best ``|corr|`` per attribute, and the fraction of
-    runs where some unit exceeds :data:`THRESHOLD` (and where three different
+    """Over `runs`: the best `|corr|` per attribute, and the fraction of
+    runs where some unit exceeds `THRESHOLD` (and where three different
     units do, one per attribute)."""
     if len(runs) == 0:
         return {"runs": 0}

@@ -1,4 +1,4 @@
-"""Gradient checking: hand-written backprop against finite differences and ``jax.grad``.
+"""Gradient checking: hand-written backprop against finite differences and `jax.grad`.
 
 Claim (seed 000, Ng's "Backpropagation in practice"; seed 003, Saito's *Deep
 Learning from Scratch* ch. 5.7.3): a backward pass written by hand is checked
@@ -8,42 +8,42 @@ numerical gradient is far too slow to train with.
 
 Setup:
 
-* **Ng's debug network** (``checkNNGradients`` of ex4): 3 inputs, 5 sigmoid
+* **Ng's debug network** (`checkNNGradients` of ex4): 3 inputs, 5 sigmoid
   hidden units, 3 sigmoid outputs with the course's summed logistic cost
-  (``multilabel_sigmoid_cross_entropy`` on one-hot rows), ``m = 5`` examples,
-  the course's regularisation ``lambda = 3`` (``l2 = lambda / m`` here). The
+  (`multilabel_sigmoid_cross_entropy` on one-hot rows), `m = 5` examples,
+  the course's regularisation `lambda = 3` (`l2 = lambda / m` here). The
   weights, inputs and labels are the course's deterministic ones
-  (``debugInitializeWeights``: ``sin(1:n) / 10`` filled column by column;
-  labels ``1 + mod(1:m, 3)``).
-* **Saito's TwoLayerNet** (ch. 5): ``784 -> hidden -> 10``, affine, ReLU,
-  affine, softmax-with-loss, weights ``0.01 * N(0, 1)``, zero biases, checked on
+  (`debugInitializeWeights`: `sin(1:n) / 10` filled column by column;
+  labels `1 + mod(1:m, 3)`).
+* **Saito's TwoLayerNet** (ch. 5): `784 -> hidden -> 10`, affine, ReLU,
+  affine, softmax-with-loss, weights `0.01 * N(0, 1)`, zero biases, checked on
   3 MNIST-shaped rows generated here (784 pixels in [0, 1], about 20 % of them
-  non-zero, like MNIST digits) as in the book's ``gradient_check.py``.
-  ``hidden = 50`` (the book's size) in full mode, 10 in quick mode to keep
+  non-zero, like MNIST digits) as in the book's `gradient_check.py`.
+  `hidden = 50` (the book's size) in full mode, 10 in quick mode to keep
   the full numerical gradient (2 P cost evaluations, P parameters) quick.
 
-Measured, in float32 and float64 (``jax.enable_x64``), exactly what
-``purenet.gradcheck.check_gradients`` judges, computed from the same public
-pieces (``numerical_gradient``, ``leaf_errors``, ``TOLERANCES``) so that each
+Measured, in float32 and float64 (`jax.enable_x64`), exactly what
+`purenet.gradcheck.check_gradients` judges, computed from the same public
+pieces (`numerical_gradient`, `leaf_errors`, `TOLERANCES`) so that each
 gradient comes from one jitted function (run eagerly, the check compiles
 every primitive separately and takes longer than the arithmetic): the worst
-leaf error ``||g - r|| / max(||r||, c ||R||)`` of the hand-written
-gradient against ``jax.grad`` (``c = LEAF_FLOOR``) and against central
-differences (``c = NUMERICAL_FLOOR``), next to the library's tolerances.
-Also recorded, as the report shows them: cs231n's entrywise ``rel_error``
-(floor ``REPORT_FLOOR``) against ``jax.grad`` and the course's norm ratio
-``||a - b|| / ||a + b||`` against central differences.
-In float32 the hand-written and ``jax.grad`` gradients are also both
-compared with the float64 ``jax.grad`` (the "truth"), which shows whether a
+leaf error `||g - r|| / max(||r||, c ||R||)` of the hand-written
+gradient against `jax.grad` (`c = LEAF_FLOOR`) and against central
+differences (`c = NUMERICAL_FLOOR`), next to the library's tolerances.
+Also recorded, as the report shows them: cs231n's entrywise `rel_error`
+(floor `REPORT_FLOOR`) against `jax.grad` and the course's norm ratio
+`||a - b|| / ||a + b||` against central differences.
+In float32 the hand-written and `jax.grad` gradients are also both
+compared with the float64 `jax.grad` (the "truth"), which shows whether a
 float32 disagreement is rounding shared by both referees or a bug.
 
 Then, on the same networks in float32: the wall time of one jitted training
-step (``purenet.train.make_step`` with SGD; median of repeated calls after
+step (`purenet.train.make_step` with SGD; median of repeated calls after
 compilation) against one full numerical gradient
-(``purenet.gradcheck.numerical_gradient``, jitted once, then timed), and
+(`purenet.gradcheck.numerical_gradient`, jitted once, then timed), and
 their ratio: the reason gradient checking is switched off after verification.
 
-No ``make_train``: this experiment trains nothing; it times single steps.
+No `make_train`: this experiment trains nothing; it times single steps.
 """
 
 from __future__ import annotations
@@ -76,13 +76,13 @@ SAITO_STD = 0.01  # TwoLayerNet(weight_init_std=0.01)
 
 
 def _debug_matrix(fan_out: int, fan_in_plus_one: int):
-    """Ng's ``debugInitializeWeights``: ``sin(1:n)/10`` reshaped column-major."""
+    """Ng's `debugInitializeWeights`: `sin(1:n)/10` reshaped column-major."""
     values = np.sin(np.arange(1, fan_out * fan_in_plus_one + 1)) / 10
     return values.reshape((fan_out, fan_in_plus_one), order="F")
 
 
 def ng_problem(dtype):
-    """Ng's debug network, its deterministic weights and data, in ``dtype``."""
+    """Ng's debug network, its deterministic weights and data, in `dtype`."""
     n_in, n_hidden, n_labels = NG_SIZES
     model = layers.serial(layers.dense(n_hidden), layers.sigmoid(), layers.dense(n_labels))
     theta1 = _debug_matrix(n_hidden, n_in + 1)  # (5, 4): bias column first
@@ -126,7 +126,7 @@ def _to_float64(tree):
 
 
 def _gradients(problem, dtype):
-    """The three gradients of one problem in ``dtype``, each from a jitted
+    """The three gradients of one problem in `dtype`, each from a jitted
     function (eager dispatch would compile every primitive separately, which
     costs more than the checks themselves on small networks)."""
     model, loss, p, x, t, pen = problem(dtype)
@@ -145,10 +145,10 @@ def _worst_leaf(manual, reference, floor=gradcheck.LEAF_FLOOR) -> float:
 
 
 def _errors(grads, dtype) -> dict:
-    """What ``gradcheck.check_gradients`` reports, from the same public pieces:
+    """What `gradcheck.check_gradients` reports, from the same public pieces:
     the worst leaf error against jax.grad and against central differences
     (what it judges, with the library's tolerances for the dtype), and the
-    entrywise ``rel_error`` and the course's norm ratio it also shows."""
+    entrywise `rel_error` and the course's norm ratio it also shows."""
     tolerance = gradcheck.tolerance_for(dtype)
     floor = gradcheck.REPORT_FLOOR
     r = {
@@ -171,7 +171,7 @@ def _errors(grads, dtype) -> dict:
 
 def check(problem, step_repeats: int, numerical_repeats: int) -> dict:
     """Errors in float32 and float64, the distance of both float32 gradients
-    from the float64 ``jax.grad``, and the float32 timings."""
+    from the float64 `jax.grad`, and the float32 timings."""
     grads32, numerical32, p32 = _gradients(problem, jnp.float32)
     out = {"float32": _errors(grads32, jnp.float32)}
     with jax.enable_x64(True):
@@ -187,7 +187,7 @@ def check(problem, step_repeats: int, numerical_repeats: int) -> dict:
 
 def dtype_ok(numbers: dict, dtype: str) -> bool:
     """Both leaf errors within the library's tolerances for the dtype (what
-    ``check_gradients(...).passed`` says)."""
+    `check_gradients(...).passed` says)."""
     return numbers[dtype]["passed"]
 
 
@@ -205,7 +205,7 @@ def _median_seconds(fn, repeats: int) -> float:
 
 def timing(problem, numerical, step_repeats: int, numerical_repeats: int) -> dict:
     """Seconds for one jitted SGD step and one full numerical gradient (the
-    already compiled ``numerical``), float32, both after compilation."""
+    already compiled `numerical`), float32, both after compilation."""
     model, loss, p, x, t, pen = problem(jnp.float32)
     opt = optim.sgd(0.1)
     step = jax.jit(train.make_step(model, loss, opt, penalty=pen))
@@ -282,7 +282,7 @@ def draw(data: dict):
 
 def measure(mode: Mode, seeds: int | None) -> dict:
     """Both networks' errors in float32 and float64, and the timings.
-    Deterministic: ``seeds`` plays no part."""
+    Deterministic: `seeds` plays no part."""
     hidden = pick(mode, smoke=2, quick=10, full=50)
     step_repeats = pick(mode, smoke=20, quick=50, full=200)
     numerical_repeats = pick(mode, smoke=1, quick=1, full=3)

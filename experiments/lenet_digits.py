@@ -10,14 +10,14 @@ filters on 8x8 images: the drawing is shown, not judged).
 
 Setup: scikit-learn's digits (1797 images of 8x8 pixels in [0, 1]), a new
 70 / 30 train / test split per seed. The CNN, LeNet-style for 8x8 inputs:
-``conv2d(8, 3, SAME) - relu - max_pool2d(2) - conv2d(16, 3, SAME) - relu -
-max_pool2d(2) - flatten - dense(32) - relu - dense(10)`` (3,658 parameters);
-the MLP ``64 - 64 - relu - 10`` (4,810 parameters). Both with He-normal
-weights (purenet's conv default; ``dense(W_init="he_normal")``), softmax
+`conv2d(8, 3, SAME) - relu - max_pool2d(2) - conv2d(16, 3, SAME) - relu -
+max_pool2d(2) - flatten - dense(32) - relu - dense(10)` (3,658 parameters);
+the MLP `64 - 64 - relu - 10` (4,810 parameters). Both with He-normal
+weights (purenet's conv default; `dense(W_init="he_normal")`), softmax
 cross-entropy, Adam (lr 3e-3), batches of 32, the same epochs; gradients by
-the layers' hand-written backward passes (``purenet.train.make_train``),
-the seeds one after the other in one compiled ``lax.map`` (not ``vmap``:
-see ``_run``). Reported: test accuracy after every epoch,
+the layers' hand-written backward passes (`purenet.train.make_train`),
+the seeds one after the other in one compiled `lax.map` (not `vmap`:
+see `_run`). Reported: test accuracy after every epoch,
 mean and standard deviation over seeds, and seed 0's first-layer filters
 before and after training.
 """
@@ -56,9 +56,16 @@ IN_SHAPE = (8, 8, 1)
 
 def cnn() -> L.Layer:
     return L.serial(
-        L.conv2d(8, 3, padding="SAME"), L.relu(), L.max_pool2d(2),
-        L.conv2d(16, 3, padding="SAME"), L.relu(), L.max_pool2d(2),
-        L.flatten(), L.dense(32, W_init="he_normal"), L.relu(), L.dense(10),
+        L.conv2d(8, 3, padding="SAME"),
+        L.relu(),
+        L.max_pool2d(2),
+        L.conv2d(16, 3, padding="SAME"),
+        L.relu(),
+        L.max_pool2d(2),
+        L.flatten(),
+        L.dense(32, W_init="he_normal"),
+        L.relu(),
+        L.dense(10),
     )
 
 
@@ -74,7 +81,7 @@ def _count(params) -> int:
 
 
 def _run(model, x_all, t_all, keys, epochs):
-    """Per seed: split, init, train ``epochs`` of Adam; test accuracy after
+    """Per seed: split, init, train `epochs` of Adam; test accuracy after
     every epoch, the final params. One compiled program for all seeds."""
     m_train = data.split_sizes(x_all.shape[0], (0.7, 0.3))[0]
     optimizer = optim.adam(LEARNING_RATE)
@@ -117,10 +124,12 @@ def measure(mode: Mode, seeds: int | None) -> dict:
             "parameters": _count(jax.tree.map(lambda a: a[0], initial)),
         }
         if name == "CNN":  # seed 0's first-layer filters, (3, 3, 1, 8) -> (8, 3, 3)
-            numbers[name]["filters_before"] = np.moveaxis(np.asarray(initial[0]["W"][0, :, :, 0]),
-                                                          -1, 0)
-            numbers[name]["filters_after"] = np.moveaxis(np.asarray(final[0]["W"][0, :, :, 0]),
-                                                         -1, 0)
+            numbers[name]["filters_before"] = np.moveaxis(
+                np.asarray(initial[0]["W"][0, :, :, 0]), -1, 0
+            )
+            numbers[name]["filters_after"] = np.moveaxis(
+                np.asarray(final[0]["W"][0, :, :, 0]), -1, 0
+            )
     settings = {
         "seeds": seeds,
         "epochs": epochs,
@@ -129,7 +138,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         "split": "70/30 train/test, a new split per seed",
         "nets": {
             "CNN": "conv2d(8,3,SAME)-relu-maxpool2-conv2d(16,3,SAME)-relu-maxpool2-"
-                   "flatten-dense(32)-relu-dense(10)",
+            "flatten-dense(32)-relu-dense(10)",
             "MLP": "64-64-relu-10",
         },
     }
@@ -139,8 +148,8 @@ def measure(mode: Mode, seeds: int | None) -> dict:
 def judge(data: dict) -> Verdict:
     """The CNN has fewer parameters and a higher test accuracy after the last
     epoch, by more than two standard errors of the paired difference (seed
-    ``s`` trains both networks on the same split, so the split's luck cancels
-    in ``CNN_s - MLP_s``)."""
+    `s` trains both networks on the same split, so the split's luck cancels
+    in `CNN_s - MLP_s`)."""
     numbers, seeds = data["numbers"], data["settings"]["seeds"]
     last = {name: np.asarray(numbers[name]["test_accuracy"], float)[:, -1] for name in MODELS}
     final = {name: seed_stats(v) for name, v in last.items()}
@@ -185,8 +194,7 @@ def draw(data: dict):
         ax.text(i, acc.min() - 0.004, f"{acc.mean():.4f}", ha="center", va="top")
     low = min(np.asarray(numbers[n]["test_accuracy"], float)[:, -1].min() for n in MODELS)
     ax.set_ylim(max(0.0, low - 0.03), 1.0)
-    ax.set_xticks(range(len(MODELS)),
-                  [f"{n}\n{numbers[n]['parameters']:,} params" for n in MODELS])
+    ax.set_xticks(range(len(MODELS)), [f"{n}\n{numbers[n]['parameters']:,} params" for n in MODELS])
     ax.set_ylabel("test accuracy after the last epoch")
     ax.set_title("final test accuracy (dots = seeds)")
 

@@ -6,24 +6,24 @@ activation are as good as absent (the network is one linear map, so it cannot
 solve a problem that is not linearly separable: XOR, two spirals), and that is
 why the non-linearity belongs to the hidden layers; conversely, a sigmoid
 output lies in (0, 1), so for regression targets in [-100, 100] the output
-layer should be linear (``y = net``).
+layer should be linear (`y = net`).
 
 Setup:
 
 * Classification: XOR (4 points) and two spirals (200 points, 1.5 turns), a
-  ``2 -> 32 -> 32 -> 1`` network whose hidden activation is the identity,
+  `2 -> 32 -> 32 -> 1` network whose hidden activation is the identity,
   tanh or ReLU (the same initial weights for the three, per seed), logits
-  with sigmoid cross-entropy, full-batch Adam (``purenet.train.make_train``
-  with batches of the whole set), seeds at once with ``jax.vmap``. The best accuracy any
+  with sigmoid cross-entropy, full-batch Adam (`purenet.train.make_train`
+  with batches of the whole set), seeds at once with `jax.vmap`. The best accuracy any
   linear classifier can reach on each data set (the "linear limit") is
   computed exactly by trying every line through two data points.
-* The collapse: for each trained linear-hidden network, ``W = W1 W2 W3`` and
-  ``b = (b1 W2 + b2) W3 + b3``; ``x W + b`` is compared with the network's
+* The collapse: for each trained linear-hidden network, `W = W1 W2 W3` and
+  `b = (b1 W2 + b2) W3 + b3`; `x W + b` is compared with the network's
   output on the data and on the plotting grid.
-* Regression: ``t = 100 sin(x)`` on 100 points, x uniform in [-pi, pi], a
-  ``1 -> 64 tanh -> 1`` network with an identity, tanh or sigmoid output
-  unit, MSE, full-batch Adam; measured: the largest ``|prediction|`` and the
-  MSE (mean of ``(y - t)^2``) on the training points.
+* Regression: `t = 100 sin(x)` on 100 points, x uniform in [-pi, pi], a
+  `1 -> 64 tanh -> 1` network with an identity, tanh or sigmoid output
+  unit, MSE, full-batch Adam; measured: the largest `|prediction|` and the
+  MSE (mean of `(y - t)^2`) on the training points.
 """
 
 from __future__ import annotations
@@ -73,9 +73,9 @@ def regressor(head: str):
 
 
 def train_many(model, loss, learning_rate, start, x, t, epochs, probe, linear=False):
-    """Full-batch Adam (``make_train``, one step per epoch) from each of the
-    stacked ``start = (params, state)``, in one compiled call: final params,
-    loss history, outputs on ``x`` and on ``probe``, and for linear hidden
+    """Full-batch Adam (`make_train`, one step per epoch) from each of the
+    stacked `start = (params, state)`, in one compiled call: final params,
+    loss history, outputs on `x` and on `probe`, and for linear hidden
     units the collapse check."""
     m = x.shape[0]
 
@@ -94,8 +94,18 @@ def train_many(model, loss, learning_rate, start, x, t, epochs, probe, linear=Fa
 
     # Full batch: any key gives the same run, up to the order of the batch sum.
     same_key = jnp.stack([jax.random.key(0)] * len(jax.tree.leaves(start)[0]))
-    params, _, history = sweep(model, loss, optim.adam(learning_rate), m, epochs, (x, t), start,
-                               same_key, finish=finish, compile=jax.jit)
+    params, _, history = sweep(
+        model,
+        loss,
+        optim.adam(learning_rate),
+        m,
+        epochs,
+        (x, t),
+        start,
+        same_key,
+        finish=finish,
+        compile=jax.jit,
+    )
     cost = history["step_loss"][..., 0]  # the cost before each step
     return jax.device_get({"params": params, "history": cost, **history["final"]})
 
@@ -106,7 +116,7 @@ def dense_params(p) -> list:
 
 
 def classifier_params(dense) -> tuple:
-    """Back from :func:`dense_params` (e.g. read from JSON) to the classifier's params."""
+    """Back from `dense_params` (e.g. read from JSON) to the classifier's params."""
     d1, d2, d3 = ({k: jnp.asarray(v, jnp.float32) for k, v in d.items()} for d in dense)
     return (d1, (), d2, (), d3)
 
@@ -146,7 +156,7 @@ def linear_limit(x, t) -> float:
 
 
 def compose(p):
-    """The single linear map of a linear-hidden network: ``(W, b)``."""
+    """The single linear map of a linear-hidden network: `(W, b)`."""
     (d1, _, d2, _, d3) = p
     W = d1["W"] @ d2["W"] @ d3["W"]
     b = (d1["b"] @ d2["W"] + d2["b"]) @ d3["W"] + d3["b"]
@@ -322,8 +332,11 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         result = {"linear_limit": linear_limit(x, t)}
         pictures[task] = {"x": x, "t": t}
         for act in activations:
-            progress(len(activations) * list(tasks).index(task) + activations.index(act), units,
-                     f"{task}, {act}")
+            progress(
+                len(activations) * list(tasks).index(task) + activations.index(act),
+                units,
+                f"{task}, {act}",
+            )
             model = classifier(act)
             out = train_many(
                 model,

@@ -2,23 +2,23 @@
 
 Claim (Hochreiter 1991; Bengio, Simard & Frasconi 1994; Hochreiter &
 Schmidhuber 1997; Gers, Schmidhuber & Cummins 2000; Pascanu, Mikolov & Bengio
-2013): in a tanh RNN the gradient ``dJ/dh_t`` that reaches a state ``k``
-steps before the loss shrinks geometrically with ``k``, so an answer that
-depends on an input ``L`` steps back is learned less often as ``L`` grows;
+2013): in a tanh RNN the gradient `dJ/dh_t` that reaches a state `k`
+steps before the loss shrinks geometrically with `k`, so an answer that
+depends on an input `L` steps back is learned less often as `L` grows;
 the LSTM's cell (the "constant error carousel") carries the gradient when
 its forget gate is open, and a GRU's update gate does likewise; an exploding
 recurrent gradient is tamed by clipping its norm.
 
-Task (marked-symbol recall): sequences of ``T = max(L) + 1`` symbols drawn
+Task (marked-symbol recall): sequences of `T = max(L) + 1` symbols drawn
 uniformly from 4 (one-hot inputs, random distractors at every step); one
-position, ``L`` steps before the last, carries a marker (a fifth input
+position, `L` steps before the last, carries a marker (a fifth input
 feature); the answer, read from the last hidden state, is the marked symbol
-(chance 1/4). All lags share the length ``T``, so one compiled program per
-model trains every lag and seed at once (``jax.vmap`` over lags and seeds of
-``purenet.train.make_train``); only the distance between the marker and the
-read-out changes. Models: ``rnn(16)`` / ``lstm(16)`` / ``gru(16)``,
-``last_step()``, ``dense(4)``, PyTorch's initialisation; the LSTM with
-``forget_bias=1`` (Gers et al. 2000; Jozefowicz et al. 2015), and in the full
+(chance 1/4). All lags share the length `T`, so one compiled program per
+model trains every lag and seed at once (`jax.vmap` over lags and seeds of
+`purenet.train.make_train`); only the distance between the marker and the
+read-out changes. Models: `rnn(16)` / `lstm(16)` / `gru(16)`,
+`last_step()`, `dense(4)`, PyTorch's initialisation; the LSTM with
+`forget_bias=1` (Gers et al. 2000; Jozefowicz et al. 2015), and in the full
 mode also with PyTorch's default (bias 0). Training: softmax cross-entropy,
 Adam (1e-2), batches of 64 from 1,024 sequences; a seed *succeeds* at a lag
 when its test accuracy (512 held-out sequences) after the last epoch is at
@@ -26,27 +26,27 @@ least 0.9. Adam divides each step by a running gradient scale, so it
 partly undoes the vanishing of small gradients; this helps the tanh RNN
 (measured, not hidden: its success rate is reported as it comes).
 
-Gradient flow at initialisation (no training): ``T = 64``, the recall
-targets at the largest lag. For each ``k``, the layer runs on the suffix
-``x[:, T-k:]`` from the state the full forward reached at step ``T - k``
-(passed as the initial state ``(x, h0)``, ``(x, (h0, c0))`` for the LSTM);
-the layer's hand-written backward returns ``dh0 = dJ/dh_{T-k}`` (and
-``dc0``), whose per-example norm (loss summed over the batch) is averaged
+Gradient flow at initialisation (no training): `T = 64`, the recall
+targets at the largest lag. For each `k`, the layer runs on the suffix
+`x[:, T-k:]` from the state the full forward reached at step `T - k`
+(passed as the initial state `(x, h0)`, `(x, (h0, c0))` for the LSTM);
+the layer's hand-written backward returns `dh0 = dJ/dh_{T-k}` (and
+`dc0`), whose per-example norm (loss summed over the batch) is averaged
 over examples and, geometrically, over seeds.
 
-Exploding: ``rnn(32)`` with ``Wh`` drawn ``N(0, 3**2 / 32)`` (spectral
+Exploding: `rnn(32)` with `Wh` drawn `N(0, 3**2 / 32)` (spectral
 radius about 3: the chaotic regime of random tanh networks, where the
-backward product of Jacobians grows with ``k``), the lag-4 recall task, plain
+backward product of Jacobians grows with `k`), the lag-4 recall task, plain
 SGD (0.1), batches of 64, with and without clipping to global norm 1
-(``optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(0.1))``).
+(`optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(0.1))`).
 Measured: the gradient norm at initialisation, non-finite step losses, the
 global parameter norm and the test accuracy after every epoch. A tanh state
-is bounded in ``[-1, 1]``, so an unclipped step of size ``lr * ||g||`` throws
+is bounded in `[-1, 1]`, so an unclipped step of size `lr * ||g||` throws
 the weights far and saturates the units rather than necessarily overflowing;
 what is measured is reported either way.
 
-Training is jitted with ``jax.jit`` at XLA's default optimisation level, not
-:func:`experiments._common.jit`: a run is hundreds of sequential scan steps
+Training is jitted with `jax.jit` at XLA's default optimisation level, not
+`experiments._common.jit`: a run is hundreds of sequential scan steps
 of tiny matrices, and level 0 made it about five times slower (measured)
 for a compile only about twice as quick.
 """
@@ -97,8 +97,8 @@ COLORS = {"RNN": "C3", "LSTM (forget bias 1)": "C0", "LSTM (PyTorch init)": "C9"
 
 
 def recall_data(rng: np.random.Generator, rows: int, T: int, lag: int):
-    """``x (rows, T, 5)``: one-hot symbols plus a marker at step ``T-1-lag``;
-    ``t (rows,)``: the marked symbol."""
+    """`x (rows, T, 5)`: one-hot symbols plus a marker at step `T-1-lag`;
+    `t (rows,)`: the marked symbol."""
     s = rng.integers(0, SYMBOLS, (rows, T))
     x = np.zeros((rows, T, SYMBOLS + 1), np.float32)
     x[np.arange(rows)[:, None], np.arange(T)[None], s] = 1.0
@@ -118,7 +118,7 @@ def _stacked_data(rng, lags, T, rows):
 
 
 def _success_sweep(arm, lags, T, seeds, epochs, compile_fn):
-    """Test accuracy after every epoch, ``(lags, seeds, epochs)``."""
+    """Test accuracy after every epoch, `(lags, seeds, epochs)`."""
     rng = np.random.default_rng(0)
     x, t = _stacked_data(rng, lags, T, TRAIN_ROWS)
     x_test, t_test = _stacked_data(rng, lags, T, TEST_ROWS)
@@ -130,15 +130,25 @@ def _success_sweep(arm, lags, T, seeds, epochs, compile_fn):
         return metrics.multiclass_accuracy(model.forward(p, lag["x_test"])[0], lag["t_test"])
 
     grid = {"x": x, "t": t, "x_test": x_test, "t_test": t_test}  # one point per lag
-    _, _, history = sweep(model, losses.softmax_cross_entropy, optim.adam(LEARNING_RATE), BATCH,
-                          epochs, lambda lag: (lag["x"], lag["t"]), start, keys, grid=grid,
-                          evaluate=evaluate, compile=compile_fn)
+    _, _, history = sweep(
+        model,
+        losses.softmax_cross_entropy,
+        optim.adam(LEARNING_RATE),
+        BATCH,
+        epochs,
+        lambda lag: (lag["x"], lag["t"]),
+        start,
+        keys,
+        grid=grid,
+        evaluate=evaluate,
+        compile=compile_fn,
+    )
     return np.asarray(history["evaluation"])
 
 
 def _gradient_flow(arms, seeds, flow_T, flow_lags):
-    """Per-example ``||dJ/dh_{T-k}||`` at initialisation for ``k`` in
-    ``FLOW_LAGS``: {arm: {"h": (seeds, lags), "c": (seeds, lags) for LSTMs}}."""
+    """Per-example `||dJ/dh_{T-k}||` at initialisation for `k` in
+    `FLOW_LAGS`: {arm: {"h": (seeds, lags), "c": (seeds, lags) for LSTMs}}."""
     x, t = recall_data(np.random.default_rng(2), FLOW_ROWS, flow_T, flow_T - 1)
     x, t = jnp.asarray(x), jnp.asarray(t)
     readout = L.dense(SYMBOLS)
@@ -185,32 +195,43 @@ def _exploding(T, seeds, epochs, compile_fn):
     model = make_model("RNN", EXPLODE_HIDDEN)
     keys = jax.random.split(jax.random.key(5), seeds)
     params, state = init_many(model, keys, (T, SYMBOLS + 1))
-    wh = np.stack([np.asarray(jax.random.normal(jax.random.fold_in(k, 7),
-                                                (EXPLODE_HIDDEN, EXPLODE_HIDDEN)))
-                   for k in keys]) * (EXPLODE_GAIN / np.sqrt(EXPLODE_HIDDEN))
+    wh = np.stack(
+        [
+            np.asarray(
+                jax.random.normal(jax.random.fold_in(k, 7), (EXPLODE_HIDDEN, EXPLODE_HIDDEN))
+            )
+            for k in keys
+        ]
+    ) * (EXPLODE_GAIN / np.sqrt(EXPLODE_HIDDEN))
     params = (dict(params[0], Wh=wh.astype(np.float32)), *params[1:])
     radius = np.abs(np.linalg.eigvals(wh.astype(np.float64))).max(axis=1)
     grad = backprop(model, losses.softmax_cross_entropy)
 
     def evaluate(p, s):
-        return {"accuracy": metrics.multiclass_accuracy(model.forward(p, x_test)[0], t_test),
-                "param_norm": global_norm(p)}
+        return {
+            "accuracy": metrics.multiclass_accuracy(model.forward(p, x_test)[0], t_test),
+            "param_norm": global_norm(p),
+        }
 
     out = {"spectral_radius": radius}
     for label, clip in (("no clipping", None), (f"clip_norm={CLIP:g}", CLIP)):
         opt = optim.sgd(EXPLODE_LR)
         if clip is not None:  # clip the gradient's global norm, then the SGD step
             opt = optim.chain(optim.clip_by_global_norm(clip), opt)
-        run = train.make_train(model, losses.softmax_cross_entropy, opt, BATCH, TRAIN_ROWS,
-                               epochs, evaluate=evaluate)
+        run = train.make_train(
+            model, losses.softmax_cross_entropy, opt, BATCH, TRAIN_ROWS, epochs, evaluate=evaluate
+        )
 
         def one(p, s, key, run=run, opt=opt):
             g0 = global_norm(grad(p, x, t)[1])
             *_, history = run(p, opt.init(p), s, key, x, t)
-            start = {"accuracy": metrics.multiclass_accuracy(model.forward(p, x_test)[0], t_test),
-                     "param_norm": global_norm(p)}
-            curves = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), start,
-                                  history["evaluation"])
+            start = {
+                "accuracy": metrics.multiclass_accuracy(model.forward(p, x_test)[0], t_test),
+                "param_norm": global_norm(p),
+            }
+            curves = jax.tree.map(
+                lambda a, b: jnp.concatenate([a[None], b]), start, history["evaluation"]
+            )
             return g0, history["step_loss"].ravel(), curves
 
         g0, step_loss, curves = compile_fn(jax.vmap(one))(params, state, keys)
@@ -229,8 +250,9 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     seeds = num_seeds(mode, seeds, quick=8, full=16)
     lags = pick(mode, smoke=(2, 4), quick=(4, 8, 16), full=(4, 8, 16, 32, 64))
     epochs = pick(mode, smoke=1, quick=8, full=30)
-    arms = pick(mode, smoke=("RNN",),
-                quick=("RNN", "LSTM (forget bias 1)", "GRU"), full=tuple(CELLS))
+    arms = pick(
+        mode, smoke=("RNN",), quick=("RNN", "LSTM (forget bias 1)", "GRU"), full=tuple(CELLS)
+    )
     explode_epochs = pick(mode, smoke=1, quick=5, full=20)
     # smoke: XLA's level 0 (quicker compiles of programs too short to matter)
     compile_fn = pick(mode, smoke=jit, quick=jax.jit, full=jax.jit)
@@ -269,9 +291,16 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         "success_threshold": SUCCESS,
         "flow_T": flow_T,
         "flow_lags": list(flow_lags),
-        "explode": {"hidden": EXPLODE_HIDDEN, "gain": EXPLODE_GAIN, "lr": EXPLODE_LR,
-                    "optimizer": f"sgd(lr={EXPLODE_LR})", "lag": EXPLODE_LAG, "clip_norm": CLIP,
-                    "epochs": explode_epochs, "sequence_length": explode_T},
+        "explode": {
+            "hidden": EXPLODE_HIDDEN,
+            "gain": EXPLODE_GAIN,
+            "lr": EXPLODE_LR,
+            "optimizer": f"sgd(lr={EXPLODE_LR})",
+            "lag": EXPLODE_LAG,
+            "clip_norm": CLIP,
+            "epochs": explode_epochs,
+            "sequence_length": explode_T,
+        },
     }
     return {"settings": settings, "numbers": numbers}
 
@@ -281,8 +310,10 @@ def measure(mode: Mode, seeds: int | None) -> dict:
 
 def _success_rates(numbers) -> dict:
     """{arm: success rate per lag}."""
-    return {arm: (np.asarray(v["test_accuracy"], float)[:, :, -1] >= SUCCESS).mean(axis=1)
-            for arm, v in numbers["recall"].items()}
+    return {
+        arm: (np.asarray(v["test_accuracy"], float)[:, :, -1] >= SUCCESS).mean(axis=1)
+        for arm, v in numbers["recall"].items()
+    }
 
 
 def _flow(numbers) -> dict:
@@ -297,9 +328,9 @@ def _flow(numbers) -> dict:
 def judge(data: dict) -> Verdict:
     """Three parts, all needed:
 
-    * vanishing: the RNN's ``||dJ/dh_{T-k}||`` at the largest ``k`` is below
-      1e-6 of its value at ``k = 1``, and the LSTM cell's (forget bias 1) at
-      the largest ``k`` is at least 1e3 times the RNN's;
+    * vanishing: the RNN's `||dJ/dh_{T-k}||` at the largest `k` is below
+      1e-6 of its value at `k = 1`, and the LSTM cell's (forget bias 1) at
+      the largest `k` is at least 1e3 times the RNN's;
     * recall: the RNN's success rate at the longest lag is below its rate at
       the shortest, and the best gated arm's success, summed over lags, beats
       the RNN's;
@@ -315,8 +346,11 @@ def judge(data: dict) -> Verdict:
     vanishing = bool(rnn_flow[-1] < 1e-6 * rnn_flow[0] and lstm_flow[-1] >= 1e3 * rnn_flow[-1])
     gated = {arm: r for arm, r in rates.items() if arm != "RNN"}
     best = max(gated, key=lambda a: gated[a].sum(), default=None)  # smoke: RNN only
-    recall = bool(best is not None and rates["RNN"][-1] < rates["RNN"][0]
-                  and gated[best].sum() > rates["RNN"].sum())
+    recall = bool(
+        best is not None
+        and rates["RNN"][-1] < rates["RNN"][0]
+        and gated[best].sum() > rates["RNN"].sum()
+    )
     ex = numbers["exploding"]
     clip_label = f"clip_norm={CLIP:g}"
     unclipped, clipped = ex["no clipping"], ex[clip_label]
@@ -327,8 +361,7 @@ def judge(data: dict) -> Verdict:
     grad0 = float(np.median(np.asarray(unclipped["initial_grad_norm"], float)))
     exploding = bool((nonfinite_u > 0 or norm_u >= 10 * norm_c) and nonfinite_c == 0)
     seeds = settings["seeds"]
-    rate_text = "; ".join(
-        f"{arm} " + " ".join(f"{r:.2f}" for r in rates[arm]) for arm in rates)
+    rate_text = "; ".join(f"{arm} " + " ".join(f"{r:.2f}" for r in rates[arm]) for arm in rates)
     k = settings["flow_lags"]
     flow_text = ", ".join(f"{arm} {v[0]:.1e}->{v[-1]:.1e}" for arm, v in flow.items())
     text = (
@@ -342,9 +375,14 @@ def judge(data: dict) -> Verdict:
     )
     summary = {f"success_{arm}_L{lags[-1]}": float(rates[arm][-1]) for arm in rates}
     summary.update({f"flow_{arm}_k{k[-1]}": float(v[-1]) for arm, v in flow.items()})
-    summary.update({"explode_nonfinite_unclipped": nonfinite_u,
-                    "explode_nonfinite_clipped": nonfinite_c,
-                    "explode_param_norm_unclipped": norm_u, "explode_param_norm_clipped": norm_c})
+    summary.update(
+        {
+            "explode_nonfinite_unclipped": nonfinite_u,
+            "explode_nonfinite_clipped": nonfinite_c,
+            "explode_param_norm_unclipped": norm_u,
+            "explode_param_norm_clipped": norm_c,
+        }
+    )
     return Verdict(text, vanishing and recall and exploding, summary)
 
 
@@ -360,9 +398,13 @@ def draw(data: dict):
     ax = axes[0]
     for arm, r in rates.items():
         ax.plot(lags, r, "o-", color=COLORS[arm], label=arm)
-    ax.set(xscale="log", xlabel="lag L (steps between the marked symbol and the answer)",
-           ylabel=f"fraction of seeds with test accuracy >= {SUCCESS}", ylim=(-0.05, 1.05),
-           title=f"marked-symbol recall, {settings['seeds']} seeds, {settings['steps']} Adam steps")
+    ax.set(
+        xscale="log",
+        xlabel="lag L (steps between the marked symbol and the answer)",
+        ylabel=f"fraction of seeds with test accuracy >= {SUCCESS}",
+        ylim=(-0.05, 1.05),
+        title=f"marked-symbol recall, {settings['seeds']} seeds, {settings['steps']} Adam steps",
+    )
     ax.set_xticks(lags, [str(v) for v in lags])
     ax.legend()
     ax.grid(alpha=0.3)
@@ -376,27 +418,42 @@ def draw(data: dict):
             values = np.maximum(np.asarray(v[key], float), 1e-38)
             mean = np.exp(np.log(values).mean(axis=0))
             label = f"{arm}: {'cell c' if key == 'c' else 'h'}"
-            ax.plot(k, mean, style, color=COLORS[arm], label=label,
-                    alpha=1.0 if key == "c" or "LSTM" not in arm else 0.5)
-    ax.set(xscale="log", yscale="log", xlabel="k (steps before the loss)",
-           ylabel="per-example ||dJ/dh_{T-k}|| (geo. mean over seeds)",
-           title=f"gradient flow at initialisation, T = {settings['flow_T']}")
+            ax.plot(
+                k,
+                mean,
+                style,
+                color=COLORS[arm],
+                label=label,
+                alpha=1.0 if key == "c" or "LSTM" not in arm else 0.5,
+            )
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="k (steps before the loss)",
+        ylabel="per-example ||dJ/dh_{T-k}|| (geo. mean over seeds)",
+        title=f"gradient flow at initialisation, T = {settings['flow_T']}",
+    )
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
 
     ex = numbers["exploding"]
     e = settings["explode"]
-    for ax, key, ylabel in ((axes[2], "param_norm", "global parameter norm"),
-                            (axes[3], "accuracy", "test accuracy")):
+    for ax, key, ylabel in (
+        (axes[2], "param_norm", "global parameter norm"),
+        (axes[3], "accuracy", "test accuracy"),
+    ):
         for i, label in enumerate(k_ for k_ in ex if k_ != "spectral_radius"):
             values = np.asarray(ex[label][key], float)
             epochs = np.arange(values.shape[1])
             for row in values:
                 ax.plot(epochs, row, color=f"C{i}", alpha=0.3)
             ax.plot(epochs, np.median(values, axis=0), color=f"C{i}", lw=2.5, label=label)
-        ax.set(xlabel="epoch", ylabel=ylabel,
-               title=f"exploding RNN({e['hidden']}), gain {e['gain']:g}, SGD {e['lr']:g}, "
-                     f"lag {e['lag']}")
+        ax.set(
+            xlabel="epoch",
+            ylabel=ylabel,
+            title=f"exploding RNN({e['hidden']}), gain {e['gain']:g}, SGD {e['lr']:g}, "
+            f"lag {e['lag']}",
+        )
         if key == "param_norm":
             ax.set_yscale("log")
         ax.legend()

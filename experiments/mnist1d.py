@@ -10,27 +10,27 @@ unlike MNIST where all of them exceed 90%. The CNN's advantage is its spatial pr
 signal with one fixed permutation and the CNN falls to 56% while the MLP,
 to which the order of its inputs means nothing, keeps 68%.
 
-Setup, the paper's models (its repository's ``notebooks/models.py``) and
-training: logistic regression ``dense(10)``; the residual MLP
-``h = relu(x W1 + b1); h = h + relu(h W2 + b2); y = h W3 + b3`` with 100
-hidden units (``residual``); the CNN, three ``conv1d(25, k, stride=2,
-padding=1)`` with ``k = 5, 3, 3`` and ReLU (lengths 40 -> 19 -> 10 -> 5),
-flatten, ``dense(10)``; the GRU (``GRUBase``), a bidirectional ``gru(6)``
+Setup, the paper's models (its repository's `notebooks/models.py`) and
+training: logistic regression `dense(10)`; the residual MLP
+`h = relu(x W1 + b1); h = h + relu(h W2 + b2); y = h W3 + b3` with 100
+hidden units (`residual`); the CNN, three `conv1d(25, k, stride=2,
+padding=1)` with `k = 5, 3, 3` and ReLU (lengths 40 -> 19 -> 10 -> 5),
+flatten, `dense(10)`; the GRU (`GRUBase`), a bidirectional `gru(6)`
 (zero initial state, PyTorch's initialisation) reading the signal as 40
-steps of one feature, all 40 steps' 12 outputs flattened into ``dense(10)``.
+steps of one feature, all 40 steps' 12 outputs flattened into `dense(10)`.
 Adam, learning rate 1e-2, batches of 100; the paper
-trains 6,000 steps (150 epochs; ``--full``), the quick mode 400 (10 epochs). Data:
-``mnist1d.data.make_dataset(mnist1d.data.get_dataset_args())``, generated
+trains 6,000 steps (150 epochs; `--full`), the quick mode 400 (10 epochs). Data:
+`mnist1d.data.make_dataset(mnist1d.data.get_dataset_args())`, generated
 offline (the paper's default arguments and seed), the same for every seed;
 each seed draws its own initialisation and batch order. The shuffled variant
 permutes the 40 positions of train and test signals with one permutation
-(``numpy.random.default_rng(0)``). Differences from the paper: purenet's
-default initialisers (Glorot uniform for ``dense``, He normal for
-``conv1d``) instead of PyTorch's, and test accuracy after the last epoch
+(`numpy.random.default_rng(0)`). Differences from the paper: purenet's
+default initialisers (Glorot uniform for `dense`, He normal for
+`conv1d`) instead of PyTorch's, and test accuracy after the last epoch
 (the paper plots it over training). Gradients by the layers' hand-written
-backward passes (``purenet.train.make_train`` through
-``experiments._common.sweep``); the seeds of one model run one after the
-other in one compiled ``lax.map`` (vmapped convolutions over per-seed kernels
+backward passes (`purenet.train.make_train` through
+`experiments._common.sweep`); the seeds of one model run one after the
+other in one compiled `lax.map` (vmapped convolutions over per-seed kernels
 become grouped convolutions, slow on XLA:CPU).
 
 Walltime (the paper: "the GRU takes at least 10x the walltime of the
@@ -79,8 +79,14 @@ CLAIM = (
 
 LOSS = losses.softmax_cross_entropy
 LEARNING_RATE, BATCH = 1e-2, 100
-PAPER = {"logistic": 0.32, "MLP": 0.68, "CNN": 0.94, "GRU": 0.91, "MLP, shuffled": 0.68,
-         "CNN, shuffled": 0.56}
+PAPER = {
+    "logistic": 0.32,
+    "MLP": 0.68,
+    "CNN": 0.94,
+    "GRU": 0.91,
+    "MLP, shuffled": 0.68,
+    "CNN, shuffled": 0.56,
+}
 PAPER_WALLTIME_RATIO = 10.0  # "the GRU takes at least 10x the walltime of the CNN"
 
 
@@ -89,23 +95,28 @@ def logistic() -> L.Layer:
 
 
 def residual_mlp(hidden: int = 100) -> L.Layer:
-    return L.serial(L.dense(hidden), L.relu(), L.residual(L.serial(L.dense(hidden), L.relu())),
-                    L.dense(10))
+    return L.serial(
+        L.dense(hidden), L.relu(), L.residual(L.serial(L.dense(hidden), L.relu())), L.dense(10)
+    )
 
 
 def cnn(channels: int = 25) -> L.Layer:
     return L.serial(
-        L.conv1d(channels, 5, stride=2, padding=1), L.relu(),
-        L.conv1d(channels, 3, stride=2, padding=1), L.relu(),
-        L.conv1d(channels, 3, stride=2, padding=1), L.relu(),
-        L.flatten(), L.dense(10),
+        L.conv1d(channels, 5, stride=2, padding=1),
+        L.relu(),
+        L.conv1d(channels, 3, stride=2, padding=1),
+        L.relu(),
+        L.conv1d(channels, 3, stride=2, padding=1),
+        L.relu(),
+        L.flatten(),
+        L.dense(10),
     )
 
 
 def bigru(hidden: int = 6) -> L.Layer:
-    """The paper's ``GRUBase``: a bidirectional GRU, 6 hidden units per
+    """The paper's `GRUBase`: a bidirectional GRU, 6 hidden units per
     direction, zero initial state, over the signal as 40 steps of one
-    feature; all 40 steps' outputs, ``(40, 12)``, flattened into ``dense(10)``."""
+    feature; all 40 steps' outputs, `(40, 12)`, flattened into `dense(10)`."""
     return L.serial(L.bidirectional(L.gru(hidden)), L.flatten(), L.dense(10))
 
 
@@ -135,7 +146,7 @@ def load_data(train_rows=None, test_rows=None):
 
 
 def _run(model, x, t, x_test, t_test, keys, epochs):
-    """Test accuracy after every epoch, ``(seeds, epochs)``, and the seconds
+    """Test accuracy after every epoch, `(seeds, epochs)`, and the seconds
     the compiled run took (compiled ahead, so compilation is not counted)."""
     in_shape = x.shape[1:]
     init_keys, train_keys = zip(*(jax.random.split(key) for key in keys), strict=True)
@@ -155,9 +166,19 @@ def _run(model, x, t, x_test, t_test, keys, epochs):
     def evaluate(params, state, point):
         return metrics.multiclass_accuracy(model.forward(params, x_test)[0], t_test)
 
-    _, _, history = sweep(model, LOSS, optim.adam(LEARNING_RATE), BATCH, epochs, (x, t), start,
-                          jnp.stack(train_keys), evaluate=evaluate, compile=timed,
-                          seeds_in_sequence=True)
+    _, _, history = sweep(
+        model,
+        LOSS,
+        optim.adam(LEARNING_RATE),
+        BATCH,
+        epochs,
+        (x, t),
+        start,
+        jnp.stack(train_keys),
+        evaluate=evaluate,
+        compile=timed,
+        seeds_in_sequence=True,
+    )
     return np.asarray(history["evaluation"]), seconds[0]
 
 
@@ -174,10 +195,19 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         a, b = (x[:, permutation], x_test[:, permutation]) if shuffled else (x, x_test)
         if layout == "signal":  # (m, 40) -> (m, 40, 1): one input channel / feature
             a, b = a[..., None], b[..., None]
-        accuracy, seconds = _run(factory(), jnp.asarray(a), jnp.asarray(t), jnp.asarray(b),
-                                 jnp.asarray(t_test), keys, epochs)
+        accuracy, seconds = _run(
+            factory(),
+            jnp.asarray(a),
+            jnp.asarray(t),
+            jnp.asarray(b),
+            jnp.asarray(t_test),
+            keys,
+            epochs,
+        )
         numbers[name] = {
-            "test_accuracy": accuracy, "paper": PAPER[name], "train_seconds": seconds,
+            "test_accuracy": accuracy,
+            "paper": PAPER[name],
+            "train_seconds": seconds,
             "seconds_per_step": seconds / (seeds * epochs * steps_per_epoch),
         }
     settings = {
@@ -191,16 +221,18 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         "shuffle": "one permutation of the 40 positions, numpy default_rng(0)",
         "paper_steps": 6000,
         "walltime": "seconds per training step (batch 100, one seed; the per-epoch test "
-                    "evaluation included, compilation not), GRU over CNN, same run, "
-                    "same seeds and steps",
+        "evaluation included, compilation not), GRU over CNN, same run, "
+        "same seeds and steps",
         "device": jax.devices()[0].device_kind,
     }
     return {"settings": settings, "numbers": numbers}
 
 
 def _final(numbers) -> dict:
-    return {name: seed_stats(np.asarray(v["test_accuracy"], float)[:, -1])
-            for name, v in numbers.items()}
+    return {
+        name: seed_stats(np.asarray(v["test_accuracy"], float)[:, -1])
+        for name, v in numbers.items()
+    }
 
 
 def walltime_ratio(numbers) -> float | None:
@@ -223,16 +255,21 @@ def judge(data: dict) -> Verdict:
     mlp_drop = mean["MLP"] - mean["MLP, shuffled"]
     gru_ok = "GRU" not in mean or mean["GRU"] - mean["MLP"] >= 0.10
     supported = bool(ordered and cnn_drop >= 0.10 and abs(mlp_drop) <= 0.03 and gru_ok)
-    parts = [f"{name} {s['mean']:.3f} ± {s['std']:.3f} (paper {PAPER[name]:.2f})"
-             for name, s in final.items()]
+    parts = [
+        f"{name} {s['mean']:.3f} ± {s['std']:.3f} (paper {PAPER[name]:.2f})"
+        for name, s in final.items()
+    ]
     settings = data["settings"]
-    text = (f"test accuracy: {'; '.join(parts)}; {settings['seeds']} seeds, "
-            f"{settings['steps']} steps")
+    text = (
+        f"test accuracy: {'; '.join(parts)}; {settings['seeds']} seeds, {settings['steps']} steps"
+    )
     summary = {name.replace(", ", "_"): s["mean"] for name, s in final.items()}
     ratio = walltime_ratio(data["numbers"])
     if ratio is not None:
-        text += (f"; GRU/CNN training walltime per step {ratio:.1f}x on "
-                 f"{settings.get('device', '?')} (paper: at least {PAPER_WALLTIME_RATIO:.0f}x)")
+        text += (
+            f"; GRU/CNN training walltime per step {ratio:.1f}x on "
+            f"{settings.get('device', '?')} (paper: at least {PAPER_WALLTIME_RATIO:.0f}x)"
+        )
         summary["GRU_over_CNN_walltime"] = ratio
     return Verdict(text, supported, summary)
 
@@ -242,18 +279,35 @@ def draw(data: dict):
     final = _final(numbers)
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
-    fig.suptitle(f"MNIST-1D (Greydanus 2020): test accuracy, {settings['seeds']} seeds, "
-                 f"{settings['steps']} Adam steps (paper: 6000)"
-                 + (f"; GRU/CNN walltime per step {walltime_ratio(numbers):.1f}x (paper: >= 10x)"
-                    if walltime_ratio(numbers) is not None else ""))
+    fig.suptitle(
+        f"MNIST-1D (Greydanus 2020): test accuracy, {settings['seeds']} seeds, "
+        f"{settings['steps']} Adam steps (paper: 6000)"
+        + (
+            f"; GRU/CNN walltime per step {walltime_ratio(numbers):.1f}x (paper: >= 10x)"
+            if walltime_ratio(numbers) is not None
+            else ""
+        )
+    )
     names = list(numbers)
     for i, name in enumerate(names):
         s = final[name]
         values = np.asarray(numbers[name]["test_accuracy"], float)[:, -1]
-        seed_bar(left, i - 0.2, values, 0.4, color=f"C{i}",
-                 label=f"purenet ({SPREAD}, dots = seeds)" if i == 0 else None)
-        left.bar(i + 0.2, PAPER[name], 0.4, color="lightgray", edgecolor="k",
-                 label="paper" if i == 0 else None)
+        seed_bar(
+            left,
+            i - 0.2,
+            values,
+            0.4,
+            color=f"C{i}",
+            label=f"purenet ({SPREAD}, dots = seeds)" if i == 0 else None,
+        )
+        left.bar(
+            i + 0.2,
+            PAPER[name],
+            0.4,
+            color="lightgray",
+            edgecolor="k",
+            label="paper" if i == 0 else None,
+        )
         left.text(i - 0.2, values.max() + 0.01, f"{s['mean']:.2f}", ha="center")
         left.text(i + 0.2, PAPER[name] + 0.01, f"{PAPER[name]:.2f}", ha="center")
     left.set_xticks(range(len(names)), [n.replace(", ", "\n") for n in names])
@@ -263,8 +317,9 @@ def draw(data: dict):
     for i, name in enumerate(names):
         acc = np.asarray(numbers[name]["test_accuracy"], float)
         epochs = np.arange(1, acc.shape[1] + 1)
-        seed_band(right, epochs, acc, color=f"C{i}", label=name,
-                  style="--" if "shuffled" in name else "-")
+        seed_band(
+            right, epochs, acc, color=f"C{i}", label=name, style="--" if "shuffled" in name else "-"
+        )
     right.set_xlabel("epoch (40 steps)")
     right.set_ylabel("test accuracy")
     right.set_ylim(0, 1.0)

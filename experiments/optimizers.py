@@ -7,7 +7,7 @@ direction and flat in another; momentum adds a fraction of the previous update
 (an exponential average of past gradients), which damps the zig-zag, speeds
 convergence and can roll through a shallow local minimum; Nesterov takes the
 gradient after the momentum jump; AdaGrad gives each parameter its own step,
-``lr / sqrt(G)``, which shrinks towards zero as the squared gradients
+`lr / sqrt(G)`, which shrinks towards zero as the squared gradients
 accumulate; RMSprop replaces the sum by an exponential moving average so the
 step levels off; Adam combines momentum with RMSprop's scaling.
 
@@ -24,17 +24,17 @@ Setup:
   and the whole grid shows where each one ends;
 * digits (standardised, 80 / 20 split), a 64-64-10 tanh net, mini-batches of
   32: each optimizer at the best of five learning rates around a usual value
-  (1/10 to 10 times it, by final training loss), several seeds at once (``jax.vmap``), training
+  (1/10 to 10 times it, by final training loss), several seeds at once (`jax.vmap`), training
   loss after every epoch (mean ± standard error across seeds) and test accuracy;
-* AdaGrad against RMSprop under a noisy gradient (``g ~ N(1, 1)`` per entry
-  per step, 256 entries, ``lr = 0.01``): the effective per-parameter step
-  ``lr / (sqrt(s) + eps)`` read from the optimizers' states
-  (``AdagradState.sum_of_squares``, ``RmspropState.mean_square``).
+* AdaGrad against RMSprop under a noisy gradient (`g ~ N(1, 1)` per entry
+  per step, 256 entries, `lr = 0.01`): the effective per-parameter step
+  `lr / (sqrt(s) + eps)` read from the optimizers' states
+  (`AdagradState.sum_of_squares`, `RmspropState.mean_square`).
 
-Training: the digits runs use ``purenet.train.make_train``, vmapped over
+Training: the digits runs use `purenet.train.make_train`, vmapped over
 seeds and learning rates (traced). The surfaces and the noisy-gradient trace
 are not networks (no model, no loss, hand-written 2-D gradients), so there
-each optimizer's ``step`` is scanned directly, one ``jax.vmap`` over the
+each optimizer's `step` is scanned directly, one `jax.vmap` over the
 learning-rate grid.
 """
 
@@ -103,7 +103,7 @@ _H = _ROT @ np.diag([1.0, 100.0]) @ _ROT.T  # curvatures 1 and 100, axes turned 
 
 
 def quadratic(p):
-    """``0.5 p^T H p``, H with eigenvalues 1 and 100 along axes turned by 30 degrees."""
+    """`0.5 p^T H p`, H with eigenvalues 1 and 100 along axes turned by 30 degrees."""
     H = jnp.asarray(_H, p.dtype)
     return 0.5 * p @ H @ p
 
@@ -113,7 +113,7 @@ def quadratic_grad(p):
 
 
 def rosenbrock(p):
-    """``(1 - x)^2 + 100 (y - x^2)^2``, minimum 0 at (1, 1)."""
+    """`(1 - x)^2 + 100 (y - x^2)^2`, minimum 0 at (1, 1)."""
     x, y = p[0], p[1]
     return (1 - x) ** 2 + 100 * (y - x * x) ** 2
 
@@ -128,7 +128,7 @@ _BOWL_C, _BOWL_D, _DIP_DEPTH, _DIP_WIDTH, _DIP_X = 0.1, 1.0, 1.0, 0.5, -1.0
 
 
 def local_minimum(p):
-    """``0.1 (x - 3)^2 + y^2 - exp(-((x + 1)^2 + y^2) / 0.5)``: a shallow local
+    """`0.1 (x - 3)^2 + y^2 - exp(-((x + 1)^2 + y^2) / 0.5)`: a shallow local
     minimum near (-0.79, 0) before the global one at (3, 0)."""
     x, y = p[0], p[1]
     dip = jnp.exp(-((x - _DIP_X) ** 2 + y**2) / (2 * _DIP_WIDTH**2))
@@ -233,10 +233,17 @@ def _digits_runs(names, epochs: int, seeds: int, factors=DIGITS_FACTORS, batch_s
         lrs = [DIGITS_LR[name] * f for f in factors]
         make = OPTIMIZERS[name]
         _, _, history = sweep(
-            model, loss, lambda point, make=make: make(point["learning_rate"]), batch_size,
-            epochs, (x_tr, t_tr), start, jnp.stack(train_keys),
+            model,
+            loss,
+            lambda point, make=make: make(point["learning_rate"]),
+            batch_size,
+            epochs,
+            (x_tr, t_tr),
+            start,
+            jnp.stack(train_keys),
             grid={"learning_rate": jnp.asarray(lrs, F32)},  # traced: one program for every rate
-            evaluate=probe, evaluate_start=True,
+            evaluate=probe,
+            evaluate_start=True,
         )
         curves, test_acc = history["evaluation"]
         test_acc = test_acc[:, :, -1]
@@ -259,8 +266,8 @@ def _digits_runs(names, epochs: int, seeds: int, factors=DIGITS_FACTORS, batch_s
 
 
 def _step_sizes(steps: int, entries: int = 256, lr: float = 0.01):
-    """Effective per-entry step ``lr / (sqrt(s) + eps)`` after each step, from
-    the optimizer state, under noisy gradients ``g ~ N(1, 1)``."""
+    """Effective per-entry step `lr / (sqrt(s) + eps)` after each step, from
+    the optimizer state, under noisy gradients `g ~ N(1, 1)`."""
     grads = 1.0 + jax.random.normal(jax.random.key(4), (steps, entries), F32)
     out = {}
     for name, make, eps, read in (
@@ -386,8 +393,13 @@ def draw(data: dict):
     for name, r in numbers["digits"].items():
         curves = np.asarray(r["curves"], dtype=float)
         acc = np.mean(r["test_accuracy"])
-        seed_band(ax, np.arange(curves.shape[1]), curves, color=COLORS[name],
-                  label=f"{name} lr {r['lr']:.3g} (test acc {acc:.3f})")
+        seed_band(
+            ax,
+            np.arange(curves.shape[1]),
+            curves,
+            color=COLORS[name],
+            label=f"{name} lr {r['lr']:.3g} (test acc {acc:.3f})",
+        )
     ax.set(
         yscale="log",
         xlabel="epoch",

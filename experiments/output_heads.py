@@ -12,13 +12,13 @@ class, an order that nominal classes do not have.
 Setup:
 
 * heads: binary, breast cancer (30 features, standardised), a 30-16-1 tanh
-  net, ``sigmoid_binary_cross_entropy`` on the logit, ``binary_accuracy``;
+  net, `sigmoid_binary_cross_entropy` on the logit, `binary_accuracy`;
   multi-class, digits (64 pixels), 64-32-10 tanh, one-hot targets with
-  ``softmax_cross_entropy``, ``multiclass_accuracy``; multi-label,
-  ``datasets.multi_label`` (2-D points, three independent labels), 2-32-32-3
-  tanh, ``multilabel_sigmoid_cross_entropy``, ``multilabel_accuracy`` (Hamming
+  `softmax_cross_entropy`, `multiclass_accuracy`; multi-label,
+  `datasets.multi_label` (2-D points, three independent labels), 2-32-32-3
+  tanh, `multilabel_sigmoid_cross_entropy`, `multilabel_accuracy` (Hamming
   accuracy and exact match);
-* three classes, iris and wine (standardised), an ``n``-8-k tanh net: one-hot
+* three classes, iris and wine (standardised), an `n`-8-k tanh net: one-hot
   targets with softmax cross-entropy (k = 3) against one sigmoid output trained
   with MSE on the codes 1 / 0.5 / 0 (k = 1; the prediction is the nearest
   code). Which class gets the middle code is arbitrary for nominal classes, so
@@ -27,8 +27,8 @@ Setup:
   happen to be ordered by petal size, so the coding that follows that order
   does almost as well as one-hot there; the other two do not.
 
-Every configuration is trained with plain SGD (``purenet.train.make_train``)
-for a fixed number of epochs, for several seeds at once (``jax.vmap``); each
+Every configuration is trained with plain SGD (`purenet.train.make_train`)
+for a fixed number of epochs, for several seeds at once (`jax.vmap`); each
 seed draws its own 70 / 30
 train / test split, initialisation and batch order. Reported: test accuracy,
 mean and standard deviation across seeds.
@@ -88,8 +88,8 @@ def _split_standardized(key, x, t, fractions=(0.7, 0.3)):
 
 
 def _trainer(model, loss, in_features: int, num_train: int, epochs: int):
-    """``train(key, x, t) -> (params, epoch_losses)``: init and ``epochs`` SGD
-    epochs (``make_train``); pure, so it is ``vmap``-ed over seeds."""
+    """`train(key, x, t) -> (params, epoch_losses)`: init and `epochs` SGD
+    epochs (`make_train`); pure, so it is `vmap`-ed over seeds."""
     optimizer = optim.sgd(LEARNING_RATE)
     run_epochs = train.make_train(model, loss, optimizer, BATCH_SIZE, num_train, epochs)
 
@@ -110,7 +110,7 @@ def _mlp(hidden: tuple[int, ...], outputs: int, last=()):
 
 
 def _sizes(load):
-    """(features, training rows) of ``load``'s data set, from shapes alone."""
+    """(features, training rows) of `load`'s data set, from shapes alone."""
     x, _ = jax.eval_shape(load, jax.random.key(0))
     return x.shape[1], data.split_sizes(x.shape[0], (0.7, 0.3))[0]
 
@@ -353,8 +353,10 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     )
     heads["multilabel"] = {"accuracy": acc, "exact_match": exact, "final_train_loss": loss}
 
-    three_class = {name: _three_class(name, three_epochs, seeds, hidden, 13)
-                   for name in tracked(three_sets, start=3, total=units)}
+    three_class = {
+        name: _three_class(name, three_epochs, seeds, hidden, 13)
+        for name in tracked(three_sets, start=3, total=units)
+    }
     numbers = {"heads": heads, "three_class": three_class}
 
     settings = {

@@ -1,10 +1,10 @@
 """Rewrite the experiments section of the project's README from a run's JSON.
 
-``python -m experiments.readme docs/results`` replaces the lines between
-``<!-- BEGIN EXPERIMENTS -->`` and ``<!-- END EXPERIMENTS -->`` in
-``README.md`` with each experiment's claim, measured verdict, figure and the
+`python -m experiments.readme docs/results` replaces the lines between
+`<!-- BEGIN EXPERIMENTS -->` and `<!-- END EXPERIMENTS -->` in
+`README.md` with each experiment's claim, measured verdict, figure and the
 command that regenerates it. Numbers come only from the JSON files, which
-``python -m experiments --full --out docs/results`` writes.
+`python -m experiments --full --out docs/results` writes.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Claim (seed 002, "solving overfitting" and "batch normalization"): a network
 with many parameters trained on little data learns the noise as if it were
-pattern (overfitting); weight penalties (L1: ``lambda |w|``, L2:
-``lambda / 2 * w^2`` added to the cost), dropout (an ensemble of thinned
+pattern (overfitting); weight penalties (L1: `lambda |w|`, L2:
+`lambda / 2 * w^2` added to the cost), dropout (an ensemble of thinned
 networks) and stopping early shrink the gap between training and test
 performance. Batch normalisation lets the network train with much larger
 learning rates, which speeds training up.
@@ -15,19 +15,19 @@ which makes memorisation visible: on clean digits the same network reaches
 100% training and ~95% test accuracy whatever the regulariser, so the clean
 no-penalty run is reported too, for reference. A 64-256-256-10 ReLU network
 (He init, softmax cross-entropy), plain SGD, lr 0.1, batches of 32, trained
-with no penalty, L2 at three strengths (``purenet.penalty(l2=...)``; purenet's
-penalty is ``(l2 / 2) * sum W^2`` whatever the batch size, so ``l2`` is
-torch's ``weight_decay``), L1, and dropout (``layers.dropout(0.5)`` after each
+with no penalty, L2 at three strengths (`purenet.penalty(l2=...)`; purenet's
+penalty is `(l2 / 2) * sum W^2` whatever the batch size, so `l2` is
+torch's `weight_decay`), L1, and dropout (`layers.dropout(0.5)` after each
 hidden ReLU). Early stopping takes the no-penalty run at the evaluation with
-the lowest mean validation loss. Training is ``purenet.train.make_train``
-(``every`` epochs at a time, then an evaluation). The penalty is a value
+the lowest mean validation loss. Training is `purenet.train.make_train`
+(`every` epochs at a time, then an evaluation). The penalty is a value
 whose strengths are traced: every penalized configuration (no penalty, the
 L2 and L1 strengths, and no penalty on clean labels) and every seed train in
-ONE ``jax.vmap`` over ``(l2, l1, label noise)``, one compiled program; the
+ONE `jax.vmap` over `(l2, l1, label noise)`, one compiled program; the
 dropout net is a second one.
 
 Setup, batch norm: the 80% digits training split (1438 images, standardised),
-the same 64-128-128-10 ReLU net with and without ``layers.batchnorm()``
+the same 64-128-128-10 ReLU net with and without `layers.batchnorm()`
 after each hidden dense layer, plain SGD with batches of 64 at three learning
 rates, several seeds; measured: the training-set loss (evaluation mode) after
 every epoch, epochs to reach a loss of 0.05, and divergence (non-finite loss).
@@ -95,10 +95,10 @@ def _net(dropout_rate: float = 0.0, batchnorm: bool = False):
 
 
 def _overfit_runs(configs: dict, dropout_rate: float, seeds: int, chunks: int, every: int):
-    """Train one network for every configuration ``name: (l2, l1, label
-    noise)`` and seed, all in one ``jax.vmap`` (the strengths are traced
-    values of one ``purenet.penalty``); accuracies and losses every ``every``
-    epochs: ``{name: {quantity: array (seeds, chunks)}}``."""
+    """Train one network for every configuration `name: (l2, l1, label
+    noise)` and seed, all in one `jax.vmap` (the strengths are traced
+    values of one `purenet.penalty`); accuracies and losses every `every`
+    epochs: `{name: {quantity: array (seeds, chunks)}}`."""
     model = _net(dropout_rate)
     optimizer = optim.sgd(LR)
     evaluate = train.make_evaluate(model, LOSS, metrics.multiclass_accuracy)  # eval mode

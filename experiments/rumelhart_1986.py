@@ -2,7 +2,7 @@
 
 Claim (seed 004, a summary of "Learning representations by back-propagating
 errors", Nature 323, 533-536): back-propagation with the momentum rule
-``dw(t) = -eps dE/dw + alpha dw(t-1)`` trains a network with two hidden units
+`dw(t) = -eps dE/dw + alpha dw(t-1)` trains a network with two hidden units
 to detect whether a 6-bit input is mirror-symmetric; the paper's run took
 1,425 sweeps through the 64 patterns (eps = 0.1, alpha = 0.9, initial weights
 uniform in +-0.3), and the solution it found puts, on each hidden unit,
@@ -11,17 +11,17 @@ weights of equal magnitude and opposite sign on mirrored inputs, in the ratio
 balance). Gradient descent can also get stuck in local minima; XOR with two
 hidden units is the classic small case.
 
-Setup, as in the paper: ``6 -> 2 sigmoid -> 1 sigmoid``, all 64 patterns,
-``E = 1/2 sum_patterns (y - d)^2``, the gradient accumulated over each sweep
+Setup, as in the paper: `6 -> 2 sigmoid -> 1 sigmoid`, all 64 patterns,
+`E = 1/2 sum_patterns (y - d)^2`, the gradient accumulated over each sweep
 (full batch) and one update per sweep, weights and biases uniform in
-``[-0.3, 0.3]`` (``purenet.params.uniform(0.3)``), ``purenet.optim.momentum``
-(which is exactly the paper's eq. 9). **Scaling:** ``purenet.losses.mse``
+`[-0.3, 0.3]` (`purenet.params.uniform(0.3)`), `purenet.optim.momentum`
+(which is exactly the paper's eq. 9). **Scaling:** `purenet.losses.mse`
 averages over the batch, so its gradient is the paper's summed-E gradient
-divided by m = 64; the learning rate is therefore ``eps * m = 6.4``, which
+divided by m = 64; the learning rate is therefore `eps * m = 6.4`, which
 makes every update identical to the paper's (the momentum term is a
-multiple of past updates, so the scaling carries through). XOR: ``2 -> 2 ->
-1`` sigmoid network, same rule, ``eps * 4``. Seeds run at once with
-``jax.vmap`` over ``purenet.train.make_train`` with batches of all the
+multiple of past updates, so the scaling carries through). XOR: `2 -> 2 ->
+1` sigmoid network, same rule, `eps * 4`. Seeds run at once with
+`jax.vmap` over `purenet.train.make_train` with batches of all the
 patterns (one sweep = one epoch = one update; the rows are permuted, which
 changes only the order of the batch sum), recording the worst output error
 after every sweep.
@@ -32,7 +32,7 @@ reported too), over many seeds, next to the paper's 1,425 (median,
 quartiles, and how many seeds did not learn within the sweep budget); the
 weights of the first seed that learned (after the full budget of sweeps) and,
 over all seeds that learned, how close each hidden unit is to the paper's
-pattern: antisymmetry ``max_i |w[i] + w[5-i]| / max |w|`` and the ratios of
+pattern: antisymmetry `max_i |w[i] + w[5-i]| / max |w|` and the ratios of
 the three mirrored pairs' mean magnitudes, sorted and divided by the
 smallest (the paper: 1, 2, 4). For XOR: how many seeds did not learn within
 the budget, with their final E and gradient norm (a local minimum or a
@@ -84,9 +84,9 @@ def network(n_inputs: int):
 
 
 def train_seeds(x, t, keys, sweeps: int):
-    """Train one network per key for ``sweeps`` full-batch sweeps
-    (``make_train``, one step per epoch); return the final params, the
-    largest ``|y - d|`` after every sweep, and the summed E and its gradient
+    """Train one network per key for `sweeps` full-batch sweeps
+    (`make_train`, one step per epoch); return the final params, the
+    largest `|y - d|` after every sweep, and the summed E and its gradient
     norm at the end."""
     m = x.shape[0]
     model = network(x.shape[1])
@@ -104,14 +104,24 @@ def train_seeds(x, t, keys, sweeps: int):
     start = init_many(model, keys, (x.shape[1],))
     # Full batch: nothing is drawn at random, any key gives the same run.
     same_key = jnp.stack([jax.random.key(0)] * len(keys))
-    params, _, history = sweep(model, losses.mse, opt, m, sweeps, (x, t), start, same_key,
-                               evaluate=lambda p, s, point: worst(p, s), finish=finish,
-                               compile=jax.jit)
+    params, _, history = sweep(
+        model,
+        losses.mse,
+        opt,
+        m,
+        sweeps,
+        (x, t),
+        start,
+        same_key,
+        evaluate=lambda p, s, point: worst(p, s),
+        finish=finish,
+        compile=jax.jit,
+    )
     return jax.device_get({"params": params, "worst": history["evaluation"], **history["final"]})
 
 
 def sweeps_to(worst, tolerance: float):
-    """Sweeps (1-based) until every output is within ``tolerance``; -1 if never."""
+    """Sweeps (1-based) until every output is within `tolerance`; -1 if never."""
     ok = np.asarray(worst) < tolerance
     return np.where(ok.any(axis=1), ok.argmax(axis=1) + 1, -1)
 

@@ -1,29 +1,29 @@
 """Sigmoid + MSE stalls when the output is confidently wrong; cross-entropy does not.
 
 Claim (seed 001, "Neural Networks-4", pages 9-12; Nielsen, *Neural Networks
-and Deep Learning*, ch. 3): with a sigmoid output ``o = sigmoid(z)`` and the
-squared error ``E = 1/2 (o - t)^2``, the gradient that reaches the output
-unit's input is ``dE/dz = (o - t) o (1 - o)``, which vanishes when the output
-is completely wrong (``t = 1``, ``o -> 0``), so the network cannot learn its
-way out; with cross-entropy it is ``dE/dz = o - t``, close to ``-1`` there.
+and Deep Learning*, ch. 3): with a sigmoid output `o = sigmoid(z)` and the
+squared error `E = 1/2 (o - t)^2`, the gradient that reaches the output
+unit's input is `dE/dz = (o - t) o (1 - o)`, which vanishes when the output
+is completely wrong (`t = 1`, `o -> 0`), so the network cannot learn its
+way out; with cross-entropy it is `dE/dz = o - t`, close to `-1` there.
 
-Part 1, the gradient: for a grid of outputs ``o`` in (0, 1) and target 1,
-``dE/dz`` is computed by the library's hand-written backprop as the gradient
-with respect to the bias ``b`` of a one-unit dense layer whose input is 0
-(so ``z = b``): ``serial(dense(1), sigmoid())`` with ``losses.mse`` versus
-``serial(dense(1))`` with ``losses.sigmoid_binary_cross_entropy`` (logits),
+Part 1, the gradient: for a grid of outputs `o` in (0, 1) and target 1,
+`dE/dz` is computed by the library's hand-written backprop as the gradient
+with respect to the bias `b` of a one-unit dense layer whose input is 0
+(so `z = b`): `serial(dense(1), sigmoid())` with `losses.mse` versus
+`serial(dense(1))` with `losses.sigmoid_binary_cross_entropy` (logits),
 and compared with the two formulas.
 
 Part 2, training from a wrong start: two interleaving moons (200 points), a
-``2 -> 8 tanh -> 1`` network, full-batch gradient descent (``purenet.train.make_train``
+`2 -> 8 tanh -> 1` network, full-batch gradient descent (`purenet.train.make_train`
 with batches of the whole set: an epoch is one step; the same learning rate
 for both losses), the output
-bias set to ``b0 = -6`` so that every output starts near
-``sigmoid(-6) = 0.0025``: right for the ``t = 0`` half, confidently wrong for
-the ``t = 1`` half. The same initial weights (per seed, ``jax.vmap`` over
+bias set to `b0 = -6` so that every output starts near
+`sigmoid(-6) = 0.0025`: right for the `t = 0` half, confidently wrong for
+the `t = 1` half. The same initial weights (per seed, `jax.vmap` over
 seeds) train once with sigmoid + MSE and once with cross-entropy; as a
-control, both also train from a neutral start (``b0 = 0``). Measured per
-epoch: training accuracy and the mean output on the ``t = 1`` examples; the
+control, both also train from a neutral start (`b0 = 0`). Measured per
+epoch: training accuracy and the mean output on the `t = 1` examples; the
 number of epochs until that mean output first exceeds 0.5 ("recovered").
 """
 
@@ -65,8 +65,8 @@ N_POINTS = 200
 
 
 def output_gradients(o_grid):
-    """``dE/dz`` at target 1 by the library's backprop, for each output in
-    ``o_grid``: the bias gradient of a one-unit dense layer with input 0."""
+    """`dE/dz` at target 1 by the library's backprop, for each output in
+    `o_grid`: the bias gradient of a one-unit dense layer with input 0."""
     mse_model = layers.serial(layers.dense(1), layers.sigmoid())
     ce_model = layers.serial(layers.dense(1))
     mse_grad = purenet.backprop(mse_model, losses.mse)
@@ -94,15 +94,15 @@ def logits_network():
 
 def initial_params(keys, n_in: int):
     """Each seed's initial weights (Glorot uniform), stacked; the output bias
-    is replaced by the start's ``b0`` in training. One eager init per key:
+    is replaced by the start's `b0` in training. One eager init per key:
     compiling the random kernels under vmap and jit costs seconds more."""
     seeds = [logits_network().init(k, (n_in,), jnp.float32)[1] for k in keys]
     return jax.tree.map(lambda *a: np.stack(a), *seeds)
 
 
 def make_trainer(loss_name: str, x, t, epochs: int):
-    """A jitted ``train(params, b0) -> history`` for one loss, vmapped over the
-    seeds' initial params. Full batch: an epoch is one ``make_step``."""
+    """A jitted `train(params, b0) -> history` for one loss, vmapped over the
+    seeds' initial params. Full batch: an epoch is one `make_step`."""
     logits_model = logits_network()
     if loss_name == "mse":
         model = layers.serial(*logits_network_layers(), layers.sigmoid())
@@ -145,8 +145,8 @@ def logits_network_layers():
 
 
 def first_epoch(history, threshold):
-    """First epoch (0 = before training) at which ``history >= threshold``;
-    ``-1`` where it never happens."""
+    """First epoch (0 = before training) at which `history >= threshold`;
+    `-1` where it never happens."""
     h = np.asarray(history) >= threshold
     return np.where(h.any(axis=1), h.argmax(axis=1), -1)
 
@@ -198,8 +198,15 @@ def draw(data: dict):
         for ax_, field in ((axes[1, 0], "accuracy"), (axes[1, 1], "o_positive")):
             curves = np.asarray(run[field])
             epochs = np.arange(curves.shape[1])
-            seed_band(ax_, epochs, curves, color=color, style=ls, alpha=0.15,
-                      label=f"{names[key[0]]}, {start}")
+            seed_band(
+                ax_,
+                epochs,
+                curves,
+                color=color,
+                style=ls,
+                alpha=0.15,
+                label=f"{names[key[0]]}, {start}",
+            )
     axes[1, 0].set_ylabel("training accuracy")
     axes[1, 0].set_title(f"Moons, 2-8-1 net, full-batch GD ({SPREAD})")
     axes[1, 1].set_ylabel("mean output o on the t = 1 examples")

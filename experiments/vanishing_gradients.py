@@ -12,22 +12,22 @@ with Xavier's scale they spread.
 Setup: a 10-layer MLP (64 inputs, nine hidden layers of 100 units, 10
 outputs, softmax cross-entropy) on a batch of 512 standardised digits.
 Activations sigmoid, tanh, ReLU and leaky ReLU (slope 0.01); weights from
-``normal(0.01)``, ``xavier_normal`` (std sqrt(2 / (fan_in + fan_out)) = 0.1
-here, the 1/sqrt(n) of Saito) and ``he_normal`` (std sqrt(2 / fan_in)).
+`normal(0.01)`, `xavier_normal` (std sqrt(2 / (fan_in + fan_out)) = 0.1
+here, the 1/sqrt(n) of Saito) and `he_normal` (std sqrt(2 / fan_in)).
 
 Measured:
 
-* ``||dW||`` (Frobenius norm) of each of the 10 dense layers from the
-  hand-written backward (``purenet.backprop``), for several seeds at once
-  (``jax.vmap``), mean and min / max across seeds;
+* `||dW||` (Frobenius norm) of each of the 10 dense layers from the
+  hand-written backward (`purenet.backprop`), for several seeds at once
+  (`jax.vmap`), mean and min / max across seeds;
 * histograms of the hidden activations of one seed, for sigmoid with std 1,
   0.01 and Xavier, and ReLU with He;
-* an exploding case: ReLU with ``normal(0.3)`` weights (each layer multiplies
+* an exploding case: ReLU with `normal(0.3)` weights (each layer multiplies
   the signal by about 0.3 * sqrt(100 / 2) = 2.1), trained with plain SGD
   (lr 0.01, batches of 64) with and without clipping to global norm 1
-  (``optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(0.01))``) for several seeds
-  at once (``purenet.train.make_train``, vmapped over seeds); one more
-  unclipped run goes through ``purenet.train.fit`` so that its NaN guard
+  (`optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(0.01))`) for several seeds
+  at once (`purenet.train.make_train`, vmapped over seeds); one more
+  unclipped run goes through `purenet.train.fit` so that its NaN guard
   reports where it blew up.
 """
 
@@ -92,7 +92,7 @@ def _init_many(W_init, keys):
 
 
 def _gradient_profiles(x, t, seeds: int, activations):
-    """``||dW||`` per layer: {activation: {init: array (seeds, DEPTH)}}."""
+    """`||dW||` per layer: {activation: {init: array (seeds, DEPTH)}}."""
     keys = jax.random.split(jax.random.key(1), seeds)
     inits = {name: _init_many(W_init, keys) for name, W_init in INITS.items()}
     out = {}

@@ -6,30 +6,30 @@ delta in backprop and the same update, so the units stay identical forever and
 the layer is as good as one unit; random initialisation breaks the symmetry.
 
 Setup: scikit-learn's 8x8 digits (10 classes; 70 % train, 30 % test, one
-fixed split), a ``64 -> 16 sigmoid -> 10`` network, softmax cross-entropy,
+fixed split), a `64 -> 16 sigmoid -> 10` network, softmax cross-entropy,
 mini-batch SGD with momentum, the hand-written gradient. Three arms, each run
-over several seeds at once with ``jax.vmap`` (the seed draws the shuffling
+over several seeds at once with `jax.vmap` (the seed draws the shuffling
 and, for the random arm, the weights):
 
-* ``zeros``: every weight and bias 0 (``dense(..., W_init="zeros")``);
-* ``constant``: every weight ``c`` (``purenet.params.constant(c)``), biases 0;
-* ``random``: Glorot uniform weights (the library's default), biases 0.
+* `zeros`: every weight and bias 0 (`dense(..., W_init="zeros")`);
+* `constant`: every weight `c` (`purenet.params.constant(c)`), biases 0;
+* `random`: Glorot uniform weights (the library's default), biases 0.
 
 What actually happens with zeros and sigmoid hidden units: the hidden outputs
-are all ``sigmoid(0) = 0.5`` and the output weights get identical rows; at the
+are all `sigmoid(0) = 0.5` and the output weights get identical rows; at the
 first step the hidden deltas are zero (the output weights are zero), after it
 they are equal but non-zero, so the first-layer weights *do* move, all in
 lockstep. With a constant the units are identical and active from the start.
 (With tanh or ReLU hidden units and zero weights the hidden outputs and their
 gradients are exactly zero and nothing but the output biases ever moves.)
 
-Training: ``purenet.train.make_train``, ``jax.vmap``-ed over seeds, one
+Training: `purenet.train.make_train`, `jax.vmap`-ed over seeds, one
 compiled program for the three arms (they differ only in their initial
 params), recording the training loss and the units' spread after each epoch.
 
 Measured: for each arm, the largest difference between the incoming weight
-vectors (with biases) of any two hidden units, ``max_{i,j,k} |W1[k,i] -
-W1[k,j]|``, against the size of those weights, the number of distinct hidden
+vectors (with biases) of any two hidden units, `max_{i,j,k} |W1[k,i] -
+W1[k,j]|`, against the size of those weights, the number of distinct hidden
 units, train loss per epoch, and test accuracy (mean, std, min and max over
 seeds).
 """
@@ -114,8 +114,8 @@ def hidden_spread(p):
 
 
 def make_trainer(x, t, x_test, t_test, epochs):
-    """``train(params, keys)``: train from each seed's initial params, shuffling
-    with its key (``make_train``); per-epoch loss and spread history. One
+    """`train(params, keys)`: train from each seed's initial params, shuffling
+    with its key (`make_train`); per-epoch loss and spread history. One
     compiled function serves all three arms (they differ only in their
     initial params)."""
     model = make_model("random")  # the initialiser plays no part in training
@@ -149,7 +149,7 @@ def make_trainer(x, t, x_test, t_test, epochs):
 
 
 def distinct_units(W1, b1, tol: float) -> int:
-    """Number of distinct hidden units: columns further apart than ``tol``."""
+    """Number of distinct hidden units: columns further apart than `tol`."""
     incoming = np.concatenate([W1, b1[None, :]], axis=0).T
     reps = []
     for unit in incoming:
@@ -173,8 +173,7 @@ def draw(data: dict):
         epochs = np.arange(1, curves.shape[1] + 1)
         acc = numbers[arm]["test_accuracy"]
         label = f"{arm} (test acc {acc['mean']:.2f} ± {acc['std']:.2f})"
-        seed_band(ax, epochs, curves, color=colors[arm], style=styles[arm], label=label,
-                  alpha=0.25)
+        seed_band(ax, epochs, curves, color=colors[arm], style=styles[arm], label=label, alpha=0.25)
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss (cross-entropy, nats)")
     ax.set_title(f"Training loss ({SPREAD})")

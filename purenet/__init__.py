@@ -1,9 +1,9 @@
 """purenet: neural-network training from first principles, as pure JAX functions.
 
 Every gradient used for training comes from a backward pass written by hand,
-layer by layer, and is verified against ``jax.grad`` and finite differences
-(``purenet.gradcheck``). Read the modules in this order; each imports only
-modules above it::
+layer by layer, and is verified against `jax.grad` and finite differences
+(`purenet.gradcheck`). Read the modules in this order; each imports only
+modules above it:
 
     params       ravel / unravel ("unrolled theta"), initialisers
     activations  f and f' by hand

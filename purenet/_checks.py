@@ -1,23 +1,23 @@
 """Argument validation shared by every public entry point.
 
-Every check raises an error with a message of one shape, ``"<argument>:
-expected <what>, got <what was given>"``, so the user sees which argument is
+Every check raises an error with a message of one shape, `"<argument>:
+expected <what>, got <what was given>"`, so the user sees which argument is
 wrong and how to fix it. Two exceptions, as Python's own built-ins use them:
 
-* ``TypeError`` (:func:`fail_type`) for the wrong kind of object: a string
+* `TypeError` (`fail_type`) for the wrong kind of object: a string
   where a number or an array is needed, a bool where a number is needed, an
   object that is not an optimizer;
-* ``ValueError`` (:func:`fail`) for the right kind of object with a bad value:
+* `ValueError` (`fail`) for the right kind of object with a bad value:
   a negative learning rate, a NaN, an array of the wrong shape or dtype.
 
 Two kinds of checks exist:
 
-* static checks (types, shapes, dtypes) work eagerly and under ``jit``,
+* static checks (types, shapes, dtypes) work eagerly and under `jit`,
   because shapes and dtypes are known at trace time;
 * value checks (a hyperparameter's range, finiteness, label ranges) need
   concrete numbers. They run on concrete values and are skipped on traced
-  ones (a ``jax.core.Tracer`` inside ``jit``, ``vmap``, ``grad`` or
-  ``scan``), which pass through unchanged. That is what lets one ``jax.vmap``
+  ones (a `jax.core.Tracer` inside `jit`, `vmap`, `grad` or
+  `scan`), which pass through unchanged. That is what lets one `jax.vmap`
   sweep a learning rate, a weight penalty or a clipping threshold, while a
   nonsense Python number still fails at once, before any work is done.
 """
@@ -35,23 +35,23 @@ SUPPORTED_FLOAT_DTYPES = (jnp.dtype("float32"), jnp.dtype("float64"))
 
 
 def fail(name: str, expected: str, got) -> None:
-    """Raise the library's standard ``ValueError`` (a bad value) for argument ``name``."""
+    """Raise the library's standard `ValueError` (a bad value) for argument `name`."""
     raise ValueError(f"{name}: expected {expected}, got {got}")
 
 
 def fail_type(name: str, expected: str, got) -> None:
-    """Raise the library's standard ``TypeError`` (a wrong kind of object) for ``name``."""
+    """Raise the library's standard `TypeError` (a wrong kind of object) for `name`."""
     raise TypeError(f"{name}: expected {expected}, got {got}")
 
 
 def is_float(x) -> bool:
-    """True when the array (or scalar) ``x`` has a floating-point or complex dtype:
+    """True when the array (or scalar) `x` has a floating-point or complex dtype:
     the leaves that have a gradient (integer ids and bools have none)."""
     return bool(jnp.issubdtype(jnp.result_type(x), jnp.inexact))
 
 
 def is_concrete(x) -> bool:
-    """True when ``x`` holds actual values (not a tracer inside ``jit``/``vmap``)."""
+    """True when `x` holds actual values (not a tracer inside `jit`/`vmap`)."""
     return not isinstance(x, jax.core.Tracer)
 
 
@@ -66,10 +66,10 @@ def _kind(value) -> str:
 
 
 def positive_int(name: str, value) -> int:
-    """``value`` as an ``int`` if it is an integer >= 1, else a clear error.
+    """`value` as an `int` if it is an integer >= 1, else a clear error.
 
-    A non-number (a string, ``None``, a bool) raises ``TypeError``; a number
-    that is not a whole number >= 1 (``0``, ``-3``, ``2.5``) ``ValueError``.
+    A non-number (a string, `None`, a bool) raises `TypeError`; a number
+    that is not a whole number >= 1 (`0`, `-3`, `2.5`) `ValueError`.
     """
     if not _is_real_number(value):
         fail_type(name, "a positive integer", _kind(value))
@@ -90,10 +90,10 @@ def _scalar_array(name: str, value):
 
 
 def number_in(name: str, value, low: float, high: float, *, low_open=False, high_open=False):
-    """``value`` if it lies in the interval, else a clear error.
+    """`value` if it lies in the interval, else a clear error.
 
-    The interval is closed unless ``low_open`` / ``high_open`` is set; ``high``
-    may be ``math.inf``.
+    The interval is closed unless `low_open` / `high_open` is set; `high`
+    may be `math.inf`.
 
     Args:
       name: the argument's name, for the message.
@@ -104,14 +104,14 @@ def number_in(name: str, value, low: float, high: float, *, low_open=False, high
 
     Returns:
       A concrete value (a Python number, a NumPy scalar, a concrete 0-d array)
-      as a Python ``float``; a traced value (inside ``jit``, ``vmap``,
-      ``grad``) unchanged, after checking only its shape and dtype, since its
+      as a Python `float`; a traced value (inside `jit`, `vmap`,
+      `grad`) unchanged, after checking only its shape and dtype, since its
       value is not known yet.
 
     Raises:
-      TypeError: ``value`` is not a number (a string, a bool, ``None``, an
+      TypeError: `value` is not a number (a string, a bool, `None`, an
         array of a non-real dtype).
-      ValueError: ``value`` is a non-scalar array, NaN or infinite, or
+      ValueError: `value` is a non-scalar array, NaN or infinite, or
         outside the interval.
     """
     if hasattr(value, "dtype") and not _is_real_number(value):
@@ -134,20 +134,20 @@ def number_in(name: str, value, low: float, high: float, *, low_open=False, high
 
 
 def nonnegative(name: str, value):
-    """``value`` if it is a real number ``>= 0`` (see :func:`number_in` for traced values)."""
+    """`value` if it is a real number `>= 0` (see `number_in` for traced values)."""
     return number_in(name, value, 0.0, math.inf)
 
 
 def positive(name: str, value):
-    """``value`` if it is a real number ``> 0`` (see :func:`number_in` for traced values)."""
+    """`value` if it is a real number `> 0` (see `number_in` for traced values)."""
     return number_in(name, value, 0.0, math.inf, low_open=True)
 
 
 def array(name: str, x):
-    """Check that ``x`` is an array (anything with a ``shape`` and a ``dtype``).
+    """Check that `x` is an array (anything with a `shape` and a `dtype`).
 
     Raises:
-      TypeError: ``x`` is a list, a string, ``None`` or another non-array.
+      TypeError: `x` is a list, a string, `None` or another non-array.
     """
     if not (hasattr(x, "shape") and hasattr(x, "dtype")):
         fail_type(name, "an array", _kind(x))
@@ -155,7 +155,7 @@ def array(name: str, x):
 
 
 def float_array(name: str, x):
-    """Check ``x`` is an array of a supported float dtype (float32/float64).
+    """Check `x` is an array of a supported float dtype (float32/float64).
 
     Half precision (float16, bfloat16) is refused: the hand-written backward
     passes and the finite-difference checks are only verified in single and
@@ -163,7 +163,7 @@ def float_array(name: str, x):
     half precision.
 
     Raises:
-      TypeError: ``x`` is not an array.
+      TypeError: `x` is not an array.
       ValueError: its dtype is not float32 or float64.
     """
     array(name, x)

@@ -1,16 +1,16 @@
 """Activation functions and their derivatives, written by hand.
 
-An :class:`Activation` is a pair of elementwise pure functions:
+An [`Activation`][purenet.activations.Activation] is a pair of elementwise pure functions:
 
-* ``f(x) -> y``
-* ``df(x, y) -> dy/dx``, given both the input and the output, so that the
-  derivative reuses what the forward pass computed: ``sigmoid' = y (1 - y)``,
-  ``tanh' = 1 - y**2`` (Rumelhart, Hinton & Williams 1986, eq. 4 for the
+* `f(x) -> y`
+* `df(x, y) -> dy/dx`, given both the input and the output, so that the
+  derivative reuses what the forward pass computed: `sigmoid' = y (1 - y)`,
+  `tanh' = 1 - y**2` (Rumelhart, Hinton & Williams 1986, eq. 4 for the
   sigmoid; Saito, *Deep Learning from Scratch*, ch. 5.5).
 
-Softmax is not elementwise; it is provided as :func:`softmax` and
-:func:`log_softmax` for the losses, where its backward is fused with the
-cross-entropy (see ``purenet.losses``).
+Softmax is not elementwise; it is provided as [`softmax`][purenet.activations.softmax] and
+[`log_softmax`][purenet.activations.log_softmax] for the losses, where its backward is fused with
+the cross-entropy (see `purenet.losses`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from purenet import _checks
 
 
 class Activation(NamedTuple):
-    """An elementwise nonlinearity ``f`` with its derivative ``df(x, y)``,
-    and a ``name`` for messages. A NaN in ``x`` gives NaN out, as in ``jax.nn``."""
+    """An elementwise nonlinearity `f` with its derivative `df(x, y)`,
+    and a `name` for messages. A NaN in `x` gives NaN out, as in `jax.nn`."""
 
     f: Callable
     df: Callable
@@ -39,6 +39,7 @@ def _identity_df(x, y):
 
 
 identity = Activation(f=lambda x: x, df=_identity_df, name="identity")
+"""`f(x) = x`, `f' = 1`: a linear unit (a network of them collapses to one linear map)."""
 
 
 def _sigmoid(x):
@@ -50,8 +51,11 @@ def _sigmoid(x):
 
 
 sigmoid = Activation(f=_sigmoid, df=lambda x, y: y * (1.0 - y), name="sigmoid")
+"""The logistic function $f(x) = 1 / (1 + e^{-x})$, $f' = y (1 - y)$ (Rumelhart et al. 1986,
+eq. 4). Computed so that it only exponentiates $-|x|$: no overflow for any `x`."""
 
 tanh = Activation(f=jnp.tanh, df=lambda x, y: 1.0 - y * y, name="tanh")
+"""$f(x) = \\tanh x$, $f' = 1 - y^2$."""
 
 # ReLU'(0) is taken as 0, the convention of jax.nn.relu and of torch. The
 # forward is a `where`, not `maximum`: jax.grad (the referee) splits a tie of
@@ -64,10 +68,12 @@ relu = Activation(
     df=lambda x, y: (x > 0).astype(jnp.result_type(x)),
     name="relu",
 )
+"""$f(x) = \\max(x, 0)$, $f' = [x > 0]$: the derivative at 0 is taken as 0, as `jax.nn.relu`
+and PyTorch do; a NaN passes through as NaN."""
 
 
 def leaky_relu_activation(slope: float = 0.01) -> Activation:
-    """``f(x) = x`` for ``x > 0`` and ``slope * x`` otherwise (Maas et al., 2013)."""
+    """`f(x) = x` for `x > 0` and `slope * x` otherwise (Maas et al., 2013)."""
     slope = _checks.number_in("slope", slope, 0.0, 1.0)
 
     def f(x):
@@ -94,9 +100,9 @@ def _gelu_df(x, y):
 
 
 gelu = Activation(f=_gelu, df=_gelu_df, name="gelu")
-"""GELU, exact: ``f(x) = x Phi(x)`` with ``Phi`` the standard normal CDF
-(Hendrycks & Gimpel 2016, eq. 1); ``torch.nn.GELU()`` and
-``jax.nn.gelu(x, approximate=False)``. ``f'(x) = Phi(x) + x phi(x)``."""
+"""GELU, exact: `f(x) = x Phi(x)` with `Phi` the standard normal CDF
+(Hendrycks & Gimpel 2016, eq. 1); `torch.nn.GELU()` and
+`jax.nn.gelu(x, approximate=False)`. `f'(x) = Phi(x) + x phi(x)`."""
 
 
 def _gelu_tanh(x):
@@ -113,15 +119,15 @@ def _gelu_tanh_df(x, y):
 
 gelu_tanh = Activation(f=_gelu_tanh, df=_gelu_tanh_df, name="gelu_tanh")
 """GELU, GPT-2's tanh approximation (Hendrycks & Gimpel 2016, sec. 2):
-``f(x) = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``; Hugging Face's
-``gelu_new``, ``torch.nn.GELU(approximate="tanh")``, ``jax.nn.gelu``'s default."""
+`f(x) = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`; Hugging Face's
+`gelu_new`, `torch.nn.GELU(approximate="tanh")`, `jax.nn.gelu`'s default."""
 
 
 def softmax(z: jax.Array, axis: int = -1) -> jax.Array:
-    """Numerically stable softmax: ``exp(z - max z) / sum exp(z - max z)``.
+    """Numerically stable softmax: `exp(z - max z) / sum exp(z - max z)`.
 
     Subtracting the row maximum leaves the result unchanged (softmax is
-    invariant to adding a constant to every logit) and keeps ``exp`` from
+    invariant to adding a constant to every logit) and keeps `exp` from
     overflowing, so logits of +-1e4 are fine in float32.
     """
     shifted = z - jnp.max(z, axis=axis, keepdims=True)
@@ -130,6 +136,6 @@ def softmax(z: jax.Array, axis: int = -1) -> jax.Array:
 
 
 def log_softmax(z: jax.Array, axis: int = -1) -> jax.Array:
-    """Numerically stable ``log(softmax(z))``: ``(z - max z) - log sum exp(z - max z)``."""
+    """Numerically stable `log(softmax(z))`: `(z - max z) - log sum exp(z - max z)`."""
     shifted = z - jnp.max(z, axis=axis, keepdims=True)
     return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))

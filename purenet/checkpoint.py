@@ -1,32 +1,34 @@
-"""Checkpoints: params, optimizer state, model state, step and key in one ``.npz`` file.
+"""Checkpoints: params, optimizer state, model state, step and key in one `.npz` file.
 
-A training run carries three trees (DESIGN.md): ``params`` (what gradients
-train), ``opt_state`` (the optimizer's) and ``state`` (non-gradient model
-state such as batch norm's running mean and variance; ``()`` for a stateless
-model). A checkpoint holds all three, with the step count and a random key::
+A training run carries three trees (DESIGN.md): `params` (what gradients
+train), `opt_state` (the optimizer's) and `state` (non-gradient model
+state such as batch norm's running mean and variance; `()` for a stateless
+model). A checkpoint holds all three, with the step count and a random key:
 
-    checkpoint.save("run.npz", params, opt_state, state, step=epoch, key=key)
-    ckpt = checkpoint.load("run.npz", params, opt.init(params), state)
-    params, opt_state, state = ckpt.params, ckpt.opt_state, ckpt.state
+```python
+checkpoint.save("run.npz", params, opt_state, state, step=epoch, key=key)
+ckpt = checkpoint.load("run.npz", params, opt.init(params), state)
+params, opt_state, state = ckpt.params, ckpt.opt_state, ckpt.state
+```
 
-Format (version 2): a NumPy ``.npz`` archive (a zip of ``.npy`` arrays)
-holding only numeric arrays, so it loads with ``allow_pickle=False``:
+Format (version 2): a NumPy `.npz` archive (a zip of `.npy` arrays)
+holding only numeric arrays, so it loads with `allow_pickle=False`:
 
-* ``params/0000``, ``params/0001``, ...: the leaves of the params tree, in
-  ``jax.tree.leaves`` order; likewise ``opt_state/....`` and ``state/....``;
-* ``step``: an int64 scalar (for example the number of epochs done);
-* ``key_data``: ``jax.random.key_data(key)``, the raw bits of a typed key;
-* ``meta``: UTF-8 JSON as uint8 bytes: format name and version, the key's
+* `params/0000`, `params/0001`, ...: the leaves of the params tree, in
+  `jax.tree.leaves` order; likewise `opt_state/....` and `state/....`;
+* `step`: an int64 scalar (for example the number of epochs done);
+* `key_data`: `jax.random.key_data(key)`, the raw bits of a typed key;
+* `meta`: UTF-8 JSON as uint8 bytes: format name and version, the key's
   implementation name and, for each tree, a description that does not depend
   on the JAX release: for every leaf its **key path** (a list of path
-  entries, each ``["key", k]`` for a dict key, ``["index", i]`` for a tuple or
-  list position, ``["attr", name]`` for a named-tuple field, ``["flat", i]``
-  for other containers), its shape and its dtype. ``str(treedef)`` is stored
+  entries, each `["key", k]` for a dict key, `["index", i]` for a tuple or
+  list position, `["attr", name]` for a named-tuple field, `["flat", i]`
+  for other containers), its shape and its dtype. `str(treedef)` is stored
   too, for people reading the file, but never compared: its text is JAX's
   to change.
 
-Loading into a template. ``load`` takes trees of the expected structure (from
-``model.init`` and ``opt.init``; their values are not used) and accepts the
+Loading into a template. `load` takes trees of the expected structure (from
+`model.init` and `opt.init`; their values are not used) and accepts the
 file when both have the same leaves: the same key paths, shapes and dtypes,
 in the same order. Container types are the template's, so a tree saved with
 tuples loads into the same tree written with lists (their paths are the same).
@@ -34,12 +36,12 @@ tuples loads into the same tree written with lists (their paths are the same).
 Safety:
 
 * **Atomic save.** The archive is written to a temporary file in the same
-  folder, flushed to disk (``fsync``) and moved over the target with
-  ``os.replace``, which is atomic on POSIX and Windows: an interrupted save
+  folder, flushed to disk (`fsync`) and moved over the target with
+  `os.replace`, which is atomic on POSIX and Windows: an interrupted save
   leaves the previous file untouched, never a truncated one.
-* **No silent overwrite.** ``save`` refuses an existing path unless
-  ``overwrite=True``.
-* **Strict load.** ``load`` refuses a missing, truncated or corrupted file, a
+* **No silent overwrite.** `save` refuses an existing path unless
+  `overwrite=True`.
+* **Strict load.** `load` refuses a missing, truncated or corrupted file, a
   pickled object, a format version it does not read, and a tree whose leaves
   differ from the template's, each with a message naming the file and the
   first difference.
@@ -62,12 +64,18 @@ from purenet._checks import fail, fail_type
 from purenet.layers.core import Layer, check_params, layer_path
 
 FORMAT = "purenet-checkpoint"
+"""The format name stored in a checkpoint's `meta`; [`load`][purenet.checkpoint.load] refuses
+a file without it."""
 VERSION = 2
+"""The version of the format written; [`load`][purenet.checkpoint.load] reads this version
+only (version 1 described trees by JAX's treedef text)."""
 TREES = ("params", "opt_state", "state")
+"""The three trees a checkpoint holds, in the order of the arguments of
+[`save`][purenet.checkpoint.save]."""
 
 
 class Checkpoint(NamedTuple):
-    """What :func:`load` returns."""
+    """What [`load`][purenet.checkpoint.load] returns."""
 
     params: Any
     opt_state: Any  # None when none was saved and none was asked for
@@ -80,7 +88,7 @@ class Checkpoint(NamedTuple):
 
 
 def _entry(key) -> list:
-    """One step of a key path as JSON: ``[kind, value]``."""
+    """One step of a key path as JSON: `[kind, value]`."""
     if isinstance(key, DictKey):
         k = key.key
         return ["key", k if isinstance(k, str | int) and not isinstance(k, bool) else repr(k)]
@@ -94,7 +102,7 @@ def _entry(key) -> list:
 
 
 def _path_text(path: list) -> str:
-    """A key path as Python-like text, ``[0]['W']`` or ``.mu[1]['b']``, for messages."""
+    """A key path as Python-like text, `[0]['W']` or `.mu[1]['b']`, for messages."""
     parts = []
     for kind, value in path:
         if kind == "attr":
@@ -145,22 +153,22 @@ def save(
     """Write a checkpoint atomically.
 
     Args:
-      path: target file (conventionally ``*.npz``; the name is used as given).
+      path: target file (conventionally `*.npz`; the name is used as given).
       params: the params pytree.
-      opt_state: the optimizer state pytree (or ``None``).
-      state: the non-gradient model state (``()`` for a stateless model, or
-        ``None``).
+      opt_state: the optimizer state pytree (or `None`).
+      state: the non-gradient model state (`()` for a stateless model, or
+        `None`).
       step: a non-negative integer saved with it (epochs or steps done).
-      key: a typed ``jax.random`` key (or ``None``).
-      overwrite: replace an existing file (atomically). Default ``False``:
-        an existing file raises ``FileExistsError``.
+      key: a typed `jax.random` key (or `None`).
+      overwrite: replace an existing file (atomically). Default `False`:
+        an existing file raises `FileExistsError`.
 
     Raises:
-      TypeError: ``step`` is not an integer, ``key`` is not a typed key (a
-        raw ``uint32`` key from ``jax.random.PRNGKey``), or a leaf of a tree
+      TypeError: `step` is not an integer, `key` is not a typed key (a
+        raw `uint32` key from `jax.random.PRNGKey`), or a leaf of a tree
         is not an array.
-      ValueError: ``step`` is negative.
-      FileExistsError: ``path`` exists and ``overwrite`` is false.
+      ValueError: `step` is negative.
+      FileExistsError: `path` exists and `overwrite` is false.
     """
     path = os.fspath(path)
     if isinstance(step, bool) or not isinstance(step, int | np.integer):
@@ -228,7 +236,7 @@ def _read(path) -> dict:
 
 
 def _first_difference(stored: dict, expected: dict) -> str | None:
-    """The first leaf at which two descriptions differ, in words; ``None`` if none."""
+    """The first leaf at which two descriptions differ, in words; `None` if none."""
     s_paths, e_paths = stored["paths"], expected["paths"]
     for i, (s_path, e_path) in enumerate(zip(s_paths, e_paths, strict=False)):
         if s_path != e_path:
@@ -326,15 +334,15 @@ def load(
     model: Layer | None = None,
     x: Any = None,
 ) -> Checkpoint:
-    """Read a checkpoint written by :func:`save`.
+    """Read a checkpoint written by [`save`][purenet.checkpoint.save].
 
     Args:
       path: the file.
       params_like: a params tree of the expected structure, shapes and dtypes
-        (e.g. from ``model.init``); its values are not used.
+        (e.g. from `model.init`); its values are not used.
       opt_state_like: likewise for the optimizer state (e.g.
-        ``opt.init(params)``; ``None`` if none was saved).
-      state_like: likewise for the model state (``()`` or ``None`` for a
+        `opt.init(params)`; `None` if none was saved).
+      state_like: likewise for the model state (`()` or `None` for a
         stateless model).
       model: optionally, the model the params belong to: a difference between
         the file's params and the template then names the layers that own
@@ -345,11 +353,11 @@ def load(
         template that does not fit the model is refused before the file is read.
 
     Returns:
-      A :class:`Checkpoint` ``(params, opt_state, state, step, key)``, each
+      A [`Checkpoint`][purenet.checkpoint.Checkpoint] `(params, opt_state, state, step, key)`, each
       tree with the template's containers and the file's values.
 
     Raises:
-      FileNotFoundError: no file at ``path``.
+      FileNotFoundError: no file at `path`.
       ValueError: the file is not a readable purenet checkpoint of format
         version 2, or a tree's key paths, shapes or dtypes differ from its
         template's (the message names the file and the first difference).

@@ -1,17 +1,17 @@
 """Gradient clipping: pure maps from a gradient pytree to a gradient pytree.
 
 Each transform returns a pytree of the same structure, shapes and dtypes as
-the gradient it is given; apply it to ``grads`` before ``opt.step``::
+the gradient it is given; apply it to `grads` before `opt.step`:
 
     >>> from purenet import clipping, optim
     >>> grads = clipping.clip_by_global_norm(grads, 1.0)   # doctest: +SKIP
     >>> params, state = opt.step(params, grads, state)      # doctest: +SKIP
 
 Thresholds are values, not configuration. A Python number is checked at once
-(``limit: expected a number in (0.0, inf), got -1.0``); a traced scalar (say,
-the threshold of a ``jax.vmap`` sweep) passes through unchecked, because no
+(`limit: expected a number in (0.0, inf), got -1.0`); a traced scalar (say,
+the threshold of a `jax.vmap` sweep) passes through unchecked, because no
 branch here depends on its value. So one compiled program can train with
-several thresholds at once::
+several thresholds at once:
 
     >>> import jax, jax.numpy as jnp
     >>> g = jnp.array([3.0, 4.0])
@@ -37,9 +37,10 @@ __all__ = ["global_norm", "clip_by_value", "clip_by_global_norm"]
 def global_norm(tree: Any) -> Array:
     """The Euclidean norm of all the entries of a pytree, as one vector.
 
-    ``||g|| = sqrt(sum over leaves of sum(leaf ** 2))``: the norm of the
-    ravelled (flat) gradient, which is what :func:`clip_by_global_norm` and
-    ``torch.nn.utils.clip_grad_norm_`` measure.
+    `||g|| = sqrt(sum over leaves of sum(leaf ** 2))`: the norm of the
+    ravelled (flat) gradient, which is what
+    [`clip_by_global_norm`][purenet.clipping.clip_by_global_norm] and
+    `torch.nn.utils.clip_grad_norm_` measure.
 
     Args:
       tree: a pytree of arrays.
@@ -56,23 +57,23 @@ def global_norm(tree: Any) -> Array:
 
 
 def clip_by_value(grads: Any, limit: float) -> Any:
-    """Clip every gradient entry to ``[-limit, limit]``.
+    """Clip every gradient entry to `[-limit, limit]`.
 
-    ``g_i <- min(max(g_i, -limit), limit)``, as
-    ``torch.nn.utils.clip_grad_value_``. It changes the direction of the
-    gradient; :func:`clip_by_global_norm` does not.
+    `g_i <- min(max(g_i, -limit), limit)`, as
+    `torch.nn.utils.clip_grad_value_`. It changes the direction of the
+    gradient; [`clip_by_global_norm`][purenet.clipping.clip_by_global_norm] does not.
 
     Args:
       grads: a pytree of arrays.
-      limit: the largest magnitude allowed, ``> 0``: a number (checked now)
+      limit: the largest magnitude allowed, `> 0`: a number (checked now)
         or a traced scalar (not checked).
 
     Returns:
-      A pytree like ``grads`` (same structure, shapes and dtypes).
+      A pytree like `grads` (same structure, shapes and dtypes).
 
     Raises:
-      TypeError: ``limit`` is not a number.
-      ValueError: ``limit`` is a concrete number ``<= 0``, NaN or infinite.
+      TypeError: `limit` is not a number.
+      ValueError: `limit` is a concrete number `<= 0`, NaN or infinite.
 
     Example:
       >>> clip_by_value(jnp.array([-3.0, 0.5, 2.0]), 1.0).tolist()
@@ -83,29 +84,29 @@ def clip_by_value(grads: Any, limit: float) -> Any:
 
 
 def clip_by_global_norm(grads: Any, max_norm: float) -> Any:
-    """Rescale the whole gradient so that its global norm is at most ``max_norm``.
+    """Rescale the whole gradient so that its global norm is at most `max_norm`.
 
-    ``g <- g * max_norm / max(||g||, max_norm)`` where ``||g||`` is
-    :func:`global_norm`: the direction is kept, and a gradient already within
-    the limit is returned unchanged (the factor is exactly 1, and a zero
-    gradient gives no 0/0). The ``max`` replaces the branch ``if ||g|| >
-    max_norm`` of Pascanu et al., so ``max_norm`` may be traced.
+    `g <- g * max_norm / max(||g||, max_norm)` where `||g||` is
+    [`global_norm`][purenet.clipping.global_norm]: the direction is kept, and a gradient already
+    within the limit is returned unchanged (the factor is exactly 1, and a zero
+    gradient gives no 0/0). The `max` replaces the branch `if ||g|| >
+    max_norm` of Pascanu et al., so `max_norm` may be traced.
 
     Warning:
-      ``torch.nn.utils.clip_grad_norm_`` computes ``max_norm / (||g|| + 1e-6)``
-      instead, so its clipped norm is a hair below ``max_norm``.
+      `torch.nn.utils.clip_grad_norm_` computes `max_norm / (||g|| + 1e-6)`
+      instead, so its clipped norm is a hair below `max_norm`.
 
     Args:
       grads: a pytree of arrays.
-      max_norm: the largest global norm allowed, ``> 0``: a number (checked
+      max_norm: the largest global norm allowed, `> 0`: a number (checked
         now) or a traced scalar (not checked).
 
     Returns:
-      A pytree like ``grads`` (same structure, shapes and dtypes).
+      A pytree like `grads` (same structure, shapes and dtypes).
 
     Raises:
-      TypeError: ``max_norm`` is not a number.
-      ValueError: ``max_norm`` is a concrete number ``<= 0``, NaN or infinite.
+      TypeError: `max_norm` is not a number.
+      ValueError: `max_norm` is a concrete number `<= 0`, NaN or infinite.
 
     Example:
       >>> [round(v, 6) for v in clip_by_global_norm(jnp.array([3.0, 4.0]), 1.0).tolist()]

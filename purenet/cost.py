@@ -1,35 +1,39 @@
 """The cost of a network and its gradient by hand-written backpropagation.
 
-The core promise of purenet::
+The core promise of purenet:
 
-    J, grads = purenet.backprop(model, loss)(params, x, t)
-    jax.grad(purenet.objective(model, loss))(params, x, t)   # == grads
+```python
+J, grads = purenet.backprop(model, loss)(params, x, t)
+jax.grad(purenet.objective(model, loss))(params, x, t)   # == grads
+```
 
-``backprop`` runs the model's forward pass, the loss's fused
+`backprop` runs the model's forward pass, the loss's fused
 value-and-gradient, and the model's backward pass (Rumelhart, Hinton &
-Williams 1986): no autodiff anywhere. ``objective`` builds the same scalar from
-forward passes only, so ``jax.grad`` of it is an independent referee. Both
-pass the forward context through: ``state=`` (non-gradient state such as
-batch norm's running statistics), ``train=`` and ``key=``.
+Williams 1986): no autodiff anywhere. `objective` builds the same scalar from
+forward passes only, so `jax.grad` of it is an independent referee. Both
+pass the forward context through: `state=` (non-gradient state such as
+batch norm's running statistics), `train=` and `key=`.
 
-**Weight penalties** are a value, like a loss: ``penalty(l2=..., l1=...)``
-gives a :class:`Penalty` for ``backprop(model, loss, penalty)``::
+**Weight penalties** are a value, like a loss: `penalty(l2=..., l1=...)`
+gives a [`Penalty`][purenet.cost.Penalty] for `backprop(model, loss, penalty)`:
 
-    J = loss + (l2 / 2) * sum(W**2) + l1 * sum(|W|)
+```text
+J = loss + (l2 / 2) * sum(W**2) + l1 * sum(|W|)
+```
 
-summed over the leaves whose dict key is in ``penalize`` (default ``("W",)``:
+summed over the leaves whose dict key is in `penalize` (default `("W",)`:
 weights, not biases or batch-norm scales, as in the regularized cost of Ng's
 course, which leaves the bias column Theta(:, 1) unpenalized). The gradient
-adds ``l2 * W + l1 * sign(W)`` (``sign(0) = 0``, the subgradient jax.grad also
-uses). ``l2`` and ``l1`` may be traced (a :class:`Penalty` is a pytree whose
-leaves are the two strengths), so ``jax.vmap`` sweeps them in one program.
-Note the scale: the course writes ``lambda / (2m) * sum(Theta**2)`` next to a
-batch-mean loss, so its ``lambda`` is ``l2 * m`` here; ours does not depend on
-the batch size, which is what mini-batch training needs (with SGD, ``l2`` is
-exactly torch's ``weight_decay``).
+adds `l2 * W + l1 * sign(W)` (`sign(0) = 0`, the subgradient jax.grad also
+uses). `l2` and `l1` may be traced (a [`Penalty`][purenet.cost.Penalty] is a pytree whose
+leaves are the two strengths), so `jax.vmap` sweeps them in one program.
+Note the scale: the course writes `lambda / (2m) * sum(Theta**2)` next to a
+batch-mean loss, so its `lambda` is `l2 * m` here; ours does not depend on
+the batch size, which is what mini-batch training needs (with SGD, `l2` is
+exactly torch's `weight_decay`).
 
-**Flat theta.** :func:`flat_cost` turns a model into the course's
-``[J, grad] = cost(theta, ...)`` for vector optimizers such as L-BFGS.
+**Flat theta.** [`flat_cost`][purenet.cost.flat_cost] turns a model into the course's
+`[J, grad] = cost(theta, ...)` for vector optimizers such as L-BFGS.
 """
 
 from __future__ import annotations
@@ -48,11 +52,11 @@ from purenet.params import ravel
 
 @dataclasses.dataclass(frozen=True)
 class Penalty:
-    """A weight penalty ``(l2 / 2) * sum W**2 + l1 * sum |W|`` over the leaves
-    whose dict key is in ``penalize``. Make one with :func:`penalty`.
+    """A weight penalty `(l2 / 2) * sum W**2 + l1 * sum |W|` over the leaves
+    whose dict key is in `penalize`. Make one with [`penalty`][purenet.cost.penalty].
 
-    A pytree: ``l2`` and ``l1`` are its leaves (so they may be traced),
-    ``penalize`` is static.
+    A pytree: `l2` and `l1` are its leaves (so they may be traced),
+    `penalize` is static.
     """
 
     l2: float | jax.Array = 0.0
@@ -64,7 +68,7 @@ class Penalty:
         return isinstance(last, jax.tree_util.DictKey) and last.key in self.penalize
 
     def value(self, params) -> jax.Array:
-        """The penalty of ``params``, a scalar in the params' dtype."""
+        """The penalty of `params`, a scalar in the params' dtype."""
         dtype = jnp.result_type(*jax.tree.leaves(params) or [jnp.float32])
         total = jnp.zeros((), dtype)
         for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
@@ -74,7 +78,7 @@ class Penalty:
         return total.astype(dtype)
 
     def grad(self, params):
-        """``l2 * W + l1 * sign(W)`` on penalized leaves, zeros elsewhere."""
+        """`l2 * W + l1 * sign(W)` on penalized leaves, zeros elsewhere."""
 
         def leaf_grad(path, leaf):
             if not self._is_penalized(path):
@@ -88,13 +92,13 @@ jax.tree_util.register_dataclass(Penalty, data_fields=["l2", "l1"], meta_fields=
 
 
 def penalty(l2: float = 0.0, l1: float = 0.0, penalize: Sequence[str] = ("W",)) -> Penalty:
-    """A :class:`Penalty` (module docstring). Concrete strengths must be
-    non-negative; traced ones (inside ``vmap``/``jit``) pass unchecked.
+    """A [`Penalty`][purenet.cost.Penalty] (module docstring). Concrete strengths must be
+    non-negative; traced ones (inside `vmap`/`jit`) pass unchecked.
 
     Args:
       l2: the L2 strength (weight decay with SGD).
       l1: the L1 strength.
-      penalize: dict keys of the penalized leaves (default ``("W",)``).
+      penalize: dict keys of the penalized leaves (default `("W",)`).
     """
     l2 = _checks.nonnegative("l2", l2)
     l1 = _checks.nonnegative("l1", l1)
@@ -117,18 +121,18 @@ def _check_model_loss(model, loss, penalty):
 
 
 def objective(model: Layer, loss: Loss, penalty: Penalty | None = None) -> Callable:
-    """The cost ``J(params, x, t, **ctx)`` from forward passes only.
+    """The cost `J(params, x, t, **ctx)` from forward passes only.
 
     Args:
-      model: a :class:`purenet.layers.Layer`.
-      loss: a :class:`purenet.losses.Loss`.
-      penalty: an optional :class:`Penalty`.
+      model: a [`purenet.layers.Layer`][purenet.layers.core.Layer].
+      loss: a [`purenet.losses.Loss`][purenet.losses.Loss].
+      penalty: an optional [`Penalty`][purenet.cost.Penalty].
 
     Returns:
-      ``J(params, x, t, *, state=(), train=False, key=None, mask=None) -> scalar``.
-      Differentiate it with ``jax.grad`` to referee :func:`backprop`.
-      ``params`` are checked against ``model`` first (at trace time under
-      ``jit``): a mismatch raises a ``ValueError`` naming the path and the layer.
+      `J(params, x, t, *, state=(), train=False, key=None, mask=None) -> scalar`.
+      Differentiate it with `jax.grad` to referee [`backprop`][purenet.cost.backprop].
+      `params` are checked against `model` first (at trace time under
+      `jit`): a mismatch raises a `ValueError` naming the path and the layer.
     """
     _check_model_loss(model, loss, penalty)
 
@@ -151,16 +155,16 @@ def backprop(
     """Cost and gradient by the hand-written backward pass.
 
     Args:
-      model, loss, penalty: as in :func:`objective`.
+      model, loss, penalty: as in [`objective`][purenet.cost.objective].
       return_cache: also return the forward cache (for
-        ``model.update_state``, which turns a training forward's cache into
+        `model.update_state`, which turns a training forward's cache into
         the new non-gradient state).
 
     Returns:
-      ``f(params, x, t, *, state=(), train=False, key=None, mask=None) -> (J, grads)``
-      (or ``(J, grads, cache)``), where ``grads`` has the structure of
-      ``params`` and equals ``jax.grad(objective(model, loss, penalty))``.
-      ``params`` are checked against ``model`` first, as in :func:`objective`.
+      `f(params, x, t, *, state=(), train=False, key=None, mask=None) -> (J, grads)`
+      (or `(J, grads, cache)`), where `grads` has the structure of
+      `params` and equals `jax.grad(objective(model, loss, penalty))`.
+      `params` are checked against `model` first, as in [`objective`][purenet.cost.objective].
     """
     _check_model_loss(model, loss, penalty)
 
@@ -182,18 +186,18 @@ def backprop(
 def flat_cost(
     model: Layer, loss: Loss, unravel: Callable, penalty: Penalty | None = None
 ) -> Callable:
-    """The course's ``[J, grad] = nnCostFunction(theta, ...)``: cost and
+    """The course's `[J, grad] = nnCostFunction(theta, ...)`: cost and
     gradient as functions of one flat parameter vector.
 
     Args:
-      model, loss, penalty: as in :func:`backprop`.
-      unravel: from ``theta, unravel = purenet.ravel(params)``.
+      model, loss, penalty: as in [`backprop`][purenet.cost.backprop].
+      unravel: from `theta, unravel = purenet.ravel(params)`.
 
     Returns:
-      ``cost(theta, x, t, **ctx) -> (J, grad_theta)``, both flat, ready for
-      ``scipy.optimize.minimize(..., jac=True)`` (after ``jax.jit`` and a cast
-      to float64 NumPy) or any other vector optimizer. ``state`` (never part
-      of theta) goes in ``**ctx``.
+      `cost(theta, x, t, **ctx) -> (J, grad_theta)`, both flat, ready for
+      `scipy.optimize.minimize(..., jac=True)` (after `jax.jit` and a cast
+      to float64 NumPy) or any other vector optimizer. `state` (never part
+      of theta) goes in `**ctx`.
     """
     grad_fn = backprop(model, loss, penalty)
 

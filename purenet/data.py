@@ -2,52 +2,54 @@
 
 Contract and conventions:
 
-* Batches are rows: ``x`` has shape ``(m, ...)`` (usually ``(m, features)``)
-  and the targets ``t`` have the same number of rows ``m``.
+* Batches are rows: `x` has shape `(m, ...)` (usually `(m, features)`)
+  and the targets `t` have the same number of rows `m`.
 * Every function is pure. Randomness comes only from an explicit
-  ``jax.random`` key: the same key gives the same split or the same batches.
+  `jax.random` key: the same key gives the same split or the same batches.
 * The eager entry points check their arguments before any work and refuse
-  NaN or inf data. Under ``jit`` the value checks (finiteness, label range)
+  NaN or inf data. Under `jit` the value checks (finiteness, label range)
   cannot run, because tracers hold no values; the shape checks still do.
 * Arguments are checked in Python first; the work then runs in private jitted
   functions, compiled once per shape rather than once per eager operation.
-* ``batch_indices`` and ``batches`` have static output shapes, so they run
-  inside ``jax.jit`` and ``jax.lax.scan`` (``num_examples``, ``batch_size``
-  and ``drop_remainder`` must then be static Python values).
+* `batch_indices` and `batches` have static output shapes, so they run
+  inside `jax.jit` and `jax.lax.scan` (`num_examples`, `batch_size`
+  and `drop_remainder` must then be static Python values).
 
 Batch gradient descent, stochastic gradient descent and mini-batch gradient
-descent are one code path with a different batch size ``k``: ``k = m`` (one
-batch per epoch), ``k = 1`` (one example per step) and ``1 < k < m``.
+descent are one code path with a different batch size `k`: `k = m` (one
+batch per epoch), `k = 1` (one example per step) and `1 < k < m`.
 
-The rule when ``k`` does not divide ``m`` (``drop_remainder=True``, the
-default): every epoch draws a fresh permutation of the ``m`` examples, cuts it
-into ``m // k`` batches of ``k`` and drops the ``m mod k`` examples left at the
+The rule when `k` does not divide `m` (`drop_remainder=True`, the
+default): every epoch draws a fresh permutation of the `m` examples, cuts it
+into `m // k` batches of `k` and drops the `m mod k` examples left at the
 end of the permutation. The dropped examples are different ones each epoch, so
 every example is still seen equally often in expectation, and every step sees
-a batch of the same size, which keeps the shapes static under ``jit`` and the
-gradient scale equal across steps. With ``drop_remainder=False`` the last batch
+a batch of the same size, which keeps the shapes static under `jit` and the
+gradient scale equal across steps. With `drop_remainder=False` the last batch
 is filled up with the first examples of the same permutation instead, so every
 example is seen at least once per epoch and a few are seen twice.
 
-Example::
+Example:
 
-    import jax
-    from purenet import data, datasets
+```python
+import jax
+from purenet import data, datasets
 
-    x, t = datasets.moons(jax.random.key(0), n=1000, noise=0.1)
-    train, validation, test = data.split(jax.random.key(1), x, t)
-    stats = data.standardize_fit(train[0])        # fitted on the training split only
-    x_train = data.standardize_apply(stats, train[0])
-    x_test = data.standardize_apply(stats, test[0])
+x, t = datasets.moons(jax.random.key(0), n=1000, noise=0.1)
+train, validation, test = data.split(jax.random.key(1), x, t)
+stats = data.standardize_fit(train[0])        # fitted on the training split only
+x_train = data.standardize_apply(stats, train[0])
+x_test = data.standardize_apply(stats, test[0])
 
-    # step(params, (x_batch, t_batch)) -> (params, loss) is one gradient step.
-    def epoch(params, key):                        # one scan step per epoch
-        xb, tb = data.batches(key, x_train, train[1], batch_size=32)
-        params, losses = jax.lax.scan(step, params, (xb, tb))   # one step per batch
-        return params, losses.mean()
+# step(params, (x_batch, t_batch)) -> (params, loss) is one gradient step.
+def epoch(params, key):                        # one scan step per epoch
+    xb, tb = data.batches(key, x_train, train[1], batch_size=32)
+    params, losses = jax.lax.scan(step, params, (xb, tb))   # one step per batch
+    return params, losses.mean()
 
-    keys = jax.random.split(jax.random.key(2), num_epochs)
-    params, epoch_losses = jax.lax.scan(epoch, params, keys)
+keys = jax.random.split(jax.random.key(2), num_epochs)
+params, epoch_losses = jax.lax.scan(epoch, params, keys)
+```
 """
 
 from __future__ import annotations
@@ -89,10 +91,10 @@ __all__ = [
 
 
 def _check_key(name: str, key) -> None:
-    """Refuse anything that is not a single ``jax.random`` key.
+    """Refuse anything that is not a single `jax.random` key.
 
-    Typed keys (``jax.random.key(0)``) and legacy raw ``uint32`` keys
-    (``jax.random.PRNGKey(0)``) are both accepted. The common mistake this
+    Typed keys (`jax.random.key(0)`) and legacy raw `uint32` keys
+    (`jax.random.PRNGKey(0)`) are both accepted. The common mistake this
     catches is passing an integer seed.
     """
     dtype = getattr(key, "dtype", None)
@@ -108,7 +110,7 @@ def _check_key(name: str, key) -> None:
 
 
 def _rows(name: str, x) -> int:
-    """The number of rows of ``x``; refuse scalars."""
+    """The number of rows of `x`; refuse scalars."""
     if jnp.ndim(x) < 1:
         fail(name, "an array with one row per example (at least 1 dimension)", f"shape {()}")
     return int(jnp.shape(x)[0])
@@ -129,24 +131,24 @@ def _same_rows(x, t) -> int:
 def one_hot(labels: jax.Array, num_classes: int, *, dtype: Any = jnp.float32) -> jax.Array:
     """One-hot rows for integer class labels.
 
-    ``one_hot(labels, C)[..., c]`` is 1 where ``labels == c`` and 0 elsewhere,
-    so integer labels of shape ``(m,)`` become targets of shape ``(m, C)``.
+    `one_hot(labels, C)[..., c]` is 1 where `labels == c` and 0 elsewhere,
+    so integer labels of shape `(m,)` become targets of shape `(m, C)`.
 
-    Eagerly, labels outside ``[0, num_classes)`` raise an error: an all-zero
-    target row would silently train on nothing. Under ``jit`` the labels are not
+    Eagerly, labels outside `[0, num_classes)` raise an error: an all-zero
+    target row would silently train on nothing. Under `jit` the labels are not
     known, so such rows are filled with NaN instead, which makes the loss NaN
     rather than quietly wrong.
 
     Args:
       labels: integer array of any shape.
-      num_classes: number of classes ``C`` (a positive integer).
+      num_classes: number of classes `C` (a positive integer).
       dtype: float32 (default) or float64.
 
     Returns:
-      Array of shape ``labels.shape + (num_classes,)`` and the given dtype.
+      Array of shape `labels.shape + (num_classes,)` and the given dtype.
 
     Raises:
-      ValueError: labels are not integers or lie outside ``[0, num_classes)``.
+      ValueError: labels are not integers or lie outside `[0, num_classes)`.
     """
     num_classes = positive_int("num_classes", num_classes)
     if jnp.dtype(dtype) not in SUPPORTED_FLOAT_DTYPES:
@@ -184,9 +186,9 @@ class Standardizer(NamedTuple):
     """Per-feature statistics fitted on a training split.
 
     Attributes:
-      mean: feature means, shape ``x.shape[1:]``.
+      mean: feature means, shape `x.shape[1:]`.
       std: feature standard deviations with 1 in place of 0 (constant
-        features), shape ``x.shape[1:]``.
+        features), shape `x.shape[1:]`.
     """
 
     mean: jax.Array
@@ -194,20 +196,20 @@ class Standardizer(NamedTuple):
 
 
 def standardize_fit(x: jax.Array) -> Standardizer:
-    """Fit per-feature mean and standard deviation on the rows of ``x``.
+    """Fit per-feature mean and standard deviation on the rows of `x`.
 
-    ``std`` is the population standard deviation (``ddof=0``, as in
-    scikit-learn's ``StandardScaler``). A feature whose training values are all
-    equal has no scale to divide by: its ``std`` is stored as 1 and its ``mean``
+    `std` is the population standard deviation (`ddof=0`, as in
+    scikit-learn's `StandardScaler`). A feature whose training values are all
+    equal has no scale to divide by: its `std` is stored as 1 and its `mean`
     as that value, so it standardizes to exactly 0 instead of NaN. Fit on the
     training split only and apply the same statistics to the validation and
     test splits, so that no information about them leaks into training.
 
     Args:
-      x: float array of shape ``(m, ...)`` with ``m >= 1`` finite rows.
+      x: float array of shape `(m, ...)` with `m >= 1` finite rows.
 
     Returns:
-      A ``Standardizer(mean, std)``, each of shape ``x.shape[1:]``.
+      A `Standardizer(mean, std)`, each of shape `x.shape[1:]`.
     """
     x = float_array("x", jnp.asarray(x))
     if _rows("x", x) < 1:
@@ -238,14 +240,14 @@ def _check_stats(stats: Standardizer, x) -> None:
 
 
 def standardize_apply(stats: Standardizer, x: jax.Array) -> jax.Array:
-    """Standardize ``x`` with fitted statistics: ``(x - mean) / std``.
+    """Standardize `x` with fitted statistics: `(x - mean) / std`.
 
     Args:
-      stats: the ``Standardizer`` returned by ``standardize_fit``.
-      x: float array of shape ``(m,) + stats.mean.shape``.
+      stats: the `Standardizer` returned by `standardize_fit`.
+      x: float array of shape `(m,) + stats.mean.shape`.
 
     Returns:
-      Array of the same shape and dtype as ``x``.
+      Array of the same shape and dtype as `x`.
     """
     x = float_array("x", jnp.asarray(x))
     _check_stats(stats, x)
@@ -254,7 +256,7 @@ def standardize_apply(stats: Standardizer, x: jax.Array) -> jax.Array:
 
 
 def standardize_invert(stats: Standardizer, z: jax.Array) -> jax.Array:
-    """Undo ``standardize_apply``: ``z * std + mean``.
+    """Undo `standardize_apply`: `z * std + mean`.
 
     Useful for regression targets standardized for training and reported in
     their original units.
@@ -289,26 +291,26 @@ def split(
     t: jax.Array,
     fractions: Sequence[float] = (0.6, 0.2, 0.2),
 ) -> tuple[tuple[jax.Array, jax.Array], ...]:
-    """Shuffle the rows of ``(x, t)`` and cut them into parts.
+    """Shuffle the rows of `(x, t)` and cut them into parts.
 
     The part sizes come from rounding the cumulative fractions, so they add up
-    to ``m`` and each differs from ``fraction * m`` by at most one example
-    (see ``split_sizes``).
+    to `m` and each differs from `fraction * m` by at most one example
+    (see `split_sizes`).
 
     Args:
-      key: a ``jax.random`` key; the same key gives the same split.
-      x: inputs, shape ``(m, ...)``.
-      t: targets, shape ``(m, ...)``.
+      key: a `jax.random` key; the same key gives the same split.
+      x: inputs, shape `(m, ...)`.
+      t: targets, shape `(m, ...)`.
       fractions: positive numbers that sum to 1, one per part. The default
-        gives train / validation / test; ``(0.8, 0.2)`` gives train / test.
+        gives train / validation / test; `(0.8, 0.2)` gives train / test.
 
     Returns:
-      A tuple with one ``(x_part, t_part)`` pair per fraction, in order. The
+      A tuple with one `(x_part, t_part)` pair per fraction, in order. The
       parts are disjoint and together hold every row exactly once.
 
     Raises:
-      ValueError: bad fractions, a part that would be empty, or ``x`` and
-        ``t`` with different numbers of rows.
+      ValueError: bad fractions, a part that would be empty, or `x` and
+        `t` with different numbers of rows.
     """
     _check_key("key", key)
     fractions = _check_fractions(fractions)
@@ -320,10 +322,10 @@ def split(
 
 
 def split_sizes(num_examples: int, fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> tuple[int, ...]:
-    """The part sizes ``split`` uses for ``num_examples`` rows.
+    """The part sizes `split` uses for `num_examples` rows.
 
-    Part ``i`` ends at row ``round(num_examples * (f_0 + ... + f_i))``: the sizes
-    add up to ``num_examples`` and each differs from ``f_i * num_examples`` by at
+    Part `i` ends at row `round(num_examples * (f_0 + ... + f_i))`: the sizes
+    add up to `num_examples` and each differs from `f_i * num_examples` by at
     most one.
 
     Raises:
@@ -354,7 +356,7 @@ def _shuffle_and_cut(key, x, t, sizes):
 
 
 def num_batches(num_examples: int, batch_size: int, *, drop_remainder: bool = True) -> int:
-    """Batches per epoch: ``m // k`` when dropping the remainder, else ``ceil(m / k)``."""
+    """Batches per epoch: `m // k` when dropping the remainder, else `ceil(m / k)`."""
     m = positive_int("num_examples", num_examples)
     k = positive_int("batch_size", batch_size)
     if k > m:
@@ -367,28 +369,28 @@ def batch_indices(
 ) -> jax.Array:
     """Row indices of one shuffled epoch, one row of the result per batch.
 
-    A fresh permutation of ``range(num_examples)`` cut into batches of
-    ``batch_size``. When ``batch_size`` does not divide ``num_examples``:
+    A fresh permutation of `range(num_examples)` cut into batches of
+    `batch_size`. When `batch_size` does not divide `num_examples`:
 
-    * ``drop_remainder=True`` (default): the ``m mod k`` indices at the end of
+    * `drop_remainder=True` (default): the `m mod k` indices at the end of
       the permutation are dropped for this epoch. Every index appears at most
-      once and, when ``k`` divides ``m``, exactly once.
-    * ``drop_remainder=False``: the last batch is completed with the first
-      ``k - m mod k`` indices of the same permutation, so every index appears at
+      once and, when `k` divides `m`, exactly once.
+    * `drop_remainder=False`: the last batch is completed with the first
+      `k - m mod k` indices of the same permutation, so every index appears at
       least once and at most twice.
 
-    Pure in ``key``; runs under ``jit`` and ``scan`` when ``num_examples``,
-    ``batch_size`` and ``drop_remainder`` are static.
+    Pure in `key`; runs under `jit` and `scan` when `num_examples`,
+    `batch_size` and `drop_remainder` are static.
 
     Args:
-      key: a ``jax.random`` key, typically one per epoch.
-      num_examples: ``m``, a positive integer.
-      batch_size: ``k``, an integer in ``[1, m]``. ``k = m`` is batch gradient
-        descent, ``k = 1`` stochastic gradient descent.
+      key: a `jax.random` key, typically one per epoch.
+      num_examples: `m`, a positive integer.
+      batch_size: `k`, an integer in `[1, m]`. `k = m` is batch gradient
+        descent, `k = 1` stochastic gradient descent.
       drop_remainder: the rule above.
 
     Returns:
-      int32 array of shape ``(num_batches, batch_size)``.
+      int32 array of shape `(num_batches, batch_size)`.
     """
     _check_key("key", key)
     num_batches(num_examples, batch_size, drop_remainder=drop_remainder)  # validates
@@ -409,24 +411,24 @@ def _epoch_indices(key, num_examples, batch_size, drop_remainder):
 def batches(
     key: jax.Array, x: jax.Array, t: jax.Array, batch_size: int, *, drop_remainder: bool = True
 ) -> tuple[jax.Array, jax.Array]:
-    """One shuffled epoch of ``(x, t)`` stacked into batches for ``lax.scan``.
+    """One shuffled epoch of `(x, t)` stacked into batches for `lax.scan`.
 
-    ``batches(key, x, t, k)`` equals ``(x[idx], t[idx])`` with
-    ``idx = batch_indices(key, m, k, drop_remainder=drop_remainder)``; see
-    ``batch_indices`` for the rule when ``k`` does not divide ``m``. The
+    `batches(key, x, t, k)` equals `(x[idx], t[idx])` with
+    `idx = batch_indices(key, m, k, drop_remainder=drop_remainder)`; see
+    `batch_indices` for the rule when `k` does not divide `m`. The
     shuffled copy costs one epoch of memory; for data sets too large for that,
-    scan over ``batch_indices`` and gather each batch inside the step.
+    scan over `batch_indices` and gather each batch inside the step.
 
     Args:
-      key: a ``jax.random`` key, typically one per epoch.
-      x: inputs, shape ``(m, ...)``.
-      t: targets, shape ``(m, ...)``.
-      batch_size: ``k``, an integer in ``[1, m]``.
-      drop_remainder: see ``batch_indices``.
+      key: a `jax.random` key, typically one per epoch.
+      x: inputs, shape `(m, ...)`.
+      t: targets, shape `(m, ...)`.
+      batch_size: `k`, an integer in `[1, m]`.
+      drop_remainder: see `batch_indices`.
 
     Returns:
-      ``(xb, tb)`` of shapes ``(num_batches, k) + x.shape[1:]`` and
-      ``(num_batches, k) + t.shape[1:]``.
+      `(xb, tb)` of shapes `(num_batches, k) + x.shape[1:]` and
+      `(num_batches, k) + t.shape[1:]`.
     """
     x, t = jnp.asarray(x), jnp.asarray(t)
     m = _same_rows(x, t)

@@ -1,57 +1,50 @@
 """Data sets: classic synthetic tasks, small real data sets, and the IDX (MNIST) format.
 
-Contract: every data set is a function returning ``(x, t)`` as JAX arrays, with
-``x`` float32 of shape ``(m, features)`` (also when ``jax_enable_x64`` is on;
-cast for float64 work) and one row of ``t`` per example:
+Contract: every data set is a function returning `(x, t)` as JAX arrays, with
+`x` float32 of shape `(m, features)` (also when `jax_enable_x64` is on;
+cast for float64 work) and one row of `t` per example:
 
-==========================  ============================  ========================
-task                        ``t``                         functions
-==========================  ============================  ========================
-binary classification       float32 ``(m, 1)`` of 0 / 1   ``xor``, ``noisy_xor``,
-                                                          ``parity``,
-                                                          ``mirror_symmetry``,
-                                                          ``two_spirals``,
-                                                          ``moons``, ``circles``
-multi-label (L labels)      float32 ``(m, L)`` of 0 / 1   ``multi_label``
-multi-class (C classes)     int32 ``(m,)`` in ``[0, C)``  ``digits``, ``iris``,
-                                                          ``wine``,
-                                                          ``breast_cancer``,
-                                                          ``load_mnist``
-regression                  float32 ``(m, 1)``            ``noisy_sine``,
-                                                          ``diabetes``
-==========================  ============================  ========================
+| task | `t` | functions |
+| --- | --- | --- |
+| binary, exhaustive | float32 `(m, 1)` of 0 / 1 | `xor`, `parity`, `mirror_symmetry` |
+| binary, sampled | float32 `(m, 1)` of 0 / 1 | `noisy_xor`, `two_spirals`, `moons`, `circles` |
+| multi-label | float32 `(m, L)` of 0 / 1 | `multi_label` |
+| multi-class | int32 `(m,)` in `[0, C)` | `digits`, `iris`, `wine`, `breast_cancer`, `load_mnist` |
+| regression | float32 `(m, 1)` | `noisy_sine`, `diabetes` |
 
 Binary targets are columns so that they match a network with one sigmoid
-output; class labels are integers (``purenet.data.one_hot`` makes rows).
-``breast_cancer`` has two classes but keeps integer labels like the other
-real data sets: ``t[:, None].astype(jnp.float32)`` gives the binary column.
+output; class labels are integers (`purenet.data.one_hot` makes rows).
+`breast_cancer` has two classes but keeps integer labels like the other
+real data sets: `t[:, None].astype(jnp.float32)` gives the binary column.
 
-* Synthetic generators take an explicit ``jax.random`` key first (the
-  exhaustive tasks ``xor``, ``parity`` and ``mirror_symmetry`` need none):
-  same key, same data. ``n`` is the total number of examples; the rows are
-  ordered by class (``purenet.data.split`` and ``batches`` shuffle them), and
-  the classes of a binary task have ``n - n // 2`` and ``n // 2`` examples.
+* Synthetic generators take an explicit `jax.random` key first (the
+  exhaustive tasks `xor`, `parity` and `mirror_symmetry` need none):
+  same key, same data. `n` is the total number of examples; the rows are
+  ordered by class (`purenet.data.split` and `batches` shuffle them), and
+  the classes of a binary task have `n - n // 2` and `n // 2` examples.
 * Real data sets are the ones bundled inside the scikit-learn wheel: they are
   read from files installed with the package, never downloaded. scikit-learn
   is imported only when one of them is called. Feature scaling is left to the
-  caller (``purenet.data.standardize_fit``), except ``digits``, whose pixels
-  are divided by 16 to lie in [0, 1] like ``load_mnist``'s.
-* ``family_trees`` is the one exception to ``(x, t)``: the relational task of
+  caller (`purenet.data.standardize_fit`), except `digits`, whose pixels
+  are divided by 16 to lie in [0, 1] like `load_mnist`'s.
+* `family_trees` is the one exception to `(x, t)`: the relational task of
   Rumelhart, Hinton and Williams (1986) has two input groups (person 1 and
-  relationship), so it returns a ``FamilyTrees`` NamedTuple of people,
+  relationship), so it returns a `FamilyTrees` NamedTuple of people,
   relationships, triples, one-hot inputs, multi-hot targets and per-person
-  attributes; ``family_trees_split`` draws its train / test partitions.
-* ``read_idx`` / ``write_idx`` read and write the IDX format of MNIST and
-  Fashion-MNIST, gzipped or raw; ``load_mnist`` reads the four standard files.
+  attributes; `family_trees_split` draws its train / test partitions.
+* `read_idx` / `write_idx` read and write the IDX format of MNIST and
+  Fashion-MNIST, gzipped or raw; `load_mnist` reads the four standard files.
 
-Example::
+Example:
 
-    import jax
-    from purenet import datasets
+```python
+import jax
+from purenet import datasets
 
-    x, t = datasets.two_spirals(jax.random.key(0), n=400, noise=0.05)  # (400, 2), (400, 1)
-    x, labels = datasets.load("digits")                                 # (1797, 64), (1797,)
-    x, labels = datasets.load_mnist("~/data/mnist", kind="t10k")        # (10000, 784), (10000,)
+x, t = datasets.two_spirals(jax.random.key(0), n=400, noise=0.05)  # (400, 2), (400, 1)
+x, labels = datasets.load("digits")                                 # (1797, 64), (1797,)
+x, labels = datasets.load_mnist("~/data/mnist", kind="t10k")        # (10000, 784), (10000,)
+```
 """
 
 from __future__ import annotations
@@ -99,7 +92,7 @@ __all__ = [
 
 
 def _bit_patterns(n_bits: int) -> jax.Array:
-    """All ``2**n_bits`` patterns as rows of 0/1, in binary counting order (MSB first)."""
+    """All `2**n_bits` patterns as rows of 0/1, in binary counting order (MSB first)."""
     integers = jnp.arange(2**n_bits)[:, None]
     return ((integers >> jnp.arange(n_bits - 1, -1, -1)) & 1).astype(jnp.float32)
 
@@ -120,7 +113,7 @@ def xor() -> tuple[jax.Array, jax.Array]:
     """The four XOR patterns (Minsky and Papert's counter-example for perceptrons).
 
     Returns:
-      ``x`` of shape (4, 2) (rows 00, 01, 10, 11) and ``t`` of shape (4, 1):
+      `x` of shape (4, 2) (rows 00, 01, 10, 11) and `t` of shape (4, 1):
       1 when exactly one input is 1.
     """
     x = _bit_patterns(2)
@@ -128,28 +121,28 @@ def xor() -> tuple[jax.Array, jax.Array]:
 
 
 def parity(n_bits: int = 4) -> tuple[jax.Array, jax.Array]:
-    """All ``2**n_bits`` bit patterns; target 1 when the number of ones is odd.
+    """All `2**n_bits` bit patterns; target 1 when the number of ones is odd.
 
-    Half the patterns (``2**(n_bits - 1)``) are positive. Flipping any one bit
+    Half the patterns (`2**(n_bits - 1)`) are positive. Flipping any one bit
     flips the target, which is why a single layer cannot learn it.
 
     Returns:
-      ``x`` of shape ``(2**n_bits, n_bits)`` and ``t`` of shape ``(2**n_bits, 1)``.
+      `x` of shape `(2**n_bits, n_bits)` and `t` of shape `(2**n_bits, 1)`.
     """
     x = _bit_patterns(_n_bits(n_bits))
     return x, _column(jnp.sum(x, axis=1) % 2 == 1)
 
 
 def mirror_symmetry(n_bits: int = 6) -> tuple[jax.Array, jax.Array]:
-    """All ``2**n_bits`` patterns; target 1 when the pattern reads the same reversed.
+    """All `2**n_bits` patterns; target 1 when the pattern reads the same reversed.
 
     The symmetry task of Rumelhart, Hinton and Williams (1986), "Learning
     representations by back-propagating errors", Nature 323, with 6 bits: 8 of
     the 64 patterns are symmetric about their centre (in general
-    ``2**ceil(n_bits / 2)``).
+    `2**ceil(n_bits / 2)`).
 
     Returns:
-      ``x`` of shape ``(2**n_bits, n_bits)`` and ``t`` of shape ``(2**n_bits, 1)``.
+      `x` of shape `(2**n_bits, n_bits)` and `t` of shape `(2**n_bits, 1)`.
     """
     x = _bit_patterns(_n_bits(n_bits))
     return x, _column(jnp.all(x == x[:, ::-1], axis=1))
@@ -181,12 +174,12 @@ def noisy_xor(key: jax.Array, n: int = 200, noise: float = 0.1) -> tuple[jax.Arr
     """XOR with noise: each example is one of the four corners plus Gaussian noise.
 
     Args:
-      key: a ``jax.random`` key.
+      key: a `jax.random` key.
       n: number of examples.
       noise: standard deviation of the noise added to each coordinate.
 
     Returns:
-      ``x`` of shape (n, 2) and ``t`` of shape (n, 1), the XOR of the corner.
+      `x` of shape (n, 2) and `t` of shape (n, 1), the XOR of the corner.
     """
     _check_key("key", key)
     n, noise = positive_int("n", n), _noise(noise)
@@ -200,19 +193,19 @@ def two_spirals(
 ) -> tuple[jax.Array, jax.Array]:
     """Two interleaved spirals (after Lang and Witbrock, 1988), one per class.
 
-    A point at distance ``s`` from the centre lies at angle ``2 pi turns s``;
-    class 1 is class 0 turned by 180 degrees. ``s = sqrt(u)`` with ``u``
+    A point at distance `s` from the centre lies at angle `2 pi turns s`;
+    class 1 is class 0 turned by 180 degrees. `s = sqrt(u)` with `u`
     uniform in [0.01, 1] spreads the points evenly along the arms and keeps
     them away from the centre, where the two arms meet.
 
     Args:
-      key: a ``jax.random`` key.
-      n: number of examples (``n - n // 2`` of class 0, ``n // 2`` of class 1).
+      key: a `jax.random` key.
+      n: number of examples (`n - n // 2` of class 0, `n // 2` of class 1).
       noise: standard deviation of Gaussian noise added to each coordinate.
       turns: how many times each spiral goes around the centre.
 
     Returns:
-      ``x`` of shape (n, 2) inside roughly [-1, 1]^2 and ``t`` of shape (n, 1).
+      `x` of shape (n, 2) inside roughly [-1, 1]^2 and `t` of shape (n, 1).
     """
     _check_key("key", key)
     (n0, n1), noise = _class_sizes(n), _noise(noise)
@@ -227,19 +220,19 @@ def two_spirals(
 
 
 def moons(key: jax.Array, n: int = 200, noise: float = 0.1) -> tuple[jax.Array, jax.Array]:
-    """Two interleaving half circles, as scikit-learn's ``make_moons``.
+    """Two interleaving half circles, as scikit-learn's `make_moons`.
 
     Class 0 is the upper half of the unit circle, class 1 the lower half
-    shifted to ``(1, 0.5)``; angles are drawn uniformly (``make_moons`` spaces
+    shifted to `(1, 0.5)`; angles are drawn uniformly (`make_moons` spaces
     them evenly).
 
     Args:
-      key: a ``jax.random`` key.
-      n: number of examples (``n - n // 2`` of class 0, ``n // 2`` of class 1).
+      key: a `jax.random` key.
+      n: number of examples (`n - n // 2` of class 0, `n // 2` of class 1).
       noise: standard deviation of Gaussian noise added to each coordinate.
 
     Returns:
-      ``x`` of shape (n, 2) and ``t`` of shape (n, 1).
+      `x` of shape (n, 2) and `t` of shape (n, 1).
     """
     _check_key("key", key)
     (n0, n1), noise = _class_sizes(n), _noise(noise)
@@ -254,17 +247,17 @@ def moons(key: jax.Array, n: int = 200, noise: float = 0.1) -> tuple[jax.Array, 
 def circles(
     key: jax.Array, n: int = 200, noise: float = 0.05, factor: float = 0.5
 ) -> tuple[jax.Array, jax.Array]:
-    """A circle inside a circle, as scikit-learn's ``make_circles``.
+    """A circle inside a circle, as scikit-learn's `make_circles`.
 
     Args:
-      key: a ``jax.random`` key.
-      n: number of examples (``n - n // 2`` on the outer circle, class 0, and
-        ``n // 2`` on the inner one, class 1).
+      key: a `jax.random` key.
+      n: number of examples (`n - n // 2` on the outer circle, class 0, and
+        `n // 2` on the inner one, class 1).
       noise: standard deviation of Gaussian noise added to each coordinate.
       factor: radius of the inner circle (the outer one has radius 1), in (0, 1).
 
     Returns:
-      ``x`` of shape (n, 2) and ``t`` of shape (n, 1).
+      `x` of shape (n, 2) and `t` of shape (n, 1).
     """
     _check_key("key", key)
     (n0, n1), noise = _class_sizes(n), _noise(noise)
@@ -277,15 +270,15 @@ def circles(
 
 
 def noisy_sine(key: jax.Array, n: int = 100, noise: float = 0.1) -> tuple[jax.Array, jax.Array]:
-    """One-dimensional regression: ``t = sin(x) + noise * eps`` with x uniform in [-pi, pi].
+    """One-dimensional regression: `t = sin(x) + noise * eps` with x uniform in [-pi, pi].
 
     Args:
-      key: a ``jax.random`` key.
+      key: a `jax.random` key.
       n: number of examples.
-      noise: standard deviation of the Gaussian noise ``eps`` on the target.
+      noise: standard deviation of the Gaussian noise `eps` on the target.
 
     Returns:
-      ``x`` of shape (n, 1) and ``t`` of shape (n, 1).
+      `x` of shape (n, 1) and `t` of shape (n, 1).
     """
     _check_key("key", key)
     n, noise = positive_int("n", n), _noise(noise)
@@ -297,18 +290,18 @@ def noisy_sine(key: jax.Array, n: int = 100, noise: float = 0.1) -> tuple[jax.Ar
 def multi_label(key: jax.Array, n: int = 200, noise: float = 0.0) -> tuple[jax.Array, jax.Array]:
     """Points in the plane with three independent binary labels.
 
-    Labels, in column order: ``x1 > 0``, ``x2 > 0``, ``x1**2 + x2**2 < 1``.
+    Labels, in column order: `x1 > 0`, `x2 > 0`, `x1**2 + x2**2 < 1`.
     Each label is its own sigmoid output (the multi-label sum of binary
     cross-entropies), not one class out of three.
 
     Args:
-      key: a ``jax.random`` key.
+      key: a `jax.random` key.
       n: number of examples.
       noise: standard deviation of Gaussian noise added to the points after
         labelling, which blurs the three boundaries.
 
     Returns:
-      ``x`` of shape (n, 2), uniform in [-1.5, 1.5]^2 before noise, and ``t``
+      `x` of shape (n, 2), uniform in [-1.5, 1.5]^2 before noise, and `t`
       of shape (n, 3) of 0 / 1.
     """
     _check_key("key", key)
@@ -337,10 +330,10 @@ def _sklearn_load(name: str, **kwargs):
 def digits() -> tuple[jax.Array, jax.Array]:
     """scikit-learn's handwritten digits: 1797 images of 8x8 pixels, 10 classes.
 
-    The pixel counts (0 to 16) are divided by 16, so ``x`` lies in [0, 1].
+    The pixel counts (0 to 16) are divided by 16, so `x` lies in [0, 1].
 
     Returns:
-      ``x`` float32 (1797, 64), row-major 8x8 images, and int32 labels (1797,).
+      `x` float32 (1797, 64), row-major 8x8 images, and int32 labels (1797,).
     """
     x, t = _sklearn_load("digits")
     return x / 16, jnp.asarray(t, jnp.int32)
@@ -350,7 +343,7 @@ def iris() -> tuple[jax.Array, jax.Array]:
     """Fisher's iris: 150 flowers, 4 measurements in cm, 3 species.
 
     Returns:
-      ``x`` float32 (150, 4) and int32 labels (150,) in {0, 1, 2}.
+      `x` float32 (150, 4) and int32 labels (150,) in {0, 1, 2}.
     """
     x, t = _sklearn_load("iris")
     return x, jnp.asarray(t, jnp.int32)
@@ -360,7 +353,7 @@ def breast_cancer() -> tuple[jax.Array, jax.Array]:
     """Wisconsin diagnostic breast cancer: 569 tumours, 30 features, 2 classes.
 
     Returns:
-      ``x`` float32 (569, 30) and int32 labels (569,): 0 malignant, 1 benign.
+      `x` float32 (569, 30) and int32 labels (569,): 0 malignant, 1 benign.
     """
     x, t = _sklearn_load("breast_cancer")
     return x, jnp.asarray(t, jnp.int32)
@@ -370,7 +363,7 @@ def wine() -> tuple[jax.Array, jax.Array]:
     """Wine recognition: 178 wines, 13 chemical measurements, 3 cultivars.
 
     Returns:
-      ``x`` float32 (178, 13) and int32 labels (178,) in {0, 1, 2}.
+      `x` float32 (178, 13) and int32 labels (178,) in {0, 1, 2}.
     """
     x, t = _sklearn_load("wine")
     return x, jnp.asarray(t, jnp.int32)
@@ -379,11 +372,11 @@ def wine() -> tuple[jax.Array, jax.Array]:
 def diabetes() -> tuple[jax.Array, jax.Array]:
     """Diabetes progression: 442 patients, 10 raw baseline measurements.
 
-    The features are unscaled (scikit-learn's ``scaled=False``: age in years,
+    The features are unscaled (scikit-learn's `scaled=False`: age in years,
     sex coded 1 / 2, ...); the target is a measure of progression one year later.
 
     Returns:
-      ``x`` float32 (442, 10) and ``t`` float32 (442, 1).
+      `x` float32 (442, 10) and `t` float32 (442, 1).
     """
     x, t = _sklearn_load("diabetes", scaled=False)
     return x, jnp.asarray(t, jnp.float32)[:, None]
@@ -409,21 +402,21 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (the MNIST format) into a NumPy array.
 
     Layout: two zero bytes; a type code (0x08 uint8, 0x09 int8, 0x0B int16,
-    0x0C int32, 0x0D float32, 0x0E float64); the number of dimensions ``d``;
-    ``d`` big-endian uint32 sizes; then the data, big-endian, row-major. The
-    file is gunzipped first when its name ends in ``.gz`` or it starts with
+    0x0C int32, 0x0D float32, 0x0E float64); the number of dimensions `d`;
+    `d` big-endian uint32 sizes; then the data, big-endian, row-major. The
+    file is gunzipped first when its name ends in `.gz` or it starts with
     the gzip magic bytes. Values are returned as stored (no NaN check: this is
-    a file reader; ``load_mnist`` checks what it loads).
+    a file reader; `load_mnist` checks what it loads).
 
     Args:
-      path: file name (``str`` or ``os.PathLike``).
+      path: file name (`str` or `os.PathLike`).
 
     Returns:
       Array of the stored shape and dtype, in native byte order.
 
     Raises:
       FileNotFoundError: no such file.
-      ValueError: not gzip although named ``.gz``, bad magic number, unknown
+      ValueError: not gzip although named `.gz`, bad magic number, unknown
         type code, or a length that does not match the header.
     """
     path = os.fspath(path)
@@ -459,10 +452,10 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write ``array`` as an IDX file, gzipped when ``path`` ends in ``.gz``.
+    """Write `array` as an IDX file, gzipped when `path` ends in `.gz`.
 
     Args:
-      path: file name (``str`` or ``os.PathLike``).
+      path: file name (`str` or `os.PathLike`).
       array: array-like of dtype uint8, int8, int16, int32, float32 or float64
         (other dtypes have no IDX code: cast first).
     """
@@ -492,16 +485,16 @@ def _find_idx(directory: str, name: str) -> str:
 def load_mnist(directory: str | os.PathLike, kind: str = "train") -> tuple[jax.Array, jax.Array]:
     """Read MNIST or Fashion-MNIST from the four standard IDX files.
 
-    Looks in ``directory`` for ``{kind}-images-idx3-ubyte`` and
-    ``{kind}-labels-idx1-ubyte``, each gzipped (``.gz``, preferred) or raw.
+    Looks in `directory` for `{kind}-images-idx3-ubyte` and
+    `{kind}-labels-idx1-ubyte`, each gzipped (`.gz`, preferred) or raw.
 
     Args:
-      directory: folder holding the files; ``~`` is expanded.
-      kind: ``"train"`` (60000 examples) or ``"t10k"`` (10000).
+      directory: folder holding the files; `~` is expanded.
+      kind: `"train"` (60000 examples) or `"t10k"` (10000).
 
     Returns:
-      ``x`` float32 ``(m, rows * cols)``, pixels divided by 255 into [0, 1],
-      images flattened row-major (784 features for 28x28), and int32 labels ``(m,)``.
+      `x` float32 `(m, rows * cols)`, pixels divided by 255 into [0, 1],
+      images flattened row-major (784 features for 28x28), and int32 labels `(m,)`.
 
     Raises:
       FileNotFoundError: a file is missing.
@@ -562,7 +555,7 @@ _BRANCH = (0, 0, 1, 1, 0, 0, 0, 1, 1, 1, 0.5, 0.5)
 
 
 def _one_tree_relations() -> dict[tuple[int, str], frozenset[int]]:
-    """``{(person1, relationship): {person2, ...}}`` for one tree, derived from the facts."""
+    """`{(person1, relationship): {person2, ...}}` for one tree, derived from the facts."""
     people = range(len(_FEMALE))
     spouse = {h: w for h, w in _COUPLES} | {w: h for h, w in _COUPLES}
     parents = {c: couple for couple, kids in _CHILDREN.items() for c in kids}
@@ -601,11 +594,11 @@ def _one_tree_relations() -> dict[tuple[int, str], frozenset[int]]:
 
 
 class FamilyTrees(NamedTuple):
-    """The family-trees task of Rumelhart, Hinton and Williams (1986); see ``family_trees``.
+    """The family-trees task of Rumelhart, Hinton and Williams (1986); see `family_trees`.
 
-    People are indices into ``people``, relationships indices into
-    ``relationships``; row ``q`` of ``queries``, ``person1``, ``relationship``
-    and ``targets`` is the same query.
+    People are indices into `people`, relationships indices into
+    `relationships`; row `q` of `queries`, `person1`, `relationship`
+    and `targets` is the same query.
     """
 
     people: tuple[str, ...]  # 24 names: English 0-11, then Italian 12-23 in the same order
@@ -630,7 +623,7 @@ def family_trees() -> FamilyTrees:
     representations of concepts"). An English and an Italian tree of 12 people
     each, three generations, related by 12 relationships: father, mother,
     husband, wife, son, daughter, uncle, aunt, brother, sister, nephew, niece.
-    A triple ``(person1, relationship, person2)`` reads "person2 is the
+    A triple `(person1, relationship, person2)` reads "person2 is the
     relationship of person1": (Colin, aunt, Jennifer) is "Colin has aunt Jennifer".
 
     English: Christopher = Penelope and Andrew = Christine; their children
@@ -659,36 +652,36 @@ def family_trees() -> FamilyTrees:
     exactly one answer.
 
     Attributes for the analysis of Fig. 4 (float32, so they correlate
-    directly with weights): ``nationality`` 0 English / 1 Italian;
-    ``generation`` 1 (Christopher, Penelope, Andrew, Christine), 2, 3 (Colin,
-    Charlotte); ``sex`` 0 male / 1 female; ``branch`` 0 for Christopher and
+    directly with weights): `nationality` 0 English / 1 Italian;
+    `generation` 1 (Christopher, Penelope, Andrew, Christine), 2, 3 (Colin,
+    Charlotte); `sex` 0 male / 1 female; `branch` 0 for Christopher and
     Penelope's side of the family (they, Arthur, Victoria, and Margaret, who
     married Arthur), 1 for Andrew and Christine's side (they, James, Jennifer,
     and Charles, who married Jennifer), 0.5 for Colin and Charlotte, who
     descend from both (the Italian tree likewise, by the isomorphism).
 
     Returns:
-      A ``FamilyTrees`` NamedTuple (a pytree):
+      A `FamilyTrees` NamedTuple (a pytree):
 
-      * ``people``: 24 names, the English tree (indices 0-11) then the
-        Italian one (12-23) in isomorphic order, so person ``i < 12`` and
-        ``i + 12`` correspond;
-      * ``relationships``: the 12 names, in the order above;
-      * ``triples``: int32 (112, 3), ``(person1, relationship, person2)``,
+      * `people`: 24 names, the English tree (indices 0-11) then the
+        Italian one (12-23) in isomorphic order, so person `i < 12` and
+        `i + 12` correspond;
+      * `relationships`: the 12 names, in the order above;
+      * `triples`: int32 (112, 3), `(person1, relationship, person2)`,
         sorted;
-      * ``queries``: int32 (104, 2), ``(person1, relationship)``, sorted;
-      * ``targets``: float32 (104, 24), 1 for every correct person2 of each
+      * `queries`: int32 (104, 2), `(person1, relationship)`, sorted;
+      * `targets`: float32 (104, 24), 1 for every correct person2 of each
         query (one or two ones per row);
-      * ``person1``, ``relationship``: float32 one-hot inputs (104, 24) and
+      * `person1`, `relationship`: float32 one-hot inputs (104, 24) and
         (104, 12), the two input groups of the paper's network (Fig. 3);
-      * ``nationality``, ``generation``, ``branch``, ``sex``: float32 (24,);
-      * ``isomorphism``: int32 (24,), each person's counterpart in the other
-        tree (``isomorphism[:12]`` maps English to Italian; it is its own
+      * `nationality`, `generation`, `branch`, `sex`: float32 (24,);
+      * `isomorphism`: int32 (24,), each person's counterpart in the other
+        tree (`isomorphism[:12]` maps English to Italian; it is its own
         inverse).
 
-    ``load("family_trees")`` returns this structure, not ``(x, t)``; the
-    network's inputs and targets are ``person1``, ``relationship`` and
-    ``targets``. ``family_trees_split`` draws the paper's 100 / 4 partitions.
+    `load("family_trees")` returns this structure, not `(x, t)`; the
+    network's inputs and targets are `person1`, `relationship` and
+    `targets`. `family_trees_split` draws the paper's 100 / 4 partitions.
     """
     n = len(_ENGLISH)
     relations = _one_tree_relations()
@@ -733,23 +726,25 @@ def family_trees_split(key: jax.Array, n_test: int = 4) -> tuple[jax.Array, jax.
 
     The paper trained on 100 of the 104 queries and tested on the other 4;
     a different key gives a different 4. A query is held out whole, with all
-    its answers (both of Colin's aunts, say). Works under ``jit`` / ``vmap``
-    over keys (``n_test`` is static).
+    its answers (both of Colin's aunts, say). Works under `jit` / `vmap`
+    over keys (`n_test` is static).
 
     Args:
-      key: a ``jax.random`` key.
+      key: a `jax.random` key.
       n_test: number of queries held out, in [1, 103].
 
     Returns:
-      ``(train, test)``: int32 row indices into ``family_trees()``'s
-      ``queries`` / ``targets`` / ``person1`` / ``relationship``, each sorted,
-      of lengths ``104 - n_test`` and ``n_test``, together every row once.
+      `(train, test)`: int32 row indices into `family_trees()`'s
+      `queries` / `targets` / `person1` / `relationship`, each sorted,
+      of lengths `104 - n_test` and `n_test`, together every row once.
 
-    Example::
+    Example:
 
-        ft = datasets.family_trees()
-        train, test = datasets.family_trees_split(jax.random.key(0))
-        x_train = (ft.person1[train], ft.relationship[train]); t_train = ft.targets[train]
+    ```python
+    ft = datasets.family_trees()
+    train, test = datasets.family_trees_split(jax.random.key(0))
+    x_train = (ft.person1[train], ft.relationship[train]); t_train = ft.targets[train]
+    ```
     """
     _check_key("key", key)
     n_test = positive_int("n_test", n_test)
@@ -785,16 +780,16 @@ _DATASETS["mnist"] = load_mnist
 
 
 def load(name: str, **kwargs: Any) -> tuple[jax.Array, jax.Array] | FamilyTrees:
-    """Load a data set by name: ``load("moons", key=key, n=500)`` is ``moons(key, n=500)``.
+    """Load a data set by name: `load("moons", key=key, n=500)` is `moons(key, n=500)`.
 
     Args:
-      name: one of the data set functions of this module (``"xor"``,
-        ``"two_spirals"``, ``"digits"``, ...) or ``"mnist"`` for ``load_mnist``.
-        ``"family_trees"`` gives its ``FamilyTrees`` structure, not ``(x, t)``.
+      name: one of the data set functions of this module (`"xor"`,
+        `"two_spirals"`, `"digits"`, ...) or `"mnist"` for `load_mnist`.
+        `"family_trees"` gives its `FamilyTrees` structure, not `(x, t)`.
       **kwargs: passed on to that function.
 
     Returns:
-      ``(x, t)`` as documented by that function.
+      `(x, t)` as documented by that function.
     """
     one_of("name", name, _DATASETS)
     return _DATASETS[name](**kwargs)

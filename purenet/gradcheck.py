@@ -266,8 +266,9 @@ def leaf_errors(manual: Any, reference: Any, floor: float = LEAF_FLOOR) -> tuple
         for m, r in zip(jax.tree.leaves(manual), jax.tree.leaves(reference), strict=True)
     ]
     finite = [_finite(m, r) for m, r in pairs]
-    total = np.sqrt(sum(float(np.sum(r * r)) for (_, r), ok in zip(pairs, finite, strict=True)
-                        if ok))
+    total = np.sqrt(
+        sum(float(np.sum(r * r)) for (_, r), ok in zip(pairs, finite, strict=True) if ok)
+    )
     errors = []
     for (m, r), ok in zip(pairs, finite, strict=True):
         if not ok:
@@ -545,9 +546,12 @@ class GradientReport:
     def failing_leaves(self) -> tuple:
         """The leaves beyond tolerance of either referee (with a NaN error included)."""
         return tuple(
-            leaf for leaf in self.leaves
-            if not (_within(leaf.vs_autodiff, self.tolerance["autodiff"])
-                    and _within(leaf.vs_numerical, self.tolerance["numerical"]))
+            leaf
+            for leaf in self.leaves
+            if not (
+                _within(leaf.vs_autodiff, self.tolerance["autodiff"])
+                and _within(leaf.vs_numerical, self.tolerance["numerical"])
+            )
         )
 
     def __str__(self) -> str:
@@ -559,9 +563,7 @@ class GradientReport:
             lines.append(f"  non-finite values in {'; '.join(self.non_finite)}")
         if self.float32_note:
             lines.append(f"  {self.float32_note}")
-        lines.append(
-            f"  {'leaf':<{width}}  {'shape':<12} {referee:>12} {'vs finite diff':>15}"
-        )
+        lines.append(f"  {'leaf':<{width}}  {'shape':<12} {referee:>12} {'vs finite diff':>15}")
         for leaf in self.leaves:
             lines.append(
                 f"  {leaf.path:<{width}}  {str(leaf.shape):<12} "
@@ -577,10 +579,13 @@ class GradientReport:
             f"  entrywise rel_error {referee} {self.autodiff_rel_error:.2e}; "
             f"norm ratio vs finite differences {self.numerical_norm_ratio:.2e}"
         )
-        shown = self.failing_leaves() or sorted(
-            (leaf for leaf in self.leaves if leaf.worst is not None),
-            key=lambda leaf: -np.nan_to_num(leaf.vs_autodiff, nan=np.inf),
-        )[:1]
+        shown = (
+            self.failing_leaves()
+            or sorted(
+                (leaf for leaf in self.leaves if leaf.worst is not None),
+                key=lambda leaf: -np.nan_to_num(leaf.vs_autodiff, nan=np.inf),
+            )[:1]
+        )
         shown = [leaf for leaf in shown if leaf.worst is not None]
         if shown:
             lines.append("worst entries:")
@@ -635,13 +640,15 @@ def _report(manual, autodiff, numeric, *, dtype, tolerance, referee, name, non_f
         only_numerical = _within(ea, tolerance["autodiff"]) and not _within(
             en, tolerance["numerical"]
         )
-        rows.append(LeafError(
-            path=jax.tree_util.keystr(path) or "<root>",
-            shape=tuple(np.shape(m)),
-            vs_autodiff=ea,
-            vs_numerical=en,
-            worst=_worst_entry(_as_float64(m), a, n, not only_numerical, referee),
-        ))
+        rows.append(
+            LeafError(
+                path=jax.tree_util.keystr(path) or "<root>",
+                shape=tuple(np.shape(m)),
+                vs_autodiff=ea,
+                vs_numerical=en,
+                worst=_worst_entry(_as_float64(m), a, n, not only_numerical, referee),
+            )
+        )
 
     def worst(errors):
         return float("nan") if any(np.isnan(errors)) else max(errors, default=0.0)
@@ -747,23 +754,28 @@ def _float_cotangents(result, flat, float_mask, who: str) -> list:
             got = type(result).__name__
         _checks.fail(who, expected, got)
     cotangents = []
-    for i, ((leaves, treedef), mask, part) in enumerate(
-        zip(flat, float_mask, result, strict=True)
-    ):
+    for i, ((leaves, treedef), mask, part) in enumerate(zip(flat, float_mask, result, strict=True)):
         if not any(mask):
             continue
         try:
             parts = treedef.flatten_up_to(part)
         except (ValueError, TypeError):
-            _checks.fail(who, expected, f"cotangent {i} of structure {_describe(part)} "
-                         f"for a primal of structure {_describe(treedef.unflatten(leaves))}")
+            _checks.fail(
+                who,
+                expected,
+                f"cotangent {i} of structure {_describe(part)} "
+                f"for a primal of structure {_describe(treedef.unflatten(leaves))}",
+            )
         for leaf, d, is_float in zip(leaves, parts, mask, strict=True):
             if not is_float:
                 continue
             if not hasattr(d, "shape") or tuple(d.shape) != tuple(jnp.shape(leaf)):
                 got = f"shape {tuple(d.shape)}" if hasattr(d, "shape") else type(d).__name__
-                _checks.fail(who, expected,
-                             f"{got} in cotangent {i} for a leaf of shape {tuple(jnp.shape(leaf))}")
+                _checks.fail(
+                    who,
+                    expected,
+                    f"{got} in cotangent {i} for a leaf of shape {tuple(jnp.shape(leaf))}",
+                )
             cotangents.append(jnp.asarray(d, jnp.result_type(leaf)))
     return cotangents
 
@@ -772,8 +784,21 @@ def _float_cotangents(result, flat, float_mask, who: str) -> list:
 
 
 def _engine(
-    f, vjp, primals, names, *, labels, inputs=(), key, cotangent=None, eps, tolerance,
-    chunk_size, referee, who, name,
+    f,
+    vjp,
+    primals,
+    names,
+    *,
+    labels,
+    inputs=(),
+    key,
+    cotangent=None,
+    eps,
+    tolerance,
+    chunk_size,
+    referee,
+    who,
+    name,
 ) -> GradientReport:
     """`vjp` against `jax.vjp` of `f` and central differences, at `primals`.
 
@@ -784,8 +809,12 @@ def _engine(
     """
     flat = [jax.tree.flatten(p) for p in primals]
     float_mask = [[_checks.is_float(leaf) for leaf in leaves] for leaves, _ in flat]
-    point = [leaf for (leaves, _), mask in zip(flat, float_mask, strict=True)
-             for leaf, is_float in zip(leaves, mask, strict=True) if is_float]
+    point = [
+        leaf
+        for (leaves, _), mask in zip(flat, float_mask, strict=True)
+        for leaf, is_float in zip(leaves, mask, strict=True)
+        if is_float
+    ]
     if not point:
         _checks.fail("primals", "at least one floating-point array to differentiate", "none")
 
@@ -813,8 +842,10 @@ def _engine(
     else:
         keys = jax.random.split(key, len(out_leaves))
         cotangent = out_tree.unflatten(
-            [jax.random.normal(k, leaf.shape, leaf.dtype)
-             for k, leaf in zip(keys, out_leaves, strict=True)]
+            [
+                jax.random.normal(k, leaf.shape, leaf.dtype)
+                for k, leaf in zip(keys, out_leaves, strict=True)
+            ]
         )
 
     @jax.jit
@@ -830,21 +861,30 @@ def _engine(
 
     y, manual, autodiff = hand_written_and_referee(point, cotangent)
     numeric = numerical_gradient(probe, point, cotangent, eps=eps, chunk_size=chunk_size)
-    non_finite = _where_non_finite([
-        *inputs,
-        *zip(labels, primals, strict=True),
-        ("the forward output", y),
-        (f"the hand-written gradient from {who}", manual),
-        (f"the referee {referee}", autodiff),
-        ("the finite differences", numeric),
-    ])
+    non_finite = _where_non_finite(
+        [
+            *inputs,
+            *zip(labels, primals, strict=True),
+            ("the forward output", y),
+            (f"the hand-written gradient from {who}", manual),
+            (f"the referee {referee}", autodiff),
+            ("the finite differences", numeric),
+        ]
+    )
     dtypes = {jnp.dtype(jnp.result_type(leaf)) for leaf in [*point, *out_leaves]}
-    dtype = jnp.dtype("float64") if dtypes == {jnp.dtype("float64")} else min(
-        dtypes, key=lambda d: d.itemsize
+    dtype = (
+        jnp.dtype("float64")
+        if dtypes == {jnp.dtype("float64")}
+        else min(dtypes, key=lambda d: d.itemsize)
     )
     return _report(
-        named(manual), named(autodiff), named(numeric),
-        dtype=dtype, tolerance=_tolerance(tolerance, dtype), referee=referee, name=name,
+        named(manual),
+        named(autodiff),
+        named(numeric),
+        dtype=dtype,
+        tolerance=_tolerance(tolerance, dtype),
+        referee=referee,
+        name=name,
         non_finite=non_finite,
     )
 
@@ -915,9 +955,18 @@ def check_vjp(
     _check_key("key", key)
     names = _names(f, len(primals))
     return _engine(
-        f, vjp, primals, names, labels=[f"the primal {n}" for n in names],
-        key=key, eps=eps, tolerance=tolerance, chunk_size=chunk_size,
-        referee="jax.vjp", who="vjp", name=_name_of(f),
+        f,
+        vjp,
+        primals,
+        names,
+        labels=[f"the primal {n}" for n in names],
+        key=key,
+        eps=eps,
+        tolerance=tolerance,
+        chunk_size=chunk_size,
+        referee="jax.vjp",
+        who="vjp",
+        name=_name_of(f),
     )
 
 
@@ -982,11 +1031,19 @@ def check_layer(
         return layer.backward(params, cache, dy)
 
     return _engine(
-        forward, backward, (params, x), ("params", "x"),
+        forward,
+        backward,
+        (params, x),
+        ("params", "x"),
         labels=("the params", "the input x"),
         inputs=[(f"the {k} argument", v) for k, v in ctx.items() if k in ("state", "mask")],
-        key=dy_key, eps=eps, tolerance=tolerance, chunk_size=16,
-        referee="jax.vjp", who="layer.backward", name="layer",
+        key=dy_key,
+        eps=eps,
+        tolerance=tolerance,
+        chunk_size=16,
+        referee="jax.vjp",
+        who="layer.backward",
+        name="layer",
     )
 
 
@@ -1057,11 +1114,24 @@ def check_gradients(
         return (jax.tree.map(lambda g: ct * g, grad_fn(params, x, t, **ctx)[1]),)
 
     report = _engine(
-        cost, hand_written, (params,), ("params",), labels=("the params",),
-        inputs=[("the input x", x), ("the targets t", t),
-                *[(f"the {k} argument", v) for k, v in ctx.items() if k in ("state", "mask")]],
-        key=None, cotangent="ones", eps=eps, tolerance=tolerance, chunk_size=chunk_size,
-        referee="jax.grad", who="backprop", name="model",
+        cost,
+        hand_written,
+        (params,),
+        ("params",),
+        labels=("the params",),
+        inputs=[
+            ("the input x", x),
+            ("the targets t", t),
+            *[(f"the {k} argument", v) for k, v in ctx.items() if k in ("state", "mask")],
+        ],
+        key=None,
+        cotangent="ones",
+        eps=eps,
+        tolerance=tolerance,
+        chunk_size=chunk_size,
+        referee="jax.grad",
+        who="backprop",
+        name="model",
     )
     # Leaves as the params' own paths: [0]['W'], not ['params'][0]['W'].
     leaves = tuple(

@@ -1,49 +1,51 @@
 """purenet's hand-written backward inside anyone's JAX program.
 
-:func:`custom_vjp` turns a purenet :class:`~purenet.layers.Layer` into a plain
-function ``f(params, x)`` (or a :class:`~purenet.losses.Loss` into
-``J(y, t)``) registered with :func:`jax.custom_vjp`: its forward is the
-layer's ``forward`` and its reverse-mode rule is the layer's hand-written
-``backward``. A user may then write their own loss, their own training loop,
-``jax.jit``, ``jax.vmap`` or ``jax.lax.scan`` around it, and ``jax.grad``
+[`custom_vjp`][purenet.interop.custom_vjp] turns a purenet [`Layer`][purenet.layers.core.Layer] into
+a plain function `f(params, x)` (or a [`Loss`][purenet.losses.Loss] into
+`J(y, t)`) registered with `jax.custom_vjp`: its forward is the
+layer's `forward` and its reverse-mode rule is the layer's hand-written
+`backward`. A user may then write their own loss, their own training loop,
+`jax.jit`, `jax.vmap` or `jax.lax.scan` around it, and `jax.grad`
 differentiates through purenet's backward pass, not through an autodiff trace
-of the forward::
+of the forward:
 
-    f = purenet.custom_vjp(model)            # f(params, x, state=(), key=None, mask=None)
-    J = lambda params, x, t: my_loss(f(params, x), t)
-    grads = jax.grad(J)(params, x, t)        # calls model.backward
+```python
+f = purenet.custom_vjp(model)            # f(params, x, state=(), key=None, mask=None)
+J = lambda params, x, t: my_loss(f(params, x), t)
+grads = jax.grad(J)(params, x, t)        # calls model.backward
+```
 
-**What is differentiated.** ``params`` and ``x`` (every floating-point leaf)
-get the cotangents ``(dparams, dx)`` of ``backward(params, cache, dy)``. The
+**What is differentiated.** `params` and `x` (every floating-point leaf)
+get the cotangents `(dparams, dx)` of `backward(params, cache, dy)`. The
 forward context is not differentiated:
 
-* ``train`` is a Python ``bool``, fixed when the function is made
-  (``custom_vjp(model, train=True)``): it changes which program runs, so it
-  is static, as ``jax.jit``'s ``static_argnames`` would make it.
-* ``state`` (batch norm's running statistics) and ``key`` (a
-  ``jax.random`` key for dropout) are arrays, possibly traced under ``jit``,
-  ``vmap`` or ``scan``. ``jax.custom_vjp``'s ``nondiff_argnums`` is for
+* `train` is a Python `bool`, fixed when the function is made
+  (`custom_vjp(model, train=True)`): it changes which program runs, so it
+  is static, as `jax.jit`'s `static_argnames` would make it.
+* `state` (batch norm's running statistics) and `key` (a
+  `jax.random` key for dropout) are arrays, possibly traced under `jit`,
+  `vmap` or `scan`. `jax.custom_vjp`'s `nondiff_argnums` is for
   hashable, static values only (JAX's "custom_vjp and nondiff_argnums update
-  guide"), so both are ordinary arguments of the ``jax.custom_vjp`` function
-  whose cotangent the rule leaves empty: ``jax.grad`` with respect to them
-  gives zeros for ``state`` and float0 zeros for a typed key, as if they had
-  passed through :func:`jax.lax.stop_gradient`.
-* Integer leaves of ``x`` (token ids for an embedding) have no gradient:
-  their cotangent is JAX's float0 zeros (what ``jax.grad(...,
-  allow_int=True)`` returns), whatever the layer's backward says about them.
+  guide"), so both are ordinary arguments of the `jax.custom_vjp` function
+  whose cotangent the rule leaves empty: `jax.grad` with respect to them
+  gives zeros for `state` and float0 zeros for a typed key, as if they had
+  passed through `jax.lax.stop_gradient`.
+* Integer leaves of `x` (token ids for an embedding) have no gradient:
+  their cotangent is JAX's float0 zeros (what `jax.grad(...,
+  allow_int=True)` returns), whatever the layer's backward says about them.
 
-* ``mask`` (a padding mask, bool) is an ordinary argument as well; being
+* `mask` (a padding mask, bool) is an ordinary argument as well; being
   boolean it gets float0 zeros.
 
 The forward's cache becomes the residuals of the custom rule as it is: by the
 layer contract a cache is a pytree of arrays whose static parts (shapes,
-flags, as ``purenet.layers.Static``) live in its tree structure, so the
-backward sees exactly the cache the forward built. ``params`` are checked
+flags, as `purenet.layers.Static`) live in its tree structure, so the
+backward sees exactly the cache the forward built. `params` are checked
 against the model (at trace time) before the forward runs.
 
-For a :class:`~purenet.losses.Loss`, ``J(y, t)`` is the loss's ``value`` and
-its derivative for ``y`` is ``g * grad(y, t)`` (``g`` the scalar cotangent);
-the target ``t`` is not differentiated (zeros, or float0 for integer
+For a [`Loss`][purenet.losses.Loss], `J(y, t)` is the loss's `value` and
+its derivative for `y` is `g * grad(y, t)` (`g` the scalar cotangent);
+the target `t` is not differentiated (zeros, or float0 for integer
 labels).
 """
 
@@ -62,7 +64,7 @@ __all__ = ["custom_vjp"]
 
 
 def _input_cotangent(x, dx):
-    """``dx`` for floating-point leaves of ``x``, ``None`` (float0 zeros) for
+    """`dx` for floating-point leaves of `x`, `None` (float0 zeros) for
     integer ones."""
     leaves, treedef = jax.tree.flatten(x)
     if all(_checks.is_float(leaf) for leaf in leaves):
@@ -135,34 +137,34 @@ def _loss_function(loss: Loss) -> Callable:
 def custom_vjp(
     model_or_loss: Layer | Loss, *, train: bool = False, return_state: bool = False
 ) -> Callable[..., Any]:
-    """Wrap a purenet layer or loss as a :func:`jax.custom_vjp` function.
+    """Wrap a purenet layer or loss as a `jax.custom_vjp` function.
 
     Args:
-      model_or_loss: a :class:`purenet.layers.Layer` (any layer or a whole
-        model built with ``serial`` and the combinators) or a
-        :class:`purenet.losses.Loss`.
-      train: for a layer, the forward's mode (``True`` for dropout's masks and
+      model_or_loss: a [`purenet.layers.Layer`][purenet.layers.core.Layer] (any layer or a whole
+        model built with `serial` and the combinators) or a
+        [`purenet.losses.Loss`][purenet.losses.Loss].
+      train: for a layer, the forward's mode (`True` for dropout's masks and
         batch norm's batch statistics). Static: make one function per mode.
       return_state: for a layer, also return the new non-gradient state
-        ``model.update_state(state, cache)`` (batch norm's running
+        `model.update_state(state, cache)` (batch norm's running
         statistics after a training forward). It is an output that is not
         differentiated: its cotangent is dropped.
 
     Returns:
-      For a layer, ``f(params, x, state=(), key=None, mask=None) -> y`` (or
-      ``(y, new_state)``), whose VJP with respect to ``params`` and ``x`` is
-      the layer's ``backward``; ``state``, ``key`` and ``mask`` are held constant (see
-      the module docstring). For a loss, ``J(y, t) -> scalar`` whose
-      gradient for ``y`` is the loss's hand-written ``grad``.
+      For a layer, `f(params, x, state=(), key=None, mask=None) -> y` (or
+      `(y, new_state)`), whose VJP with respect to `params` and `x` is
+      the layer's `backward`; `state`, `key` and `mask` are held constant (see
+      the module docstring). For a loss, `J(y, t) -> scalar` whose
+      gradient for `y` is the loss's hand-written `grad`.
 
     Raises:
-      TypeError: ``model_or_loss`` is neither a Layer nor a Loss, or ``train``
-        / ``return_state`` is not a bool.
-      ValueError: ``train`` or ``return_state`` given for a loss.
+      TypeError: `model_or_loss` is neither a Layer nor a Loss, or `train`
+        / `return_state` is not a bool.
+      ValueError: `train` or `return_state` given for a loss.
 
     Examples:
-      A purenet network under ``jax.grad`` with a loss written in plain
-      ``jnp``:
+      A purenet network under `jax.grad` with a loss written in plain
+      `jnp`:
 
       >>> import jax, jax.numpy as jnp
       >>> import purenet
@@ -178,7 +180,7 @@ def custom_vjp(
       >>> jax.tree.map(jnp.shape, grads)
       ({'W': (3, 4), 'b': (4,)}, (), {'W': (4, 1), 'b': (1,)})
 
-      A loss: ``jax.grad`` of ``J`` is the loss's own ``grad``.
+      A loss: `jax.grad` of `J` is the loss's own `grad`.
 
       >>> J = purenet.custom_vjp(purenet.losses.mse)
       >>> y = jnp.array([[1.0], [3.0]], jnp.float32)

@@ -1,35 +1,36 @@
 """Losses: a value and its gradient with respect to the network output, by hand.
 
-A :class:`Loss` holds three pure functions of the network output ``y`` (shape
-``(m, k)``: a batch of ``m`` rows) and the target ``t``:
+A [`Loss`][purenet.losses.Loss] holds three pure functions of the network output `y` (shape
+`(m, k)`: a batch of `m` rows) and the target `t`:
 
-* ``value(y, t) -> J``: a scalar, the mean over the batch;
-* ``grad(y, t) -> dJ/dy``: same shape as ``y``;
-* ``value_and_grad(y, t) -> (J, dJ/dy)``: both, sharing the work (softmax or
-  sigmoid is computed once). ``purenet.backprop`` uses this one.
+* `value(y, t) -> J`: a scalar, the mean over the batch;
+* `grad(y, t) -> dJ/dy`: same shape as `y`;
+* `value_and_grad(y, t) -> (J, dJ/dy)`: both, sharing the work (softmax or
+  sigmoid is computed once). `purenet.backprop` uses this one.
 
-and one field, ``metric``: the accuracy of ``purenet.metrics`` that fits the
-loss's head (``None`` for regression), which ``purenet.train.fit`` reports.
-A loss is also callable: ``losses.mse(y, t)`` is ``losses.mse.value(y, t)``.
+and one field, `metric`: the accuracy of `purenet.metrics` that fits the
+loss's head (`None` for regression), which `purenet.train.fit` reports.
+A loss is also callable: `losses.mse(y, t)` is `losses.mse.value(y, t)`.
 
-Conventions (``DESIGN.md``):
+Conventions (`DESIGN.md`):
 
-* :data:`mse` is ``1/2 * sum_k (y - t)**2`` averaged over the batch; with one
-  example it is the ``E = 1/2 * sum (t - o)**2`` of Rumelhart et al. (1986).
-* :data:`softmax_cross_entropy`, :data:`sigmoid_binary_cross_entropy` and
-  :data:`multilabel_sigmoid_cross_entropy` take *logits*: the last layer's
-  activation is fused into the loss, which makes the backward the famous
-  ``(p - t) / m`` (Saito, *Deep Learning from Scratch*, ch. 5.6.3) and keeps the
-  value finite for logits of any size.
-* :data:`sequence_softmax_cross_entropy` takes logits ``(m, T, C)`` and
-  integer labels ``(m, T)``, ``-1`` (:data:`IGNORE_LABEL`) marking masked
-  steps, and averages over the unmasked steps.
+* [`mse`][purenet.losses.mse] is `1/2 * sum_k (y - t)**2` averaged over the batch; with one
+  example it is the `E = 1/2 * sum (t - o)**2` of Rumelhart et al. (1986).
+* [`softmax_cross_entropy`][purenet.losses.softmax_cross_entropy],
+  [`sigmoid_binary_cross_entropy`][purenet.losses.sigmoid_binary_cross_entropy] and
+  [`multilabel_sigmoid_cross_entropy`][purenet.losses.multilabel_sigmoid_cross_entropy] take
+  *logits*: the last layer's activation is fused into the loss, which makes the backward the famous
+  `(p - t) / m` (Saito, *Deep Learning from Scratch*, ch. 5.6.3) and keeps the value finite for
+  logits of any size.
+* [`sequence_softmax_cross_entropy`][purenet.losses.sequence_softmax_cross_entropy] takes logits
+  `(m, T, C)` and integer labels `(m, T)`, `-1` ([`IGNORE_LABEL`][purenet.losses.IGNORE_LABEL])
+  marking masked steps, and averages over the unmasked steps.
 * Targets must have the output's shape (softmax cross-entropy also takes
-  integer labels of shape ``(m,)``). A target of shape ``(m,)`` against an
-  output of shape ``(m, 1)`` is refused rather than broadcast to ``(m, m)``.
+  integer labels of shape `(m,)`). A target of shape `(m,)` against an
+  output of shape `(m, 1)` is refused rather than broadcast to `(m, m)`.
 
-Value checks on labels (integer labels in ``[0, k)``) run on concrete arrays
-only; under ``jit`` only shapes and dtypes can be checked.
+Value checks on labels (integer labels in `[0, k)`) run on concrete arrays
+only; under `jit` only shapes and dtypes can be checked.
 """
 
 from __future__ import annotations
@@ -96,14 +97,14 @@ def _make_loss(value_and_grad: Callable, name: str, metric: Callable | None) -> 
 
 
 def _check_output(y):
-    """``y`` is a float batch ``(m, ...)``: rows ``(m, k)``, sequences ``(m, T, k)``."""
+    """`y` is a float batch `(m, ...)`: rows `(m, k)`, sequences `(m, T, k)`."""
     _checks.float_array("y", y)
     if jnp.ndim(y) < 2:
         _checks.fail("y", "a batch of shape (m, ...) with at least 2 axes", f"shape {jnp.shape(y)}")
 
 
 def _check_same_shape(y, t):
-    """Check ``t`` has the output's shape; return it in the output's dtype (the
+    """Check `t` has the output's shape; return it in the output's dtype (the
     output decides the precision: a float64 target never promotes a float32
     network's loss)."""
     t_shape, y_shape = tuple(jnp.shape(t)), tuple(jnp.shape(y))
@@ -118,7 +119,7 @@ def _check_same_shape(y, t):
 
 def check_labels(labels: jax.Array, num_classes: int, name: str = "t") -> None:
     """Refuse labels that are not integers, or (when concrete) lie outside
-    ``[0, num_classes)``; the error names the argument ``name``."""
+    `[0, num_classes)`; the error names the argument `name`."""
     if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
         _checks.fail(
             name, "integer class labels or one-hot rows", f"dtype {jnp.result_type(labels)}"
@@ -142,6 +143,9 @@ def _mse(y, t):
 
 
 mse = _make_loss(_mse, "mse", None)
+"""Mean squared error, $J = \\frac{1}{m} \\sum_i \\frac{1}{2} \\sum_k (y_{ik} - t_{ik})^2$, with
+$dJ/dy = (y - t) / m$; `t` of the output's shape. With one example it is the
+$E = \\frac{1}{2} \\sum (t - o)^2$ of Rumelhart et al. (1986)."""
 
 
 def _sigmoid_cross_entropy(y, t):
@@ -171,9 +175,17 @@ def _binary_cross_entropy(y, t):
 sigmoid_binary_cross_entropy = _make_loss(
     _binary_cross_entropy, "sigmoid_binary_cross_entropy", metrics.binary_accuracy
 )
+"""Binary cross-entropy on one logit per example, `y` of shape `(m, 1)` and `t` of 0 / 1
+(or probabilities) of the same shape: $J = \\frac{1}{m} \\sum_i
+[\\operatorname{softplus}(y_i) - y_i t_i]$, the sigmoid fused in, so
+$dJ/dy = (\\sigma(y) - t) / m$ and the value stays finite for logits of any size."""
 multilabel_sigmoid_cross_entropy = _make_loss(
     _sigmoid_cross_entropy, "multilabel_sigmoid_cross_entropy", metrics.multilabel_accuracy
 )
+"""Binary cross-entropy of `k` independent labels, logits `y` and 0 / 1 targets `t` of
+shape `(m, k)`: the per-unit losses of
+[`sigmoid_binary_cross_entropy`][purenet.losses.sigmoid_binary_cross_entropy] summed over
+the labels and averaged over the batch, $dJ/dy = (\\sigma(y) - t) / m$."""
 
 
 def _softmax_cross_entropy(y, t):
@@ -207,32 +219,46 @@ def _softmax_cross_entropy(y, t):
 softmax_cross_entropy = _make_loss(
     _softmax_cross_entropy, "softmax_cross_entropy", metrics.multiclass_accuracy
 )
+"""Softmax cross-entropy on logits `y` of shape `(m, k)`, with one-hot (or probability) rows
+`t` of the same shape or integer labels of shape `(m,)`:
+$J = -\\frac{1}{m} \\sum_i \\sum_k t_{ik} \\log \\operatorname{softmax}(y_i)_k$, the softmax
+fused in, so $dJ/dy = (p - t) / m$ for rows of `t` that sum to 1 (Saito ch. 5.6.3)."""
 
 
 # ------------------------------------------------------------- sequence losses
 
 IGNORE_LABEL = -1
 """The target label of a padded (masked) step in
-:data:`sequence_softmax_cross_entropy` (PyTorch's ``ignore_index``)."""
+[`sequence_softmax_cross_entropy`][purenet.losses.sequence_softmax_cross_entropy] (PyTorch's
+`ignore_index`)."""
 
 
 def _sequence_targets(y, t):
-    """``(labels, weights)`` from ``t``: integer labels ``(m, T)`` with
-    :data:`IGNORE_LABEL` at masked steps, or a pair ``(labels, mask)``."""
+    """`(labels, weights)` from `t`: integer labels `(m, T)` with
+    [`IGNORE_LABEL`][purenet.losses.IGNORE_LABEL] at masked steps, or a pair `(labels, mask)`."""
     m, T, k = y.shape
     mask = None
     if isinstance(t, tuple | list):
         if len(t) != 2:
-            _checks.fail("t", "integer labels (m, T) or a pair (labels, mask)",
-                         f"a {type(t).__name__} of length {len(t)}")
+            _checks.fail(
+                "t",
+                "integer labels (m, T) or a pair (labels, mask)",
+                f"a {type(t).__name__} of length {len(t)}",
+            )
         t, mask = t
     _checks.array("t", t)
     if tuple(jnp.shape(t)) != (m, T):
-        _checks.fail("t", f"integer labels of shape ({m}, {T}), one per step of y",
-                     f"shape {tuple(jnp.shape(t))}")
+        _checks.fail(
+            "t",
+            f"integer labels of shape ({m}, {T}), one per step of y",
+            f"shape {tuple(jnp.shape(t))}",
+        )
     if not jnp.issubdtype(jnp.result_type(t), jnp.integer):
-        _checks.fail("t", "integer class labels (sequence targets are never one-hot)",
-                     f"dtype {jnp.result_type(t)}")
+        _checks.fail(
+            "t",
+            "integer class labels (sequence targets are never one-hot)",
+            f"dtype {jnp.result_type(t)}",
+        )
     if _checks.is_concrete(t):
         arr = np.asarray(t)
         bad = arr[((arr < 0) & (arr != IGNORE_LABEL)) | (arr >= k)]
@@ -242,37 +268,43 @@ def _sequence_targets(y, t):
     if mask is not None:
         _checks.array("mask", mask)
         if tuple(jnp.shape(mask)) != (m, T):
-            _checks.fail("mask", f"a mask of the targets' shape ({m}, {T})",
-                         f"shape {tuple(jnp.shape(mask))}")
+            _checks.fail(
+                "mask",
+                f"a mask of the targets' shape ({m}, {T})",
+                f"shape {tuple(jnp.shape(mask))}",
+            )
         weights = weights * jnp.asarray(mask).astype(y.dtype)
     return jnp.where(t == IGNORE_LABEL, 0, t), weights
 
 
 def _sequence_softmax_cross_entropy(y, t):
     """Softmax cross-entropy at every step of a sequence, averaged over the
-    unmasked steps (:data:`sequence_softmax_cross_entropy`).
+    unmasked steps
+    ([`sequence_softmax_cross_entropy`][purenet.losses.sequence_softmax_cross_entropy]).
 
-    ``y``: logits ``(m, T, C)``. ``t``: integer labels ``(m, T)`` in
-    ``[0, C)``, with :data:`IGNORE_LABEL` (``-1``) at steps that do not
-    count (padding), or a pair ``(labels, mask)`` with ``mask`` of shape
-    ``(m, T)``, 1 where a step counts and 0 where it does not (a step counts
-    when its mask is 1 *and* its label is not ``-1``). With ``w_mt`` these
-    weights and ``N = sum w_mt`` (taken as 1 when every step is masked)::
+    `y`: logits `(m, T, C)`. `t`: integer labels `(m, T)` in
+    `[0, C)`, with [`IGNORE_LABEL`][purenet.losses.IGNORE_LABEL] (`-1`) at steps that do not
+    count (padding), or a pair `(labels, mask)` with `mask` of shape
+    `(m, T)`, 1 where a step counts and 0 where it does not (a step counts
+    when its mask is 1 *and* its label is not `-1`). With `w_mt` these
+    weights and `N = sum w_mt` (taken as 1 when every step is masked):
 
-        J = (1/N) sum_{m,t} w_mt * (-log softmax(y_mt)[t_mt])
-        dJ/dy_mt = (w_mt / N) * (softmax(y_mt) - onehot(t_mt))
+    ```text
+    J = (1/N) sum_{m,t} w_mt * (-log softmax(y_mt)[t_mt])
+    dJ/dy_mt = (w_mt / N) * (softmax(y_mt) - onehot(t_mt))
+    ```
 
     the fused softmax-with-loss gradient of Saito ch. 5.6.3 at every step
-    (PyTorch's ``cross_entropy(..., ignore_index=-1, reduction="mean")``).
+    (PyTorch's `cross_entropy(..., ignore_index=-1, reduction="mean")`).
 
     Why a padding label: a mask has to travel with the targets, through
-    ``backprop(model, loss)(params, x, t)`` and through ``make_train``, which
-    slices ``x`` and ``t`` into mini-batches by rows; integer labels with a
+    `backprop(model, loss)(params, x, t)` and through `make_train`, which
+    slices `x` and `t` into mini-batches by rows; integer labels with a
     padding value are one array that slices like any other. The pair form
     is there for direct calls with a separate mask.
 
-    :data:`softmax_cross_entropy` itself takes ``(m, k)`` logits only (it
-    refuses ``(m, T, C)``); this is its sequence form, normalised per step
+    [`softmax_cross_entropy`][purenet.losses.softmax_cross_entropy] itself takes `(m, k)` logits
+    only (it refuses `(m, T, C)`); this is its sequence form, normalised per step
     rather than per sequence.
     """
     _checks.float_array("y", y)
@@ -295,6 +327,11 @@ def _sequence_softmax_cross_entropy(y, t):
 sequence_softmax_cross_entropy = _make_loss(
     _sequence_softmax_cross_entropy, "sequence_softmax_cross_entropy", metrics.sequence_accuracy
 )
+"""Softmax cross-entropy at every step of a sequence: logits `(m, T, C)`, integer labels
+`(m, T)` with [`IGNORE_LABEL`][purenet.losses.IGNORE_LABEL] at steps that do not count (or a
+pair `(labels, mask)`), averaged over the steps that count; as PyTorch's
+`cross_entropy(..., ignore_index=-1, reduction="mean")`. See the formula in the source's
+`_sequence_softmax_cross_entropy`."""
 
 LOSSES = {
     "mse": mse,
@@ -303,10 +340,11 @@ LOSSES = {
     "softmax_cross_entropy": softmax_cross_entropy,
     "sequence_softmax_cross_entropy": sequence_softmax_cross_entropy,
 }
+"""The losses by name, as [`get`][purenet.losses.get] accepts them."""
 
 
 def get(name: str | Loss) -> Loss:
-    """A loss by name (or a :class:`Loss`, returned as is)."""
+    """A loss by name (or a [`Loss`][purenet.losses.Loss], returned as is)."""
     if isinstance(name, Loss):
         return name
     _checks.one_of("loss", name, LOSSES)

@@ -1,41 +1,41 @@
 """Accuracy for the kinds of classification output.
 
-All functions are pure and jittable. ``y`` is the network output for a batch,
-of any rank: ``(m, C)`` for one prediction per example, ``(m, T, C)`` for a
-sequence (one prediction per time step), ``(m, H, W, C)`` for a per-pixel
+All functions are pure and jittable. `y` is the network output for a batch,
+of any rank: `(m, C)` for one prediction per example, `(m, T, C)` for a
+sequence (one prediction per time step), `(m, H, W, C)` for a per-pixel
 output. As everywhere in purenet the class (or label, or unit) axis is the
 **last** one; accuracy is the mean over every other position, so for a
-sequence it is the fraction of the ``m * T`` time steps predicted right.
+sequence it is the fraction of the `m * T` time steps predicted right.
 
-* :func:`multiclass_accuracy`: softmax heads; the predicted class is the
-  ``argmax`` over the last axis (the same for logits and probabilities).
-  Targets are integer labels of shape ``y.shape[:-1]`` (``(m,)``, or
-  ``(m, T)`` for sequences) or one-hot rows of ``y``'s shape.
-* :func:`binary_accuracy`: one output unit, ``y`` of shape ``(m, 1)`` (or
-  ``(m, T, 1)``, ...), 0/1 targets of the same shape; predicted positive
-  when ``y > threshold``. Use ``threshold=0`` for logits (sigmoid
-  cross-entropy heads, the default) and ``0.5`` for probabilities (a sigmoid
+* [`multiclass_accuracy`][purenet.metrics.multiclass_accuracy]: softmax heads; the predicted class
+  is the `argmax` over the last axis (the same for logits and probabilities).
+  Targets are integer labels of shape `y.shape[:-1]` (`(m,)`, or
+  `(m, T)` for sequences) or one-hot rows of `y`'s shape.
+* [`binary_accuracy`][purenet.metrics.binary_accuracy]: one output unit, `y` of shape `(m, 1)` (or
+  `(m, T, 1)`, ...), 0/1 targets of the same shape; predicted positive
+  when `y > threshold`. Use `threshold=0` for logits (sigmoid
+  cross-entropy heads, the default) and `0.5` for probabilities (a sigmoid
   layer followed by MSE).
-* :func:`multilabel_accuracy`: ``k`` independent binary labels on the last
-  axis, targets of ``y``'s shape; the fraction of all label decisions that
-  are right (Hamming accuracy). ``exact_match=True`` instead counts the
-  positions (rows, for ``(m, k)``) with all ``k`` labels right.
-* :func:`sequence_accuracy`: the targets of
-  ``purenet.losses.sequence_softmax_cross_entropy``, integer labels
-  ``(m, T)`` with ``-1`` at padded steps (or a pair ``(labels, mask)``); the
-  fraction of the steps that count whose ``argmax`` is the label.
+* [`multilabel_accuracy`][purenet.metrics.multilabel_accuracy]: `k` independent binary labels on the
+  last axis, targets of `y`'s shape; the fraction of all label decisions that
+  are right (Hamming accuracy). `exact_match=True` instead counts the
+  positions (rows, for `(m, k)`) with all `k` labels right.
+* [`sequence_accuracy`][purenet.metrics.sequence_accuracy]: the targets of
+  `purenet.losses.sequence_softmax_cross_entropy`, integer labels
+  `(m, T)` with `-1` at padded steps (or a pair `(labels, mask)`); the
+  fraction of the steps that count whose `argmax` is the label.
 
-Each loss of ``purenet.losses`` names its metric in its ``metric`` field
-(:func:`for_loss` reads it), so this module imports no loss.
+Each loss of `purenet.losses` names its metric in its `metric` field
+([`for_loss`][purenet.metrics.for_loss] reads it), so this module imports no loss.
 
-Shapes are checked exactly, never broadcast: a target of shape ``(m, 1)``
-next to an output of shape ``(m, 3)`` would otherwise be compared with every
+Shapes are checked exactly, never broadcast: a target of shape `(m, 1)`
+next to an output of shape `(m, 3)` would otherwise be compared with every
 column and give a plausible, wrong number. In particular, integer labels of
-shape ``(m, 1)`` are refused by :func:`multiclass_accuracy` (pass
-``t[:, 0]``): guessing that the column holds labels would accept the same
+shape `(m, 1)` are refused by [`multiclass_accuracy`][purenet.metrics.multiclass_accuracy] (pass
+`t[:, 0]`): guessing that the column holds labels would accept the same
 shape for a one-hot target of a one-class output, so the stricter rule keeps
 one meaning per shape. Shapes are static, so the checks also run under
-``jit``.
+`jit`.
 """
 
 from __future__ import annotations
@@ -75,22 +75,22 @@ def _check_same_shape(y, t):
 
 
 def multiclass_accuracy(y: jax.Array, t: jax.Array) -> jax.Array:
-    """Fraction of positions whose ``argmax`` over the last axis is the target class.
+    """Fraction of positions whose `argmax` over the last axis is the target class.
 
     Args:
-      y: scores (logits or probabilities) of shape ``(m, ..., C)``.
-      t: integer labels in ``[0, C)`` of shape ``y.shape[:-1]``, or one-hot
-        (or any per-class scores, whose argmax is taken) of shape ``y.shape``.
+      y: scores (logits or probabilities) of shape `(m, ..., C)`.
+      t: integer labels in `[0, C)` of shape `y.shape[:-1]`, or one-hot
+        (or any per-class scores, whose argmax is taken) of shape `y.shape`.
 
     Returns:
-      A scalar in ``[0, 1]``: the mean over all ``m * ...`` positions.
+      A scalar in `[0, 1]`: the mean over all `m * ...` positions.
 
     Raises:
-      TypeError: ``y`` or ``t`` is not an array.
-      ValueError: ``t`` has another number of rows, or a shape that is
-        neither ``y.shape[:-1]`` nor ``y.shape`` (including integer labels of
-        shape ``(m, 1)`` for a ``(m, C)`` output: pass ``t[:, 0]``), or float
-        labels of shape ``y.shape[:-1]``.
+      TypeError: `y` or `t` is not an array.
+      ValueError: `t` has another number of rows, or a shape that is
+        neither `y.shape[:-1]` nor `y.shape` (including integer labels of
+        shape `(m, 1)` for a `(m, C)` output: pass `t[:, 0]`), or float
+        labels of shape `y.shape[:-1]`.
 
     Example:
       >>> y = jnp.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
@@ -120,20 +120,20 @@ def multiclass_accuracy(y: jax.Array, t: jax.Array) -> jax.Array:
 
 
 def binary_accuracy(y: jax.Array, t: jax.Array, threshold: float = 0.0) -> jax.Array:
-    """Fraction of entries with ``(y > threshold) == (t > 0.5)``.
+    """Fraction of entries with `(y > threshold) == (t > 0.5)`.
 
     Args:
-      y: one output unit per position, shape ``(m, ..., 1)`` (any shape with
+      y: one output unit per position, shape `(m, ..., 1)` (any shape with
         at least 2 dimensions is compared entry by entry).
-      t: 0/1 targets of exactly ``y``'s shape.
-      threshold: ``0`` for logits, ``0.5`` for probabilities.
+      t: 0/1 targets of exactly `y`'s shape.
+      threshold: `0` for logits, `0.5` for probabilities.
 
     Returns:
-      A scalar in ``[0, 1]``.
+      A scalar in `[0, 1]`.
 
     Raises:
-      TypeError: ``y`` or ``t`` is not an array.
-      ValueError: ``t``'s shape differs from ``y``'s (no broadcasting).
+      TypeError: `y` or `t` is not an array.
+      ValueError: `t`'s shape differs from `y`'s (no broadcasting).
 
     Example:
       >>> float(binary_accuracy(jnp.array([[-1.0], [2.0]]), jnp.array([[0.0], [0.0]])))
@@ -151,19 +151,19 @@ def multilabel_accuracy(
     """Hamming accuracy over all label decisions (or exact-match accuracy).
 
     Args:
-      y: ``k`` label scores on the last axis, shape ``(m, ..., k)``.
-      t: 0/1 targets of exactly ``y``'s shape.
-      threshold: ``0`` for logits, ``0.5`` for probabilities.
-      exact_match: count a position as right only when all its ``k`` labels
-        are (the "subset accuracy" of scikit-learn's ``accuracy_score`` for
+      y: `k` label scores on the last axis, shape `(m, ..., k)`.
+      t: 0/1 targets of exactly `y`'s shape.
+      threshold: `0` for logits, `0.5` for probabilities.
+      exact_match: count a position as right only when all its `k` labels
+        are (the "subset accuracy" of scikit-learn's `accuracy_score` for
         multi-label input).
 
     Returns:
-      A scalar in ``[0, 1]``.
+      A scalar in `[0, 1]`.
 
     Raises:
-      TypeError: ``y`` or ``t`` is not an array.
-      ValueError: ``t``'s shape differs from ``y``'s (no broadcasting).
+      TypeError: `y` or `t` is not an array.
+      ValueError: `t`'s shape differs from `y`'s (no broadcasting).
 
     Example:
       >>> y = jnp.array([[1.0, -1.0, 1.0], [1.0, 1.0, -1.0]])
@@ -211,8 +211,11 @@ def sequence_accuracy(y: jax.Array, t) -> jax.Array:
     mask = None
     if isinstance(t, tuple | list):
         if len(t) != 2:
-            _checks.fail("t", "integer labels (m, T) or a pair (labels, mask)",
-                         f"a {type(t).__name__} of length {len(t)}")
+            _checks.fail(
+                "t",
+                "integer labels (m, T) or a pair (labels, mask)",
+                f"a {type(t).__name__} of length {len(t)}",
+            )
         t, mask = t
     _checks.array("t", t)
     if jnp.shape(t) != tuple(y.shape[:2]):

@@ -11,15 +11,17 @@ to Hugging Face `GPT2LMHeadModel` state dicts
 [`gpt_params_to_hf`][purenet.models.gpt_params_to_hf],
 [`gpt_config_from_hf`][purenet.models.gpt_config_from_hf]), and
 [`generate`][purenet.models.generate] samples from it with a key-value
-cache. Loading GPT-2 weights kept on disk and sampling (nothing downloads)::
+cache. Loading GPT-2 weights kept on disk and sampling (nothing downloads):
 
-    import json, numpy as np, torch
-    from purenet import models
-    config = models.gpt_config_from_hf(json.load(open("gpt2/config.json")))
-    model = models.gpt(**config)
-    state_dict = {k: v.numpy() for k, v in torch.load("gpt2/pytorch_model.bin").items()}
-    params = models.gpt_params_from_hf(state_dict, model)
-    ids = models.generate(model, params, prompt, 20, key=jax.random.key(0), top_k=40)
+```python
+import json, numpy as np, torch
+from purenet import models
+config = models.gpt_config_from_hf(json.load(open("gpt2/config.json")))
+model = models.gpt(**config)
+state_dict = {k: v.numpy() for k, v in torch.load("gpt2/pytorch_model.bin").items()}
+params = models.gpt_params_from_hf(state_dict, model)
+ids = models.generate(model, params, prompt, 20, key=jax.random.key(0), top_k=40)
+```
 
 The library pieces of a GPT training run are here too:
 [`gpt_decay_mask`][purenet.models.gpt_decay_mask] (weight decay on matrices
@@ -89,10 +91,10 @@ _CONFIGS: dict[Layer, _Config] = {}
 
 
 def _lm_head(vocab_size: int, transposed: bool) -> Layer:
-    """The output projection, no bias. ``transposed``: params ``{"W": (vocab, d)}``
-    (the token embedding's layout, for tying) and ``y = h W^T``; else
-    ``{"W": (d, vocab)}`` and ``y = h W``. Backward, rows flattened:
-    ``dW = dy^T h`` (or ``h^T dy``), ``dh = dy W`` (or ``dy W^T``)."""
+    """The output projection, no bias. `transposed`: params `{"W": (vocab, d)}`
+    (the token embedding's layout, for tying) and `y = h W^T`; else
+    `{"W": (d, vocab)}` and `y = h W`. Backward, rows flattened:
+    `dW = dy^T h` (or `h^T dy`), `dh = dy W` (or `dy W^T`)."""
 
     def init(key, in_shape, dtype=jnp.float32):
         in_shape = as_shape(in_shape)
@@ -119,18 +121,27 @@ def _lm_head(vocab_size: int, transposed: bool) -> Layer:
 
 
 def _block(c: _Config) -> Layer:
-    attention = L.residual(L.serial(L.layer_norm(c.eps),
-                                    L.multi_head_attention(c.heads, causal=True,
-                                                           flash=c.flash),
-                                    L.dropout(c.dropout)))
-    mlp = L.residual(L.serial(L.layer_norm(c.eps), L.dense(c.mlp_ratio * c.width),
-                              _ACTIVATIONS[c.activation](), L.dense(c.width),
-                              L.dropout(c.dropout)))
+    attention = L.residual(
+        L.serial(
+            L.layer_norm(c.eps),
+            L.multi_head_attention(c.heads, causal=True, flash=c.flash),
+            L.dropout(c.dropout),
+        )
+    )
+    mlp = L.residual(
+        L.serial(
+            L.layer_norm(c.eps),
+            L.dense(c.mlp_ratio * c.width),
+            _ACTIVATIONS[c.activation](),
+            L.dense(c.width),
+            L.dropout(c.dropout),
+        )
+    )
     return L.serial(attention, mlp)
 
 
 def _gpt2_init(key, params, c: _Config):
-    """GPT-2's initialisation (as Hugging Face's ``GPT2PreTrainedModel``):
+    """GPT-2's initialisation (as Hugging Face's `GPT2PreTrainedModel`):
     N(0, 0.02^2) for embeddings and matrices, N(0, (0.02 / sqrt(2 depth))^2)
     for the two projections back into the residual stream, zero biases, unit
     layer-norm gains."""
@@ -145,8 +156,14 @@ def _gpt2_init(key, params, c: _Config):
     out[_WPE] = {"W": normal(params[_WPE]["W"], std)}
     blocks = []
     for (ln1, mha, d1), (ln2, fc, a, proj, d2) in params[_BLOCKS]:
-        mha = {k: (jnp.zeros_like(v) if k.startswith("b") else
-                   normal(v, proj_std if k == "Wo" else std)) for k, v in mha.items()}
+        mha = {
+            k: (
+                jnp.zeros_like(v)
+                if k.startswith("b")
+                else normal(v, proj_std if k == "Wo" else std)
+            )
+            for k, v in mha.items()
+        }
         fc = {"W": normal(fc["W"], std), "b": jnp.zeros_like(fc["b"])}
         proj = {"W": normal(proj["W"], proj_std), "b": jnp.zeros_like(proj["b"])}
         blocks.append(((ln1, mha, d1), (ln2, fc, a, proj, d2)))
@@ -164,19 +181,32 @@ def _check_ids(x, c: _Config, name: str = "x"):
     if jnp.ndim(x) != 2:
         _checks.fail(name, "token ids of shape (m, T)", f"shape {tuple(x.shape)}")
     if x.shape[1] > c.context:
-        _checks.fail(name, f"at most context = {c.context} positions (T <= context)",
-                     f"T = {x.shape[1]}")
+        _checks.fail(
+            name, f"at most context = {c.context} positions (T <= context)", f"T = {x.shape[1]}"
+        )
     if _checks.is_concrete(x):
         ids = np.asarray(x)
         bad = ids[(ids < 0) | (ids >= c.vocab_size)]
         if bad.size:
-            _checks.fail(name, f"token ids in [0, vocab_size) = [0, {c.vocab_size})",
-                         f"id {bad[0]}")
+            _checks.fail(
+                name, f"token ids in [0, vocab_size) = [0, {c.vocab_size})", f"id {bad[0]}"
+            )
 
 
-def gpt(vocab_size: int, context: int, depth: int, heads: int, width: int, *,
-        mlp_ratio: int = 4, tied: bool = True, activation: str = "gelu_tanh",
-        dropout: float = 0.0, eps: float = 1e-5, flash: bool = False) -> Layer:
+def gpt(
+    vocab_size: int,
+    context: int,
+    depth: int,
+    heads: int,
+    width: int,
+    *,
+    mlp_ratio: int = 4,
+    tied: bool = True,
+    activation: str = "gelu_tanh",
+    dropout: float = 0.0,
+    eps: float = 1e-5,
+    flash: bool = False,
+) -> Layer:
     """GPT-2 (Radford et al. 2019): token ids `(m, T)` to next-token logits `(m, T, vocab_size)`.
 
     ```
@@ -258,8 +288,9 @@ def gpt(vocab_size: int, context: int, depth: int, heads: int, width: int, *,
         flash=flash,
     )
     if c.width % c.heads:
-        _checks.fail("heads", f"a number of heads that divides width = {c.width}",
-                     f"heads = {c.heads}")
+        _checks.fail(
+            "heads", f"a number of heads that divides width = {c.width}", f"heads = {c.heads}"
+        )
     for name, flag in (("tied", tied), ("flash", flash)):
         if not isinstance(flag, bool):
             _checks.fail_type(name, "a bool", type(flag).__name__)
@@ -278,8 +309,9 @@ def gpt(vocab_size: int, context: int, depth: int, heads: int, width: int, *,
     def init(key, in_shape, dtype=jnp.float32):
         shape = as_shape(in_shape)
         if len(shape) != 1 or shape[0] > c.context:
-            _checks.fail("in_shape", f"(T,) with T <= context = {c.context} for gpt",
-                         repr(in_shape))
+            _checks.fail(
+                "in_shape", f"(T,) with T <= context = {c.context} for gpt", repr(in_shape)
+            )
         k_shapes, k_draw = jax.random.split(key)
         out_shape, params, state = inner.init(k_shapes, shape, dtype)
         return out_shape, _gpt2_init(k_draw, params, c), state
@@ -296,10 +328,14 @@ def gpt(vocab_size: int, context: int, depth: int, heads: int, width: int, *,
     # Messages name it as it was called: the sizes, then the options that differ
     # from their defaults, e.g. gpt(97, 32, 2, 4, 64, tied=False).
     fields = [repr(getattr(c, f.name)) for f in dataclasses.fields(c)[:5]]
-    fields += [f"{f.name}={getattr(c, f.name)!r}" for f in dataclasses.fields(c)[5:]
-               if getattr(c, f.name) != f.default]
-    model = make_layer(init, forward, backward, name=f"gpt({', '.join(fields)})",
-                       children=((None, inner),))
+    fields += [
+        f"{f.name}={getattr(c, f.name)!r}"
+        for f in dataclasses.fields(c)[5:]
+        if getattr(c, f.name) != f.default
+    ]
+    model = make_layer(
+        init, forward, backward, name=f"gpt({', '.join(fields)})", children=((None, inner),)
+    )
     _CONFIGS[model] = c
     return model
 
@@ -308,8 +344,9 @@ def _config_of(model, name: str = "model") -> _Config:
     try:
         return _CONFIGS[model]
     except (KeyError, TypeError):
-        _checks.fail_type(name, "a model made by purenet.models.gpt",
-                          getattr(model, "name", type(model).__name__))
+        _checks.fail_type(
+            name, "a model made by purenet.models.gpt", getattr(model, "name", type(model).__name__)
+        )
 
 
 def gpt_config(model: Layer) -> dict:
@@ -324,8 +361,12 @@ def gpt_config(model: Layer) -> dict:
 
 # --------------------------------------------------------- Hugging Face weights
 
-_HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-                   "gelu": "gelu", "relu": "relu"}
+_HF_ACTIVATIONS = {
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu": "gelu",
+    "relu": "relu",
+}
 _HF_BUFFERS = (".attn.bias", ".attn.masked_bias")  # the causal mask, not parameters
 
 
@@ -351,15 +392,17 @@ def gpt_config_from_hf(config) -> dict:
 
     width = get("n_embd")
     if width is None:
-        _checks.fail("config", "a GPT2Config or its dict (with n_embd, n_layer, ...)",
-                     type(config).__name__)
+        _checks.fail(
+            "config", "a GPT2Config or its dict (with n_embd, n_layer, ...)", type(config).__name__
+        )
     inner = get("n_inner") or 4 * width
     if inner % width:
         _checks.fail("config.n_inner", f"a multiple of n_embd = {width}", inner)
     activation = get("activation_function", "gelu_new")
     if activation not in _HF_ACTIVATIONS:
-        _checks.fail("config.activation_function", f"one of {sorted(_HF_ACTIVATIONS)}",
-                     repr(activation))
+        _checks.fail(
+            "config.activation_function", f"one of {sorted(_HF_ACTIVATIONS)}", repr(activation)
+        )
     if not get("scale_attn_weights", True):
         _checks.fail("config.scale_attn_weights", "True (logits divided by sqrt(d_head))", False)
     if get("scale_attn_by_inverse_layer_idx", False):
@@ -380,24 +423,45 @@ def gpt_config_from_hf(config) -> dict:
 
 def _hf_block_names(i: int) -> dict[str, str]:
     p = f"transformer.h.{i}."
-    return {k: p + k for k in (
-        "ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias",
-        "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight", "ln_2.bias",
-        "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias")}
+    return {
+        k: p + k
+        for k in (
+            "ln_1.weight",
+            "ln_1.bias",
+            "attn.c_attn.weight",
+            "attn.c_attn.bias",
+            "attn.c_proj.weight",
+            "attn.c_proj.bias",
+            "ln_2.weight",
+            "ln_2.bias",
+            "mlp.c_fc.weight",
+            "mlp.c_fc.bias",
+            "mlp.c_proj.weight",
+            "mlp.c_proj.bias",
+        )
+    }
 
 
 def _hf_shapes(V, P, C, H, depth, tied):
     shapes = {"transformer.wte.weight": (V, C), "transformer.wpe.weight": (P, C)}
     for i in range(depth):
         n = _hf_block_names(i)
-        shapes.update({
-            n["ln_1.weight"]: (C,), n["ln_1.bias"]: (C,),
-            n["attn.c_attn.weight"]: (C, 3 * C), n["attn.c_attn.bias"]: (3 * C,),
-            n["attn.c_proj.weight"]: (C, C), n["attn.c_proj.bias"]: (C,),
-            n["ln_2.weight"]: (C,), n["ln_2.bias"]: (C,),
-            n["mlp.c_fc.weight"]: (C, H), n["mlp.c_fc.bias"]: (H,),
-            n["mlp.c_proj.weight"]: (H, C), n["mlp.c_proj.bias"]: (C,),
-        })
+        shapes.update(
+            {
+                n["ln_1.weight"]: (C,),
+                n["ln_1.bias"]: (C,),
+                n["attn.c_attn.weight"]: (C, 3 * C),
+                n["attn.c_attn.bias"]: (3 * C,),
+                n["attn.c_proj.weight"]: (C, C),
+                n["attn.c_proj.bias"]: (C,),
+                n["ln_2.weight"]: (C,),
+                n["ln_2.bias"]: (C,),
+                n["mlp.c_fc.weight"]: (C, H),
+                n["mlp.c_fc.bias"]: (H,),
+                n["mlp.c_proj.weight"]: (H, C),
+                n["mlp.c_proj.bias"]: (C,),
+            }
+        )
     shapes["transformer.ln_f.weight"] = (C,)
     shapes["transformer.ln_f.bias"] = (C,)
     shapes["lm_head.weight"] = (V, C)
@@ -408,8 +472,11 @@ def _as_numpy(name, value):
     try:
         return np.asarray(value)
     except (TypeError, RuntimeError) as error:
-        _checks.fail_type(f"state_dict[{name!r}]", "an array (NumPy, or a detached CPU tensor)",
-                          f"{type(value).__name__} ({error})")
+        _checks.fail_type(
+            f"state_dict[{name!r}]",
+            "an array (NumPy, or a detached CPU tensor)",
+            f"{type(value).__name__} ({error})",
+        )
 
 
 def gpt_params_from_hf(state_dict: Mapping, model: Layer | None = None):
@@ -453,19 +520,22 @@ def gpt_params_from_hf(state_dict: Mapping, model: Layer | None = None):
         naming the quantity, for weights of a configuration other than `model`'s.
     """
     if not isinstance(state_dict, Mapping):
-        _checks.fail_type("state_dict", "a mapping from Hugging Face names to arrays",
-                          type(state_dict).__name__)
+        _checks.fail_type(
+            "state_dict", "a mapping from Hugging Face names to arrays", type(state_dict).__name__
+        )
     c = None if model is None else _config_of(model)
     sd = {k: v for k, v in state_dict.items() if not str(k).endswith(_HF_BUFFERS)}
     for name in ("transformer.wte.weight", "transformer.wpe.weight"):
         if name not in sd:
-            _checks.fail("state_dict", f"the tensor {name!r} of a GPT2LMHeadModel",
-                         "no such key")
+            _checks.fail("state_dict", f"the tensor {name!r} of a GPT2LMHeadModel", "no such key")
     wte = _as_numpy("transformer.wte.weight", sd["transformer.wte.weight"])
     wpe = _as_numpy("transformer.wpe.weight", sd["transformer.wpe.weight"])
     if wte.ndim != 2 or wpe.ndim != 2:
-        _checks.fail("state_dict['transformer.wte.weight']", "2-D embedding tables",
-                     f"shapes {wte.shape}, {wpe.shape}")
+        _checks.fail(
+            "state_dict['transformer.wte.weight']",
+            "2-D embedding tables",
+            f"shapes {wte.shape}, {wpe.shape}",
+        )
     V, C = wte.shape
     P = wpe.shape[0]
     prefixes = {k.split(".")[2] for k in sd if k.startswith("transformer.h.")}
@@ -474,15 +544,20 @@ def gpt_params_from_hf(state_dict: Mapping, model: Layer | None = None):
     H = np.shape(fc)[1] if fc is not None and np.ndim(fc) == 2 else 4 * C
     lm = sd.get("lm_head.weight")
     if c is not None:
-        ours = {"vocab_size (wte rows)": (V, c.vocab_size),
-                "context (wpe rows)": (P, c.context),
-                "width (n_embd)": (C, c.width),
-                "depth (n_layer)": (depth, c.depth),
-                "MLP width (n_inner)": (H, c.mlp_ratio * c.width)}
+        ours = {
+            "vocab_size (wte rows)": (V, c.vocab_size),
+            "context (wpe rows)": (P, c.context),
+            "width (n_embd)": (C, c.width),
+            "depth (n_layer)": (depth, c.depth),
+            "MLP width (n_inner)": (H, c.mlp_ratio * c.width),
+        }
         for what, (theirs, mine) in ours.items():
             if theirs != mine:
-                _checks.fail("state_dict", f"weights for {model.name}, with {what} = {mine}",
-                             f"weights with {what} = {theirs}")
+                _checks.fail(
+                    "state_dict",
+                    f"weights for {model.name}, with {what} = {mine}",
+                    f"weights with {what} = {theirs}",
+                )
         tied = c.tied
     else:
         tied = lm is None or (np.shape(lm) == wte.shape and np.array_equal(np.asarray(lm), wte))
@@ -491,12 +566,18 @@ def gpt_params_from_hf(state_dict: Mapping, model: Layer | None = None):
         expected.pop("lm_head.weight")
     missing = [k for k in expected if k not in sd]
     if missing:
-        _checks.fail("state_dict", f"every tensor of a GPT2LMHeadModel with n_layer = {depth}",
-                     f"missing {missing[:5]}" + (" ..." if len(missing) > 5 else ""))
+        _checks.fail(
+            "state_dict",
+            f"every tensor of a GPT2LMHeadModel with n_layer = {depth}",
+            f"missing {missing[:5]}" + (" ..." if len(missing) > 5 else ""),
+        )
     unexpected = [k for k in sd if k not in expected]
     if unexpected:
-        _checks.fail("state_dict", f"only the tensors of a GPT2LMHeadModel with n_layer = {depth}",
-                     f"unexpected {unexpected[:5]}" + (" ..." if len(unexpected) > 5 else ""))
+        _checks.fail(
+            "state_dict",
+            f"only the tensors of a GPT2LMHeadModel with n_layer = {depth}",
+            f"unexpected {unexpected[:5]}" + (" ..." if len(unexpected) > 5 else ""),
+        )
     arrays = {}
     for name, shape in expected.items():
         a = _as_numpy(name, sd[name])
@@ -504,9 +585,11 @@ def gpt_params_from_hf(state_dict: Mapping, model: Layer | None = None):
             _checks.fail(f"state_dict[{name!r}]", f"shape {shape}", f"shape {a.shape}")
         arrays[name] = a
     if tied and "lm_head.weight" in arrays and not np.array_equal(arrays["lm_head.weight"], wte):
-        _checks.fail("state_dict['lm_head.weight']",
-                     "the token embedding transformer.wte.weight itself (a tied head)",
-                     "a different matrix (pass an untied model: gpt(..., tied=False))")
+        _checks.fail(
+            "state_dict['lm_head.weight']",
+            "the token embedding transformer.wte.weight itself (a tied head)",
+            "a different matrix (pass an untied model: gpt(..., tied=False))",
+        )
 
     def j(a):
         return jnp.asarray(a)
@@ -515,19 +598,37 @@ def gpt_params_from_hf(state_dict: Mapping, model: Layer | None = None):
     for i in range(depth):
         n = {k: arrays[v] for k, v in _hf_block_names(i).items()}
         W, b = n["attn.c_attn.weight"], n["attn.c_attn.bias"]
-        attn = {"Wq": j(W[:, :C]), "Wk": j(W[:, C:2 * C]), "Wv": j(W[:, 2 * C:]),
-                "bq": j(b[:C]), "bk": j(b[C:2 * C]), "bv": j(b[2 * C:]),
-                "Wo": j(n["attn.c_proj.weight"]), "bo": j(n["attn.c_proj.bias"])}
-        blocks.append((
-            ({"gamma": j(n["ln_1.weight"]), "beta": j(n["ln_1.bias"])}, attn, ()),
-            ({"gamma": j(n["ln_2.weight"]), "beta": j(n["ln_2.bias"])},
-             {"W": j(n["mlp.c_fc.weight"]), "b": j(n["mlp.c_fc.bias"])}, (),
-             {"W": j(n["mlp.c_proj.weight"]), "b": j(n["mlp.c_proj.bias"])}, ()),
-        ))
+        attn = {
+            "Wq": j(W[:, :C]),
+            "Wk": j(W[:, C : 2 * C]),
+            "Wv": j(W[:, 2 * C :]),
+            "bq": j(b[:C]),
+            "bk": j(b[C : 2 * C]),
+            "bv": j(b[2 * C :]),
+            "Wo": j(n["attn.c_proj.weight"]),
+            "bo": j(n["attn.c_proj.bias"]),
+        }
+        blocks.append(
+            (
+                ({"gamma": j(n["ln_1.weight"]), "beta": j(n["ln_1.bias"])}, attn, ()),
+                (
+                    {"gamma": j(n["ln_2.weight"]), "beta": j(n["ln_2.bias"])},
+                    {"W": j(n["mlp.c_fc.weight"]), "b": j(n["mlp.c_fc.bias"])},
+                    (),
+                    {"W": j(n["mlp.c_proj.weight"]), "b": j(n["mlp.c_proj.bias"])},
+                    (),
+                ),
+            )
+        )
     head = {"W": None} if tied else {"W": j(arrays["lm_head.weight"].T)}
-    return ({"W": j(wte)}, {"W": j(wpe)}, (), tuple(blocks),
-            {"gamma": j(arrays["transformer.ln_f.weight"]),
-             "beta": j(arrays["transformer.ln_f.bias"])}, head)
+    return (
+        {"W": j(wte)},
+        {"W": j(wpe)},
+        (),
+        tuple(blocks),
+        {"gamma": j(arrays["transformer.ln_f.weight"]), "beta": j(arrays["transformer.ln_f.bias"])},
+        head,
+    )
 
 
 def gpt_params_to_hf(params) -> dict[str, np.ndarray]:
@@ -539,11 +640,20 @@ def gpt_params_to_hf(params) -> dict[str, np.ndarray]:
     Raises:
       ValueError: `params` do not have the structure of `gpt`'s params.
     """
-    if not (isinstance(params, tuple) and len(params) == 6 and isinstance(params[_BLOCKS], tuple)
-            and isinstance(params[_HEAD], dict) and "W" in params[_HEAD]):
-        _checks.fail("params", "params of purenet.models.gpt (a tuple of 6 entries)",
-                     type(params).__name__ if not isinstance(params, tuple)
-                     else f"a tuple of length {len(params)}")
+    if not (
+        isinstance(params, tuple)
+        and len(params) == 6
+        and isinstance(params[_BLOCKS], tuple)
+        and isinstance(params[_HEAD], dict)
+        and "W" in params[_HEAD]
+    ):
+        _checks.fail(
+            "params",
+            "params of purenet.models.gpt (a tuple of 6 entries)",
+            type(params).__name__
+            if not isinstance(params, tuple)
+            else f"a tuple of length {len(params)}",
+        )
 
     def n(a):
         return np.asarray(a)
@@ -553,14 +663,20 @@ def gpt_params_to_hf(params) -> dict[str, np.ndarray]:
     for i, ((ln1, attn, _), (ln2, fc, _, proj, _)) in enumerate(params[_BLOCKS]):
         names = _hf_block_names(i)
         values = {
-            "ln_1.weight": ln1["gamma"], "ln_1.bias": ln1["beta"],
-            "attn.c_attn.weight": np.concatenate([n(attn["Wq"]), n(attn["Wk"]), n(attn["Wv"])],
-                                                 axis=1),
+            "ln_1.weight": ln1["gamma"],
+            "ln_1.bias": ln1["beta"],
+            "attn.c_attn.weight": np.concatenate(
+                [n(attn["Wq"]), n(attn["Wk"]), n(attn["Wv"])], axis=1
+            ),
             "attn.c_attn.bias": np.concatenate([n(attn["bq"]), n(attn["bk"]), n(attn["bv"])]),
-            "attn.c_proj.weight": attn["Wo"], "attn.c_proj.bias": attn["bo"],
-            "ln_2.weight": ln2["gamma"], "ln_2.bias": ln2["beta"],
-            "mlp.c_fc.weight": fc["W"], "mlp.c_fc.bias": fc["b"],
-            "mlp.c_proj.weight": proj["W"], "mlp.c_proj.bias": proj["b"],
+            "attn.c_proj.weight": attn["Wo"],
+            "attn.c_proj.bias": attn["bo"],
+            "ln_2.weight": ln2["gamma"],
+            "ln_2.bias": ln2["beta"],
+            "mlp.c_fc.weight": fc["W"],
+            "mlp.c_fc.bias": fc["b"],
+            "mlp.c_proj.weight": proj["W"],
+            "mlp.c_proj.bias": proj["b"],
         }
         out.update({names[k]: n(v) for k, v in values.items()})
     out["transformer.ln_f.weight"] = n(params[_LN_F]["gamma"])
@@ -623,8 +739,11 @@ def accumulate_gradients(grad_fn: Callable, micro_batches: int) -> Callable:
     def accumulated(params, x, t, **ctx):
         sizes = {np.shape(a)[0] for a in jax.tree.leaves((x, t))}
         if len(sizes) != 1 or next(iter(sizes)) % k:
-            _checks.fail("x", f"a batch whose size is a multiple of micro_batches = {k}",
-                         f"batch sizes {sorted(sizes)}")
+            _checks.fail(
+                "x",
+                f"a batch whose size is a multiple of micro_batches = {k}",
+                f"batch sizes {sorted(sizes)}",
+            )
         m = next(iter(sizes))
 
         def split(a):
@@ -654,9 +773,9 @@ def accumulate_gradients(grad_fn: Callable, micro_batches: int) -> Callable:
 
 
 def _attend_one(q, K, V, t):
-    """One query per example and head against the cache's first ``t + 1``
-    positions: ``q (m, heads, d)``, ``K, V (m, L, heads, d)``. The arithmetic
-    of ``attention_forward`` (queries scaled, row maximum subtracted)."""
+    """One query per example and head against the cache's first `t + 1`
+    positions: `q (m, heads, d)`, `K, V (m, L, heads, d)`. The arithmetic
+    of `attention_forward` (queries scaled, row maximum subtracted)."""
     q = q * (1.0 / math.sqrt(q.shape[-1]))
     S = jnp.einsum("mhd,mkhd->mhk", q, K)
     allowed = jnp.arange(K.shape[1]) <= t
@@ -668,10 +787,10 @@ def _attend_one(q, K, V, t):
 
 
 def _decode_step(c: _Config, params, cache, tok, t):
-    """Logits for the token ``tok (m,)`` at position ``t``, given the keys and
-    values of positions ``< t`` in ``cache``; the cache with position ``t``
+    """Logits for the token `tok (m,)` at position `t`, given the keys and
+    values of positions `< t` in `cache`; the cache with position `t`
     written. The layers' own forwards compute the norms and the MLP, on the
-    one position ``(m, 1, width)``."""
+    one position `(m, 1, width)`."""
     Ks, Vs = cache
     m = tok.shape[0]
     d_head = c.width // c.heads
@@ -706,8 +825,8 @@ def _empty_cache(c: _Config, params, m: int, length: int):
 
 @functools.partial(jax.jit, static_argnames=("c",))
 def _cached_logits(c: _Config, params, ids):
-    """Every position's logits ``(m, T, vocab)`` computed one position at a
-    time through the key-value cache (for tests: equal to ``gpt``'s forward)."""
+    """Every position's logits `(m, T, vocab)` computed one position at a
+    time through the key-value cache (for tests: equal to `gpt`'s forward)."""
     m, T = ids.shape
 
     def body(cache, t):
@@ -743,13 +862,22 @@ def _generate(c: _Config, params, prompt, key, temperature, *, steps: int, top_k
         tokens = lax.dynamic_update_slice_in_dim(tokens, nxt[:, None], t + 1, axis=1)
         return (tokens, cache), None
 
-    (tokens, _), _ = lax.scan(body, (tokens, _empty_cache(c, params, m, total)),
-                              jnp.arange(total - 1))
+    (tokens, _), _ = lax.scan(
+        body, (tokens, _empty_cache(c, params, m, total)), jnp.arange(total - 1)
+    )
     return tokens
 
 
-def generate(model: Layer, params, prompt, steps: int, *, key, temperature: float = 1.0,
-             top_k: int | None = None):
+def generate(
+    model: Layer,
+    params,
+    prompt,
+    steps: int,
+    *,
+    key,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+):
     """Sample `steps` tokens after `prompt` from a [`gpt`][purenet.models.gpt]
     model, with a key-value cache.
 
@@ -802,34 +930,48 @@ def generate(model: Layer, params, prompt, steps: int, *, key, temperature: floa
     if not hasattr(prompt, "shape") or not hasattr(prompt, "dtype"):
         prompt = np.asarray(prompt)
     if jnp.ndim(prompt) not in (1, 2):
-        _checks.fail("prompt", "token ids of shape (P,) or (m, P)",
-                     f"shape {tuple(jnp.shape(prompt))}")
+        _checks.fail(
+            "prompt", "token ids of shape (P,) or (m, P)", f"shape {tuple(jnp.shape(prompt))}"
+        )
     one = jnp.ndim(prompt) == 1
     prompt2 = prompt[None] if one else prompt
     if prompt2.shape[1] == 0 or prompt2.shape[0] == 0:
-        _checks.fail("prompt", "at least one token (a non-empty prompt)",
-                     f"shape {tuple(prompt.shape)}")
+        _checks.fail(
+            "prompt", "at least one token (a non-empty prompt)", f"shape {tuple(prompt.shape)}"
+        )
     if prompt2.shape[1] > c.context:
-        _checks.fail("prompt", f"at most context = {c.context} tokens",
-                     f"{prompt2.shape[1]} tokens")
+        _checks.fail(
+            "prompt", f"at most context = {c.context} tokens", f"{prompt2.shape[1]} tokens"
+        )
     _check_ids(prompt2, c, "prompt")
     if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 0:
         _checks.fail("steps", "an int >= 0", repr(steps))
     steps = int(steps)
     if prompt2.shape[1] + steps > c.context:
-        _checks.fail("steps", f"at most context - len(prompt) = "
-                     f"{c.context - prompt2.shape[1]} (learned positions end at the context)",
-                     steps)
+        _checks.fail(
+            "steps",
+            f"at most context - len(prompt) = "
+            f"{c.context - prompt2.shape[1]} (learned positions end at the context)",
+            steps,
+        )
     temperature = _checks.number_in("temperature", temperature, 0.0, math.inf, low_open=True)
     if top_k is not None:
-        if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or not (
-            1 <= top_k <= c.vocab_size
+        if (
+            isinstance(top_k, bool)
+            or not isinstance(top_k, int | np.integer)
+            or not (1 <= top_k <= c.vocab_size)
         ):
-            _checks.fail("top_k", f"None or an int in [1, vocab_size = {c.vocab_size}]",
-                         repr(top_k))
+            _checks.fail(
+                "top_k", f"None or an int in [1, vocab_size = {c.vocab_size}]", repr(top_k)
+            )
         top_k = int(top_k)
-    if not (hasattr(key, "dtype") and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-                                       or (key.dtype == jnp.uint32 and key.shape == (2,)))):
+    if not (
+        hasattr(key, "dtype")
+        and (
+            jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+            or (key.dtype == jnp.uint32 and key.shape == (2,))
+        )
+    ):
         _checks.fail_type("key", "a jax.random key", type(key).__name__)
     check_params(model, params, prompt2)
     if steps == 0:

@@ -1,25 +1,27 @@
 """Flat parameters ("unrolled theta") and weight initialisers.
 
-Contract::
+Contract:
 
-    theta, unravel = purenet.ravel(params)   # theta: 1-D array of all entries
-    params_again = unravel(theta)            # same tree, shapes and dtypes
+```python
+theta, unravel = purenet.ravel(params)   # theta: 1-D array of all entries
+params_again = unravel(theta)            # same tree, shapes and dtypes
+```
 
 This is the "unrolling parameters" step of Ng's Machine Learning course
 (lecture 9, "Backpropagation in practice"): the weight matrices Theta1,
 Theta2, ... are laid end to end in one vector so that any vector optimizer
-(gradient descent, L-BFGS from ``scipy.optimize.minimize``) can train a
+(gradient descent, L-BFGS from `scipy.optimize.minimize`) can train a
 network, and reshaped back inside the cost function.
 
-Leaves are laid out in ``jax.tree.leaves`` order, each in row-major (C) order.
-``theta`` has the promoted dtype of all leaves (``jnp.result_type``); each leaf
-is cast back to its own dtype by ``unravel``, so a tree of float32 and float64
+Leaves are laid out in `jax.tree.leaves` order, each in row-major (C) order.
+`theta` has the promoted dtype of all leaves (`jnp.result_type`); each leaf
+is cast back to its own dtype by `unravel`, so a tree of float32 and float64
 leaves round-trips exactly. Integer leaves round-trip exactly while their
 values are representable in the promoted float dtype (|n| <= 2**24 in float32).
 
-Initialisers follow ``jax.nn.initializers``: a factory returns a function
-``init(key, shape, dtype) -> array``. Shapes of weight matrices are
-``(fan_in, fan_out)``, matching ``dense``'s ``y = x @ W + b``.
+Initialisers follow `jax.nn.initializers`: a factory returns a function
+`init(key, shape, dtype) -> array`. Shapes of weight matrices are
+`(fan_in, fan_out)`, matching `dense`'s `y = x @ W + b`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ import numpy as np
 from purenet import _checks
 
 Initializer = Callable[[jax.Array, tuple, jnp.dtype], jax.Array]
+"""The type of an initialiser: `init(key, shape, dtype) -> array`, as
+`jax.nn.initializers` (the factories below return one)."""
 
 
 # --------------------------------------------------------------------------- ravel
@@ -47,9 +51,9 @@ def ravel(tree: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
       tree: any pytree (nested dicts, tuples, lists, NamedTuples) of arrays.
 
     Returns:
-      ``(theta, unravel)``: ``theta`` is the 1-D concatenation of every leaf;
-      ``unravel(theta)`` rebuilds a tree of the same structure, shapes and
-      dtypes. ``unravel`` is a pure function, usable under ``jit`` and ``vmap``.
+      `(theta, unravel)`: `theta` is the 1-D concatenation of every leaf;
+      `unravel(theta)` rebuilds a tree of the same structure, shapes and
+      dtypes. `unravel` is a pure function, usable under `jit` and `vmap`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -88,14 +92,14 @@ def ravel(tree: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
 
 
 def _fans(shape) -> tuple[int, int]:
-    """``(fan_in, fan_out)`` of a weight.
+    """`(fan_in, fan_out)` of a weight.
 
-    A matrix ``(n_in, n_out)`` has ``(n_in, n_out)``. A convolution kernel
-    ``(*K, C_in, C_out)`` (rank 3 or more) connects each output unit to
-    ``prod(K) * C_in`` inputs and each input unit to ``prod(K) * C_out``
-    outputs, so both fans carry the receptive field ``prod(K)``, the
-    convention of Keras (``compute_fans``) and PyTorch
-    (``_calculate_fan_in_and_fan_out``).
+    A matrix `(n_in, n_out)` has `(n_in, n_out)`. A convolution kernel
+    `(*K, C_in, C_out)` (rank 3 or more) connects each output unit to
+    `prod(K) * C_in` inputs and each input unit to `prod(K) * C_out`
+    outputs, so both fans carry the receptive field `prod(K)`, the
+    convention of Keras (`compute_fans`) and PyTorch
+    (`_calculate_fan_in_and_fan_out`).
     """
     if len(shape) < 1:
         _checks.fail("shape", "a weight shape with at least one dimension", shape)
@@ -117,7 +121,7 @@ def zeros() -> Initializer:
 
 
 def constant(value: float) -> Initializer:
-    """Every entry equal to ``value`` (the symmetry problem again, with a twist:
+    """Every entry equal to `value` (the symmetry problem again, with a twist:
     units are identical but not silent)."""
     value = _checks.number_in("value", value, -math.inf, math.inf)
 
@@ -129,10 +133,10 @@ def constant(value: float) -> Initializer:
 
 
 def uniform(epsilon: float | None = None) -> Initializer:
-    """Uniform in ``[-epsilon, epsilon]`` (Ng's ``epsilon_init``).
+    """Uniform in `[-epsilon, epsilon]` (Ng's `epsilon_init`).
 
-    With ``epsilon=None`` the course's default is used,
-    ``epsilon_init = sqrt(6) / sqrt(L_in + L_out)`` (ex4 of Ng's course), which
+    With `epsilon=None` the course's default is used,
+    `epsilon_init = sqrt(6) / sqrt(L_in + L_out)` (ex4 of Ng's course), which
     is exactly Glorot & Bengio's (2010) uniform initialisation.
     """
     if epsilon is not None:
@@ -147,7 +151,7 @@ def uniform(epsilon: float | None = None) -> Initializer:
 
 
 def normal(std: float = 0.01) -> Initializer:
-    """Normal with mean 0 and standard deviation ``std`` (the "small random
+    """Normal with mean 0 and standard deviation `std` (the "small random
     numbers" of the notes; with deep sigmoid nets it makes gradients vanish)."""
     std = _checks.positive("std", std)
 
@@ -166,7 +170,7 @@ def xavier_normal() -> Initializer:
     """Glorot & Bengio (2010): normal with std = sqrt(2 / (fan_in + fan_out)).
 
     Note: "Deep Learning from Scratch" (Saito, ch. 6) calls std = 1/sqrt(fan_in)
-    "Xavier"; that is ``lecun_normal`` here.
+    "Xavier"; that is `lecun_normal` here.
     """
 
     def init(key, shape, dtype=jnp.float32):
@@ -221,10 +225,13 @@ INITIALIZERS = {
     "he_normal": he_normal,
     "he_uniform": he_uniform,
 }
+"""The initialisers by name, as the layers' `W_init=` and `b_init=` accept them:
+each value is a factory called without arguments (`INITIALIZERS["he_normal"]()`).
+`glorot_*` are aliases of `xavier_*`."""
 
 
 def get_initializer(init: str | Initializer) -> Initializer:
-    """An initialiser from a name in ``INITIALIZERS`` or a callable (returned as is)."""
+    """An initialiser from a name in `INITIALIZERS` or a callable (returned as is)."""
     if callable(init):
         return init
     if isinstance(init, str) and init in INITIALIZERS:

@@ -1,10 +1,10 @@
 """Learning-rate schedules, as pure functions of the step count.
 
-A schedule is a pure function of the step count, ``schedule(count) -> learning
-rate``. ``count`` is the number of steps already taken (an int32 array, or a
+A schedule is a pure function of the step count, `schedule(count) -> learning
+rate`. `count` is the number of steps already taken (an int32 array, or a
 Python int when called by hand), so the first step of an optimizer uses
-``schedule(0)``, the second ``schedule(1)``, and so on. Schedules are written
-with ``jax.numpy`` only, so they work under ``jit``, ``vmap`` and ``scan``; they
+`schedule(0)`, the second `schedule(1)`, and so on. Schedules are written
+with `jax.numpy` only, so they work under `jit`, `vmap` and `scan`; they
 return a scalar of the default float type, which the optimizer casts to each
 parameter's dtype. Any callable with that signature is a schedule: these are
 only the common ones.
@@ -13,15 +13,15 @@ only the common ones.
     >>> lr = schedules.linear_warmup(100, schedules.cosine_decay(1e-3, 10_000))
     >>> opt = optim.adam(lr)
 
-Gradient clipping lives in :mod:`purenet.clipping`.
+Gradient clipping lives in [`purenet.clipping`][purenet.clipping].
 
 Hyperparameters are checked when a schedule is built, so a nonsense value
-fails at once with a ``ValueError`` (a ``TypeError`` for a non-number) that
-names the argument. Real-valued ones (``init_value``, ``factor``,
-``decay_rate``, ``final_value``, ...) may also be traced scalars, say under a
-``jax.vmap`` over peak learning rates: those are not checked, since their
-values are not known yet. Step counts (``every``, ``decay_steps``,
-``boundaries``, ``warmup_steps``) fix the shape of the schedule and must be
+fails at once with a `ValueError` (a `TypeError` for a non-number) that
+names the argument. Real-valued ones (`init_value`, `factor`,
+`decay_rate`, `final_value`, ...) may also be traced scalars, say under a
+`jax.vmap` over peak learning rates: those are not checked, since their
+values are not known yet. Step counts (`every`, `decay_steps`,
+`boundaries`, `warmup_steps`) fix the shape of the schedule and must be
 Python integers.
 """
 
@@ -36,6 +36,8 @@ from purenet._checks import fail, nonnegative, number_in, positive_int
 
 Array = Any
 Schedule = Callable[[Array], Array]
+"""The type of a schedule: `schedule(count) -> value`, `count` the number of steps already
+taken (module docstring), as optax's `Schedule`."""
 
 __all__ = [
     "Schedule",
@@ -56,10 +58,10 @@ def _float_count(count) -> Array:
 
 
 def constant(value: float) -> Schedule:
-    """The same learning rate at every step: ``lr(t) = value``.
+    """The same learning rate at every step: `lr(t) = value`.
 
     Args:
-      value: the learning rate, ``>= 0``.
+      value: the learning rate, `>= 0`.
 
     Returns:
       A schedule.
@@ -77,17 +79,17 @@ def constant(value: float) -> Schedule:
 
 
 def step_decay(init_value: float, every: int, factor: float = 0.1) -> Schedule:
-    """Multiply the learning rate by ``factor`` every ``every`` steps.
+    """Multiply the learning rate by `factor` every `every` steps.
 
-    ``lr(t) = init_value * factor ** floor(t / every)``; the defaults follow
-    ``torch.optim.lr_scheduler.StepLR`` (``gamma=0.1``), counted in steps
+    `lr(t) = init_value * factor ** floor(t / every)`; the defaults follow
+    `torch.optim.lr_scheduler.StepLR` (`gamma=0.1`), counted in steps
     rather than epochs. For boundaries that are not evenly spaced, use
-    :func:`piecewise_constant`.
+    [`piecewise_constant`][purenet.schedules.piecewise_constant].
 
     Args:
-      init_value: the learning rate for steps ``0 .. every - 1``, ``>= 0``.
+      init_value: the learning rate for steps `0 .. every - 1`, `>= 0`.
       every: the number of steps between two decays, a positive integer.
-      factor: the multiplier applied at each decay, in ``(0, 1]``.
+      factor: the multiplier applied at each decay, in `(0, 1]`.
 
     Returns:
       A schedule.
@@ -112,14 +114,14 @@ def step_decay(init_value: float, every: int, factor: float = 0.1) -> Schedule:
 def piecewise_constant(boundaries: Sequence[int], values: Sequence[float]) -> Schedule:
     """A learning rate that is constant between given step boundaries.
 
-    ``lr(t) = values[i]`` where ``i`` is the number of boundaries ``<= t``; so
-    ``values[0]`` is used before ``boundaries[0]`` and ``values[-1]`` from
-    ``boundaries[-1]`` on. ``torch.optim.lr_scheduler.MultiStepLR`` is the case
-    ``values[i] = lr * gamma ** i``.
+    `lr(t) = values[i]` where `i` is the number of boundaries `<= t`; so
+    `values[0]` is used before `boundaries[0]` and `values[-1]` from
+    `boundaries[-1]` on. `torch.optim.lr_scheduler.MultiStepLR` is the case
+    `values[i] = lr * gamma ** i`.
 
     Args:
       boundaries: strictly increasing positive step counts.
-      values: ``len(boundaries) + 1`` learning rates, each ``>= 0``.
+      values: `len(boundaries) + 1` learning rates, each `>= 0`.
 
     Returns:
       A schedule.
@@ -148,18 +150,18 @@ def piecewise_constant(boundaries: Sequence[int], values: Sequence[float]) -> Sc
 
 
 def exponential_decay(init_value: float, decay_rate: float, decay_steps: int = 1) -> Schedule:
-    """Decay the learning rate by ``decay_rate`` every ``decay_steps`` steps, smoothly.
+    """Decay the learning rate by `decay_rate` every `decay_steps` steps, smoothly.
 
-    ``lr(t) = init_value * decay_rate ** (t / decay_steps)``. With
-    ``decay_steps=1`` this is ``torch.optim.lr_scheduler.ExponentialLR``
-    (``gamma = decay_rate``) counted in steps; it is TensorFlow's
-    ``ExponentialDecay`` with ``staircase=False`` (for the staircase, use
-    :func:`step_decay`).
+    `lr(t) = init_value * decay_rate ** (t / decay_steps)`. With
+    `decay_steps=1` this is `torch.optim.lr_scheduler.ExponentialLR`
+    (`gamma = decay_rate`) counted in steps; it is TensorFlow's
+    `ExponentialDecay` with `staircase=False` (for the staircase, use
+    [`step_decay`][purenet.schedules.step_decay]).
 
     Args:
-      init_value: the learning rate at step 0, ``>= 0``.
-      decay_rate: the factor per ``decay_steps`` steps, in ``(0, 1]``.
-      decay_steps: the period of one factor of ``decay_rate``, a positive integer.
+      init_value: the learning rate at step 0, `>= 0`.
+      decay_rate: the factor per `decay_steps` steps, in `(0, 1]`.
+      decay_steps: the period of one factor of `decay_rate`, a positive integer.
 
     Returns:
       A schedule.
@@ -180,17 +182,17 @@ def exponential_decay(init_value: float, decay_rate: float, decay_steps: int = 1
 
 
 def inverse_time_decay(init_value: float, decay_rate: float, decay_steps: int = 1) -> Schedule:
-    """Decay the learning rate as ``1 / t``.
+    """Decay the learning rate as `1 / t`.
 
-    ``lr(t) = init_value / (1 + decay_rate * t / decay_steps)``, TensorFlow's
-    ``InverseTimeDecay`` (``staircase=False``). A ``1/t`` step size satisfies
-    the Robbins-Monro conditions (``sum lr = inf``, ``sum lr^2 < inf``) under
+    `lr(t) = init_value / (1 + decay_rate * t / decay_steps)`, TensorFlow's
+    `InverseTimeDecay` (`staircase=False`). A `1/t` step size satisfies
+    the Robbins-Monro conditions (`sum lr = inf`, `sum lr^2 < inf`) under
     which stochastic gradient descent converges.
 
     Args:
-      init_value: the learning rate at step 0, ``>= 0``.
-      decay_rate: how fast it decays, ``>= 0``.
-      decay_steps: the step count over which ``decay_rate`` applies once, a
+      init_value: the learning rate at step 0, `>= 0`.
+      decay_rate: how fast it decays, `>= 0`.
+      decay_steps: the step count over which `decay_rate` applies once, a
         positive integer.
 
     Returns:
@@ -215,19 +217,19 @@ def inverse_time_decay(init_value: float, decay_rate: float, decay_steps: int = 
 
 
 def cosine_decay(init_value: float, decay_steps: int, final_value: float = 0.0) -> Schedule:
-    """Half a cosine from ``init_value`` down to ``final_value``, then flat.
+    """Half a cosine from `init_value` down to `final_value`, then flat.
 
-    ``lr(t) = final + (init - final) * (1 + cos(pi * min(t, T) / T)) / 2`` with
-    ``T = decay_steps``: the annealing of SGDR without the restarts, as in
-    ``torch.optim.lr_scheduler.CosineAnnealingLR`` (``T_max = T``,
-    ``eta_min = final_value``), except that it stays at ``final_value`` after
-    ``T`` where torch's closed form would rise again.
+    `lr(t) = final + (init - final) * (1 + cos(pi * min(t, T) / T)) / 2` with
+    `T = decay_steps`: the annealing of SGDR without the restarts, as in
+    `torch.optim.lr_scheduler.CosineAnnealingLR` (`T_max = T`,
+    `eta_min = final_value`), except that it stays at `final_value` after
+    `T` where torch's closed form would rise again.
 
     Args:
-      init_value: the learning rate at step 0, ``>= 0``.
-      decay_steps: the step count ``T`` at which ``final_value`` is reached, a
+      init_value: the learning rate at step 0, `>= 0`.
+      decay_steps: the step count `T` at which `final_value` is reached, a
         positive integer.
-      final_value: the learning rate from step ``T`` on, ``>= 0``.
+      final_value: the learning rate from step `T` on, `>= 0`.
 
     Returns:
       A schedule.
@@ -253,24 +255,26 @@ def cosine_decay(init_value: float, decay_steps: int, final_value: float = 0.0) 
 
 
 def linear_warmup(warmup_steps: int, then: float | Schedule, init_value: float = 0.0) -> Schedule:
-    """Ramp linearly from ``init_value`` for ``warmup_steps`` steps, then hand over.
+    """Ramp linearly from `init_value` for `warmup_steps` steps, then hand over.
 
-    With ``W = warmup_steps`` and ``peak = then(0)`` (or ``then`` itself when it
-    is a number)::
+    With `W = warmup_steps` and `peak = then(0)` (or `then` itself when it
+    is a number):
 
-        lr(t) = init_value + (peak - init_value) * t / W    for t < W
-        lr(t) = then(t - W)                                 for t >= W
+    ```text
+    lr(t) = init_value + (peak - init_value) * t / W    for t < W
+    lr(t) = then(t - W)                                 for t >= W
+    ```
 
-    so the hand-over is continuous and ``then`` starts from its own step 0.
-    With the default ``init_value=0`` the very first step has learning rate 0
+    so the hand-over is continuous and `then` starts from its own step 0.
+    With the default `init_value=0` the very first step has learning rate 0
     (it only fills the optimizer's moment estimates); pass a small
-    ``init_value`` to avoid it.
+    `init_value` to avoid it.
 
     Args:
-      warmup_steps: the length ``W`` of the ramp, a positive integer.
-      then: the learning rate after the warm-up: a number (``>= 0``) or a
+      warmup_steps: the length `W` of the ramp, a positive integer.
+      then: the learning rate after the warm-up: a number (`>= 0`) or a
         schedule, which is called with the count since the end of the warm-up.
-      init_value: the learning rate at step 0, ``>= 0``.
+      init_value: the learning rate at step 0, `>= 0`.
 
     Returns:
       A schedule.

@@ -1,45 +1,45 @@
-"""Training: a gradient step, an epoch as one jitted ``lax.scan``, and :func:`fit`.
+"""Training: a gradient step, an epoch as one jitted `lax.scan`, and [`fit`][purenet.train.fit].
 
 The recipe of the notes (Ng's course; Saito ch. 4.5): initialise, then
 repeat { draw a mini-batch, forward, cost, backprop, update }. Every loop
-carries three trees: ``params`` (what gradients train), ``opt_state`` (the
-optimizer's slots) and ``state`` (non-gradient state such as batch norm's
-running statistics; ``()`` for most models). Layers of API, each built from
+carries three trees: `params` (what gradients train), `opt_state` (the
+optimizer's slots) and `state` (non-gradient state such as batch norm's
+running statistics; `()` for most models). Layers of API, each built from
 the one below:
 
-* :func:`make_step` -> ``step(params, opt_state, state, x, t, key, *,
-  mask=None) -> (params, opt_state, state, J)``: one hand-written-gradient
+* [`make_step`][purenet.train.make_step] -> `step(params, opt_state, state, x, t, key, *,
+  mask=None) -> (params, opt_state, state, J)`: one hand-written-gradient
   step, pure and jittable.
-* :func:`make_epoch` -> ``epoch(params, opt_state, state, key, x, t, *,
-  mask=None) -> (params, opt_state, state, step_losses)``: one shuffled pass
-  over the data, every mini-batch step inside one ``lax.scan``.
-* :func:`make_train` -> ``train(params, opt_state, state, key, x, t, *, mask=None) ->
-  (params, opt_state, state, history)``: many epochs as one ``lax.scan``,
-  pure, so ``jax.jit`` compiles a whole run and ``jax.vmap`` trains many
+* [`make_epoch`][purenet.train.make_epoch] -> `epoch(params, opt_state, state, key, x, t, *,
+  mask=None) -> (params, opt_state, state, step_losses)`: one shuffled pass
+  over the data, every mini-batch step inside one `lax.scan`.
+* [`make_train`][purenet.train.make_train] -> `train(params, opt_state, state, key, x, t, *,
+  mask=None) -> (params, opt_state, state, history)`: many epochs as one `lax.scan`,
+  pure, so `jax.jit` compiles a whole run and `jax.vmap` trains many
   seeds, learning rates or penalty strengths at once.
-* :func:`fit`: the eager loop over epochs (validation, progress line, NaN
+* [`fit`][purenet.train.fit]: the eager loop over epochs (validation, progress line, NaN
   guard, history) for arrays in memory, with every input checked once,
   before any work.
 
 Batch gradient descent, SGD and mini-batch training are one code path with
-``batch_size = m``, ``1`` or ``k`` (see ``purenet.data`` for the rule when
-``k`` does not divide ``m``: the leftover examples of each epoch's
+`batch_size = m`, `1` or `k` (see `purenet.data` for the rule when
+`k` does not divide `m`: the leftover examples of each epoch's
 permutation are dropped).
 
-**Masks.** A padding mask (a bool array ``(m, T)``, True at valid positions,
-the layers' keyword ``mask``) is not differentiated, so it travels beside the
-data as the keyword ``mask=`` of every step, epoch, train and ``fit``: its
+**Masks.** A padding mask (a bool array `(m, T)`, True at valid positions,
+the layers' keyword `mask`) is not differentiated, so it travels beside the
+data as the keyword `mask=` of every step, epoch, train and `fit`: its
 rows are sliced with the batch's rows, so each example keeps its own mask.
 
-**Determinism.** Epoch ``e`` uses the key ``fold_in(key, e)``: the same key
-gives the same shuffles and dropout masks, and a run resumed at epoch ``e``
-from a checkpoint (``start_epoch=e``) continues exactly where an
+**Determinism.** Epoch `e` uses the key `fold_in(key, e)`: the same key
+gives the same shuffles and dropout masks, and a run resumed at epoch `e`
+from a checkpoint (`start_epoch=e`) continues exactly where an
 uninterrupted run would be, bit for bit on the same machine and JAX version.
 
 **Non-gradient state.** After each optimizer step the step calls
-``model.update_state(state, cache)`` with the training forward's cache (batch
+`model.update_state(state, cache)` with the training forward's cache (batch
 norm's running statistics; the identity for every other layer). The
-optimizer never sees ``state``.
+optimizer never sees `state`.
 """
 
 from __future__ import annotations
@@ -107,22 +107,22 @@ def make_epoch(
     """One epoch of shuffled mini-batch training as a pure function.
 
     Args:
-      model, loss, optimizer: as in :func:`make_step`.
-      batch_size: examples per step (``num_examples`` for batch gradient
+      model, loss, optimizer: as in [`make_step`][purenet.train.make_step].
+      batch_size: examples per step (`num_examples` for batch gradient
         descent, 1 for SGD).
       num_examples: rows of the training data (static, for the batch shapes).
-      drop_remainder: see ``purenet.data.batch_indices``.
-      mesh: ``None`` (one device) or a mesh with a ``"data"`` axis
-        (``purenet.parallel.data_mesh()``): each step's batch is then split by
-        rows over ``"data"`` and ``batch_size`` must be a multiple of its
-        size. Pass params, optimizer state, state, ``x`` and ``t`` replicated
-        (``purenet.parallel.replicate``) and run the epoch under ``jax.jit``.
-      **step_options: ``penalty``.
+      drop_remainder: see `purenet.data.batch_indices`.
+      mesh: `None` (one device) or a mesh with a `"data"` axis
+        (`purenet.parallel.data_mesh()`): each step's batch is then split by
+        rows over `"data"` and `batch_size` must be a multiple of its
+        size. Pass params, optimizer state, state, `x` and `t` replicated
+        (`purenet.parallel.replicate`) and run the epoch under `jax.jit`.
+      **step_options: `penalty`.
 
     Returns:
-      ``epoch(params, opt_state, state, key, x, t, *, mask=None) ->
-      (params, opt_state, state, step_losses)`` with ``step_losses`` of shape
-      ``(num_batches,)``. ``mask`` (``(num_examples, T)`` bools, or ``None``)
+      `epoch(params, opt_state, state, key, x, t, *, mask=None) ->
+      (params, opt_state, state, step_losses)` with `step_losses` of shape
+      `(num_batches,)`. `mask` (`(num_examples, T)` bools, or `None`)
       is sliced with the batch: each step gets its rows' masks.
     """
     if mesh is not None:
@@ -163,28 +163,30 @@ def make_train(
     evaluate: Callable | None = None,
     **epoch_options: Any,
 ) -> Callable:
-    """Several epochs as one pure function: a ``lax.scan`` of :func:`make_epoch`.
+    """Several epochs as one pure function: a `lax.scan` of
+    [`make_epoch`][purenet.train.make_epoch].
 
-    Unlike :func:`fit` (an eager loop with checks, a NaN guard and progress
-    lines), the result is pure end to end, so ``jax.jit`` compiles a whole run
-    and ``jax.vmap`` trains many seeds, learning rates (``optim.sgd(lr)`` with
-    a traced ``lr``), penalty strengths or data sets at once. Epoch ``e`` uses
-    the key ``fold_in(key, e)``, as :func:`fit` does: the same key gives the
+    Unlike [`fit`][purenet.train.fit] (an eager loop with checks, a NaN guard and progress
+    lines), the result is pure end to end, so `jax.jit` compiles a whole run
+    and `jax.vmap` trains many seeds, learning rates (`optim.sgd(lr)` with
+    a traced `lr`), penalty strengths or data sets at once. Epoch `e` uses
+    the key `fold_in(key, e)`, as [`fit`][purenet.train.fit] does: the same key gives the
     same shuffles and dropout masks.
 
     Args:
-      model, loss, optimizer, batch_size, num_examples: as in :func:`make_epoch`.
+      model, loss, optimizer, batch_size, num_examples: as in
+          [`make_epoch`][purenet.train.make_epoch].
       epochs: the number of epochs (static).
-      evaluate: optional ``evaluate(params, state) -> pytree``, recorded after
-        every epoch (e.g. ``lambda p, s: make_evaluate(model, loss)(p, x_val,
-        t_val, state=s)``).
-      **epoch_options: ``drop_remainder``, ``mesh``, ``penalty``.
+      evaluate: optional `evaluate(params, state) -> pytree`, recorded after
+        every epoch (e.g. `lambda p, s: make_evaluate(model, loss)(p, x_val,
+        t_val, state=s)`).
+      **epoch_options: `drop_remainder`, `mesh`, `penalty`.
 
     Returns:
-      ``train(params, opt_state, state, key, x, t, *, mask=None) ->
-      (params, opt_state, state, history)`` (``mask`` as in
-      :func:`make_epoch`) with ``history["step_loss"]`` of shape ``(epochs,
-      num_batches)`` and, when ``evaluate`` is given, ``history["evaluation"]``:
+      `train(params, opt_state, state, key, x, t, *, mask=None) ->
+      (params, opt_state, state, history)` (`mask` as in
+      [`make_epoch`][purenet.train.make_epoch]) with `history["step_loss"]` of shape `(epochs,
+      num_batches)` and, when `evaluate` is given, `history["evaluation"]`:
       its outputs stacked over epochs.
     """
     epochs = _checks.positive_int("epochs", epochs)
@@ -205,8 +207,8 @@ def make_train(
 
 
 def make_evaluate(model: Layer, loss: Loss, metric: Callable | None = None) -> Callable:
-    """``evaluate(params, x, t, state=(), mask=None) -> (loss, metric)`` in
-    evaluation mode, jitted. The metric is ``nan`` when ``metric`` is ``None``."""
+    """`evaluate(params, x, t, state=(), mask=None) -> (loss, metric)` in
+    evaluation mode, jitted. The metric is `nan` when `metric` is `None`."""
     J = objective(model, loss)
 
     @jax.jit
@@ -221,16 +223,16 @@ def make_evaluate(model: Layer, loss: Loss, metric: Callable | None = None) -> C
 
 
 class FitResult(NamedTuple):
-    """What :func:`fit` returns.
+    """What [`fit`][purenet.train.fit] returns.
 
     Attributes:
       params, opt_state, state: the trained trees (the last finite ones if
         the NaN guard stopped training).
-      history: NumPy arrays: ``step_loss`` ``(epochs, num_batches)``,
-        ``epoch_loss`` (mean step loss), ``train_loss`` and ``train_metric``
-        (whole training set, evaluation mode), ``val_loss`` and
-        ``val_metric`` (when validation data is given), ``seconds``.
-      stopped: ``None``, or the NaN guard's message.
+      history: NumPy arrays: `step_loss` `(epochs, num_batches)`,
+        `epoch_loss` (mean step loss), `train_loss` and `train_metric`
+        (whole training set, evaluation mode), `val_loss` and
+        `val_metric` (when validation data is given), `seconds`.
+      stopped: `None`, or the NaN guard's message.
     """
 
     params: object
@@ -255,11 +257,11 @@ def check_data(
 ) -> None:
     """Eager, before any work: dtypes, finiteness, shapes and label ranges.
 
-    ``x`` is a batch ``(m, *in_shape)`` of floats, or of integer token ids for
+    `x` is a batch `(m, *in_shape)` of floats, or of integer token ids for
     a model that starts with an embedding, or a tuple of such batches for a
-    model with several inputs; ``t`` has ``m`` rows; ``mask``, when given, is
-    a bool array ``(m, T)``. The params are checked against the model's
-    ``init`` (``purenet.layers.check_params``).
+    model with several inputs; `t` has `m` rows; `mask`, when given, is
+    a bool array `(m, T)`. The params are checked against the model's
+    `init` (`purenet.layers.check_params`).
     """
     inputs = x if isinstance(x, tuple) else (x,)
     names = [f"{name_x}[{i}]" for i in range(len(inputs))] if isinstance(x, tuple) else [name_x]
@@ -287,6 +289,7 @@ def check_data(
                 "a bool array (True at valid positions)",
                 f"dtype {jnp.result_type(mask)}",
             )
+
     # Static checks of the model (params against its init), the mask and the
     # loss on the real shapes, no compute. `t` stays concrete (closed over,
     # not traced), so the loss checks its label values by its own rule
@@ -316,7 +319,8 @@ def _all_finite(tree) -> bool:
 def _check_fit_arguments(
     model, loss, params, state, x, t, mask, epochs, batch_size, start_epoch, validation
 ):
-    """Every check of :func:`fit`, once, before any work. Returns the number of rows."""
+    """Every check of [`fit`][purenet.train.fit], once, before any work. Returns the number of
+    rows."""
     epochs = _checks.positive_int("epochs", epochs)
     if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
         _checks.fail("start_epoch", "a non-negative integer", repr(start_epoch))
@@ -369,7 +373,7 @@ def _nan_message(e: int, step_losses: np.ndarray) -> str:
 
 
 def _record_epoch(history, evaluate, params, state, x, t, mask, validation, step_losses):
-    """Append one epoch's numbers to ``history``; return the progress line."""
+    """Append one epoch's numbers to `history`; return the progress line."""
     history["step_loss"].append(step_losses)
     history["epoch_loss"].append(float(np.mean(step_losses)))
     line = f"loss {history['epoch_loss'][-1]:.5f}"
@@ -410,43 +414,43 @@ def fit(
     mesh: Mesh | None = None,
     penalty: Penalty | None = None,
 ) -> FitResult:
-    """Train ``model`` on arrays in memory.
+    """Train `model` on arrays in memory.
 
     Args:
       model, loss, optimizer: the network, its loss and an optimizer (a
-        ``purenet.optim`` one, a chain, or any object with optax's ``init``
-        and ``update``).
+        `purenet.optim` one, a chain, or any object with optax's `init`
+        and `update`).
       params: initial params (never modified: JAX arrays are immutable).
-      x, t: training inputs ``(m, *in_shape)`` (a tuple of them for a model
+      x, t: training inputs `(m, *in_shape)` (a tuple of them for a model
         with several inputs) and targets.
-      key: a ``jax.random`` key for shuffling and dropout.
-      epochs: epochs to run, counted from ``start_epoch``.
+      key: a `jax.random` key for shuffling and dropout.
+      epochs: epochs to run, counted from `start_epoch`.
       batch_size: examples per step.
-      state: the model's non-gradient state (from ``model.init``; ``()`` for
+      state: the model's non-gradient state (from `model.init`; `()` for
         models without batch norm).
-      mask: an optional padding mask, a bool array ``(m, T)`` (True at valid
-        positions), passed to the layers' keyword ``mask`` with its rows
+      mask: an optional padding mask, a bool array `(m, T)` (True at valid
+        positions), passed to the layers' keyword `mask` with its rows
         sliced like the batch's.
-      opt_state: optimizer state to resume from (default ``optimizer.init``).
+      opt_state: optimizer state to resume from (default `optimizer.init`).
       start_epoch: index of the first epoch (to resume from a checkpoint).
-      validation: optional ``(x_val, t_val)``, or ``(x_val, t_val, mask_val)``
-        when ``mask`` is given, evaluated after every epoch.
-      metric: ``"auto"`` (the metric the loss names, ``loss.metric``, via
-        ``purenet.metrics.for_loss``), ``None`` or a function
-        ``metric(y, t) -> scalar``.
+      validation: optional `(x_val, t_val)`, or `(x_val, t_val, mask_val)`
+        when `mask` is given, evaluated after every epoch.
+      metric: `"auto"` (the metric the loss names, `loss.metric`, via
+        `purenet.metrics.for_loss`), `None` or a function
+        `metric(y, t) -> scalar`.
       nan_guard: stop at the first non-finite loss or params and return the
         trees from the start of that epoch, the last ones known to be finite.
       progress: print one line per epoch.
-      drop_remainder: see ``purenet.data.batch_indices``.
-      mesh: ``None`` (one device) or a mesh with a ``"data"`` axis
-        (``purenet.parallel.data_mesh()``) for data parallelism: params,
+      drop_remainder: see `purenet.data.batch_indices`.
+      mesh: `None` (one device) or a mesh with a `"data"` axis
+        (`purenet.parallel.data_mesh()`) for data parallelism: params,
         states and data are replicated on its devices and each step's batch
-        is split by rows (``batch_size`` must be a multiple of the ``"data"``
+        is split by rows (`batch_size` must be a multiple of the `"data"`
         axis size). Same results up to float rounding.
-      penalty: as in :func:`make_step`.
+      penalty: as in [`make_step`][purenet.train.make_step].
 
     Returns:
-      A :class:`FitResult`.
+      A [`FitResult`][purenet.train.FitResult].
     """
     m = _check_fit_arguments(
         model, loss, params, state, x, t, mask, epochs, batch_size, start_epoch, validation
@@ -507,17 +511,17 @@ def lbfgs(
     tolerance: float = 1e-9,
 ) -> tuple[Any, dict]:
     """Full-batch L-BFGS through the flat-theta cost (the course's "advanced
-    optimizer" path, ``fmincg`` / ``fminunc`` on unrolled theta).
+    optimizer" path, `fmincg` / `fminunc` on unrolled theta).
 
-    Uses ``scipy.optimize.minimize(method="L-BFGS-B", jac=True)`` (SciPy is a
+    Uses `scipy.optimize.minimize(method="L-BFGS-B", jac=True)` (SciPy is a
     dependency of JAX). The cost and gradient are evaluated by the jitted
     hand-written backprop in the params' dtype; SciPy works in float64.
-    Only ``params`` are optimised; ``state`` (evaluation mode) is held fixed.
+    Only `params` are optimised; `state` (evaluation mode) is held fixed.
 
     Returns:
-      ``(params, info)``: the trained params (same dtypes as given) and a dict
-      with ``loss`` (per iteration), ``iterations``, ``evaluations``,
-      ``success`` and ``message``.
+      `(params, info)`: the trained params (same dtypes as given) and a dict
+      with `loss` (per iteration), `iterations`, `evaluations`,
+      `success` and `message`.
     """
     import scipy.optimize
 

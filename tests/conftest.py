@@ -195,10 +195,15 @@ def pytest_terminal_summary(terminalreporter, config):
         else:
             verdict, shown = ("  OVER BUDGET" if n > budget else ""), str(budget)
         write(f"{name:36s} {n:8d} {shown:>7s} {_compile_seconds[name]:10.1f}{verdict}")
-    write(f"{'total':36s} {sum(_compiles.values()):8d} {'':>7s} "
-          f"{sum(_compile_seconds.values()):10.1f}")
+    write(
+        f"{'total':36s} {sum(_compiles.values()):8d} {'':>7s} "
+        f"{sum(_compile_seconds.values()):10.1f}"
+    )
     over = getattr(config, "_compile_budget_over", [])
     if over:
-        tail = " (not failing: --no-compile-budgets)" if config.getoption(
-            "no_compile_budgets") else "; the session fails"
+        tail = (
+            " (not failing: --no-compile-budgets)"
+            if config.getoption("no_compile_budgets")
+            else "; the session fails"
+        )
         write(f"compile budget exceeded by {', '.join(sorted(over))}{tail}", red=True)

@@ -137,8 +137,7 @@ def _jit(fn, **kwargs):
 def _pair_manual_and_autodiff(q, k, v, mask, dout, *, causal):
     out, cache = L.attention_forward(q, k, v, mask, causal=causal)
     manual = L.attention_backward(cache, dout)
-    _, vjp = jax.vjp(lambda q, k, v: L.attention_forward(q, k, v, mask, causal=causal)[0],
-                     q, k, v)
+    _, vjp = jax.vjp(lambda q, k, v: L.attention_forward(q, k, v, mask, causal=causal)[0], q, k, v)
     return out, manual, vjp(dout)
 
 
@@ -153,15 +152,20 @@ def _pair_manual_and_autodiff(q, k, v, mask, dout, *, causal):
     causal=st.booleans(),
     mask_seed=st.one_of(st.none(), st.integers(0, 2**16)),
 )
-def test_attention_backward_matches_vjp_for_any_shape(m, Tq, Tk, heads, d_k, d_v, causal,
-                                                      mask_seed):
+def test_attention_backward_matches_vjp_for_any_shape(
+    m, Tq, Tk, heads, d_k, d_v, causal, mask_seed
+):
     q, k = normal(1, (m, Tq, heads, d_k)), normal(2, (m, Tk, heads, d_k))
     v, dout = normal(3, (m, Tk, heads, d_v)), normal(4, (m, Tq, heads, d_v))
     # a random (m, heads, Tq, Tk) mask: some rows end up with no allowed key
-    mask = None if mask_seed is None else jnp.asarray(
-        np.random.default_rng(mask_seed).random((m, heads, Tq, Tk)) < 0.6)
+    mask = (
+        None
+        if mask_seed is None
+        else jnp.asarray(np.random.default_rng(mask_seed).random((m, heads, Tq, Tk)) < 0.6)
+    )
     out, manual, autodiff = _jit(_pair_manual_and_autodiff, static_argnames="causal")(
-        q, k, v, mask, dout, causal=causal)
+        q, k, v, mask, dout, causal=causal
+    )
     assert bool(jnp.all(jnp.isfinite(out)))
     assert _close(manual, autodiff)
 
@@ -200,8 +204,9 @@ LAYERS = {
 def test_layers_match_vjp_and_finite_differences(name):
     layer, mask = LAYERS[name]
     params = _random_params(layer, (5, 4), seed=20)
-    _assert_report(check_layer(layer, params, X, dy_key=jax.random.key(3),
-                               tolerance=LAYER_TOL, mask=mask))
+    _assert_report(
+        check_layer(layer, params, X, dy_key=jax.random.key(3), tolerance=LAYER_TOL, mask=mask)
+    )
 
 
 def test_scaled_dot_product_layer_matches_vjp_and_finite_differences():
@@ -210,8 +215,7 @@ def test_scaled_dot_product_layer_matches_vjp_and_finite_differences():
     assert layer.init(KEY, ((4, 3), (4, 3), (4, 2)))[0] == (4, 2)
     _assert_report(check_layer(layer, (), (q, k, v), dy_key=KEY, tolerance=LAYER_TOL))
     mask = _padding([4, 2], 4)
-    _assert_report(check_layer(layer, (), (q, k, v), dy_key=KEY, tolerance=LAYER_TOL,
-                               mask=mask))
+    _assert_report(check_layer(layer, (), (q, k, v), dy_key=KEY, tolerance=LAYER_TOL, mask=mask))
     y, cache = layer.forward((), (q, k, v), mask=mask)
     _, (dq, dk, dv) = layer.backward((), cache, jnp.ones_like(y))
     assert float(jnp.max(jnp.abs(dk[1, 2:]))) == 0.0  # padded keys get no gradient
@@ -313,8 +317,10 @@ def _padded_model():
 
 def _tokens(key, m):
     k1, k2 = jax.random.split(key)
-    return (jax.random.randint(k1, (m, T_SEQ), 0, VOCAB),
-            jax.random.randint(k2, (m, T_SEQ), 0, VOCAB))
+    return (
+        jax.random.randint(k1, (m, T_SEQ), 0, VOCAB),
+        jax.random.randint(k2, (m, T_SEQ), 0, VOCAB),
+    )
 
 
 def test_transformer_backprop_matches_jax_grad_under_jit_and_vmap():
@@ -361,17 +367,20 @@ def test_against_pytorch_with_copied_weights():
     p = {k: v + 0.1 * normal(i, v.shape) for i, (k, v) in enumerate(p.items())}
     module = torch.nn.MultiheadAttention(d, heads, batch_first=True, dtype=torch.float64)
     with torch.no_grad():
-        module.in_proj_weight.copy_(torch.tensor(np.concatenate(
-            [np.asarray(p[w]).T for w in ("Wq", "Wk", "Wv")])))
-        module.in_proj_bias.copy_(torch.tensor(np.concatenate(
-            [np.asarray(p[b]) for b in ("bq", "bk", "bv")])))
+        module.in_proj_weight.copy_(
+            torch.tensor(np.concatenate([np.asarray(p[w]).T for w in ("Wq", "Wk", "Wv")]))
+        )
+        module.in_proj_bias.copy_(
+            torch.tensor(np.concatenate([np.asarray(p[b]) for b in ("bq", "bk", "bv")]))
+        )
         module.out_proj.weight.copy_(torch.tensor(np.asarray(p["Wo"]).T))
         module.out_proj.bias.copy_(torch.tensor(np.asarray(p["bo"])))
     x = normal(5, (2, 5, d))
     mask = _padding([5, 3], 5)
     xt = torch.tensor(np.asarray(x))
-    expected, _ = module(xt, xt, xt, key_padding_mask=torch.tensor(np.asarray(~mask)),
-                         need_weights=False)
+    expected, _ = module(
+        xt, xt, xt, key_padding_mask=torch.tensor(np.asarray(~mask)), need_weights=False
+    )
     y, _ = layer.forward(p, x, mask=mask)
     np.testing.assert_allclose(y, expected.detach().numpy(), rtol=1e-10, atol=1e-12)
 
@@ -382,38 +391,71 @@ def test_against_pytorch_with_copied_weights():
 @pytest.mark.parametrize(
     "call, pattern",
     [
-        (lambda: L.multi_head_attention(3).init(KEY, (5, 8)),
-         r"heads: expected a number of heads that divides the model width d = 8"),
-        (lambda: L.transformer_block(8, 3),
-         r"heads: expected a number of heads that divides"),
-        (lambda: L.transformer_block(8, 2).init(KEY, (5, 4)),
-         r"in_shape: expected a sequence shape \(T, 8\) for transformer_block\(8, 2\)"),
-        (lambda: L.multi_head_attention(2).forward(
-            L.multi_head_attention(2).init(KEY, (5, 4))[1], X, mask=MASK[:, :4]),
-         r"mask: expected a boolean padding mask of shape \(m, T\) = \(3, 5\)"),
-        (lambda: L.multi_head_attention(2).forward(
-            L.multi_head_attention(2).init(KEY, (5, 4))[1], X, mask=MASK.astype(jnp.int32)),
-         r"mask: expected a boolean mask"),
-        (lambda: L.transformer_block(4, 2).forward(
-            L.transformer_block(4, 2).init(KEY, (5, 4))[1], X, mask=MASK[:2]),
-         r"^transformer_block\(4, 2\), serial\[0\], residual, serial\[1\] "
-         r"\(multi_head_attention\(2\)\): mask: expected"),
-        (lambda: L.scaled_dot_product_attention().forward((), (X, X, X, MASK)),
-         r"x: expected a tuple \(q, k, v\) for scaled_dot_product_attention"),
-        (lambda: L.attention_forward(X[..., None], X[..., None], X[..., None],
-                                     jnp.ones((2, 5), bool)),
-         r"mask: expected a boolean mask broadcastable to \(m, heads, Tq, Tk\)"),
-        (lambda: L.position_embedding(4).init(KEY, (5, 8)),
-         r"in_shape: expected a sequence of at most max_len = 4 positions"),
-        (lambda: L.position_embedding(4).forward({"W": jnp.zeros((4, 4))}, X),
-         r"x: expected a sequence of at most max_len = 4 positions for position_embedding, "
-         r"got T = 5"),
-        (lambda: L.transformer_block(4, 2, activation="tanh"),
-         r"activation: expected one of \['gelu', 'gelu_tanh', 'relu'\]"),
+        (
+            lambda: L.multi_head_attention(3).init(KEY, (5, 8)),
+            r"heads: expected a number of heads that divides the model width d = 8",
+        ),
+        (lambda: L.transformer_block(8, 3), r"heads: expected a number of heads that divides"),
+        (
+            lambda: L.transformer_block(8, 2).init(KEY, (5, 4)),
+            r"in_shape: expected a sequence shape \(T, 8\) for transformer_block\(8, 2\)",
+        ),
+        (
+            lambda: L.multi_head_attention(2).forward(
+                L.multi_head_attention(2).init(KEY, (5, 4))[1], X, mask=MASK[:, :4]
+            ),
+            r"mask: expected a boolean padding mask of shape \(m, T\) = \(3, 5\)",
+        ),
+        (
+            lambda: L.multi_head_attention(2).forward(
+                L.multi_head_attention(2).init(KEY, (5, 4))[1], X, mask=MASK.astype(jnp.int32)
+            ),
+            r"mask: expected a boolean mask",
+        ),
+        (
+            lambda: L.transformer_block(4, 2).forward(
+                L.transformer_block(4, 2).init(KEY, (5, 4))[1], X, mask=MASK[:2]
+            ),
+            r"^transformer_block\(4, 2\), serial\[0\], residual, serial\[1\] "
+            r"\(multi_head_attention\(2\)\): mask: expected",
+        ),
+        (
+            lambda: L.scaled_dot_product_attention().forward((), (X, X, X, MASK)),
+            r"x: expected a tuple \(q, k, v\) for scaled_dot_product_attention",
+        ),
+        (
+            lambda: L.attention_forward(
+                X[..., None], X[..., None], X[..., None], jnp.ones((2, 5), bool)
+            ),
+            r"mask: expected a boolean mask broadcastable to \(m, heads, Tq, Tk\)",
+        ),
+        (
+            lambda: L.position_embedding(4).init(KEY, (5, 8)),
+            r"in_shape: expected a sequence of at most max_len = 4 positions",
+        ),
+        (
+            lambda: L.position_embedding(4).forward({"W": jnp.zeros((4, 4))}, X),
+            r"x: expected a sequence of at most max_len = 4 positions for position_embedding, "
+            r"got T = 5",
+        ),
+        (
+            lambda: L.transformer_block(4, 2, activation="tanh"),
+            r"activation: expected one of \['gelu', 'gelu_tanh', 'relu'\]",
+        ),
     ],
-    ids=["heads_mha", "heads_block", "width_block", "mask_shape", "mask_dtype", "mask_block",
-         "mask_in_x", "mask_broadcast",
-         "positions_init", "positions_forward", "activation"],
+    ids=[
+        "heads_mha",
+        "heads_block",
+        "width_block",
+        "mask_shape",
+        "mask_dtype",
+        "mask_block",
+        "mask_in_x",
+        "mask_broadcast",
+        "positions_init",
+        "positions_forward",
+        "activation",
+    ],
 )
 def test_bad_input_names_the_argument(call, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -452,8 +494,14 @@ def test_flash_cache_gives_the_same_gradients(causal, x64):
         y, cache = plain.forward(p, x, mask=mask)
         y_f, cache_f = flash.forward(p, x, mask=mask)
         _, vjp = jax.vjp(lambda p, x: flash.forward(p, x, mask=mask)[0], p, x)
-        return (y, y_f, plain.backward(p, cache, dy), flash.backward(p, cache_f, dy),
-                vjp(dy), cache_f)
+        return (
+            y,
+            y_f,
+            plain.backward(p, cache, dy),
+            flash.backward(p, cache_f, dy),
+            vjp(dy),
+            cache_f,
+        )
 
     y, y_f, manual, manual_f, autodiff, cache_f = all_three(p, x)
     np.testing.assert_allclose(y_f, y, rtol=1e-13, atol=1e-14)
@@ -465,5 +513,6 @@ def test_flash_cache_gives_the_same_gradients(causal, x64):
 def test_flash_scaled_dot_product_layer_matches_finite_differences(x64):
     layer = L.scaled_dot_product_attention(causal=True, flash=True)
     q, k, v = normal(1, (2, 4, 3)), normal(2, (2, 4, 3)), normal(3, (2, 4, 2))
-    _assert_report(check_layer(layer, (), (q, k, v), dy_key=KEY, tolerance=LAYER_TOL,
-                               mask=_padding([4, 2], 4)))
+    _assert_report(
+        check_layer(layer, (), (q, k, v), dy_key=KEY, tolerance=LAYER_TOL, mask=_padding([4, 2], 4))
+    )

@@ -49,24 +49,40 @@ def conv_configs(draw):
         smallest = 1 if kind == "SAME" else max(1, (k - 1) * d + 1 - lo - hi)
         spatial.append(draw(st.integers(smallest, smallest + 4)))
     return {
-        "n": n, "kernel": kernel, "stride": stride, "dilation": dilation, "padding": padding,
+        "n": n,
+        "kernel": kernel,
+        "stride": stride,
+        "dilation": dilation,
+        "padding": padding,
         "lax_padding": kind if kind in ("VALID", "SAME") else pads,
         "in_shape": (*spatial, draw(st.integers(1, 2))),
-        "m": draw(st.integers(1, 2)), "features": draw(st.integers(1, 3)),
+        "m": draw(st.integers(1, 2)),
+        "features": draw(st.integers(1, 3)),
     }
 
 
 def _layer(cfg, method):
-    return FACTORIES[cfg["n"]](cfg["features"], cfg["kernel"], cfg["stride"], cfg["padding"],
-                               cfg["dilation"], method=method)
+    return FACTORIES[cfg["n"]](
+        cfg["features"],
+        cfg["kernel"],
+        cfg["stride"],
+        cfg["padding"],
+        cfg["dilation"],
+        method=method,
+    )
 
 
 def _xla(cfg, x, W):
     """The forward by XLA from the configuration's own spelling (SAME resolved by lax)."""
     n = cfg["n"]
-    return lax.conv_general_dilated(x, W, cfg["stride"], cfg["lax_padding"],
-                                    rhs_dilation=cfg["dilation"],
-                                    dimension_numbers=C._dimension_numbers(n))
+    return lax.conv_general_dilated(
+        x,
+        W,
+        cfg["stride"],
+        cfg["lax_padding"],
+        rhs_dilation=cfg["dilation"],
+        dimension_numbers=C._dimension_numbers(n),
+    )
 
 
 # ------------------------------------------------------------- property tests
@@ -75,8 +91,12 @@ def _xla(cfg, x, W):
 def jitted(layer):
     """The layer with a compiled forward and backward: one compilation per
     shape instead of one per primitive (hypothesis draws a new shape each time)."""
-    return L.Layer(layer.init, jax.jit(layer.forward, static_argnames=("train",)),
-                   jax.jit(layer.backward), layer.update_state)
+    return L.Layer(
+        layer.init,
+        jax.jit(layer.forward, static_argnames=("train",)),
+        jax.jit(layer.backward),
+        layer.update_state,
+    )
 
 
 def _random_params(cfg, rng):
@@ -118,8 +138,7 @@ def test_both_backward_passes_match_vjp_finite_differences_and_each_other(cfg, m
     np.testing.assert_allclose(*adjoint, rtol=1e-12, atol=1e-12)
     assert out["lax"][0].shape == (cfg["m"], *out_shape)
     for name in C.METHODS:  # both paths: XLA's forward, jax.vjp's gradients, each other
-        for a, b in zip(jax.tree.leaves(out[name]), jax.tree.leaves(out["reference"]),
-                        strict=True):
+        for a, b in zip(jax.tree.leaves(out[name]), jax.tree.leaves(out["reference"]), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11, err_msg=name)
     # The drawn path against jax.vjp and central differences, as a user would check it.
     report = check_layer(jitted(layers[method]), params, x, dy_key=jax.random.key(seed))
@@ -148,11 +167,12 @@ def test_saito_figures_7_6_to_7_8(method):
     # Backward with dy = 1: dW is the sum of the four windows, dx the "full"
     # convolution of a 2x2 block of ones with the filter (SciPy's convolve2d).
     grads, dx = L.conv2d(1, 3, method=method).backward(params, cache, jnp.ones((1, 2, 2, 1)))
-    windows = sum(SAITO_X[i:i + 3, j:j + 3] for i in range(2) for j in range(2))
+    windows = sum(SAITO_X[i : i + 3, j : j + 3] for i in range(2) for j in range(2))
     np.testing.assert_array_equal(grads["W"][:, :, 0, 0], windows)
     np.testing.assert_array_equal(grads["b"], [4.0])
-    np.testing.assert_array_equal(dx[0, :, :, 0],
-                                  scipy.signal.convolve2d(np.ones((2, 2)), SAITO_W, "full"))
+    np.testing.assert_array_equal(
+        dx[0, :, :, 0], scipy.signal.convolve2d(np.ones((2, 2)), SAITO_W, "full")
+    )
 
 
 @pytest.mark.parametrize("method", C.METHODS)
@@ -172,11 +192,21 @@ def test_conv1d_is_numpy_correlate(method, stride, padding, dilation):
 def test_conv2d_sums_scipy_correlations_over_input_channels():
     rng = np.random.default_rng(1)
     x, W = rng.normal(size=(2, 6, 7, 3)), rng.normal(size=(3, 2, 3, 4))
-    expected = np.stack([
-        np.stack([sum(scipy.signal.correlate2d(x[n, :, :, c], W[:, :, c, f], "valid")
-                      for c in range(3)) for f in range(4)], axis=-1)
-        for n in range(2)
-    ])
+    expected = np.stack(
+        [
+            np.stack(
+                [
+                    sum(
+                        scipy.signal.correlate2d(x[n, :, :, c], W[:, :, c, f], "valid")
+                        for c in range(3)
+                    )
+                    for f in range(4)
+                ],
+                axis=-1,
+            )
+            for n in range(2)
+        ]
+    )
     y = L.conv_forward(jnp.asarray(x), jnp.asarray(W))
     np.testing.assert_allclose(y, expected, rtol=1e-12)
 
@@ -224,17 +254,22 @@ def test_jit_and_vmap_give_the_eager_numbers(method):
         return layer.backward(params, cache, jnp.sin(y))
 
     compiled = jax.jit(step)
-    for a, b in zip(jax.tree.leaves(step(params, xs[0])),
-                    jax.tree.leaves(compiled(params, xs[0])), strict=True):
+    for a, b in zip(
+        jax.tree.leaves(step(params, xs[0])), jax.tree.leaves(compiled(params, xs[0])), strict=True
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     batched = jax.jit(jax.vmap(step, in_axes=(None, 0)))(params, xs)
     for i in range(len(xs)):
-        for a, b in zip(jax.tree.leaves(compiled(params, xs[i])),
-                        jax.tree.leaves(jax.tree.map(lambda v, i=i: v[i], batched)), strict=True):
+        for a, b in zip(
+            jax.tree.leaves(compiled(params, xs[i])),
+            jax.tree.leaves(jax.tree.map(lambda v, i=i: v[i], batched)),
+            strict=True,
+        ):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     # vmap over parameters: several initialisations (seeds) in one program.
     stacked = jax.vmap(lambda k: layer.init(k, (5, 6, 2), jnp.float64)[1])(
-        jax.random.split(jax.random.key(2), 3))
+        jax.random.split(jax.random.key(2), 3)
+    )
     per_seed = jax.vmap(step, in_axes=(0, None))(stacked, xs[0])
     first = compiled(jax.tree.map(lambda v: v[0], stacked), xs[0])
     for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(per_seed), strict=True):
@@ -246,24 +281,34 @@ def test_jit_and_vmap_give_the_eager_numbers(method):
 
 def _lenet(method):
     return L.serial(
-        L.conv2d(4, 3, padding="SAME", method=method), L.relu(), L.max_pool2d(2),
-        L.conv2d(5, 3, method=method), L.tanh(), L.avg_pool2d(2, 1),
-        L.flatten(), L.dense(3),
+        L.conv2d(4, 3, padding="SAME", method=method),
+        L.relu(),
+        L.max_pool2d(2),
+        L.conv2d(5, 3, method=method),
+        L.tanh(),
+        L.avg_pool2d(2, 1),
+        L.flatten(),
+        L.dense(3),
     )
 
 
 def _mnist1d_cnn(method):
     return L.serial(
-        L.conv1d(4, 5, 2, 1, method=method), L.relu(),
-        L.conv1d(4, 3, 2, 1, method=method), L.relu(),
-        L.conv1d(4, 3, 2, 1, method=method), L.relu(),
-        L.flatten(), L.dense(3),
+        L.conv1d(4, 5, 2, 1, method=method),
+        L.relu(),
+        L.conv1d(4, 3, 2, 1, method=method),
+        L.relu(),
+        L.conv1d(4, 3, 2, 1, method=method),
+        L.relu(),
+        L.flatten(),
+        L.dense(3),
     )
 
 
 @pytest.mark.parametrize("method", C.METHODS)
-@pytest.mark.parametrize("net, in_shape", [(_lenet, (8, 8, 1)), (_mnist1d_cnn, (20, 1))],
-                         ids=["lenet", "mnist1d"])
+@pytest.mark.parametrize(
+    "net, in_shape", [(_lenet, (8, 8, 1)), (_mnist1d_cnn, (20, 1))], ids=["lenet", "mnist1d"]
+)
 def test_whole_cnn_backprop_equals_jax_grad_of_the_objective(method, net, in_shape):
     model = net(method)
     _, params, _ = model.init(jax.random.key(0), in_shape, jnp.float64)
@@ -313,8 +358,9 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match=r"kernel_size: expected a window no larger"):
         L.conv2d(2, 5).init(jax.random.key(0), (4, 4, 1))
     with pytest.raises(ValueError, match=r"kernel_size: expected a window no larger"):
-        L.conv1d(2, 3, dilation=3).forward({"W": jnp.ones((3, 1, 2)), "b": jnp.zeros(2)},
-                                           jnp.ones((1, 6, 1)))
+        L.conv1d(2, 3, dilation=3).forward(
+            {"W": jnp.ones((3, 1, 2)), "b": jnp.zeros(2)}, jnp.ones((1, 6, 1))
+        )
     with pytest.raises(ValueError, match=r"stride: expected a positive integer, got 0"):
         L.conv2d(2, 3, stride=0)
     with pytest.raises(ValueError, match=r"stride\[1\]: expected a positive integer, got 0"):

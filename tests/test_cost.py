@@ -181,10 +181,9 @@ def _params_like(model, in_shape, rng):
     kernels for every new shape."""
     shapes = jax.eval_shape(lambda k: model.init(k, in_shape, jnp.float64)[1], jax.random.key(0))
     leaves, treedef = jax.tree.flatten(shapes)
-    return treedef.unflatten([
-        jnp.asarray(rng.standard_normal(leaf.shape) / np.sqrt(leaf.shape[0]))
-        for leaf in leaves
-    ])
+    return treedef.unflatten(
+        [jnp.asarray(rng.standard_normal(leaf.shape) / np.sqrt(leaf.shape[0])) for leaf in leaves]
+    )
 
 
 @st.composite
@@ -272,9 +271,12 @@ def test_under_vmap_over_a_stack_of_parameter_sets():
     f = purenet.backprop(model, losses.softmax_cross_entropy)
     Js, gs = jax.jit(jax.vmap(f, in_axes=(0, None, None)))(stacked, x, t)
     # The referee in one compiled program (eagerly, each primitive compiles on its own).
-    auto = jax.jit(jax.vmap(
-        jax.grad(purenet.objective(model, losses.softmax_cross_entropy)), in_axes=(0, None, None)
-    ))(stacked, x, t)
+    auto = jax.jit(
+        jax.vmap(
+            jax.grad(purenet.objective(model, losses.softmax_cross_entropy)),
+            in_axes=(0, None, None),
+        )
+    )(stacked, x, t)
     assert Js.shape == (4,)
     assert rel_error(gs, auto) < 1e-9
     for i in range(4):
@@ -289,9 +291,11 @@ def test_float32_in_float32_out():
     )(params, x, t)
     assert J.dtype == jnp.float32
     assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
-    auto = jax.jit(jax.grad(
-        purenet.objective(model, losses.softmax_cross_entropy, penalty=purenet.penalty(l2=0.1))
-    ))(params, x, t)
+    auto = jax.jit(
+        jax.grad(
+            purenet.objective(model, losses.softmax_cross_entropy, penalty=purenet.penalty(l2=0.1))
+        )
+    )(params, x, t)
     assert rel_error(grads, auto) < 1e-4
 
 

@@ -61,7 +61,8 @@ CASES = [
         "model",
         "params of a wider instance, which the layer takes as a wrong x",
         lambda: L.multi_head_attention(2).forward(
-            L.multi_head_attention(2).init(KEY, (3, 6))[1], jnp.ones((2, 3, 4))),
+            L.multi_head_attention(2).init(KEY, (3, 6))[1], jnp.ones((2, 3, 4))
+        ),
         ValueError,
         r"x: expected a batch of shape \(m, T, 6\) .*; or, if x is right, params that do not "
         r"fit it: params\['Wk'\] \(multi_head_attention\(2\)\): expected shape \(4, 4\)",
@@ -661,7 +662,8 @@ CASES = [
         "a padding mask of the wrong shape",
         lambda: L.multi_head_attention(2).forward(
             L.multi_head_attention(2).init(KEY, (5, 4))[1],
-            jnp.ones((3, 5, 4)), mask=jnp.ones((3, 4), bool),
+            jnp.ones((3, 5, 4)),
+            mask=jnp.ones((3, 4), bool),
         ),
         ValueError,
         r"mask: expected a boolean padding mask of shape \(m, T\) = \(3, 5\)",
@@ -671,7 +673,8 @@ CASES = [
         "a padding mask that is not boolean",
         lambda: L.multi_head_attention(2).forward(
             L.multi_head_attention(2).init(KEY, (5, 4))[1],
-            jnp.ones((3, 5, 4)), mask=jnp.ones((3, 5), jnp.int32),
+            jnp.ones((3, 5, 4)),
+            mask=jnp.ones((3, 5), jnp.int32),
         ),
         ValueError,
         r"mask: expected a boolean mask \(True where a position may be attended to\), got dtype",
@@ -681,7 +684,8 @@ CASES = [
         "a padding mask of the wrong shape inside a transformer block",
         lambda: L.transformer_block(4, 2).forward(
             L.transformer_block(4, 2).init(KEY, (5, 4))[1],
-            jnp.ones((3, 5, 4)), mask=jnp.ones((5,), bool),
+            jnp.ones((3, 5, 4)),
+            mask=jnp.ones((5,), bool),
         ),
         ValueError,
         r"transformer_block\(4, 2\), serial\[0\], residual, serial\[1\] "
@@ -692,7 +696,8 @@ CASES = [
         "attention",
         "the mask inside x for scaled_dot_product_attention",
         lambda: L.scaled_dot_product_attention().forward(
-            (), (jnp.ones((3, 5, 4)),) * 3 + (jnp.ones((3, 5), bool),)),
+            (), (jnp.ones((3, 5, 4)),) * 3 + (jnp.ones((3, 5), bool),)
+        ),
         ValueError,
         r"x: expected a tuple \(q, k, v\) for scaled_dot_product_attention",
     ),
@@ -706,8 +711,10 @@ CASES = [
     (
         "recurrent",
         "another layer's params for an LSTM with an initial state",
-        lambda: L.lstm(3).forward({"W": jnp.ones((2, 3)), "b": jnp.zeros(3)},
-                                  (jnp.ones((2, 4, 2)), (jnp.zeros((2, 3)), jnp.zeros((2, 3))))),
+        lambda: L.lstm(3).forward(
+            {"W": jnp.ones((2, 3)), "b": jnp.zeros(3)},
+            (jnp.ones((2, 4, 2)), (jnp.zeros((2, 3)), jnp.zeros((2, 3)))),
+        ),
         ValueError,
         r"params \(lstm\(3\)\): expected keys \['Wh', 'Wx', 'b'\]",
     ),
@@ -847,8 +854,9 @@ CASES = [
     (
         "checkpoint",
         "a template that does not fit the model",
-        lambda: checkpoint.load("/nonexistent/run.npz", PARAMS, model=L.serial(
-            L.dense(4), L.relu(), L.dense(1)), x=X),
+        lambda: checkpoint.load(
+            "/nonexistent/run.npz", PARAMS, model=L.serial(L.dense(4), L.relu(), L.dense(1)), x=X
+        ),
         ValueError,
         r"params_like\[0\]\['W'\] \(serial\[0\], dense\(4\)\): expected shape \(2, 4\)",
     ),

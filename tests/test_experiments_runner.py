@@ -251,8 +251,9 @@ def _in_a_worker(name, seconds):
 def test_workers_run_in_other_processes_with_one_xla_thread_each():
     stream = _Stream(tty=False)
     display = _parallel.Display(3, stream)
-    records = _parallel.run_workers(["a", "b", "c"], (0.2,), display, {"a": 9.0, "b": None,
-                                    "c": None}, jobs=2, run=_in_a_worker)
+    records = _parallel.run_workers(
+        ["a", "b", "c"], (0.2,), display, {"a": 9.0, "b": None, "c": None}, jobs=2, run=_in_a_worker
+    )
     display.close()
     assert sorted(records) == ["a", "b", "c"]
     pids = {r["verdict"].split(",")[0] for r in records.values()}
@@ -262,6 +263,8 @@ def test_workers_run_in_other_processes_with_one_xla_thread_each():
     lines = stream.text().splitlines()
     assert lines[0] == "[...] a: started (about 9s)"
     for name in "abc":
-        assert lines.count(f"[...] {name}: started") + lines.count(
-            f"[...] {name}: started (about 9s)") == 1
+        assert (
+            lines.count(f"[...] {name}: started") + lines.count(f"[...] {name}: started (about 9s)")
+            == 1
+        )
         assert sum(line.startswith(f"[ok ] {name} (") for line in lines) == 1

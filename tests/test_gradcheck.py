@@ -221,7 +221,9 @@ def test_check_layer_is_check_vjp_of_forward_and_backward():
     by_vjp = G.check_vjp(
         lambda params, x: layer.forward(params, x)[0],
         lambda params, x, dy: layer.backward(params, layer.forward(params, x)[1], dy),
-        params, x, key=jax.random.key(5),
+        params,
+        x,
+        key=jax.random.key(5),
     )
     assert [leaf.path for leaf in by_layer.leaves] == [leaf.path for leaf in by_vjp.leaves]
     assert by_layer.autodiff_error == by_vjp.autodiff_error
@@ -282,16 +284,23 @@ def test_non_finite_values_fail_and_name_where_they_entered(case, where):
         params = {**params, "W": nan_at(params["W"])}
     if case == "forward":  # finite point, NaN out: log of a negative number
         good = L.dense(3)
-        layer = Layer(good.init, lambda p, x, **ctx: (jnp.log(-jnp.abs(x)), x),
-                      lambda p, x, dy: ((), dy / x))
+        layer = Layer(
+            good.init, lambda p, x, **ctx: (jnp.log(-jnp.abs(x)), x), lambda p, x, dy: ((), dy / x)
+        )
         params = ()
     if case == "hand-written":
         good = L.dense(3)
-        layer = Layer(good.init, good.forward,
-                      lambda p, c, dy: (good.backward(p, c, dy)[0], jnp.full(x.shape, jnp.nan)))
+        layer = Layer(
+            good.init,
+            good.forward,
+            lambda p, c, dy: (good.backward(p, c, dy)[0], jnp.full(x.shape, jnp.nan)),
+        )
     if case == "referee":  # sqrt at 0: finite value, infinite derivative for jax.vjp
-        sqrt = L.Layer(L.dense(3).init, lambda p, x, **ctx: (jnp.sqrt(x * x), x),
-                       lambda p, x, dy: ((), dy * jnp.sign(x)))
+        sqrt = L.Layer(
+            L.dense(3).init,
+            lambda p, x, **ctx: (jnp.sqrt(x * x), x),
+            lambda p, x, dy: ((), dy * jnp.sign(x)),
+        )
         layer, params, x = sqrt, (), x.at[0, 0].set(0.0)
     report = G.check_layer(layer, params, x)
     assert not report.passed

@@ -67,9 +67,9 @@ def test_a_user_written_loss_through_the_hand_written_backward():
         return huber(f(params, x), t)
 
     (dparams, dx) = jax.grad(J, argnums=(0, 1))(params, x, t)
-    ref_dparams, ref_dx = jax.grad(
-        lambda p, x: huber(model.forward(p, x)[0], t), argnums=(0, 1)
-    )(params, x)
+    ref_dparams, ref_dx = jax.grad(lambda p, x: huber(model.forward(p, x)[0], t), argnums=(0, 1))(
+        params, x
+    )
     assert_trees_close(dparams, ref_dparams)
     assert_trees_close(dx, ref_dx)
 

@@ -56,8 +56,9 @@ def _x(seed: int, *shape: int) -> jax.Array:
 # example 1 has 3 valid positions; example 0 (where the NaN test puts its NaN) all
 MASK = jnp.arange(T)[None, :] < jnp.array([T, 3])[:, None]
 IDS = jnp.asarray(np.random.default_rng(0).integers(0, 7, (M, T)))
-SOFTPLUS = activations.Activation(f=jax.nn.softplus, df=lambda x, y: jax.nn.sigmoid(x),
-                                  name="softplus")
+SOFTPLUS = activations.Activation(
+    f=jax.nn.softplus, df=lambda x, y: jax.nn.sigmoid(x), name="softplus"
+)
 
 
 class Case(NamedTuple):
@@ -90,92 +91,159 @@ REGISTRY: dict[str, Case] = {
     "gelu_tanh": Case("gelu_tanh", lambda s: (L.gelu_tanh(), _x(1, M, D), {})),
     "leaky_relu": Case("leaky_relu", lambda s: (L.leaky_relu(0.1), _x(1, M, D), {})),
     "flatten": Case("flatten", lambda s: (L.flatten(), _x(1, M, 3, 2), {})),
-    "serial": Case("serial", lambda s: (L.serial(L.dense(3 + s), L.tanh(), L.dense(2)),
-                                        _x(1, M, D), {})),
-    "parallel": Case("parallel", lambda s: (L.parallel(L.dense(3 + s), L.tanh()),
-                                            (_x(1, M, D), _x(2, M, 3)), {})),
+    "serial": Case(
+        "serial", lambda s: (L.serial(L.dense(3 + s), L.tanh(), L.dense(2)), _x(1, M, D), {})
+    ),
+    "parallel": Case(
+        "parallel", lambda s: (L.parallel(L.dense(3 + s), L.tanh()), (_x(1, M, D), _x(2, M, 3)), {})
+    ),
     "fan_out": Case("fan_out", lambda s: (L.fan_out(2), _x(1, M, D), {})),
-    "fan_in_sum": Case("fan_in_sum", lambda s: (L.fan_in_sum(),
-                                                (_x(1, M, 3), _x(2, M, 3), _x(3, M, 3)), {})),
-    "fan_in_concat": Case("fan_in_concat", lambda s: (L.fan_in_concat(),
-                                                      (_x(1, M, 3), _x(2, M, 2)), {})),
-    "fan_in_concat_time": Case("fan_in_concat", lambda s: (L.fan_in_concat(axis=1),
-                                                           (_x(1, M, 3, 2), _x(2, M, 1, 2)), {})),
-    "residual": Case("residual", lambda s: (L.residual(L.serial(L.dense(3), L.tanh(),
-                                                                L.dense(D + s))),
-                                            _x(1, M, D + s), {})),
+    "fan_in_sum": Case(
+        "fan_in_sum", lambda s: (L.fan_in_sum(), (_x(1, M, 3), _x(2, M, 3), _x(3, M, 3)), {})
+    ),
+    "fan_in_concat": Case(
+        "fan_in_concat", lambda s: (L.fan_in_concat(), (_x(1, M, 3), _x(2, M, 2)), {})
+    ),
+    "fan_in_concat_time": Case(
+        "fan_in_concat", lambda s: (L.fan_in_concat(axis=1), (_x(1, M, 3, 2), _x(2, M, 1, 2)), {})
+    ),
+    "residual": Case(
+        "residual",
+        lambda s: (L.residual(L.serial(L.dense(3), L.tanh(), L.dense(D + s))), _x(1, M, D + s), {}),
+    ),
     # conv and pooling
     "conv1d": Case("conv1d", lambda s: (L.conv1d(2 + s, 3), _x(1, M, 6, 2), {})),
-    "conv1d_strided": Case("conv1d", lambda s: (L.conv1d(2 + s, 3, stride=2, padding="SAME",
-                                                         dilation=2), _x(1, M, 7, 2), {})),
+    "conv1d_strided": Case(
+        "conv1d",
+        lambda s: (L.conv1d(2 + s, 3, stride=2, padding="SAME", dilation=2), _x(1, M, 7, 2), {}),
+    ),
     "conv2d": Case("conv2d", lambda s: (L.conv2d(2 + s, 2), _x(1, M, 4, 3, 2), {})),
-    "conv2d_strided": Case("conv2d", lambda s: (L.conv2d(2 + s, (3, 2), stride=2,
-                                                         padding="SAME", method="im2col"),
-                                                _x(1, M, 5, 4, 2), {})),
+    "conv2d_strided": Case(
+        "conv2d",
+        lambda s: (
+            L.conv2d(2 + s, (3, 2), stride=2, padding="SAME", method="im2col"),
+            _x(1, M, 5, 4, 2),
+            {},
+        ),
+    ),
     "max_pool1d": Case("max_pool1d", lambda s: (L.max_pool1d(2), _x(1, M, 6, 2), {})),
-    "max_pool2d_same": Case("max_pool2d", lambda s: (L.max_pool2d(3, stride=2, padding="SAME"),
-                                                     _x(1, M, 5, 4, 2), {})),
+    "max_pool2d_same": Case(
+        "max_pool2d", lambda s: (L.max_pool2d(3, stride=2, padding="SAME"), _x(1, M, 5, 4, 2), {})
+    ),
     "avg_pool1d": Case("avg_pool1d", lambda s: (L.avg_pool1d(2), _x(1, M, 6, 2), {})),
-    "avg_pool2d_excluding_pad": Case("avg_pool2d", lambda s: (
-        L.avg_pool2d(3, stride=2, padding="SAME", count_include_pad=False),
-        _x(1, M, 5, 4, 2), {})),
-    "global_avg_pool": Case("global_avg_pool", lambda s: (L.global_avg_pool(),
-                                                          _x(1, M, 3, 3, 2), {})),
+    "avg_pool2d_excluding_pad": Case(
+        "avg_pool2d",
+        lambda s: (
+            L.avg_pool2d(3, stride=2, padding="SAME", count_include_pad=False),
+            _x(1, M, 5, 4, 2),
+            {},
+        ),
+    ),
+    "global_avg_pool": Case(
+        "global_avg_pool", lambda s: (L.global_avg_pool(), _x(1, M, 3, 3, 2), {})
+    ),
     # normalization and dropout
-    "batchnorm_train": Case("batchnorm", lambda s: (L.batchnorm(), _x(1, 3, D + s),
-                                                    {"train": True})),
-    "batchnorm_images": Case("batchnorm", lambda s: (L.batchnorm(), _x(1, M, 2, 2, 3 + s),
-                                                     {"train": True})),
-    "batchnorm_eval": Case("batchnorm", lambda s: (L.batchnorm(), _x(1, M, D + s), {
-        "state": {"mean": _x(5, D + s), "var": 1.0 + _x(6, D + s) ** 2}})),
+    "batchnorm_train": Case(
+        "batchnorm", lambda s: (L.batchnorm(), _x(1, 3, D + s), {"train": True})
+    ),
+    "batchnorm_images": Case(
+        "batchnorm", lambda s: (L.batchnorm(), _x(1, M, 2, 2, 3 + s), {"train": True})
+    ),
+    "batchnorm_eval": Case(
+        "batchnorm",
+        lambda s: (
+            L.batchnorm(),
+            _x(1, M, D + s),
+            {"state": {"mean": _x(5, D + s), "var": 1.0 + _x(6, D + s) ** 2}},
+        ),
+    ),
     "layer_norm": Case("layer_norm", lambda s: (L.layer_norm(), _seq(s), {})),
-    "dropout_train": Case("dropout", lambda s: (L.dropout(0.5), _x(1, M, 8),
-                                                {"train": True, "key": KEY})),
+    "dropout_train": Case(
+        "dropout", lambda s: (L.dropout(0.5), _x(1, M, 8), {"train": True, "key": KEY})
+    ),
     "dropout_eval": Case("dropout", lambda s: (L.dropout(0.5), _x(1, M, D), {})),
     # recurrent
     "rnn": Case("rnn", lambda s: (L.rnn(H + s), _seq(), {})),
     "rnn_h0": Case("rnn", lambda s: (L.rnn(H + s), (_seq(), _x(2, M, H + s)), {})),
     "lstm": Case("lstm", lambda s: (L.lstm(H + s), _seq(), {})),
-    "lstm_h0_c0": Case("lstm", lambda s: (L.lstm(H + s),
-                                          (_seq(), (_x(2, M, H + s), _x(3, M, H + s))), {})),
+    "lstm_h0_c0": Case(
+        "lstm", lambda s: (L.lstm(H + s), (_seq(), (_x(2, M, H + s), _x(3, M, H + s))), {})
+    ),
     "gru": Case("gru", lambda s: (L.gru(H + s), _seq(), {})),
     "gru_h0": Case("gru", lambda s: (L.gru(H + s), (_seq(), _x(2, M, H + s)), {})),
     "last_step": Case("last_step", lambda s: (L.last_step(), _seq(), {})),
     "bidirectional": Case("bidirectional", lambda s: (L.bidirectional(L.gru(H + s)), _seq(), {})),
-    "bidirectional_h0": Case("bidirectional", lambda s: (
-        L.bidirectional(L.rnn(H + s)), (_seq(), (_x(2, M, H + s), _x(3, M, H + s))), {})),
-    "embedding": Case("embedding", lambda s: (L.embedding(7, D + s), IDS, {}),
-                      nan="integer ids: no NaN can be put in x"),
+    "bidirectional_h0": Case(
+        "bidirectional",
+        lambda s: (L.bidirectional(L.rnn(H + s)), (_seq(), (_x(2, M, H + s), _x(3, M, H + s))), {}),
+    ),
+    "embedding": Case(
+        "embedding",
+        lambda s: (L.embedding(7, D + s), IDS, {}),
+        nan="integer ids: no NaN can be put in x",
+    ),
     # attention
-    "multi_head_attention": Case("multi_head_attention", lambda s: (
-        L.multi_head_attention(2), _seq(2 * s), {"mask": MASK})),
-    "multi_head_attention_causal": Case("multi_head_attention", lambda s: (
-        L.multi_head_attention(2, causal=True), _seq(2 * s), {})),
-    "multi_head_attention_flash": Case("multi_head_attention", lambda s: (
-        L.multi_head_attention(2, causal=True, flash=True), _seq(2 * s), {"mask": MASK})),
-    "scaled_dot_product_attention": Case("scaled_dot_product_attention", lambda s: (
-        L.scaled_dot_product_attention(causal=True),
-        (_seq(), _x(2, M, T, D), _x(3, M, T, 2)), {"mask": MASK})),
-    "scaled_dot_product_attention_heads_flash": Case("scaled_dot_product_attention", lambda s: (
-        L.scaled_dot_product_attention(flash=True),
-        (_x(1, M, 3, 2, 2), _x(2, M, T, 2, 2), _x(3, M, T, 2, 3)), {"mask": MASK})),
-    "position_embedding": Case("position_embedding", lambda s: (L.position_embedding(7), _seq(s),
-                                                                {})),
-    "sinusoidal_positions": Case("sinusoidal_positions", lambda s: (L.sinusoidal_positions(),
-                                                                    _seq(), {})),
-    "transformer_block": Case("transformer_block", lambda s: (
-        L.transformer_block(D + 2 * s, 2, mlp_dim=8, causal=True), _seq(2 * s), {"mask": MASK})),
+    "multi_head_attention": Case(
+        "multi_head_attention", lambda s: (L.multi_head_attention(2), _seq(2 * s), {"mask": MASK})
+    ),
+    "multi_head_attention_causal": Case(
+        "multi_head_attention", lambda s: (L.multi_head_attention(2, causal=True), _seq(2 * s), {})
+    ),
+    "multi_head_attention_flash": Case(
+        "multi_head_attention",
+        lambda s: (L.multi_head_attention(2, causal=True, flash=True), _seq(2 * s), {"mask": MASK}),
+    ),
+    "scaled_dot_product_attention": Case(
+        "scaled_dot_product_attention",
+        lambda s: (
+            L.scaled_dot_product_attention(causal=True),
+            (_seq(), _x(2, M, T, D), _x(3, M, T, 2)),
+            {"mask": MASK},
+        ),
+    ),
+    "scaled_dot_product_attention_heads_flash": Case(
+        "scaled_dot_product_attention",
+        lambda s: (
+            L.scaled_dot_product_attention(flash=True),
+            (_x(1, M, 3, 2, 2), _x(2, M, T, 2, 2), _x(3, M, T, 2, 3)),
+            {"mask": MASK},
+        ),
+    ),
+    "position_embedding": Case(
+        "position_embedding", lambda s: (L.position_embedding(7), _seq(s), {})
+    ),
+    "sinusoidal_positions": Case(
+        "sinusoidal_positions", lambda s: (L.sinusoidal_positions(), _seq(), {})
+    ),
+    "transformer_block": Case(
+        "transformer_block",
+        lambda s: (
+            L.transformer_block(D + 2 * s, 2, mlp_dim=8, causal=True),
+            _seq(2 * s),
+            {"mask": MASK},
+        ),
+    ),
     # sharing
-    "tied": Case("tied", lambda s: (L.tied(L.serial(L.dense(D + s), L.tanh(), L.dense(D + s)),
-                                           [((0, "W"), (2, "W"))]), _x(1, M, D + s), {})),
+    "tied": Case(
+        "tied",
+        lambda s: (
+            L.tied(L.serial(L.dense(D + s), L.tanh(), L.dense(D + s)), [((0, "W"), (2, "W"))]),
+            _x(1, M, D + s),
+            {},
+        ),
+    ),
     # models
-    "gpt": Case("models.gpt", lambda s: (
-        models.gpt(7, T, 1, 2, D + 2 * s, mlp_ratio=2), IDS, {"mask": MASK}),
-        nan="integer ids: no NaN can be put in x"),
+    "gpt": Case(
+        "models.gpt",
+        lambda s: (models.gpt(7, T, 1, 2, D + 2 * s, mlp_ratio=2), IDS, {"mask": MASK}),
+        nan="integer ids: no NaN can be put in x",
+    ),
     # (dropout in a model costs seconds of compilation here; test_models trains with it)
-    "gpt_untied_flash": Case("models.gpt", lambda s: (
-        models.gpt(7, T, 1, 2, D + 2 * s, mlp_ratio=2, tied=False, flash=True), IDS, {}),
-        nan="integer ids: no NaN can be put in x"),
+    "gpt_untied_flash": Case(
+        "models.gpt",
+        lambda s: (models.gpt(7, T, 1, 2, D + 2 * s, mlp_ratio=2, tied=False, flash=True), IDS, {}),
+        nan="integer ids: no NaN can be put in x",
+    ),
 }
 
 # Names `purenet.layers` exports that are not layer factories.
@@ -197,8 +265,19 @@ NOT_LAYER_FACTORIES = {
 }
 
 # (by name: `purenet.layers.dropout` is the function the package re-exports)
-LAYER_MODULES = [importlib.import_module(f"purenet.layers.{name}") for name in (
-    "core", "conv", "pooling", "normalization", "dropout", "recurrent", "attention", "sharing")]
+LAYER_MODULES = [
+    importlib.import_module(f"purenet.layers.{name}")
+    for name in (
+        "core",
+        "conv",
+        "pooling",
+        "normalization",
+        "dropout",
+        "recurrent",
+        "attention",
+        "sharing",
+    )
+]
 
 
 def _returns_layer(fn) -> bool:
@@ -210,12 +289,14 @@ def _returns_layer(fn) -> bool:
 
 def test_registry_covers_every_public_factory():
     covered = {case.factory for case in REGISTRY.values()}
-    model_factories = {f"models.{name}" for name in models.__all__
-                       if _returns_layer(getattr(models, name))}
+    model_factories = {
+        f"models.{name}" for name in models.__all__ if _returns_layer(getattr(models, name))
+    }
     assert model_factories, "models.gpt is not seen as a Layer factory"
     factories = (set(L.__all__) - set(NOT_LAYER_FACTORIES)) | model_factories
-    assert not factories - covered, f"public layer factories without a case: " \
-                                    f"{sorted(factories - covered)}"
+    assert not factories - covered, (
+        f"public layer factories without a case: {sorted(factories - covered)}"
+    )
     assert not covered - factories, f"cases of no public factory: {sorted(covered - factories)}"
     assert set(NOT_LAYER_FACTORIES) <= set(L.__all__), "stale NOT_LAYER_FACTORIES entries"
     for name in set(NOT_LAYER_FACTORIES) - {"make_layer"}:
@@ -223,8 +304,12 @@ def test_registry_covers_every_public_factory():
     # every public function of the layer modules that returns a Layer is exported
     for module in LAYER_MODULES:
         for name, fn in vars(module).items():
-            if (inspect.isfunction(fn) and fn.__module__ == module.__name__
-                    and not name.startswith("_") and _returns_layer(fn)):
+            if (
+                inspect.isfunction(fn)
+                and fn.__module__ == module.__name__
+                and not name.startswith("_")
+                and _returns_layer(fn)
+            ):
                 assert name in L.__all__, f"{module.__name__}.{name} is not in layers.__all__"
 
 
@@ -247,9 +332,12 @@ def _params_like(layer: Layer, x, seed: int, scale: float | None = 0.5):
     ``jax.eval_shape`` gives the structure without running ``init``."""
     shapes = jax.eval_shape(lambda: layer.init(KEY, _in_shape(x), jnp.float64)[1])
     rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda a: jnp.asarray(np.zeros(a.shape) if scale is None else
-                                              scale * rng.standard_normal(a.shape), a.dtype),
-                        shapes)
+    return jax.tree.map(
+        lambda a: jnp.asarray(
+            np.zeros(a.shape) if scale is None else scale * rng.standard_normal(a.shape), a.dtype
+        ),
+        shapes,
+    )
 
 
 def _random_like(tree, seed: int):
@@ -305,10 +393,20 @@ def setup(name: str) -> Setup:
     y, cache = forward(params, x, context)
     dy = jax.tree.map(lambda a: _x(9, *a.shape), y)
     grads = layer.backward(params, cache, dy)
-    return Setup(layer, params, x, train, context, dy, y, cache, grads,
-                 jax.jit(forward, compiler_options=_O0),
-                 jax.jit(layer.backward, compiler_options=_O0),
-                 jax.jit(vjp, compiler_options=_O0))
+    return Setup(
+        layer,
+        params,
+        x,
+        train,
+        context,
+        dy,
+        y,
+        cache,
+        grads,
+        jax.jit(forward, compiler_options=_O0),
+        jax.jit(layer.backward, compiler_options=_O0),
+        jax.jit(vjp, compiler_options=_O0),
+    )
 
 
 def _assert_close(a, b, rtol, atol=0.0, what=""):
@@ -323,8 +421,7 @@ def _float_leaves(x):
 
 def _dx_of_floats(dx, x):
     """The leaves of ``dx`` that belong to the floating leaves of ``x``."""
-    return [d for d, a in zip(jax.tree.leaves(dx), jax.tree.leaves(x), strict=True)
-            if _is_float(a)]
+    return [d for d, a in zip(jax.tree.leaves(dx), jax.tree.leaves(x), strict=True) if _is_float(a)]
 
 
 # ------------------------------------------------------------------- the checks
@@ -334,15 +431,21 @@ def _dx_of_floats(dx, x):
 def test_cache_crosses_jit(name):
     s = setup(name)
     for leaf in jax.tree.leaves(s.cache):
-        assert isinstance(leaf, jax.Array), \
+        assert isinstance(leaf, jax.Array), (
             f"a cache leaf is {type(leaf).__name__}, not an array: static things go in Static"
+        )
     dparams, dx = s.grads
     assert jax.tree.structure(dparams) == jax.tree.structure(s.params)
     assert jax.tree.structure(dx) == jax.tree.structure(s.x)
     y, cache = s.forward(s.params, s.x, s.context)
     _assert_close(y, s.y, rtol=1e-12, what="jit(forward)")
-    _assert_close(s.backward(s.params, cache, s.dy), s.grads, rtol=1e-12, atol=1e-14,
-                  what="jit(backward) of jit(forward)'s cache")
+    _assert_close(
+        s.backward(s.params, cache, s.dy),
+        s.grads,
+        rtol=1e-12,
+        atol=1e-14,
+        what="jit(backward) of jit(forward)'s cache",
+    )
 
 
 @pytest.mark.parametrize("name", REGISTRY)
@@ -364,8 +467,13 @@ def test_vmap_equals_each_slice(name):
     second = jax.tree.map(lambda a: a[1], (ys, grads))
     _assert_close(first, (s.y, s.grads), rtol=1e-12, atol=1e-14, what="vmap, slice 0")
     y, cache = s.forward(params, other, context)
-    _assert_close(second, (y, s.backward(params, cache, dy_other)), rtol=1e-12, atol=1e-14,
-                  what="vmap, slice 1")
+    _assert_close(
+        second,
+        (y, s.backward(params, cache, dy_other)),
+        rtol=1e-12,
+        atol=1e-14,
+        what="vmap, slice 1",
+    )
 
 
 def _with_nan(tree):
@@ -379,12 +487,12 @@ def _with_nan(tree):
 
 def _nan_where_jax_has(ours, referee, what):
     """Every NaN of ``referee`` (jax.vjp of the forward) is a NaN of ``ours``."""
-    for i, (a, b) in enumerate(zip(jax.tree.leaves(ours), jax.tree.leaves(referee),
-                                   strict=True)):
+    for i, (a, b) in enumerate(zip(jax.tree.leaves(ours), jax.tree.leaves(referee), strict=True)):
         missed = np.isnan(b) & ~np.isnan(a)
-        assert not missed.any(), \
-            f"{what}, leaf {i}: {int(missed.sum())} entries where jax.vjp gives NaN are " \
+        assert not missed.any(), (
+            f"{what}, leaf {i}: {int(missed.sum())} entries where jax.vjp gives NaN are "
             f"{np.asarray(a)[missed][:3]} here"
+        )
 
 
 def _any_nan(tree) -> bool:
@@ -421,7 +529,7 @@ def _add_key(tree):
         for i, p in enumerate(tree):
             changed = _add_key(p)
             if changed is not None:
-                return type(tree)([*tree[:i], changed, *tree[i + 1:]])
+                return type(tree)([*tree[:i], changed, *tree[i + 1 :]])
     return None
 
 
@@ -433,7 +541,7 @@ def _drop_key(tree):
         for i, p in enumerate(tree):
             changed = _drop_key(p)
             if changed is not None:
-                return type(tree)([*tree[:i], changed, *tree[i + 1:]])
+                return type(tree)([*tree[:i], changed, *tree[i + 1 :]])
     return None
 
 
@@ -468,8 +576,11 @@ def test_params_that_do_not_fit_name_the_path_and_the_layer(name):
     dense_params = {"W": np.zeros((3, 3)), "b": np.zeros(3)}  # another layer's (dense(3))
     if _shapes(dense_params) != _shapes(params):
         wrong["dense(3)'s"] = dense_params
-    for what, change in (("an extra key", _add_key), ("a missing key", _drop_key),
-                         ("a list for a tuple", _listify)):
+    for what, change in (
+        ("an extra key", _add_key),
+        ("a missing key", _drop_key),
+        ("a list for a tuple", _listify),
+    ):
         changed = change(params)
         if changed is not None:
             wrong[what] = changed
@@ -490,18 +601,25 @@ def _directional(s: Setup, seed: int, h: float = 1e-5):
     u_params, u_x = _random_like(s.params, seed), _random_like(s.x, seed + 1)
 
     def phi(t):
-        moved = jax.tree.map(lambda a, u: np.asarray(a) + t * np.asarray(u) if _is_float(a)
-                             else a, (s.params, s.x), (u_params, u_x))
+        moved = jax.tree.map(
+            lambda a, u: np.asarray(a) + t * np.asarray(u) if _is_float(a) else a,
+            (s.params, s.x),
+            (u_params, u_x),
+        )
         y, _ = s.forward(*moved, s.context)
-        return sum(np.vdot(a, b) for a, b in
-                   zip(jax.tree.leaves(y), jax.tree.leaves(s.dy), strict=True))
+        return sum(
+            np.vdot(a, b) for a, b in zip(jax.tree.leaves(y), jax.tree.leaves(s.dy), strict=True)
+        )
 
     numerical = (phi(h) - phi(-h)) / (2 * h)
     dparams, dx = s.grads
-    terms = [np.vdot(g, u) for g, u in zip(jax.tree.leaves(dparams), jax.tree.leaves(u_params),
-                                            strict=True)]
-    terms += [np.vdot(g, u) for g, u in zip(_dx_of_floats(dx, s.x), _float_leaves(u_x),
-                                            strict=True)]
+    terms = [
+        np.vdot(g, u)
+        for g, u in zip(jax.tree.leaves(dparams), jax.tree.leaves(u_params), strict=True)
+    ]
+    terms += [
+        np.vdot(g, u) for g, u in zip(_dx_of_floats(dx, s.x), _float_leaves(u_x), strict=True)
+    ]
     return numerical, float(sum(terms)), float(sum(abs(t) for t in terms))
 
 
@@ -511,19 +629,22 @@ def test_backward_is_the_vjp_and_matches_finite_differences(name):
     dparams, dx = s.grads
     y, (ref_dparams, ref_dx) = s.vjp(s.params, s.x, s.context, s.dy)
     _assert_close(y, s.y, rtol=1e-12)
-    scale = max([float(np.max(np.abs(a))) for a in jax.tree.leaves((ref_dparams, ref_dx))
-                 if a.size], default=1.0)
-    _assert_close(dparams, ref_dparams, rtol=1e-10, atol=1e-12 * scale,
-                  what="dparams vs jax.vjp")
-    _assert_close(_dx_of_floats(dx, s.x), ref_dx, rtol=1e-10, atol=1e-12 * scale,
-                  what="dx vs jax.vjp")
+    scale = max(
+        [float(np.max(np.abs(a))) for a in jax.tree.leaves((ref_dparams, ref_dx)) if a.size],
+        default=1.0,
+    )
+    _assert_close(dparams, ref_dparams, rtol=1e-10, atol=1e-12 * scale, what="dparams vs jax.vjp")
+    _assert_close(
+        _dx_of_floats(dx, s.x), ref_dx, rtol=1e-10, atol=1e-12 * scale, what="dx vs jax.vjp"
+    )
     for d, a in zip(jax.tree.leaves(dx), jax.tree.leaves(s.x), strict=True):
         if not _is_float(a):  # integer inputs have no gradient: zeros
             assert not np.any(d)
     numerical, analytic, magnitude = _directional(s, seed=11)
     assert magnitude > 0
-    assert abs(numerical - analytic) <= 1e-6 * magnitude, \
+    assert abs(numerical - analytic) <= 1e-6 * magnitude, (
         f"directional derivative: central difference {numerical}, backward {analytic}"
+    )
 
 
 # ------------------------------------------------------ names through combinators
@@ -538,10 +659,15 @@ def test_names_and_children():
     bi = L.bidirectional(L.gru(6))
     assert [k for k, _ in bi.children] == ["forward", "backward"]
     params = _params_like(bi, x, seed=0)
-    bad = {"forward": params["forward"], "backward": {**params["backward"],
-                                                      "Wh": jnp.zeros((6, 1))}}
-    with pytest.raises(ValueError, match=r"^params\['backward'\]\['Wh'\] "
-                                         r"\(bidirectional\[backward\], gru\(6\)\)"):
+    bad = {
+        "forward": params["forward"],
+        "backward": {**params["backward"], "Wh": jnp.zeros((6, 1))},
+    }
+    with pytest.raises(
+        ValueError,
+        match=r"^params\['backward'\]\['Wh'\] "
+        r"\(bidirectional\[backward\], gru\(6\)\)",
+    ):
         bi.forward(bad, x)
     block = L.transformer_block(D, 2)
     params = _params_like(block, x, seed=0)

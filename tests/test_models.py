@@ -20,8 +20,17 @@ from purenet import losses, models, optim
 from purenet.testing import assert_gradients
 
 LOSS = losses.sequence_softmax_cross_entropy
-CONFIG = dict(n_layer=2, n_head=4, n_embd=64, vocab_size=97, n_positions=32, resid_pdrop=0.0,
-              embd_pdrop=0.0, attn_pdrop=0.0, activation_function="gelu_new")
+CONFIG = dict(
+    n_layer=2,
+    n_head=4,
+    n_embd=64,
+    vocab_size=97,
+    n_positions=32,
+    resid_pdrop=0.0,
+    embd_pdrop=0.0,
+    attn_pdrop=0.0,
+    activation_function="gelu_new",
+)
 M, T = 3, 32
 ADAMW = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
 STEPS = 10
@@ -38,8 +47,10 @@ def rel(ours, theirs) -> float:
     over two pytrees with equal structure (or two HF state dicts)."""
     if isinstance(theirs, dict) and "lm_head.weight" in theirs:  # HF layout: compare there
         ours, theirs = dict(ours), {k: theirs[k] for k in ours}
-    pairs = [(np.asarray(a, np.float64), np.asarray(b, np.float64))
-             for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True)]
+    pairs = [
+        (np.asarray(a, np.float64), np.asarray(b, np.float64))
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True)
+    ]
     # A floor under the denominator, 1e-6 of the whole pytree's norm: a
     # gradient that is exactly zero here (the key bias bk, which the softmax
     # cancels) is rounding noise (1e-18) for the referee.
@@ -75,12 +86,12 @@ def hf():
         logits = model(ids).logits
         V = logits.shape[-1]
         return logits, torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1))
+            logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1)
+        )
 
     logits, loss = loss_of(model, ids)
     loss.backward()
-    grads = {k: p.grad.numpy().copy()
-             for k, p in model.named_parameters(remove_duplicate=False)}
+    grads = {k: p.grad.numpy().copy() for k, p in model.named_parameters(remove_duplicate=False)}
     opt = torch.optim.AdamW(trained.parameters(), **ADAMW)
     step_losses = []
     for batch in batches:
@@ -90,9 +101,18 @@ def hf():
         opt.step()
         step_losses.append(step_loss.item())
     after = {k: v.detach().numpy().copy() for k, v in trained.state_dict().items()}
-    return dict(config=config, model=model, state=state, ids=ids, batches=batches,
-                logits=logits.detach().numpy(), loss=loss.item(), grads=grads,
-                after=after, step_losses=np.array(step_losses))
+    return dict(
+        config=config,
+        model=model,
+        state=state,
+        ids=ids,
+        batches=batches,
+        logits=logits.detach().numpy(),
+        loss=loss.item(),
+        grads=grads,
+        after=after,
+        step_losses=np.array(step_losses),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +132,11 @@ def test_hf_logits_loss_grads(x64, hf, ours):
     # Compared tensor by tensor in Hugging Face's layout: the key bias bk has
     # a gradient of exactly zero here (the softmax cancels it) and of rounding
     # noise (1e-18) there, so it is compared inside c_attn.bias, as HF stores it.
-    errors = {"logits": rel(logits, hf["logits"]),
-              "loss": abs(float(J) - hf["loss"]) / abs(hf["loss"]),
-              "grads": rel(models.gpt_params_to_hf(grads), hf["grads"])}
+    errors = {
+        "logits": rel(logits, hf["logits"]),
+        "loss": abs(float(J) - hf["loss"]) / abs(hf["loss"]),
+        "grads": rel(models.gpt_params_to_hf(grads), hf["grads"]),
+    }
     print("\nvs GPT2LMHeadModel, float64, relative errors:", errors)
     assert logits.dtype == jnp.float64
     assert all(e <= 1e-10 for e in errors.values()), errors
@@ -144,10 +166,12 @@ def test_hf_adamw_steps(x64, hf, ours):
     # The largest error (9e-13) is c_attn.bias's key part: torch's bk gradient is
     # rounding noise (1e-18) where ours is exactly 0, and Adam divides it by its
     # own root mean square; every other tensor agrees to 6e-15.
-    errors = {"params after 10 AdamW steps": rel(models.gpt_params_to_hf(params), hf["after"]),
-              "losses of the 10 steps": float(np.max(np.abs(np.array(step_losses)
-                                                            - hf["step_losses"])
-                                                     / hf["step_losses"]))}
+    errors = {
+        "params after 10 AdamW steps": rel(models.gpt_params_to_hf(params), hf["after"]),
+        "losses of the 10 steps": float(
+            np.max(np.abs(np.array(step_losses) - hf["step_losses"]) / hf["step_losses"])
+        ),
+    }
     print("\nvs torch.optim.AdamW, float64, relative errors:", errors)
     assert rel(params, models.gpt_params_from_hf(hf["state"], model)) > 1e-3  # it moved
     assert all(e <= 1e-10 for e in errors.values()), errors
@@ -156,14 +180,25 @@ def test_hf_adamw_steps(x64, hf, ours):
 def test_hf_round_trip_and_config(x64, hf):
     torch = pytest.importorskip("torch")
     config = models.gpt_config_from_hf(hf["config"])
-    assert config == dict(vocab_size=97, context=32, depth=2, heads=4, width=64, mlp_ratio=4,
-                          tied=True, activation="gelu_tanh", dropout=0.0, eps=1e-5)
+    assert config == dict(
+        vocab_size=97,
+        context=32,
+        depth=2,
+        heads=4,
+        width=64,
+        mlp_ratio=4,
+        tied=True,
+        activation="gelu_tanh",
+        dropout=0.0,
+        eps=1e-5,
+    )
     assert models.gpt_config(models.gpt(**config)) == {**config, "flash": False}
     assert models.gpt_config_from_hf(hf["config"].to_dict()) == config
     model = models.gpt(**config)
     params = models.gpt_params_from_hf(hf["state"], model)
     assert jax.tree.structure(params) == jax.tree.structure(
-        model.init(jax.random.key(0), (T,), jnp.float64)[1])
+        model.init(jax.random.key(0), (T,), jnp.float64)[1]
+    )
     back = models.gpt_params_to_hf(params)
     sd = {k: v for k, v in hf["state"].items() if not k.endswith((".attn.bias", ".masked_bias"))}
     assert sorted(back) == sorted(sd)
@@ -209,15 +244,20 @@ def test_hf_bad_state_dicts(x64, hf):
     with pytest.raises(ValueError, match=r"unexpected \['transformer.h.0.attn.extra'\]"):
         models.gpt_params_from_hf({**sd, "transformer.h.0.attn.extra": np.zeros(3)}, model)
     bad = {**sd, "transformer.h.0.attn.c_proj.weight": np.zeros((64, 65))}
-    with pytest.raises(ValueError, match=r"state_dict\['transformer.h.0.attn.c_proj.weight'\]: "
-                       r"expected shape \(64, 64\), got shape \(64, 65\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"state_dict\['transformer.h.0.attn.c_proj.weight'\]: "
+        r"expected shape \(64, 64\), got shape \(64, 65\)",
+    ):
         models.gpt_params_from_hf(bad, model)
     wrong = {**sd, "lm_head.weight": sd["lm_head.weight"] + 1.0}
     with pytest.raises(ValueError, match=r"state_dict\['lm_head.weight'\].*tied"):
         models.gpt_params_from_hf(wrong, model)
-    for other, what in ((models.gpt(97, 32, 3, 4, 64), "depth"),
-                        (models.gpt(97, 64, 2, 4, 64), "context"),
-                        (models.gpt(96, 32, 2, 4, 64), "vocab_size")):
+    for other, what in (
+        (models.gpt(97, 32, 3, 4, 64), "depth"),
+        (models.gpt(97, 64, 2, 4, 64), "context"),
+        (models.gpt(96, 32, 2, 4, 64), "vocab_size"),
+    ):
         with pytest.raises(ValueError, match=rf"state_dict: expected weights for gpt.*{what}"):
             models.gpt_params_from_hf(sd, other)
     with pytest.raises(TypeError, match="state_dict"):
@@ -259,7 +299,8 @@ def test_gpt_vs_jax_grad_jit_vmap_dropout(x64):
     grad_fn = jax.jit(purenet.backprop(model, LOSS), static_argnames="train")
     manual = grad_fn(params, ids, t, train=True, key=key)[1]
     auto = jax.jit(jax.grad(purenet.objective(model, LOSS)), static_argnames="train")(
-        params, ids, t, train=True, key=key)
+        params, ids, t, train=True, key=key
+    )
     assert rel(manual, auto) <= 1e-10
     eval_mode = grad_fn(params, ids, t)[1]
     assert rel(eval_mode, manual) > 1e-3  # the dropout masks act
@@ -333,16 +374,23 @@ def test_tied_bad_input():
 def test_gpt_bad_input():
     with pytest.raises(ValueError, match="heads: expected a number of heads that divides width"):
         models.gpt(11, 8, 1, 3, 8)
-    for kwargs, name in ((dict(vocab_size=0), "vocab_size"), (dict(depth=-1), "depth"),
-                         (dict(dropout=1.0), "dropout"), (dict(eps=0.0), "eps"),
-                         (dict(activation="tanh"), "activation")):
+    for kwargs, name in (
+        (dict(vocab_size=0), "vocab_size"),
+        (dict(depth=-1), "depth"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(eps=0.0), "eps"),
+        (dict(activation="tanh"), "activation"),
+    ):
         with pytest.raises((ValueError, TypeError), match=name):
             models.gpt(**{**dict(vocab_size=11, context=8, depth=1, heads=2, width=8), **kwargs})
     with pytest.raises(TypeError, match="tied"):
         models.gpt(11, 8, 1, 2, 8, tied="yes")
     _, params, _ = SMALL.init(jax.random.key(0), (8,))
-    with pytest.raises(ValueError, match=r"x: expected token ids in \[0, vocab_size\) = \[0, 11\), "
-                       r"got id 11"):
+    with pytest.raises(
+        ValueError,
+        match=r"x: expected token ids in \[0, vocab_size\) = \[0, 11\), "
+        r"got id 11",
+    ):
         SMALL.forward(params, jnp.array([[1, 11]]))
     with pytest.raises(ValueError, match=r"got id -1"):
         SMALL.forward(params, jnp.array([[-1, 2]]))
@@ -391,8 +439,9 @@ def test_greedy_generation_equals_full_recomputation(x64):
     assert len(set(np.asarray(out[:, 3:]).ravel().tolist())) > 1  # not a constant
     one = models.generate(GEN, params, prompt[0], 10, key=jax.random.key(5), top_k=1)
     np.testing.assert_array_equal(one, ids[0])
-    np.testing.assert_array_equal(models.generate(GEN, params, prompt, 0, key=jax.random.key(0)),
-                                  prompt)
+    np.testing.assert_array_equal(
+        models.generate(GEN, params, prompt, 0, key=jax.random.key(0)), prompt
+    )
 
 
 def test_sampling_top_k_and_temperature(x64):

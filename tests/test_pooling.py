@@ -16,8 +16,12 @@ from purenet.gradcheck import check_layer
 
 
 def jitted(layer):
-    return L.Layer(layer.init, jax.jit(layer.forward, static_argnames=("train",)),
-                   jax.jit(layer.backward), layer.update_state)
+    return L.Layer(
+        layer.init,
+        jax.jit(layer.forward, static_argnames=("train",)),
+        jax.jit(layer.backward),
+        layer.update_state,
+    )
 
 
 @st.composite
@@ -33,10 +37,18 @@ def pool_configs(draw):
         padding = pads
     else:
         padding, pads = padding_kind, ((0, 0),) * n
-    spatial = tuple(draw(st.integers(max(1, w - lo - hi), 6)) if padding_kind != "SAME"
-                    else draw(st.integers(1, 6)) for w, (lo, hi) in zip(window, pads, strict=True))
-    factory = {("max", 1): L.max_pool1d, ("max", 2): L.max_pool2d,
-               ("avg", 1): L.avg_pool1d, ("avg", 2): L.avg_pool2d}[(kind[:3], n)]
+    spatial = tuple(
+        draw(st.integers(max(1, w - lo - hi), 6))
+        if padding_kind != "SAME"
+        else draw(st.integers(1, 6))
+        for w, (lo, hi) in zip(window, pads, strict=True)
+    )
+    factory = {
+        ("max", 1): L.max_pool1d,
+        ("max", 2): L.max_pool2d,
+        ("avg", 1): L.avg_pool1d,
+        ("avg", 2): L.avg_pool2d,
+    }[(kind[:3], n)]
     extra = {"count_include_pad": False} if kind == "avg_exclude_pad" else {}
     return factory(window, stride, padding, **extra), (*spatial, draw(st.integers(1, 2)))
 
@@ -60,12 +72,16 @@ def _max_pool_grad_by_jax(layer, x, dy):
     return vjp(dy)[0]
 
 
-@pytest.mark.parametrize("layer, shape", [
-    (L.max_pool2d(2), (2, 4, 4, 3)),
-    (L.max_pool2d(3, 1, "SAME"), (1, 5, 5, 2)),
-    (L.max_pool2d((2, 3), (1, 2), ((1, 0), (0, 2))), (2, 5, 6, 1)),
-    (L.max_pool1d(3, 2, "SAME"), (2, 9, 2)),
-], ids=["2x2", "3x3-overlap-same", "asymmetric", "1d"])
+@pytest.mark.parametrize(
+    "layer, shape",
+    [
+        (L.max_pool2d(2), (2, 4, 4, 3)),
+        (L.max_pool2d(3, 1, "SAME"), (1, 5, 5, 2)),
+        (L.max_pool2d((2, 3), (1, 2), ((1, 0), (0, 2))), (2, 5, 6, 1)),
+        (L.max_pool1d(3, 2, "SAME"), (2, 9, 2)),
+    ],
+    ids=["2x2", "3x3-overlap-same", "asymmetric", "1d"],
+)
 def test_ties_go_where_jax_grad_sends_them(layer, shape):
     rng = np.random.default_rng(0)
     for x in (np.ones(shape), rng.integers(0, 2, size=shape), rng.integers(-2, 3, size=shape)):
@@ -87,8 +103,9 @@ def test_max_pool_tie_goes_to_the_first_maximum_in_row_major_order():
 
 def test_max_pool_known_answer():
     # Saito, Deep Learning from Scratch, fig. 7-14: 2x2 max pooling, stride 2.
-    x = jnp.array([[1, 2, 1, 0], [0, 1, 2, 3], [3, 0, 1, 2], [2, 4, 0, 1]],
-                  jnp.float64)[None, :, :, None]
+    x = jnp.array([[1, 2, 1, 0], [0, 1, 2, 3], [3, 0, 1, 2], [2, 4, 0, 1]], jnp.float64)[
+        None, :, :, None
+    ]
     y, cache = L.max_pool2d(2).forward((), x)
     np.testing.assert_array_equal(y[0, :, :, 0], [[2, 3], [4, 2]])
     dy = jnp.array([[1.0, 2.0], [3.0, 4.0]])[None, ..., None]
@@ -98,10 +115,13 @@ def test_max_pool_known_answer():
     )
 
 
-@pytest.mark.parametrize("count_include_pad, expected", [
-    (True, [2 / 4, 4 / 4, 2 / 4]),   # borders divided by the full window of 4
-    (False, [2 / 2, 4 / 4, 2 / 2]),  # borders divided by their 2 real inputs
-])
+@pytest.mark.parametrize(
+    "count_include_pad, expected",
+    [
+        (True, [2 / 4, 4 / 4, 2 / 4]),  # borders divided by the full window of 4
+        (False, [2 / 2, 4 / 4, 2 / 2]),  # borders divided by their 2 real inputs
+    ],
+)
 def test_average_pooling_padding_convention(count_include_pad, expected):
     # Ones of length 4, window 4, stride 2, padding 2: windows hold 2, 4, 2 real inputs.
     layer = L.avg_pool1d(4, 2, 2, count_include_pad=count_include_pad)

@@ -226,8 +226,7 @@ def test_bidirectional_with_initial_states():
     layer = L.bidirectional(L.lstm(2))
     _, params, _ = layer.init(KEY, (3, 2), jnp.float64)
     x = _sequence(0, 2, 3, 2)
-    states = (_initial_state("lstm", 1, 2, 2),
-              _initial_state("lstm", 2, 2, 2))
+    states = (_initial_state("lstm", 1, 2, 2), _initial_state("lstm", 2, 2, 2))
     _assert_checks(check_layer(layer, params, (x, states), dy_key=jax.random.key(3)))
 
 
@@ -358,8 +357,10 @@ def test_unrolled_rnn_gradient_is_the_sum_over_layers_of_a_tied_feedforward_net(
     tied, _ = recurrent.backward(p, cache, dy)
 
     step = L.serial(L.parallel(L.dense(h), L.dense(h)), L.fan_in_sum(), L.tanh())
-    untied = [((({"W": p["Wx"], "b": p["b"]}, {"W": p["Wh"], "b": jnp.zeros(h)}), (), ()))
-              for _ in range(T)]
+    untied = [
+        ((({"W": p["Wx"], "b": p["b"]}, {"W": p["Wh"], "b": jnp.zeros(h)}), (), ()))
+        for _ in range(T)
+    ]
 
     def feedforward(untied):
         hs, caches, h_t = [], [], jnp.zeros((m, h))
@@ -404,7 +405,8 @@ def test_against_pytorch_with_copied_weights(name):
     x = _sequence(0, m, T, d)
     dy = jax.random.normal(jax.random.key(1), (m, T, h), jnp.float64)
     module = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[name](
-        d, h, batch_first=True).double()
+        d, h, batch_first=True
+    ).double()
     with torch.no_grad():
         module.weight_ih_l0.copy_(torch.tensor(np.asarray(p["Wx"]).T))
         module.weight_hh_l0.copy_(torch.tensor(np.asarray(p["Wh"]).T))
@@ -418,10 +420,12 @@ def test_against_pytorch_with_copied_weights(name):
     grads, dx = layer.backward(p, cache, dy)
     np.testing.assert_allclose(y, out.detach().numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(dx, x_torch.grad.numpy(), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(grads["Wx"], module.weight_ih_l0.grad.numpy().T, rtol=1e-10,
-                               atol=1e-12)
-    np.testing.assert_allclose(grads["Wh"], module.weight_hh_l0.grad.numpy().T, rtol=1e-10,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        grads["Wx"], module.weight_ih_l0.grad.numpy().T, rtol=1e-10, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        grads["Wh"], module.weight_hh_l0.grad.numpy().T, rtol=1e-10, atol=1e-12
+    )
     db = grads["bx"] if name == "gru" else grads["b"]
     np.testing.assert_allclose(db, module.bias_ih_l0.grad.numpy(), rtol=1e-10, atol=1e-12)
 

@@ -83,8 +83,10 @@ def test_all_masked_gives_zero_not_nan_and_large_logits_stay_finite():
         (jnp.zeros((M, T)), r"t: expected integer class labels"),
         (jnp.full((M, T), C), r"t: expected labels in \[0, 4\) or -1 \(masked\), got label 4"),
         (jnp.full((M, T), -2), r"t: expected labels in \[0, 4\) or -1 \(masked\), got label -2"),
-        ((jnp.zeros((M, T), jnp.int32), jnp.ones((M, T - 1))),
-         r"mask: expected a mask of the targets' shape \(3, 5\)"),
+        (
+            (jnp.zeros((M, T), jnp.int32), jnp.ones((M, T - 1))),
+            r"mask: expected a mask of the targets' shape \(3, 5\)",
+        ),
     ],
     ids=["shape", "float", "too_large", "negative", "mask_shape"],
 )

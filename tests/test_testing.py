@@ -94,8 +94,9 @@ def test_assert_layer_reports_the_worst_entry_of_a_wrong_backward():
     message = str(info.value)
     assert message.startswith("layer: hand-written gradient is wrong")
     assert "FAILED" in message and "worst entries:" in message
-    line = re.search(r"\['x'\]\[(\d), (\d)\]: hand-written (\S+), jax.vjp (\S+), finite diff (\S+)",
-                     message)
+    line = re.search(
+        r"\['x'\]\[(\d), (\d)\]: hand-written (\S+), jax.vjp (\S+), finite diff (\S+)", message
+    )
     assert line, message
     i, j = int(line[1]), int(line[2])
     hand, vjp, numeric = (float(line[k]) for k in (3, 4, 5))
@@ -265,15 +266,17 @@ SETTINGS = settings(
 @SETTINGS
 @given(strategies.problems(models=strategies.chain_models()))
 def test_backprop_is_the_gradient_of_random_chains(problem):
-    assert_gradients(problem.model, problem.loss, problem.params, problem.x, problem.t,
-                     state=problem.state)
+    assert_gradients(
+        problem.model, problem.loss, problem.params, problem.x, problem.t, state=problem.state
+    )
 
 
 @SETTINGS
 @given(strategies.problems(models=strategies.non_chain_models()))
 def test_backprop_is_the_gradient_of_random_non_chain_networks(problem):
-    assert_gradients(problem.model, problem.loss, problem.params, problem.x, problem.t,
-                     state=problem.state)
+    assert_gradients(
+        problem.model, problem.loss, problem.params, problem.x, problem.t, state=problem.state
+    )
 
 
 @settings(max_examples=25, deadline=None, derandomize=True)

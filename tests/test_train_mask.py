@@ -62,9 +62,7 @@ def test_masked_positions_do_not_reach_training():
     for a, b in zip(*map(jax.tree.leaves, with_mask), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
     without = _epoch(X, None)[0], _epoch(x_other, None)[0]
-    differ = [
-        not np.allclose(a, b) for a, b in zip(*map(jax.tree.leaves, without), strict=True)
-    ]
+    differ = [not np.allclose(a, b) for a, b in zip(*map(jax.tree.leaves, without), strict=True)]
     assert any(differ)
 
 

@@ -1,17 +1,17 @@
-"""Where a LeNet-5 step spends its time: each convolution's forward, ``dW``
-and ``dx`` timed alone, with both hand-written backward methods, then the
+"""Where a LeNet-5 step spends its time: each convolution's forward, `dW`
+and `dx` timed alone, with both hand-written backward methods, then the
 whole step against the same step with every convolution replaced by a
 near-free stand-in of the same shapes.
 
-``python -m benchmarks.investigations.conv_profile`` prints one line per piece
+`python -m benchmarks.investigations.conv_profile` prints one line per piece
 (jitted, float32, batch 128, median of 30 calls after one warm-up). In the
-network the first layer's ``dx`` is never used and XLA removes it.
+network the first layer's `dx` is never used and XLA removes it.
 
-The last lines bound what any convolution code could gain: with ``t_rest``
-the step without convolutions and ``t_goal`` a target step time, the five
-convolution products of a step (conv1 forward and ``dW``; conv2 forward,
-``dW`` and ``dx``; ``2 * m * prod(O) * prod(K) * C_in * C_out`` FLOP each)
-must run at ``FLOP / (t_goal - t_rest)``. With PyTorch installed, ``t_goal``
+The last lines bound what any convolution code could gain: with `t_rest`
+the step without convolutions and `t_goal` a target step time, the five
+convolution products of a step (conv1 forward and `dW`; conv2 forward,
+`dW` and `dx`; `2 * m * prod(O) * prod(K) * C_in * C_out` FLOP each)
+must run at `FLOP / (t_goal - t_rest)`. With PyTorch installed, `t_goal`
 is its eager step divided by 1.5 (the conv issue's goal).
 """
 
@@ -36,13 +36,13 @@ CASES = {
 
 
 def median_ms(fn, *args, calls: int = 30) -> float:
-    """Median wall time of ``jax.jit(fn)(*args)`` in milliseconds, after a warm-up."""
+    """Median wall time of `jax.jit(fn)(*args)` in milliseconds, after a warm-up."""
     fn = jax.jit(fn)
     return median_thunk_ms(lambda: fn(*args), calls)
 
 
 def median_thunk_ms(thunk, calls: int = 30) -> float:
-    """Median wall time of ``thunk()`` (its result blocked on) in milliseconds,
+    """Median wall time of `thunk()` (its result blocked on) in milliseconds,
     after a warm-up call."""
     return summary(interleave({"thunk": thunk}, rounds=calls, warmup=1)["thunk"])["median"] * 1e3
 
@@ -73,8 +73,8 @@ def main() -> None:
 
 
 def stand_in(features: int, crop: int) -> L.Layer:
-    """A convolution's shapes at almost no cost: ``x[:, :H-crop, :W-crop, :1] * w``
-    with ``w`` of shape ``(features,)``; hand-written backward."""
+    """A convolution's shapes at almost no cost: `x[:, :H-crop, :W-crop, :1] * w`
+    with `w` of shape `(features,)`; hand-written backward."""
 
     def init(key, in_shape, dtype=jnp.float32):
         h, w, _ = in_shape
@@ -93,11 +93,20 @@ def stand_in(features: int, crop: int) -> L.Layer:
 
 
 def lenet5_without_convolutions() -> L.Layer:
-    """:func:`benchmarks.conv.lenet5` with each convolution a :func:`stand_in`."""
+    """`benchmarks.conv.lenet5` with each convolution a `stand_in`."""
     return L.serial(
-        stand_in(6, 0), L.relu(), L.max_pool2d(2),
-        stand_in(16, 4), L.relu(), L.max_pool2d(2),
-        L.flatten(), L.dense(120), L.relu(), L.dense(84), L.relu(), L.dense(10),
+        stand_in(6, 0),
+        L.relu(),
+        L.max_pool2d(2),
+        stand_in(16, 4),
+        L.relu(),
+        L.max_pool2d(2),
+        L.flatten(),
+        L.dense(120),
+        L.relu(),
+        L.dense(84),
+        L.relu(),
+        L.dense(10),
     )
 
 
@@ -111,16 +120,21 @@ def conv_flop() -> int:
 def bound() -> None:
     x, t = _data((28, 28, 1), BATCH)
     steps = {}
-    for name, model in (("LeNet-5 step", lenet5()),
-                        ("without convolutions", lenet5_without_convolutions())):
+    for name, model in (
+        ("LeNet-5 step", lenet5()),
+        ("without convolutions", lenet5_without_convolutions()),
+    ):
         _, params, _ = model.init(jax.random.key(0), (28, 28, 1), jnp.float32)
-        steps[name] = median_ms(purenet.backprop(model, losses.softmax_cross_entropy), params, x, t,
-                                calls=60)
+        steps[name] = median_ms(
+            purenet.backprop(model, losses.softmax_cross_entropy), params, x, t, calls=60
+        )
         print(f"{name:32s} {steps[name]:6.2f} ms")
     flop = conv_flop()
     rest = steps["without convolutions"]
-    print(f"convolution products per step: {flop / 1e6:.0f} MFLOP, now at "
-          f"{flop / (steps['LeNet-5 step'] - rest) / 1e6:.0f} GFLOP/s")
+    print(
+        f"convolution products per step: {flop / 1e6:.0f} MFLOP, now at "
+        f"{flop / (steps['LeNet-5 step'] - rest) / 1e6:.0f} GFLOP/s"
+    )
     _, params, _ = lenet5().init(jax.random.key(0), (28, 28, 1), jnp.float32)
     step, info = torch_step("LeNet-5", params, x, t)
     if step is None:
@@ -128,23 +142,29 @@ def bound() -> None:
         return
     torch_ms = median_thunk_ms(step)
     torch_rest = median_thunk_ms(_torch_without_convolutions(params, x, t))
-    print(f"PyTorch eager step ({info}) {torch_ms:.2f} ms, without convolutions "
-          f"{torch_rest:.2f} ms: its convolutions at {flop / (torch_ms - torch_rest) / 1e6:.0f} "
-          "GFLOP/s")
+    print(
+        f"PyTorch eager step ({info}) {torch_ms:.2f} ms, without convolutions "
+        f"{torch_rest:.2f} ms: its convolutions at {flop / (torch_ms - torch_rest) / 1e6:.0f} "
+        "GFLOP/s"
+    )
     goal = torch_ms / 1.5
-    print(f"goal {goal:.2f} ms: purenet's convolutions would need "
-          f"{flop / (goal - rest) / 1e6:.0f} GFLOP/s" if goal > rest
-          else f"goal {goal:.2f} ms is below purenet's step without convolutions")
-
+    print(
+        f"goal {goal:.2f} ms: purenet's convolutions would need "
+        f"{flop / (goal - rest) / 1e6:.0f} GFLOP/s"
+        if goal > rest
+        else f"goal {goal:.2f} ms is below purenet's step without convolutions"
+    )
 
 
 def _torch_without_convolutions(params, x, t):
-    """PyTorch's LeNet-5 step with :func:`stand_in`'s convolutions (eager, autograd)."""
+    """PyTorch's LeNet-5 step with `stand_in`'s convolutions (eager, autograd)."""
     import torch
 
     F = torch.nn.functional
-    dense = [{k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in params[i].items()}
-             for i in (7, 9, 11)]
+    dense = [
+        {k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in params[i].items()}
+        for i in (7, 9, 11)
+    ]
     w = [torch.ones(f, requires_grad=True) for f in (6, 16)]
     xt = torch.tensor(np.asarray(x)).permute(0, 3, 1, 2).contiguous()  # NCHW
     tt = torch.tensor(np.asarray(t)).long()

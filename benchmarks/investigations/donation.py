@@ -1,19 +1,19 @@
-"""Investigation ``donation``: buffer donation on a full training step.
+"""Investigation `donation`: buffer donation on a full training step.
 
-``python -m benchmarks.investigations.donation [--full] [--scale S]`` prints the table.
+`python -m benchmarks.investigations.donation [--full] [--scale S]` prints the table.
 
 One training step is the gradient plus a plain SGD update written inline,
-``params - lr * grads``, jitted as one program ``step(params, x, t) ->
-(params, J)``. Four contenders, interleaved, each carrying its own params from
+`params - lr * grads`, jitted as one program `step(params, x, t) ->
+(params, J)`. Four contenders, interleaved, each carrying its own params from
 call to call (a donated buffer cannot be reused by the caller):
 
-* ``hand`` / ``jax.grad``: the gradient by ``purenet.backprop`` or by
-  ``jax.value_and_grad(purenet.objective(...))``;
-* ``+ donate``: the same step under ``jax.jit(step, donate_argnums=0)``, so
+* `hand` / `jax.grad`: the gradient by `purenet.backprop` or by
+  `jax.value_and_grad(purenet.objective(...))`;
+* `+ donate`: the same step under `jax.jit(step, donate_argnums=0)`, so
   XLA may write the new params into the old params' buffers instead of
   allocating new ones.
 
-The HLO of a donated step is checked for ``input_output_alias`` (whether
+The HLO of a donated step is checked for `input_output_alias` (whether
 XLA:CPU actually aliased the buffers). Reported: median [quartiles] per step
 and the per-round ratios donate / no donate and hand / jax.grad.
 """
@@ -37,7 +37,7 @@ LEARNING_RATE = 1e-3
 
 
 def sgd_step(grad_fn, lr: float = LEARNING_RATE):
-    """``step(params, x, t) -> (params - lr * grads, J)``."""
+    """`step(params, x, t) -> (params - lr * grads, J)`."""
 
     def step(params, x, t):
         J, grads = grad_fn(params, x, t)
@@ -47,7 +47,7 @@ def sgd_step(grad_fn, lr: float = LEARNING_RATE):
 
 
 def steps(p) -> dict:
-    """Name -> jitted step (with and without donation of ``params``)."""
+    """Name -> jitted step (with and without donation of `params`)."""
     grad_fns = {
         "hand": purenet.backprop(p.model, p.loss),
         "jax.grad": jax.value_and_grad(purenet.objective(p.model, p.loss)),

@@ -1,34 +1,34 @@
 """Where 1,000 vmapped XOR 2-2-1 networks spend their time, and the levers tried.
 
-``python -m benchmarks.investigations.tiny_profile [--rounds N] [--no-flags]`` prints:
+`python -m benchmarks.investigations.tiny_profile [--rounds N] [--no-flags]` prints:
 
-1. the compiled loop of the ``tiny`` benchmark (``benchmarks.hlo.loop_bodies``):
+1. the compiled loop of the `tiny` benchmark (`benchmarks.hlo.loop_bodies`):
    kernels launched per training step, vmapped and for one network;
-2. a per-kernel profile of the vmapped loop (``jax.profiler.trace``; XLA:CPU's
+2. a per-kernel profile of the vmapped loop (`jax.profiler.trace`; XLA:CPU's
    thunk runtime records one event per kernel launch);
 3. levers, timed interleaved in one process, wall and CPU time
-   (``time.process_time``, all threads), each as a speed-up over one
-   ``lax.scan`` per network (50 networks, scaled to 1,000):
+   (`time.process_time`, all threads), each as a speed-up over one
+   `lax.scan` per network (50 networks, scaled to 1,000):
 
-   * ``vmap``: the public path, ``jax.jit(jax.vmap(scan of make_step))``;
-   * ``unroll=k``: ``lax.scan(..., unroll=k)``;
-   * ``no YNNPACK``: per-jit ``compiler_options`` without YNNPACK fusions;
-   * ``dense: unrolled sums``: ``dense`` written as a Python sum over the tiny
-     contracted axis (``y = b + sum_i x[..., i] W[i]``, likewise ``dW``,
-     ``dx``): no ``dot``, only elementwise ops under ``vmap``;
-   * ``sigmoid: lax.logistic``: XLA's own logistic instead of purenet's
-     two-branch ``where`` sigmoid (same derivative ``y (1 - y)``);
+   * `vmap`: the public path, `jax.jit(jax.vmap(scan of make_step))`;
+   * `unroll=k`: `lax.scan(..., unroll=k)`;
+   * `no YNNPACK`: per-jit `compiler_options` without YNNPACK fusions;
+   * `dense: unrolled sums`: `dense` written as a Python sum over the tiny
+     contracted axis (`y = b + sum_i x[..., i] W[i]`, likewise `dW`,
+     `dx`): no `dot`, only elementwise ops under `vmap`;
+   * `sigmoid: lax.logistic`: XLA's own logistic instead of purenet's
+     two-branch `where` sigmoid (same derivative `y (1 - y)`);
    * both of the last two together;
-   * the seed-minor bound of ``benchmarks.tiny`` (hand-written, not purenet);
+   * the seed-minor bound of `benchmarks.tiny` (hand-written, not purenet);
 
-   ``dense`` as ``sum(x[..., :, None] * W, -2)`` (broadcast multiply + reduce)
+   `dense` as `sum(x[..., :, None] * W, -2)` (broadcast multiply + reduce)
    is left out of the table: its reductions become YNNPACK fusions and one
-   run takes ~30x the ``vmap`` time (3.4 s against 0.12 s on a loaded machine);
-4. unless ``--no-flags``, levers that need ``XLA_FLAGS`` before JAX starts,
+   run takes ~30x the `vmap` time (3.4 s against 0.12 s on a loaded machine);
+4. unless `--no-flags`, levers that need `XLA_FLAGS` before JAX starts,
    each in a fresh process: two CPU devices
-   (``--xla_force_host_platform_device_count=2``) with the seeds split by
-   ``purenet.parallel.shard_seeds``, and the whole loop as one kernel
-   (``--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=...``
+   (`--xla_force_host_platform_device_count=2`) with the seeds split by
+   `purenet.parallel.shard_seeds`, and the whole loop as one kernel
+   (`--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=...`
    with YNNPACK off, so that XLA:CPU's small-while-loop pass takes the loop).
 """
 
@@ -66,8 +66,8 @@ FLAG_LEVERS = {
 
 
 def dense_unrolled(n: int) -> Layer:
-    """``dense`` with the contractions written as Python sums of elementwise
-    products over the (tiny) contracted axis: no ``dot`` in the program."""
+    """`dense` with the contractions written as Python sums of elementwise
+    products over the (tiny) contracted axis: no `dot` in the program."""
     init = L.dense(n).init  # the same parameters as dense: only the arithmetic differs
 
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
@@ -91,7 +91,7 @@ LOGISTIC = act.Activation(f=jax.lax.logistic, df=act.sigmoid.df)
 
 
 def build(dense=L.dense, sigmoid=act.sigmoid, unroll: int = 1):
-    """``(init, scan_training)`` of the ``tiny`` benchmark with swapped parts."""
+    """`(init, scan_training)` of the `tiny` benchmark with swapped parts."""
     model = L.serial(dense(2), L.elementwise(sigmoid), dense(1))
     opt = optim.sgd(tiny.LR)
     step = train.make_step(model, losses.sigmoid_binary_cross_entropy, opt)
@@ -111,7 +111,7 @@ def build(dense=L.dense, sigmoid=act.sigmoid, unroll: int = 1):
 
 
 def timed(contenders: dict, rounds: int) -> dict:
-    """Interleaved wall + CPU samples (``tiny.interleave_cpu``)."""
+    """Interleaved wall + CPU samples (`tiny.interleave_cpu`)."""
     return tiny.interleave_cpu(contenders, rounds=rounds)
 
 
@@ -141,7 +141,7 @@ def print_table(rows: dict) -> None:
 
 
 def profile(fn, args, runs: int = 3, top: int = 12) -> list[tuple]:
-    """Top kernels of ``fn(*args)``: (ms per run, launches per run, name)."""
+    """Top kernels of `fn(*args)`: (ms per run, launches per run, name)."""
     jax.block_until_ready(fn(*args))
     with tempfile.TemporaryDirectory() as d:
         with jax.profiler.trace(d):

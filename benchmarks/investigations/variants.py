@@ -1,35 +1,35 @@
-"""Investigation ``variants``: ways of writing the hand-written gradient, each
-against ``jax.grad``.
+"""Investigation `variants`: ways of writing the hand-written gradient, each
+against `jax.grad`.
 
-``python -m benchmarks.investigations.variants [--full] [--scale S]`` prints the tables.
+`python -m benchmarks.investigations.variants [--full] [--scale S]` prints the tables.
 
-The questions behind a hand-written step that is slower than ``jax.grad``,
-each answered by a variant of ``purenet.backprop`` (same model, same loss):
+The questions behind a hand-written step that is slower than `jax.grad`,
+each answered by a variant of `purenet.backprop` (same model, same loss):
 
-* ``as is``: ``purenet.backprop`` as shipped;
-* ``dot_general``: dense backward with ``lax.dot_general`` and explicit
-  contracting dimensions instead of ``x.T @ dy`` and ``dy @ W.T``
-  (does ``.T`` materialise a transpose?);
-* ``transpose + barrier``: ``dW = optimization_barrier(x.T) @ dy``, a
+* `as is`: `purenet.backprop` as shipped;
+* `dot_general`: dense backward with `lax.dot_general` and explicit
+  contracting dimensions instead of `x.T @ dy` and `dy @ W.T`
+  (does `.T` materialise a transpose?);
+* `transpose + barrier`: `dW = optimization_barrier(x.T) @ dy`, a
   transpose XLA cannot fold into the dot, so that the product has the
   standard contracting dimensions that YNNPACK accepts (XLA:CPU hands
-  ``dot``s contracting dimension 0 of both operands to Eigen);
-* ``first dx kept``: also returns the first layer's ``dx`` (what the shipped
+  `dot`s contracting dimension 0 of both operands to Eigen);
+* `first dx kept`: also returns the first layer's `dx` (what the shipped
   backprop costs if XLA did not remove it as dead code);
-* ``value, grad apart``: calls ``loss.value`` and ``loss.grad`` separately
-  instead of the fused ``loss.value_and_grad`` (is the softmax computed twice?);
-* ``penalty always``: ``purenet.backprop(model, loss, purenet.penalty())``,
-  a penalty value whose strengths are 0 (what a ``vmap`` over strengths runs;
-  ``backprop`` without a penalty skips it in Python).
+* `value, grad apart`: calls `loss.value` and `loss.grad` separately
+  instead of the fused `loss.value_and_grad` (is the softmax computed twice?);
+* `penalty always`: `purenet.backprop(model, loss, purenet.penalty())`,
+  a penalty value whose strengths are 0 (what a `vmap` over strengths runs;
+  `backprop` without a penalty skips it in Python).
 
-All are interleaved with ``jax.grad`` (``jax.value_and_grad`` of the
-objective) and with a second copy of it (``control``), as in ``gradient``.
+All are interleaved with `jax.grad` (`jax.value_and_grad` of the
+objective) and with a second copy of it (`control`), as in `gradient`.
 
-A second table checks the one variant that wins somewhere (``transpose +
-barrier``, on the 2-8-1 net) where tiny networks are trained in practice:
-the ``tiny`` benchmark's 1,000 XOR networks trained at once under
-``jax.vmap`` (1,000 steps of ``purenet.train.make_step`` in a ``lax.scan``),
-with the shipped ``dense`` and with the barrier one.
+A second table checks the one variant that wins somewhere (`transpose +
+barrier`, on the 2-8-1 net) where tiny networks are trained in practice:
+the `tiny` benchmark's 1,000 XOR networks trained at once under
+`jax.vmap` (1,000 steps of `purenet.train.make_step` in a `lax.scan`),
+with the shipped `dense` and with the barrier one.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ ROUNDS = {
 
 
 def _dense_with(backward_dW):
-    """``dense(n)`` whose backward computes ``dW = backward_dW(x, dy)`` and
-    ``dx = dy W^T`` with explicit contracting dimensions."""
+    """`dense(n)` whose backward computes `dW = backward_dW(x, dy)` and
+    `dx = dy W^T` with explicit contracting dimensions."""
 
     def factory(n):
         base = L.dense(n)
@@ -101,7 +101,7 @@ def _value_grad_apart(p):
 
 
 def variants(p) -> dict:
-    """Name -> un-jitted function of ``(params, x, t)``."""
+    """Name -> un-jitted function of `(params, x, t)`."""
     return {
         "as is": purenet.backprop(p.model, p.loss),
         "dot_general": purenet.backprop(_mlp(dense_dot_general, p.sizes), p.loss),
@@ -113,7 +113,7 @@ def variants(p) -> dict:
 
 
 def _xor_vmapped(dense):
-    """``(train, state)``: vmapped scan training of 1,000 2-2-1 XOR nets."""
+    """`(train, state)`: vmapped scan training of 1,000 2-2-1 XOR nets."""
     from benchmarks.tiny import NETWORKS, setup
 
     init, _, _, scan_training, _, _ = setup(dense)

@@ -1,22 +1,19 @@
-"""Layers: ``Layer = (init, forward, backward, update_state)``, one module per family.
+"""Layers: `Layer = (init, forward, backward, update_state)`, one module per family.
 
-The contract is stated once, in :mod:`purenet.layers.core`. Every factory is
-re-exported here, so ``purenet.layers.dense`` and
-``purenet.layers.core.dense`` are the same function.
+The contract is stated once, in [`purenet.layers.core`][purenet.layers.core]. Every factory is
+re-exported here, so `purenet.layers.dense` and
+`purenet.layers.core.dense` are the same function.
 
-=================  ==========================================================
-core               Layer, dense, activations, flatten, serial, parallel,
-                   fan_out, fan_in_sum, fan_in_concat, residual
-conv               conv1d, conv2d (im2col, col2im, conv_forward, conv_backward)
-pooling            max_pool1d, max_pool2d, avg_pool1d, avg_pool2d, global_avg_pool
-normalization      batchnorm, layer_norm
-dropout            dropout
-recurrent          rnn, lstm, gru, last_step, bidirectional, embedding
-attention          multi_head_attention, transformer_block, position_embedding,
-                   sinusoidal_positions, scaled_dot_product_attention
-                   (attention_forward, attention_backward, sinusoids)
-sharing            tied (weight sharing: one array in several slots)
-=================  ==========================================================
+| module | what it holds |
+| --- | --- |
+| core | the contract `Layer`, `dense`, activations, `flatten`, the combinators |
+| conv | `conv1d`, `conv2d` and their pieces (`im2col`, `col2im`, `conv_forward`, `conv_backward`) |
+| pooling | `max_pool1d`, `max_pool2d`, `avg_pool1d`, `avg_pool2d`, `global_avg_pool` |
+| normalization | `batchnorm`, `layer_norm` |
+| dropout | `dropout` |
+| recurrent | `rnn`, `lstm`, `gru`, `last_step`, `bidirectional`, `embedding` |
+| attention | `multi_head_attention`, `transformer_block`, position encodings, attention's pieces |
+| sharing | `tied` (weight sharing: one array in several slots) |
 """
 
 from purenet.layers.attention import (

@@ -2,62 +2,66 @@ r"""Attention with a hand-written backward: scaled dot-product attention,
 multi-head self-attention, position encodings and a pre-layer-norm
 transformer block (Vaswani et al. 2017).
 
-===================================  ============================================
-``attention_forward/backward``     the function pair: softmax(q k^T / sqrt(d_k)) v
-``scaled_dot_product_attention``   the pair as a layer on ``(q, k, v)``
-``multi_head_attention(heads)``    self-attention with ``Wq, Wk, Wv, Wo`` and biases
-``position_embedding(max_len)``    a learned table added to the sequence
-``sinusoidal_positions()``         Vaswani et al.'s fixed sines and cosines added
-``transformer_block(width, heads)``  pre-LN: ``x + MHA(LN(x))``, then ``x + MLP(LN(x))``
-===================================  ============================================
+| | |
+| --- | --- |
+| `attention_forward/backward` | the function pair: softmax(q k^T / sqrt(d_k)) v |
+| `scaled_dot_product_attention` | the pair as a layer on `(q, k, v)` |
+| `multi_head_attention(heads)` | self-attention with `Wq, Wk, Wv, Wo` and biases |
+| `position_embedding(max_len)` | a learned table added to the sequence |
+| `sinusoidal_positions()` | Vaswani et al.'s fixed sines and cosines added |
+| `transformer_block(width, heads)` | pre-LN: `x + MHA(LN(x))`, then `x + MLP(LN(x))` |
 
-**Layout.** Sequences are batch-major and channels-last, ``(m, T, d)``, as
+**Layout.** Sequences are batch-major and channels-last, `(m, T, d)`, as
 everywhere in purenet. Inside attention the heads get their own axis after
-time, ``(m, T, heads, d_head)``: the ``(B, T, N, H)`` layout of
-``jax.nn.dot_product_attention``. A split into heads is then a reshape of the
-last axis (head ``h`` owns features ``h * d_head : (h + 1) * d_head``, as in
-``torch.nn.MultiheadAttention``) and no transpose is ever materialised: every
-product is one ``einsum`` that names its axes.
+time, `(m, T, heads, d_head)`: the `(B, T, N, H)` layout of
+`jax.nn.dot_product_attention`. A split into heads is then a reshape of the
+last axis (head `h` owns features `h * d_head : (h + 1) * d_head`, as in
+`torch.nn.MultiheadAttention`) and no transpose is ever materialised: every
+product is one `einsum` that names its axes.
 
-**Forward**, per example and head, for queries ``q (Tq, d_k)``, keys
-``k (Tk, d_k)``, values ``v (Tk, d_v)`` and a boolean ``allowed (Tq, Tk)``
-(True where query ``i`` may look at key ``j``)::
+**Forward**, per example and head, for queries `q (Tq, d_k)`, keys
+`k (Tk, d_k)`, values `v (Tk, d_v)` and a boolean `allowed (Tq, Tk)`
+(True where query `i` may look at key `j`):
 
-    S = q k^T / sqrt(d_k)                                   logits (Tq, Tk)
-    P_ij = allowed_ij exp(S_ij - M_i) / sum_j' allowed_ij' exp(S_ij' - M_i)
-    out = P v                                               (Tq, d_v)
+```text
+S = q k^T / sqrt(d_k)                                   logits (Tq, Tk)
+P_ij = allowed_ij exp(S_ij - M_i) / sum_j' allowed_ij' exp(S_ij' - M_i)
+out = P v                                               (Tq, d_v)
+```
 
-with ``M_i = max over allowed j of S_ij``. Subtracting the row maximum makes
-every exponent ``<= 0`` (logits of ``1e4`` give exact probabilities, never
-``inf / inf``). A masked entry never enters the exponential (its exponent is
-set to ``-inf``, ``exp(-inf) = 0``), so it gets exactly ``P_ij = 0``. A row
+with `M_i = max over allowed j of S_ij`. Subtracting the row maximum makes
+every exponent `<= 0` (logits of `1e4` give exact probabilities, never
+`inf / inf`). A masked entry never enters the exponential (its exponent is
+set to `-inf`, `exp(-inf) = 0`), so it gets exactly `P_ij = 0`. A row
 with *no* allowed key (a query at a left-padded position under a causal
-mask, an all-padding example) has ``sum = 0``: we define its probabilities
-and its output as zeros (``sum`` is replaced by 1), in the forward and in the
+mask, an all-padding example) has `sum = 0`: we define its probabilities
+and its output as zeros (`sum` is replaced by 1), in the forward and in the
 backward. PyTorch returns NaN for such rows; the convention here keeps a
 padded batch finite and differentiable.
 
-**Backward**, given ``dout = dJ/dout``::
+**Backward**, given `dout = dJ/dout`:
 
-    dv = P^T dout                         dP = dout v^T
-    dS = P * (dP - sum_j (dP * P)_j)      (the softmax's vector-Jacobian product)
-    dq = dS k / sqrt(d_k)                 dk = dS^T q / sqrt(d_k)
+```text
+dv = P^T dout                         dP = dout v^T
+dS = P * (dP - sum_j (dP * P)_j)      (the softmax's vector-Jacobian product)
+dq = dS k / sqrt(d_k)                 dk = dS^T q / sqrt(d_k)
+```
 
-The softmax row is ``P_j = e_j / Z``; its Jacobian is
-``dP_j / dS_l = P_j (delta_jl - P_l)``, so
-``dS_l = sum_j dP_j P_j (delta_jl - P_l) = P_l (dP_l - sum_j dP_j P_j)``.
-Masking needs no term of its own: a masked entry has ``P_ij = 0``, so
-``dS_ij = 0`` (its logit did not matter), and a fully masked row has
-``P = 0`` and therefore ``dS = 0``. The row sum is computed without the
-``(Tq, Tk)`` product: ``sum_j dP_ij P_ij = sum_j (dout_i . v_j) P_ij =
-dout_i . out_i``, one dot product per query over ``d_v`` (the ``D = rowsum(dO
-* O)`` of FlashAttention, Dao et al. 2022).
+The softmax row is `P_j = e_j / Z`; its Jacobian is
+`dP_j / dS_l = P_j (delta_jl - P_l)`, so
+`dS_l = sum_j dP_j P_j (delta_jl - P_l) = P_l (dP_l - sum_j dP_j P_j)`.
+Masking needs no term of its own: a masked entry has `P_ij = 0`, so
+`dS_ij = 0` (its logit did not matter), and a fully masked row has
+`P = 0` and therefore `dS = 0`. The row sum is computed without the
+`(Tq, Tk)` product: `sum_j dP_ij P_ij = sum_j (dout_i . v_j) P_ij =
+dout_i . out_i`, one dot product per query over `d_v` (the `D = rowsum(dO
+* O)` of FlashAttention, Dao et al. 2022).
 
 **Memory of the cache.** The backward needs the probabilities: a
-multi-head layer on ``(m, T, d)`` keeps ``P`` of ``m * heads * T^2`` entries
-(8 MiB in float32 for ``m = 32, heads = 4, T = 128``), plus ``x``, the
-projected ``q, k, v`` and the attention output: ``5 m T d`` entries. The
-``T^2`` term is the one that grows. With `flash=True` the cache keeps each
+multi-head layer on `(m, T, d)` keeps `P` of `m * heads * T^2` entries
+(8 MiB in float32 for `m = 32, heads = 4, T = 128`), plus `x`, the
+projected `q, k, v` and the attention output: `5 m T d` entries. The
+`T^2` term is the one that grows. With `flash=True` the cache keeps each
 row's log-sum-exp instead (`m * heads * T` entries) and the backward
 recomputes `P = exp(S - lse)` from `q` and `k` (Dao et al. 2022, algorithm 2);
 `benchmarks/attention_memory.py` measures both.
@@ -75,8 +79,8 @@ on to every layer; layers that do not use it (embedding, positions, dense,
 layer norm) ignore it. The mask is not differentiated: it is context, like
 `key` and `train`, not part of `x`.
 
-Nothing here calls ``jax.grad``, ``jax.vjp`` or ``jax.jvp``; the tests
-compare every backward with ``jax.vjp`` and with central differences.
+Nothing here calls `jax.grad`, `jax.vjp` or `jax.jvp`; the tests
+compare every backward with `jax.vjp` and with central differences.
 
 References: Vaswani et al. (2017), "Attention is all you need" (scaled
 dot-product attention, multi-head attention, sinusoidal positions); Xiong et
@@ -118,13 +122,16 @@ from purenet.params import get_initializer, normal
 def _check_mask_dtype(mask) -> None:
     _checks.array("mask", mask)
     if jnp.dtype(mask.dtype) != jnp.dtype(bool):
-        _checks.fail("mask", "a boolean mask (True where a position may be attended to)",
-                     f"dtype {mask.dtype}")
+        _checks.fail(
+            "mask",
+            "a boolean mask (True where a position may be attended to)",
+            f"dtype {mask.dtype}",
+        )
 
 
 def _allowed(mask, causal: bool, m: int, heads: int, Tq: int, Tk: int):
-    """The boolean ``(m or 1, heads or 1, Tq, Tk)`` mask of allowed (query, key)
-    pairs, or ``None`` when every pair is allowed."""
+    """The boolean `(m or 1, heads or 1, Tq, Tk)` mask of allowed (query, key)
+    pairs, or `None` when every pair is allowed."""
     allowed = None
     if mask is not None:
         _check_mask_dtype(mask)
@@ -134,8 +141,11 @@ def _allowed(mask, causal: bool, m: int, heads: int, Tq: int, Tk: int):
         except ValueError:
             shape = None
         if shape != full:
-            _checks.fail("mask", f"a boolean mask broadcastable to (m, heads, Tq, Tk) = {full}",
-                         f"shape {tuple(mask.shape)}")
+            _checks.fail(
+                "mask",
+                f"a boolean mask broadcastable to (m, heads, Tq, Tk) = {full}",
+                f"shape {tuple(mask.shape)}",
+            )
         allowed = mask
     if causal:
         # Query i sees keys j <= i (top-left aligned when Tq != Tk, as torch's is_causal).
@@ -145,7 +155,7 @@ def _allowed(mask, causal: bool, m: int, heads: int, Tq: int, Tk: int):
 
 
 def _softmax_rows(S, allowed):
-    """``softmax(S)`` over the last axis restricted to ``allowed`` entries;
+    """`softmax(S)` over the last axis restricted to `allowed` entries;
     zeros for a row with none (module docstring)."""
     if allowed is None:
         S_max = lax.stop_gradient(jnp.max(S, axis=-1, keepdims=True))
@@ -167,7 +177,7 @@ def _softmax_rows(S, allowed):
 
 def _logsumexp_rows(S, allowed):
     """Each row's log-sum-exp over its allowed entries (0 for a row with none)
-    and the row's probabilities, as ``_softmax_rows``."""
+    and the row's probabilities, as `_softmax_rows`."""
     minus_inf = jnp.asarray(-jnp.inf, S.dtype)
     S_in = S if allowed is None else jnp.where(allowed, S, minus_inf)
     S_max = jnp.max(S_in, axis=-1, keepdims=True)
@@ -178,7 +188,7 @@ def _logsumexp_rows(S, allowed):
 
 
 def _recompute_P(S, lse, allowed):
-    """``P = exp(S - lse)`` on allowed entries, 0 elsewhere (FlashAttention's
+    """`P = exp(S - lse)` on allowed entries, 0 elsewhere (FlashAttention's
     backward, Dao et al. 2022, algorithm 2)."""
     S_in = S - lse
     if allowed is not None:
@@ -187,16 +197,16 @@ def _recompute_P(S, lse, allowed):
 
 
 def attention_forward(q, k, v, mask=None, *, causal: bool = False, flash: bool = False):
-    """Scaled dot-product attention, ``softmax(q k^T / sqrt(d_k)) v`` with masks.
+    """Scaled dot-product attention, `softmax(q k^T / sqrt(d_k)) v` with masks.
 
     Args:
-      q: queries ``(m, Tq, heads, d_k)``.
-      k: keys ``(m, Tk, heads, d_k)``.
-      v: values ``(m, Tk, heads, d_v)`` (``jax.nn.dot_product_attention``'s layout).
-      mask: ``None`` or a boolean array broadcastable to ``(m, heads, Tq, Tk)``,
-        True where query ``i`` may attend to key ``j``; a padding mask of valid
-        keys ``(m, Tk)`` is ``mask[:, None, None, :]``.
-      causal: also forbid keys after the query (``j > i``).
+      q: queries `(m, Tq, heads, d_k)`.
+      k: keys `(m, Tk, heads, d_k)`.
+      v: values `(m, Tk, heads, d_v)` (`jax.nn.dot_product_attention`'s layout).
+      mask: `None` or a boolean array broadcastable to `(m, heads, Tq, Tk)`,
+        True where query `i` may attend to key `j`; a padding mask of valid
+        keys `(m, Tk)` is `mask[:, None, None, :]`.
+      causal: also forbid keys after the query (`j > i`).
       flash: keep only each row's log-sum-exp, `(m, heads, Tq)`, instead of
         the probabilities, and recompute `P` in the backward (Dao et al.
         2022, "FlashAttention", algorithm 2's backward): a cache of
@@ -205,9 +215,9 @@ def attention_forward(q, k, v, mask=None, *, causal: bool = False, flash: bool =
         Same gradients to rounding.
 
     Returns:
-      ``(out, cache)``: ``out`` of shape ``(m, Tq, heads, d_v)``; ``cache`` for
-      :func:`attention_backward`, holding the probabilities ``P`` of shape
-      ``(m, heads, Tq, Tk)`` (or, with `flash`, the row log-sum-exps and the
+      `(out, cache)`: `out` of shape `(m, Tq, heads, d_v)`; `cache` for
+      [`attention_backward`][purenet.layers.attention.attention_backward], holding the probabilities
+      `P` of shape `(m, heads, Tq, Tk)` (or, with `flash`, the row log-sum-exps and the
       mask). Rows with no allowed key give zeros.
     """
     for name, a in (("q", q), ("k", k), ("v", v)):
@@ -215,8 +225,12 @@ def attention_forward(q, k, v, mask=None, *, causal: bool = False, flash: bool =
     m, Tq, heads, d_k = q.shape
     Tk = k.shape[1]
     if k.shape != (m, Tk, heads, d_k) or v.shape[:3] != (m, Tk, heads):
-        _checks.fail("k", f"keys (m, Tk, heads, {d_k}) and values (m, Tk, heads, d_v) matching "
-                     f"q {tuple(q.shape)}", f"k {tuple(k.shape)}, v {tuple(v.shape)}")
+        _checks.fail(
+            "k",
+            f"keys (m, Tk, heads, {d_k}) and values (m, Tk, heads, d_v) matching "
+            f"q {tuple(q.shape)}",
+            f"k {tuple(k.shape)}, v {tuple(v.shape)}",
+        )
     allowed = _allowed(mask, causal, m, heads, Tq, Tk)
     q_scaled = q * (1.0 / math.sqrt(d_k))  # scale the (T, d) queries, not the (T, T) logits
     S = jnp.einsum("mqhd,mkhd->mhqk", q_scaled, k)
@@ -224,22 +238,30 @@ def attention_forward(q, k, v, mask=None, *, causal: bool = False, flash: bool =
         lse, P = _logsumexp_rows(S, allowed)
         out = jnp.einsum("mhqk,mkhd->mqhd", P, v)
         mask_kept = None if mask is None else jnp.asarray(mask)
-        return out, {"q": q_scaled, "k": k, "v": v, "lse": lse, "out": out,
-                     "mask": mask_kept, "causal": Static(bool(causal))}
+        return out, {
+            "q": q_scaled,
+            "k": k,
+            "v": v,
+            "lse": lse,
+            "out": out,
+            "mask": mask_kept,
+            "causal": Static(bool(causal)),
+        }
     P = _softmax_rows(S, allowed)
     out = jnp.einsum("mhqk,mkhd->mqhd", P, v)
     return out, (q_scaled, k, v, P, out)
 
 
 def attention_backward(cache, dout):
-    """The vector-Jacobian product of :func:`attention_forward` (module docstring).
+    """The vector-Jacobian product of
+    [`attention_forward`][purenet.layers.attention.attention_forward] (module docstring).
 
     Args:
-      cache: from :func:`attention_forward`.
-      dout: ``dJ/dout``, shape ``(m, Tq, heads, d_v)``.
+      cache: from [`attention_forward`][purenet.layers.attention.attention_forward].
+      dout: `dJ/dout`, shape `(m, Tq, heads, d_v)`.
 
     Returns:
-      ``(dq, dk, dv)`` with the shapes of ``q``, ``k``, ``v``.
+      `(dq, dk, dv)` with the shapes of `q`, `k`, `v`.
     """
     if isinstance(cache, dict):  # flash: recompute P from the row log-sum-exps
         q_scaled, k, v, out = cache["q"], cache["k"], cache["v"], cache["out"]
@@ -263,14 +285,20 @@ def attention_backward(cache, dout):
 
 
 def _check_padding(mask, m: int, T: int, layer: str) -> None:
-    """A padding mask: a boolean array of shape ``(m, T)``, True at valid positions."""
+    """A padding mask: a boolean array of shape `(m, T)`, True at valid positions."""
     if not hasattr(mask, "shape") or not hasattr(mask, "dtype"):
-        _checks.fail("mask", f"a boolean padding mask of shape (m, T) = {(m, T)} for {layer}",
-                     type(mask).__name__)
+        _checks.fail(
+            "mask",
+            f"a boolean padding mask of shape (m, T) = {(m, T)} for {layer}",
+            type(mask).__name__,
+        )
     _check_mask_dtype(mask)
     if tuple(mask.shape) != (m, T):
-        _checks.fail("mask", f"a boolean padding mask of shape (m, T) = {(m, T)} for {layer}",
-                     f"shape {tuple(mask.shape)}")
+        _checks.fail(
+            "mask",
+            f"a boolean padding mask of shape (m, T) = {(m, T)} for {layer}",
+            f"shape {tuple(mask.shape)}",
+        )
 
 
 # ------------------------------------------------- scaled dot-product layer
@@ -299,16 +327,22 @@ def scaled_dot_product_attention(causal: bool = False, *, flash: bool = False) -
 
     def init(key, in_shape, dtype=jnp.float32):
         if not isinstance(in_shape, tuple | list) or len(in_shape) != 3:
-            _checks.fail("in_shape", "the shapes of (q, k, v) for "
-                         "scaled_dot_product_attention", repr(in_shape))
+            _checks.fail(
+                "in_shape",
+                "the shapes of (q, k, v) for scaled_dot_product_attention",
+                repr(in_shape),
+            )
         q, k, v = (as_shape(s, f"in_shape[{i}]") for i, s in enumerate(in_shape))
         return q[:-1] + (v[-1],), (), ()
 
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not isinstance(x, tuple | list) or len(x) != 3:
-            _checks.fail("x", "a tuple (q, k, v) for scaled_dot_product_attention "
-                         "(the padding mask is the keyword mask)", type(x).__name__
-                         if not isinstance(x, tuple | list) else f"length {len(x)}")
+            _checks.fail(
+                "x",
+                "a tuple (q, k, v) for scaled_dot_product_attention "
+                "(the padding mask is the keyword mask)",
+                type(x).__name__ if not isinstance(x, tuple | list) else f"length {len(x)}",
+            )
         q, k, v = x
         one_head = jnp.ndim(q) == 3
         if one_head:
@@ -327,8 +361,12 @@ def scaled_dot_product_attention(causal: bool = False, *, flash: bool = False) -
             grads = tuple(g[:, :, 0] for g in grads)
         return (), grads
 
-    return make_layer(init, forward, backward,
-                      name="scaled_dot_product_attention" + ("(causal)" if causal else ""))
+    return make_layer(
+        init,
+        forward,
+        backward,
+        name="scaled_dot_product_attention" + ("(causal)" if causal else ""),
+    )
 
 
 # -------------------------------------------------- multi-head self-attention
@@ -343,58 +381,63 @@ def _sequence_shape(in_shape, layer: str):
 
 def _check_heads(heads: int, d: int) -> int:
     if d % heads:
-        _checks.fail("heads", f"a number of heads that divides the model width d = {d}",
-                     f"heads = {heads}")
+        _checks.fail(
+            "heads", f"a number of heads that divides the model width d = {d}", f"heads = {heads}"
+        )
     return d // heads
 
 
-def multi_head_attention(heads: int, *, causal: bool = False, flash: bool = False,
-                         W_init="xavier_uniform") -> Layer:
-    """Multi-head self-attention (Vaswani et al. 2017, section 3.2.2) on ``(m, T, d)``.
+def multi_head_attention(
+    heads: int, *, causal: bool = False, flash: bool = False, W_init="xavier_uniform"
+) -> Layer:
+    """Multi-head self-attention (Vaswani et al. 2017, section 3.2.2) on `(m, T, d)`.
 
-    ::
-
-        q = x Wq + bq,   k = x Wk + bk,   v = x Wv + bv        (m, T, d) each
-        split the last axis into heads: (m, T, heads, d / heads)
-        o = attention(q, k, v) per head, heads joined back     (m, T, d)
-        y = o Wo + bo
+    ```text
+    q = x Wq + bq,   k = x Wk + bk,   v = x Wv + bv        (m, T, d) each
+    split the last axis into heads: (m, T, heads, d / heads)
+    o = attention(q, k, v) per head, heads joined back     (m, T, d)
+    y = o Wo + bo
+    ```
 
     The padding mask is the keyword `mask`: a boolean `(m, T)` array, True at
     valid positions (module docstring); a padded key is never attended to.
 
-    **Parameters** ``{"Wq", "Wk", "Wv", "Wo": (d, d), "bq", "bk", "bv", "bo": (d,)}``,
-    rows in, columns out (``y = x W``, as :func:`purenet.layers.dense`); head
-    ``h`` owns columns ``h * d_head : (h + 1) * d_head`` of ``Wq, Wk, Wv`` and
-    the same rows of ``Wo``. ``torch.nn.MultiheadAttention(d, heads,
-    batch_first=True)`` stores the three input projections stacked and
-    transposed; its weights load as::
+    **Parameters** `{"Wq", "Wk", "Wv", "Wo": (d, d), "bq", "bk", "bv", "bo": (d,)}`,
+    rows in, columns out (`y = x W`, as [`purenet.layers.dense`][purenet.layers.core.dense]); head
+    `h` owns columns `h * d_head : (h + 1) * d_head` of `Wq, Wk, Wv` and
+    the same rows of `Wo`. `torch.nn.MultiheadAttention(d, heads,
+    batch_first=True)` stores the three input projections stacked and
+    transposed; its weights load as:
 
-        Wq, Wk, Wv = (w.T for w in in_proj_weight.chunk(3, dim=0))   # each (d, d)
-        bq, bk, bv = in_proj_bias.chunk(3)
-        Wo, bo = out_proj.weight.T, out_proj.bias
+    ```python
+    Wq, Wk, Wv = (w.T for w in in_proj_weight.chunk(3, dim=0))   # each (d, d)
+    bq, bk, bv = in_proj_bias.chunk(3)
+    Wo, bo = out_proj.weight.T, out_proj.bias
+    ```
 
-    and then ``y`` equals torch's first output for ``key = value = query = x``
-    and ``key_padding_mask = ~mask`` (except rows with no valid key: zeros
-    here, NaN there). Initialisation: Glorot uniform for each ``(d, d)``
-    matrix (torch draws it on the stacked ``(3d, d)`` matrix, bounds smaller by
-    ``sqrt(2)``), zero biases (as torch).
+    and then `y` equals torch's first output for `key = value = query = x`
+    and `key_padding_mask = ~mask` (except rows with no valid key: zeros
+    here, NaN there). Initialisation: Glorot uniform for each `(d, d)`
+    matrix (torch draws it on the stacked `(3d, d)` matrix, bounds smaller by
+    `sqrt(2)`), zero biases (as torch).
 
-    The key bias ``bk`` shifts every logit of a query row by the same
-    ``q_i . bk``, which the softmax cancels: it changes nothing and its
+    The key bias `bk` shifts every logit of a query row by the same
+    `q_i . bk`, which the softmax cancels: it changes nothing and its
     gradient is exactly zero (kept for torch's layout).
 
-    Backward: ``dense``'s for ``Wo`` and for the three projections, which are
-    computed as one ``(d, 3d)`` product ``x [Wq Wk Wv]`` so the backward's
-    ``dx = dqkv [Wq Wk Wv]^T`` is one product too; :func:`attention_backward`
-    in between. Cache: ``P`` of ``m * heads * T^2`` entries and ``5 m T d``.
+    Backward: `dense`'s for `Wo` and for the three projections, which are
+    computed as one `(d, 3d)` product `x [Wq Wk Wv]` so the backward's
+    `dx = dqkv [Wq Wk Wv]^T` is one product too;
+    [`attention_backward`][purenet.layers.attention.attention_backward] in between. Cache: `P` of
+    `m * heads * T^2` entries and `5 m T d`.
 
     Args:
-      heads: number of heads; must divide the width ``d`` of the input.
+      heads: number of heads; must divide the width `d` of the input.
       causal: each position attends only to itself and earlier positions.
       flash: keep each row's log-sum-exp, `m * heads * T` entries, instead
         of `P` and recompute `P` in the backward (Dao et al. 2022; see
         [`attention_forward`][purenet.layers.attention.attention_forward]).
-      W_init: initialiser of the four ``(d, d)`` matrices (name or function).
+      W_init: initialiser of the four `(d, d)` matrices (name or function).
     """
     heads = _checks.positive_int("heads", heads)
     if not isinstance(causal, bool):
@@ -418,8 +461,11 @@ def multi_head_attention(heads: int, *, causal: bool = False, flash: bool = Fals
         check_rank(x, 3, "multi_head_attention", "(m, T, d)")
         d = params["Wq"].shape[0]
         if x.shape[-1] != d:
-            _checks.fail("x", f"a batch of shape (m, T, {d}) for multi_head_attention",
-                         f"shape {tuple(x.shape)}")
+            _checks.fail(
+                "x",
+                f"a batch of shape (m, T, {d}) for multi_head_attention",
+                f"shape {tuple(x.shape)}",
+            )
         d_head = _check_heads(heads, d)
         m, T, _ = x.shape
         if mask is not None:
@@ -428,8 +474,9 @@ def multi_head_attention(heads: int, *, causal: bool = False, flash: bool = Fals
         b = jnp.concatenate([params["bq"], params["bk"], params["bv"]])
         qkv = (x @ W + b).reshape(m, T, 3, heads, d_head)
         padding = None if mask is None else mask[:, None, None, :]
-        o, attention = attention_forward(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], padding,
-                                         causal=causal, flash=flash)
+        o, attention = attention_forward(
+            qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], padding, causal=causal, flash=flash
+        )
         o = o.reshape(m, T, d)
         y = o @ params["Wo"] + params["bo"]
         return y, (x, o, attention)
@@ -467,18 +514,21 @@ def multi_head_attention(heads: int, *, causal: bool = False, flash: bool = Fals
 def _check_positions(x, max_len: int | None, layer: str):
     check_rank(x, 3, layer, "(m, T, d)")
     if max_len is not None and x.shape[1] > max_len:
-        _checks.fail("x", f"a sequence of at most max_len = {max_len} positions for {layer}",
-                     f"T = {x.shape[1]}")
+        _checks.fail(
+            "x",
+            f"a sequence of at most max_len = {max_len} positions for {layer}",
+            f"T = {x.shape[1]}",
+        )
 
 
 def position_embedding(max_len: int, W_init=None) -> Layer:
     """A learned position table added to a sequence (GPT, BERT):
-    ``y[:, t] = x[:, t] + W[t]`` for ``t < T <= max_len``.
+    `y[:, t] = x[:, t] + W[t]` for `t < T <= max_len`.
 
-    Params ``{"W": (max_len, d)}``, initialised ``N(0, 0.02^2)`` (GPT-2) unless
-    ``W_init`` is given. Backward: ``dx = dy``; ``dW[t] = sum over the batch of
-    dy[:, t]`` for ``t < T``, zero for the rows a shorter sequence did not use.
-    A sequence longer than ``max_len`` is refused (at ``init`` and in the forward).
+    Params `{"W": (max_len, d)}`, initialised `N(0, 0.02^2)` (GPT-2) unless
+    `W_init` is given. Backward: `dx = dy`; `dW[t] = sum over the batch of
+    dy[:, t]` for `t < T`, zero for the rows a shorter sequence did not use.
+    A sequence longer than `max_len` is refused (at `init` and in the forward).
 
     Args:
       max_len: the number of positions in the table.
@@ -490,8 +540,11 @@ def position_embedding(max_len: int, W_init=None) -> Layer:
     def init(key, in_shape, dtype=jnp.float32):
         T, d = _sequence_shape(in_shape, "position_embedding")
         if T > max_len:
-            _checks.fail("in_shape", f"a sequence of at most max_len = {max_len} positions for "
-                         "position_embedding", f"T = {T}")
+            _checks.fail(
+                "in_shape",
+                f"a sequence of at most max_len = {max_len} positions for position_embedding",
+                f"T = {T}",
+            )
         return tuple(in_shape), {"W": W_init(key, (max_len, d), dtype)}, ()
 
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
@@ -508,9 +561,11 @@ def position_embedding(max_len: int, W_init=None) -> Layer:
 
 
 def sinusoids(length: int, dim: int, dtype=jnp.float32):
-    """Vaswani et al.'s (2017, section 3.5) position encodings, ``(length, dim)``::
+    """Vaswani et al.'s (2017, section 3.5) position encodings, `(length, dim)`:
 
-        PE[t, 2i] = sin(t / 10000^(2i / dim)),   PE[t, 2i + 1] = cos(t / 10000^(2i / dim))
+    ```text
+    PE[t, 2i] = sin(t / 10000^(2i / dim)),   PE[t, 2i + 1] = cos(t / 10000^(2i / dim))
+    ```
 
     Computed in float64 with NumPy (a constant of the program), then cast.
     """
@@ -525,8 +580,9 @@ def sinusoids(length: int, dim: int, dtype=jnp.float32):
 
 
 def sinusoidal_positions() -> Layer:
-    """``y = x + sinusoids(T, d)`` (:func:`sinusoids`); no params, any length.
-    Backward: ``dx = dy``."""
+    """`y = x + sinusoids(T, d)` ([`sinusoids`][purenet.layers.attention.sinusoids]); no params, any
+    length.
+    Backward: `dx = dy`."""
 
     def init(key, in_shape, dtype=jnp.float32):
         _sequence_shape(in_shape, "sinusoidal_positions")
@@ -548,13 +604,21 @@ def sinusoidal_positions() -> Layer:
 _ACTIVATIONS = {"gelu": gelu, "gelu_tanh": gelu_tanh, "relu": relu}
 
 
-def transformer_block(width: int, heads: int, *, mlp_dim: int | None = None,
-                      causal: bool = False, activation: str = "gelu",
-                      eps: float = 1e-5) -> Layer:
-    """A pre-layer-norm transformer block (GPT-2; Xiong et al. 2020) on `(m, T, width)`::
+def transformer_block(
+    width: int,
+    heads: int,
+    *,
+    mlp_dim: int | None = None,
+    causal: bool = False,
+    activation: str = "gelu",
+    eps: float = 1e-5,
+) -> Layer:
+    """A pre-layer-norm transformer block (GPT-2; Xiong et al. 2020) on `(m, T, width)`:
 
-        h = x + MHA(LN1(x))
-        y = h + W2 act(W1 LN2(h) + b1) + b2
+    ```text
+    h = x + MHA(LN1(x))
+    y = h + W2 act(W1 LN2(h) + b1) + b2
+    ```
 
     A fixed network built once, from the combinators:
     `serial(residual(serial(layer_norm(), multi_head_attention(heads))),
@@ -582,21 +646,20 @@ def transformer_block(width: int, heads: int, *, mlp_dim: int | None = None,
     _check_heads(heads, width)
     net = serial(
         residual(serial(layer_norm(eps), multi_head_attention(heads, causal=causal))),
-        residual(serial(layer_norm(eps), dense(mlp_dim), _ACTIVATIONS[activation](),
-                        dense(width))),
+        residual(serial(layer_norm(eps), dense(mlp_dim), _ACTIVATIONS[activation](), dense(width))),
     )
     name = f"transformer_block({width}, {heads})"
 
     def init(key, in_shape, dtype=jnp.float32):
         T, d = _sequence_shape(in_shape, "transformer_block")
         if d != width:
-            _checks.fail("in_shape", f"a sequence shape (T, {width}) for {name}",
-                         repr(in_shape))
+            _checks.fail("in_shape", f"a sequence shape (T, {width}) for {name}", repr(in_shape))
         return net.init(key, in_shape, dtype)
 
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
         with within(name, net):
             return net.forward(params, x, state=state, train=train, key=key, mask=mask)
 
-    return make_layer(init, forward, net.backward, net.update_state, name=name,
-                      children=((None, net),))
+    return make_layer(
+        init, forward, net.backward, net.update_state, name=name, children=((None, net),)
+    )

@@ -1,33 +1,36 @@
-"""The layer contract, dense layers, activations, ``flatten`` and combinators.
+"""The layer contract, dense layers, activations, `flatten` and combinators.
 
-A layer is a :class:`Layer`: four pure functions, ``jax.example_libraries.stax``
+A layer is a [`Layer`][purenet.layers.core.Layer]: four pure functions, `jax.example_libraries.stax`
 with a hand-written backward (the cs231n / *Deep Learning from Scratch* shape)
 and non-gradient state kept apart from the trained parameters (as Haiku's
-``transform_with_state`` and Flax's ``batch_stats`` do)::
+`transform_with_state` and Flax's `batch_stats` do):
 
-    init(key, in_shape, dtype=float32) -> (out_shape, params, state)
-    forward(params, x, *, state=(), train=False, key=None, mask=None) -> (y, cache)
-    backward(params, cache, dy) -> (dparams, dx)
-    update_state(state, cache) -> state
+```text
+init(key, in_shape, dtype=float32) -> (out_shape, params, state)
+forward(params, x, *, state=(), train=False, key=None, mask=None) -> (y, cache)
+backward(params, cache, dy) -> (dparams, dx)
+update_state(state, cache) -> state
+```
 
-Shapes exclude the batch dimension: a batch ``x`` has shape ``(m, *in_shape)``,
-channels-last (``(m, features)``, ``(m, T, features)``, ``(m, H, W, C)``).
-``params`` holds exactly what gradients train, ``dparams`` has its
-structure, and parameter-free layers have ``params == ()``. ``state`` is ``()``
-for every layer without non-gradient state; ``update_state`` turns a
+Shapes exclude the batch dimension: a batch `x` has shape `(m, *in_shape)`,
+channels-last (`(m, features)`, `(m, T, features)`, `(m, H, W, C)`).
+`params` holds exactly what gradients train, `dparams` has its
+structure, and parameter-free layers have `params == ()`. `state` is `()`
+for every layer without non-gradient state; `update_state` turns a
 training-mode forward's cache into the new state (the identity for stateless
-layers). A combinator's state is ``()`` when none of its layers has state,
-else a tuple with one entry per layer. A plain ``forward(params, x)`` is evaluation mode.
+layers). A combinator's state is `()` when none of its layers has state,
+else a tuple with one entry per layer. A plain `forward(params, x)` is evaluation mode.
 
-Layers with several inputs take a tuple ``x`` and a tuple of shapes; layers
-with several outputs return a tuple ``y`` and take a tuple ``dy``. The
-combinators (:func:`serial`, :func:`parallel`, :func:`fan_out`,
-:func:`fan_in_sum`, :func:`fan_in_concat`, :func:`residual`) build networks
-that are not a chain, each with its backward written out: a fork's backward
-sums the gradients of its branches (the multivariable chain rule), a join's
-backward hands each input its share.
+Layers with several inputs take a tuple `x` and a tuple of shapes; layers
+with several outputs return a tuple `y` and take a tuple `dy`. The
+combinators ([`serial`][purenet.layers.core.serial], [`parallel`][purenet.layers.core.parallel],
+[`fan_out`][purenet.layers.core.fan_out], [`fan_in_sum`][purenet.layers.core.fan_in_sum],
+[`fan_in_concat`][purenet.layers.core.fan_in_concat], [`residual`][purenet.layers.core.residual])
+build networks that are not a chain, each with its backward written out: a fork's backward sums the
+gradients of its branches (the multivariable chain rule), a join's backward hands each input its
+share.
 
-Nothing in this package calls ``jax.grad``, ``jax.vjp`` or ``jax.jvp``: every
+Nothing in this package calls `jax.grad`, `jax.vjp` or `jax.jvp`: every
 backward is the chain rule written out.
 """
 
@@ -51,6 +54,7 @@ from purenet import activations as act
 from purenet.params import Initializer, get_initializer, zeros
 
 Shape = tuple[int, ...]
+"""A shape without the batch axis: `(features,)`, `(T, features)`, `(H, W, C)`."""
 
 
 def _keep_state(state, cache):
@@ -58,12 +62,12 @@ def _keep_state(state, cache):
 
 
 class Layer(NamedTuple):
-    """A layer: ``init``, ``forward``, ``backward`` and ``update_state``
+    """A layer: `init`, `forward`, `backward` and `update_state`
     (the identity for every layer without non-gradient state), with a
-    ``name`` for messages (``"dense(8)"``) and, for a combinator, its
-    ``children``: ``(key, layer)`` pairs, where ``key`` is the child's entry
-    in the combinator's params (``None`` when the child's params are the
-    combinator's own, as in ``residual``).
+    `name` for messages (`"dense(8)"`) and, for a combinator, its
+    `children`: `(key, layer)` pairs, where `key` is the child's entry
+    in the combinator's params (`None` when the child's params are the
+    combinator's own, as in `residual`).
 
     Build library layers with [`make_layer`][purenet.layers.core.make_layer],
     which also checks params against the model at the outermost call."""
@@ -96,7 +100,7 @@ _INSIDE = contextvars.ContextVar("purenet_params_checked", default=False)
 
 
 def _input_shape(x):
-    """``in_shape`` as ``init`` takes it, from a batch (a tuple for several inputs)."""
+    """`in_shape` as `init` takes it, from a batch (a tuple for several inputs)."""
     if isinstance(x, tuple | list):
         return tuple(_input_shape(xi) for xi in x)
     return tuple(jnp.shape(x)[1:])
@@ -112,8 +116,8 @@ def _params_dtype(params):
 
 @functools.lru_cache(maxsize=512)
 def _expected(layer: Layer, in_shape, dtype):
-    """What ``layer.init`` gives for ``in_shape``: shapes and dtypes only
-    (``jax.eval_shape`` runs no FLOPs); None when ``init`` refuses the shape
+    """What `layer.init` gives for `in_shape`: shapes and dtypes only
+    (`jax.eval_shape` runs no FLOPs); None when `init` refuses the shape
     (then the forward's own input checks speak)."""
     try:
         return jax.eval_shape(lambda key: layer.init(key, in_shape, dtype)[1], jax.random.key(0))
@@ -122,7 +126,7 @@ def _expected(layer: Layer, in_shape, dtype):
 
 
 def _labels(layer: Layer, path: tuple) -> list[str]:
-    """The layers a params path runs through: ``["serial[2]", "dense(8)"]``."""
+    """The layers a params path runs through: `["serial[2]", "dense(8)"]`."""
     for key, child in layer.children:
         if key is None:
             return [layer.name] + _labels(child, path)
@@ -156,8 +160,8 @@ def _describe(tree) -> str:
 
 
 def _mismatch(expected, got, path=()):
-    """The first place where ``got`` differs from ``expected``:
-    ``(path, what was expected, what was given)``, or None."""
+    """The first place where `got` differs from `expected`:
+    `(path, what was expected, what was given)`, or None."""
     if isinstance(expected, dict):
         if not isinstance(got, dict):
             return path, _describe(expected), _describe(got)
@@ -240,7 +244,7 @@ _ABOUT_X = re.compile(r"x(\[\d+\])*: ")
 
 
 def checked_call(layer: Layer, params, x, fn: Callable):
-    """``fn()``, with `params` checked against `layer` first, unless a caller
+    """`fn()`, with `params` checked against `layer` first, unless a caller
     further out has already checked them (one check per entry point)."""
     if _INSIDE.get():
         return fn()
@@ -297,8 +301,8 @@ def make_layer(
 @contextlib.contextmanager
 def within(segment: str, layer: Layer):
     """Errors raised by a sub-layer start with its path through the combinators:
-    ``serial[3] (conv2d): kernel_size: ...``; nested paths are joined with
-    commas. A ``ValueError`` or ``TypeError`` is raised again with the path in
+    `serial[3] (conv2d): kernel_size: ...`; nested paths are joined with
+    commas. A `ValueError` or `TypeError` is raised again with the path in
     its message; any other exception gets the path as a note."""
     try:
         yield
@@ -321,7 +325,7 @@ def within(segment: str, layer: Layer):
 
 
 def as_shape(in_shape: int | Sequence[int], name: str = "in_shape") -> Shape:
-    """``in_shape`` as a tuple of positive ints (an int is accepted for 1-D)."""
+    """`in_shape` as a tuple of positive ints (an int is accepted for 1-D)."""
     if isinstance(in_shape, int) and not isinstance(in_shape, bool):
         in_shape = (in_shape,)
     if not isinstance(in_shape, tuple | list) or not in_shape:
@@ -332,7 +336,7 @@ def as_shape(in_shape: int | Sequence[int], name: str = "in_shape") -> Shape:
 def as_shapes(
     in_shape: Sequence[int | Sequence[int]], count: int | None, layer: str
 ) -> tuple[Shape, ...]:
-    """A tuple of shapes for a layer with several inputs (``count`` of them if given)."""
+    """A tuple of shapes for a layer with several inputs (`count` of them if given)."""
     if not isinstance(in_shape, tuple) or not all(isinstance(s, tuple | list) for s in in_shape):
         _checks.fail("in_shape", f"a tuple of input shapes for {layer}", repr(in_shape))
     if count is not None and len(in_shape) != count:
@@ -341,14 +345,14 @@ def as_shapes(
 
 
 def check_rank(x: jax.Array, rank: int, layer: str, layout: str) -> None:
-    """``x`` must be an array of exactly ``rank`` axes (batch axis included)."""
+    """`x` must be an array of exactly `rank` axes (batch axis included)."""
     if not hasattr(x, "shape") or jnp.ndim(x) != rank:
         got = f"shape {tuple(jnp.shape(x))}" if hasattr(x, "shape") else type(x).__name__
         _checks.fail("x", f"a batch of shape {layout} ({rank} axes) for {layer}", got)
 
 
 def check_tuple_input(x: Sequence[jax.Array], count: int, layer: str) -> None:
-    """``x`` must be a tuple (or list) of ``count`` arrays."""
+    """`x` must be a tuple (or list) of `count` arrays."""
     if not isinstance(x, tuple | list) or len(x) != count:
         got = (
             f"{type(x).__name__} of length {len(x)}"
@@ -359,7 +363,7 @@ def check_tuple_input(x: Sequence[jax.Array], count: int, layer: str) -> None:
 
 
 def split_key(key: jax.Array | None, n: int) -> list:
-    """``n`` independent keys from ``key``, or ``n`` Nones when ``key`` is None."""
+    """`n` independent keys from `key`, or `n` Nones when `key` is None."""
     return [None] * n if key is None else list(jax.random.split(key, n))
 
 
@@ -386,19 +390,19 @@ def _is_empty(state) -> bool:
 
 
 def _stateless(state, count: int):
-    """Sub-layer states: ``()`` everywhere when the caller gave none."""
+    """Sub-layer states: `()` everywhere when the caller gave none."""
     return ((),) * count if _is_empty(state) else state
 
 
 def _collapse(states) -> tuple:
-    """A combinator's state: ``()`` when no sub-layer has state (so a stateless
-    model is used with ``state=()`` everywhere), else one entry per sub-layer."""
+    """A combinator's state: `()` when no sub-layer has state (so a stateless
+    model is used with `state=()` everywhere), else one entry per sub-layer."""
     states = tuple(states)
     return () if all(_is_empty(s) for s in states) else states
 
 
 def _update_each(layers: Sequence[Layer]) -> Callable:
-    """``update_state`` of a combinator: each sub-layer updates its own entry."""
+    """`update_state` of a combinator: each sub-layer updates its own entry."""
 
     def update_state(state, cache):
         state = _stateless(state, len(layers))
@@ -417,21 +421,21 @@ def dense(
     W_init: str | Initializer = "xavier_uniform",
     b_init: str | Initializer | None = None,
 ) -> Layer:
-    """Fully connected (affine) layer on the last axis: ``y = x @ W + b``.
+    """Fully connected (affine) layer on the last axis: `y = x @ W + b`.
 
-    ``x`` may have any rank ``>= 2``: ``(m, d)``, a sequence ``(m, T, d)``
-    (the same ``W`` at every step), and so on; the leading axes are batch-like.
+    `x` may have any rank `>= 2`: `(m, d)`, a sequence `(m, T, d)`
+    (the same `W` at every step), and so on; the leading axes are batch-like.
 
     Args:
       n: number of output units.
-      W_init: initialiser for ``W`` of shape ``(n_in, n)``: a name from
-        ``purenet.params.INITIALIZERS`` or a function ``(key, shape, dtype)``.
-        The default, Glorot uniform, is the course's ``epsilon_init``.
-      b_init: initialiser for ``b`` (default zeros).
+      W_init: initialiser for `W` of shape `(n_in, n)`: a name from
+        `purenet.params.INITIALIZERS` or a function `(key, shape, dtype)`.
+        The default, Glorot uniform, is the course's `epsilon_init`.
+      b_init: initialiser for `b` (default zeros).
 
     Backward (Saito ch. 5.6.2; Rumelhart et al. 1986 eqs. 5-7), with the
-    leading axes flattened into rows: ``dW = x^T dy``, ``db = sum_rows dy``,
-    ``dx = dy W^T``.
+    leading axes flattened into rows: `dW = x^T dy`, `db = sum_rows dy`,
+    `dx = dy W^T`.
     """
     n = _checks.positive_int("n", n)
     W_init = get_initializer(W_init)
@@ -473,10 +477,10 @@ def _same_shape_init(key, in_shape, dtype=jnp.float32):
 
 
 def elementwise(activation: act.Activation) -> Layer:
-    """A parameter-free layer applying ``activation`` to every entry, any shape.
+    """A parameter-free layer applying `activation` to every entry, any shape.
 
-    Backward: ``dx = dy * f'(x)``, with ``f'`` from the activation
-    (``purenet.activations``), which may reuse the forward's output ``y``.
+    Backward: `dx = dy * f'(x)`, with `f'` from the activation
+    (`purenet.activations`), which may reuse the forward's output `y`.
     """
     if not isinstance(activation, act.Activation):
         _checks.fail_type(
@@ -495,39 +499,39 @@ def elementwise(activation: act.Activation) -> Layer:
 
 
 def identity() -> Layer:
-    """``y = x``: a linear "activation" (shows the collapse of linear hidden layers)."""
+    """`y = x`: a linear "activation" (shows the collapse of linear hidden layers)."""
     return elementwise(act.identity)
 
 
 def sigmoid() -> Layer:
-    """``y = 1 / (1 + exp(-x))``, backward ``dx = dy * y * (1 - y)``."""
+    """`y = 1 / (1 + exp(-x))`, backward `dx = dy * y * (1 - y)`."""
     return elementwise(act.sigmoid)
 
 
 def tanh() -> Layer:
-    """``y = tanh(x)``, backward ``dx = dy * (1 - y**2)``."""
+    """`y = tanh(x)`, backward `dx = dy * (1 - y**2)`."""
     return elementwise(act.tanh)
 
 
 def relu() -> Layer:
-    """``y = max(x, 0)``, backward ``dx = dy * [x > 0]``."""
+    """`y = max(x, 0)`, backward `dx = dy * [x > 0]`."""
     return elementwise(act.relu)
 
 
 def gelu() -> Layer:
-    """GELU, exact: ``y = x Phi(x)`` (Hendrycks & Gimpel 2016), backward
-    ``dx = dy * (Phi(x) + x phi(x))``; as ``torch.nn.GELU()``."""
+    """GELU, exact: `y = x Phi(x)` (Hendrycks & Gimpel 2016), backward
+    `dx = dy * (Phi(x) + x phi(x))`; as `torch.nn.GELU()`."""
     return elementwise(act.gelu)
 
 
 def gelu_tanh() -> Layer:
-    """GELU, GPT-2's tanh approximation (``gelu_new`` in Hugging Face,
-    ``torch.nn.GELU(approximate="tanh")``); see ``purenet.activations.gelu_tanh``."""
+    """GELU, GPT-2's tanh approximation (`gelu_new` in Hugging Face,
+    `torch.nn.GELU(approximate="tanh")`); see `purenet.activations.gelu_tanh`."""
     return elementwise(act.gelu_tanh)
 
 
 def leaky_relu(slope: float = 0.01) -> Layer:
-    """``y = x if x > 0 else slope * x``, backward ``dx = dy * (1 or slope)``."""
+    """`y = x if x > 0 else slope * x`, backward `dx = dy * (1 or slope)`."""
     return elementwise(act.leaky_relu_activation(slope))
 
 
@@ -535,8 +539,8 @@ def leaky_relu(slope: float = 0.01) -> Layer:
 
 
 def flatten() -> Layer:
-    """``(m, *s) -> (m, prod(s))``, row-major (C order) as ``jnp.reshape``;
-    backward reshapes ``dy`` back to the input's shape."""
+    """`(m, *s) -> (m, prod(s))`, row-major (C order) as `jnp.reshape`;
+    backward reshapes `dy` back to the input's shape."""
 
     def init(key, in_shape, dtype=jnp.float32):
         return (math.prod(as_shape(in_shape)),), (), ()
@@ -564,8 +568,8 @@ def serial(*layers: Layer) -> Layer:
     per layer.
 
     The backward runs the layers' backwards in reverse, passing each one's
-    ``dx`` as the previous layer's ``dy``: the chain rule of Rumelhart et al.
-    (1986, eq. 7), one layer at a time. ``key`` is split into one key per layer.
+    `dx` as the previous layer's `dy`: the chain rule of Rumelhart et al.
+    (1986, eq. 7), one layer at a time. `key` is split into one key per layer.
     """
     _check_layers(layers)
     count = len(layers)
@@ -599,20 +603,28 @@ def serial(*layers: Layer) -> Layer:
                 grads[i], dy = layers[i].backward(params[i], cache[i], dy)
         return tuple(grads), dy
 
-    return make_layer(init, forward, backward, _update_each(layers), name="serial",
-                      children=tuple(enumerate(layers)))
+    return make_layer(
+        init,
+        forward,
+        backward,
+        _update_each(layers),
+        name="serial",
+        children=tuple(enumerate(layers)),
+    )
 
 
 def parallel(*layers: Layer) -> Layer:
-    """Layer ``i`` on part ``i`` of a tuple input; the output is the tuple of
-    their outputs (stax's ``parallel``). Params, state and caches are tuples,
+    """Layer `i` on part `i` of a tuple input; the output is the tuple of
+    their outputs (stax's `parallel`). Params, state and caches are tuples,
     one entry per layer; the backward runs each layer's backward on its part
-    of ``dy``.
+    of `dy`.
 
-    Example, the two input groups of Rumelhart et al.'s family-trees network::
+    Example, the two input groups of Rumelhart et al.'s family-trees network:
 
-        serial(parallel(serial(dense(6), sigmoid()), serial(dense(6), sigmoid())),
-               fan_in_concat(), dense(12), sigmoid(), ...)
+    ```python
+    serial(parallel(serial(dense(6), sigmoid()), serial(dense(6), sigmoid())),
+           fan_in_concat(), dense(12), sigmoid(), ...)
+    ```
     """
     _check_layers(layers)
     count = len(layers)
@@ -645,13 +657,19 @@ def parallel(*layers: Layer) -> Layer:
                 pairs.append(layer.backward(p, c, d))
         return tuple(g for g, _ in pairs), tuple(dx for _, dx in pairs)
 
-    return make_layer(init, forward, backward, _update_each(layers), name="parallel",
-                      children=tuple(enumerate(layers)))
+    return make_layer(
+        init,
+        forward,
+        backward,
+        _update_each(layers),
+        name="parallel",
+        children=tuple(enumerate(layers)),
+    )
 
 
 def fan_out(n: int) -> Layer:
-    """One input to a tuple of ``n`` copies. Backward: the copies' gradients
-    are summed (the same ``x`` feeds ``n`` paths: the multivariable chain rule)."""
+    """One input to a tuple of `n` copies. Backward: the copies' gradients
+    are summed (the same `x` feeds `n` paths: the multivariable chain rule)."""
     n = _checks.positive_int("n", n)
 
     def init(key, in_shape, dtype=jnp.float32):
@@ -669,7 +687,7 @@ def fan_out(n: int) -> Layer:
 
 def fan_in_sum() -> Layer:
     """The elementwise sum of a tuple of equally shaped inputs. Backward:
-    every input receives ``dy`` itself (``d(a + b)/da = 1``)."""
+    every input receives `dy` itself (`d(a + b)/da = 1`)."""
 
     def init(key, in_shape, dtype=jnp.float32):
         shapes = as_shapes(in_shape, None, "fan_in_sum")
@@ -692,9 +710,9 @@ def fan_in_sum() -> Layer:
 
 
 def fan_in_concat(axis: int = -1) -> Layer:
-    """Concatenate a tuple of inputs along ``axis`` (of the batched arrays, so
-    ``-1`` is the feature axis; the batch axis 0 cannot be chosen). Backward:
-    ``dy`` is cut back into the inputs' sizes along the same axis."""
+    """Concatenate a tuple of inputs along `axis` (of the batched arrays, so
+    `-1` is the feature axis; the batch axis 0 cannot be chosen). Backward:
+    `dy` is cut back into the inputs' sizes along the same axis."""
     if isinstance(axis, bool) or not isinstance(axis, int) or axis == 0:
         _checks.fail(
             "axis", "a non-zero int (an axis of the batched arrays, not the batch)", repr(axis)
@@ -727,9 +745,9 @@ def fan_in_concat(axis: int = -1) -> Layer:
 
 
 def residual(layer: Layer) -> Layer:
-    """``y = x + layer(x)`` (He et al. 2016). The inner layer must keep the
-    shape. Backward: ``dx = dy + dx_layer`` (the skip path carries ``dy``
-    unchanged), ``dparams = dparams_layer``."""
+    """`y = x + layer(x)` (He et al. 2016). The inner layer must keep the
+    shape. Backward: `dx = dy + dx_layer` (the skip path carries `dy`
+    unchanged), `dparams = dparams_layer`."""
     _check_layers([layer], "layer")
 
     def init(key, in_shape, dtype=jnp.float32):
@@ -754,5 +772,6 @@ def residual(layer: Layer) -> Layer:
             grads, dx = layer.backward(params, cache, dy)
         return grads, dy + dx
 
-    return make_layer(init, forward, backward, layer.update_state, name="residual",
-                      children=((None, layer),))
+    return make_layer(
+        init, forward, backward, layer.update_state, name="residual", children=((None, layer),)
+    )

@@ -11,13 +11,13 @@ from purenet.layers.core import Layer, as_shape, make_layer
 
 def dropout(rate: float) -> Layer:
     """Inverted dropout, as implemented by every modern library: in training,
-    each entry is zeroed with probability ``rate`` (the *drop* probability, as
-    in ``torch.nn.Dropout``) and the survivors are scaled by ``1 / (1 - rate)``
+    each entry is zeroed with probability `rate` (the *drop* probability, as
+    in `torch.nn.Dropout`) and the survivors are scaled by `1 / (1 - rate)`
     so the expected activation is unchanged; in evaluation the layer is the
     identity.
 
-    Training mode (``train=True``) needs an explicit ``key``: the same key gives
-    the same mask. Backward: ``dx = dy * mask / (1 - rate)``.
+    Training mode (`train=True`) needs an explicit `key`: the same key gives
+    the same mask. Backward: `dx = dy * mask / (1 - rate)`.
     """
     rate = _checks.number_in("rate", rate, 0.0, 1.0, high_open=True)
     keep = 1.0 - rate

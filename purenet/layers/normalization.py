@@ -1,8 +1,8 @@
 """Normalisation layers: batch norm, with its running statistics as state.
 
-``batchnorm`` normalises over every axis but the last, so it is per feature
-for ``(m, features)`` and per channel for convolutional feature maps
-``(m, H, W, C)`` (Ioffe & Szegedy 2015, section 3.2: "we jointly normalize all
+`batchnorm` normalises over every axis but the last, so it is per feature
+for `(m, features)` and per channel for convolutional feature maps
+`(m, H, W, C)` (Ioffe & Szegedy 2015, section 3.2: "we jointly normalize all
 the activations in a mini-batch, over all locations").
 """
 
@@ -19,23 +19,23 @@ from purenet.layers.core import Layer, as_shape, make_layer
 def batchnorm(momentum: float = 0.1, eps: float = 1e-5) -> Layer:
     """Batch normalisation (Ioffe & Szegedy, 2015) over every axis but the last.
 
-    Training mode normalises with the batch statistics over the ``N`` entries
-    of each channel (``N = m`` for ``(m, C)``, ``m * H * W`` for images),
-    ``xhat = (x - mean) / sqrt(var + eps)`` (biased variance), then
-    ``y = gamma * xhat + beta``. Evaluation mode uses the running statistics
-    in ``state``, which it therefore needs.
+    Training mode normalises with the batch statistics over the `N` entries
+    of each channel (`N = m` for `(m, C)`, `m * H * W` for images),
+    `xhat = (x - mean) / sqrt(var + eps)` (biased variance), then
+    `y = gamma * xhat + beta`. Evaluation mode uses the running statistics
+    in `state`, which it therefore needs.
 
-    Params ``{"gamma", "beta"}`` of shape ``(C,)`` are trained; state
-    ``{"mean", "var"}`` is not (``ravel``, optimizers and gradient checks never
-    see it). ``update_state(state, cache)`` follows ``torch.nn.BatchNorm``:
-    ``running = (1 - momentum) * running + momentum * batch``, with the
-    *unbiased* batch variance (``N / (N - 1)``).
+    Params `{"gamma", "beta"}` of shape `(C,)` are trained; state
+    `{"mean", "var"}` is not (`ravel`, optimizers and gradient checks never
+    see it). `update_state(state, cache)` follows `torch.nn.BatchNorm`:
+    `running = (1 - momentum) * running + momentum * batch`, with the
+    *unbiased* batch variance (`N / (N - 1)`).
 
     Backward in training mode, the simplified form (Kratzert 2016; cs231n)
-    with ``dxhat = dy * gamma`` and sums over the ``N`` entries of a channel:
-    ``dx = (1 / N) * inv_std * (N * dxhat - sum dxhat - xhat * sum(dxhat * xhat))``;
-    ``dgamma = sum(dy * xhat)``, ``dbeta = sum dy``. In evaluation mode the
-    layer is affine: ``dx = dxhat * inv_std``.
+    with `dxhat = dy * gamma` and sums over the `N` entries of a channel:
+    `dx = (1 / N) * inv_std * (N * dxhat - sum dxhat - xhat * sum(dxhat * xhat))`;
+    `dgamma = sum(dy * xhat)`, `dbeta = sum dy`. In evaluation mode the
+    layer is affine: `dx = dxhat * inv_std`.
     """
     momentum = _checks.number_in("momentum", momentum, 0.0, 1.0)
     eps = _checks.positive("eps", eps)
@@ -110,27 +110,31 @@ def batchnorm(momentum: float = 0.1, eps: float = 1e-5) -> Layer:
 
 def layer_norm(eps: float = 1e-5) -> Layer:
     """Layer normalisation (Ba, Kiros & Hinton 2016) over the last axis, as
-    ``torch.nn.LayerNorm(features)``.
+    `torch.nn.LayerNorm(features)`.
 
-    Each example (each time step of a sequence) is normalised over its ``D``
+    Each example (each time step of a sequence) is normalised over its `D`
     features, with no batch statistics, which is what makes it usable inside
-    recurrent networks where batch norm is awkward::
+    recurrent networks where batch norm is awkward:
 
-        mean = (1/D) sum_j x_j,   var = (1/D) sum_j (x_j - mean)**2   (biased)
-        xhat = (x - mean) / sqrt(var + eps),   y = gamma * xhat + beta
+    ```text
+    mean = (1/D) sum_j x_j,   var = (1/D) sum_j (x_j - mean)**2   (biased)
+    xhat = (x - mean) / sqrt(var + eps),   y = gamma * xhat + beta
+    ```
 
-    Params ``{"gamma": ones (D,), "beta": zeros (D,)}``; no state. A constant
-    row gives ``var = 0``, ``xhat = 0`` and ``y = beta``: ``eps > 0`` keeps
+    Params `{"gamma": ones (D,), "beta": zeros (D,)}`; no state. A constant
+    row gives `var = 0`, `xhat = 0` and `y = beta`: `eps > 0` keeps
     it finite, in both passes.
 
     Backward: batch norm's formula with the sums taken over the features of
-    one row instead of over the batch, ``dxhat = dy * gamma``::
+    one row instead of over the batch, `dxhat = dy * gamma`:
 
-        dx = (inv_std / D) * (D * dxhat - sum_j dxhat_j - xhat * sum_j dxhat_j xhat_j)
-        dgamma = sum over rows of dy * xhat,   dbeta = sum over rows of dy
+    ```text
+    dx = (inv_std / D) * (D * dxhat - sum_j dxhat_j - xhat * sum_j dxhat_j xhat_j)
+    dgamma = sum over rows of dy * xhat,   dbeta = sum over rows of dy
+    ```
 
     Args:
-      eps: added to the variance (PyTorch's default ``1e-5``).
+      eps: added to the variance (PyTorch's default `1e-5`).
     """
     eps = _checks.positive("eps", eps)
 

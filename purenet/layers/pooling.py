@@ -1,43 +1,43 @@
 """Pooling layers with hand-written backward: max, average and global average.
 
-Channels-last like :mod:`purenet.layers.conv`, whose window geometry they
-share (``window`` plays ``kernel_size``, dilation is 1; ``padding`` is
-``"VALID"``, ``"SAME"`` with XLA's rule, an int or ``(low, high)`` pairs).
+Channels-last like [`purenet.layers.conv`][purenet.layers.conv], whose window geometry they
+share (`window` plays `kernel_size`, dilation is 1; `padding` is
+`"VALID"`, `"SAME"` with XLA's rule, an int or `(low, high)` pairs).
 The stride defaults to the window: non-overlapping pooling, as in LeNet and
 Saito ch. 7.3. Explicit padding must be smaller than the window on each side
-(as ``torch`` requires), so that every window holds at least one input.
+(as `torch` requires), so that every window holds at least one input.
 
 **Backward.** A pooling window reads a patch of the input; writing
-``patches(x)[n, o, k, c] = x_pad[n, o s + k, c]`` (every window's entries, the
-``im2col`` of :mod:`purenet.layers.conv` without flattening), each layer is a
+`patches(x)[n, o, k, c] = x_pad[n, o s + k, c]` (every window's entries, the
+`im2col` of [`purenet.layers.conv`][purenet.layers.conv] without flattening), each layer is a
 function of the patches applied per window, and its backward is
 
-    dx = unpatches(d patches) = the adjoint of ``patches``,
+    dx = unpatches(d patches) = the adjoint of `patches`,
 
 which adds each window's gradient back where its entries came from (inputs
 shared by overlapping windows collect several contributions) and crops the
 padding:
 
-* max pooling, ``y = max_k patches[k]``: the whole ``dy`` goes to the entry
-  that is the maximum, ``d patches[k] = dy * [k == k*]`` (the subgradient of
-  ``max`` that puts all weight on one winner; Saito ch. 7.5, cs231n).
-  **Ties**: ``k*`` is the *first* maximum in row-major window order
-  (``jnp.argmax``). This is the rule of ``jax.grad``: the derivative of
-  ``lax.reduce_window`` max is XLA's ``select_and_scatter_add`` with the
-  select function ``>=``, which walks the window in row-major order and keeps
+* max pooling, `y = max_k patches[k]`: the whole `dy` goes to the entry
+  that is the maximum, `d patches[k] = dy * [k == k*]` (the subgradient of
+  `max` that puts all weight on one winner; Saito ch. 7.5, cs231n).
+  **Ties**: `k*` is the *first* maximum in row-major window order
+  (`jnp.argmax`). This is the rule of `jax.grad`: the derivative of
+  `lax.reduce_window` max is XLA's `select_and_scatter_add` with the
+  select function `>=`, which walks the window in row-major order and keeps
   the current pick when the next element is not larger, so the earliest of
   equal maxima wins (verified in the tests on windows of equal values).
-  ``torch`` also picks one element, but its choice among ties is not
-  specified. Padding is ``-inf``: it never wins unless a window holds only
+  `torch` also picks one element, but its choice among ties is not
+  specified. Padding is `-inf`: it never wins unless a window holds only
   padding, and then its gradient is cropped away.
-* average pooling, ``y = (1 / count) sum_k patches[k]``: every entry of the
-  window receives ``dy / count``.
+* average pooling, `y = (1 / count) sum_k patches[k]`: every entry of the
+  window receives `dy / count`.
 
-**Padding convention of average pooling.** ``count_include_pad=True`` (the
-default, as ``torch.nn.AvgPool2d`` and ``flax.linen.avg_pool``) divides
+**Padding convention of average pooling.** `count_include_pad=True` (the
+default, as `torch.nn.AvgPool2d` and `flax.linen.avg_pool`) divides
 every window by the full window size, padding zeros included;
-``count_include_pad=False`` divides by the number of real inputs in the
-window (TensorFlow's ``"SAME"`` average pooling), which keeps a constant
+`count_include_pad=False` divides by the number of real inputs in the
+window (TensorFlow's `"SAME"` average pooling), which keeps a constant
 image constant at the border.
 """
 
@@ -59,7 +59,7 @@ def _layout(n):
 
 
 def _counts(spatial, window, stride, pads, out):
-    """Real (not padding) inputs in each window, ``(*O,)``, from the geometry
+    """Real (not padding) inputs in each window, `(*O,)`, from the geometry
     alone (a separable product of per-axis counts)."""
     counts = np.ones(out)
     for axis, (size, w, s, (lo, _), o) in enumerate(
@@ -83,8 +83,11 @@ def _pool_layer(n, name, kind, window, stride, padding, count_include_pad=True) 
     if not isinstance(padding, str):
         for axis, ((lo, hi), w) in enumerate(zip(padding, window, strict=True)):
             if lo >= w or hi >= w:  # else a window could hold padding only
-                _checks.fail("padding", f"less than the window ({w}) on each side along "
-                             f"spatial axis {axis}", f"({lo}, {hi})")
+                _checks.fail(
+                    "padding",
+                    f"less than the window ({w}) on each side along spatial axis {axis}",
+                    f"({lo}, {hi})",
+                )
 
     def shape_of(spatial):
         return geometry(spatial, window, stride, padding, ones, kernel_name="window")
@@ -92,14 +95,23 @@ def _pool_layer(n, name, kind, window, stride, padding, count_include_pad=True) 
     def init(key, in_shape, dtype=jnp.float32):
         in_shape = as_shape(in_shape)
         if len(in_shape) != n + 1:
-            _checks.fail("in_shape", f"{n + 1} axes {layout[4:]} (without the batch) for {name}",
-                         repr(in_shape))
+            _checks.fail(
+                "in_shape",
+                f"{n + 1} axes {layout[4:]} (without the batch) for {name}",
+                repr(in_shape),
+            )
         _, out = shape_of(in_shape[:-1])
         return (*out, in_shape[-1]), (), ()
 
     def _reduce(x, pads, init_value, op):
-        return lax.reduce_window(x, np.asarray(init_value, x.dtype), op, (1, *window, 1),
-                                 (1, *stride, 1), ((0, 0), *pads, (0, 0)))
+        return lax.reduce_window(
+            x,
+            np.asarray(init_value, x.dtype),
+            op,
+            (1, *window, 1),
+            (1, *stride, 1),
+            ((0, 0), *pads, (0, 0)),
+        )
 
     def _divisor(spatial, pads, out, dtype):
         if count_include_pad:
@@ -140,16 +152,16 @@ def max_pool1d(
     stride: int | tuple[int, ...] | None = None,
     padding: str | tuple = "VALID",
 ) -> Layer:
-    """Max pooling over windows of a signal ``(m, L, C)``, per channel.
+    """Max pooling over windows of a signal `(m, L, C)`, per channel.
 
     Args:
       window: window length (an int or a 1-tuple).
-      stride: step between windows (default: ``window``, non-overlapping).
-      padding: ``"VALID"``, ``"SAME"``, an int or a ``(low, high)`` pair;
-        padding is ``-inf`` (never the maximum).
+      stride: step between windows (default: `window`, non-overlapping).
+      padding: `"VALID"`, `"SAME"`, an int or a `(low, high)` pair;
+        padding is `-inf` (never the maximum).
 
-    Backward: ``dy`` goes to the first maximum of each window (module
-    docstring), which is what ``jax.grad`` does.
+    Backward: `dy` goes to the first maximum of each window (module
+    docstring), which is what `jax.grad` does.
     """
     return _pool_layer(1, "max_pool1d", "max", window, stride, padding)
 
@@ -159,15 +171,15 @@ def max_pool2d(
     stride: int | tuple[int, ...] | None = None,
     padding: str | tuple = "VALID",
 ) -> Layer:
-    """Max pooling over ``(h, w)`` windows of images ``(m, H, W, C)``, per channel.
+    """Max pooling over `(h, w)` windows of images `(m, H, W, C)`, per channel.
 
     Args:
-      window: an int or a pair ``(h, w)``.
-      stride: an int or a pair (default: ``window``, non-overlapping).
-      padding: as for ``conv2d``; padding is ``-inf``.
+      window: an int or a pair `(h, w)`.
+      stride: an int or a pair (default: `window`, non-overlapping).
+      padding: as for `conv2d`; padding is `-inf`.
 
-    Backward: ``dy`` goes to the first maximum of each window in row-major
-    order (module docstring), which is what ``jax.grad`` does.
+    Backward: `dy` goes to the first maximum of each window in row-major
+    order (module docstring), which is what `jax.grad` does.
     """
     return _pool_layer(2, "max_pool2d", "max", window, stride, padding)
 
@@ -178,14 +190,15 @@ def avg_pool1d(
     padding: str | tuple = "VALID",
     count_include_pad: bool = True,
 ) -> Layer:
-    """Average pooling over windows of a signal ``(m, L, C)``, per channel.
+    """Average pooling over windows of a signal `(m, L, C)`, per channel.
 
     Args:
-      window, stride, padding: as for :func:`max_pool1d` (padding is zeros).
+      window, stride, padding: as for [`max_pool1d`][purenet.layers.pooling.max_pool1d] (padding is
+          zeros).
       count_include_pad: divide by the full window (default, as torch and
         flax) or by the number of real inputs in it (module docstring).
 
-    Backward: each entry of a window receives ``dy / count``.
+    Backward: each entry of a window receives `dy / count`.
     """
     return _pool_layer(1, "avg_pool1d", "avg", window, stride, padding, count_include_pad)
 
@@ -196,34 +209,41 @@ def avg_pool2d(
     padding: str | tuple = "VALID",
     count_include_pad: bool = True,
 ) -> Layer:
-    """Average pooling over ``(h, w)`` windows of images ``(m, H, W, C)``.
+    """Average pooling over `(h, w)` windows of images `(m, H, W, C)`.
 
     Args:
-      window, stride, padding: as for :func:`max_pool2d` (padding is zeros).
+      window, stride, padding: as for [`max_pool2d`][purenet.layers.pooling.max_pool2d] (padding is
+          zeros).
       count_include_pad: divide by the full window (default, as torch and
         flax) or by the number of real inputs in it (module docstring).
 
-    Backward: each entry of a window receives ``dy / count``.
+    Backward: each entry of a window receives `dy / count`.
     """
     return _pool_layer(2, "avg_pool2d", "avg", window, stride, padding, count_include_pad)
 
 
 def global_avg_pool() -> Layer:
-    """The mean over every spatial axis: ``(m, *S, C) -> (m, C)`` (Lin et al.
-    2014, "Network in Network"). Backward: ``dx = dy / prod(S)`` at every
+    """The mean over every spatial axis: `(m, *S, C) -> (m, C)` (Lin et al.
+    2014, "Network in Network"). Backward: `dx = dy / prod(S)` at every
     position."""
 
     def init(key, in_shape, dtype=jnp.float32):
         in_shape = as_shape(in_shape)
         if len(in_shape) < 2:
-            _checks.fail("in_shape", "(*spatial, C) with at least one spatial axis for "
-                         "global_avg_pool", repr(in_shape))
+            _checks.fail(
+                "in_shape",
+                "(*spatial, C) with at least one spatial axis for global_avg_pool",
+                repr(in_shape),
+            )
         return (in_shape[-1],), (), ()
 
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
         if not hasattr(x, "shape") or jnp.ndim(x) < 3:
-            _checks.fail("x", "a batch (m, *spatial, C) with at least 3 axes for "
-                         "global_avg_pool", f"shape {tuple(jnp.shape(x))}")
+            _checks.fail(
+                "x",
+                "a batch (m, *spatial, C) with at least 3 axes for global_avg_pool",
+                f"shape {tuple(jnp.shape(x))}",
+            )
         return jnp.mean(x, axis=tuple(range(1, x.ndim - 1))), x  # kept for its shape
 
     def backward(params, cache, dy):

@@ -4,12 +4,14 @@
 parameter slots together. The tied model's params hold each shared array
 **once**, at the first path of its group (the *owner*); every other slot of
 the group holds `None` (an empty pytree node, so `ravel`, optimizers,
-penalties and checkpoints see the array once)::
+penalties and checkpoints see the array once):
 
-    model = serial(embedding(V, d), ..., lm_head)          # params[0]["W"], params[5]["W"]
-    shared = tied(model, [((0, "W"), (5, "W"))])
-    _, params, _ = shared.init(key, (T,))
-    params[5]["W"] is None                                  # True: stored at params[0]["W"]
+```python
+model = serial(embedding(V, d), ..., lm_head)          # params[0]["W"], params[5]["W"]
+shared = tied(model, [((0, "W"), (5, "W"))])
+_, params, _ = shared.init(key, (T,))
+params[5]["W"] is None                                  # True: stored at params[0]["W"]
+```
 
 **Forward.** The owner's array is substituted into each slot of its group,
 and the wrapped layer runs on the completed params.
@@ -17,9 +19,11 @@ and the wrapped layer runs on the completed params.
 **Backward.** The wrapped layer's backward gives one gradient per slot, as if
 the copies were independent arrays. The model's output depends on the shared
 array through every use, so by the multivariable chain rule its gradient is
-the **sum** of the slots' gradients::
+the **sum** of the slots' gradients:
 
-    dW_shared = sum over the paths p of the group of dparams[p]
+```text
+dW_shared = sum over the paths p of the group of dparams[p]
+```
 
 which is stored at the owner's path; the other slots get `None`, matching
 params. This is how weight tying of input and output embeddings (Press &
@@ -43,6 +47,8 @@ from purenet import _checks
 from purenet.layers.core import Layer, make_layer, within
 
 Path = tuple
+"""A path into a params pytree: one key per level, an `int` for a tuple entry, a `str` for
+a dict key (module docstring)."""
 
 
 def _path_text(path: Path) -> str:
@@ -53,17 +59,24 @@ def _get(tree, path: Path, name: str = "ties"):
     for depth, k in enumerate(path):
         if isinstance(tree, dict) and k in tree:
             tree = tree[k]
-        elif (isinstance(tree, tuple | list) and isinstance(k, int)
-              and not isinstance(k, bool) and -len(tree) <= k < len(tree)):
+        elif (
+            isinstance(tree, tuple | list)
+            and isinstance(k, int)
+            and not isinstance(k, bool)
+            and -len(tree) <= k < len(tree)
+        ):
             tree = tree[k]
         else:
-            _checks.fail(name, f"paths into the model's params; {_path_text(path[:depth])} "
-                         f"has no entry {k!r}", f"the path {path!r}")
+            _checks.fail(
+                name,
+                f"paths into the model's params; {_path_text(path[:depth])} has no entry {k!r}",
+                f"the path {path!r}",
+            )
     return tree
 
 
 def _set(tree, path: Path, value):
-    """A copy of ``tree`` with the entry at ``path`` replaced by ``value``."""
+    """A copy of `tree` with the entry at `path` replaced by `value`."""
     if not path:
         return value
     k, rest = path[0], path[1:]
@@ -78,8 +91,11 @@ def _set(tree, path: Path, value):
 
 def _normalise(ties) -> tuple[tuple[Path, ...], ...]:
     if isinstance(ties, str) or not isinstance(ties, Sequence) or not ties:
-        _checks.fail("ties", "a non-empty sequence of groups of params paths, such as "
-                     "[((0, 'W'), (5, 'W'))]", repr(ties))
+        _checks.fail(
+            "ties",
+            "a non-empty sequence of groups of params paths, such as [((0, 'W'), (5, 'W'))]",
+            repr(ties),
+        )
     groups, seen = [], set()
     for g, group in enumerate(ties):
         if isinstance(group, str) or not isinstance(group, Sequence) or len(group) < 2:
@@ -88,11 +104,12 @@ def _normalise(ties) -> tuple[tuple[Path, ...], ...]:
         for path in group:
             if isinstance(path, str | int):
                 path = (path,)
-            if not isinstance(path, Sequence) or not path or not all(
-                isinstance(k, str | int) and not isinstance(k, bool) for k in path
+            if (
+                not isinstance(path, Sequence)
+                or not path
+                or not all(isinstance(k, str | int) and not isinstance(k, bool) for k in path)
             ):
-                _checks.fail(f"ties[{g}]", "paths as non-empty tuples of ints and strs",
-                             repr(path))
+                _checks.fail(f"ties[{g}]", "paths as non-empty tuples of ints and strs", repr(path))
             path = tuple(path)
             if path in seen:
                 _checks.fail(f"ties[{g}]", "each path in one group only, once", repr(path))
@@ -140,13 +157,19 @@ def tied(model: Layer, ties: Sequence[Sequence[Path]]) -> Layer:
             owner = _get(params, group[0])
             for path in group[1:]:
                 other = _get(params, path)
-                same = (hasattr(other, "shape") and hasattr(owner, "shape")
-                        and tuple(other.shape) == tuple(owner.shape)
-                        and jnp.dtype(other.dtype) == jnp.dtype(owner.dtype))
+                same = (
+                    hasattr(other, "shape")
+                    and hasattr(owner, "shape")
+                    and tuple(other.shape) == tuple(owner.shape)
+                    and jnp.dtype(other.dtype) == jnp.dtype(owner.dtype)
+                )
                 if not same:
-                    _checks.fail(f"ties[{g}]", f"arrays of one shape and dtype; "
-                                 f"{_path_text(group[0])} is {_describe(owner)}",
-                                 f"{_path_text(path)}: {_describe(other)}")
+                    _checks.fail(
+                        f"ties[{g}]",
+                        f"arrays of one shape and dtype; "
+                        f"{_path_text(group[0])} is {_describe(owner)}",
+                        f"{_path_text(path)}: {_describe(other)}",
+                    )
                 params = _set(params, path, None)
         return out_shape, params, state
 
@@ -165,8 +188,14 @@ def tied(model: Layer, ties: Sequence[Sequence[Path]]) -> Layer:
             grads = _set(grads, group[0], total)
         return grads, dx
 
-    return make_layer(init, forward, backward, model.update_state, name=f"tied({model.name})",
-                      children=((None, model),))
+    return make_layer(
+        init,
+        forward,
+        backward,
+        model.update_state,
+        name=f"tied({model.name})",
+        children=((None, model),),
+    )
 
 
 def _describe(a) -> str:

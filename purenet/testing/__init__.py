@@ -131,10 +131,21 @@ def assert_gradients(
       >>> t = jnp.array([0, 1, 1, 0, 1])
       >>> assert_gradients(model, losses.softmax_cross_entropy, params, x, t)
     """
-    _raise_unless_passed(gradcheck.check_gradients(
-        model, loss, params, x, t, penalty=penalty, eps=eps, tolerance=tolerance,
-        chunk_size=chunk_size, mask=mask, **ctx,
-    ))
+    _raise_unless_passed(
+        gradcheck.check_gradients(
+            model,
+            loss,
+            params,
+            x,
+            t,
+            penalty=penalty,
+            eps=eps,
+            tolerance=tolerance,
+            chunk_size=chunk_size,
+            mask=mask,
+            **ctx,
+        )
+    )
 
 
 def assert_layer(
@@ -192,9 +203,11 @@ def assert_layer(
       >>> x = jax.random.normal(jax.random.key(0), (4, 3), jnp.float32)
       >>> assert_layer(layer, (), x)
     """
-    _raise_unless_passed(gradcheck.check_layer(
-        layer, params, x, dy_key=dy_key, eps=eps, tolerance=tolerance, mask=mask, **ctx
-    ))
+    _raise_unless_passed(
+        gradcheck.check_layer(
+            layer, params, x, dy_key=dy_key, eps=eps, tolerance=tolerance, mask=mask, **ctx
+        )
+    )
 
 
 def assert_vjp(
@@ -263,6 +276,8 @@ def assert_vjp(
       AssertionError: f: non-finite values (NaN or inf) entered at the primal x (1 of 6 entries)...
       ...
     """
-    _raise_unless_passed(gradcheck.check_vjp(
-        f, vjp, *primals, key=key, eps=eps, tolerance=tolerance, chunk_size=chunk_size
-    ))
+    _raise_unless_passed(
+        gradcheck.check_vjp(
+            f, vjp, *primals, key=key, eps=eps, tolerance=tolerance, chunk_size=chunk_size
+        )
+    )

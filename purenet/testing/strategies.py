@@ -3,34 +3,37 @@
 Property tests of hand-written gradients want many small networks of many
 shapes, not one hand-picked example. These strategies draw them:
 
-* :func:`activations`: one of purenet's activation layers;
-* :func:`mlps`: ``dense``/activation stacks of random depth and widths;
-* :func:`chain_models`: chains that also flatten 2-D inputs, apply ``dense``
-  to every step of a sequence and add residual blocks;
-* :func:`non_chain_models`: graphs built with ``fan_out``, ``parallel``,
-  ``fan_in_sum``, ``fan_in_concat`` and ``residual``, nested, with one input
+* [`activations`][purenet.testing.strategies.activations]: one of purenet's activation layers;
+* [`mlps`][purenet.testing.strategies.mlps]: `dense`/activation stacks of random depth and widths;
+* [`chain_models`][purenet.testing.strategies.chain_models]: chains that also flatten 2-D inputs,
+  apply `dense` to every step of a sequence and add residual blocks;
+* [`non_chain_models`][purenet.testing.strategies.non_chain_models]: graphs built with `fan_out`,
+  `parallel`, `fan_in_sum`, `fan_in_concat` and `residual`, nested, with one input
   or a tuple of inputs (the family-trees and residual-MLP shapes);
-* :func:`inputs_for`: parameters and an input batch for a drawn model;
-* :func:`problems`: all of it together with a loss and matching targets,
-  ready for :func:`purenet.testing.assert_gradients`.
+* [`inputs_for`][purenet.testing.strategies.inputs_for]: parameters and an input batch for a drawn
+  model;
+* [`problems`][purenet.testing.strategies.problems]: all of it together with a loss and matching
+  targets, ready for [`purenet.testing.assert_gradients`][purenet.testing.assert_gradients].
 
-Each model strategy draws an :class:`Architecture`, whose ``repr`` is the
-expression that builds it, so hypothesis's report of a failing example reads
-``serial(dense(3), tanh(), dense(2))`` and can be pasted into a test.
+Each model strategy draws an [`Architecture`][purenet.testing.strategies.Architecture], whose `repr`
+is the expression that builds it, so hypothesis's report of a failing example reads
+`serial(dense(3), tanh(), dense(2))` and can be pasted into a test.
 
-Needs ``hypothesis`` (``pip install "purenet[dev]"``); the rest of
-:mod:`purenet.testing` does not.
+Needs `hypothesis` (`pip install "purenet[dev]"`); the rest of
+[`purenet.testing`][purenet.testing] does not.
 
-Example::
+Example:
 
-    from hypothesis import given, settings
-    from purenet.testing import assert_gradients, strategies
+```python
+from hypothesis import given, settings
+from purenet.testing import assert_gradients, strategies
 
-    @settings(max_examples=20, deadline=None)
-    @given(strategies.problems())
-    def test_backprop_is_the_gradient(problem):
-        assert_gradients(problem.model, problem.loss, problem.params,
-                         problem.x, problem.t, state=problem.state)
+@settings(max_examples=20, deadline=None)
+@given(strategies.problems())
+def test_backprop_is_the_gradient(problem):
+    assert_gradients(problem.model, problem.loss, problem.params,
+                     problem.x, problem.t, state=problem.state)
+```
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ Shape = tuple
 class Architecture(NamedTuple):
     """A drawn model: the layer, the input shape it was drawn for (a tuple of
     shapes for several inputs), its output shape and the expression that
-    builds it (its ``repr``)."""
+    builds it (its `repr`)."""
 
     model: Layer
     in_shape: Any
@@ -83,7 +86,7 @@ class Architecture(NamedTuple):
 
 
 class Inputs(NamedTuple):
-    """``params`` and ``state`` from ``model.init`` and an input batch ``x``."""
+    """`params` and `state` from `model.init` and an input batch `x`."""
 
     params: Any
     state: Any
@@ -91,7 +94,7 @@ class Inputs(NamedTuple):
 
 
 class Problem(NamedTuple):
-    """A model, a loss and a point: everything ``assert_gradients`` needs."""
+    """A model, a loss and a point: everything `assert_gradients` needs."""
 
     architecture: Architecture
     loss: losses_module.Loss
@@ -129,12 +132,12 @@ _KINKED = {
 
 
 def activations(*, kinks: bool = False) -> st.SearchStrategy[_Piece]:
-    """One activation layer, as a piece ``(layer, expression)``.
+    """One activation layer, as a piece `(layer, expression)`.
 
     Args:
-      kinks: also draw ``relu`` and ``leaky_relu``. Off by default: at a kink
+      kinks: also draw `relu` and `leaky_relu`. Off by default: at a kink
         central differences straddle two slopes, so a correct backward can
-        disagree with finite differences (never with ``jax.grad``).
+        disagree with finite differences (never with `jax.grad`).
     """
     names = sorted(_SMOOTH) + (sorted(_KINKED) if kinks else [])
     factories = {**_SMOOTH, **_KINKED}
@@ -179,12 +182,13 @@ def mlps(
     out_features: st.SearchStrategy[int] = _OUTPUTS,
     kinks: bool = False,
 ) -> Architecture:
-    """A multilayer perceptron ``dense(w1), act, ..., dense(out)`` on ``(d,)``
-    inputs: ``depth`` hidden layers (0 is a linear model).
+    """A multilayer perceptron `dense(w1), act, ..., dense(out)` on `(d,)`
+    inputs: `depth` hidden layers (0 is a linear model).
 
     Args:
       in_features, depth, widths, out_features: strategies for the sizes.
-      kinks: allow ReLU-like activations (see :func:`activations`).
+      kinks: allow ReLU-like activations (see
+          [`activations`][purenet.testing.strategies.activations]).
     """
     d = draw(in_features)
     pieces = []
@@ -205,9 +209,9 @@ def _residual_block(draw: st.DrawFn, width: int, kinks: bool) -> _Piece:
 def chain_models(
     draw: st.DrawFn, out_features: st.SearchStrategy[int] = _OUTPUTS, kinks: bool = False
 ) -> Architecture:
-    """A chain (``serial``) of dense layers, activations and residual blocks,
-    on a vector ``(d,)``, a sequence ``(T, d)`` (``dense`` on every step, then
-    ``flatten``) or a 2-D input flattened first. The output is ``(k,)``.
+    """A chain (`serial`) of dense layers, activations and residual blocks,
+    on a vector `(d,)`, a sequence `(T, d)` (`dense` on every step, then
+    `flatten`) or a 2-D input flattened first. The output is `(k,)`.
     """
     kind = draw(st.sampled_from(["vector", "sequence", "flatten_first"]))
     d = draw(_WIDTHS)
@@ -233,7 +237,7 @@ def chain_models(
 
 @st.composite
 def _block(draw: st.DrawFn, width: int, depth: int, kinks: bool) -> _Piece:
-    """A layer ``(width,) -> (width,)``: a dense layer with an activation, a
+    """A layer `(width,) -> (width,)`: a dense layer with an activation, a
     residual block, or branches joined by a sum or a concatenation."""
     options = ["dense"] + (["residual", "branches_sum", "branches_concat"] if depth > 0 else [])
     kind = draw(st.sampled_from(options))
@@ -269,12 +273,12 @@ def non_chain_models(
     max_nesting: int = 2,
     kinks: bool = False,
 ) -> Architecture:
-    """A network that is not a chain: forks (``fan_out``), branches
-    (``parallel``), joins (``fan_in_sum``, ``fan_in_concat``) and skips
-    (``residual``), nested up to ``max_nesting`` deep. Either one input
-    ``(d,)``, or a tuple of two or three inputs that ``parallel`` layers take
-    apart and ``fan_in_concat`` joins (Rumelhart et al.'s family-trees shape).
-    The output is ``(k,)``.
+    """A network that is not a chain: forks (`fan_out`), branches
+    (`parallel`), joins (`fan_in_sum`, `fan_in_concat`) and skips
+    (`residual`), nested up to `max_nesting` deep. Either one input
+    `(d,)`, or a tuple of two or three inputs that `parallel` layers take
+    apart and `fan_in_concat` joins (Rumelhart et al.'s family-trees shape).
+    The output is `(k,)`.
     """
     width = draw(_WIDTHS)
     pieces: list[_Piece] = []
@@ -284,10 +288,10 @@ def non_chain_models(
     else:
         count = draw(st.integers(2, 3))
         in_shape = tuple((draw(_WIDTHS),) for _ in range(count))
-        groups = [_serial([_dense(draw(_WIDTHS)), draw(activations(kinks=kinks))])
-                  for _ in range(count)]
-        pieces += [_parallel(groups), _Piece(L.fan_in_concat(), "fan_in_concat()"),
-                   _dense(width)]
+        groups = [
+            _serial([_dense(draw(_WIDTHS)), draw(activations(kinks=kinks))]) for _ in range(count)
+        ]
+        pieces += [_parallel(groups), _Piece(L.fan_in_concat(), "fan_in_concat()"), _dense(width)]
     for _ in range(draw(st.integers(1, 2))):
         pieces.append(draw(_block(width, max_nesting, kinks)))
     k = draw(out_features)
@@ -319,22 +323,23 @@ def inputs_for(
     batch_sizes: st.SearchStrategy[int] = _BATCH_SIZES,
     dtype: Any = jnp.float64,
 ) -> Inputs:
-    """Parameters, state and an input batch for ``model``.
+    """Parameters, state and an input batch for `model`.
 
     Args:
-      model: a :class:`purenet.layers.Layer` or a drawn :class:`Architecture`
-        (whose ``in_shape`` is then the default).
+      model: a [`purenet.layers.Layer`][purenet.layers.core.Layer] or a drawn
+        [`Architecture`][purenet.testing.strategies.Architecture] (whose `in_shape` is then the
+        default).
       in_shape: the input shape without the batch axis (a tuple of shapes for
         a tuple input).
-      batch_sizes: strategy for the batch size ``m``.
-      dtype: of the params and ``x`` (float64 by default: gradient checks
-        are meant to run in float64, which needs ``jax_enable_x64``).
+      batch_sizes: strategy for the batch size `m`.
+      dtype: of the params and `x` (float64 by default: gradient checks
+        are meant to run in float64, which needs `jax_enable_x64`).
 
     Returns:
-      A strategy of :class:`Inputs`: ``params`` and ``state`` from
-      ``model.init`` with a drawn seed, and ``x`` standard normal (NumPy, from
+      A strategy of [`Inputs`][purenet.testing.strategies.Inputs]: `params` and `state` from
+      `model.init` with a drawn seed, and `x` standard normal (NumPy, from
       the same seed: no compilation per shape) of shape
-      ``(m, *in_shape)``.
+      `(m, *in_shape)`.
     """
     if isinstance(model, Architecture):
         in_shape = model.in_shape if in_shape is None else in_shape
@@ -357,11 +362,12 @@ def problems(
     loss_names: tuple[str, ...] = _LOSS_NAMES,
     dtype: Any = jnp.float64,
 ) -> Problem:
-    """A drawn model (default: any of :func:`mlps`, :func:`chain_models`,
-    :func:`non_chain_models`), a loss, a point and targets that suit the
-    loss: real targets for ``mse``, integer labels or one-hot rows for
-    softmax cross-entropy (which then needs two or more outputs), 0/1 for the
-    sigmoid cross-entropies (binary cross-entropy then has one output).
+    """A drawn model (default: any of [`mlps`][purenet.testing.strategies.mlps],
+    [`chain_models`][purenet.testing.strategies.chain_models],
+    [`non_chain_models`][purenet.testing.strategies.non_chain_models]), a loss, a point and targets
+    that suit the loss: real targets for `mse`, integer labels or one-hot rows for softmax
+    cross-entropy (which then needs two or more outputs), 0/1 for the sigmoid cross-entropies
+    (binary cross-entropy then has one output).
     """
     if models is None:
         models = st.one_of(mlps(), chain_models(), non_chain_models())

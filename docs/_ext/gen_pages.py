@@ -1,0 +1,262 @@
+"""A MkDocs hook that writes the pages which must follow the code, not a hand.
+
+- ``api/<module>.md``: one API reference page per public module of purenet
+  (found by walking the package, so a new module gets its page), rendering
+  exactly the module's public names: its ``__all__`` where it has one, else
+  every name it defines without a leading underscore. Names that a package
+  only re-exports (``purenet.backprop``, ``purenet.layers.dense``) are listed
+  there with a link to the page of their home module, where they are
+  documented once.
+- ``api/index.md``: every public name with the one-line summary of its
+  docstring, module by module (as optax's API page).
+- The list of experiments in ``guides/experiments.md`` (the line
+  ``<!-- experiments -->``), read from the registry ``EXPERIMENTS`` of
+  ``experiments/__main__.py`` and each experiment's ``CLAIM``.
+
+The "API reference" section of the navigation in mkdocs.yml is replaced by
+the generated pages. Everything is read statically (griffe for purenet, ``ast``
+for the experiments): the build imports neither JAX nor matplotlib.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import griffe
+from mkdocs.structure.files import File
+
+PACKAGE = "purenet"
+ROOT = Path(__file__).resolve().parents[2]
+API_SECTION = "API reference"
+EXPERIMENTS_MARKER = "<!-- experiments -->"
+
+
+@dataclass
+class Name:
+    name: str  # as exported by the module
+    home: str  # the full path of the object it names, where it is documented
+    kind: str  # "module", "class", "function", "attribute"
+    summary: str
+    defined_here: bool
+
+
+@dataclass
+class Module:
+    path: str
+    page: str  # src_uri of its API page
+    names: list[Name]
+
+
+def page_of(path: str) -> str:
+    return "api/purenet.md" if path == PACKAGE else f"api/{path.removeprefix(PACKAGE + '.')}.md"
+
+
+def cell(text: str) -> str:
+    """``text`` for a Markdown table cell, where a bare ``|`` would end the cell.
+
+    Outside code and math it is escaped (``\\|``); inside a code span it is kept
+    (Python-Markdown's tables skip code spans, and would show the backslash); inside
+    ``$...$`` it becomes TeX's ``\\vert`` (an escaped one would reach the math
+    renderer as ``\\|``, a double bar)."""
+    out = []
+    for piece in re.split(r"(`[^`]*`|\$[^$]+\$)", text):
+        if piece.startswith("`"):
+            out.append(piece)
+        elif piece.startswith("$") and len(piece) > 1:
+            piece = piece.replace("\\|", "\\Vert{}")  # TeX's double bar, spelled out
+            out.append(re.sub(r"\|", r"\\vert{}", piece))
+        else:
+            out.append(re.sub(r"(?<!\\)\|", r"\\|", piece))
+    return "".join(out)
+
+
+def summary_of(obj: griffe.Object) -> str:
+    """The docstring's first paragraph on one line, ready for a table cell."""
+    if obj.docstring is None or not obj.docstring.value.strip():
+        return ""
+    first = obj.docstring.value.strip().split("\n\n", 1)[0]
+    return cell(" ".join(line.strip() for line in first.splitlines()))
+
+
+def _public_names(module: griffe.Module) -> list[str]:
+    if module.exports is not None:
+        return [str(name) for name in module.exports]
+    return [
+        name
+        for name, member in module.members.items()
+        if not name.startswith("_") and not member.is_alias and not member.is_module
+    ]
+
+
+def collect() -> list[Module]:
+    """Every public module of purenet, in reading order, with its public names."""
+    package = griffe.load(PACKAGE, search_paths=[str(ROOT)], resolve_aliases=True)
+    out = []
+
+    def walk(module: griffe.Module):
+        names = []
+        for name in _public_names(module):
+            member = module.members[name]
+            target = member.final_target if member.is_alias else member
+            names.append(
+                Name(
+                    name=name,
+                    home=target.path,
+                    kind=target.kind.value,
+                    summary=summary_of(target),
+                    defined_here=not member.is_alias,
+                )
+            )
+        out.append(Module(module.path, page_of(module.path), names))
+        for name, sub in module.modules.items():
+            if not name.startswith("_") and not sub.is_alias:
+                walk(sub)
+
+    walk(package)
+    return out
+
+
+def api_page(module: Module) -> str:
+    own = [n.name for n in module.names if n.defined_here]
+    lines = [f"# `{module.path}`", "", f"::: {module.path}", "    options:"]
+    if own:
+        lines.append("      members:")
+        lines += [f"        - {name}" for name in own]
+    else:
+        lines.append("      members: false")
+    elsewhere = [n for n in module.names if not n.defined_here and n.kind != "module"]
+    submodules = [n for n in module.names if not n.defined_here and n.kind == "module"]
+    if submodules:
+        lines += ["", "## Modules", "", "| module | |", "| --- | --- |"]
+        lines += [f"| [`{n.home}`][{n.home}] | {n.summary} |" for n in submodules]
+    if elsewhere:
+        lines += [
+            "",
+            "## Re-exported names",
+            "",
+            f"Each is `{module.path}.NAME` and is documented in its home module.",
+            "",
+            "| name | home | |",
+            "| --- | --- | --- |",
+        ]
+        lines += [f"| `{n.name}` | [`{n.home}`][{n.home}] | {n.summary} |" for n in elsewhere]
+    return "\n".join(lines) + "\n"
+
+
+def index_page(modules: list[Module]) -> str:
+    lines = [
+        "# API index",
+        "",
+        "Every public name of purenet with the first line of its docstring,",
+        "module by module. Names re-exported by a package (`purenet.backprop`,",
+        "`purenet.layers.dense`) are listed under their home module. This page is",
+        "generated from the code at each build (`docs/_ext/gen_pages.py`).",
+    ]
+    for module in modules:
+        own = [n for n in module.names if n.defined_here]
+        lines += ["", f"## [`{module.path}`][{module.path}]", ""]
+        if not own:
+            lines.append("Re-exports only; see its page.")
+            continue
+        lines += ["| name | summary |", "| --- | --- |"]
+        lines += [f"| [`{n.name}`][{n.home}] | {n.summary} |" for n in own]
+    return "\n".join(lines) + "\n"
+
+
+def _string(node: ast.AST) -> str | None:
+    try:
+        value = ast.literal_eval(node)
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def registered_experiments() -> list[str]:
+    """``EXPERIMENTS`` of ``experiments/__main__.py``, read without importing it."""
+    registry = ast.parse((ROOT / "experiments" / "__main__.py").read_text())
+    for node in registry.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "EXPERIMENTS" for t in node.targets
+        ):
+            return list(ast.literal_eval(node.value))
+    raise RuntimeError("experiments/__main__.py: no EXPERIMENTS list found")
+
+
+def experiments_table() -> str:
+    """The registered experiments with their claims, read from the sources."""
+    folder = ROOT / "experiments"
+    names = registered_experiments()
+    rows = ["| experiment | claim | figure |", "| --- | --- | --- |"]
+    for name in names:
+        source = folder / f"{name}.py"
+        if not source.exists():
+            raise RuntimeError(f"experiments/{name}.py: registered in EXPERIMENTS but missing")
+        claim = ""
+        for node in ast.parse(source.read_text()).body:
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "CLAIM" for t in node.targets
+            ):
+                claim = _string(node.value) or ""
+        claim = cell(claim)
+        figure = f"[figure](../results/README.md#{name})"
+        rows.append(f"| `{name}` | {claim} | {figure} |")
+    return f"{len(names)} experiments are registered, in this order:\n\n" + "\n".join(rows)
+
+
+# ---- MkDocs events -------------------------------------------------------
+
+_modules: list[Module] = []
+
+
+def on_config(config):
+    _modules[:] = collect()
+    api = [{"Index": "api/index.md"}] + [{m.path: m.page} for m in _modules]
+    nav = config["nav"] or []
+    for i, item in enumerate(nav):
+        if isinstance(item, dict) and API_SECTION in item:
+            nav[i] = {API_SECTION: api}
+            break
+    else:
+        nav.append({API_SECTION: api})
+    config["nav"] = nav
+    return config
+
+
+def on_files(files, config):
+    generated = {m.page: api_page(m) for m in _modules}
+    generated["api/index.md"] = index_page(_modules)
+    for uri, content in generated.items():
+        old = files.get_file_from_path(uri)
+        if old is not None:
+            files.remove(old)
+        files.append(File.generated(config, uri, content=content))
+    return files
+
+
+def wrap_results_table(markdown: str) -> str:
+    """The results page with its summary table in ``<div class="results-table">``
+    (docs/stylesheets/extra.css widens its two text columns)."""
+    lines = markdown.split("\n")
+    rows = [i for i, line in enumerate(lines) if line.startswith("|")]
+    if not rows:
+        return markdown
+    first = rows[0]
+    last = first
+    while last + 1 < len(lines) and lines[last + 1].startswith("|"):
+        last += 1
+    lines[last + 1 : last + 1] = ["", "</div>"]
+    lines[first:first] = ['<div class="results-table" markdown>', ""]
+    return "\n".join(lines)
+
+
+def on_page_markdown(markdown, page, config, files):
+    if page.file.src_uri == "results/README.md":
+        return wrap_results_table(markdown)
+    if page.file.src_uri == "guides/experiments.md":
+        if EXPERIMENTS_MARKER not in markdown:
+            raise RuntimeError(f"guides/experiments.md: expected the line {EXPERIMENTS_MARKER}")
+        markdown = markdown.replace(EXPERIMENTS_MARKER, experiments_table())
+    return markdown
