@@ -130,12 +130,12 @@ def softmax(z: jax.Array, axis: int = -1) -> jax.Array:
     invariant to adding a constant to every logit) and keeps `exp` from
     overflowing, so logits of +-1e4 are fine in float32.
     """
-    shifted = z - jnp.max(z, axis=axis, keepdims=True)
+    shifted = z - jax.lax.stop_gradient(jnp.max(z, axis=axis, keepdims=True))
     e = jnp.exp(shifted)
     return e / jnp.sum(e, axis=axis, keepdims=True)
 
 
 def log_softmax(z: jax.Array, axis: int = -1) -> jax.Array:
     """Numerically stable `log(softmax(z))`: `(z - max z) - log sum exp(z - max z)`."""
-    shifted = z - jnp.max(z, axis=axis, keepdims=True)
+    shifted = z - jax.lax.stop_gradient(jnp.max(z, axis=axis, keepdims=True))
     return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))

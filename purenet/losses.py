@@ -205,7 +205,12 @@ def _softmax_cross_entropy(y, t):
         t = (t[:, None] == jnp.arange(k)).astype(y.dtype)
     else:
         t = _check_same_shape(y, t)
-    shifted = y - jnp.max(y, axis=1, keepdims=True)
+    # The shift by the row maximum changes nothing (softmax is shift
+    # invariant), so its gradient is stopped, as in jax.nn.log_softmax: jax.grad
+    # of jnp.max divides by the count of entries equal to the maximum, which
+    # was 0, giving inf, when XLA at optimisation level 0 recomputed y with
+    # other rounding (measured on a chain of 1x1 dense layers).
+    shifted = y - jax.lax.stop_gradient(jnp.max(y, axis=1, keepdims=True))
     e = jnp.exp(shifted)
     s = jnp.sum(e, axis=1, keepdims=True)
     log_p = shifted - jnp.log(s)
@@ -311,7 +316,7 @@ def _sequence_softmax_cross_entropy(y, t):
     _checks.ndim("y", y, 3)
     labels, weights = _sequence_targets(y, t)
     k = y.shape[-1]
-    shifted = y - jnp.max(y, axis=-1, keepdims=True)
+    shifted = y - jax.lax.stop_gradient(jnp.max(y, axis=-1, keepdims=True))
     e = jnp.exp(shifted)
     s = jnp.sum(e, axis=-1, keepdims=True)
     log_p = shifted - jnp.log(s)

@@ -14,7 +14,12 @@ long). Two things keep it down:
   the environment variable `JAX_DISABLE_MOST_OPTIMIZATIONS`; set it to 0 to
   compare): the programs here are small, and optimising them costs more than
   running them. Results agree to rounding (the order of floating-point
-  operations may differ); no test compares timings.
+  operations may differ); no test compares timings. What rounding can break:
+  at level 0 XLA recomputed a network's logits with other rounding, so the
+  `jnp.max` of the softmax shift no longer equalled any logit and `jax.grad`
+  (which divides by the count of entries at the maximum) returned inf; the
+  losses and softmaxes now stop the shift's gradient (it is exactly zero), as
+  `jax.nn.log_softmax` does.
 * Every test file has a budget of XLA compiles, `COMPILE_BUDGETS` below
   (the one place they live). At the end of a session the suite prints each
   file's compiles against its budget, and the session fails when a file

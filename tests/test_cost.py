@@ -350,3 +350,23 @@ def test_lbfgs_trains_xor_through_the_flat_cost():
     assert result.fun < 1e-3
     y, _ = model.forward(unravel(jnp.asarray(result.x)), x)
     np.testing.assert_array_equal(np.asarray(y > 0), np.asarray(t > 0.5))
+
+
+def test_jax_grad_referee_survives_unoptimised_recomputation():
+    """The example hypothesis found: at XLA's optimisation level 0, jax.grad of
+    the cost went to inf through the gradient of the softmax's max shift; the
+    shift's gradient is stopped (exactly zero), so the referee agrees."""
+    model = L.serial(L.dense(1), L.dense(1), L.dense(1), L.dense(2))
+    a = jnp.array
+    params = (
+        {"W": a([[0.12573022]]), "b": a([-0.13210486])},
+        {"W": a([[0.64042265]]), "b": a([0.10490012])},
+        {"W": a([[-0.53566937]]), "b": a([0.36159505])},
+        {"W": a([[1.30400005, 0.94708096]]), "b": a([-0.49761596, -0.8947881])},
+    )
+    x, t = a([[-0.62327446]]), jnp.array([1], jnp.int32)
+    loss = losses.softmax_cross_entropy
+    level0 = {"xla_backend_optimization_level": 0}
+    auto = jax.jit(jax.grad(purenet.objective(model, loss)), compiler_options=level0)(params, x, t)
+    manual = purenet.backprop(model, loss)(params, x, t)[1]
+    assert rel_error(manual, auto) < 1e-12
