@@ -226,8 +226,10 @@ class FitResult(NamedTuple):
     """What [`fit`][purenet.train.fit] returns.
 
     Attributes:
-      params, opt_state, state: the trained trees (the last finite ones if
-        the NaN guard stopped training).
+      params: the trained params (the last finite ones if the NaN guard
+        stopped training).
+      opt_state: the optimizer's state, from the same step as `params`.
+      state: the model's non-gradient state, from the same step.
       history: NumPy arrays: `step_loss` `(epochs, num_batches)`,
         `epoch_loss` (mean step loss), `train_loss` and `train_metric`
         (whole training set, evaluation mode), `val_loss` and
