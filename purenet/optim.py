@@ -89,6 +89,7 @@ from purenet.transforms import (
     GradientTransformation,
     ScaleByScheduleState,
     _check_like,
+    _eps_like,
     _like,
     add_decayed_weights,
     apply_updates,
@@ -296,7 +297,10 @@ def _lift(state_type, schedule: Schedule, init_slots, rule, **hyper) -> Optimize
         updates, new_slots = [], []
         for i, (g, x) in enumerate(zip(grad_leaves, reference, strict=True)):
             slots = tuple(slot_leaves[i] for slot_leaves in per_slot)
-            h = {name: _like(value, x) for name, value in hyper.items()}
+            h = {
+                name: (_eps_like if name == "eps" else _like)(value, x)
+                for name, value in hyper.items()
+            }
             u, new_s = rule(g, slots, lr.astype(x.dtype), **h)
             updates.append(u)
             # Cast back so that a float64 gradient (or schedule) cannot promote
@@ -521,7 +525,8 @@ def adagrad(
     Args:
       learning_rate: `lr`, a number `>= 0` (perhaps traced) or a schedule.
       eps: added to `sqrt(G)` so that an entry whose gradients have all been
-        zero divides 0 by `eps`, not by 0; `> 0`.
+        zero divides 0 by `eps`, not by 0; `> 0` (at least the smallest normal
+        number of the params' dtype, so it never rounds to 0).
       initial_accumulator: `G(0)`, `>= 0` (keyword only).
 
     Returns:
@@ -576,7 +581,8 @@ def rmsprop(
     Args:
       learning_rate: `lr`, a number `>= 0` (perhaps traced) or a schedule.
       decay: the forgetting factor of the mean square (torch's `alpha`), in `[0, 1)`.
-      eps: added to the root mean square to keep the division finite, `> 0`.
+      eps: added to the root mean square to keep the division finite, `> 0` (at least the
+        smallest normal number of the params' dtype, so it never rounds to 0).
 
     Returns:
       An [`Optimizer`][purenet.optim.Optimizer] with [`RmspropState`][purenet.optim.RmspropState]
@@ -642,7 +648,8 @@ def adam(
       learning_rate: `lr`, a number `>= 0` (perhaps traced) or a schedule.
       b1: decay of the first-moment average, in `[0, 1)`.
       b2: decay of the second-moment average, in `[0, 1)`.
-      eps: added to `sqrt(v_hat)` to keep the division finite, `> 0`.
+      eps: added to `sqrt(v_hat)` to keep the division finite, `> 0` (at least the
+        smallest normal number of the params' dtype, so it never rounds to 0).
 
     Returns:
       An [`Optimizer`][purenet.optim.Optimizer] with [`AdamState`][purenet.optim.AdamState]
@@ -713,7 +720,8 @@ def adamw(
       learning_rate: `lr`, a number `>= 0` (perhaps traced) or a schedule.
       b1: decay of the first-moment average, in `[0, 1)`.
       b2: decay of the second-moment average, in `[0, 1)`.
-      eps: added to `sqrt(v_hat)` to keep the division finite, `> 0`.
+      eps: added to `sqrt(v_hat)` to keep the division finite, `> 0` (at least the
+        smallest normal number of the params' dtype, so it never rounds to 0).
       weight_decay: the decoupled decay rate, `>= 0` (0 gives [`adam`][purenet.optim.adam]).
       mask: which leaves are decayed (keyword only): `None` (all), a pytree of
         bools with the structure of params, or a function of params giving

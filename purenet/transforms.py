@@ -401,6 +401,14 @@ def _like(value, x):
     return value if isinstance(value, float) else jnp.asarray(value).astype(x.dtype)
 
 
+def _eps_like(eps, x):
+    """`eps` in `x`'s dtype, never below that dtype's smallest normal number:
+    an `eps` that rounds to 0 there (1e-49 in float32) would make an entry
+    with no gradient yet divide 0 by 0."""
+    e = jnp.asarray(eps, x.dtype) if isinstance(eps, float) else jnp.asarray(eps).astype(x.dtype)
+    return jnp.maximum(e, jnp.finfo(x.dtype).tiny)
+
+
 def check_adam(b1, b2, eps):
     """Adam's hyperparameters, checked: `b1`, `b2` in `[0, 1)`, `eps > 0`."""
     return (
@@ -420,7 +428,8 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
     Args:
       b1: decay of the first-moment average, in `[0, 1)`.
       b2: decay of the second-moment average, in `[0, 1)`.
-      eps: added to `sqrt(v_hat)`, `> 0`.
+      eps: added to `sqrt(v_hat)`, `> 0` (at least the
+        smallest normal number of the params' dtype, so it never rounds to 0).
 
     Returns:
       A [`GradientTransformation`][purenet.transforms.GradientTransformation]
@@ -441,7 +450,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
             leaves, treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu), strict=True
         ):
             # The slots have params' dtype: t and the hyperparameters take it.
-            tt, h1, h2, e = (t.astype(mu.dtype), _like(b1, mu), _like(b2, mu), _like(eps, mu))
+            tt, h1, h2, e = (t.astype(mu.dtype), _like(b1, mu), _like(b2, mu), _eps_like(eps, mu))
             new_mu = h1 * mu + (1.0 - h1) * g
             new_nu = h2 * nu + (1.0 - h2) * g * g
             mu_hat = new_mu / (1.0 - h1**tt)
