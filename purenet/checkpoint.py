@@ -235,62 +235,43 @@ def _read(path) -> dict:
         raise ValueError(f"{path}: truncated or corrupted checkpoint ({error})") from error
 
 
-def _first_difference(stored: dict, expected: dict) -> str | None:
-    """The first leaf at which two descriptions differ, in words; `None` if none."""
+def _first_difference(stored: dict, expected: dict) -> tuple[str, list] | None:
+    """The first leaf at which two descriptions differ: `(words, key path)`
+    (the template's path, or the file's for an extra leaf); `None` if none."""
     s_paths, e_paths = stored["paths"], expected["paths"]
     for i, (s_path, e_path) in enumerate(zip(s_paths, e_paths, strict=False)):
         if s_path != e_path:
             return (
                 f"leaf {i} is at {_path_text(s_path)} in the file, "
                 f"at {_path_text(e_path)} in the template"
-            )
+            ), e_path
         shape, dtype = stored["shapes"][i], stored["dtypes"][i]
         e_shape, e_dtype = expected["shapes"][i], expected["dtypes"][i]
         if shape != e_shape or dtype != e_dtype:
             return (
                 f"leaf {i} {_path_text(e_path)} is {dtype}{shape} in the file, "
                 f"expected {e_dtype}{e_shape}"
-            )
+            ), e_path
+    counts = f"the file has {len(s_paths)} leaves, the template {len(e_paths)}"
     if len(s_paths) > len(e_paths):
-        return (
-            f"the file has {len(s_paths)} leaves, the template {len(e_paths)}; "
-            f"first extra leaf: {_path_text(s_paths[len(e_paths)])}"
-        )
+        extra = s_paths[len(e_paths)]
+        return f"{counts}; first extra leaf: {_path_text(extra)}", extra
     if len(s_paths) < len(e_paths):
-        return (
-            f"the file has {len(s_paths)} leaves, the template {len(e_paths)}; "
-            f"first missing leaf: {_path_text(e_paths[len(s_paths)])}"
-        )
+        missing = e_paths[len(s_paths)]
+        return f"{counts}; first missing leaf: {_path_text(missing)}", missing
     return None
-
-
-def _owner(model, stored: dict, expected: dict) -> str:
-    """`" (serial[2], dense(8))"`: the layers owning the first params leaf
-    that differs, when the model is known; else `""`."""
-    if model is None:
-        return ""
-    for s_path, e_path, shape, e_shape, dtype, e_dtype in zip(
-        stored["paths"],
-        expected["paths"],
-        stored["shapes"],
-        expected["shapes"],
-        stored["dtypes"],
-        expected["dtypes"],
-        strict=False,
-    ):
-        if (s_path, shape, dtype) != (e_path, e_shape, e_dtype):
-            return f" ({layer_path(model, tuple(value for _, value in e_path))})"
-    extra = stored["paths"][len(expected["paths"]) :] or expected["paths"][len(stored["paths"]) :]
-    return f" ({layer_path(model, tuple(value for _, value in extra[0]))})" if extra else ""
 
 
 def _restore(path, name, stored, arrays, like, model=None):
     expected = _describe(like)
     difference = _first_difference(stored, expected)
     if difference is not None:
+        words, leaf_path = difference
         hint = f" (pass {name}_like= to load it)" if like is None else ""
-        owner = _owner(model, stored, expected) if name == "params" else ""
-        raise ValueError(f"{path}: {name} differs from the template{owner}: {difference}{hint}")
+        owner = ""
+        if model is not None and name == "params":  # the layers owning that leaf
+            owner = f" ({layer_path(model, tuple(value for _, value in leaf_path))})"
+        raise ValueError(f"{path}: {name} differs from the template{owner}: {words}{hint}")
     leaves = []
     for i, (shape, dtype) in enumerate(zip(expected["shapes"], expected["dtypes"], strict=True)):
         entry = f"{name}/{i:04d}"
