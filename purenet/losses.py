@@ -242,28 +242,7 @@ def _sequence_targets(y, t):
     """`(labels, weights)` from `t`: integer labels `(m, T)` with
     [`IGNORE_LABEL`][purenet.losses.IGNORE_LABEL] at masked steps, or a pair `(labels, mask)`."""
     m, T, k = y.shape
-    mask = None
-    if isinstance(t, tuple | list):
-        if len(t) != 2:
-            _checks.fail(
-                "t",
-                "integer labels (m, T) or a pair (labels, mask)",
-                f"a {type(t).__name__} of length {len(t)}",
-            )
-        t, mask = t
-    _checks.array("t", t)
-    if tuple(jnp.shape(t)) != (m, T):
-        _checks.fail(
-            "t",
-            f"integer labels of shape ({m}, {T}), one per step of y",
-            f"shape {tuple(jnp.shape(t))}",
-        )
-    if not jnp.issubdtype(jnp.result_type(t), jnp.integer):
-        _checks.fail(
-            "t",
-            "integer class labels (sequence targets are never one-hot)",
-            f"dtype {jnp.result_type(t)}",
-        )
+    t, mask = metrics._sequence_labels(t, m, T)
     if _checks.is_concrete(t):
         arr = np.asarray(t)
         bad = arr[((arr < 0) & (arr != IGNORE_LABEL)) | (arr >= k)]
@@ -271,13 +250,6 @@ def _sequence_targets(y, t):
             _checks.fail("t", f"labels in [0, {k}) or {IGNORE_LABEL} (masked)", f"label {bad[0]}")
     weights = (t != IGNORE_LABEL).astype(y.dtype)
     if mask is not None:
-        _checks.array("mask", mask)
-        if tuple(jnp.shape(mask)) != (m, T):
-            _checks.fail(
-                "mask",
-                f"a mask of the targets' shape ({m}, {T})",
-                f"shape {tuple(jnp.shape(mask))}",
-            )
         weights = weights * jnp.asarray(mask).astype(y.dtype)
     return jnp.where(t == IGNORE_LABEL, 0, t), weights
 

@@ -180,6 +180,45 @@ def multilabel_accuracy(
     return jnp.mean(jnp.all(right, axis=-1)) if exact_match else jnp.mean(right)
 
 
+def _sequence_labels(t, m: int, T: int) -> tuple[jax.Array, jax.Array | None]:
+    """`(labels, mask)` from a sequence target, checked: integer labels of
+    shape `(m, T)` (`-1` at steps that do not count), or a pair
+    `(labels, mask)` with a mask of the same shape (`mask` is `None` when
+    none is given). Shared by the sequence loss and
+    [`sequence_accuracy`][purenet.metrics.sequence_accuracy]; label values
+    are the loss's to check (this needs only shapes and dtypes, so it works
+    under `jit`).
+
+    Raises:
+      TypeError: the labels or the mask are not arrays.
+      ValueError: a pair of the wrong length, labels or a mask not of shape
+        `(m, T)`, or labels that are not integers.
+    """
+    mask = None
+    if isinstance(t, tuple | list):
+        if len(t) != 2:
+            _checks.fail(
+                "t",
+                "integer labels (m, T) or a pair (labels, mask)",
+                f"a {type(t).__name__} of length {len(t)}",
+            )
+        t, mask = t
+    _checks.array("t", t)
+    if tuple(jnp.shape(t)) != (m, T):
+        _checks.fail("t", f"integer labels of shape ({m}, {T}), one per step of y", _shape(t))
+    if not jnp.issubdtype(jnp.result_type(t), jnp.integer):
+        _checks.fail(
+            "t",
+            "integer class labels (sequence targets are never one-hot)",
+            f"dtype {jnp.result_type(t)}",
+        )
+    if mask is not None:
+        _checks.array("mask", mask)
+        if tuple(jnp.shape(mask)) != (m, T):
+            _checks.fail("mask", f"a mask of the targets' shape ({m}, {T})", _shape(mask))
+    return t, mask
+
+
 def sequence_accuracy(y: jax.Array, t) -> jax.Array:
     """Fraction of the steps that count whose `argmax` over the last axis is the label.
 
@@ -208,25 +247,9 @@ def sequence_accuracy(y: jax.Array, t) -> jax.Array:
     _checks.array("y", y)
     if jnp.ndim(y) != 3:
         _checks.fail("y", "scores of shape (m, T, C)", _shape(y))
-    mask = None
-    if isinstance(t, tuple | list):
-        if len(t) != 2:
-            _checks.fail(
-                "t",
-                "integer labels (m, T) or a pair (labels, mask)",
-                f"a {type(t).__name__} of length {len(t)}",
-            )
-        t, mask = t
-    _checks.array("t", t)
-    if jnp.shape(t) != tuple(y.shape[:2]):
-        _checks.fail("t", f"integer labels of shape {tuple(y.shape[:2])}", _shape(t))
-    if not jnp.issubdtype(t.dtype, jnp.integer):
-        _checks.fail("t", "integer labels", f"dtype {t.dtype}")
+    t, mask = _sequence_labels(t, *y.shape[:2])
     counts = t != _IGNORE_LABEL
     if mask is not None:
-        _checks.array("mask", mask)
-        if jnp.shape(mask) != tuple(y.shape[:2]):
-            _checks.fail("mask", f"a mask of shape {tuple(y.shape[:2])}", _shape(mask))
         counts = counts & jnp.asarray(mask, bool)
     right = (jnp.argmax(y, axis=-1) == t) & counts
     total = jnp.sum(counts)

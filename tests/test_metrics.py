@@ -135,7 +135,7 @@ def test_sequence_accuracy_counts_only_the_steps_that_count():
         metrics.sequence_accuracy(y[0], labels)
     with pytest.raises(ValueError, match=r"^t: expected integer labels of shape \(2, 3\)"):
         metrics.sequence_accuracy(y, labels[:, :2])
-    with pytest.raises(ValueError, match=r"^mask: expected a mask of shape \(2, 3\)"):
+    with pytest.raises(ValueError, match=r"^mask: expected a mask of the targets' shape \(2, 3\)"):
         metrics.sequence_accuracy(y, (labels, mask[:, :2]))
 
 
