@@ -2,17 +2,19 @@
 
 `python -m experiments` runs `--jobs` experiments at once, each in its
 own process (`multiprocessing`'s spawn: a forked process that holds XLA's
-threads can deadlock) with one XLA thread (`WORKER_XLA_FLAGS`). A
-worker reports its experiment's start and its units
-(`experiments._common.progress`) through a queue; `Display`
-shows them.
+threads can deadlock) with one XLA thread (`WORKER_XLA_FLAGS`). This
+process hands out one experiment per free worker and shows its start then; a
+worker reports its experiment's units (`experiments._common.progress`)
+through a queue; `Display` shows them.
 """
 
 from __future__ import annotations
 
 import importlib
+import itertools
 import multiprocessing
 import os
+import queue
 import shutil
 import sys
 import threading
@@ -158,7 +160,6 @@ def run_one(name, mode, seeds, out) -> dict:
 def _work(task):
     """In a worker process: `run(name, *args)`, reporting to the parent."""
     run, name, args = task
-    _events.put(("start", name))
     _common._reporter = lambda done, total, what: _events.put(("progress", name, done, total, what))
     started = time.perf_counter()
     record = run(name, *args)
@@ -194,10 +195,7 @@ def run_workers(names, args, display, expected, jobs, run=run_one) -> dict:
             event = events.get()
             if event is None:
                 return
-            if event[0] == "start":
-                display.start(event[1], expected[event[1]])
-            else:
-                display.progress(*event[1:])
+            display.progress(*event[1:])
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
@@ -207,12 +205,33 @@ def run_workers(names, args, display, expected, jobs, run=run_one) -> dict:
     try:
         # A worker runs one experiment after another (importing jax once);
         # chunksize 1: the next experiment goes to whichever worker is free.
+        # At most `jobs` experiments are handed out at once, one per free
+        # worker, so an experiment starts when it is handed out: this process
+        # prints its start line then, in the order of `names`, and always
+        # before its verdict (a start event from the worker could arrive late).
         with context.Pool(jobs, initializer=_worker_init, initargs=(events,)) as pool:
-            tasks = [(run, name, args) for name in names]
-            for name, record, seconds in pool.imap_unordered(_work, tasks, chunksize=1):
+            results = queue.Queue()
+            todo = iter(names)
+
+            def hand_out(name):
+                display.start(name, expected[name])
+                pool.apply_async(
+                    _work, ((run, name, args),), callback=results.put, error_callback=results.put
+                )
+
+            for name in itertools.islice(todo, jobs):
+                hand_out(name)
+            for _ in names:
+                result = results.get()
+                if isinstance(result, BaseException):
+                    raise result
+                name, record, seconds = result
                 records[name] = record
                 time.sleep(0.05)  # let the listener show the worker's last events first
                 display.finish(name, line(record, seconds))
+                following = next(todo, None)
+                if following is not None:
+                    hand_out(following)
     finally:
         if flags is None:
             os.environ.pop("XLA_FLAGS", None)
