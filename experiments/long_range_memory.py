@@ -68,7 +68,7 @@ from experiments._common import (
     pyplot,
     sweep,
 )
-from purenet import backprop, losses, metrics, optim, train
+from purenet import backprop, losses, metrics, optim
 from purenet import layers as L
 from purenet.clipping import global_norm
 
@@ -213,35 +213,33 @@ def _exploding(T, seeds, epochs, compile_fn):
             "param_norm": global_norm(p),
         }
 
+    # Before training, in one program for both arms (the gradient is the same).
+    g0 = np.asarray(compile_fn(jax.vmap(lambda p, s: global_norm(grad(p, x, t)[1])))(params, state))
     out = {"spectral_radius": radius}
     for label, clip in (("no clipping", None), (f"clip_norm={CLIP:g}", CLIP)):
         opt = optim.sgd(EXPLODE_LR)
         if clip is not None:  # clip the gradient's global norm, then the SGD step
             opt = optim.chain(optim.clip_by_global_norm(clip), opt)
-        run = train.make_train(
-            model, losses.softmax_cross_entropy, opt, BATCH, TRAIN_ROWS, epochs, evaluate=evaluate
+        _, _, history = sweep(
+            model,
+            losses.softmax_cross_entropy,
+            opt,
+            BATCH,
+            epochs,
+            (x, t),
+            (params, state),
+            keys,
+            evaluate=lambda p, s, point: evaluate(p, s),
+            evaluate_start=True,
+            compile=compile_fn,
         )
-
-        def one(p, s, key, run=run, opt=opt):
-            g0 = global_norm(grad(p, x, t)[1])
-            *_, history = run(p, opt.init(p), s, key, x, t)
-            start = {
-                "accuracy": metrics.multiclass_accuracy(model.forward(p, x_test)[0], t_test),
-                "param_norm": global_norm(p),
-            }
-            curves = jax.tree.map(
-                lambda a, b: jnp.concatenate([a[None], b]), start, history["evaluation"]
-            )
-            return g0, history["step_loss"].ravel(), curves
-
-        g0, step_loss, curves = compile_fn(jax.vmap(one))(params, state, keys)
-        step_loss = np.asarray(step_loss)
+        step_loss = np.asarray(history["step_loss"]).reshape(seeds, -1)
         bad = ~np.isfinite(step_loss)
         out[label] = {
-            "initial_grad_norm": np.asarray(g0),
+            "initial_grad_norm": g0,
             "first_nonfinite_step": np.where(bad.any(axis=1), bad.argmax(axis=1), -1),
-            "accuracy": np.asarray(curves["accuracy"]),
-            "param_norm": np.asarray(curves["param_norm"]),
+            "accuracy": np.asarray(history["evaluation"]["accuracy"]),
+            "param_norm": np.asarray(history["evaluation"]["param_norm"]),
         }
     return out
 
