@@ -149,6 +149,10 @@ def make_run(
     J_val = objective(model, LOSS)
     high = train_ids.shape[0] - T
 
+    # Not _common.sweep (nor make_train): a step draws its batch of windows at
+    # random from the whole text, with a learning-rate schedule over steps and
+    # the validation loss every `every` steps; there are no epochs over a fixed
+    # data set to map over.
     def run(params, key):
         mask = models.gpt_decay_mask(params)
 

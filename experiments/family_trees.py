@@ -265,6 +265,10 @@ def make_run(sweeps: int, record_every: int):
                 "test_correct_half": jnp.sum(test_half),
             }
 
+        # Not _common.sweep: the paper's two phases change the optimizer and
+        # carry its momentum from one to the next, and each run has its own
+        # split of the rows; a sweep runs one optimizer from its init on one
+        # data set per point.
         opt_state, records, losses_ = None, [], []
         for (eps, alpha, _), length in zip(PHASES, lengths, strict=True):
             if length == 0:

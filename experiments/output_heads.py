@@ -136,6 +136,9 @@ def _head_accuracy(model, loss, metric, load, epochs, seeds, base, *, one_hot_cl
         exact = metrics.multilabel_accuracy(y, t_te, exact_match=True) if t_te.ndim == 2 else 0.0
         return metric(y, t_te), exact, epoch_losses[-1]
 
+    # Not _common.sweep: each seed draws its own data set, split and
+    # standardisation inside the program; a sweep shares one data set among
+    # the seeds of a point.
     acc, exact, final_loss = jit(jax.vmap(one))(_seed_keys(base, seeds))
     return np.asarray(acc), np.asarray(exact), np.asarray(final_loss)
 

@@ -137,6 +137,9 @@ def make_trainer(loss_name: str, x, t, epochs: int):
             "o_positive": jnp.concatenate([first[1][None], o_positive]),
         }
 
+    # Not _common.sweep: one compiled trainer per loss serves both starting
+    # biases (b0 is traced and set inside the program); a sweep compiles a
+    # program per call, with its starting params fixed.
     return jax.jit(jax.vmap(one_seed, in_axes=(0, None)))
 
 

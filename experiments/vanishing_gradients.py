@@ -165,6 +165,10 @@ def _exploding(x, t, seeds: int, epochs: int, with_fit: bool = True):
             curve = jnp.concatenate([evaluate(p, x, t, state)[0][None], history["evaluation"]])
             return curve, history["step_loss"].ravel()
 
+        # Not _common.sweep: each seed's init runs inside this program; a sweep
+        # starts from params made outside it (eagerly, init_many), which need
+        # not be bit-identical, and unclipped this run diverges, so its
+        # published numbers could move. Kept as it was measured.
         curves, steps = jit(jax.vmap(one))(keys)
         steps = np.asarray(steps)
         bad = ~np.isfinite(steps)

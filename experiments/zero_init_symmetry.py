@@ -145,6 +145,9 @@ def make_trainer(x, t, x_test, t_test, epochs):
             "train_accuracy": metrics.multiclass_accuracy(y_train, t),
         }
 
+    # Not _common.sweep: one compiled trainer serves the three arms, which
+    # differ only in their starting params; a sweep compiles a program per call
+    # (its grid carries settings, not starting points), three for three arms.
     return jax.jit(jax.vmap(one_seed))
 
 
