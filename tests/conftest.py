@@ -29,8 +29,9 @@ long). Two things keep it down:
   time fell from 618 s to 243 s summed over both workers (8,450 programs,
   73 -> 29 ms each) and its wall time from 514 s to 293 s, every test passing
   both ways. The flag changes how XLA writes machine code, not what it
-  computes; the experiments keep XLA's default (their runs are long enough
-  that it pays).
+  computes. The experiments ask for it only where they ask for level 0
+  (`experiments._common.jit`): their longer runs compile at XLA's default
+  level, where these emitters are not the cost.
 * Every test file has a budget of XLA compiles, `COMPILE_BUDGETS` below
   (the one place they live). At the end of a session the suite prints each
   file's compiles against its budget, and the session fails when a file
