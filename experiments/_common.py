@@ -289,14 +289,15 @@ def sweep(
     """
     if every < 1 or epochs % every:
         raise ValueError(f"every: expected a positive divisor of epochs={epochs}, got {every!r}")
-    made_inside = callable(start)
+    make_start = start if callable(start) else None
+    made_inside = make_start is not None
 
-    def one(start, key, point):
+    def one(own, key, point):
         if draw is not None:
             drawn = dict(draw(key, point))
             key = drawn.pop("key")
             point = {**point, **drawn}
-        params, state = start(point) if made_inside else start
+        params, state = make_start(point) if made_inside else own
         opt = optimizer if hasattr(optimizer, "init") else optimizer(point)
         x, t = data(point) if callable(data) else data
         probe = None if evaluate is None else (lambda p, s: evaluate(p, s, point))
