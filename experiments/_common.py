@@ -28,13 +28,16 @@ redraws every figure, verdict and the summary from the JSON files in
 **Training** goes through [`purenet.train.make_train`][purenet.train.make_train], `jax.vmap`-ed
 over seeds and a grid of settings (learning rates, penalty strengths, whole
 data sets: they are traced values) in one compiled program per
-architecture: `sweep`. An experiment that trains otherwise says why
-in its docstring or at the place (gradient_check trains nothing; optimizers
-steps on analytic 2-D surfaces, which are not networks; batch_sizes times
-single epochs; lenet_digits draws a new train / test split per seed inside
-its program). `make_train(..., evaluate=...)` records a probe after every
+architecture: `sweep`. What differs per seed beyond its key (its own
+data set, split, label noise, an init inside the program) is drawn by
+`sweep(..., draw=...)` inside the program; arms that differ only in where
+they start take `start_per_point` (`points_in_sequence` keeps each arm's
+numbers those of a run of its own). An experiment that trains otherwise says
+why in its docstring or at the place (gradient_check trains nothing;
+optimizers steps on analytic 2-D surfaces, which are not networks;
+batch_sizes times single epochs). `make_train(..., evaluate=...)` records a probe after every
 epoch (`sweep(..., evaluate_start=True)` also before the first); to
-evaluate every `k` epochs, scan `make_train(..., k)` (regularization).
+evaluate every `k` epochs, `sweep(..., every=k)`.
 A full-batch run is `make_train(model, loss, opt, m, m, epochs)`: one step
 per epoch. Pass the `state` that `model.init` returns (`init_many`;
 `stateless` for params built by hand).

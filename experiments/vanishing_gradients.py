@@ -165,10 +165,9 @@ def _exploding(x, t, seeds: int, epochs: int, with_fit: bool = True):
             curve = jnp.concatenate([evaluate(p, x, t, state)[0][None], history["evaluation"]])
             return curve, history["step_loss"].ravel()
 
-        # Not _common.sweep: each seed's init runs inside this program; a sweep
-        # starts from params made outside it (eagerly, init_many), which need
-        # not be bit-identical, and unclipped this run diverges, so its
-        # published numbers could move. Kept as it was measured.
+        # Not _common.sweep yet: a sweep's `draw` can now init inside the
+        # program as this does; unclipped this run diverges, so it is kept as
+        # it was measured until a re-run shows the numbers stay.
         curves, steps = jit(jax.vmap(one))(keys)
         steps = np.asarray(steps)
         bad = ~np.isfinite(steps)
