@@ -294,7 +294,7 @@ def _optimizer(state_type, *transforms) -> Optimizer:
         if params is not None:
             same_tree("grads", grads, params)
         if not isinstance(state, state_type):
-            expected = f"a {state_type.__name__} (from this optimizer's init)"
+            expected = f"the {state_type.__name__} that this optimizer's init gives"
             fail_type("state", expected, type(state).__name__)
         # The members' state types, which do not depend on values: traced once, never run.
         like = jax.eval_shape(tx.init, grads if params is None else params)
@@ -311,7 +311,8 @@ def sgd(learning_rate: float | Schedule) -> Optimizer:
     """Plain (stochastic) gradient descent.
 
     `w(t) = w(t-1) - lr(t) * g(t)`, the delta rule of the notes, as
-    `torch.optim.SGD` with its defaults.
+    `torch.optim.SGD` with its defaults. As a chain:
+    `chain(scale_by_learning_rate(learning_rate))`, as `optax.sgd`.
 
     Args:
       learning_rate: the step size `lr`, a number `>= 0` (perhaps traced) or a schedule.
@@ -339,7 +340,11 @@ def momentum(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
     `dw(t) = -lr(t) * g(t) + mass * dw(t-1)`, `w(t) = w(t-1) + dw(t)`,
     `dw(0) = 0`: each update is the new gradient step plus a fraction
     `mass` of the previous update (Rumelhart, Hinton & Williams 1986,
-    eq. 9, with `eps = lr` and `alpha = mass`).
+    eq. 9, with `eps = lr` and `alpha = mass`). As a chain:
+    `chain(scale_by_learning_rate(learning_rate), trace(mass))`: the
+    learning rate comes first, so that each gradient keeps the rate of its
+    own step (`optax.sgd(lr, momentum)` is `chain(trace(mass),
+    scale_by_learning_rate(lr))`, torch's form below).
 
     Warning:
       `torch.optim.SGD(momentum=mass)` accumulates gradients and multiplies
@@ -399,7 +404,8 @@ def nesterov(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
 
     with `v(0) = 0`. Both forms start at the same point (`v = 0`) and
     `w(t) = theta(t) + mass * v(t)` at every step after; the parameters
-    returned here are `w`, the points where gradients are evaluated.
+    returned here are `w`, the points where gradients are evaluated. As a
+    chain: `chain(scale_by_learning_rate(learning_rate), trace(mass, nesterov=True))`.
 
     Warning:
       `torch.optim.SGD(momentum=mass, nesterov=True)` computes
@@ -455,6 +461,8 @@ def adagrad(
     (`lr=1e-2`, `eps=1e-10`, accumulator 0, no `lr_decay`). Under a
     constant gradient the step is `lr / sqrt(t)`: AdaGrad anneals by itself,
     which suits convex problems and sparse features and can stall deep nets.
+    As a chain: `chain(scale_by_adagrad(eps, initial_accumulator=...),
+    scale_by_learning_rate(learning_rate))`.
 
     Warning:
       Epsilon sits outside the square root here, as in torch; the course
@@ -503,7 +511,8 @@ def rmsprop(
     `w(t) = w(t-1) - lr(t) * g(t) / (sqrt(s(t)) + eps)`, `s(0) = 0`;
     defaults as `torch.optim.RMSprop` (`lr=1e-2`, `alpha=0.99`,
     `eps=1e-8`, no momentum, not centred). Unlike AdaGrad the denominator
-    forgets, so the step does not decay to zero.
+    forgets, so the step does not decay to zero. As a chain:
+    `chain(scale_by_rmsprop(decay, eps), scale_by_learning_rate(learning_rate))`.
 
     Warning:
       Epsilon sits outside the square root, as in torch. TensorFlow 1's
@@ -559,7 +568,9 @@ def adam(
 
     Defaults as `torch.optim.Adam` and the paper (`lr=1e-3`,
     `betas=(0.9, 0.999)`, `eps=1e-8`). The first step is
-    `lr * g / (|g| + eps)`, of size `lr` whatever the scale of `g`.
+    `lr * g / (|g| + eps)`, of size `lr` whatever the scale of `g`. As a
+    chain: `chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(learning_rate))`,
+    as `optax.adam`.
 
     Warning:
       This is Algorithm 1, as torch computes it. Section 2 of the paper (and
@@ -619,7 +630,7 @@ def adamw(
     As a chain of gradient transformations this is exactly
     `chain(scale_by_adam(b1, b2, eps), add_decayed_weights(weight_decay, mask),
     scale_by_learning_rate(learning_rate))`, which is also how `optax.adamw`
-    is built; here the three states are folded into one
+    is built; the three states are folded into one
     [`AdamState`][purenet.optim.AdamState] (the learning rate's step count is
     Adam's). The same iterates as `optax.adamw(learning_rate, b1, b2, eps,
     weight_decay=weight_decay, mask=mask)`.

@@ -490,7 +490,9 @@ def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
     return GradientTransformation(init, update)
 
 
-def scale_by_adagrad(eps: float = 1e-10, *, initial_accumulator: float = 0.0):
+def scale_by_adagrad(
+    eps: float = 1e-10, *, initial_accumulator: float = 0.0
+) -> GradientTransformation:
     """AdaGrad's direction `g / (sqrt(G) + eps)`, without the learning rate.
 
     `G(t) = G(t-1) + g(t)^2`, `G(0) = initial_accumulator`, as
