@@ -189,3 +189,20 @@ def all_finite(name: str, x) -> None:
 def one_of(name: str, value, options) -> None:
     if value not in options:
         fail(name, f"one of {sorted(options)}", repr(value))
+
+
+def same_tree(name: str, tree, reference, reference_name: str = "params") -> None:
+    """A `ValueError` unless `tree` has the structure and leaf shapes of `reference`.
+
+    Static (structure and shapes only), so it works under `jit` and `vmap`.
+    """
+    treedef = jax.tree.structure(reference)
+    if jax.tree.structure(tree) != treedef:
+        fail(
+            name,
+            f"a pytree with the structure of {reference_name}, {treedef}",
+            jax.tree.structure(tree),
+        )
+    for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(reference), strict=True):
+        if jnp.shape(a) != jnp.shape(b):
+            fail(name, f"an array of shape {jnp.shape(b)} like {reference_name}", jnp.shape(a))

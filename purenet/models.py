@@ -28,7 +28,7 @@ The library pieces of a GPT training run are here too:
 only) and [`accumulate_gradients`][purenet.models.accumulate_gradients]
 (micro-batches); schedules ([`purenet.schedules.linear_warmup`][],
 [`purenet.schedules.cosine_decay`][]) and clipping
-([`purenet.clipping.clip_by_global_norm`][]) live in their own modules.
+([`purenet.clipping.clip_grads_by_global_norm`][]) live in their own modules.
 
 The checks against the reference follow llm.c and nanoGPT (Karpathy 2024,
 2022): logits, loss, every gradient and ten AdamW steps against

@@ -262,6 +262,20 @@ CASES = [
     ),
     (
         "optim",
+        "a state that is not the optimizer's own",
+        lambda: optim.adam().update(jnp.ones(2), optim.sgd(0.1).init(jnp.ones(2))),
+        TypeError,
+        r"state: expected the AdamState that this optimizer's init gives, got SgdState",
+    ),
+    (
+        "optim",
+        "momentum's trace with decay 1",
+        lambda: optim.trace(1.0),
+        ValueError,
+        r"decay: expected a number in \[0.0, 1.0\)",
+    ),
+    (
+        "optim",
         "clip_by_global_norm with max_norm 0",
         lambda: optim.clip_by_global_norm(0.0),
         ValueError,
@@ -333,7 +347,7 @@ CASES = [
     (
         "clipping",
         "clipping threshold 0",
-        lambda: purenet.clipping.clip_by_global_norm(PARAMS, 0.0),
+        lambda: purenet.clipping.clip_grads_by_global_norm(PARAMS, 0.0),
         ValueError,
         r"max_norm: expected a number in \(0.0, inf\), got 0.0",
     ),
