@@ -61,7 +61,8 @@ import numpy as np
 from jax.tree_util import DictKey, FlattenedIndexKey, GetAttrKey, SequenceKey
 
 from purenet._checks import fail, fail_type
-from purenet.layers.core import Layer, check_params, layer_path
+from purenet.layers.checking import check_params, layer_path
+from purenet.layers.core import Layer
 
 FORMAT = "purenet-checkpoint"
 """The format name stored in a checkpoint's `meta`; [`load`][purenet.checkpoint.load] refuses
