@@ -331,7 +331,7 @@ def load(
         the first differing leaf (`(serial[2], dense(8))`).
       x: with `model`, an example input batch (or a `jax.ShapeDtypeStruct`):
         `params_like` is first checked against what `model.init` gives for
-        such inputs ([`check_params`][purenet.layers.core.check_params]), so a
+        such inputs ([`check_params`][purenet.layers.checking.check_params]), so a
         template that does not fit the model is refused before the file is read.
 
     Returns:

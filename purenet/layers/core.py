@@ -102,6 +102,7 @@ class Static:
 
 # ------------------------------------------------------------- the forward's context
 
+
 # The context keywords of the contract and what a layer whose forward does not
 # name one is given of it: `train` and `key` never matter to it (a layer with
 # no mode or randomness has neither); `state` and `mask` only when they carry
