@@ -65,6 +65,19 @@ def _kind(value) -> str:
     return f"{type(value).__name__} {text}" if len(text) <= 40 else type(value).__name__
 
 
+def describe(value) -> str:
+    """How a params entry is described in a message: `"a dict with keys ['W', 'b']"`,
+    `"a tuple of length 2"`, `"()"`, `"an array of shape (3, 4) and dtype float32"`,
+    else its type's name."""
+    if isinstance(value, dict):
+        return f"a dict with keys {sorted(map(str, value))}"
+    if isinstance(value, tuple | list):
+        return f"a {type(value).__name__} of length {len(value)}" if value else "()"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"an array of shape {tuple(value.shape)} and dtype {jnp.dtype(value.dtype).name}"
+    return type(value).__name__
+
+
 def positive_int(name: str, value) -> int:
     """`value` as an `int` if it is an integer >= 1, else a clear error.
 

@@ -56,7 +56,7 @@ from jax.sharding import Mesh
 
 from purenet import _checks, _step, data, metrics, parallel
 from purenet.cost import Penalty, flat_cost, objective
-from purenet.layers import Layer
+from purenet.layers import Layer, call_forward
 from purenet.losses import Loss
 from purenet.optim import Optimizer, as_optimizer
 from purenet.params import ravel
@@ -216,7 +216,7 @@ def make_evaluate(model: Layer, loss: Loss, metric: Callable | None = None) -> C
         value = J(params, x, t, state=state, mask=mask)
         if metric is None:
             return value, jnp.full((), jnp.nan, value.dtype)
-        y, _ = model.forward(params, x, state=state, mask=mask)
+        y, _ = call_forward(model, params, x, state=state, mask=mask)
         return value, metric(y, t).astype(value.dtype)
 
     return evaluate

@@ -37,6 +37,18 @@ GPT_PARAMS = GPT.init(KEY, (8,))[1]
 IDS = jnp.zeros((1, 4), jnp.int32)
 
 
+# a user's layer written before the context keywords: `forward(params, x)`
+OLD = L.Layer(
+    lambda key, in_shape, dtype=jnp.float32: (in_shape, (), ()),
+    lambda params, x: (3 * x, ()),
+    lambda params, cache, dy: ((), 3 * dy),
+    name="scale3",
+)
+SEQ = jnp.ones((2, 3, 2), jnp.float32)
+SEQ_MASK = jnp.ones((2, 3), bool)
+CONV = L.conv1d(2, 3)
+
+
 def _load_missing():
     return checkpoint.load("/nonexistent/run.npz", PARAMS)
 
@@ -108,6 +120,37 @@ CASES = [
         lambda: L.serial(L.dense(2), jnp.tanh),
         TypeError,
         r"layers\[1\]: expected a purenet Layer",
+    ),
+    (
+        "layers",
+        "a padding mask for a layer whose forward has no `mask` keyword",
+        lambda: L.serial(L.dense(2), OLD).forward(
+            L.serial(L.dense(2), OLD).init(KEY, (3, 2))[1], SEQ, mask=SEQ_MASK
+        ),
+        TypeError,
+        r"serial\[1\] \(scale3\): mask: scale3 cannot take a padding mask: its forward has no "
+        r"`mask` keyword",
+    ),
+    (
+        "layers",
+        "a padding mask for a layer that mixes positions without honouring it (conv1d)",
+        lambda: L.call_forward(CONV, CONV.init(KEY, (3, 2))[1], SEQ, mask=SEQ_MASK),
+        TypeError,
+        r"mask: conv1d\(2\) cannot take a padding mask: its forward has no `mask` keyword",
+    ),
+    (
+        "layers",
+        "a state for a layer whose forward has no `state` keyword",
+        lambda: L.call_forward(OLD, (), X, state={"mean": X}),
+        TypeError,
+        r"state: scale3 cannot take state: its forward has no `state` keyword",
+    ),
+    (
+        "layers",
+        "a context keyword a layer's forward does not name, not None",
+        lambda: L.call_forward(OLD, (), X, segment_ids=jnp.zeros(8, jnp.int32)),
+        TypeError,
+        r"segment_ids: scale3 cannot take `segment_ids`: its forward has no `segment_ids` keyword",
     ),
     (
         "layers",

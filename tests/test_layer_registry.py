@@ -252,6 +252,7 @@ NOT_LAYER_FACTORIES = {
     "Layer": "the NamedTuple of the contract",
     "Static": "a cache's static node",
     "make_layer": "builds a Layer from a user's functions; every library layer is made by it",
+    "call_forward": "how every caller passes a layer its context",
     "check_params": "the params check behind make_layer",
     "checked_call": "the params check behind make_layer",
     # array functions behind layers, tested in their own modules

@@ -559,7 +559,8 @@ def _conv_layer(
         }
         return (*out, features), params, ()
 
-    def forward(params, x, *, state=(), train=False, key=None, mask=None):
+    # no mask: a kernel mixes neighbouring positions, so a padding mask is refused
+    def forward(params, x):
         check_rank(x, n + 2, name, layout)
         W, b = params["W"], params["b"]
         if x.shape[-1] != W.shape[-2]:

@@ -46,7 +46,8 @@ def batchnorm(momentum: float = 0.1, eps: float = 1e-5) -> Layer:
         ones, zero = jnp.ones((c,), dtype), jnp.zeros((c,), dtype)
         return in_shape, {"gamma": ones, "beta": zero}, {"mean": zero, "var": ones}
 
-    def forward(params, x, *, state=(), train=False, key=None, mask=None):
+    # no mask: training statistics would count padded positions, so a mask is refused
+    def forward(params, x, *, state=(), train=False):
         c = params["gamma"].shape[0]
         if not hasattr(x, "shape") or jnp.ndim(x) < 2 or x.shape[-1] != c:
             _checks.fail(
@@ -143,7 +144,7 @@ def layer_norm(eps: float = 1e-5) -> Layer:
         d = in_shape[-1]
         return in_shape, {"gamma": jnp.ones((d,), dtype), "beta": jnp.zeros((d,), dtype)}, ()
 
-    def forward(params, x, *, state=(), train=False, key=None, mask=None):
+    def forward(params, x, *, mask=None):  # each position on its own: a mask changes nothing
         d = params["gamma"].shape[0]
         if not hasattr(x, "shape") or jnp.ndim(x) < 2 or x.shape[-1] != d:
             _checks.fail(
