@@ -53,7 +53,7 @@ import jax.numpy as jnp
 from purenet import _checks
 from purenet.cost import backprop
 from purenet.layers import Layer, make_layer
-from purenet.layers.core import as_shape, layer_path, within
+from purenet.layers.core import as_shape, within
 from purenet.losses import Loss
 from purenet.params import Initializer, get_initializer
 
@@ -73,6 +73,7 @@ class _Leaf(NamedTuple):
     path: tuple  # keys from the root of params to the layer's params
     layer: Layer
     label: str  # "serial[2], dense(8)"
+    where: str  # "serial[2]"
 
 
 class Alignment(NamedTuple):
@@ -106,22 +107,24 @@ def _leaves(model: Layer, rule: str, kinds: tuple[str, ...]) -> list[_Leaf]:
     refuses any combinator not in `kinds`."""
     leaves = []
 
-    def walk(layer, path):
+    def walk(layer, path, segments):
+        where = ", ".join(segments) or "the top of the model"
         if not layer.children:
-            leaves.append(_Leaf(path, layer, layer_path(model, path)))
+            leaves.append(_Leaf(path, layer, ", ".join([*segments, layer.name]), where))
             return
-        kind = _kind(layer)
-        if kind not in kinds:
-            where = layer_path(model, path)
+        if _kind(layer) not in kinds:
             _checks.fail(
                 "model",
                 f"layers combined by {', '.join(kinds)} for {rule}",
                 f"{layer.name} at {where}, which {rule} is not defined for",
             )
         for key, child in layer.children:
-            walk(child, path if key is None else path + (key,))
+            if key is None:
+                walk(child, path, [*segments, layer.name])
+            else:
+                walk(child, path + (key,), [*segments, f"{layer.name}[{key}]"])
 
-    walk(model, ())
+    walk(model, (), [])
     return leaves
 
 
@@ -179,7 +182,7 @@ def _check_leaf_params(leaves: list[_Leaf], params, rule: str) -> None:
                 "model",
                 f"dense or convolutional layers (a Layer with a transport), parameter-free "
                 f"layers or batchnorm for {rule}",
-                f"{leaf.layer.name} at {leaf.label}, which has params but no weight transport, "
+                f"{leaf.layer.name} at {leaf.where}, which has params but no weight transport, "
                 f"so {rule} is not defined for it",
             )
 
