@@ -12,6 +12,7 @@ modules above it:
     layers/      Layer = (init, forward, backward, update_state), one module per family
     models       reference architectures: gpt (+ Hugging Face GPT-2 weights), generate
     cost         backprop(model, loss, penalty), objective, flat_cost, penalties
+    feedback     learning rules beyond backprop: feedback alignment, sign symmetry, DFA
     gradcheck    check_vjp (one engine), finite differences, directional checks, reports
     testing      assert_gradients, assert_layer, assert_vjp, strategies, pytest plugin
     interop      custom_vjp: the hand-written backward inside any JAX program
@@ -34,6 +35,7 @@ from purenet import (
     cost,
     data,
     datasets,
+    feedback,
     gradcheck,
     interop,
     layers,
@@ -60,6 +62,7 @@ __all__ = [
     "custom_vjp",
     "data",
     "datasets",
+    "feedback",
     "flat_cost",
     "gradcheck",
     "interop",

@@ -14,7 +14,17 @@ import jax.numpy as jnp
 import pytest
 
 import purenet
-from purenet import checkpoint, data, datasets, losses, models, optim, params, schedules
+from purenet import (
+    checkpoint,
+    data,
+    datasets,
+    feedback,
+    losses,
+    models,
+    optim,
+    params,
+    schedules,
+)
 from purenet import layers as L
 from purenet.train import fit
 
@@ -916,6 +926,47 @@ CASES = [
         ),
         ValueError,
         r"params_like\[0\]\['W'\] \(serial\[0\], dense\(4\)\): expected shape \(2, 4\)",
+    ),
+    (
+        "feedback",
+        "a learning rule over a layer it is not defined for (params, no weight transport)",
+        lambda: feedback.feedback_alignment(L.serial(L.lstm(3), L.last_step(), L.dense(1))).init(
+            KEY, (4, 2)
+        ),
+        ValueError,
+        r"model: expected dense or convolutional layers .* got lstm\(3\) at serial\[0\], "
+        r"which has params but no weight transport, so feedback_alignment is not defined for it",
+    ),
+    (
+        "feedback",
+        "a learning rule over a combinator it does not know",
+        lambda: feedback.sign_symmetry(L.serial(L.transformer_block(4, 2), L.dense(1))),
+        ValueError,
+        r"model: expected layers combined by serial, parallel, residual for sign_symmetry, "
+        r"got transformer_block\(4, 2\) at serial\[0\]",
+    ),
+    (
+        "feedback",
+        "direct feedback alignment over a residual block",
+        lambda: feedback.direct_feedback_alignment(L.serial(L.dense(2), L.residual(L.dense(2)))),
+        ValueError,
+        r"model: expected layers combined by serial for direct_feedback_alignment, "
+        r"got residual at serial\[1\]",
+    ),
+    (
+        "feedback",
+        "a learning rule's model used without the state holding its feedback matrices",
+        lambda: purenet.backprop(feedback.feedback_alignment(MODEL), losses.mse)(PARAMS, X, T),
+        ValueError,
+        r"state: expected the state from feedback_alignment\(model\)\.init "
+        r"\(its feedback matrices; pass state=\.\.\.\), got \(\)",
+    ),
+    (
+        "feedback",
+        "an unknown sign-symmetry variant",
+        lambda: feedback.sign_symmetry(MODEL, "SF"),
+        ValueError,
+        r"variant: expected one of \['brSF', 'frSF', 'uSF'\], got 'SF'",
     ),
 ]
 

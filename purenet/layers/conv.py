@@ -591,7 +591,7 @@ def _conv_layer(
             dW, dx = _backward_im2col(x.shape, cols, W, dy, stride, pads, dilation)
         return {"W": dW, "b": db}, dx
 
-    return make_layer(init, forward, backward, name=f"{name}({features})")
+    return make_layer(init, forward, backward, name=f"{name}({features})", transport="W")
 
 
 def conv1d(

@@ -73,7 +73,13 @@ class Layer(NamedTuple):
     `name` for messages (`"dense(8)"`) and, for a combinator, its
     `children`: `(key, layer)` pairs, where `key` is the child's entry
     in the combinator's params (`None` when the child's params are the
-    combinator's own, as in `residual`).
+    combinator's own, as in `residual`), and `transport`: the params key
+    whose transpose carries the error back in `backward` (the "weight
+    transport" of Lillicrap et al. 2016), or None. Declaring it promises
+    that `backward(params, cache, dy)` gives a `dx` linear in
+    `params[transport]` and a params gradient that does not read it (dense
+    and convolution: `dW = x^T dy`, `dx = dy W^T`), so
+    [`purenet.feedback`][purenet.feedback] can put a feedback matrix in its place.
 
     Build library layers with [`make_layer`][purenet.layers.core.make_layer],
     which also checks params against the model at the outermost call."""
@@ -84,6 +90,7 @@ class Layer(NamedTuple):
     update_state: Callable = _keep_state
     name: str = "layer"
     children: tuple = ()
+    transport: str | None = None
 
 
 @jax.tree_util.register_static
@@ -221,13 +228,14 @@ def make_layer(
     *,
     name: str,
     children: tuple = (),
+    transport: str | None = None,
 ) -> Layer:
     """A [`Layer`][purenet.layers.core.Layer] whose `forward` checks its
     params against `init` (see [`check_params`][purenet.layers.checking.check_params])
     when called from outside any other checked call, and takes any context:
     `forward` needs to name only the keywords it uses (see
     [`call_forward`][purenet.layers.core.call_forward])."""
-    layer = Layer(init, forward, backward, update_state, name, tuple(children))
+    layer = Layer(init, forward, backward, update_state, name, tuple(children), transport)
 
     @functools.wraps(forward)  # its signature is forward's: call_forward reads it
     def checked_forward(params, x, **context):
@@ -390,7 +398,7 @@ def dense(
         dx = dy @ params["W"].T
         return {"W": dW, "b": db}, dx
 
-    return make_layer(init, forward, backward, name=f"dense({n})")
+    return make_layer(init, forward, backward, name=f"dense({n})", transport="W")
 
 
 # ------------------------------------------------------------------- activations
