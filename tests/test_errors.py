@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import pytest
 
 import purenet
-from purenet import checkpoint, data, datasets, losses, models, optim, params, schedules
+from purenet import checkpoint, data, datasets, losses, models, optim, params, schedules, train
 from purenet import layers as L
 from purenet.train import fit
 
@@ -823,9 +823,9 @@ CASES = [
         r"model: expected a model made by purenet.models.gpt, got dense\(3\)",
     ),
     (
-        "models",
+        "train",
         "a batch that micro-batches do not divide",
-        lambda: models.accumulate_gradients(lambda p, x, t: (0.0, p), 3)(GPT_PARAMS, IDS, IDS),
+        lambda: train.accumulate_gradients(lambda p, x, t: (0.0, p), 3)(GPT_PARAMS, IDS, IDS),
         ValueError,
         r"x: expected a batch whose size is a multiple of micro_batches = 3, got batch sizes \[1\]",
     ),

@@ -8,6 +8,7 @@ absent. Errors are relative, tensor by tensor, ``||ours - theirs|| / ||theirs||`
 """
 
 import copy
+import importlib
 
 import jax
 import jax.numpy as jnp
@@ -16,8 +17,12 @@ import pytest
 
 import purenet
 from purenet import layers as L
-from purenet import losses, models, optim
+from purenet import losses, models, optim, train
+from purenet.models.gpt import GPTConfig
 from purenet.testing import assert_gradients
+
+# The module, not the function `models.generate` that shadows it.
+generate_module = importlib.import_module("purenet.models.generate")
 
 LOSS = losses.sequence_softmax_cross_entropy
 CONFIG = dict(
@@ -418,7 +423,7 @@ def test_cached_logits_equal_full_forward(x64):
     ids, _ = small_batch(3, 16, 4)
     ids = ids % 13
     full = GEN.forward(params, ids)[0]
-    cached = models._cached_logits(models._config_of(GEN), params, ids)
+    cached = generate_module._cached_logits(GPTConfig.of(GEN), params, ids)
     err = rel(cached, full)
     print(f"\nlogits through the key-value cache vs full forward: {err:.2e}")
     assert err <= 1e-12
@@ -498,14 +503,14 @@ def test_accumulated_micro_batches_give_the_large_batch_update(x64):
     opt = optim.adamw(1e-2, weight_decay=0.1)
     state = opt.init(params)
     J1, g1 = jax.jit(grad_fn)(params, ids, t)
-    J4, g4 = jax.jit(models.accumulate_gradients(grad_fn, 4))(params, ids, t)
+    J4, g4 = jax.jit(train.accumulate_gradients(grad_fn, 4))(params, ids, t)
     assert abs(float(J4 - J1)) <= 1e-14 * abs(float(J1))
     assert rel(g4, g1) <= 1e-13
     assert rel(opt.step(params, g4, state)[0], opt.step(params, g1, state)[0]) <= 1e-13
     _, g_one = jax.jit(grad_fn)(params, ids[:2], t[:2])
     assert rel(g_one, g1) > 1e-3  # one micro-batch alone is not the batch
     with pytest.raises(ValueError, match="micro_batches = 3"):
-        models.accumulate_gradients(grad_fn, 3)(params, ids, t)
+        train.accumulate_gradients(grad_fn, 3)(params, ids, t)
 
 
 def test_decay_mask():
