@@ -525,3 +525,43 @@ def test_decay_mask():
     tied_mask = models.gpt_decay_mask(SMALL.init(jax.random.key(0), (8,))[1])
     assert tied_mask[5]["W"] is None
     assert sum(jax.tree.leaves(tied_mask)) == 4 + 2  # Wq, Wk, Wv, Wo, two MLP matrices
+
+
+# ----------------------------------------------------- the model carries its config
+
+
+def test_config_is_read_from_the_model_and_survives_replace():
+    model = models.gpt(13, 16, 2, 2, 8, tied=False, dropout=0.1, eps=1e-6, flash=True)
+    assert model.name == "gpt(13, 16, 2, 2, 8, tied=False, dropout=0.1, eps=1e-06, flash=True)"
+    config = models.gpt_config(model)
+    assert models.gpt(**config).name == model.name
+    # A rebuilt layer (another backward, a wrapped forward) keeps its configuration.
+    rebuilt = model._replace(backward=lambda params, cache, dy: model.backward(params, cache, dy))
+    rebuilt = rebuilt._replace(forward=lambda params, x, **ctx: model.forward(params, x, **ctx))
+    assert models.gpt_config(rebuilt) == config
+    assert GPTConfig.of(rebuilt) == GPTConfig(**config)
+    renamed = model._replace(name="my_gpt")
+    with pytest.raises(TypeError, match="model: expected a model made by purenet.models.gpt"):
+        models.gpt_config(renamed)
+
+
+def test_generate_on_a_model_rebuilt_with_replace():
+    params = gen_params()
+    prompt = jnp.array([[1, 2, 3], [4, 5, 6]])
+    rebuilt = GEN._replace(backward=lambda params, cache, dy: GEN.backward(params, cache, dy))
+    key = jax.random.key(0)
+    out = models.generate(rebuilt, params, prompt, 5, key=key, top_k=3)
+    np.testing.assert_array_equal(out, models.generate(GEN, params, prompt, 5, key=key, top_k=3))
+
+
+def test_unpack_and_pack_name_the_layout():
+    from purenet.models.gpt import pack, unpack
+
+    _, params, _ = SMALL_UNTIED.init(jax.random.key(0), (8,))
+    parts = unpack(params)
+    assert len(parts.blocks) == 2
+    assert parts.blocks[1].attn is params[3][1][0][1]
+    assert parts.head is params[5] and parts.wte is params[0]
+    assert jax.tree.structure(pack(parts)) == jax.tree.structure(params)
+    packed = jax.tree.leaves(pack(parts))
+    assert all(a is b for a, b in zip(packed, jax.tree.leaves(params), strict=True))
