@@ -22,7 +22,8 @@ modules above it:
     data         one-hot, standardisation, splits, shuffled batches
     datasets     synthetic tasks, bundled real data, the IDX (MNIST) reader
     parallel     data parallelism: a device mesh, sharded batches, replicated params
-    train        make_step, make_epoch, make_train (one jitted scan), fit, lbfgs
+    train        make_step, make_epoch, make_train (one jitted scan), fit, lbfgs,
+                 accumulate_gradients (micro-batches)
     checkpoint   atomic .npz checkpoints of (params, opt_state, state), strict loading
 """
 

@@ -17,6 +17,10 @@ the one below:
   mask=None) -> (params, opt_state, state, history)`: many epochs as one `lax.scan`,
   pure, so `jax.jit` compiles a whole run and `jax.vmap` trains many
   seeds, learning rates or penalty strengths at once.
+* [`accumulate_gradients`][purenet.train.accumulate_gradients]`(grad_fn, k)`:
+  one batch's gradient as the mean over `k` micro-batches, one at a time
+  (the memory of one micro-batch's caches), for any of the loops above or
+  a loop of one's own.
 * [`fit`][purenet.train.fit]: the eager loop over epochs (validation, progress line, NaN
   guard, history) for arrays in memory, with every input checked once,
   before any work.
@@ -204,6 +208,65 @@ def make_train(
         return (*carry, history)
 
     return train
+
+
+def accumulate_gradients(grad_fn: Callable, micro_batches: int) -> Callable:
+    """Gradient accumulation: one batch's cost and gradient as the mean over
+    `micro_batches` equal slices of it, computed one slice at a time
+    (a `lax.scan`), so that the memory of the forward caches is that of one
+    micro-batch.
+
+    For a loss that is a mean over the batch's rows (every purenet loss; for
+    `purenet.losses.sequence_softmax_cross_entropy`
+    when every micro-batch has the same number of counted steps), the mean of
+    the micro-batches' means is the mean over the whole batch, so `k`
+    micro-batches give the same update as one batch `k` times larger (to
+    rounding). With padding labels spread unevenly the two differ, as in
+    nanoGPT's loop.
+
+    Args:
+      grad_fn: `(params, x, t, **ctx) -> (J, grads)`, e.g.
+        `purenet.backprop(model, loss)`.
+      micro_batches: `k`, which must divide the batch size.
+
+    Returns:
+      `f(params, x, t, **ctx) -> (J, grads)` with `x`, `t` (arrays or pytrees of
+      arrays with the batch on axis 0) of batch size `k * b`. A `key` in `ctx`
+      is split into one key per micro-batch.
+    """
+    k = _checks.positive_int("micro_batches", micro_batches)
+
+    def accumulated(params, x, t, **ctx):
+        sizes = {np.shape(a)[0] for a in jax.tree.leaves((x, t))}
+        if len(sizes) != 1 or next(iter(sizes)) % k:
+            _checks.fail(
+                "x",
+                f"a batch whose size is a multiple of micro_batches = {k}",
+                f"batch sizes {sorted(sizes)}",
+            )
+        m = next(iter(sizes))
+
+        def split(a):
+            return a.reshape(k, m // k, *a.shape[1:])
+
+        xs, ts = jax.tree.map(split, x), jax.tree.map(split, t)
+        key = ctx.pop("key", None)
+        keys = None if key is None else jax.random.split(key, k)
+        zeros = jax.tree.map(jnp.zeros_like, params)
+
+        def body(carry, i):
+            J_sum, g_sum = carry
+            xi = jax.tree.map(lambda a: a[i], xs)
+            ti = jax.tree.map(lambda a: a[i], ts)
+            extra = {} if keys is None else {"key": keys[i]}
+            J, g = grad_fn(params, xi, ti, **ctx, **extra)
+            return (J_sum + J, jax.tree.map(jnp.add, g_sum, g)), None
+
+        J0 = jnp.zeros((), jnp.result_type(*jax.tree.leaves(params)))
+        (J, g), _ = jax.lax.scan(body, (J0, zeros), jnp.arange(k))
+        return J / k, jax.tree.map(lambda a: a / k, g)
+
+    return accumulated
 
 
 def make_evaluate(model: Layer, loss: Loss, metric: Callable | None = None) -> Callable:

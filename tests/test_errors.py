@@ -24,6 +24,7 @@ from purenet import (
     optim,
     params,
     schedules,
+    train,
 )
 from purenet import layers as L
 from purenet.train import fit
@@ -890,9 +891,9 @@ CASES = [
         r"model: expected a model made by purenet.models.gpt, got dense\(3\)",
     ),
     (
-        "models",
+        "train",
         "a batch that micro-batches do not divide",
-        lambda: models.accumulate_gradients(lambda p, x, t: (0.0, p), 3)(GPT_PARAMS, IDS, IDS),
+        lambda: train.accumulate_gradients(lambda p, x, t: (0.0, p), 3)(GPT_PARAMS, IDS, IDS),
         ValueError,
         r"x: expected a batch whose size is a multiple of micro_batches = 3, got batch sizes \[1\]",
     ),
