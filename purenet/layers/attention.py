@@ -99,6 +99,7 @@ import numpy as np
 from jax import lax
 
 from purenet import _checks
+from purenet.layers.checking import within
 from purenet.layers.core import (
     Layer,
     Static,
@@ -113,7 +114,6 @@ from purenet.layers.core import (
     residual,
     serial,
 )
-from purenet.layers.checking import within
 from purenet.layers.dropout import dropout as dropout_layer
 from purenet.layers.normalization import layer_norm
 from purenet.params import get_initializer, normal
