@@ -12,6 +12,7 @@ modules above it:
     layers/      Layer = (init, forward, backward, update_state), one module per family
     models       reference architectures: gpt (+ Hugging Face GPT-2 weights), generate
     cost         backprop(model, loss, penalty), objective, flat_cost, penalties
+    per_example  per-example gradients, their norms, the gradient noise scale
     gradcheck    check_vjp (one engine), finite differences, directional checks, reports
     testing      assert_gradients, assert_layer, assert_vjp, strategies, pytest plugin
     interop      custom_vjp: the hand-written backward inside any JAX program
@@ -43,6 +44,7 @@ from purenet import (
     optim,
     parallel,
     params,
+    per_example,
     schedules,
     testing,
     train,
@@ -72,6 +74,7 @@ __all__ = [
     "params",
     "parallel",
     "penalty",
+    "per_example",
     "ravel",
     "schedules",
     "testing",

@@ -51,6 +51,7 @@ import jax.numpy as jnp
 
 from purenet import _checks
 from purenet import activations as act
+from purenet.layers import per_example_rules as _rules
 from purenet.params import Initializer, get_initializer, zeros
 
 Shape = tuple[int, ...]
@@ -69,6 +70,14 @@ class Layer(NamedTuple):
     in the combinator's params (`None` when the child's params are the
     combinator's own, as in `residual`).
 
+    Two optional rules give each example's own gradient from the batch's
+    cache (`purenet.per_example`; see
+    [`per_example_rules`][purenet.layers.per_example_rules]):
+    `per_example(params, cache, dy) -> (per_example_dparams, dx)`, each
+    leaf `(m, *leaf.shape)`, and `sq_norms(params, cache, dy) -> (sq_norms, dx)`,
+    each leaf `(m,)`. `None` for a layer without params (none is needed)
+    or without support (per-example gradients through it are refused).
+
     Build library layers with [`make_layer`][purenet.layers.core.make_layer],
     which also checks params against the model at the outermost call."""
 
@@ -78,6 +87,8 @@ class Layer(NamedTuple):
     update_state: Callable = _keep_state
     name: str = "layer"
     children: tuple = ()
+    per_example: Callable | None = None
+    sq_norms: Callable | None = None
 
 
 @jax.tree_util.register_static
@@ -285,11 +296,23 @@ def make_layer(
     *,
     name: str,
     children: tuple = (),
+    per_example: Callable | None = None,
+    sq_norms: Callable | None = None,
 ) -> Layer:
     """A [`Layer`][purenet.layers.core.Layer] whose `forward` checks its
     params against `init` (see [`check_params`][purenet.layers.core.check_params])
-    when called from outside any other checked call."""
-    layer = Layer(init, forward, backward, update_state, name, tuple(children))
+    when called from outside any other checked call. `per_example` and
+    `sq_norms` are the layer's optional per-example rules (the `Layer` fields)."""
+    layer = Layer(
+        init,
+        forward,
+        backward,
+        update_state,
+        name,
+        tuple(children),
+        per_example=per_example,
+        sq_norms=sq_norms,
+    )
 
     @functools.wraps(forward)
     def checked_forward(params, x, **context):
@@ -466,7 +489,24 @@ def dense(
         dx = dy @ params["W"].T
         return {"W": dW, "b": db}, dx
 
-    return make_layer(init, forward, backward, name=f"dense({n})")
+    # Per example (Goodfellow 2015): dW_i = x_i^T dy_i; the norms by
+    # |x_i|^2 |dy_i|^2 on rows, by the cheaper of dW_i and the Gram form on sequences.
+    def per_example(params, cache, dy):
+        dW, db = _rules.dense_per_example(cache, dy)
+        return {"W": dW, "b": db}, dy @ params["W"].T
+
+    def sq_norms(params, cache, dy):
+        sq_W, sq_b = _rules.dense_sq_norms(cache, dy)
+        return {"W": sq_W, "b": sq_b}, dy @ params["W"].T
+
+    return make_layer(
+        init,
+        forward,
+        backward,
+        name=f"dense({n})",
+        per_example=per_example,
+        sq_norms=sq_norms,
+    )
 
 
 # ------------------------------------------------------------------- activations
@@ -603,6 +643,16 @@ def serial(*layers: Layer) -> Layer:
                 grads[i], dy = layers[i].backward(params[i], cache[i], dy)
         return tuple(grads), dy
 
+    def each_in_reverse(rule):  # backward's loop, with a per-example rule per layer
+        def run(params, cache, dy):
+            out = [None] * count
+            for i in reversed(range(count)):
+                with within(f"serial[{i}]", layers[i]):
+                    out[i], dy = rule(layers[i], params[i], cache[i], dy)
+            return tuple(out), dy
+
+        return run
+
     return make_layer(
         init,
         forward,
@@ -610,6 +660,8 @@ def serial(*layers: Layer) -> Layer:
         _update_each(layers),
         name="serial",
         children=tuple(enumerate(layers)),
+        per_example=each_in_reverse(_rules.layer_grads),
+        sq_norms=each_in_reverse(_rules.layer_sq_norms),
     )
 
 
@@ -657,6 +709,16 @@ def parallel(*layers: Layer) -> Layer:
                 pairs.append(layer.backward(p, c, d))
         return tuple(g for g, _ in pairs), tuple(dx for _, dx in pairs)
 
+    def each_part(rule):  # backward's loop, with a per-example rule per part
+        def run(params, cache, dy):
+            pairs = []
+            for i, (layer, p, c, d) in enumerate(zip(layers, params, cache, dy, strict=True)):
+                with within(f"parallel[{i}]", layer):
+                    pairs.append(rule(layer, p, c, d))
+            return tuple(g for g, _ in pairs), tuple(dx for _, dx in pairs)
+
+        return run
+
     return make_layer(
         init,
         forward,
@@ -664,6 +726,8 @@ def parallel(*layers: Layer) -> Layer:
         _update_each(layers),
         name="parallel",
         children=tuple(enumerate(layers)),
+        per_example=each_part(_rules.layer_grads),
+        sq_norms=each_part(_rules.layer_sq_norms),
     )
 
 
@@ -772,6 +836,21 @@ def residual(layer: Layer) -> Layer:
             grads, dx = layer.backward(params, cache, dy)
         return grads, dy + dx
 
+    def with_skip(rule):  # backward, with a per-example rule for the inner layer
+        def run(params, cache, dy):
+            with within("residual", layer):
+                grads, dx = rule(layer, params, cache, dy)
+            return grads, dy + dx
+
+        return run
+
     return make_layer(
-        init, forward, backward, layer.update_state, name="residual", children=((None, layer),)
+        init,
+        forward,
+        backward,
+        layer.update_state,
+        name="residual",
+        children=((None, layer),),
+        per_example=with_skip(_rules.layer_grads),
+        sq_norms=with_skip(_rules.layer_sq_norms),
     )

@@ -44,6 +44,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 
 from purenet import _checks
+from purenet.layers import per_example_rules as _rules
 from purenet.layers.core import Layer, make_layer, within
 
 Path = tuple
@@ -188,6 +189,18 @@ def tied(model: Layer, ties: Sequence[Sequence[Path]]) -> Layer:
             grads = _set(grads, group[0], total)
         return grads, dx
 
+    def per_example(params, cache, dy):
+        # as backward, with each example's slot gradients summed into its owner's
+        with within("tied", model):
+            grads, dx = _rules.layer_grads(model, fill(params), cache, dy)
+        for group in groups:
+            total = _get(grads, group[0], "grads")
+            for path in group[1:]:
+                total = total + _get(grads, path, "grads")
+                grads = _set(grads, path, None)
+            grads = _set(grads, group[0], total)
+        return grads, dx
+
     return make_layer(
         init,
         forward,
@@ -195,6 +208,7 @@ def tied(model: Layer, ties: Sequence[Sequence[Path]]) -> Layer:
         model.update_state,
         name=f"tied({model.name})",
         children=((None, model),),
+        per_example=per_example,
     )
 
 
