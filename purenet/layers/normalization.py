@@ -108,10 +108,10 @@ def batchnorm(momentum: float = 0.1, eps: float = 1e-5) -> Layer:
     def per_example(params, cache, dy):
         if "batch_mean" in cache:
             raise ValueError(
-                "batchnorm: in training mode the examples interact through the batch "
-                "statistics (each example's output depends on every other example), so "
-                "there is no per-example gradient; use evaluation mode (train=False, with "
-                "the running statistics in state) or layer_norm"
+                "per-example gradients: batch norm in training mode couples the examples "
+                "through the batch statistics (each example's output depends on every "
+                "other example), so there is no per-example gradient; use evaluation mode "
+                "(train=False, with the running statistics in state) or layer_norm"
             )
         xhat, inv_std = cache["xhat"], cache["inv_std"]
         within = tuple(range(1, dy.ndim - 1))  # an example's own positions

@@ -47,8 +47,9 @@ def _has_params(params) -> bool:
 
 def _no_rule(layer) -> ValueError:
     return ValueError(
-        f"{layer.name}: has params but no per-example rule (Layer.per_example is None), "
-        "so its per-example gradients and their norms cannot be computed; give it one, "
+        f"per-example gradients: {layer.name} has params but no per-example rule "
+        "(Layer.per_example is None), so its per-example gradients and their norms cannot "
+        "be computed; give it one, "
         "e.g. make_layer(..., per_example=per_example_from_backward(backward)) when every "
         "leaf of its cache has a leading batch axis"
     )
