@@ -96,7 +96,7 @@ def run(config: Config) -> dict:
                     p.name,
                     name,
                     fmt_spread(timing["times"][name]),
-                    fmt_ratio(timing["ratios"][name]),
+                    fmt_ratio(timing["ratios"][name]) if name in timing["ratios"] else "1",
                 ]
             )
     return {
