@@ -117,6 +117,7 @@ COMPILE_BUDGETS = {
     "test_checkpoint.py": 100,  # 70
     "test_checkpoint_model.py": 32,  # 17
     "test_checks.py": 30,  # 16
+    "test_ci_hang.py": 10,  # 0
     "test_clipping.py": 140,  # 104
     "test_conv.py": 680,  # 530
     "test_cost.py": 680,  # 530
