@@ -272,7 +272,7 @@ def epsilon(
     if steps == 0:
         return 0.0
     per_step = np.array([_rdp_one_order(q, sigma, float(a)) for a in order_values])
-    return _epsilon_from_rdp(order_values, steps * per_step, delta)[0]
+    return float(_epsilon_from_rdp(order_values, steps * per_step, delta)[0])
 
 
 def noise_multiplier_for(
