@@ -1,20 +1,28 @@
-"""purenet.privacy: the Renyi-DP accountant of the sampled Gaussian mechanism.
+"""purenet.privacy: DP-SGD and the Renyi-DP accountant of the sampled Gaussian mechanism.
 
-Known answers (the Gaussian mechanism, order 2 in closed form), the fractional
-series against the integer sum where both apply, properties of epsilon, and
-Google's `dp_accounting` as the reference where it is installed.
+The accountant: known answers (the Gaussian mechanism, order 2 in closed
+form), the fractional series against the integer sum where both apply,
+properties of epsilon, and Google's `dp_accounting` as the reference where it
+is installed. DP-SGD: the clipped mean against `jax.grad` of each example's
+own loss clipped with NumPy, the noise's distribution, Poisson sampling, `fit`
+with privacy, and Opacus's step where PyTorch and Opacus are installed.
 """
 
 from __future__ import annotations
 
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from purenet import privacy
+import purenet
+from purenet import layers as L
+from purenet import losses, optim, privacy
+from purenet.train import fit
 
 
 def test_full_batch_is_the_gaussian_mechanism():
@@ -121,14 +129,6 @@ def test_delta_not_below_one_over_n_is_warned_about():
 
 
 # ------------------------------------------------------------------- DP-SGD
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-import purenet  # noqa: E402
-from purenet import layers as L  # noqa: E402
-from purenet import losses, optim  # noqa: E402
-from purenet.train import fit  # noqa: E402
 
 M = 12
 
