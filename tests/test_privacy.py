@@ -163,9 +163,9 @@ def dp_mlp():
 def test_without_noise_is_the_clipped_mean_of_jax_grads(dp_mlp):
     model, params, x, t = dp_mlp
     loss = losses.softmax_cross_entropy
-    reference, norms = _clipped_mean_reference(model, loss, params, x, t, 0.5, M)
-    assert np.sum(norms > 0.5) >= 3 and np.sum(norms < 0.5) >= 1  # both kinds of example
-    f = jax.jit(privacy.dp_gradient(model, loss, l2_clip=0.5, noise_multiplier=0.0))
+    reference, norms = _clipped_mean_reference(model, loss, params, x, t, 2.0, M)
+    assert np.sum(norms > 2.0) >= 3 and np.sum(norms < 2.0) >= 3  # both kinds of example
+    f = jax.jit(privacy.dp_gradient(model, loss, l2_clip=2.0, noise_multiplier=0.0))
     J, grads = f(params, x, t)
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14), grads, reference
@@ -182,7 +182,7 @@ def test_a_large_clip_without_noise_is_backprop(dp_mlp):
 
 
 def test_noise_has_the_stated_standard_deviation():
-    model = L.serial(L.dense(200))
+    model = L.dense(200)
     _, params, _ = model.init(jax.random.key(0), (50,), jnp.float64)
     x = jnp.ones((8, 50))
     t = jnp.zeros((8, 200))
@@ -214,7 +214,7 @@ def test_rows_outside_the_sample_contribute_nothing(dp_mlp):
 def test_under_vmap_over_clips(dp_mlp):
     model, params, x, t = dp_mlp
     loss = losses.softmax_cross_entropy
-    clips = jnp.array([0.1, 0.5, 100.0])
+    clips = jnp.array([0.5, 2.0, 100.0])
 
     def one(clip):
         return privacy.dp_gradient(model, loss, l2_clip=clip, noise_multiplier=0.0)(params, x, t)
