@@ -69,6 +69,7 @@ MODULES = (
     "benchmarks.attention",
     "benchmarks.attention_memory",
     "benchmarks.gpt",
+    "benchmarks.per_example",
 )
 
 

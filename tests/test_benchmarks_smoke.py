@@ -112,3 +112,50 @@ def test_conv_profile_stand_ins_keep_the_shapes_and_have_a_correct_backward():
     params = {"w": jnp.asarray([0.5, -1.0, 2.0], jnp.float64)}
     x = jnp.asarray(jax.random.normal(jax.random.key(1), (2, 5, 6, 2)), jnp.float64)
     assert_layer(layer, params, x)
+
+
+def test_per_example_times_every_contender_and_reports_a_model_without_rules():
+    """``benchmarks.per_example`` on a tiny MLP (every contender timed, memory
+    read, norms equal to ``vmap(jax.grad)``'s) and on a model with a layer that
+    has params and no per-example rule: reported as unsupported, not a crash,
+    with backprop and the autodiff contenders still timed."""
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import models, per_example
+    from benchmarks.registry import Config
+    from purenet import layers as L
+
+    def tiny():
+        p = models.problem((3, 4, 2), 5)
+        return per_example.Case(p.name, p.model, p.loss, p.params, p.x, p.t, (3, 3))
+
+    def without_rule():
+        ruleless = L.dense(2)._replace(name="ruleless", per_example=None, sq_norms=None)
+        p = models.problem((2, 2), 5)
+        model = L.serial(ruleless, L.relu(), p.model)
+        params = model.init(jax.random.key(0), (2,), jnp.float32)[1]
+        return per_example.Case("no rule", model, p.loss, params, p.x, p.t, (3, 3))
+
+    cases = {"tiny": tiny, "no rule": without_rule}
+    original = per_example.CASES
+    per_example.CASES = cases
+    try:
+        result = per_example.run(Config(scale=0.001, log=lambda msg: None))
+    finally:
+        per_example.CASES = original
+
+    ok, refused = result["data"]["3-4-2 @ 5"], result["data"]["no rule"]
+    assert ok["unsupported"] is None and ok["max_rel_diff_norms_vs_autodiff"] < 1e-4
+    assert set(ok["timing"]["times"]) == set(per_example.GRADIENT_ROWS) | {
+        "plain step",
+        "DP step",
+        "vmap(jax.grad) DP step",
+    }
+    assert ok["timing"]["ratios_to_plain_step"]["DP step"]["median"] > 0
+    assert ok["memory"]["norms"]["output"] < ok["memory"]["grads"]["output"]
+    assert "ruleless" in refused["unsupported"]
+    assert {"backprop", "vmap(jax.grad) norms", "plain step"} <= set(refused["timing"]["times"])
+    assert "norms" not in refused["timing"]["times"]
+    goals = result["tables"][0]["rows"]
+    assert goals[1][:2] == ["no rule", "unsupported"] and len(goals[0]) == len(goals[1])
