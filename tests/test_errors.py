@@ -23,6 +23,7 @@ from purenet import (
     models,
     optim,
     params,
+    privacy,
     schedules,
     train,
 )
@@ -1011,6 +1012,66 @@ CASES = [
         lambda: feedback.sign_symmetry(MODEL, "SF"),
         ValueError,
         r"variant: expected one of \['brSF', 'frSF', 'uSF'\], got 'SF'",
+    ),
+    (
+        "privacy",
+        "a clipping norm of zero",
+        lambda: privacy.dp_gradient(MODEL, losses.mse, l2_clip=0.0, noise_multiplier=1.0),
+        ValueError,
+        r"l2_clip: expected a number in \(0\.0, inf\), got 0\.0",
+    ),
+    (
+        "privacy",
+        "a negative noise multiplier",
+        lambda: privacy.dp_gradient(MODEL, losses.mse, l2_clip=1.0, noise_multiplier=-1.0),
+        ValueError,
+        r"noise_multiplier: expected a number in \[0\.0, inf\), got -1\.0",
+    ),
+    (
+        "privacy",
+        "noise without a key",
+        lambda: privacy.dp_gradient(MODEL, losses.mse, l2_clip=1.0, noise_multiplier=1.0)(
+            PARAMS, X, T
+        ),
+        ValueError,
+        r"key: expected a jax\.random key to draw the Gaussian noise",
+    ),
+    (
+        "privacy",
+        "a sample rate above one",
+        lambda: privacy.epsilon(1.0, 1.5, 100, 1e-5),
+        ValueError,
+        r"sample_rate: expected a number in \(0\.0, 1\.0\], got 1\.5",
+    ),
+    (
+        "privacy",
+        "a sample rate of zero",
+        lambda: privacy.epsilon(1.0, 0.0, 100, 1e-5),
+        ValueError,
+        r"sample_rate: expected a number in \(0\.0, 1\.0\], got 0\.0",
+    ),
+    (
+        "privacy",
+        "a delta of one",
+        lambda: privacy.epsilon(1.0, 0.01, 100, 1.0),
+        ValueError,
+        r"delta: expected a number in \(0\.0, 1\.0\), got 1\.0",
+    ),
+    (
+        "privacy",
+        "DP-SGD through batch norm in training mode (examples interact)",
+        lambda: privacy.dp_gradient(BN_MODEL, losses.mse, l2_clip=1.0, noise_multiplier=0.0)(
+            BN_PARAMS, X, T, state=BN_MODEL.init(KEY, (2,))[2], train=True
+        ),
+        ValueError,
+        r"batch",
+    ),
+    (
+        "privacy",
+        "privacy settings that are not dp_sgd's",
+        lambda: _fit(privacy={"l2_clip": 1.0}),
+        TypeError,
+        r"privacy: expected None or DP-SGD settings",
     ),
 ]
 
