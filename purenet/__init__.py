@@ -12,6 +12,7 @@ modules above it:
     layers/      Layer = (init, forward, backward, update_state), one module per family
     models       reference architectures: gpt (+ Hugging Face GPT-2 weights), generate
     cost         backprop(model, loss, penalty), objective, flat_cost, penalties
+    per_example  per-example gradients, their norms, the gradient noise scale
     feedback     learning rules beyond backprop: feedback alignment, sign symmetry, DFA
     gradcheck    check_vjp (one engine), finite differences, directional checks, reports
     testing      assert_gradients, assert_layer, assert_vjp, strategies, pytest plugin
@@ -46,6 +47,7 @@ from purenet import (
     optim,
     parallel,
     params,
+    per_example,
     schedules,
     testing,
     train,
@@ -76,6 +78,7 @@ __all__ = [
     "params",
     "parallel",
     "penalty",
+    "per_example",
     "ravel",
     "schedules",
     "testing",

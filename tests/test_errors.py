@@ -36,6 +36,19 @@ PARAMS = MODEL.init(KEY, (2,))[1]
 X = jnp.ones((8, 2), jnp.float32)
 T = jnp.ones((8, 1), jnp.float32)
 Y3 = jnp.zeros((4, 3), jnp.float32)
+BN_MODEL = L.serial(L.dense(3), L.batchnorm(), L.dense(1))
+BN_PARAMS = BN_MODEL.init(KEY, (2,))[1]
+# a user's layer built without a per-example rule
+USER_MODEL = L.serial(
+    L.dense(2),
+    L.make_layer(
+        lambda key, in_shape, dtype=jnp.float32: (in_shape, {"s": jnp.ones((), dtype)}, ()),
+        lambda params, x, **context: (params["s"] * x, x),
+        lambda params, cache, dy: ({"s": jnp.sum(cache * dy)}, params["s"] * dy),
+        name="my_scale",
+    ),
+)
+USER_PARAMS = USER_MODEL.init(KEY, (2,))[1]
 
 
 def _fit(**overrides):
@@ -277,6 +290,36 @@ CASES = [
         lambda: purenet.backprop(MODEL, "mse"),
         TypeError,
         r"loss: expected a purenet Loss",
+    ),
+    (
+        "per_example",
+        "a model that is not a Layer",
+        lambda: purenet.per_example.grads(lambda x: x, losses.mse),
+        TypeError,
+        r"model: expected a purenet Layer",
+    ),
+    (
+        "per_example",
+        "batch norm in training mode (examples interact)",
+        lambda: purenet.per_example.norms(BN_MODEL, losses.mse)(BN_PARAMS, X, T, train=True),
+        ValueError,
+        r"serial\[1\] \(batchnorm\): per-example gradients: batch norm in training mode "
+        r"couples the examples",
+    ),
+    (
+        "per_example",
+        "a layer with params and no per-example rule",
+        lambda: purenet.per_example.grads(USER_MODEL, losses.mse)(USER_PARAMS, X, X),
+        ValueError,
+        r"serial\[1\] \(my_scale\): per-example gradients: my_scale has params but no "
+        r"per-example rule",
+    ),
+    (
+        "per_example",
+        "a gradient noise estimate from one example",
+        lambda: purenet.per_example.gradient_noise(jnp.ones(1), PARAMS),
+        ValueError,
+        r"sq_norms: expected leaves of one length B >= 2",
     ),
     (
         "params",

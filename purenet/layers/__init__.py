@@ -15,6 +15,7 @@ re-exported here, so `purenet.layers.dense` and
 | recurrent | `rnn`, `lstm`, `gru`, `last_step`, `bidirectional`, `embedding` |
 | attention | `multi_head_attention`, `transformer_block`, position encodings, attention's pieces |
 | sharing | `tied` (weight sharing: one array in several slots) |
+| per_example_rules | per-example rules of layers and their dispatch (`purenet.per_example`) |
 """
 
 from purenet.layers.attention import (

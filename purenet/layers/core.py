@@ -55,6 +55,7 @@ import jax.numpy as jnp
 
 from purenet import _checks
 from purenet import activations as act
+from purenet.layers import per_example_rules as _rules
 from purenet.layers.checking import check_params as check_params  # re-exported (models.py)
 from purenet.layers.checking import checked_call, within
 from purenet.params import Initializer, get_initializer, zeros
@@ -81,6 +82,14 @@ class Layer(NamedTuple):
     and convolution: `dW = x^T dy`, `dx = dy W^T`), so
     [`purenet.feedback`][purenet.feedback] can put a feedback matrix in its place.
 
+    Two optional rules give each example's own gradient from the batch's
+    cache (`purenet.per_example`; see
+    [`per_example_rules`][purenet.layers.per_example_rules]):
+    `per_example(params, cache, dy) -> (per_example_dparams, dx)`, each
+    leaf `(m, *leaf.shape)`, and `sq_norms(params, cache, dy) -> (sq_norms, dx)`,
+    each leaf `(m,)`. `None` for a layer without params (none is needed)
+    or without support (per-example gradients through it are refused).
+
     Build library layers with [`make_layer`][purenet.layers.core.make_layer],
     which also checks params against the model at the outermost call."""
 
@@ -91,6 +100,8 @@ class Layer(NamedTuple):
     name: str = "layer"
     children: tuple = ()
     transport: str | None = None
+    per_example: Callable | None = None
+    sq_norms: Callable | None = None
 
 
 @jax.tree_util.register_static
@@ -229,13 +240,26 @@ def make_layer(
     name: str,
     children: tuple = (),
     transport: str | None = None,
+    per_example: Callable | None = None,
+    sq_norms: Callable | None = None,
 ) -> Layer:
     """A [`Layer`][purenet.layers.core.Layer] whose `forward` checks its
     params against `init` (see [`check_params`][purenet.layers.checking.check_params])
     when called from outside any other checked call, and takes any context:
     `forward` needs to name only the keywords it uses (see
-    [`call_forward`][purenet.layers.core.call_forward])."""
-    layer = Layer(init, forward, backward, update_state, name, tuple(children), transport)
+    [`call_forward`][purenet.layers.core.call_forward]). `transport`,
+    `per_example` and `sq_norms` are the optional `Layer` fields of the same names."""
+    layer = Layer(
+        init,
+        forward,
+        backward,
+        update_state,
+        name,
+        tuple(children),
+        transport=transport,
+        per_example=per_example,
+        sq_norms=sq_norms,
+    )
 
     @functools.wraps(forward)  # its signature is forward's: call_forward reads it
     def checked_forward(params, x, **context):
@@ -398,7 +422,25 @@ def dense(
         dx = dy @ params["W"].T
         return {"W": dW, "b": db}, dx
 
-    return make_layer(init, forward, backward, name=f"dense({n})", transport="W")
+    # Per example (Goodfellow 2015): dW_i = x_i^T dy_i; the norms by
+    # |x_i|^2 |dy_i|^2 on rows, by the cheaper of dW_i and the Gram form on sequences.
+    def per_example(params, cache, dy):
+        dW, db = _rules.dense_per_example(cache, dy)
+        return {"W": dW, "b": db}, dy @ params["W"].T
+
+    def sq_norms(params, cache, dy):
+        sq_W, sq_b = _rules.dense_sq_norms(cache, dy)
+        return {"W": sq_W, "b": sq_b}, dy @ params["W"].T
+
+    return make_layer(
+        init,
+        forward,
+        backward,
+        name=f"dense({n})",
+        transport="W",
+        per_example=per_example,
+        sq_norms=sq_norms,
+    )
 
 
 # ------------------------------------------------------------------- activations
@@ -541,6 +583,16 @@ def serial(*layers: Layer) -> Layer:
                 grads[i], dy = layers[i].backward(params[i], cache[i], dy)
         return tuple(grads), dy
 
+    def each_in_reverse(rule):  # backward's loop, with a per-example rule per layer
+        def run(params, cache, dy):
+            out = [None] * count
+            for i in reversed(range(count)):
+                with within(f"serial[{i}]", layers[i]):
+                    out[i], dy = rule(layers[i], params[i], cache[i], dy)
+            return tuple(out), dy
+
+        return run
+
     return make_layer(
         init,
         forward,
@@ -548,6 +600,8 @@ def serial(*layers: Layer) -> Layer:
         _update_each(layers),
         name="serial",
         children=tuple(enumerate(layers)),
+        per_example=each_in_reverse(_rules.layer_grads),
+        sq_norms=each_in_reverse(_rules.layer_sq_norms),
     )
 
 
@@ -602,6 +656,16 @@ def parallel(*layers: Layer) -> Layer:
                 pairs.append(layer.backward(p, c, d))
         return tuple(g for g, _ in pairs), tuple(dx for _, dx in pairs)
 
+    def each_part(rule):  # backward's loop, with a per-example rule per part
+        def run(params, cache, dy):
+            pairs = []
+            for i, (layer, p, c, d) in enumerate(zip(layers, params, cache, dy, strict=True)):
+                with within(f"parallel[{i}]", layer):
+                    pairs.append(rule(layer, p, c, d))
+            return tuple(g for g, _ in pairs), tuple(dx for _, dx in pairs)
+
+        return run
+
     return make_layer(
         init,
         forward,
@@ -609,6 +673,8 @@ def parallel(*layers: Layer) -> Layer:
         _update_each(layers),
         name="parallel",
         children=tuple(enumerate(layers)),
+        per_example=each_part(_rules.layer_grads),
+        sq_norms=each_part(_rules.layer_sq_norms),
     )
 
 
@@ -718,6 +784,21 @@ def residual(layer: Layer) -> Layer:
             grads, dx = layer.backward(params, cache, dy)
         return grads, dy + dx
 
+    def with_skip(rule):  # backward, with a per-example rule for the inner layer
+        def run(params, cache, dy):
+            with within("residual", layer):
+                grads, dx = rule(layer, params, cache, dy)
+            return grads, dy + dx
+
+        return run
+
     return make_layer(
-        init, forward, backward, layer.update_state, name="residual", children=((None, layer),)
+        init,
+        forward,
+        backward,
+        layer.update_state,
+        name="residual",
+        children=((None, layer),),
+        per_example=with_skip(_rules.layer_grads),
+        sq_norms=with_skip(_rules.layer_sq_norms),
     )

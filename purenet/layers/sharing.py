@@ -44,6 +44,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 
 from purenet import _checks
+from purenet.layers import per_example_rules as _rules
 from purenet.layers.checking import within
 from purenet.layers.core import Layer, call_forward, make_layer
 
@@ -190,6 +191,18 @@ def tied(model: Layer, ties: Sequence[Sequence[Path]]) -> Layer:
             grads = _set(grads, group[0], total)
         return grads, dx
 
+    def per_example(params, cache, dy):
+        # as backward, with each example's slot gradients summed into its owner's
+        with within("tied", model):
+            grads, dx = _rules.layer_grads(model, fill(params), cache, dy)
+        for group in groups:
+            total = _get(grads, group[0], "grads")
+            for path in group[1:]:
+                total = total + _get(grads, path, "grads")
+                grads = _set(grads, path, None)
+            grads = _set(grads, group[0], total)
+        return grads, dx
+
     return make_layer(
         init,
         forward,
@@ -197,4 +210,5 @@ def tied(model: Layer, ties: Sequence[Sequence[Path]]) -> Layer:
         model.update_state,
         name=f"tied({model.name})",
         children=((None, model),),
+        per_example=per_example,
     )
