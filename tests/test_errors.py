@@ -1031,10 +1031,12 @@ def message_of(call) -> tuple[str, str]:
 
 
 def _as_markdown_text(message: str) -> str:
-    """A message shown as written in a Markdown table cell: the characters that
-    Markdown would read as markup (`params[0]['W']` as a link, `*, 'b': *` as
-    emphasis) or as the cell's end are backslash-escaped."""
-    return re.sub(r"([\\`*_\[\]|])", r"\\\1", message)
+    """A message shown as written in a Markdown table cell: outside its code
+    spans (`mask`, shown as code), the characters that Markdown would read as
+    markup (`params[0]['W']` as a link, `*, 'b': *` as emphasis) or as the
+    cell's end are backslash-escaped."""
+    pieces = re.split(r"(`[^`]*`)", message)
+    return "".join(p if p.startswith("`") else re.sub(r"([\\*_\[\]|])", r"\\\1", p) for p in pieces)
 
 
 def markdown() -> str:

@@ -204,7 +204,7 @@ def api_page(module: Module) -> str:
     # The page's one title is this H1; mkdocstrings' own heading for the module
     # (which would repeat it) is hidden but keeps its anchor, #purenet.x.
     lines = [f"# `{module.path}`", "", f"::: {module.path}", "    options:"]
-    lines.append("      show_root_heading: false")
+    lines += ["      show_root_heading: false", "      toc_label: Overview"]
     if own:
         lines.append("      members:")
         lines += [f"        - {name}" for name in own]
@@ -242,7 +242,12 @@ def index_page(modules: list[Module]) -> str:
         own = [n for n in module.names if n.defined_here and n.kind != "module"]
         lines += ["", f"## [`{module.path}`][{module.path}]", ""]
         if not own:
-            lines.append("Re-exports only; see its page.")
+            what = (
+                "Modules and re-exports"
+                if any(n.kind == "module" for n in module.names)
+                else "Re-exports"
+            )
+            lines.append(f"{what} only; see its page.")
             continue
         lines += ["| name | summary |", "| --- | --- |"]
         lines += [f"| [`{n.name}`][{n.home}] | {n.summary} |" for n in own]
