@@ -7,6 +7,7 @@ test below fails when a message stops naming its argument.
 
 from __future__ import annotations
 
+import re
 import sys
 
 import jax
@@ -1090,6 +1091,15 @@ def message_of(call) -> tuple[str, str]:
     return "(no error)", ""
 
 
+def _as_markdown_text(message: str) -> str:
+    """A message shown as written in a Markdown table cell: outside its code
+    spans (`mask`, shown as code), the characters that Markdown would read as
+    markup (`params[0]['W']` as a link, `*, 'b': *` as emphasis) or as the
+    cell's end are backslash-escaped."""
+    pieces = re.split(r"(`[^`]*`)", message)
+    return "".join(p if p.startswith("`") else re.sub(r"([\\*_\[\]|])", r"\\\1", p) for p in pieces)
+
+
 def markdown() -> str:
     lines = [
         "# Bad input and the message you see",
@@ -1104,7 +1114,7 @@ def markdown() -> str:
     ]
     for area, what, call, _, _ in CASES:
         kind, message = message_of(call)
-        message = message.replace("|", "\\|")
+        message = _as_markdown_text(message)
         lines.append(f"| {area} | {what} | `{kind}` | {message} |")
     return "\n".join(lines) + "\n"
 
