@@ -7,6 +7,7 @@ test below fails when a message stops naming its argument.
 
 from __future__ import annotations
 
+import re
 import sys
 
 import jax
@@ -23,6 +24,7 @@ from purenet import (
     models,
     optim,
     params,
+    privacy,
     schedules,
     train,
 )
@@ -1012,6 +1014,66 @@ CASES = [
         ValueError,
         r"variant: expected one of \['brSF', 'frSF', 'uSF'\], got 'SF'",
     ),
+    (
+        "privacy",
+        "a clipping norm of zero",
+        lambda: privacy.dp_gradient(MODEL, losses.mse, l2_clip=0.0, noise_multiplier=1.0),
+        ValueError,
+        r"l2_clip: expected a number in \(0\.0, inf\), got 0\.0",
+    ),
+    (
+        "privacy",
+        "a negative noise multiplier",
+        lambda: privacy.dp_gradient(MODEL, losses.mse, l2_clip=1.0, noise_multiplier=-1.0),
+        ValueError,
+        r"noise_multiplier: expected a number in \[0\.0, inf\), got -1\.0",
+    ),
+    (
+        "privacy",
+        "noise without a key",
+        lambda: privacy.dp_gradient(MODEL, losses.mse, l2_clip=1.0, noise_multiplier=1.0)(
+            PARAMS, X, T
+        ),
+        ValueError,
+        r"key: expected a jax\.random key to draw the Gaussian noise",
+    ),
+    (
+        "privacy",
+        "a sample rate above one",
+        lambda: privacy.epsilon(1.0, 1.5, 100, 1e-5),
+        ValueError,
+        r"sample_rate: expected a number in \(0\.0, 1\.0\], got 1\.5",
+    ),
+    (
+        "privacy",
+        "a sample rate of zero",
+        lambda: privacy.epsilon(1.0, 0.0, 100, 1e-5),
+        ValueError,
+        r"sample_rate: expected a number in \(0\.0, 1\.0\], got 0\.0",
+    ),
+    (
+        "privacy",
+        "a delta of one",
+        lambda: privacy.epsilon(1.0, 0.01, 100, 1.0),
+        ValueError,
+        r"delta: expected a number in \(0\.0, 1\.0\), got 1\.0",
+    ),
+    (
+        "privacy",
+        "DP-SGD through batch norm in training mode (examples interact)",
+        lambda: privacy.dp_gradient(BN_MODEL, losses.mse, l2_clip=1.0, noise_multiplier=0.0)(
+            BN_PARAMS, X, T, state=BN_MODEL.init(KEY, (2,))[2], train=True
+        ),
+        ValueError,
+        r"batch",
+    ),
+    (
+        "privacy",
+        "privacy settings that are not dp_sgd's",
+        lambda: _fit(privacy={"l2_clip": 1.0}),
+        TypeError,
+        r"privacy: expected None or DP-SGD settings",
+    ),
 ]
 
 
@@ -1029,6 +1091,15 @@ def message_of(call) -> tuple[str, str]:
     return "(no error)", ""
 
 
+def _as_markdown_text(message: str) -> str:
+    """A message shown as written in a Markdown table cell: outside its code
+    spans (`mask`, shown as code), the characters that Markdown would read as
+    markup (`params[0]['W']` as a link, `*, 'b': *` as emphasis) or as the
+    cell's end are backslash-escaped."""
+    pieces = re.split(r"(`[^`]*`)", message)
+    return "".join(p if p.startswith("`") else re.sub(r"([\\*_\[\]|])", r"\\\1", p) for p in pieces)
+
+
 def markdown() -> str:
     lines = [
         "# Bad input and the message you see",
@@ -1043,7 +1114,7 @@ def markdown() -> str:
     ]
     for area, what, call, _, _ in CASES:
         kind, message = message_of(call)
-        message = message.replace("|", "\\|")
+        message = _as_markdown_text(message)
         lines.append(f"| {area} | {what} | `{kind}` | {message} |")
     return "\n".join(lines) + "\n"
 

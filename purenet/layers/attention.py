@@ -2,7 +2,7 @@ r"""Attention with a hand-written backward: scaled dot-product attention,
 multi-head self-attention, position encodings and a pre-layer-norm
 transformer block (Vaswani et al. 2017).
 
-| | |
+| piece | what it computes |
 | --- | --- |
 | `attention_forward/backward` | the function pair: softmax(q k^T / sqrt(d_k)) v |
 | `scaled_dot_product_attention` | the pair as a layer on `(q, k, v)` |

@@ -1,6 +1,6 @@
 """Reference architectures built from [`purenet.layers`][purenet.layers].
 
-| module | |
+| module | what it holds |
 | --- | --- |
 | [`gpt`][purenet.models.gpt] | GPT-2 as a `Layer`: its params layout, configuration, decay mask |
 | [`hf`][purenet.models.hf] | Hugging Face `GPT2LMHeadModel` state dicts to and from params |
@@ -9,7 +9,7 @@
 Gradient accumulation over micro-batches, a piece of GPT training runs that
 is not GPT's, is [`purenet.train.accumulate_gradients`][]; schedules
 ([`purenet.schedules.linear_warmup`][], [`purenet.schedules.cosine_decay`][])
-and clipping ([`purenet.clipping.clip_by_global_norm`][]) live in their own
+and clipping ([`purenet.clipping.clip_grads_by_global_norm`][]) live in their own
 modules.
 """
 
