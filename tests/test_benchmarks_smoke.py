@@ -128,14 +128,14 @@ def test_per_example_times_every_contender_and_reports_a_model_without_rules():
 
     def tiny():
         p = models.problem((3, 4, 2), 5)
-        return per_example.Case(p.name, p.model, p.loss, p.params, p.x, p.t, (3, 3))
+        return per_example.Case(p.name, p.model, p.loss, p.params, p.x, p.t)
 
     def without_rule():
         ruleless = L.dense(2)._replace(name="ruleless", per_example=None, sq_norms=None)
         p = models.problem((2, 2), 5)
         model = L.serial(ruleless, L.relu(), p.model)
         params = model.init(jax.random.key(0), (2,), jnp.float32)[1]
-        return per_example.Case("no rule", model, p.loss, params, p.x, p.t, (3, 3))
+        return per_example.Case("no rule", model, p.loss, params, p.x, p.t)
 
     cases = {"tiny": tiny, "no rule": without_rule}
     original = per_example.CASES
