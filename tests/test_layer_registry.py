@@ -177,6 +177,29 @@ REGISTRY: dict[str, Case] = {
         "bidirectional",
         lambda s: (L.bidirectional(L.rnn(H + s)), (_seq(), (_x(2, M, H + s), _x(3, M, H + s))), {}),
     ),
+    # recurrent with a padding mask: MASK pads example 1 last, MASK[:, ::-1] first
+    "rnn_mask": Case("rnn", lambda s: (L.rnn(H + s), _seq(), {"mask": MASK})),
+    "lstm_h0_c0_mask": Case(
+        "lstm",
+        lambda s: (
+            L.lstm(H + s),
+            (_seq(), (_x(2, M, H + s), _x(3, M, H + s))),
+            {"mask": MASK[:, ::-1]},
+        ),
+    ),
+    "gru_mask": Case("gru", lambda s: (L.gru(H + s), _seq(), {"mask": MASK[:, ::-1]})),
+    "last_step_mask": Case("last_step", lambda s: (L.last_step(), _seq(), {"mask": MASK})),
+    "bidirectional_mask": Case(
+        "bidirectional", lambda s: (L.bidirectional(L.lstm(H + s)), _seq(), {"mask": MASK})
+    ),
+    "bidirectional_h0_mask": Case(
+        "bidirectional",
+        lambda s: (
+            L.bidirectional(L.gru(H + s)),
+            (_seq(), (_x(2, M, H + s), _x(3, M, H + s))),
+            {"mask": MASK[:, ::-1]},
+        ),
+    ),
     "embedding": Case(
         "embedding",
         lambda s: (L.embedding(7, D + s), IDS, {}),
