@@ -218,6 +218,7 @@ def sweep(
     draw=None,
     start_per_point: bool = False,
     penalty=None,
+    privacy=None,
     evaluate=None,
     evaluate_start: bool = False,
     every: int = 1,
@@ -258,12 +259,15 @@ def sweep(
         (every array as long); a point is the dict of their rows.
       draw: `None`, or `draw(key, point) -> dict`, run per seed inside the
         program on the seed's key: its entries join the point that `data`,
-        `start`, `optimizer`, `penalty`, `evaluate` and `finish` see, and
+        `start`, `optimizer`, `penalty`, `privacy`, `evaluate` and `finish` see, and
         its entry `"key"` is the seed's training key.
       start_per_point: `start` has leading axes `(points, seeds)` (with a
         grid, as many points; without one, the points are its first axis).
       penalty: `None`, a `purenet.penalty`, or `penalty(point)` that makes
         one (traced strengths: one program for every strength).
+      privacy: `None`, DP-SGD settings (`purenet.privacy.dp_sgd`), or
+        `privacy(point)` that makes them (traced clip norms and noise
+        multipliers: one program for every privacy level).
       evaluate: `None`, or `evaluate(params, state, point) -> pytree`,
         recorded after every `every` epochs (`point` is `{}` without a
         grid).
@@ -307,6 +311,8 @@ def sweep(
         options = dict(train_options)
         if penalty is not None:
             options["penalty"] = penalty(point) if callable(penalty) else penalty
+        if privacy is not None:
+            options["privacy"] = privacy(point) if callable(privacy) else privacy
         m = jax.tree.leaves(x)[0].shape[0]
         first = probe(params, state) if evaluate_start and probe is not None else None
         if every == 1:
