@@ -32,9 +32,10 @@ architecture: `sweep`. What differs per seed beyond its key (its own
 data set, split, label noise, an init inside the program) is drawn by
 `sweep(..., draw=...)` inside the program; arms that differ only in where
 they start take `start_per_point` (`points_in_sequence` keeps each arm's
-numbers those of a run of its own). An experiment that trains otherwise says
-why in its docstring or at the place (gradient_check trains nothing;
-optimizers steps on analytic 2-D surfaces, which are not networks;
+numbers those of a run of its own; `compile=returning(select)` compiles
+only what is read, the program of the hand-written run it replaces). An
+experiment that trains otherwise says why in its docstring or at the place
+(gradient_check trains nothing; optimizers steps on analytic 2-D surfaces, which are not networks;
 batch_sizes times single epochs). `make_train(..., evaluate=...)` records a probe after every
 epoch (`sweep(..., evaluate_start=True)` also before the first); to
 evaluate every `k` epochs, `sweep(..., every=k)`.
