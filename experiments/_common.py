@@ -32,9 +32,10 @@ architecture: `sweep`. What differs per seed beyond its key (its own
 data set, split, label noise, an init inside the program) is drawn by
 `sweep(..., draw=...)` inside the program; arms that differ only in where
 they start take `start_per_point` (`points_in_sequence` keeps each arm's
-numbers those of a run of its own). An experiment that trains otherwise says
-why in its docstring or at the place (gradient_check trains nothing;
-optimizers steps on analytic 2-D surfaces, which are not networks;
+numbers those of a run of its own; `compile=returning(select)` compiles
+only what is read, the program of the hand-written run it replaces). An
+experiment that trains otherwise says why in its docstring or at the place
+(gradient_check trains nothing; optimizers steps on analytic 2-D surfaces, which are not networks;
 batch_sizes times single epochs). `make_train(..., evaluate=...)` records a probe after every
 epoch (`sweep(..., evaluate_start=True)` also before the first); to
 evaluate every `k` epochs, `sweep(..., every=k)`.
@@ -280,7 +281,8 @@ def sweep(
       finish: `None`, or `finish(params, state, point) -> pytree`, measured
         once after training in the same program (`history["final"]`).
       compile: how to compile the whole run (`jit`, or `jax.jit` for
-        runs that train longer than they compile, or a timing wrapper).
+        runs that train longer than they compile, or a timing wrapper;
+        `returning(select)` to return only what is read).
       seeds_in_sequence: `jax.lax.map` over the seeds instead of `vmap`
         (convolutions vmapped over per-seed kernels become grouped
         convolutions, which XLA:CPU runs several times slower).
@@ -366,6 +368,22 @@ def sweep(
         return jax.vmap(at)(per_point)
 
     return compile(points)(grid, start, keys)
+
+
+def returning(select, compile=jit):
+    """`sweep(..., compile=returning(select))`: the run compiled to return
+    only `select(params, state, history)` (e.g. `lambda p, s, h:
+    h["evaluation"]`).
+
+    What the program does not return, XLA drops as dead code: it then
+    computes none of the step losses and final params that nobody reads,
+    and is the program of a hand-written run that returned only those
+    values. That keeps such a run's numbers bit for bit when it moves onto
+    `sweep`: a program with more outputs is fused differently, which moves
+    the numbers at rounding level (and a chaotic run, such as SGD on noisy
+    labels, amplifies that into its third digit).
+    """
+    return lambda run: compile(lambda *args: select(*run(*args)))
 
 
 def init_many(model, keys, in_shape, dtype=np.float32):
