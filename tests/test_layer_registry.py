@@ -693,13 +693,8 @@ WITHOUT_PER_EXAMPLE = {
     "bidirectional": "bidirectional: no combinator rule yet (recurrent.py)",
     "bidirectional_h0": "bidirectional: no combinator rule yet (recurrent.py)",
     "embedding": "embedding: rules written (per_example_rules.embedding_*), not attached",
-    "multi_head_attention": "multi_head_attention: no rule yet (attention.py)",
-    "multi_head_attention_causal": "multi_head_attention: no rule yet (attention.py)",
-    "multi_head_attention_flash": "multi_head_attention: no rule yet (attention.py)",
-    "position_embedding": "position_embedding: no rule yet (attention.py)",
-    "transformer_block": "transformer_block: no rule yet (attention.py)",
-    "gpt": "models.gpt: its layers have none yet",
-    "gpt_untied_flash": "models.gpt: its layers have none yet",
+    "gpt": "models.gpt: its embedding has none yet",
+    "gpt_untied_flash": "models.gpt: its embedding has none yet",
 }
 # Cases where examples interact: the rules refuse, saying so.
 COUPLED = {"batchnorm_train", "batchnorm_images"}
