@@ -1,9 +1,12 @@
-"""`python -m benchmarks [--full] [--only NAME ...] [--list]`
+"""`python -m benchmarks [--full] [--only NAME ...] [--out DIR | --publish] [--list]`
 
 Runs the registered benchmarks (all default ones, or those named with
-`--only`), writes `benchmarks/results.json` (merged with the results of
-benchmarks not run this time) and regenerates the results part of
-`benchmarks/README.md`. Progress goes to stderr.
+`--only`) and prints their tables. A run writes `results.json` (merged with
+the results of benchmarks not run this time) and `README.md` (the tables)
+into `--out` (default `benchmarks-out/`, which git ignores), so a run on
+another machine leaves the checkout alone. `--publish` writes the
+published figures instead: `benchmarks/results.json` and the generated part
+of `benchmarks/README.md`. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ import time
 from benchmarks import machine, registry, report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The published figures, rewritten only by `--publish`.
+PUBLISHED_JSON = os.path.join(HERE, "results.json")
+PUBLISHED_README = os.path.join(HERE, "README.md")
+DEFAULT_OUT = "benchmarks-out"
 
 
 def _command(argv: list[str]) -> str:
@@ -27,20 +34,25 @@ def run(
     *,
     full: bool = False,
     scale: float = 1.0,
-    json_path: str = os.path.join(HERE, "results.json"),
-    readme_path: str | None = os.path.join(HERE, "README.md"),
+    out: str = DEFAULT_OUT,
+    publish: bool = False,
     argv: list[str] | None = None,
     log=None,
+    show=None,
 ) -> dict:
-    """Run benchmarks, write the results file and the README's table.
+    """Run benchmarks, write the results file and the tables, print the tables.
 
     Args:
       names: benchmarks to run (default: every default benchmark).
       full: long mode.
       scale: multiplies repeat counts (tests use a small value).
-      json_path, readme_path: outputs (`readme_path=None`: no README).
+      out: the folder of `results.json` and `README.md` (created; its
+        `results.json` from an earlier run is merged with this one's).
+      publish: write the published `benchmarks/results.json` and the
+        generated part of `benchmarks/README.md` instead of `out`.
       argv: recorded as the reproducing command.
       log: progress printer (default: stderr).
+      show: printer of the tables at the end (default: stdout).
 
     Returns:
       The merged results that were written.
@@ -50,12 +62,20 @@ def run(
         def log(msg):
             print(f"[benchmarks] {msg}", file=sys.stderr, flush=True)
 
+    if show is None:
+        show = print
+
     available = registry.load()
     if names is None:
         names = [n for n, b in available.items() if b.default]
     unknown = [n for n in names if n not in available]
     if unknown:
         raise SystemExit(f"--only: unknown benchmark(s) {unknown}; known: {sorted(available)}")
+    if publish:
+        json_path, readme_path = PUBLISHED_JSON, PUBLISHED_README
+    else:
+        os.makedirs(out, exist_ok=True)
+        json_path, readme_path = os.path.join(out, "results.json"), os.path.join(out, "README.md")
     config = registry.Config(full=full, scale=scale, log=log)
     info = machine.describe()
     new = {}
@@ -71,8 +91,10 @@ def run(
     info["load_average_end"] = machine.load_average()
     merged = report.merge(report.load(json_path), info, new, order=list(available))
     report.save(json_path, merged)
-    if readme_path is not None:
-        report.update_readme(readme_path, merged)
+    report.update_readme(readme_path, merged)
+    ran = {"benchmarks": {n: merged["benchmarks"][n] for n in names}}
+    show(report.render(ran))
+    log(f"wrote {json_path} and {readme_path}")
     return merged
 
 
@@ -83,16 +105,24 @@ def main(argv: list[str] | None = None) -> None:
         "--only", action="append", metavar="NAME", help="run this benchmark (repeatable)"
     )
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
-    parser.add_argument("--json", default=os.path.join(HERE, "results.json"), help="results file")
-    parser.add_argument(
-        "--readme", default=os.path.join(HERE, "README.md"), help="README to update"
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        metavar="DIR",
+        help=f"folder of results.json and README.md (default: {DEFAULT_OUT}/)",
+    )
+    where.add_argument(
+        "--publish",
+        action="store_true",
+        help="rewrite the published benchmarks/results.json and benchmarks/README.md",
     )
     args = parser.parse_args(argv)
     if args.list:
         for name, b in registry.load().items():
             print(f"{name:18} {'' if b.default else '(only with --only) '}{b.summary}")
         return
-    run(args.only, full=args.full, json_path=args.json, readme_path=args.readme)
+    run(args.only, full=args.full, out=args.out, publish=args.publish)
 
 
 if __name__ == "__main__":

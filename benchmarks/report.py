@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 
-BEGIN = "<!-- BEGIN GENERATED RESULTS: python -m benchmarks rewrites this part -->"
+BEGIN = "<!-- BEGIN GENERATED RESULTS: python -m benchmarks --publish rewrites this part -->"
 END = "<!-- END GENERATED RESULTS -->"
 
 

@@ -15,6 +15,8 @@ fails, listing each offence with its page, on:
 - math left as text: ``$$``, ``\\(``, ``\\[`` or ``\\begin{`` outside an
   element that the math renderer handles (class ``arithmatex``);
 - a broken internal link or anchor, or an image whose file is missing;
+- a page titled twice (two ``<h1>``, or another heading that repeats the
+  ``<h1>``'s text), or a table whose header row has an empty cell;
 - a public name of purenet (each module's ``__all__``, else the names it
   defines) with no anchor on any page, or without a docstring;
 - a registered experiment (``experiments/__main__.py: EXPERIMENTS``) whose
@@ -52,7 +54,8 @@ VOID = {
     "source", "track", "wbr",
 }  # fmt: skip
 CODE = "\x00"  # stands for a piece of code in the text that is checked
-BLOCKS = {"p", "li", "td", "th", "h1", "h2", "h3", "h4", "h5", "h6", "dd", "dt"}
+HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
+BLOCKS = {"p", "li", "td", "th", "dd", "dt"} | HEADINGS
 
 
 class Page(HTMLParser):
@@ -67,6 +70,10 @@ class Page(HTMLParser):
         self.codes: list[str] = []
         self.stack: list[tuple[str, bool, bool]] = []  # (tag, code/skip, math)
         self.block: list[str] = []
+        self.headings: list[tuple[str, str]] = []  # (tag, its text with its code)
+        self.header_rows: list[list[str]] = []  # each table's <thead> cells' text
+        self._heading: list[str] | None = None
+        self._header_cell: list[str] | None = None
 
     def _in(self) -> tuple[bool, bool]:
         return (any(s[1] for s in self.stack), any(s[2] for s in self.stack))
@@ -85,6 +92,12 @@ class Page(HTMLParser):
             return
         if tag in BLOCKS:
             self._flush()
+        if tag in HEADINGS:
+            self._heading = []
+        if tag == "thead":
+            self.header_rows.append([])
+        if tag == "th" and self.header_rows and any(s[0] == "thead" for s in self.stack):
+            self._header_cell = []
         classes = (a.get("class") or "").split()
         skip = tag in {"code", "pre", "script", "style", "kbd", "samp", "textarea"}
         skip = skip or "highlight" in classes
@@ -105,8 +118,18 @@ class Page(HTMLParser):
                 break
         if tag in BLOCKS:
             self._flush()
+        if tag in HEADINGS and self._heading is not None:
+            text = " ".join("".join(self._heading).split()).removesuffix("\u00b6").strip()
+            self.headings.append((tag, text))
+            self._heading = None
+        if tag == "th" and self._header_cell is not None:
+            self.header_rows[-1].append("".join(self._header_cell).strip())
+            self._header_cell = None
 
     def handle_data(self, data):
+        for part in (self._heading, self._header_cell):
+            if part is not None:
+                part.append(data)
         skip, math = self._in()
         if skip:
             if self.block and self.block[-1] == CODE:  # one piece of code, several nodes
@@ -180,6 +203,13 @@ def check(site: Path) -> dict[str, list[str]]:
             target = resolve(site, path, src, pages)
             if target is not None and not target[0].is_file():
                 offences["missing image"].append(f"{where(path)}: {src!r}")
+        titles = [text for tag, text in page.headings if tag == "h1"]
+        repeated = [text for tag, text in page.headings if tag != "h1" and text in titles[:1]]
+        if len(titles) > 1 or repeated:
+            offences["page titled twice"].append(f"{where(path)}: {titles + repeated}")
+        for row in page.header_rows:
+            if not all(row):
+                offences["table header with an empty cell"].append(f"{where(path)}: {row}")
 
     ids = {i: path for path, page in pages.items() for i in page.ids}
     for module in gen_pages.collect():

@@ -28,13 +28,17 @@ redraws every figure, verdict and the summary from the JSON files in
 **Training** goes through [`purenet.train.make_train`][purenet.train.make_train], `jax.vmap`-ed
 over seeds and a grid of settings (learning rates, penalty strengths, whole
 data sets: they are traced values) in one compiled program per
-architecture: `sweep`. An experiment that trains otherwise says why
-in its docstring or at the place (gradient_check trains nothing; optimizers
-steps on analytic 2-D surfaces, which are not networks; batch_sizes times
-single epochs; lenet_digits draws a new train / test split per seed inside
-its program). `make_train(..., evaluate=...)` records a probe after every
+architecture: `sweep`. What differs per seed beyond its key (its own
+data set, split, label noise, an init inside the program) is drawn by
+`sweep(..., draw=...)` inside the program; arms that differ only in where
+they start take `start_per_point` (`points_in_sequence` keeps each arm's
+numbers those of a run of its own; `compile=returning(select)` compiles
+only what is read, the program of the hand-written run it replaces). An
+experiment that trains otherwise says why in its docstring or at the place
+(gradient_check trains nothing; optimizers steps on analytic 2-D surfaces, which are not networks;
+batch_sizes times single epochs). `make_train(..., evaluate=...)` records a probe after every
 epoch (`sweep(..., evaluate_start=True)` also before the first); to
-evaluate every `k` epochs, scan `make_train(..., k)` (regularization).
+evaluate every `k` epochs, `sweep(..., every=k)`.
 A full-batch run is `make_train(model, loss, opt, m, m, epochs)`: one step
 per epoch. Pass the `state` that `model.init` returns (`init_many`;
 `stateless` for params built by hand).
@@ -168,21 +172,37 @@ def tracked(items, label=str, *, start: int = 0, total: int | None = None):
 # --------------------------------------------------------------------- helpers
 
 
+def compile_options(backend: str) -> dict:
+    """The XLA compile options of `jit` for a program compiled by `backend`
+    (`"cpu"`, `"gpu"`, `"tpu"`, as `jax.default_backend()` names them).
+
+    Optimisation level 0 is XLA's own option, for every backend; the
+    elemental emitters (`xla_cpu_use_fusion_emitters`) are XLA:CPU's, and
+    only a CPU compile gets them.
+    """
+    options = {"xla_backend_optimization_level": 0}
+    if backend == "cpu":
+        options["xla_cpu_use_fusion_emitters"] = False
+    return options
+
+
 def jit(fn):
     """`jax.jit` for an experiment's vmapped training run.
 
     The runs are many small networks: XLA's CPU backend spends seconds
     optimising code that then runs in milliseconds, so compile at backend
-    optimisation level 0 and with XLA:CPU's elemental emitters instead of its
-    MLIR fusion emitters (the tests' setting, `tests/conftest.py`). Measured
-    on one core each, quick mode: the emitters took the XLA compile time of
-    `optimizers` from 19.0 to 6.9 s and of `output_heads` from 15.9 to 4.7 s,
-    and five experiments that use this function from 136 to 98 s in all. The
-    numbers agree to rounding, which a sensitive run amplifies
-    (`regularization`'s no-penalty test accuracy moved from 0.781 to 0.780).
+    optimisation level 0 and, on CPU, with XLA:CPU's elemental emitters
+    instead of its MLIR fusion emitters (the tests' setting,
+    `tests/conftest.py`); `compile_options` chooses them by the backend
+    that compiles (`jax.default_backend()`: the default device's, where
+    the experiments' arrays live). Measured on one core each, quick mode: the emitters took the
+    XLA compile time of `optimizers` from 19.0 to 6.9 s and of
+    `output_heads` from 15.9 to 4.7 s, and five experiments that use this
+    function from 136 to 98 s in all. The numbers agree to rounding, which a
+    sensitive run amplifies (`regularization`'s no-penalty test accuracy
+    moved from 0.781 to 0.780).
     """
-    options = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
-    return jax.jit(fn, compiler_options=options)
+    return jax.jit(fn, compiler_options=compile_options(jax.default_backend()))
 
 
 def sweep(
@@ -196,11 +216,17 @@ def sweep(
     keys,
     *,
     grid: dict | None = None,
+    draw=None,
+    start_per_point: bool = False,
+    penalty=None,
+    privacy=None,
     evaluate=None,
     evaluate_start: bool = False,
+    every: int = 1,
     finish=None,
     compile=jit,
     seeds_in_sequence: bool = False,
+    points_in_sequence: bool = False,
     **train_options,
 ):
     """Train `model` from every seed's start at every point of `grid`, in
@@ -209,7 +235,9 @@ def sweep(
     [`purenet.train.make_train`][purenet.train.make_train] runs each seed; `jax.vmap` maps it over
     the seeds (inner axis) and over the grid's points (outer axis), whose
     settings (learning rates, penalty strengths, whole data sets) are traced
-    values, so one program serves them all.
+    values, so one program serves them all. What differs between seeds
+    beyond their key and start (their own data set, split, label noise,
+    an init inside the program) is drawn by `draw` inside the program.
 
     Args:
       model, loss, batch_size, epochs, **train_options: as for `make_train`
@@ -217,39 +245,96 @@ def sweep(
       optimizer: an optimizer, or `optimizer(point)` that makes one from a
         grid point (`lambda point: optim.sgd(point["learning_rate"])`).
       data: `(x, t)`, or `data(point)` that returns them (one data set per
-        point: `lambda point: (point["x"], point["t"])`).
-      start: `(params, state)` stacked over seeds (`init_many`).
-      keys: one training key per seed (batch order, dropout).
+        point: `lambda point: (point["x"], point["t"])`; per seed: the
+        entries `draw` added to the point).
+      start: `(params, state)` stacked over seeds (`init_many`), or over
+        `(points, seeds)` with `start_per_point` (arms that differ only in
+        where they start), or `start(point) -> (params, state)` made per
+        seed inside the program (from what `draw` added to the point).
+      keys: one key per seed: the training key (batch order, dropout), or,
+        with `draw`, the key `draw` receives; or one key that every seed
+        shares (a run that draws nothing per seed, such as full-batch
+        gradient descent: the rows' order is then computed once, not per
+        seed).
       grid: `None`, or a dict of arrays whose leading axis is the points
         (every array as long); a point is the dict of their rows.
+      draw: `None`, or `draw(key, point) -> dict`, run per seed inside the
+        program on the seed's key: its entries join the point that `data`,
+        `start`, `optimizer`, `penalty`, `privacy`, `evaluate` and `finish` see, and
+        its entry `"key"` is the seed's training key.
+      start_per_point: `start` has leading axes `(points, seeds)` (with a
+        grid, as many points; without one, the points are its first axis).
+      penalty: `None`, a `purenet.penalty`, or `penalty(point)` that makes
+        one (traced strengths: one program for every strength).
+      privacy: `None`, DP-SGD settings (`purenet.privacy.dp_sgd`), or
+        `privacy(point)` that makes them (traced clip norms and noise
+        multipliers: one program for every privacy level).
       evaluate: `None`, or `evaluate(params, state, point) -> pytree`,
-        recorded after every epoch (`point` is `{}` without a grid).
+        recorded after every `every` epochs (`point` is `{}` without a
+        grid).
       evaluate_start: also record `evaluate` before the first epoch
-        (`history["evaluation"]` then has `epochs + 1` entries).
+        (`history["evaluation"]` then has one entry more).
+      every: epochs between evaluations (a divisor of `epochs`): a
+        `lax.scan` of `make_train(..., every)` over `epochs // every`
+        chunks, the chunk's key `split(key, chunks)[i]`;
+        `history["step_loss"]` then has shape `(chunks, every, batches)`.
       finish: `None`, or `finish(params, state, point) -> pytree`, measured
         once after training in the same program (`history["final"]`).
       compile: how to compile the whole run (`jit`, or `jax.jit` for
-        runs that train longer than they compile, or a timing wrapper).
+        runs that train longer than they compile, or a timing wrapper;
+        `returning(select)` to return only what is read).
       seeds_in_sequence: `jax.lax.map` over the seeds instead of `vmap`
         (convolutions vmapped over per-seed kernels become grouped
         convolutions, which XLA:CPU runs several times slower).
+      points_in_sequence: `jax.lax.map` over the points instead of `vmap`:
+        each point then computes exactly what a run of its own computes
+        (a vmapped point axis batches the matrix products differently, which
+        moves the numbers at rounding level).
 
     Returns:
       `(params, state, history)` after the last epoch, as `make_train`
       returns them, with leading axes `(points, seeds)`, or `(seeds,)`
-      without a grid.
+      without a grid or per-point starts.
     """
+    if every < 1 or epochs % every:
+        raise ValueError(f"every: expected a positive divisor of epochs={epochs}, got {every!r}")
+    make_start = start if callable(start) else None
+    made_inside = make_start is not None
 
-    def one(params, state, key, point):
+    def one(own, key, point):
+        if draw is not None:
+            drawn = dict(draw(key, point))
+            key = drawn.pop("key")
+            point = {**point, **drawn}
+        params, state = make_start(point) if made_inside else own
         opt = optimizer if hasattr(optimizer, "init") else optimizer(point)
         x, t = data(point) if callable(data) else data
         probe = None if evaluate is None else (lambda p, s: evaluate(p, s, point))
+        options = dict(train_options)
+        if penalty is not None:
+            options["penalty"] = penalty(point) if callable(penalty) else penalty
+        if privacy is not None:
+            options["privacy"] = privacy(point) if callable(privacy) else privacy
         m = jax.tree.leaves(x)[0].shape[0]
-        run = train.make_train(
-            model, loss, opt, batch_size, m, epochs, evaluate=probe, **train_options
-        )
         first = probe(params, state) if evaluate_start and probe is not None else None
-        params, _, state, history = run(params, opt.init(params), state, key, x, t)
+        if every == 1:
+            run = train.make_train(
+                model, loss, opt, batch_size, m, epochs, evaluate=probe, **options
+            )
+            params, _, state, history = run(params, opt.init(params), state, key, x, t)
+        else:
+            run = train.make_train(model, loss, opt, batch_size, m, every, **options)
+
+            def chunk(carry, k):
+                params, opt_state, state, h = run(*carry, k, x, t)
+                if probe is not None:
+                    h["evaluation"] = probe(params, state)
+                return (params, opt_state, state), h
+
+            chunks = jax.random.split(key, epochs // every)
+            (params, _, state), history = jax.lax.scan(
+                chunk, (params, opt.init(params), state), chunks
+            )
         if first is not None:
             history["evaluation"] = jax.tree.map(
                 lambda a, b: jax.numpy.concatenate([a[None], b]), first, history["evaluation"]
@@ -258,15 +343,47 @@ def sweep(
             history["final"] = finish(params, state, point)
         return params, state, history
 
-    def seeds(point, params, state, keys):
-        if seeds_in_sequence:
-            return jax.lax.map(lambda args: one(*args, point), (params, state, keys))
-        return jax.vmap(one, (0, 0, 0, None))(params, state, keys, point)
+    shared_key = jax.numpy.ndim(keys) == 0
 
-    params, state = start
-    if grid is None:
-        return compile(lambda p, s, k: seeds({}, p, s, k))(params, state, keys)
-    return compile(jax.vmap(seeds, (0, None, None, None)))(grid, params, state, keys)
+    def seeds(point, start, keys):
+        if seeds_in_sequence:
+            if shared_key:
+                return jax.lax.map(lambda s: one(s, keys, point), start)
+            return jax.lax.map(lambda args: one(*args, point), (start, keys))
+        axes = (None if made_inside else 0, None if shared_key else 0, None)
+        return jax.vmap(one, axes)(start, keys, point)
+
+    start = None if made_inside else start
+    if grid is None and not start_per_point:
+        return compile(lambda s, k: seeds({}, s, k))(start, keys)
+
+    def points(grid, start, keys):
+        def at(point_and_start):
+            point, own = point_and_start
+            return seeds({} if point is None else point, own if start_per_point else start, keys)
+
+        per_point = (grid, start if start_per_point else None)
+        if points_in_sequence:
+            return jax.lax.map(at, per_point)
+        return jax.vmap(at)(per_point)
+
+    return compile(points)(grid, start, keys)
+
+
+def returning(select, compile=jit):
+    """`sweep(..., compile=returning(select))`: the run compiled to return
+    only `select(params, state, history)` (e.g. `lambda p, s, h:
+    h["evaluation"]`).
+
+    What the program does not return, XLA drops as dead code: it then
+    computes none of the step losses and final params that nobody reads,
+    and is the program of a hand-written run that returned only those
+    values. That keeps such a run's numbers bit for bit when it moves onto
+    `sweep`: a program with more outputs is fused differently, which moves
+    the numbers at rounding level (and a chaotic run, such as SGD on noisy
+    labels, amplifies that into its third digit).
+    """
+    return lambda run: compile(lambda *args: select(*run(*args)))
 
 
 def init_many(model, keys, in_shape, dtype=np.float32):

@@ -161,7 +161,7 @@ def make_run(
             starts = jax.random.randint(jax.random.fold_in(key, i), (BATCH,), 0, high)
             x, t = windows(train_ids, starts, T)
             J, grads = grad_fn(params, x, t)
-            grads = clipping.clip_by_global_norm(grads, CLIP)
+            grads = clipping.clip_grads_by_global_norm(grads, CLIP)
             lr = schedule(state.count)
             new, state = opt.step(params, grads, state)
             # Decoupled weight decay on the masked leaves only (AdamW's w -= lr wd w).

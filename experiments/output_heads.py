@@ -44,15 +44,16 @@ from experiments._common import (
     SPREAD,
     Mode,
     Verdict,
-    jit,
     num_seeds,
     pick,
     progress,
     pyplot,
+    returning,
     seed_bar,
+    sweep,
     tracked,
 )
-from purenet import data, datasets, losses, metrics, optim, train
+from purenet import data, datasets, losses, metrics, optim
 from purenet import layers as L
 
 NAME = "output_heads"
@@ -87,19 +88,47 @@ def _split_standardized(key, x, t, fractions=(0.7, 0.3)):
 # ------------------------------------------------------------------------ training
 
 
-def _trainer(model, loss, in_features: int, num_train: int, epochs: int):
-    """`train(key, x, t) -> (params, epoch_losses)`: init and `epochs` SGD
-    epochs (`make_train`); pure, so it is `vmap`-ed over seeds."""
-    optimizer = optim.sgd(LEARNING_RATE)
-    run_epochs = train.make_train(model, loss, optimizer, BATCH_SIZE, num_train, epochs)
+def _train(model, loss, in_features: int, epochs: int, keys, split, finish, grid=None):
+    """Train `model` with plain SGD for `epochs` from every seed's key (and
+    every point of `grid`), in one compiled program (`sweep`): per seed,
+    `split(key, point) -> (x_train, t_train, x_test, t_test, train_key)`
+    draws the data inside the program, then the seed inits from the first
+    half of `train_key` and shuffles with the second. Returns the history:
+    `history["final"]` is `finish(params, x_test, t_test, point)`,
+    `history["last_epoch_loss"]` the last epoch's mean training loss."""
 
-    def run(key, x, t):
-        init_key, train_key = jax.random.split(key)
+    def draw(key, point):
+        x_tr, t_tr, x_te, t_te, train_key = split(key, point)
+        init_key, train_key = jax.random.split(train_key)
         _, params, state = model.init(init_key, (in_features,))
-        params, _, _, history = run_epochs(params, optimizer.init(params), state, train_key, x, t)
-        return params, jnp.mean(history["step_loss"], axis=1)
+        return {
+            "key": train_key,
+            "x": x_tr,
+            "t": t_tr,
+            "x_test": x_te,
+            "t_test": t_te,
+            "params": params,
+            "state": state,
+        }
 
-    return run
+    def read(params, state, history):  # only what is read: the program it was, bit for bit
+        last_epoch_loss = jnp.mean(history["step_loss"], axis=-1)[..., -1]
+        return {"final": history["final"], "last_epoch_loss": last_epoch_loss}
+
+    return sweep(
+        model,
+        loss,
+        optim.sgd(LEARNING_RATE),
+        BATCH_SIZE,
+        epochs,
+        lambda point: (point["x"], point["t"]),
+        lambda point: (point["params"], point["state"]),
+        keys,
+        grid=grid,
+        draw=draw,
+        finish=lambda p, s, point: finish(p, point["x_test"], point["t_test"], point),
+        compile=returning(read),
+    )
 
 
 def _mlp(hidden: tuple[int, ...], outputs: int, last=()):
@@ -123,24 +152,23 @@ def _head_accuracy(model, loss, metric, load, epochs, seeds, base, *, one_hot_cl
     """Train one head for every seed (own data, split, init and batch order);
     test accuracy, exact-match accuracy (meaningful for multi-label) and the
     last epoch's mean training loss, per seed."""
-    n_in, m = _sizes(load)
-    run = _trainer(model, loss, n_in, m, epochs)
+    n_in, _ = _sizes(load)
 
-    def one(key):
+    def split(key, point):
         data_key, split_key, train_key = jax.random.split(key, 3)
         x_tr, t_tr, x_te, t_te = _split_standardized(split_key, *load(data_key))
         if one_hot_classes is not None:  # one-hot rows, as the claim prescribes
             t_tr = data.one_hot(t_tr, one_hot_classes)
-        params, epoch_losses = run(train_key, x_tr, t_tr)
+        return x_tr, t_tr, x_te, t_te, train_key
+
+    def finish(params, x_te, t_te, point):
         y, _ = model.forward(params, x_te)
         exact = metrics.multilabel_accuracy(y, t_te, exact_match=True) if t_te.ndim == 2 else 0.0
-        return metric(y, t_te), exact, epoch_losses[-1]
+        return metric(y, t_te), exact
 
-    # Not _common.sweep: each seed draws its own data set, split and
-    # standardisation inside the program; a sweep shares one data set among
-    # the seeds of a point.
-    acc, exact, final_loss = jit(jax.vmap(one))(_seed_keys(base, seeds))
-    return np.asarray(acc), np.asarray(exact), np.asarray(final_loss)
+    history = _train(model, loss, n_in, epochs, _seed_keys(base, seeds), split, finish)
+    acc, exact = history["final"]
+    return np.asarray(acc), np.asarray(exact), np.asarray(history["last_epoch_loss"])
 
 
 def _three_class(name: str, epochs: int, seeds: int, hidden: int, base: int):
@@ -150,42 +178,51 @@ def _three_class(name: str, epochs: int, seeds: int, hidden: int, base: int):
     def load(key):
         return x_all, t_all
 
-    n_in, m = _sizes(load)
+    n_in, _ = _sizes(load)
     keys = _seed_keys(base, seeds)
+
+    def split(key, point):
+        split_key, train_key = jax.random.split(key)
+        x_tr, t_tr, x_te, t_te = _split_standardized(split_key, x_all, t_all)
+        t_tr = data.one_hot(t_tr, 3) if point is None else point["codes"][t_tr][:, None]
+        return x_tr, t_tr, x_te, t_te, train_key
 
     # One-hot, softmax cross-entropy.
     soft = _mlp((hidden,), 3)
-    soft_run = _trainer(soft, losses.softmax_cross_entropy, n_in, m, epochs)
 
-    def one_hot_run(key):
-        split_key, train_key = jax.random.split(key)
-        x_tr, t_tr, x_te, t_te = _split_standardized(split_key, x_all, t_all)
-        params, _ = soft_run(train_key, x_tr, data.one_hot(t_tr, 3))
-        y, _ = soft.forward(params, x_te)
-        return metrics.multiclass_accuracy(y, t_te)
+    def one_hot_finish(params, x_te, t_te, point):
+        return metrics.multiclass_accuracy(soft.forward(params, x_te)[0], t_te)
 
-    one_hot_acc = np.asarray(jit(jax.vmap(one_hot_run))(keys))
+    history = _train(
+        soft,
+        losses.softmax_cross_entropy,
+        n_in,
+        epochs,
+        keys,
+        lambda key, point: split(key, None),
+        one_hot_finish,
+    )
+    one_hot_acc = np.asarray(history["final"])
 
     # One sigmoid output, MSE on codes. The coding is data, so every coding
-    # and seed trains in one vmap (one model, one compiled function); seed s
-    # uses the same split and initialisation key under every coding.
+    # and seed trains in one program (a grid of codings); seed s uses the
+    # same split and initialisation key under every coding.
     single = _mlp((hidden,), 1, last=(L.sigmoid(),))
-    single_run = _trainer(single, losses.mse, n_in, m, epochs)
     orders = [(0, 1, 2), (1, 0, 2), (0, 2, 1)]  # the classes given the codes 1, 0.5, 0
     code_tables = jnp.stack(
         [jnp.zeros(3, F32).at[jnp.array(o)].set(jnp.array(CODES, F32)) for o in orders]
     )
 
-    def ordinal_run(codes, key):
-        split_key, train_key = jax.random.split(key)
-        x_tr, t_tr, x_te, t_te = _split_standardized(split_key, x_all, t_all)
-        params, _ = single_run(train_key, x_tr, codes[t_tr][:, None])
+    def ordinal_finish(params, x_te, t_te, point):
+        codes = point["codes"]
         y, _ = single.forward(params, x_te)
         predicted = jnp.argmin(jnp.abs(y - codes[None, :]), axis=1)  # the nearest code
         return jnp.mean(predicted == t_te), y[:, 0], t_te
 
-    per_seed = jax.vmap(ordinal_run, in_axes=(None, 0))
-    acc, outputs, labels = jit(jax.vmap(per_seed, in_axes=(0, None)))(code_tables, keys)
+    history = _train(
+        single, losses.mse, n_in, epochs, keys, split, ordinal_finish, {"codes": code_tables}
+    )
+    acc, outputs, labels = history["final"]
     names = CLASS_NAMES[name]
     coding_names = [f"{names[o[0]]}=1, {names[o[1]]}=.5, {names[o[2]]}=0" for o in orders]
     # The single output on seed 0's test set, per true class, for the figure.

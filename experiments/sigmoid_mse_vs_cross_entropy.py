@@ -44,9 +44,10 @@ from experiments._common import (
     seed_band,
     seed_stats,
     stateless,
+    sweep,
     tracked,
 )
-from purenet import datasets, layers, losses, optim, train
+from purenet import datasets, layers, losses, optim
 
 NAME = "sigmoid_mse_vs_cross_entropy"
 QUICK_SECONDS = 8  # a quick run on 2 cores (the runner's order and estimate)
@@ -58,6 +59,7 @@ CLAIM = (
 HIDDEN = 8
 LEARNING_RATE = 1.0
 BAD_BIAS = -6.0
+START_NAMES, START_BIASES = ("bad", "neutral"), (BAD_BIAS, 0.0)  # output bias b0
 N_POINTS = 200
 
 
@@ -100,47 +102,52 @@ def initial_params(keys, n_in: int):
     return jax.tree.map(lambda *a: np.stack(a), *seeds)
 
 
-def make_trainer(loss_name: str, x, t, epochs: int):
-    """A jitted `train(params, b0) -> history` for one loss, vmapped over the
-    seeds' initial params. Full batch: an epoch is one `make_step`."""
+def train_starts(loss_name: str, initial, x, t, epochs: int):
+    """Train one loss from both starts (`START_BIASES`), every seed's initial
+    weights with the start's output bias: one compiled program (`sweep`,
+    per-start params). Full batch: an epoch is one step. The accuracy and
+    the mean output on the t = 1 rows, before training and after each epoch,
+    shape `(starts, seeds, epochs + 1)`."""
     logits_model = logits_network()
     if loss_name == "mse":
         model = layers.serial(*logits_network_layers(), layers.sigmoid())
         loss = losses.mse
     else:
         model, loss = logits_model, losses.sigmoid_binary_cross_entropy
-    opt = optim.sgd(LEARNING_RATE)
-    m = x.shape[0]
     positive = t > 0.5
 
-    def observe(p):
+    def observe(p, state, point):
         o = jax.nn.sigmoid(logits_model.forward(p[:3], x)[0])
         accuracy = jnp.mean((o > 0.5) == positive)
         o_positive = jnp.sum(jnp.where(positive, o, 0.0)) / jnp.sum(positive)
         return accuracy, o_positive
 
+    def with_bias(b0):
+        p = (*initial[:2], {"W": initial[2]["W"], "b": np.full_like(initial[2]["b"], b0)})
+        return (*p, ()) if loss_name == "mse" else p  # the sigmoid layer's (empty) params
+
+    starts = jax.tree.map(lambda *a: np.stack(a), *[with_bias(b0) for b0 in START_BIASES])
+    m = x.shape[0]
     # Full batch: one step per epoch, on a permutation of all the rows (the
-    # same gradient up to the order of the batch mean's sum).
-    run = train.make_train(model, loss, opt, m, m, epochs, evaluate=lambda p, s: observe(p))
-    state = stateless(model, x.shape[1:])
-
-    def one_seed(p, b0):
-        p = (p[0], p[1], {"W": p[2]["W"], "b": jnp.full((1,), b0, jnp.float32)})
-        if loss_name == "mse":
-            p = (*p, ())  # the sigmoid layer's (empty) params
-        first = observe(p)
-        # Full-batch GD draws nothing at random: any key gives the same run.
-        *_, history = run(p, opt.init(p), state, jax.random.key(0), x, t)
-        accuracy, o_positive = history["evaluation"]
-        return {
-            "accuracy": jnp.concatenate([first[0][None], accuracy]),
-            "o_positive": jnp.concatenate([first[1][None], o_positive]),
-        }
-
-    # Not _common.sweep: one compiled trainer per loss serves both starting
-    # biases (b0 is traced and set inside the program); a sweep compiles a
-    # program per call, with its starting params fixed.
-    return jax.jit(jax.vmap(one_seed, in_axes=(0, None)))
+    # same gradient up to the order of the batch mean's sum). Full-batch GD
+    # draws nothing at random: the seeds share key 0.
+    *_, history = sweep(
+        model,
+        loss,
+        optim.sgd(LEARNING_RATE),
+        m,
+        epochs,
+        (x, t),
+        (starts, stateless(model, x.shape[1:])),
+        jax.random.key(0),
+        start_per_point=True,
+        points_in_sequence=True,  # bit for bit the runs of their own they were
+        evaluate=observe,
+        evaluate_start=True,
+        compile=jax.jit,
+    )
+    accuracy, o_positive = history["evaluation"]
+    return {"accuracy": accuracy, "o_positive": o_positive}
 
 
 def logits_network_layers():
@@ -258,9 +265,9 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     initial = initial_params(jax.random.split(jax.random.key(1), seeds), x.shape[1])
     training = {}
     for loss_name in tracked(("ce", "mse")):
-        trainer = make_trainer(loss_name, x, t, epochs)
-        for start, b0 in (("bad", BAD_BIAS), ("neutral", 0.0)):
-            out = jax.device_get(trainer(initial, b0))
+        runs = jax.device_get(train_starts(loss_name, initial, x, t, epochs))
+        for i, start in enumerate(START_NAMES):
+            out = jax.tree.map(lambda a, i=i: a[i], runs)
             recovered = first_epoch(out["o_positive"], 0.5)
             training[f"{loss_name}_{start}"] = {
                 "accuracy": np.asarray(out["accuracy"]),

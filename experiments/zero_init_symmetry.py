@@ -46,13 +46,14 @@ from experiments._common import (
     Verdict,
     num_seeds,
     pick,
+    progress,
     pyplot,
     seed_band,
     seed_stats,
     stateless,
-    tracked,
+    sweep,
 )
-from purenet import data, datasets, layers, losses, metrics, objective, optim, params, train
+from purenet import data, datasets, layers, losses, metrics, objective, optim, params
 
 NAME = "zero_init_symmetry"
 QUICK_SECONDS = 10  # a quick run on 2 cores (the runner's order and estimate)
@@ -113,42 +114,50 @@ def hidden_spread(p):
     return jnp.max(diff), jnp.max(jnp.abs(incoming))
 
 
-def make_trainer(x, t, x_test, t_test, epochs):
-    """`train(params, keys)`: train from each seed's initial params, shuffling
-    with its key (`make_train`); per-epoch loss and spread history. One
-    compiled function serves all three arms (they differ only in their
-    initial params)."""
+def train_arms(starts, keys, x, t, x_test, t_test, epochs):
+    """Train from each arm's and seed's initial params (`starts`, leading
+    axes `(arms, seeds)`), shuffling with the seed's key: one compiled
+    program for the three arms (`sweep` with per-arm starts); per-epoch
+    loss and spread history, final spread, scale and accuracies."""
     model = make_model("random")  # the initialiser plays no part in training
     loss = losses.softmax_cross_entropy
-    opt = optim.momentum(LEARNING_RATE, MASS)
     J = objective(model, loss)
-
-    def evaluate(p, state):
-        return J(p, x, t), hidden_spread(p)[0]
-
-    run = train.make_train(model, loss, opt, BATCH_SIZE, x.shape[0], epochs, evaluate=evaluate)
     state = stateless(model, x.shape[1:])
 
-    def one_seed(p, key):
-        p, _, _, history = run(p, opt.init(p), state, key, x, t)
-        loss_history, spread_history = history["evaluation"]
+    def evaluate(p, state, point):
+        return J(p, x, t), hidden_spread(p)[0]
+
+    def finish(p, state, point):
         spread, scale = hidden_spread(p)
-        y_test, _ = model.forward(p, x_test)
-        y_train, _ = model.forward(p, x)
         return {
-            "params": p,
-            "loss": loss_history,
-            "spread_history": spread_history,
             "spread": spread,
             "scale": scale,
-            "test_accuracy": metrics.multiclass_accuracy(y_test, t_test),
-            "train_accuracy": metrics.multiclass_accuracy(y_train, t),
+            "test_accuracy": metrics.multiclass_accuracy(model.forward(p, x_test)[0], t_test),
+            "train_accuracy": metrics.multiclass_accuracy(model.forward(p, x)[0], t),
         }
 
-    # Not _common.sweep: one compiled trainer serves the three arms, which
-    # differ only in their starting params; a sweep compiles a program per call
-    # (its grid carries settings, not starting points), three for three arms.
-    return jax.jit(jax.vmap(one_seed))
+    params, _, history = sweep(
+        model,
+        loss,
+        optim.momentum(LEARNING_RATE, MASS),
+        BATCH_SIZE,
+        epochs,
+        (x, t),
+        (starts, state),
+        keys,
+        start_per_point=True,
+        points_in_sequence=True,  # bit for bit the three runs of its own it was
+        evaluate=evaluate,
+        finish=finish,
+        compile=jax.jit,
+    )
+    loss_history, spread_history = history["evaluation"]
+    return {
+        "params": params,
+        "loss": loss_history,
+        "spread_history": spread_history,
+        **history["final"],
+    }
 
 
 def distinct_units(W1, b1, tol: float) -> int:
@@ -234,12 +243,14 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     x, labels = datasets.digits()
     (x_train, t_train), (x_test, t_test) = data.split(jax.random.key(0), x, labels, (0.7, 0.3))
     init_keys, train_keys = jnp.split(jax.random.split(jax.random.key(1), 2 * seeds), 2)
-    trainer = make_trainer(x_train, t_train, x_test, t_test, epochs)
+    starts = [initial_params(arm, init_keys, x_train.shape[1]) for arm in ARMS]
+    starts = jax.tree.map(lambda *a: np.stack(a), *starts)  # (arms, seeds, ...)
+    progress(0, 1, "three arms")
+    runs = jax.device_get(train_arms(starts, train_keys, x_train, t_train, x_test, t_test, epochs))
 
     numbers, example = {}, {}
-    for arm in tracked(ARMS):
-        start = initial_params(arm, init_keys, x_train.shape[1])
-        out = jax.device_get(trainer(start, train_keys))
+    for i, arm in enumerate(ARMS):
+        out = jax.tree.map(lambda a, i=i: a[i], runs)
         W1, b1 = out["params"][0]["W"], out["params"][0]["b"]
         scale = np.asarray(out["scale"])
         distinct = [distinct_units(W1[s], b1[s], 1e-6 * max(scale[s], 1.0)) for s in range(seeds)]

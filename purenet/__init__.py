@@ -12,6 +12,8 @@ modules above it:
     layers/      Layer = (init, forward, backward, update_state), one module per family
     models       reference architectures: gpt (+ Hugging Face GPT-2 weights), generate
     cost         backprop(model, loss, penalty), objective, flat_cost, penalties
+    per_example  per-example gradients, their norms, the gradient noise scale
+    feedback     learning rules beyond backprop: feedback alignment, sign symmetry, DFA
     gradcheck    check_vjp (one engine), finite differences, directional checks, reports
     testing      assert_gradients, assert_layer, assert_vjp, strategies, pytest plugin
     interop      custom_vjp: the hand-written backward inside any JAX program
@@ -21,7 +23,8 @@ modules above it:
     data         one-hot, standardisation, splits, shuffled batches
     datasets     synthetic tasks, bundled real data, the IDX (MNIST) reader
     parallel     data parallelism: a device mesh, sharded batches, replicated params
-    train        make_step, make_epoch, make_train (one jitted scan), fit, lbfgs
+    train        make_step, make_epoch, make_train (one jitted scan), fit, lbfgs,
+                 accumulate_gradients (micro-batches)
     checkpoint   atomic .npz checkpoints of (params, opt_state, state), strict loading
 """
 
@@ -34,6 +37,7 @@ from purenet import (
     cost,
     data,
     datasets,
+    feedback,
     gradcheck,
     interop,
     layers,
@@ -43,6 +47,7 @@ from purenet import (
     optim,
     parallel,
     params,
+    per_example,
     schedules,
     testing,
     train,
@@ -60,6 +65,7 @@ __all__ = [
     "custom_vjp",
     "data",
     "datasets",
+    "feedback",
     "flat_cost",
     "gradcheck",
     "interop",
@@ -72,6 +78,7 @@ __all__ = [
     "params",
     "parallel",
     "penalty",
+    "per_example",
     "ravel",
     "schedules",
     "testing",

@@ -65,6 +65,19 @@ def _kind(value) -> str:
     return f"{type(value).__name__} {text}" if len(text) <= 40 else type(value).__name__
 
 
+def describe(value) -> str:
+    """How a params entry is described in a message: `"a dict with keys ['W', 'b']"`,
+    `"a tuple of length 2"`, `"()"`, `"an array of shape (3, 4) and dtype float32"`,
+    else its type's name."""
+    if isinstance(value, dict):
+        return f"a dict with keys {sorted(map(str, value))}"
+    if isinstance(value, tuple | list):
+        return f"a {type(value).__name__} of length {len(value)}" if value else "()"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"an array of shape {tuple(value.shape)} and dtype {jnp.dtype(value.dtype).name}"
+    return type(value).__name__
+
+
 def positive_int(name: str, value) -> int:
     """`value` as an `int` if it is an integer >= 1, else a clear error.
 
@@ -189,3 +202,20 @@ def all_finite(name: str, x) -> None:
 def one_of(name: str, value, options) -> None:
     if value not in options:
         fail(name, f"one of {sorted(options)}", repr(value))
+
+
+def same_tree(name: str, tree, reference, reference_name: str = "params") -> None:
+    """A `ValueError` unless `tree` has the structure and leaf shapes of `reference`.
+
+    Static (structure and shapes only), so it works under `jit` and `vmap`.
+    """
+    treedef = jax.tree.structure(reference)
+    if jax.tree.structure(tree) != treedef:
+        fail(
+            name,
+            f"a pytree with the structure of {reference_name}, {treedef}",
+            jax.tree.structure(tree),
+        )
+    for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(reference), strict=True):
+        if jnp.shape(a) != jnp.shape(b):
+            fail(name, f"an array of shape {jnp.shape(b)} like {reference_name}", jnp.shape(a))

@@ -61,7 +61,8 @@ import numpy as np
 from jax.tree_util import DictKey, FlattenedIndexKey, GetAttrKey, SequenceKey
 
 from purenet._checks import fail, fail_type
-from purenet.layers.core import Layer, check_params, layer_path
+from purenet.layers.checking import check_params, layer_path
+from purenet.layers.core import Layer
 
 FORMAT = "purenet-checkpoint"
 """The format name stored in a checkpoint's `meta`; [`load`][purenet.checkpoint.load] refuses
@@ -330,7 +331,7 @@ def load(
         the first differing leaf (`(serial[2], dense(8))`).
       x: with `model`, an example input batch (or a `jax.ShapeDtypeStruct`):
         `params_like` is first checked against what `model.init` gives for
-        such inputs ([`check_params`][purenet.layers.core.check_params]), so a
+        such inputs ([`check_params`][purenet.layers.checking.check_params]), so a
         template that does not fit the model is refused before the file is read.
 
     Returns:

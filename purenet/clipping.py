@@ -1,11 +1,21 @@
 """Gradient clipping: pure maps from a gradient pytree to a gradient pytree.
 
-Each transform returns a pytree of the same structure, shapes and dtypes as
-the gradient it is given; apply it to `grads` before `opt.step`:
+Each function takes a pytree of gradients and returns a pytree of the same
+structure, shapes and dtypes; apply it to `grads` before `opt.step`:
 
     >>> from purenet import clipping, optim
-    >>> grads = clipping.clip_by_global_norm(grads, 1.0)   # doctest: +SKIP
-    >>> params, state = opt.step(params, grads, state)      # doctest: +SKIP
+    >>> grads = clipping.clip_grads_by_global_norm(grads, 1.0)   # doctest: +SKIP
+    >>> params, state = opt.step(params, grads, state)            # doctest: +SKIP
+
+Names. The functions here act on a tree of gradients, so their names say
+`grads`: [`clip_grads_by_global_norm`][purenet.clipping.clip_grads_by_global_norm]`(grads,
+max_norm)` and [`clip_grads_by_value`][purenet.clipping.clip_grads_by_value]`(grads, limit)`.
+The same operations as gradient transformations, for
+[`optim.chain`][purenet.optim.chain], keep optax's names and take only the
+threshold: [`optim.clip_by_global_norm`][purenet.optim.clip_by_global_norm]`(max_norm)`
+and [`optim.clip`][purenet.optim.clip]`(limit)` (defined in
+[`purenet.transforms`][purenet.transforms], built on these functions).
+[`global_norm`][purenet.clipping.global_norm] is the norm they all measure.
 
 Thresholds are values, not configuration. A Python number is checked at once
 (`limit: expected a number in (0.0, inf), got -1.0`); a traced scalar (say,
@@ -15,7 +25,8 @@ several thresholds at once:
 
     >>> import jax, jax.numpy as jnp
     >>> g = jnp.array([3.0, 4.0])
-    >>> clipped = jax.vmap(lambda c: clipping.clip_by_global_norm(g, c))(jnp.array([1.0, 10.0]))
+    >>> clip = lambda c: clipping.clip_grads_by_global_norm(g, c)
+    >>> clipped = jax.vmap(clip)(jnp.array([1.0, 10.0]))
     >>> [[round(v, 6) for v in row] for row in clipped.tolist()]
     [[0.6, 0.8], [3.0, 4.0]]
 """
@@ -31,7 +42,7 @@ from purenet._checks import positive
 
 Array = Any
 
-__all__ = ["global_norm", "clip_by_value", "clip_by_global_norm"]
+__all__ = ["global_norm", "clip_grads_by_value", "clip_grads_by_global_norm"]
 
 
 def global_norm(tree: Any) -> Array:
@@ -39,7 +50,7 @@ def global_norm(tree: Any) -> Array:
 
     `||g|| = sqrt(sum over leaves of sum(leaf ** 2))`: the norm of the
     ravelled (flat) gradient, which is what
-    [`clip_by_global_norm`][purenet.clipping.clip_by_global_norm] and
+    [`clip_grads_by_global_norm`][purenet.clipping.clip_grads_by_global_norm] and
     `torch.nn.utils.clip_grad_norm_` measure.
 
     Args:
@@ -56,12 +67,12 @@ def global_norm(tree: Any) -> Array:
     return jnp.sqrt(sum(squares, jnp.zeros(())))
 
 
-def clip_by_value(grads: Any, limit: float) -> Any:
+def clip_grads_by_value(grads: Any, limit: float) -> Any:
     """Clip every gradient entry to `[-limit, limit]`.
 
     `g_i <- min(max(g_i, -limit), limit)`, as
     `torch.nn.utils.clip_grad_value_`. It changes the direction of the
-    gradient; [`clip_by_global_norm`][purenet.clipping.clip_by_global_norm] does not.
+    gradient; [`clip_grads_by_global_norm`][purenet.clipping.clip_grads_by_global_norm] does not.
 
     Args:
       grads: a pytree of arrays.
@@ -76,14 +87,14 @@ def clip_by_value(grads: Any, limit: float) -> Any:
       ValueError: `limit` is a concrete number `<= 0`, NaN or infinite.
 
     Example:
-      >>> clip_by_value(jnp.array([-3.0, 0.5, 2.0]), 1.0).tolist()
+      >>> clip_grads_by_value(jnp.array([-3.0, 0.5, 2.0]), 1.0).tolist()
       [-1.0, 0.5, 1.0]
     """
     limit = positive("limit", limit)
     return jax.tree.map(lambda g: jnp.clip(g, -limit, limit).astype(g.dtype), grads)
 
 
-def clip_by_global_norm(grads: Any, max_norm: float) -> Any:
+def clip_grads_by_global_norm(grads: Any, max_norm: float) -> Any:
     """Rescale the whole gradient so that its global norm is at most `max_norm`.
 
     `g <- g * max_norm / max(||g||, max_norm)` where `||g||` is
@@ -109,7 +120,8 @@ def clip_by_global_norm(grads: Any, max_norm: float) -> Any:
       ValueError: `max_norm` is a concrete number `<= 0`, NaN or infinite.
 
     Example:
-      >>> [round(v, 6) for v in clip_by_global_norm(jnp.array([3.0, 4.0]), 1.0).tolist()]
+      >>> clipped = clip_grads_by_global_norm(jnp.array([3.0, 4.0]), 1.0)
+      >>> [round(v, 6) for v in clipped.tolist()]
       [0.6, 0.8]
 
     References:

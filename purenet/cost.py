@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from purenet import _checks
-from purenet.layers import Layer, checked_call
+from purenet.layers import Layer, call_forward, checked_call
 from purenet.losses import Loss
 from purenet.params import ravel
 
@@ -137,7 +137,7 @@ def objective(model: Layer, loss: Loss, penalty: Penalty | None = None) -> Calla
     _check_model_loss(model, loss, penalty)
 
     def cost(params, x, t, ctx):
-        y, _ = model.forward(params, x, **ctx)
+        y, _ = call_forward(model, params, x, **ctx)
         value = loss.value(y, t)
         if penalty is not None:
             value = value + penalty.value(params)
@@ -169,7 +169,7 @@ def backprop(
     _check_model_loss(model, loss, penalty)
 
     def passes(params, x, t, ctx):
-        y, cache = model.forward(params, x, **ctx)
+        y, cache = call_forward(model, params, x, **ctx)
         J, dy = loss.value_and_grad(y, t)
         grads, _ = model.backward(params, cache, dy)
         if penalty is not None:

@@ -104,7 +104,7 @@ import numpy as np
 
 from purenet import _checks
 from purenet.cost import Penalty, backprop, objective
-from purenet.layers import Layer
+from purenet.layers import Layer, call_forward
 from purenet.losses import Loss
 from purenet.params import ravel
 
@@ -989,7 +989,7 @@ def check_layer(
     """One layer's backward against `jax.vjp` and finite differences.
 
     [`check_vjp`][purenet.gradcheck.check_vjp] with
-    `f(params, x) = layer.forward(params, x, mask=mask, **ctx)[0]` and the
+    `f(params, x) = call_forward(layer, params, x, mask=mask, **ctx)[0]` and the
     hand-written `vjp(params, x, dy) = layer.backward(params, cache, dy)`:
     a random upstream gradient `dy` (normal, drawn with `dy_key`, one array
     per output for layers with several outputs) is pushed through
@@ -1024,10 +1024,10 @@ def check_layer(
     ctx = _context(mask, ctx)
 
     def forward(params, x):
-        return layer.forward(params, x, **ctx)[0]
+        return call_forward(layer, params, x, **ctx)[0]
 
     def backward(params, x, dy):
-        _, cache = layer.forward(params, x, **ctx)
+        _, cache = call_forward(layer, params, x, **ctx)
         return layer.backward(params, cache, dy)
 
     return _engine(

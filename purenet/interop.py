@@ -57,7 +57,7 @@ from typing import Any
 import jax
 
 from purenet import _checks
-from purenet.layers import Layer, checked_call
+from purenet.layers import Layer, call_forward, checked_call
 from purenet.losses import Loss
 
 __all__ = ["custom_vjp"]
@@ -80,13 +80,13 @@ def _input_cotangent(x, dx):
 def _layer_function(model: Layer, train: bool, return_state: bool) -> Callable:
     @jax.custom_vjp
     def apply(params, x, state, key, mask):
-        y, cache = model.forward(params, x, state=state, train=train, key=key, mask=mask)
+        y, cache = call_forward(model, params, x, state=state, train=train, key=key, mask=mask)
         if return_state:
             return y, model.update_state(state, cache)
         return y
 
     def apply_fwd(params, x, state, key, mask):
-        y, cache = model.forward(params, x, state=state, train=train, key=key, mask=mask)
+        y, cache = call_forward(model, params, x, state=state, train=train, key=key, mask=mask)
         out = (y, model.update_state(state, cache)) if return_state else y
         # x rides along (only its float leaves matter) to shape its cotangent.
         return out, (params, cache, x)

@@ -20,6 +20,9 @@ optax's `GradientTransformation` interface, so a purenet optimizer drops into
 [`clip`][purenet.optim.clip], [`add_decayed_weights`][purenet.optim.add_decayed_weights],
 [`decay_mask`][purenet.optim.decay_mask],
 [`scale_by_learning_rate`][purenet.optim.scale_by_learning_rate],
+[`trace`][purenet.optim.trace],
+[`scale_by_adagrad`][purenet.optim.scale_by_adagrad],
+[`scale_by_rmsprop`][purenet.optim.scale_by_rmsprop],
 [`scale_by_adam`][purenet.optim.scale_by_adam]) compose with it:
 
 ```python
@@ -58,13 +61,13 @@ hyperparameters stay Python floats (weakly typed in JAX, so they do not
 promote float32 to float64); the new parameters and state are cast back to
 the dtypes they came in with. float16 and bfloat16 are refused.
 
-How it is built. SGD, momentum, Nesterov, AdaGrad and RMSprop write their
-rule once, for one array, as `rule(g, slots, lr, **hyper) -> (update, slots)`;
-one helper, `_lift`, turns such a rule into an optimizer on pytrees (as the
-`optimizer` decorator of `jax.example_libraries.optimizers` does). Adam and
-AdamW are [`scale_by_adam`][purenet.optim.scale_by_adam] (then
-[`add_decayed_weights`][purenet.optim.add_decayed_weights] for AdamW) then
-the learning rate, with one state.
+How it is built. Every optimizer is a chain of gradient transformations,
+as optax's are, written in its docstring; for example
+`adam = chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(lr))`
+and `momentum = chain(scale_by_learning_rate(lr), trace(mass))`. The
+members of the chain count the same steps, so their states are folded into
+one named tuple (`AdamState(count, mu, nu)` rather than a chain's tuple of
+states): one `count`, then each member's other fields in chain order.
 
 Defaults follow `torch.optim` unless a docstring says otherwise; every
 place where established libraries disagree (epsilon inside or outside the
@@ -79,39 +82,42 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
+import jax.numpy as jnp  # noqa: F401  (the docstring examples use jnp)
 
-from purenet._checks import fail_type, float_array, nonnegative, number_in, positive
+from purenet._checks import fail_type, float_array, nonnegative, number_in, same_tree
 from purenet.schedules import Schedule
 from purenet.transforms import (
     AdamState,
     EmptyState,
     GradientTransformation,
+    ScaleByAdagradState,
+    ScaleByRmspropState,
     ScaleByScheduleState,
-    _check_like,
-    _eps_like,
-    _like,
+    TraceState,
     add_decayed_weights,
     apply_updates,
-    as_schedule,
     chain,
     clip,
     clip_by_global_norm,
     decay_mask,
     is_transform,
+    scale_by_adagrad,
     scale_by_adam,
     scale_by_learning_rate,
-    scale_by_rate,
+    scale_by_rmsprop,
+    trace,
 )
 
 __all__ = [
     "Optimizer",
     "as_optimizer",
-    "check_optimizer",
     "apply_updates",
     "GradientTransformation",
     "EmptyState",
     "ScaleByScheduleState",
+    "TraceState",
+    "ScaleByAdagradState",
+    "ScaleByRmspropState",
     "SgdState",
     "MomentumState",
     "AdagradState",
@@ -123,6 +129,9 @@ __all__ = [
     "add_decayed_weights",
     "decay_mask",
     "scale_by_learning_rate",
+    "trace",
+    "scale_by_adagrad",
+    "scale_by_rmsprop",
     "scale_by_adam",
     "sgd",
     "momentum",
@@ -191,11 +200,6 @@ def as_optimizer(transform) -> Optimizer:
     return _from_update(transform.init, transform.update)
 
 
-def check_optimizer(optimizer) -> Optimizer:
-    """[`as_optimizer`][purenet.optim.as_optimizer] under the name the training loops use."""
-    return as_optimizer(optimizer)
-
-
 class SgdState(NamedTuple):
     """The state of [`sgd`][purenet.optim.sgd].
 
@@ -243,7 +247,7 @@ class RmspropState(NamedTuple):
     mean_square: Params
 
 
-# --- the one place where per-array rules meet pytrees ---------------------------
+# --- the one way an optimizer is made -------------------------------------------------
 
 
 def _check_float_params(params) -> None:
@@ -251,94 +255,51 @@ def _check_float_params(params) -> None:
         float_array("params", leaf)
 
 
-def _lift(state_type, schedule: Schedule, init_slots, rule, **hyper) -> Optimizer:
-    """Turn an update rule written for one array into an optimizer on pytrees.
+def _optimizer(state_type, *transforms) -> Optimizer:
+    """`chain(*transforms)` as an [`Optimizer`][purenet.optim.Optimizer] with one named state.
+
+    A chain's state is the tuple of its members' states (named tuples). The
+    members here count the same steps (each starts at 0 and adds 1 per
+    update), so the tuple folds into `state_type(count, *fields)`: one
+    `count`, then the fields of every member's state other than `count`, in
+    chain order. `update` unfolds it, runs the chain, and folds the result:
+    the numbers are exactly those of the chain.
 
     Args:
-      state_type: the state's named tuple; its fields after `count` name the
-        slots, in the order `init_slots` returns them.
-      schedule: the learning rate as a function of the step count.
-      init_slots: `x -> tuple of arrays` (the per-array state at step 0).
-      rule: `(g, slots, lr, **hyper) -> (update, new_slots)`, where `lr` is
-        this step's learning rate in the parameter's dtype and the update is
-        what is added to the parameter.
-      **hyper: the rule's other hyperparameters, already checked; Python
-        floats or (traced) scalars, passed by name after `_like`.
+      state_type: the optimizer's state, a named tuple whose first field is `count`.
+      *transforms: purenet gradient transformations; at least one state has a `count`.
 
     Returns:
-      An [`Optimizer`][purenet.optim.Optimizer] whose state is
-      `state_type(count, *slot_trees)`.
+      An [`Optimizer`][purenet.optim.Optimizer]: `init` also checks that the
+      params are float arrays, `update` that the grads match the params.
     """
-    n_slots = len(state_type._fields) - 1
+    tx = chain(*transforms)
+
+    def fold(states):
+        counts = [s.count for s in states if "count" in s._fields]
+        rest = [v for s in states for f, v in zip(s._fields, s, strict=True) if f != "count"]
+        return state_type(counts[0], *rest)
+
+    def unfold(state, like):
+        rest = iter(state[1:])
+        return tuple(
+            type(s)(*(state.count if f == "count" else next(rest) for f in s._fields)) for s in like
+        )
 
     def init(params):
         _check_float_params(params)
-        leaves, treedef = jax.tree.flatten(params)
-        per_leaf = [init_slots(leaf) for leaf in leaves]
-        slot_trees = [treedef.unflatten([s[k] for s in per_leaf]) for k in range(n_slots)]
-        return state_type(jnp.zeros((), jnp.int32), *slot_trees)
+        return fold(tx.init(params))
 
     def update(grads, state, params=None):
         if params is not None:
-            _check_like("grads", grads, params)
-        elif n_slots:
-            _check_like("grads", grads, state[1], "the optimizer state")
-        grad_leaves, treedef = jax.tree.flatten(grads)
-        per_slot = [treedef.flatten_up_to(tree) for tree in state[1:]]  # [slot][leaf]
-        # The dtype each leaf works in: its parameter's (the slots have it too).
-        if params is not None:
-            reference = jax.tree.leaves(params)
-        elif n_slots:
-            reference = per_slot[0]
-        else:
-            reference = grad_leaves
-        lr = jnp.asarray(schedule(state.count))
-
-        updates, new_slots = [], []
-        for i, (g, x) in enumerate(zip(grad_leaves, reference, strict=True)):
-            slots = tuple(slot_leaves[i] for slot_leaves in per_slot)
-            h = {
-                name: (_eps_like if name == "eps" else _like)(value, x)
-                for name, value in hyper.items()
-            }
-            u, new_s = rule(g, slots, lr.astype(x.dtype), **h)
-            updates.append(u)
-            # Cast back so that a float64 gradient (or schedule) cannot promote
-            # float32 state: the state must keep its type across a scan.
-            new_slots.append(tuple(a.astype(b.dtype) for a, b in zip(new_s, slots, strict=True)))
-
-        slot_trees = [treedef.unflatten([s[k] for s in new_slots]) for k in range(n_slots)]
-        return treedef.unflatten(updates), state_type(state.count + 1, *slot_trees)
-
-    return _from_update(init, update)
-
-
-def _zeros(k: int):
-    return lambda x: tuple(jnp.zeros_like(x) for _ in range(k))
-
-
-def _scaled(scale: GradientTransformation, schedule: Schedule, *middle) -> Optimizer:
-    """`chain(scale, *middle, scale_by_learning_rate(schedule))` with one state, `scale`'s.
-
-    The members in `middle` are stateless and the learning rate's count is
-    the count of `scale`'s state, so the chain's three states fold into one
-    (an `AdamState` for Adam and AdamW, as before they were chains).
-    """
-
-    def init(params):
-        _check_float_params(params)
-        for transform in middle:
-            transform.init(params)  # a wrong weight-decay mask fails here
-        return scale.init(params)
-
-    def update(grads, state, params=None):
-        if params is not None:
-            _check_like("grads", grads, params)
-        lr = schedule(state.count)
-        updates, new_state = scale.update(grads, state, params)
-        for transform in middle:
-            updates, _ = transform.update(updates, EmptyState(), params)
-        return scale_by_rate(updates, lr, params), new_state
+            same_tree("grads", grads, params)
+        if not isinstance(state, state_type):
+            expected = f"the {state_type.__name__} that this optimizer's init gives"
+            fail_type("state", expected, type(state).__name__)
+        # The members' state types, which do not depend on values: traced once, never run.
+        like = jax.eval_shape(tx.init, grads if params is None else params)
+        updates, states = tx.update(grads, unfold(state, like), params)
+        return updates, fold(states)
 
     return _from_update(init, update)
 
@@ -350,7 +311,8 @@ def sgd(learning_rate: float | Schedule) -> Optimizer:
     """Plain (stochastic) gradient descent.
 
     `w(t) = w(t-1) - lr(t) * g(t)`, the delta rule of the notes, as
-    `torch.optim.SGD` with its defaults.
+    `torch.optim.SGD` with its defaults. As a chain:
+    `chain(scale_by_learning_rate(learning_rate))`, as `optax.sgd`.
 
     Args:
       learning_rate: the step size `lr`, a number `>= 0` (perhaps traced) or a schedule.
@@ -369,12 +331,7 @@ def sgd(learning_rate: float | Schedule) -> Optimizer:
     References:
       Robbins & Monro (1951), "A stochastic approximation method".
     """
-    schedule = as_schedule(learning_rate)
-
-    def rule(g, slots, lr):
-        return -(lr * g), ()
-
-    return _lift(SgdState, schedule, _zeros(0), rule)
+    return _optimizer(SgdState, scale_by_learning_rate(learning_rate))
 
 
 def momentum(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
@@ -383,7 +340,11 @@ def momentum(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
     `dw(t) = -lr(t) * g(t) + mass * dw(t-1)`, `w(t) = w(t-1) + dw(t)`,
     `dw(0) = 0`: each update is the new gradient step plus a fraction
     `mass` of the previous update (Rumelhart, Hinton & Williams 1986,
-    eq. 9, with `eps = lr` and `alpha = mass`).
+    eq. 9, with `eps = lr` and `alpha = mass`). As a chain:
+    `chain(scale_by_learning_rate(learning_rate), trace(mass))`: the
+    learning rate comes first, so that each gradient keeps the rate of its
+    own step (`optax.sgd(lr, momentum)` is `chain(trace(mass),
+    scale_by_learning_rate(lr))`, torch's form below).
 
     Warning:
       `torch.optim.SGD(momentum=mass)` accumulates gradients and multiplies
@@ -422,15 +383,8 @@ def momentum(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
       Polyak (1964), "Some methods of speeding up the convergence of
       iteration methods".
     """
-    schedule = as_schedule(learning_rate)
     mass = number_in("mass", mass, 0.0, 1.0, high_open=True)
-
-    def rule(g, slots, lr, mass):
-        (dw,) = slots
-        dw = -lr * g + mass * dw
-        return dw, (dw,)
-
-    return _lift(MomentumState, schedule, _zeros(1), rule, mass=mass)
+    return _optimizer(MomentumState, scale_by_learning_rate(learning_rate), trace(mass))
 
 
 def nesterov(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
@@ -450,7 +404,8 @@ def nesterov(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
 
     with `v(0) = 0`. Both forms start at the same point (`v = 0`) and
     `w(t) = theta(t) + mass * v(t)` at every step after; the parameters
-    returned here are `w`, the points where gradients are evaluated.
+    returned here are `w`, the points where gradients are evaluated. As a
+    chain: `chain(scale_by_learning_rate(learning_rate), trace(mass, nesterov=True))`.
 
     Warning:
       `torch.optim.SGD(momentum=mass, nesterov=True)` computes
@@ -487,15 +442,10 @@ def nesterov(learning_rate: float | Schedule, mass: float = 0.9) -> Optimizer:
       Bengio, Boulanger-Lewandowski & Pascanu (2013), "Advances in optimizing
       recurrent networks", ICASSP.
     """
-    schedule = as_schedule(learning_rate)
     mass = number_in("mass", mass, 0.0, 1.0, high_open=True)
-
-    def rule(g, slots, lr, mass):
-        (v,) = slots
-        v = mass * v - lr * g
-        return mass * v - lr * g, (v,)
-
-    return _lift(MomentumState, schedule, _zeros(1), rule, mass=mass)
+    return _optimizer(
+        MomentumState, scale_by_learning_rate(learning_rate), trace(mass, nesterov=True)
+    )
 
 
 def adagrad(
@@ -511,6 +461,8 @@ def adagrad(
     (`lr=1e-2`, `eps=1e-10`, accumulator 0, no `lr_decay`). Under a
     constant gradient the step is `lr / sqrt(t)`: AdaGrad anneals by itself,
     which suits convex problems and sparse features and can stall deep nets.
+    As a chain: `chain(scale_by_adagrad(eps, initial_accumulator=...),
+    scale_by_learning_rate(learning_rate))`.
 
     Warning:
       Epsilon sits outside the square root here, as in torch; the course
@@ -543,19 +495,11 @@ def adagrad(
       Duchi, Hazan & Singer (2011), "Adaptive subgradient methods for online
       learning and stochastic optimization", JMLR 12 (the diagonal version).
     """
-    schedule = as_schedule(learning_rate)
-    eps = positive("eps", eps)
-    initial_accumulator = nonnegative("initial_accumulator", initial_accumulator)
-
-    def init(x):
-        return (jnp.full_like(x, initial_accumulator),)
-
-    def rule(g, slots, lr, eps):
-        (sum_of_squares,) = slots
-        sum_of_squares = sum_of_squares + g * g
-        return -(lr * g / (jnp.sqrt(sum_of_squares) + eps)), (sum_of_squares,)
-
-    return _lift(AdagradState, schedule, init, rule, eps=eps)
+    return _optimizer(
+        AdagradState,
+        scale_by_adagrad(eps, initial_accumulator=initial_accumulator),
+        scale_by_learning_rate(learning_rate),
+    )
 
 
 def rmsprop(
@@ -567,7 +511,8 @@ def rmsprop(
     `w(t) = w(t-1) - lr(t) * g(t) / (sqrt(s(t)) + eps)`, `s(0) = 0`;
     defaults as `torch.optim.RMSprop` (`lr=1e-2`, `alpha=0.99`,
     `eps=1e-8`, no momentum, not centred). Unlike AdaGrad the denominator
-    forgets, so the step does not decay to zero.
+    forgets, so the step does not decay to zero. As a chain:
+    `chain(scale_by_rmsprop(decay, eps), scale_by_learning_rate(learning_rate))`.
 
     Warning:
       Epsilon sits outside the square root, as in torch. TensorFlow 1's
@@ -599,16 +544,9 @@ def rmsprop(
       a running average of its recent magnitude", COURSERA: Neural Networks
       for Machine Learning.
     """
-    schedule = as_schedule(learning_rate)
-    decay = number_in("decay", decay, 0.0, 1.0, high_open=True)
-    eps = positive("eps", eps)
-
-    def rule(g, slots, lr, decay, eps):
-        (mean_square,) = slots
-        mean_square = decay * mean_square + (1.0 - decay) * g * g
-        return -(lr * g / (jnp.sqrt(mean_square) + eps)), (mean_square,)
-
-    return _lift(RmspropState, schedule, _zeros(1), rule, decay=decay, eps=eps)
+    return _optimizer(
+        RmspropState, scale_by_rmsprop(decay, eps), scale_by_learning_rate(learning_rate)
+    )
 
 
 def adam(
@@ -630,7 +568,9 @@ def adam(
 
     Defaults as `torch.optim.Adam` and the paper (`lr=1e-3`,
     `betas=(0.9, 0.999)`, `eps=1e-8`). The first step is
-    `lr * g / (|g| + eps)`, of size `lr` whatever the scale of `g`.
+    `lr * g / (|g| + eps)`, of size `lr` whatever the scale of `g`. As a
+    chain: `chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(learning_rate))`,
+    as `optax.adam`.
 
     Warning:
       This is Algorithm 1, as torch computes it. Section 2 of the paper (and
@@ -665,9 +605,7 @@ def adam(
       Kingma & Ba (2015), "Adam: a method for stochastic optimization", ICLR,
       Algorithm 1 and section 2.
     """
-    # chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(learning_rate)), one state.
-    schedule = as_schedule(learning_rate)
-    return _scaled(scale_by_adam(b1, b2, eps), schedule)
+    return _optimizer(AdamState, scale_by_adam(b1, b2, eps), scale_by_learning_rate(learning_rate))
 
 
 def adamw(
@@ -692,7 +630,7 @@ def adamw(
     As a chain of gradient transformations this is exactly
     `chain(scale_by_adam(b1, b2, eps), add_decayed_weights(weight_decay, mask),
     scale_by_learning_rate(learning_rate))`, which is also how `optax.adamw`
-    is built; here the three states are folded into one
+    is built; the three states are folded into one
     [`AdamState`][purenet.optim.AdamState] (the learning rate's step count is
     Adam's). The same iterates as `optax.adamw(learning_rate, b1, b2, eps,
     weight_decay=weight_decay, mask=mask)`.
@@ -741,7 +679,11 @@ def adamw(
       Loshchilov & Hutter (2019), "Decoupled weight decay regularization",
       ICLR, Algorithm 2. PyTorch, `torch.optim.AdamW` documentation.
     """
-    schedule = as_schedule(learning_rate)
     scale = scale_by_adam(b1, b2, eps)
     weight_decay = nonnegative("weight_decay", weight_decay)
-    return _scaled(scale, schedule, add_decayed_weights(weight_decay, mask))
+    return _optimizer(
+        AdamState,
+        scale,
+        add_decayed_weights(weight_decay, mask),
+        scale_by_learning_rate(learning_rate),
+    )

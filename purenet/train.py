@@ -17,6 +17,10 @@ the one below:
   mask=None) -> (params, opt_state, state, history)`: many epochs as one `lax.scan`,
   pure, so `jax.jit` compiles a whole run and `jax.vmap` trains many
   seeds, learning rates or penalty strengths at once.
+* [`accumulate_gradients`][purenet.train.accumulate_gradients]`(grad_fn, k)`:
+  one batch's gradient as the mean over `k` micro-batches, one at a time
+  (the memory of one micro-batch's caches), for any of the loops above or
+  a loop of one's own.
 * [`fit`][purenet.train.fit]: the eager loop over epochs (validation, progress line, NaN
   guard, history) for arrays in memory, with every input checked once,
   before any work.
@@ -56,10 +60,11 @@ from jax.sharding import Mesh
 
 from purenet import _checks, _step, data, metrics, parallel
 from purenet.cost import Penalty, flat_cost, objective
-from purenet.layers import Layer
+from purenet.layers import Layer, call_forward
 from purenet.losses import Loss
 from purenet.optim import Optimizer, as_optimizer
 from purenet.params import ravel
+from purenet.privacy import DPSGD, epsilon, max_batch_size, poisson_sample
 
 
 def make_step(
@@ -68,6 +73,8 @@ def make_step(
     optimizer: Optimizer,
     *,
     penalty: Penalty | None = None,
+    privacy: DPSGD | None = None,
+    expected_batch_size: int | None = None,
 ) -> Callable:
     """One training step with the hand-written gradient.
 
@@ -83,14 +90,36 @@ def make_step(
         `update` (an optax `GradientTransformation`); the step calls
         `update(grads, opt_state, params)` and `apply_updates`.
       penalty: an optional weight penalty (`purenet.penalty(l2=...)`).
+      privacy: DP-SGD settings ([`purenet.privacy.dp_sgd`][purenet.privacy.dp_sgd]):
+        the gradient is then [`dp_gradient`][purenet.privacy.dp_gradient]'s
+        (per-example clipping and Gaussian noise, drawn from the step's `key`)
+        over the rows that the step's `sampled` marks, divided by
+        `expected_batch_size`.
+      expected_batch_size: with `privacy`, the Poisson sample's expected size
+        (default: each batch's row count).
 
     Returns:
       `step(params, opt_state, state, x, t, key, *, mask=None) ->
       (params, opt_state, state, J)`; `J` is the cost at the params *before*
       the update. `key` drives dropout; `mask` (the layers' padding mask,
-      `(batch, T)` bools) is passed to the forward and backward.
+      `(batch, T)` bools) is passed to the forward and backward. The step
+      also takes `sampled=None`: with `privacy`, a bool `(batch,)` marking
+      the rows of the Poisson sample (the others are padding).
     """
-    return _step.make_step(model, loss, optimizer, penalty=penalty)
+    if privacy is not None and not isinstance(privacy, DPSGD):
+        _checks.fail_type(
+            "privacy",
+            "None or DP-SGD settings (purenet.privacy.dp_sgd(...))",
+            type(privacy).__name__,
+        )
+    return _step.make_step(
+        model,
+        loss,
+        optimizer,
+        penalty=penalty,
+        privacy=privacy,
+        expected_batch_size=expected_batch_size,
+    )
 
 
 def make_epoch(
@@ -117,7 +146,12 @@ def make_epoch(
         rows over `"data"` and `batch_size` must be a multiple of its
         size. Pass params, optimizer state, state, `x` and `t` replicated
         (`purenet.parallel.replicate`) and run the epoch under `jax.jit`.
-      **step_options: `penalty`.
+      **step_options: `penalty`, `privacy`. With `privacy` (DP-SGD
+        settings, [`purenet.privacy.dp_sgd`][purenet.privacy.dp_sgd]) the
+        epoch is `num_examples // batch_size` steps, each on a Poisson sample
+        (every example independently with probability `batch_size /
+        num_examples`) padded to `privacy.max_batch_size` rows, which is what
+        the privacy accounting assumes; `drop_remainder` is then unused.
 
     Returns:
       `epoch(params, opt_state, state, key, x, t, *, mask=None) ->
@@ -127,6 +161,9 @@ def make_epoch(
     """
     if mesh is not None:
         parallel.check_batch_size(batch_size, mesh)
+    privacy = step_options.get("privacy")
+    if privacy is not None:
+        return _private_epoch(model, loss, optimizer, batch_size, num_examples, mesh, step_options)
     step = make_step(model, loss, optimizer, **step_options)
     count = data.num_batches(num_examples, batch_size, drop_remainder=drop_remainder)
 
@@ -135,19 +172,49 @@ def make_epoch(
         indices = data.batch_indices(
             shuffle_key, num_examples, batch_size, drop_remainder=drop_remainder
         )
+        batches = (indices, None, jax.random.split(step_key, count))
+        return _scan_steps(step, mesh, (params, opt_state, state), batches, x, t, mask)
 
-        def body(carry, batch):
-            rows, k = batch
-            # x may be a tuple of inputs; the mask's rows go with their examples
-            xb, tb, mb = jax.tree.map(lambda a: a[rows], (x, t, mask))
-            if mesh is not None:  # rows split over "data": the partitioner all-reduces grads
-                xb, tb, mb = parallel.constrain_batch((xb, tb, mb), mesh)
-            *carry, J = step(*carry, xb, tb, k, mask=mb)
-            return tuple(carry), J
+    return epoch
 
-        batches = (indices, jax.random.split(step_key, count))
-        carry, step_losses = jax.lax.scan(body, (params, opt_state, state), batches)
-        return (*carry, step_losses)
+
+def _scan_steps(step, mesh, carry, batches, x, t, mask):
+    """The epoch's `lax.scan` of `step` over `(rows, sampled, key)` per step."""
+
+    def body(carry, batch):
+        rows, sampled, k = batch
+        # x may be a tuple of inputs; the mask's rows go with their examples
+        xb, tb, mb = jax.tree.map(lambda a: a[rows], (x, t, mask))
+        if mesh is not None:  # rows split over "data": the partitioner all-reduces grads
+            xb, tb, mb, sampled = parallel.constrain_batch((xb, tb, mb, sampled), mesh)
+        *carry, J = step(*carry, xb, tb, k, mask=mb, sampled=sampled)
+        return tuple(carry), J
+
+    carry, step_losses = jax.lax.scan(body, carry, batches)
+    return (*carry, step_losses)
+
+
+def _private_epoch(model, loss, optimizer, batch_size, num_examples, mesh, step_options):
+    """DP-SGD's epoch: `num_examples // batch_size` steps on Poisson samples."""
+    settings = step_options["privacy"]
+    if batch_size > num_examples:
+        _checks.fail("batch_size", f"at most num_examples ({num_examples})", batch_size)
+    rate = batch_size / num_examples
+    capacity = settings.max_batch_size or max_batch_size(num_examples, rate)
+    if mesh is not None:  # the padded sample is what is split over the devices
+        size = mesh.shape["data"]
+        capacity = -(-capacity // size) * size
+    step = make_step(model, loss, optimizer, **step_options, expected_batch_size=batch_size)
+    count = num_examples // batch_size
+
+    def epoch(params, opt_state, state, key, x, t, *, mask=None):
+        sample_keys = jax.random.split(jax.random.fold_in(key, 0), count)
+        rows, sampled = jax.vmap(lambda k: poisson_sample(k, num_examples, rate, capacity))(
+            sample_keys
+        )
+        step_keys = jax.random.split(jax.random.fold_in(key, 1), count)
+        batches = (rows, sampled, step_keys)
+        return _scan_steps(step, mesh, (params, opt_state, state), batches, x, t, mask)
 
     return epoch
 
@@ -206,6 +273,65 @@ def make_train(
     return train
 
 
+def accumulate_gradients(grad_fn: Callable, micro_batches: int) -> Callable:
+    """Gradient accumulation: one batch's cost and gradient as the mean over
+    `micro_batches` equal slices of it, computed one slice at a time
+    (a `lax.scan`), so that the memory of the forward caches is that of one
+    micro-batch.
+
+    For a loss that is a mean over the batch's rows (every purenet loss; for
+    `purenet.losses.sequence_softmax_cross_entropy`
+    when every micro-batch has the same number of counted steps), the mean of
+    the micro-batches' means is the mean over the whole batch, so `k`
+    micro-batches give the same update as one batch `k` times larger (to
+    rounding). With padding labels spread unevenly the two differ, as in
+    nanoGPT's loop.
+
+    Args:
+      grad_fn: `(params, x, t, **ctx) -> (J, grads)`, e.g.
+        `purenet.backprop(model, loss)`.
+      micro_batches: `k`, which must divide the batch size.
+
+    Returns:
+      `f(params, x, t, **ctx) -> (J, grads)` with `x`, `t` (arrays or pytrees of
+      arrays with the batch on axis 0) of batch size `k * b`. A `key` in `ctx`
+      is split into one key per micro-batch.
+    """
+    k = _checks.positive_int("micro_batches", micro_batches)
+
+    def accumulated(params, x, t, **ctx):
+        sizes = {np.shape(a)[0] for a in jax.tree.leaves((x, t))}
+        if len(sizes) != 1 or next(iter(sizes)) % k:
+            _checks.fail(
+                "x",
+                f"a batch whose size is a multiple of micro_batches = {k}",
+                f"batch sizes {sorted(sizes)}",
+            )
+        m = next(iter(sizes))
+
+        def split(a):
+            return a.reshape(k, m // k, *a.shape[1:])
+
+        xs, ts = jax.tree.map(split, x), jax.tree.map(split, t)
+        key = ctx.pop("key", None)
+        keys = None if key is None else jax.random.split(key, k)
+        zeros = jax.tree.map(jnp.zeros_like, params)
+
+        def body(carry, i):
+            J_sum, g_sum = carry
+            xi = jax.tree.map(lambda a: a[i], xs)
+            ti = jax.tree.map(lambda a: a[i], ts)
+            extra = {} if keys is None else {"key": keys[i]}
+            J, g = grad_fn(params, xi, ti, **ctx, **extra)
+            return (J_sum + J, jax.tree.map(jnp.add, g_sum, g)), None
+
+        J0 = jnp.zeros((), jnp.result_type(*jax.tree.leaves(params)))
+        (J, g), _ = jax.lax.scan(body, (J0, zeros), jnp.arange(k))
+        return J / k, jax.tree.map(lambda a: a / k, g)
+
+    return accumulated
+
+
 def make_evaluate(model: Layer, loss: Loss, metric: Callable | None = None) -> Callable:
     """`evaluate(params, x, t, state=(), mask=None) -> (loss, metric)` in
     evaluation mode, jitted. The metric is `nan` when `metric` is `None`."""
@@ -216,7 +342,7 @@ def make_evaluate(model: Layer, loss: Loss, metric: Callable | None = None) -> C
         value = J(params, x, t, state=state, mask=mask)
         if metric is None:
             return value, jnp.full((), jnp.nan, value.dtype)
-        y, _ = model.forward(params, x, state=state, mask=mask)
+        y, _ = call_forward(model, params, x, state=state, mask=mask)
         return value, metric(y, t).astype(value.dtype)
 
     return evaluate
@@ -233,7 +359,8 @@ class FitResult(NamedTuple):
       history: NumPy arrays: `step_loss` `(epochs, num_batches)`,
         `epoch_loss` (mean step loss), `train_loss` and `train_metric`
         (whole training set, evaluation mode), `val_loss` and
-        `val_metric` (when validation data is given), `seconds`.
+        `val_metric` (when validation data is given), `seconds`, and with
+        DP-SGD `epsilon` (the privacy spent by the end of each epoch).
       stopped: `None`, or the NaN guard's message.
     """
 
@@ -415,6 +542,7 @@ def fit(
     drop_remainder: bool = True,
     mesh: Mesh | None = None,
     penalty: Penalty | None = None,
+    privacy: DPSGD | None = None,
 ) -> FitResult:
     """Train `model` on arrays in memory.
 
@@ -450,6 +578,13 @@ def fit(
         is split by rows (`batch_size` must be a multiple of the `"data"`
         axis size). Same results up to float rounding.
       penalty: as in [`make_step`][purenet.train.make_step].
+      privacy: DP-SGD settings ([`purenet.privacy.dp_sgd`][purenet.privacy.dp_sgd]):
+        Poisson-sampled steps with the expected size `batch_size`, per-example
+        clipping and Gaussian noise (see [`make_epoch`][purenet.train.make_epoch]);
+        `history["epsilon"]` then holds the `epsilon` spent after each epoch
+        at `privacy.delta` ([`purenet.privacy.epsilon`][purenet.privacy.epsilon]),
+        and the progress line shows it. A `delta` not below `1 / m` is
+        warned about before any work.
 
     Returns:
       A [`FitResult`][purenet.train.FitResult].
@@ -458,6 +593,14 @@ def fit(
         model, loss, params, state, x, t, mask, epochs, batch_size, start_epoch, validation
     )
     metric = metrics.for_loss(loss) if metric == "auto" else metric
+    if privacy is not None:
+        if not isinstance(privacy, DPSGD):
+            _checks.fail_type(
+                "privacy", "None or DP-SGD settings (purenet.privacy.dp_sgd(...))", repr(privacy)
+            )
+        rate, steps_per_epoch = batch_size / m, m // batch_size
+        # checks delta against 1/m (a warning) before any work
+        epsilon(privacy.noise_multiplier, rate, 0, privacy.delta, dataset_size=m)
     epoch_fn = jax.jit(
         make_epoch(
             model,
@@ -468,6 +611,7 @@ def fit(
             drop_remainder=drop_remainder,
             mesh=mesh,
             penalty=penalty,
+            privacy=privacy,
         )
     )
     evaluate = make_evaluate(model, loss, metric)
@@ -480,6 +624,7 @@ def fit(
 
     names = ["step_loss", "epoch_loss", "train_loss", "train_metric", "seconds"]
     names += ["val_loss", "val_metric"] if validation is not None else []
+    names += ["epsilon"] if privacy is not None else []
     history = {name: [] for name in names}
     stopped = None
     for e in range(start_epoch, start_epoch + epochs):
@@ -493,6 +638,11 @@ def fit(
             break
         params, opt_state, state = new
         line = _record_epoch(history, evaluate, params, state, x, t, mask, validation, step_losses)
+        if privacy is not None:
+            steps = (e + 1) * steps_per_epoch
+            spent = epsilon(privacy.noise_multiplier, rate, steps, privacy.delta)
+            history["epsilon"].append(spent)
+            line += f"  epsilon {spent:.3g} (delta {privacy.delta:g})"
         history["seconds"].append(time.perf_counter() - started)
         if progress:
             print(f"epoch {e + 1:>4}  {line}  ({history['seconds'][-1]:.2f}s)", flush=True)

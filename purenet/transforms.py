@@ -34,15 +34,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purenet._checks import fail, fail_type, nonnegative, number_in, positive
-from purenet.clipping import clip_by_global_norm as _clip_tree_by_global_norm
-from purenet.clipping import clip_by_value as _clip_tree_by_value
+from purenet._checks import fail, fail_type, nonnegative, number_in, positive, same_tree
+from purenet.clipping import clip_grads_by_global_norm, clip_grads_by_value
 from purenet.schedules import Schedule, constant
 
 __all__ = [
     "GradientTransformation",
     "EmptyState",
     "ScaleByScheduleState",
+    "TraceState",
+    "ScaleByAdagradState",
+    "ScaleByRmspropState",
     "AdamState",
     "is_transform",
     "check_transform",
@@ -53,6 +55,9 @@ __all__ = [
     "add_decayed_weights",
     "decay_mask",
     "scale_by_learning_rate",
+    "trace",
+    "scale_by_adagrad",
+    "scale_by_rmsprop",
     "scale_by_adam",
 ]
 
@@ -102,6 +107,36 @@ class AdamState(NamedTuple):
     nu: Params
 
 
+class TraceState(NamedTuple):
+    """The state of [`trace`][purenet.transforms.trace].
+
+    Attributes:
+      trace: the running sum `v(t)`, shaped like params.
+    """
+
+    trace: Params
+
+
+class ScaleByAdagradState(NamedTuple):
+    """The state of [`scale_by_adagrad`][purenet.transforms.scale_by_adagrad].
+
+    Attributes:
+      sum_of_squares: `G(t) = G(0) + sum of g(s)^2 for s <= t`, shaped like params.
+    """
+
+    sum_of_squares: Params
+
+
+class ScaleByRmspropState(NamedTuple):
+    """The state of [`scale_by_rmsprop`][purenet.transforms.scale_by_rmsprop].
+
+    Attributes:
+      mean_square: the exponential moving average `s(t)` of `g^2`, shaped like params.
+    """
+
+    mean_square: Params
+
+
 def is_transform(obj) -> bool:
     """True when `obj` has callable `init` and `update` (duck typing, as optax's own)."""
     return callable(getattr(obj, "init", None)) and callable(getattr(obj, "update", None))
@@ -114,20 +149,6 @@ def check_transform(name: str, obj):
             name, "a gradient transformation (an object with init and update)", type(obj).__name__
         )
     return obj
-
-
-def _check_like(name: str, tree, reference, reference_name: str = "params") -> None:
-    """A `ValueError` unless `tree` has the structure and shapes of `reference`."""
-    treedef = jax.tree.structure(reference)
-    if jax.tree.structure(tree) != treedef:
-        fail(
-            name,
-            f"a pytree with the structure of {reference_name}, {treedef}",
-            jax.tree.structure(tree),
-        )
-    for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(reference), strict=True):
-        if jnp.shape(a) != jnp.shape(b):
-            fail(name, f"an array of shape {jnp.shape(b)} like {reference_name}", jnp.shape(a))
 
 
 def apply_updates(params: Params, updates: Params) -> Params:
@@ -144,7 +165,7 @@ def apply_updates(params: Params, updates: Params) -> Params:
     Returns:
       The new parameters, same structure, shapes and dtypes as `params`.
     """
-    _check_like("updates", updates, params)
+    same_tree("updates", updates, params)
     return jax.tree.map(lambda p, u: (p + u).astype(jnp.result_type(p)), params, updates)
 
 
@@ -215,9 +236,10 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     """Rescale the updates so that their global norm is at most `max_norm`.
 
     `g <- g * max_norm / max(||g||, max_norm)`, the norm over every entry of
-    the pytree ([`purenet.clipping.clip_by_global_norm`][purenet.clipping.clip_by_global_norm],
-    Pascanu, Mikolov & Bengio 2013, Algorithm 1). optax's
-    `clip_by_global_norm` computes `g * max_norm / ||g||` when `||g|| > max_norm`:
+    the pytree (Pascanu, Mikolov & Bengio 2013, Algorithm 1); the same
+    operation as a function of a gradient tree is
+    [`purenet.clipping.clip_grads_by_global_norm`][purenet.clipping.clip_grads_by_global_norm].
+    optax's `clip_by_global_norm` computes `g * max_norm / ||g||` when `||g|| > max_norm`:
     the same numbers up to rounding.
 
     Args:
@@ -227,13 +249,14 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
       A stateless [`GradientTransformation`][purenet.transforms.GradientTransformation].
     """
     max_norm = positive("max_norm", max_norm)
-    return _stateless(lambda updates, params: _clip_tree_by_global_norm(updates, max_norm))
+    return _stateless(lambda updates, params: clip_grads_by_global_norm(updates, max_norm))
 
 
 def clip(limit: float) -> GradientTransformation:
     """Clip every entry of the updates to `[-limit, limit]`.
 
-    As `optax.clip` and `torch.nn.utils.clip_grad_value_`.
+    As `optax.clip` and `torch.nn.utils.clip_grad_value_`; the function of a
+    gradient tree is [`purenet.clipping.clip_grads_by_value`][purenet.clipping.clip_grads_by_value].
 
     Args:
       limit: `> 0`, a number (checked now) or a traced scalar.
@@ -242,7 +265,7 @@ def clip(limit: float) -> GradientTransformation:
       A stateless [`GradientTransformation`][purenet.transforms.GradientTransformation].
     """
     limit = positive("limit", limit)
-    return _stateless(lambda updates, params: _clip_tree_by_value(updates, limit))
+    return _stateless(lambda updates, params: clip_grads_by_value(updates, limit))
 
 
 def decay_mask(params: Params, *, exclude: tuple[str, ...] = ()) -> Params:
@@ -329,7 +352,7 @@ def add_decayed_weights(rate: float, mask=None) -> GradientTransformation:
     def decayed(updates, params):
         if params is None:
             fail("params", "the parameters (add_decayed_weights needs them)", None)
-        _check_like("updates", updates, params)
+        same_tree("updates", updates, params)
         if mask is None:
             return jax.tree.map(lambda u, w: u + _like(rate, w) * w, updates, params)
         keep = _resolve_mask(mask, params)
@@ -348,51 +371,11 @@ def add_decayed_weights(rate: float, mask=None) -> GradientTransformation:
 # --- scaling -----------------------------------------------------------------------------
 
 
-def as_schedule(learning_rate) -> Schedule:
+def _as_schedule(learning_rate) -> Schedule:
     """A schedule as given, or a number (perhaps traced, checked `>= 0`) as a constant one."""
     if callable(learning_rate):
         return learning_rate
     return constant(nonnegative("learning_rate", learning_rate))
-
-
-def _reference(params, updates):
-    """The leaves whose dtype sets the learning rate's: params' when given, else the updates'."""
-    return jax.tree.leaves(params) if params is not None else jax.tree.leaves(updates)
-
-
-def scale_by_rate(updates, rate, params=None):
-    """`-rate * u` leaf by leaf, the rate cast to each parameter's dtype."""
-    rate = jnp.asarray(rate)
-    leaves, treedef = jax.tree.flatten(updates)
-    scaled = [
-        -rate.astype(jnp.result_type(r)) * u
-        for u, r in zip(leaves, _reference(params, updates), strict=True)
-    ]
-    return treedef.unflatten(scaled)
-
-
-def scale_by_learning_rate(learning_rate: float | Schedule) -> GradientTransformation:
-    """Multiply the updates by `-lr`: optax's sign convention, so that `apply_updates` descends.
-
-    Update `k` (counting from 0) uses `learning_rate(k)` for a schedule.
-
-    Args:
-      learning_rate: a number `>= 0` (perhaps traced) or a schedule of the step count.
-
-    Returns:
-      A [`GradientTransformation`][purenet.transforms.GradientTransformation]
-      with [`ScaleByScheduleState`][purenet.transforms.ScaleByScheduleState].
-    """
-    schedule = as_schedule(learning_rate)
-
-    def init(params):
-        return ScaleByScheduleState(jnp.zeros((), jnp.int32))
-
-    def update(updates, state, params=None):
-        scaled = scale_by_rate(updates, schedule(state.count), params)
-        return scaled, ScaleByScheduleState(state.count + 1)
-
-    return GradientTransformation(init, update)
 
 
 def _like(value, x):
@@ -409,13 +392,181 @@ def _eps_like(eps, x):
     return jnp.maximum(e, jnp.finfo(x.dtype).tiny)
 
 
-def check_adam(b1, b2, eps):
-    """Adam's hyperparameters, checked: `b1`, `b2` in `[0, 1)`, `eps > 0`."""
-    return (
-        number_in("b1", b1, 0.0, 1.0, high_open=True),
-        number_in("b2", b2, 0.0, 1.0, high_open=True),
-        positive("eps", eps),
-    )
+def scale_by_learning_rate(learning_rate: float | Schedule) -> GradientTransformation:
+    """Multiply the updates by `-lr`: optax's sign convention, so that `apply_updates` descends.
+
+    Update `k` (counting from 0) uses `learning_rate(k)` for a schedule. The
+    rate is cast to each parameter's dtype (to each update's when `params`
+    is not given), so a float64 schedule does not promote float32 updates.
+
+    Args:
+      learning_rate: a number `>= 0` (perhaps traced) or a schedule of the step count.
+
+    Returns:
+      A [`GradientTransformation`][purenet.transforms.GradientTransformation]
+      with [`ScaleByScheduleState`][purenet.transforms.ScaleByScheduleState].
+    """
+    schedule = _as_schedule(learning_rate)
+
+    def init(params):
+        return ScaleByScheduleState(jnp.zeros((), jnp.int32))
+
+    def update(updates, state, params=None):
+        rate = jnp.asarray(schedule(state.count))
+        leaves, treedef = jax.tree.flatten(updates)
+        reference = leaves if params is None else jax.tree.leaves(params)
+        scaled = [
+            -rate.astype(jnp.result_type(r)) * u for u, r in zip(leaves, reference, strict=True)
+        ]
+        return treedef.unflatten(scaled), ScaleByScheduleState(state.count + 1)
+
+    return GradientTransformation(init, update)
+
+
+def _per_leaf(name, updates, slots, rule):
+    """Apply `rule(u, *slots) -> (update, new_slots)` leaf by leaf; returns `(updates, slots)`.
+
+    The slots (the fields of `state`, each shaped like params) carry the
+    parameters' dtypes: the hyperparameters are cast to them inside `rule`,
+    and the new slots are cast back, so that a wider gradient cannot promote
+    the state (a `lax.scan` carry must keep its type).
+    """
+    same_tree(name, updates, slots[0], "params")
+    leaves, treedef = jax.tree.flatten(updates)
+    per_slot = [treedef.flatten_up_to(tree) for tree in slots]  # [slot][leaf]
+    out, new_slots = [], []
+    for i, u in enumerate(leaves):
+        old = tuple(slot_leaves[i] for slot_leaves in per_slot)
+        new_u, new_s = rule(u, *old)
+        out.append(new_u)
+        new_slots.append(tuple(a.astype(b.dtype) for a, b in zip(new_s, old, strict=True)))
+    trees = tuple(treedef.unflatten([s[k] for s in new_slots]) for k in range(len(slots)))
+    return treedef.unflatten(out), trees
+
+
+def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
+    """A running sum of the updates: momentum, as `optax.trace`.
+
+    `v(t) = u(t) + decay * v(t-1)`, `v(0) = 0`; the output is `v(t)`, or
+    `u(t) + decay * v(t)` with `nesterov=True`.
+
+    Placed *after* [`scale_by_learning_rate`][purenet.transforms.scale_by_learning_rate]
+    (`u = -lr * g`) this is Rumelhart's momentum, `dw(t) = -lr(t) g(t) + decay dw(t-1)`
+    ([`momentum`][purenet.optim.momentum]); placed before it, it is the form of
+    `torch.optim.SGD` and `optax.sgd`, `b(t) = g(t) + decay b(t-1)`, `-lr(t) b(t)`.
+    The two agree for a constant learning rate and differ under a schedule.
+
+    Args:
+      decay: the momentum coefficient, in `[0, 1)`, a number (checked now) or
+        a traced scalar.
+      nesterov: whether to output `u + decay * v(t)` (Nesterov's form with the
+        gradient at the current iterate) instead of `v(t)`.
+
+    Returns:
+      A [`GradientTransformation`][purenet.transforms.GradientTransformation]
+      with [`TraceState`][purenet.transforms.TraceState].
+
+    Example:
+      >>> tx = trace(0.5)
+      >>> u = jnp.array([1.0])
+      >>> _, state = tx.update(u, tx.init(u))
+      >>> tx.update(u, state)[0].tolist()     # 1 + 0.5 * 1
+      [1.5]
+    """
+    decay = number_in("decay", decay, 0.0, 1.0, high_open=True)
+
+    def init(params):
+        return TraceState(jax.tree.map(jnp.zeros_like, params))
+
+    def rule(u, v):
+        d = _like(decay, v)
+        v = u + d * v
+        return (u + d * v if nesterov else v), (v,)
+
+    def update(updates, state, params=None):
+        updates, slots = _per_leaf("updates", updates, state, rule)
+        return updates, TraceState(*slots)
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_adagrad(
+    eps: float = 1e-10, *, initial_accumulator: float = 0.0
+) -> GradientTransformation:
+    """AdaGrad's direction `g / (sqrt(G) + eps)`, without the learning rate.
+
+    `G(t) = G(t-1) + g(t)^2`, `G(0) = initial_accumulator`, as
+    `torch.optim.Adagrad` computes it (see [`adagrad`][purenet.optim.adagrad]).
+
+    Warning:
+      `optax.scale_by_rss` is the same idea with another convention:
+      `g / sqrt(G + eps)` (epsilon inside the root), `G(0) = 0.1` and
+      `eps = 1e-7` by default. Its name is not reused here for that reason.
+
+    Args:
+      eps: added to `sqrt(G)`, `> 0` (at least the smallest normal number of
+        the params' dtype, so it never rounds to 0).
+      initial_accumulator: `G(0)`, `>= 0` (keyword only).
+
+    Returns:
+      A [`GradientTransformation`][purenet.transforms.GradientTransformation]
+      with [`ScaleByAdagradState`][purenet.transforms.ScaleByAdagradState].
+    """
+    eps = positive("eps", eps)
+    initial_accumulator = nonnegative("initial_accumulator", initial_accumulator)
+
+    def init(params):
+        return ScaleByAdagradState(
+            jax.tree.map(lambda x: jnp.full_like(x, initial_accumulator), params)
+        )
+
+    def rule(g, sum_of_squares):
+        e = _eps_like(eps, sum_of_squares)  # the slot has the parameter's dtype
+        sum_of_squares = sum_of_squares + g * g
+        return g / (jnp.sqrt(sum_of_squares) + e), (sum_of_squares,)
+
+    def update(grads, state, params=None):
+        directions, slots = _per_leaf("grads", grads, state, rule)
+        return directions, ScaleByAdagradState(*slots)
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_rmsprop(decay: float = 0.99, eps: float = 1e-8) -> GradientTransformation:
+    """RMSprop's direction `g / (sqrt(s) + eps)`, without the learning rate.
+
+    `s(t) = decay * s(t-1) + (1 - decay) * g(t)^2`, `s(0) = 0`, as
+    `torch.optim.RMSprop` computes it (see [`rmsprop`][purenet.optim.rmsprop]).
+
+    Warning:
+      `optax.scale_by_rms` puts epsilon inside the root, `g / sqrt(s + eps)`,
+      with `decay = 0.9` by default. Its name is not reused here for that reason.
+
+    Args:
+      decay: the forgetting factor of the mean square (torch's `alpha`), in `[0, 1)`.
+      eps: added to `sqrt(s)`, `> 0` (at least the smallest normal number of
+        the params' dtype, so it never rounds to 0).
+
+    Returns:
+      A [`GradientTransformation`][purenet.transforms.GradientTransformation]
+      with [`ScaleByRmspropState`][purenet.transforms.ScaleByRmspropState].
+    """
+    decay = number_in("decay", decay, 0.0, 1.0, high_open=True)
+    eps = positive("eps", eps)
+
+    def init(params):
+        return ScaleByRmspropState(jax.tree.map(jnp.zeros_like, params))
+
+    def rule(g, mean_square):
+        d, e = _like(decay, mean_square), _eps_like(eps, mean_square)  # the parameter's dtype
+        mean_square = d * mean_square + (1.0 - d) * g * g
+        return g / (jnp.sqrt(mean_square) + e), (mean_square,)
+
+    def update(grads, state, params=None):
+        directions, slots = _per_leaf("grads", grads, state, rule)
+        return directions, ScaleByRmspropState(*slots)
+
+    return GradientTransformation(init, update)
 
 
 def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> GradientTransformation:
@@ -435,30 +586,27 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
       A [`GradientTransformation`][purenet.transforms.GradientTransformation]
       with [`AdamState`][purenet.transforms.AdamState].
     """
-    b1, b2, eps = check_adam(b1, b2, eps)
+    b1 = number_in("b1", b1, 0.0, 1.0, high_open=True)
+    b2 = number_in("b2", b2, 0.0, 1.0, high_open=True)
+    eps = positive("eps", eps)
 
     def init(params):
         zeros = jax.tree.map(jnp.zeros_like, params)
         return AdamState(jnp.zeros((), jnp.int32), zeros, jax.tree.map(jnp.zeros_like, params))
 
     def update(grads, state, params=None):
-        _check_like("grads", grads, state.mu, "params")
         t = state.count + 1
-        leaves, treedef = jax.tree.flatten(grads)
-        directions, mus, nus = [], [], []
-        for g, mu, nu in zip(
-            leaves, treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu), strict=True
-        ):
+
+        def rule(g, mu, nu):
             # The slots have params' dtype: t and the hyperparameters take it.
             tt, h1, h2, e = (t.astype(mu.dtype), _like(b1, mu), _like(b2, mu), _eps_like(eps, mu))
             new_mu = h1 * mu + (1.0 - h1) * g
             new_nu = h2 * nu + (1.0 - h2) * g * g
             mu_hat = new_mu / (1.0 - h1**tt)
             nu_hat = new_nu / (1.0 - h2**tt)
-            directions.append(mu_hat / (jnp.sqrt(nu_hat) + e))
-            mus.append(new_mu.astype(mu.dtype))
-            nus.append(new_nu.astype(nu.dtype))
-        new_state = AdamState(t, treedef.unflatten(mus), treedef.unflatten(nus))
-        return treedef.unflatten(directions), new_state
+            return mu_hat / (jnp.sqrt(nu_hat) + e), (new_mu, new_nu)
+
+        directions, (mu, nu) = _per_leaf("grads", grads, (state.mu, state.nu), rule)
+        return directions, AdamState(t, mu, nu)
 
     return GradientTransformation(init, update)

@@ -29,7 +29,7 @@ import numpy as np
 
 import purenet
 from purenet import layers as L
-from purenet import losses, optim, parallel
+from purenet import losses, optim, parallel, privacy
 from purenet.train import fit, make_epoch, make_step
 
 LOSS = losses.softmax_cross_entropy
@@ -208,7 +208,23 @@ def devices_checks(out: Path):
     )
     r.lap("seeds")
 
-    # 6. Clear errors.
+    # 6. DP-SGD: Poisson samples padded to a multiple of the device count,
+    # per-example clipping, noise from the step's key; sharded vs one device.
+    settings = privacy.dp_sgd(l2_clip=1.0, noise_multiplier=0.5, delta=1e-5)
+    dp_runs = {
+        "single": fit(plain, LOSS, opt, p2, x, t, key=key, privacy=settings, **FIT_OPTIONS),
+        "sharded": fit(
+            plain, LOSS, opt, p2, x, t, key=key, privacy=settings, mesh=mesh, **FIT_OPTIONS
+        ),
+    }
+    for name, run in dp_runs.items():
+        r.tree(f"dp_fit/{name}", (run.params, run.opt_state, run.history["train_loss"]))
+    r.facts["dp_epsilon"] = {
+        k: [float(e) for e in v.history["epsilon"]] for k, v in dp_runs.items()
+    }
+    r.lap("dp_fit")
+
+    # 7. Clear errors.
     errors = {}
     for name, call in {
         "fit_batch_size": lambda: fit(

@@ -40,10 +40,12 @@ long). Two things keep it down:
   closure re-jitted per call or an eager loop over a new shape shows up as a
   broken budget, not as a suite that is a minute slower. Files without a
   budget (a new file) are listed with a warning until they get one. A
-  compile is charged to the file of the test running; a program compiled by
-  an earlier file in the same process is not compiled again, so a file's
-  count in a whole run is at most its count run alone, which is what a budget
-  is measured on (`python -m pytest -p no:xdist tests/test_x.py`).
+  compile is charged to the file of the test running. JAX's caches are
+  emptied between files: they keep every program compiled (1.3 to 1.4 MB
+  each, measured on test_conv.py), and an xdist worker had grown to 4.4 GB
+  when XLA aborted in it (issue 30). So a file compiles in a whole run what
+  it compiles run alone, which is what a budget is measured on
+  (`python -m pytest -p no:xdist tests/test_x.py`).
   `--no-compile-budgets` reports without failing.
 
 Hypothesis profiles: every property test states its own budget
@@ -117,7 +119,9 @@ COMPILE_BUDGETS = {
     "test_checkpoint.py": 100,  # 70
     "test_checkpoint_model.py": 32,  # 17
     "test_checks.py": 30,  # 16
+    "test_ci_hang.py": 10,  # 0
     "test_clipping.py": 140,  # 104
+    "test_context.py": 156,  # 117
     "test_conv.py": 680,  # 530
     "test_cost.py": 680,  # 530
     "test_data.py": 150,  # 110
@@ -128,9 +132,10 @@ COMPILE_BUDGETS = {
     "test_experiments_cnn.py": 70,  # 44
     "test_experiments_runner.py": 10,  # 0
     "test_family_trees.py": 190,  # 137
+    "test_feedback.py": 580,  # 455
     "test_gradcheck.py": 380,  # 294 (after the one-engine rewrite)
     "test_interop.py": 800,  # 630
-    "test_layer_registry.py": 950,  # 752
+    "test_layer_registry.py": 1170,  # 927 (752 before the per-example checks)
     "test_layers.py": 480,  # 375
     "test_long_range_memory.py": 60,  # 39
     "test_losses.py": 350,  # 271
@@ -139,7 +144,9 @@ COMPILE_BUDGETS = {
     "test_optim.py": 810,  # 636
     "test_parallel.py": 60,  # 39
     "test_params.py": 340,  # 257
+    "test_per_example.py": 915,  # 722
     "test_pooling.py": 260,  # 199
+    "test_privacy.py": 450,  # 346
     "test_properties.py": 670,  # 373 to 525 (dev and ci profiles)
     "test_recurrent.py": 820,  # 649 (padding masks added)
     "test_schedules.py": 160,  # 119
@@ -180,7 +187,11 @@ def pytest_addoption(parser):
 
 
 def pytest_runtest_setup(item):
-    _running[0] = os.path.basename(item.location[0])
+    name = os.path.basename(item.location[0])
+    if _running[0] not in (name, "(collection)"):
+        # A new file: free the programs the last one compiled (see the docstring).
+        jax.clear_caches()
+    _running[0] = name
 
 
 def pytest_sessionfinish(session):

@@ -2,10 +2,15 @@
 
 Runs the ``gradient`` benchmark on its smallest shape with the minimal repeat
 count, writing into ``tmp_path``: the registry, the timing loop, the HLO
-summary, ``results.json`` and the README table all run end to end.
+summary, ``results.json`` and the README table all run end to end. A default
+run writes into its output folder and leaves the published figures
+(``benchmarks/README.md``, ``benchmarks/results.json``) alone; ``--publish``
+rewrites them.
 """
 
+import hashlib
 import json
+import os
 
 import pytest
 
@@ -13,24 +18,70 @@ from benchmarks import __main__ as entry
 from benchmarks import gradient, report
 
 
-def test_entry_point_writes_json_and_readme(tmp_path, monkeypatch):
+def _tiny_gradient(monkeypatch):
     monkeypatch.setattr(gradient, "SHAPES", (((2, 8, 1), 4, "bce"),))
+
+
+def _digest(path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_a_default_run_writes_its_folder_and_leaves_the_published_figures_alone(
+    tmp_path, monkeypatch, capsys
+):
+    _tiny_gradient(monkeypatch)
+    published = (entry.PUBLISHED_JSON, entry.PUBLISHED_README)
+    before = [_digest(p) for p in published]
+    monkeypatch.chdir(tmp_path)  # the default folder is relative to where it runs
+
+    entry.run(["gradient"], scale=0.001, log=lambda msg: None)
+
+    assert [_digest(p) for p in published] == before
+    out = tmp_path / entry.DEFAULT_OUT
+    results = json.loads((out / "results.json").read_text())
+    shape = results["benchmarks"]["gradient"]["data"]["2-8-1 @ 4"]
+    assert shape["ratios"]["hand"]["median"] > 0
+    assert shape["hlo"]["hand"]["dots_ynn"] + shape["hlo"]["hand"]["dots_xla"] >= 2
+    assert results["machine"]["jax"]
+    assert "| 2-8-1 @ 4 | bce |" in (out / "README.md").read_text()
+    assert "| 2-8-1 @ 4 | bce |" in capsys.readouterr().out  # the tables are printed
+
+
+def test_out_folder_and_publish_are_the_options(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(entry, "run", lambda names, **kw: calls.append((names, kw)))
+    entry.main(["--only", "gradient", "--out", str(tmp_path / "o")])
+    entry.main(["--only", "gradient", "--publish"])
+    entry.main([])
+    assert [(c[1]["out"], c[1]["publish"]) for c in calls] == [
+        (str(tmp_path / "o"), False),
+        (entry.DEFAULT_OUT, True),
+        (entry.DEFAULT_OUT, False),
+    ]
+    with pytest.raises(SystemExit):
+        entry.main(["--out", str(tmp_path), "--publish"])
+
+
+def test_publish_rewrites_the_generated_part_of_the_readme(tmp_path, monkeypatch):
+    _tiny_gradient(monkeypatch)
     json_path, readme_path = tmp_path / "results.json", tmp_path / "README.md"
+    monkeypatch.setattr(entry, "PUBLISHED_JSON", str(json_path))
+    monkeypatch.setattr(entry, "PUBLISHED_README", str(readme_path))
     readme_path.write_text(f"# Notes kept\n\n{report.BEGIN}\nold\n{report.END}\n\nTail kept.\n")
 
     entry.run(
         ["gradient"],
         scale=0.001,
-        json_path=str(json_path),
-        readme_path=str(readme_path),
+        out=str(tmp_path / "unused"),
+        publish=True,
         log=lambda msg: None,
+        show=lambda text: None,
     )
 
+    assert not os.path.exists(tmp_path / "unused")
     results = json.loads(json_path.read_text())
-    shape = results["benchmarks"]["gradient"]["data"]["2-8-1 @ 4"]
-    assert shape["ratios"]["hand"]["median"] > 0
-    assert shape["hlo"]["hand"]["dots_ynn"] + shape["hlo"]["hand"]["dots_xla"] >= 2
-    assert results["machine"]["jax"]
+    assert results["benchmarks"]["gradient"]["data"]["2-8-1 @ 4"]["ratios"]["hand"]["median"] > 0
     text = readme_path.read_text()
     assert text.startswith("# Notes kept") and text.rstrip().endswith("Tail kept.")
     assert "old" not in text and "| 2-8-1 @ 4 | bce |" in text
@@ -38,7 +89,7 @@ def test_entry_point_writes_json_and_readme(tmp_path, monkeypatch):
 
 def test_unknown_benchmark_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="unknown benchmark"):
-        entry.run(["no_such_benchmark"], json_path=str(tmp_path / "r.json"), readme_path=None)
+        entry.run(["no_such_benchmark"], out=str(tmp_path), log=lambda msg: None)
 
 
 def test_conv_profile_stand_ins_keep_the_shapes_and_have_a_correct_backward():

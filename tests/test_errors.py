@@ -7,6 +7,7 @@ test below fails when a message stops naming its argument.
 
 from __future__ import annotations
 
+import re
 import sys
 
 import jax
@@ -14,7 +15,19 @@ import jax.numpy as jnp
 import pytest
 
 import purenet
-from purenet import checkpoint, data, datasets, losses, models, optim, params, schedules
+from purenet import (
+    checkpoint,
+    data,
+    datasets,
+    feedback,
+    losses,
+    models,
+    optim,
+    params,
+    privacy,
+    schedules,
+    train,
+)
 from purenet import layers as L
 from purenet.train import fit
 
@@ -24,6 +37,19 @@ PARAMS = MODEL.init(KEY, (2,))[1]
 X = jnp.ones((8, 2), jnp.float32)
 T = jnp.ones((8, 1), jnp.float32)
 Y3 = jnp.zeros((4, 3), jnp.float32)
+BN_MODEL = L.serial(L.dense(3), L.batchnorm(), L.dense(1))
+BN_PARAMS = BN_MODEL.init(KEY, (2,))[1]
+# a user's layer built without a per-example rule
+USER_MODEL = L.serial(
+    L.dense(2),
+    L.make_layer(
+        lambda key, in_shape, dtype=jnp.float32: (in_shape, {"s": jnp.ones((), dtype)}, ()),
+        lambda params, x, **context: (params["s"] * x, x),
+        lambda params, cache, dy: ({"s": jnp.sum(cache * dy)}, params["s"] * dy),
+        name="my_scale",
+    ),
+)
+USER_PARAMS = USER_MODEL.init(KEY, (2,))[1]
 
 
 def _fit(**overrides):
@@ -35,6 +61,18 @@ def _fit(**overrides):
 GPT = models.gpt(11, 8, 1, 2, 8)
 GPT_PARAMS = GPT.init(KEY, (8,))[1]
 IDS = jnp.zeros((1, 4), jnp.int32)
+
+
+# a user's layer written before the context keywords: `forward(params, x)`
+OLD = L.Layer(
+    lambda key, in_shape, dtype=jnp.float32: (in_shape, (), ()),
+    lambda params, x: (3 * x, ()),
+    lambda params, cache, dy: ((), 3 * dy),
+    name="scale3",
+)
+SEQ = jnp.ones((2, 3, 2), jnp.float32)
+SEQ_MASK = jnp.ones((2, 3), bool)
+CONV = L.conv1d(2, 3)
 
 
 def _load_missing():
@@ -108,6 +146,37 @@ CASES = [
         lambda: L.serial(L.dense(2), jnp.tanh),
         TypeError,
         r"layers\[1\]: expected a purenet Layer",
+    ),
+    (
+        "layers",
+        "a padding mask for a layer whose forward has no `mask` keyword",
+        lambda: L.serial(L.dense(2), OLD).forward(
+            L.serial(L.dense(2), OLD).init(KEY, (3, 2))[1], SEQ, mask=SEQ_MASK
+        ),
+        TypeError,
+        r"serial\[1\] \(scale3\): mask: scale3 cannot take a padding mask: its forward has no "
+        r"`mask` keyword",
+    ),
+    (
+        "layers",
+        "a padding mask for a layer that mixes positions without honouring it (conv1d)",
+        lambda: L.call_forward(CONV, CONV.init(KEY, (3, 2))[1], SEQ, mask=SEQ_MASK),
+        TypeError,
+        r"mask: conv1d\(2\) cannot take a padding mask: its forward has no `mask` keyword",
+    ),
+    (
+        "layers",
+        "a state for a layer whose forward has no `state` keyword",
+        lambda: L.call_forward(OLD, (), X, state={"mean": X}),
+        TypeError,
+        r"state: scale3 cannot take state: its forward has no `state` keyword",
+    ),
+    (
+        "layers",
+        "a context keyword a layer's forward does not name, not None",
+        lambda: L.call_forward(OLD, (), X, segment_ids=jnp.zeros(8, jnp.int32)),
+        TypeError,
+        r"segment_ids: scale3 cannot take `segment_ids`: its forward has no `segment_ids` keyword",
     ),
     (
         "layers",
@@ -224,6 +293,36 @@ CASES = [
         r"loss: expected a purenet Loss",
     ),
     (
+        "per_example",
+        "a model that is not a Layer",
+        lambda: purenet.per_example.grads(lambda x: x, losses.mse),
+        TypeError,
+        r"model: expected a purenet Layer",
+    ),
+    (
+        "per_example",
+        "batch norm in training mode (examples interact)",
+        lambda: purenet.per_example.norms(BN_MODEL, losses.mse)(BN_PARAMS, X, T, train=True),
+        ValueError,
+        r"serial\[1\] \(batchnorm\): per-example gradients: batch norm in training mode "
+        r"couples the examples",
+    ),
+    (
+        "per_example",
+        "a layer with params and no per-example rule",
+        lambda: purenet.per_example.grads(USER_MODEL, losses.mse)(USER_PARAMS, X, X),
+        ValueError,
+        r"serial\[1\] \(my_scale\): per-example gradients: my_scale has params but no "
+        r"per-example rule",
+    ),
+    (
+        "per_example",
+        "a gradient noise estimate from one example",
+        lambda: purenet.per_example.gradient_noise(jnp.ones(1), PARAMS),
+        ValueError,
+        r"sq_norms: expected leaves of one length B >= 2",
+    ),
+    (
         "params",
         "theta of the wrong length for unravel",
         lambda: purenet.ravel(PARAMS)[1](jnp.ones(3)),
@@ -259,6 +358,20 @@ CASES = [
         lambda: optim.chain(optim.clip_by_global_norm(1.0), "adam"),
         TypeError,
         r"transforms\[1\]: expected a gradient transformation \(an object with init and update\)",
+    ),
+    (
+        "optim",
+        "a state that is not the optimizer's own",
+        lambda: optim.adam().update(jnp.ones(2), optim.sgd(0.1).init(jnp.ones(2))),
+        TypeError,
+        r"state: expected the AdamState that this optimizer's init gives, got SgdState",
+    ),
+    (
+        "optim",
+        "momentum's trace with decay 1",
+        lambda: optim.trace(1.0),
+        ValueError,
+        r"decay: expected a number in \[0.0, 1.0\)",
     ),
     (
         "optim",
@@ -333,7 +446,7 @@ CASES = [
     (
         "clipping",
         "clipping threshold 0",
-        lambda: purenet.clipping.clip_by_global_norm(PARAMS, 0.0),
+        lambda: purenet.clipping.clip_grads_by_global_norm(PARAMS, 0.0),
         ValueError,
         r"max_norm: expected a number in \(0.0, inf\), got 0.0",
     ),
@@ -840,9 +953,9 @@ CASES = [
         r"model: expected a model made by purenet.models.gpt, got dense\(3\)",
     ),
     (
-        "models",
+        "train",
         "a batch that micro-batches do not divide",
-        lambda: models.accumulate_gradients(lambda p, x, t: (0.0, p), 3)(GPT_PARAMS, IDS, IDS),
+        lambda: train.accumulate_gradients(lambda p, x, t: (0.0, p), 3)(GPT_PARAMS, IDS, IDS),
         ValueError,
         r"x: expected a batch whose size is a multiple of micro_batches = 3, got batch sizes \[1\]",
     ),
@@ -877,6 +990,107 @@ CASES = [
         ValueError,
         r"params_like\[0\]\['W'\] \(serial\[0\], dense\(4\)\): expected shape \(2, 4\)",
     ),
+    (
+        "feedback",
+        "a learning rule over a layer it is not defined for (params, no weight transport)",
+        lambda: feedback.feedback_alignment(L.serial(L.lstm(3), L.last_step(), L.dense(1))).init(
+            KEY, (4, 2)
+        ),
+        ValueError,
+        r"model: expected dense or convolutional layers .* got lstm\(3\) at serial\[0\], "
+        r"which has params but no weight transport, so feedback_alignment is not defined for it",
+    ),
+    (
+        "feedback",
+        "a learning rule over a combinator it does not know",
+        lambda: feedback.sign_symmetry(L.serial(L.transformer_block(4, 2), L.dense(1))),
+        ValueError,
+        r"model: expected layers combined by serial, parallel, residual for sign_symmetry, "
+        r"got transformer_block\(4, 2\) at serial\[0\]",
+    ),
+    (
+        "feedback",
+        "direct feedback alignment over a residual block",
+        lambda: feedback.direct_feedback_alignment(L.serial(L.dense(2), L.residual(L.dense(2)))),
+        ValueError,
+        r"model: expected layers combined by serial for direct_feedback_alignment, "
+        r"got residual at serial\[1\]",
+    ),
+    (
+        "feedback",
+        "a learning rule's model used without the state holding its feedback matrices",
+        lambda: purenet.backprop(feedback.feedback_alignment(MODEL), losses.mse)(PARAMS, X, T),
+        ValueError,
+        r"state: expected the state from feedback_alignment\(model\)\.init "
+        r"\(its feedback matrices; pass state=\.\.\.\), got \(\)",
+    ),
+    (
+        "feedback",
+        "an unknown sign-symmetry variant",
+        lambda: feedback.sign_symmetry(MODEL, "SF"),
+        ValueError,
+        r"variant: expected one of \['brSF', 'frSF', 'uSF'\], got 'SF'",
+    ),
+    (
+        "privacy",
+        "a clipping norm of zero",
+        lambda: privacy.dp_gradient(MODEL, losses.mse, l2_clip=0.0, noise_multiplier=1.0),
+        ValueError,
+        r"l2_clip: expected a number in \(0\.0, inf\), got 0\.0",
+    ),
+    (
+        "privacy",
+        "a negative noise multiplier",
+        lambda: privacy.dp_gradient(MODEL, losses.mse, l2_clip=1.0, noise_multiplier=-1.0),
+        ValueError,
+        r"noise_multiplier: expected a number in \[0\.0, inf\), got -1\.0",
+    ),
+    (
+        "privacy",
+        "noise without a key",
+        lambda: privacy.dp_gradient(MODEL, losses.mse, l2_clip=1.0, noise_multiplier=1.0)(
+            PARAMS, X, T
+        ),
+        ValueError,
+        r"key: expected a jax\.random key to draw the Gaussian noise",
+    ),
+    (
+        "privacy",
+        "a sample rate above one",
+        lambda: privacy.epsilon(1.0, 1.5, 100, 1e-5),
+        ValueError,
+        r"sample_rate: expected a number in \(0\.0, 1\.0\], got 1\.5",
+    ),
+    (
+        "privacy",
+        "a sample rate of zero",
+        lambda: privacy.epsilon(1.0, 0.0, 100, 1e-5),
+        ValueError,
+        r"sample_rate: expected a number in \(0\.0, 1\.0\], got 0\.0",
+    ),
+    (
+        "privacy",
+        "a delta of one",
+        lambda: privacy.epsilon(1.0, 0.01, 100, 1.0),
+        ValueError,
+        r"delta: expected a number in \(0\.0, 1\.0\), got 1\.0",
+    ),
+    (
+        "privacy",
+        "DP-SGD through batch norm in training mode (examples interact)",
+        lambda: privacy.dp_gradient(BN_MODEL, losses.mse, l2_clip=1.0, noise_multiplier=0.0)(
+            BN_PARAMS, X, T, state=BN_MODEL.init(KEY, (2,))[2], train=True
+        ),
+        ValueError,
+        r"batch",
+    ),
+    (
+        "privacy",
+        "privacy settings that are not dp_sgd's",
+        lambda: _fit(privacy={"l2_clip": 1.0}),
+        TypeError,
+        r"privacy: expected None or DP-SGD settings",
+    ),
 ]
 
 
@@ -894,6 +1108,15 @@ def message_of(call) -> tuple[str, str]:
     return "(no error)", ""
 
 
+def _as_markdown_text(message: str) -> str:
+    """A message shown as written in a Markdown table cell: outside its code
+    spans (`mask`, shown as code), the characters that Markdown would read as
+    markup (`params[0]['W']` as a link, `*, 'b': *` as emphasis) or as the
+    cell's end are backslash-escaped."""
+    pieces = re.split(r"(`[^`]*`)", message)
+    return "".join(p if p.startswith("`") else re.sub(r"([\\*_\[\]|])", r"\\\1", p) for p in pieces)
+
+
 def markdown() -> str:
     lines = [
         "# Bad input and the message you see",
@@ -908,7 +1131,7 @@ def markdown() -> str:
     ]
     for area, what, call, _, _ in CASES:
         kind, message = message_of(call)
-        message = message.replace("|", "\\|")
+        message = _as_markdown_text(message)
         lines.append(f"| {area} | {what} | `{kind}` | {message} |")
     return "\n".join(lines) + "\n"
 

@@ -268,3 +268,12 @@ def test_workers_run_in_other_processes_with_one_xla_thread_each():
             == 1
         )
         assert sum(line.startswith(f"[ok ] {name} (") for line in lines) == 1
+
+
+def test_compile_options_give_xla_cpu_options_only_to_a_cpu_compile():
+    cpu = _common.compile_options("cpu")
+    assert cpu == {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+    for backend in ("gpu", "cuda", "rocm", "tpu"):
+        options = _common.compile_options(backend)
+        assert options == {"xla_backend_optimization_level": 0}
+        assert not any(name.startswith("xla_cpu_") for name in options)

@@ -8,6 +8,7 @@ absent. Errors are relative, tensor by tensor, ``||ours - theirs|| / ||theirs||`
 """
 
 import copy
+import importlib
 
 import jax
 import jax.numpy as jnp
@@ -16,8 +17,12 @@ import pytest
 
 import purenet
 from purenet import layers as L
-from purenet import losses, models, optim
+from purenet import losses, models, optim, train
+from purenet.models.gpt import GPTConfig
 from purenet.testing import assert_gradients
+
+# The module, not the function `models.generate` that shadows it.
+generate_module = importlib.import_module("purenet.models.generate")
 
 LOSS = losses.sequence_softmax_cross_entropy
 CONFIG = dict(
@@ -418,7 +423,7 @@ def test_cached_logits_equal_full_forward(x64):
     ids, _ = small_batch(3, 16, 4)
     ids = ids % 13
     full = GEN.forward(params, ids)[0]
-    cached = models._cached_logits(models._config_of(GEN), params, ids)
+    cached = generate_module._cached_logits(GPTConfig.of(GEN), params, ids)
     err = rel(cached, full)
     print(f"\nlogits through the key-value cache vs full forward: {err:.2e}")
     assert err <= 1e-12
@@ -498,14 +503,14 @@ def test_accumulated_micro_batches_give_the_large_batch_update(x64):
     opt = optim.adamw(1e-2, weight_decay=0.1)
     state = opt.init(params)
     J1, g1 = jax.jit(grad_fn)(params, ids, t)
-    J4, g4 = jax.jit(models.accumulate_gradients(grad_fn, 4))(params, ids, t)
+    J4, g4 = jax.jit(train.accumulate_gradients(grad_fn, 4))(params, ids, t)
     assert abs(float(J4 - J1)) <= 1e-14 * abs(float(J1))
     assert rel(g4, g1) <= 1e-13
     assert rel(opt.step(params, g4, state)[0], opt.step(params, g1, state)[0]) <= 1e-13
     _, g_one = jax.jit(grad_fn)(params, ids[:2], t[:2])
     assert rel(g_one, g1) > 1e-3  # one micro-batch alone is not the batch
     with pytest.raises(ValueError, match="micro_batches = 3"):
-        models.accumulate_gradients(grad_fn, 3)(params, ids, t)
+        train.accumulate_gradients(grad_fn, 3)(params, ids, t)
 
 
 def test_decay_mask():
@@ -520,3 +525,43 @@ def test_decay_mask():
     tied_mask = models.gpt_decay_mask(SMALL.init(jax.random.key(0), (8,))[1])
     assert tied_mask[5]["W"] is None
     assert sum(jax.tree.leaves(tied_mask)) == 4 + 2  # Wq, Wk, Wv, Wo, two MLP matrices
+
+
+# ----------------------------------------------------- the model carries its config
+
+
+def test_config_is_read_from_the_model_and_survives_replace():
+    model = models.gpt(13, 16, 2, 2, 8, tied=False, dropout=0.1, eps=1e-6, flash=True)
+    assert model.name == "gpt(13, 16, 2, 2, 8, tied=False, dropout=0.1, eps=1e-06, flash=True)"
+    config = models.gpt_config(model)
+    assert models.gpt(**config).name == model.name
+    # A rebuilt layer (another backward, a wrapped forward) keeps its configuration.
+    rebuilt = model._replace(backward=lambda params, cache, dy: model.backward(params, cache, dy))
+    rebuilt = rebuilt._replace(forward=lambda params, x, **ctx: model.forward(params, x, **ctx))
+    assert models.gpt_config(rebuilt) == config
+    assert GPTConfig.of(rebuilt) == GPTConfig(**config)
+    renamed = model._replace(name="my_gpt")
+    with pytest.raises(TypeError, match="model: expected a model made by purenet.models.gpt"):
+        models.gpt_config(renamed)
+
+
+def test_generate_on_a_model_rebuilt_with_replace():
+    params = gen_params()
+    prompt = jnp.array([[1, 2, 3], [4, 5, 6]])
+    rebuilt = GEN._replace(backward=lambda params, cache, dy: GEN.backward(params, cache, dy))
+    key = jax.random.key(0)
+    out = models.generate(rebuilt, params, prompt, 5, key=key, top_k=3)
+    np.testing.assert_array_equal(out, models.generate(GEN, params, prompt, 5, key=key, top_k=3))
+
+
+def test_unpack_and_pack_name_the_layout():
+    from purenet.models.gpt import pack, unpack
+
+    _, params, _ = SMALL_UNTIED.init(jax.random.key(0), (8,))
+    parts = unpack(params)
+    assert len(parts.blocks) == 2
+    assert parts.blocks[1].attn is params[3][1][0][1]
+    assert parts.head is params[5] and parts.wte is params[0]
+    assert jax.tree.structure(pack(parts)) == jax.tree.structure(params)
+    packed = jax.tree.leaves(pack(parts))
+    assert all(a is b for a, b in zip(packed, jax.tree.leaves(params), strict=True))

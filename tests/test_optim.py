@@ -819,6 +819,14 @@ PAIRS = {
         lambda: optim.chain(optim.clip_by_global_norm(0.5), optim.momentum(0.1, 0.9)),
         lambda o: o.chain(o.clip_by_global_norm(0.5), o.sgd(0.1, momentum=0.9)),
     ),
+    "trace-torch-form": (
+        lambda: optim.chain(optim.trace(0.9), optim.scale_by_learning_rate(0.1)),
+        lambda o: o.sgd(0.1, momentum=0.9),
+    ),
+    "trace-nesterov-torch-form": (
+        lambda: optim.chain(optim.trace(0.9, nesterov=True), optim.scale_by_learning_rate(0.1)),
+        lambda o: o.sgd(0.1, momentum=0.9, nesterov=True),
+    ),
     "clip-decay-scale": (
         lambda: optim.chain(
             optim.clip(0.7),

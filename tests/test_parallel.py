@@ -220,6 +220,13 @@ def test_sharded_fit_matches_single_device_fit(devices):
     assert devices.facts["fit_params_devices"] == DEVICES
 
 
+def test_dp_sgd_sharded_equals_single_device(devices):
+    # Poisson-sampled, clipped and noised steps: the same params on 8 devices as on one
+    assert_sharded_matches_single(devices.arrays, "dp_fit")
+    spent = devices.facts["dp_epsilon"]
+    assert spent["single"] == spent["sharded"] and spent["single"][-1] > spent["single"][0] > 0
+
+
 def test_shard_map_step_with_explicit_pmean_matches(devices):
     assert_sharded_matches_single(devices.arrays, "shard_map")
     assert devices.facts["shard_map_hlo_all_reduce"]

@@ -417,7 +417,7 @@ def test_clipping_is_a_transform_in_the_chain_not_a_step_option(small):
     grads = purenet.backprop(model, loss)(params, x, t)[1]
     assert float(purenet.clipping.global_norm(grads)) > 0.05  # the clip is active
     expected = jax.tree.map(
-        lambda p, g: p - 0.5 * g, params, purenet.clipping.clip_by_global_norm(grads, 0.05)
+        lambda p, g: p - 0.5 * g, params, purenet.clipping.clip_grads_by_global_norm(grads, 0.05)
     )
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

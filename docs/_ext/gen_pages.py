@@ -6,9 +6,15 @@
   every name it defines without a leading underscore. Names that a package
   only re-exports (``purenet.backprop``, ``purenet.layers.dense``) are listed
   there with a link to the page of their home module, where they are
-  documented once.
+  documented once. A name that is both a submodule and a function the
+  package imports from it (``purenet.models.gpt``) is the function: that is
+  what ``purenet.models.gpt`` is once the package is imported.
 - ``api/index.md``: every public name with the one-line summary of its
   docstring, module by module (as optax's API page).
+
+The pages come in the order of ``ORDER`` below, the module map of DESIGN.md
+(lower modules first); a module missing from it goes at the end of its
+package's group (and the build says so, as information).
 - The list of experiments in ``guides/experiments.md`` (the line
   ``<!-- experiments -->``), read from the registry ``EXPERIMENTS`` of
   ``experiments/__main__.py`` and each experiment's ``CLAIM``.
@@ -21,6 +27,7 @@ for the experiments): the build imports neither JAX nor matplotlib.
 from __future__ import annotations
 
 import ast
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +39,53 @@ PACKAGE = "purenet"
 ROOT = Path(__file__).resolve().parents[2]
 API_SECTION = "API reference"
 EXPERIMENTS_MARKER = "<!-- experiments -->"
+
+# The API pages' order: DESIGN.md's module map ("Modules (the arrows point one
+# way...)"), lower modules first, each package followed by its modules. The one
+# place that order is written; a name here whose module does not exist (yet) is
+# skipped.
+ORDER = [
+    "purenet",
+    "purenet.params",
+    "purenet.activations",
+    "purenet.losses",
+    "purenet.layers",
+    "purenet.layers.core",
+    "purenet.layers.checking",
+    "purenet.layers.normalization",
+    "purenet.layers.dropout",
+    "purenet.layers.conv",
+    "purenet.layers.pooling",
+    "purenet.layers.recurrent",
+    "purenet.layers.attention",
+    "purenet.layers.sharing",
+    "purenet.layers.per_example_rules",
+    "purenet.models",
+    "purenet.models.gpt",
+    "purenet.models.hf",
+    "purenet.models.generate",
+    "purenet.cost",
+    "purenet.per_example",
+    "purenet.privacy",
+    "purenet.feedback",
+    "purenet.gradcheck",
+    "purenet.testing",
+    "purenet.testing.strategies",
+    "purenet.testing.plugin",
+    "purenet.interop",
+    "purenet.optim",
+    "purenet.transforms",
+    "purenet.schedules",
+    "purenet.clipping",
+    "purenet.train",
+    "purenet.metrics",
+    "purenet.checkpoint",
+    "purenet.parallel",
+    "purenet.data",
+    "purenet.datasets",
+]
+
+log = logging.getLogger(f"mkdocs.hooks.{Path(__file__).stem}")
 
 
 @dataclass
@@ -81,6 +135,24 @@ def summary_of(obj: griffe.Object) -> str:
     return cell(" ".join(line.strip() for line in first.splitlines()))
 
 
+def rank(path: str) -> tuple[float, str]:
+    """Where the module ``path`` goes: its place in ``ORDER``; one missing from
+    it goes after the last listed module of its package (its package's group),
+    else at the end, and in alphabetical order among those."""
+    if path in ORDER:
+        return float(ORDER.index(path)), path
+    parent = path.rpartition(".")[0]
+    group = [i for i, p in enumerate(ORDER) if p == parent or p.startswith(parent + ".")]
+    return max(group, default=len(ORDER)) + 0.5, path
+
+
+def in_order(modules: list[Module]) -> list[Module]:
+    for module in modules:
+        if module.path not in ORDER:
+            log.info(f"gen_pages: {module.path} is not in ORDER; its page goes after its package's")
+    return sorted(modules, key=lambda m: rank(m.path))
+
+
 def _public_names(module: griffe.Module) -> list[str]:
     if module.exports is not None:
         return [str(name) for name in module.exports]
@@ -101,13 +173,21 @@ def collect() -> list[Module]:
         for name in _public_names(module):
             member = module.members[name]
             target = member.final_target if member.is_alias else member
+            defined_here = not member.is_alias
+            imported = module.imports.get(name, "")
+            if member.is_module and imported.startswith(PACKAGE + ".") and imported != member.path:
+                # `from purenet.models.gpt import gpt`: after the import the
+                # package's name `gpt` is the function, not the submodule
+                target = package[imported.removeprefix(PACKAGE + ".")]
+                target = target.final_target if target.is_alias else target
+                defined_here = False
             names.append(
                 Name(
                     name=name,
                     home=target.path,
                     kind=target.kind.value,
                     summary=summary_of(target),
-                    defined_here=not member.is_alias,
+                    defined_here=defined_here,
                 )
             )
         out.append(Module(module.path, page_of(module.path), names))
@@ -116,21 +196,24 @@ def collect() -> list[Module]:
                 walk(sub)
 
     walk(package)
-    return out
+    return in_order(out)
 
 
 def api_page(module: Module) -> str:
-    own = [n.name for n in module.names if n.defined_here]
+    own = [n.name for n in module.names if n.defined_here and n.kind != "module"]
+    # The page's one title is this H1; mkdocstrings' own heading for the module
+    # (which would repeat it) is hidden but keeps its anchor, #purenet.x.
     lines = [f"# `{module.path}`", "", f"::: {module.path}", "    options:"]
+    lines += ["      show_root_heading: false", "      toc_label: Overview"]
     if own:
         lines.append("      members:")
         lines += [f"        - {name}" for name in own]
     else:
         lines.append("      members: false")
     elsewhere = [n for n in module.names if not n.defined_here and n.kind != "module"]
-    submodules = [n for n in module.names if not n.defined_here and n.kind == "module"]
+    submodules = sorted((n for n in module.names if n.kind == "module"), key=lambda n: rank(n.home))
     if submodules:
-        lines += ["", "## Modules", "", "| module | |", "| --- | --- |"]
+        lines += ["", "## Modules", "", "| module | summary |", "| --- | --- |"]
         lines += [f"| [`{n.home}`][{n.home}] | {n.summary} |" for n in submodules]
     if elsewhere:
         lines += [
@@ -139,7 +222,7 @@ def api_page(module: Module) -> str:
             "",
             f"Each is `{module.path}.NAME` and is documented in its home module.",
             "",
-            "| name | home | |",
+            "| name | home | summary |",
             "| --- | --- | --- |",
         ]
         lines += [f"| `{n.name}` | [`{n.home}`][{n.home}] | {n.summary} |" for n in elsewhere]
@@ -156,10 +239,15 @@ def index_page(modules: list[Module]) -> str:
         "generated from the code at each build (`docs/_ext/gen_pages.py`).",
     ]
     for module in modules:
-        own = [n for n in module.names if n.defined_here]
+        own = [n for n in module.names if n.defined_here and n.kind != "module"]
         lines += ["", f"## [`{module.path}`][{module.path}]", ""]
         if not own:
-            lines.append("Re-exports only; see its page.")
+            what = (
+                "Modules and re-exports"
+                if any(n.kind == "module" for n in module.names)
+                else "Re-exports"
+            )
+            lines.append(f"{what} only; see its page.")
             continue
         lines += ["| name | summary |", "| --- | --- |"]
         lines += [f"| [`{n.name}`][{n.home}] | {n.summary} |" for n in own]

@@ -6,7 +6,8 @@ re-exported here, so `purenet.layers.dense` and
 
 | module | what it holds |
 | --- | --- |
-| core | the contract `Layer`, `dense`, activations, `flatten`, the combinators |
+| core | the contract (`Layer`, `call_forward`), `dense`, activations, `flatten`, combinators |
+| checking | params checked against the model (`check_params`), errors that name their layer |
 | conv | `conv1d`, `conv2d` and their pieces (`im2col`, `col2im`, `conv_forward`, `conv_backward`) |
 | pooling | `max_pool1d`, `max_pool2d`, `avg_pool1d`, `avg_pool2d`, `global_avg_pool` |
 | normalization | `batchnorm`, `layer_norm` |
@@ -14,6 +15,7 @@ re-exported here, so `purenet.layers.dense` and
 | recurrent | `rnn`, `lstm`, `gru`, `last_step`, `bidirectional`, `embedding` |
 | attention | `multi_head_attention`, `transformer_block`, position encodings, attention's pieces |
 | sharing | `tied` (weight sharing: one array in several slots) |
+| per_example_rules | per-example rules of layers and their dispatch (`purenet.per_example`) |
 """
 
 from purenet.layers.attention import (
@@ -26,12 +28,12 @@ from purenet.layers.attention import (
     sinusoids,
     transformer_block,
 )
+from purenet.layers.checking import check_params, checked_call
 from purenet.layers.conv import col2im, conv1d, conv2d, conv_backward, conv_forward, im2col
 from purenet.layers.core import (
     Layer,
     Static,
-    check_params,
-    checked_call,
+    call_forward,
     dense,
     elementwise,
     fan_in_concat,
@@ -67,6 +69,7 @@ __all__ = [
     "check_params",
     "checked_call",
     "bidirectional",
+    "call_forward",
     "col2im",
     "conv1d",
     "conv2d",

@@ -2,7 +2,7 @@ r"""Attention with a hand-written backward: scaled dot-product attention,
 multi-head self-attention, position encodings and a pre-layer-norm
 transformer block (Vaswani et al. 2017).
 
-| | |
+| piece | what it computes |
 | --- | --- |
 | `attention_forward/backward` | the function pair: softmax(q k^T / sqrt(d_k)) v |
 | `scaled_dot_product_attention` | the pair as a layer on `(q, k, v)` |
@@ -99,10 +99,13 @@ import numpy as np
 from jax import lax
 
 from purenet import _checks
+from purenet.layers import per_example_rules as _rules
+from purenet.layers.checking import within
 from purenet.layers.core import (
     Layer,
     Static,
     as_shape,
+    call_forward,
     check_rank,
     dense,
     gelu,
@@ -111,8 +114,8 @@ from purenet.layers.core import (
     relu,
     residual,
     serial,
-    within,
 )
+from purenet.layers.dropout import dropout as dropout_layer
 from purenet.layers.normalization import layer_norm
 from purenet.params import get_initializer, normal
 
@@ -154,37 +157,27 @@ def _allowed(mask, causal: bool, m: int, heads: int, Tq: int, Tk: int):
     return allowed
 
 
-def _softmax_rows(S, allowed):
-    """`softmax(S)` over the last axis restricted to `allowed` entries;
-    zeros for a row with none (module docstring)."""
-    if allowed is None:
-        S_max = lax.stop_gradient(jnp.max(S, axis=-1, keepdims=True))
-        E = jnp.exp(S - S_max)
-        return E / jnp.sum(E, axis=-1, keepdims=True)
+def _masked_softmax(S, allowed):
+    """`softmax(S)` over the last axis restricted to `allowed` entries, and each
+    row's log-sum-exp over them: `(P, lse)`. A row with no allowed entry gets
+    `P = 0` and `lse = 0` (module docstring). The one masked softmax of
+    purenet: the attention's forward, its flash variant and the key-value
+    cache of [`purenet.models.generate`][] all call it (under `jit`, an unused
+    `lse` costs nothing)."""
     minus_inf = jnp.asarray(-jnp.inf, S.dtype)
-    S_max = jnp.max(jnp.where(allowed, S, minus_inf), axis=-1, keepdims=True)
-    S_max = lax.stop_gradient(jnp.where(jnp.isfinite(S_max), S_max, 0))  # no allowed key: 0
-    # The exponent of a masked entry is -inf, never S - M: a masked logit above
-    # the allowed maximum would overflow exp (and jax.vjp, the tests' referee,
+    # A masked entry's exponent is -inf, never S - M: a masked logit above the
+    # allowed maximum would overflow exp (and jax.vjp, the tests' referee,
     # would see inf * 0 through the unselected branch of a later where).
-    E = jnp.exp(jnp.where(allowed, S - S_max, minus_inf))
+    S_in = S if allowed is None else jnp.where(allowed, S, minus_inf)
+    S_max = jnp.max(S_in, axis=-1, keepdims=True)
+    S_max = lax.stop_gradient(jnp.where(jnp.isfinite(S_max), S_max, 0))  # no allowed key: 0
+    E = jnp.exp(S_in - S_max)
     Z = jnp.sum(E, axis=-1, keepdims=True)
-    return E / jnp.where(Z > 0, Z, 1)
+    Z = jnp.where(Z > 0, Z, 1)
+    return E / Z, S_max + jnp.log(Z)
 
 
 # ------------------------------------------------------- the function pair
-
-
-def _logsumexp_rows(S, allowed):
-    """Each row's log-sum-exp over its allowed entries (0 for a row with none)
-    and the row's probabilities, as `_softmax_rows`."""
-    minus_inf = jnp.asarray(-jnp.inf, S.dtype)
-    S_in = S if allowed is None else jnp.where(allowed, S, minus_inf)
-    S_max = jnp.max(S_in, axis=-1, keepdims=True)
-    S_max = lax.stop_gradient(jnp.where(jnp.isfinite(S_max), S_max, 0))
-    E = jnp.exp(S_in - S_max)
-    Z = jnp.sum(E, axis=-1, keepdims=True)
-    return S_max + jnp.log(jnp.where(Z > 0, Z, 1)), E / jnp.where(Z > 0, Z, 1)
 
 
 def _recompute_P(S, lse, allowed):
@@ -234,8 +227,8 @@ def attention_forward(q, k, v, mask=None, *, causal: bool = False, flash: bool =
     allowed = _allowed(mask, causal, m, heads, Tq, Tk)
     q_scaled = q * (1.0 / math.sqrt(d_k))  # scale the (T, d) queries, not the (T, T) logits
     S = jnp.einsum("mqhd,mkhd->mhqk", q_scaled, k)
+    P, lse = _masked_softmax(S, allowed)
     if flash:
-        lse, P = _logsumexp_rows(S, allowed)
         out = jnp.einsum("mhqk,mkhd->mqhd", P, v)
         mask_kept = None if mask is None else jnp.asarray(mask)
         return out, {
@@ -247,7 +240,6 @@ def attention_forward(q, k, v, mask=None, *, causal: bool = False, flash: bool =
             "mask": mask_kept,
             "causal": Static(bool(causal)),
         }
-    P = _softmax_rows(S, allowed)
     out = jnp.einsum("mhqk,mkhd->mqhd", P, v)
     return out, (q_scaled, k, v, P, out)
 
@@ -387,6 +379,25 @@ def _check_heads(heads: int, d: int) -> int:
     return d // heads
 
 
+def _project_qkv(params, x, heads: int):
+    """[`multi_head_attention`][purenet.layers.attention.multi_head_attention]'s
+    input projections, split into heads: `q, k, v`, each `(m, T, heads, d / heads)`,
+    from `x (m, T, d)`. One `(d, 3d)` product `x [Wq Wk Wv] + [bq bk bv]`.
+    The layer's forward and the key-value cache of
+    [`purenet.models.generate`][] both project with it."""
+    m, T, d = x.shape
+    W = jnp.concatenate([params["Wq"], params["Wk"], params["Wv"]], axis=1)
+    b = jnp.concatenate([params["bq"], params["bk"], params["bv"]])
+    qkv = (x @ W + b).reshape(m, T, 3, heads, d // heads)
+    return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+
+
+def _project_out(params, o):
+    """[`multi_head_attention`][purenet.layers.attention.multi_head_attention]'s
+    output projection `o Wo + bo` of the heads joined back, `o (m, T, d)`."""
+    return o @ params["Wo"] + params["bo"]
+
+
 def multi_head_attention(
     heads: int, *, causal: bool = False, flash: bool = False, W_init="xavier_uniform"
 ) -> Layer:
@@ -466,20 +477,15 @@ def multi_head_attention(
                 f"a batch of shape (m, T, {d}) for multi_head_attention",
                 f"shape {tuple(x.shape)}",
             )
-        d_head = _check_heads(heads, d)
+        _check_heads(heads, d)
         m, T, _ = x.shape
         if mask is not None:
             _check_padding(mask, m, T, "multi_head_attention")
-        W = jnp.concatenate([params["Wq"], params["Wk"], params["Wv"]], axis=1)
-        b = jnp.concatenate([params["bq"], params["bk"], params["bv"]])
-        qkv = (x @ W + b).reshape(m, T, 3, heads, d_head)
+        q, k, v = _project_qkv(params, x, heads)
         padding = None if mask is None else mask[:, None, None, :]
-        o, attention = attention_forward(
-            qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], padding, causal=causal, flash=flash
-        )
+        o, attention = attention_forward(q, k, v, padding, causal=causal, flash=flash)
         o = o.reshape(m, T, d)
-        y = o @ params["Wo"] + params["bo"]
-        return y, (x, o, attention)
+        return _project_out(params, o), (x, o, attention)
 
     def backward(params, cache, dy):
         x, o, attention = cache
@@ -505,7 +511,15 @@ def multi_head_attention(
         grads = {key: grads[key] for key in params}  # params' key order
         return grads, dx
 
-    return make_layer(init, forward, backward, name=f"multi_head_attention({heads})")
+    # Per example: every cache leaf is the example's own (no statistics shared
+    # across the batch), so the batch-of-one backward, vmapped, is exact.
+    return make_layer(
+        init,
+        forward,
+        backward,
+        name=f"multi_head_attention({heads})",
+        per_example=_rules.per_example_from_backward(backward),
+    )
 
 
 # --------------------------------------------------------- position encodings
@@ -557,7 +571,13 @@ def position_embedding(max_len: int, W_init=None) -> Layer:
         dW = jnp.sum(dy, axis=0)
         return {"W": jnp.pad(dW, ((0, max_len - T), (0, 0)))}, dy
 
-    return make_layer(init, forward, backward, name=f"position_embedding({max_len})")
+    return make_layer(
+        init,
+        forward,
+        backward,
+        name=f"position_embedding({max_len})",
+        per_example=_rules.per_example_from_backward(backward),
+    )
 
 
 def sinusoids(length: int, dim: int, dtype=jnp.float32):
@@ -604,6 +624,20 @@ def sinusoidal_positions() -> Layer:
 _ACTIVATIONS = {"gelu": gelu, "gelu_tanh": gelu_tanh, "relu": relu}
 
 
+def _attention_branch(heads: int, causal: bool, eps: float, dropout, flash: bool) -> Layer:
+    """The block's first residual branch: `LN1`, `MHA` (then dropout)."""
+    layers = [layer_norm(eps), multi_head_attention(heads, causal=causal, flash=flash)]
+    return serial(*layers, *([] if dropout is None else [dropout_layer(dropout)]))
+
+
+def _mlp_branch(width: int, mlp_dim: int, activation: str, eps: float, dropout) -> Layer:
+    """The block's second residual branch: `LN2`, `W1`, act, `W2` (then dropout).
+    [`purenet.models.generate`][] runs it, as a `residual`, on the one new
+    position of each decode step."""
+    layers = [layer_norm(eps), dense(mlp_dim), _ACTIVATIONS[activation](), dense(width)]
+    return serial(*layers, *([] if dropout is None else [dropout_layer(dropout)]))
+
+
 def transformer_block(
     width: int,
     heads: int,
@@ -612,22 +646,28 @@ def transformer_block(
     causal: bool = False,
     activation: str = "gelu",
     eps: float = 1e-5,
+    dropout: float | None = None,
+    flash: bool = False,
 ) -> Layer:
     """A pre-layer-norm transformer block (GPT-2; Xiong et al. 2020) on `(m, T, width)`:
 
     ```text
-    h = x + MHA(LN1(x))
-    y = h + W2 act(W1 LN2(h) + b1) + b2
+    h = x + dropout(MHA(LN1(x)))
+    y = h + dropout(W2 act(W1 LN2(h) + b1) + b2)
     ```
 
     A fixed network built once, from the combinators:
     `serial(residual(serial(layer_norm(), multi_head_attention(heads))),
-    residual(serial(layer_norm(), dense(mlp_dim), act, dense(width))))`.
-    The padding mask is the keyword `mask` (boolean `(m, T)`, True at valid
-    positions), passed on by the combinators to the attention (the other
-    layers ignore it). Params: `((ln1, mha), (ln2, dense1, (), dense2))` (see
+    residual(serial(layer_norm(), dense(mlp_dim), act, dense(width))))`,
+    with a [`dropout`][purenet.layers.dropout.dropout] closing each branch
+    when `dropout` is a rate (GPT-2's `resid_pdrop`). The padding mask is the
+    keyword `mask` (boolean `(m, T)`, True at valid positions), passed on by
+    the combinators to the attention (the other layers ignore it). Params:
+    `((ln1, mha), (ln2, dense1, (), dense2))`, or with `dropout`
+    `((ln1, mha, ()), (ln2, dense1, (), dense2, ()))` (see
     [`multi_head_attention`][purenet.layers.attention.multi_head_attention]
     and [`layer_norm`][purenet.layers.normalization.layer_norm]).
+    [`purenet.models.gpt`][] stacks these blocks.
 
     Args:
       width: the model width `d` (the last axis of the input).
@@ -638,15 +678,22 @@ def transformer_block(
       activation: `"gelu"` (exact, `x Phi(x)`, as `torch.nn.GELU()`),
         `"gelu_tanh"` (GPT-2's approximation) or `"relu"`.
       eps: the layer norms' epsilon.
+      dropout: `None` (no dropout layers) or the drop probability in `[0, 1)`
+        of a dropout at the end of each residual branch (identity in
+        evaluation mode; a rate of 0 keeps the layers, and GPT's params layout).
+      flash: the attention keeps row log-sum-exps, not the probabilities (see
+        [`multi_head_attention`][purenet.layers.attention.multi_head_attention]).
     """
     width = _checks.positive_int("width", width)
     heads = _checks.positive_int("heads", heads)
     mlp_dim = 4 * width if mlp_dim is None else _checks.positive_int("mlp_dim", mlp_dim)
     _checks.one_of("activation", activation, _ACTIVATIONS)
+    if dropout is not None:
+        dropout = _checks.number_in("dropout", dropout, 0.0, 1.0, high_open=True)
     _check_heads(heads, width)
     net = serial(
-        residual(serial(layer_norm(eps), multi_head_attention(heads, causal=causal))),
-        residual(serial(layer_norm(eps), dense(mlp_dim), _ACTIVATIONS[activation](), dense(width))),
+        residual(_attention_branch(heads, causal, eps, dropout, flash)),
+        residual(_mlp_branch(width, mlp_dim, activation, eps, dropout)),
     )
     name = f"transformer_block({width}, {heads})"
 
@@ -658,8 +705,22 @@ def transformer_block(
 
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
         with within(name, net):
-            return net.forward(params, x, state=state, train=train, key=key, mask=mask)
+            return call_forward(net, params, x, state=state, train=train, key=key, mask=mask)
+
+    def rule(of):
+        def apply(params, cache, dy):
+            with within(name, net):
+                return of(net, params, cache, dy)
+
+        return apply
 
     return make_layer(
-        init, forward, net.backward, net.update_state, name=name, children=((None, net),)
+        init,
+        forward,
+        net.backward,
+        net.update_state,
+        name=name,
+        children=((None, net),),
+        per_example=rule(_rules.layer_grads),
+        sq_norms=rule(_rules.layer_sq_norms),
     )

@@ -82,6 +82,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from purenet import _checks
+from purenet.layers import per_example_rules as _rules
 from purenet.layers.core import Layer, as_shape, check_rank, make_layer
 from purenet.params import Initializer, get_initializer, zeros
 
@@ -559,7 +560,8 @@ def _conv_layer(
         }
         return (*out, features), params, ()
 
-    def forward(params, x, *, state=(), train=False, key=None, mask=None):
+    # no mask: a kernel mixes neighbouring positions, so a padding mask is refused
+    def forward(params, x):
         check_rank(x, n + 2, name, layout)
         W, b = params["W"], params["b"]
         if x.shape[-1] != W.shape[-2]:
@@ -590,7 +592,27 @@ def _conv_layer(
             dW, dx = _backward_im2col(x.shape, cols, W, dy, stride, pads, dilation)
         return {"W": dW, "b": db}, dx
 
-    return make_layer(init, forward, backward, name=f"{name}({features})")
+    # Per example: with im2col the layer is a dense layer on the rows of X_col,
+    # example i's P positions a sequence (dW_i = X_col_i^T dy_i, norms by the
+    # cheaper of it and the Gram form); with lax, the backward on a batch of one.
+    def per_example_im2col(params, cache, dy):
+        cols, x = cache
+        W, m = params["W"], dy.shape[0]
+        dW, db = _rules.dense_per_example(cols.reshape(m, -1, cols.shape[-1]), dy)
+        dx = backward(params, cache, dy)[1]
+        return {"W": dW.reshape(m, *W.shape), "b": db}, dx
+
+    def sq_norms_im2col(params, cache, dy):
+        cols, x = cache
+        m = dy.shape[0]
+        sq_W, sq_b = _rules.dense_sq_norms(cols.reshape(m, -1, cols.shape[-1]), dy)
+        return {"W": sq_W, "b": sq_b}, backward(params, cache, dy)[1]
+
+    if method == "lax":
+        rules = {"per_example": _rules.per_example_from_backward(backward)}
+    else:
+        rules = {"per_example": per_example_im2col, "sq_norms": sq_norms_im2col}
+    return make_layer(init, forward, backward, name=f"{name}({features})", transport="W", **rules)
 
 
 def conv1d(

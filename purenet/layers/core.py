@@ -12,6 +12,12 @@ backward(params, cache, dy) -> (dparams, dx)
 update_state(state, cache) -> state
 ```
 
+A forward names only the context keywords it uses (`forward(params, x)` is
+enough for a layer without state, mode, randomness or mask): callers pass the
+context through [`call_forward`][purenet.layers.core.call_forward], which
+drops what a layer does not name and refuses a padding mask or a state that
+it cannot take.
+
 Shapes exclude the batch dimension: a batch `x` has shape `(m, *in_shape)`,
 channels-last (`(m, features)`, `(m, T, features)`, `(m, H, W, C)`).
 `params` holds exactly what gradients train, `dparams` has its
@@ -36,13 +42,11 @@ backward is the chain rule written out.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import functools
+import inspect
 import itertools
 import math
-import re
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -51,6 +55,9 @@ import jax.numpy as jnp
 
 from purenet import _checks
 from purenet import activations as act
+from purenet.layers import per_example_rules as _rules
+from purenet.layers.checking import check_params as check_params  # re-exported (models.py)
+from purenet.layers.checking import checked_call, within
 from purenet.params import Initializer, get_initializer, zeros
 
 Shape = tuple[int, ...]
@@ -67,7 +74,21 @@ class Layer(NamedTuple):
     `name` for messages (`"dense(8)"`) and, for a combinator, its
     `children`: `(key, layer)` pairs, where `key` is the child's entry
     in the combinator's params (`None` when the child's params are the
-    combinator's own, as in `residual`).
+    combinator's own, as in `residual`), and `transport`: the params key
+    whose transpose carries the error back in `backward` (the "weight
+    transport" of Lillicrap et al. 2016), or None. Declaring it promises
+    that `backward(params, cache, dy)` gives a `dx` linear in
+    `params[transport]` and a params gradient that does not read it (dense
+    and convolution: `dW = x^T dy`, `dx = dy W^T`), so
+    [`purenet.feedback`][purenet.feedback] can put a feedback matrix in its place.
+
+    Two optional rules give each example's own gradient from the batch's
+    cache (`purenet.per_example`; see
+    [`per_example_rules`][purenet.layers.per_example_rules]):
+    `per_example(params, cache, dy) -> (per_example_dparams, dx)`, each
+    leaf `(m, *leaf.shape)`, and `sq_norms(params, cache, dy) -> (sq_norms, dx)`,
+    each leaf `(m,)`. `None` for a layer without params (none is needed)
+    or without support (per-example gradients through it are refused).
 
     Build library layers with [`make_layer`][purenet.layers.core.make_layer],
     which also checks params against the model at the outermost call."""
@@ -78,6 +99,9 @@ class Layer(NamedTuple):
     update_state: Callable = _keep_state
     name: str = "layer"
     children: tuple = ()
+    transport: str | None = None
+    per_example: Callable | None = None
+    sq_norms: Callable | None = None
 
 
 @jax.tree_util.register_static
@@ -94,187 +118,117 @@ class Static:
     value: Any
 
 
-# --------------------------------------------------- params checked against model
-
-_INSIDE = contextvars.ContextVar("purenet_params_checked", default=False)
+# ------------------------------------------------------------- the forward's context
 
 
-def _input_shape(x):
-    """`in_shape` as `init` takes it, from a batch (a tuple for several inputs)."""
-    if isinstance(x, tuple | list):
-        return tuple(_input_shape(xi) for xi in x)
-    return tuple(jnp.shape(x)[1:])
+# The context keywords of the contract and what a layer whose forward does not
+# name one is given of it: `train` and `key` never matter to it (a layer with
+# no mode or randomness has neither); `state` and `mask` only when they carry
+# nothing (`()` or no leaves; None). A keyword added later is dropped for the
+# layers written before it when its value is None, and refused otherwise.
+def _is_none(value) -> bool:
+    return value is None
 
 
-def _params_dtype(params):
-    for leaf in jax.tree.leaves(params):
-        dtype = getattr(leaf, "dtype", None)
-        if dtype is not None and jnp.issubdtype(dtype, jnp.floating):
-            return jnp.dtype(dtype)
-    return jnp.dtype(jnp.float32)
+_DROPPABLE = {
+    "state": lambda value: not jax.tree.leaves(value),
+    "train": lambda value: True,
+    "key": lambda value: True,
+    "mask": _is_none,
+}
+_HOW = {
+    "state": ("state", "give it state=(), or add `state=()` to its forward's keywords"),
+    "mask": (
+        "a padding mask",
+        "give it no mask, or add `mask=None` to its forward's keywords (and honour the "
+        "mask, unless the layer treats each position on its own)",
+    ),
+}
 
 
-@functools.lru_cache(maxsize=512)
-def _expected(layer: Layer, in_shape, dtype):
-    """What `layer.init` gives for `in_shape`: shapes and dtypes only
-    (`jax.eval_shape` runs no FLOPs); None when `init` refuses the shape
-    (then the forward's own input checks speak)."""
+def _named(forward: Callable) -> frozenset[str] | None:
+    """The keywords `forward` names; None when it takes `**kwargs` (or has
+    no signature Python can read: then it is given everything, as before)."""
     try:
-        return jax.eval_shape(lambda key: layer.init(key, in_shape, dtype)[1], jax.random.key(0))
-    except (ValueError, TypeError):
+        parameters = inspect.signature(forward).parameters.values()
+    except (TypeError, ValueError):
         return None
-
-
-def _labels(layer: Layer, path: tuple) -> list[str]:
-    """The layers a params path runs through: `["serial[2]", "dense(8)"]`."""
-    for key, child in layer.children:
-        if key is None:
-            return [layer.name] + _labels(child, path)
-        if path and path[0] == key:
-            return [f"{layer.name}[{key}]"] + _labels(child, path[1:])
-    return [layer.name]
-
-
-def layer_path(layer: Layer, path: tuple) -> str:
-    """The layers that a params path runs through, as messages show them.
-
-    Args:
-      layer: the model.
-      path: the keys from the root of its params to a leaf, e.g. `(2, "W")`.
-
-    Returns:
-      e.g. `"serial[2], dense(8)"`: each combinator with the index or key it
-      passes to a child, then the layer that owns the leaf.
-    """
-    return ", ".join(_labels(layer, tuple(path)))
-
-
-def _describe(tree) -> str:
-    if isinstance(tree, dict):
-        return f"a dict with keys {sorted(map(str, tree))}"
-    if isinstance(tree, tuple | list):
-        return f"a {type(tree).__name__} of length {len(tree)}" if tree else "()"
-    if hasattr(tree, "shape") and hasattr(tree, "dtype"):
-        return f"an array of shape {tuple(tree.shape)} and dtype {jnp.dtype(tree.dtype).name}"
-    return type(tree).__name__
-
-
-def _mismatch(expected, got, path=()):
-    """The first place where `got` differs from `expected`:
-    `(path, what was expected, what was given)`, or None."""
-    if isinstance(expected, dict):
-        if not isinstance(got, dict):
-            return path, _describe(expected), _describe(got)
-        if set(expected) != set(got):
-            missing = sorted(map(str, set(expected) - set(got)))
-            extra = sorted(map(str, set(got) - set(expected)))
-            said = (f"missing keys {missing}" if missing else "") + (
-                ("; " if missing and extra else "") + (f"unexpected keys {extra}" if extra else "")
-            )
-            return path, f"keys {sorted(map(str, expected))}", said
-        for k in expected:
-            found = _mismatch(expected[k], got[k], path + (k,))
-            if found:
-                return found
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
         return None
-    if isinstance(expected, tuple | list):
-        if type(got) is not type(expected) or len(got) != len(expected):
-            want = _describe(expected)
-            if not expected:
-                want = "() (this layer has no params)"
-            return path, want, _describe(got)
-        for i, (e, g) in enumerate(zip(expected, got, strict=True)):
-            found = _mismatch(e, g, path + (i,))
-            if found:
-                return found
-        return None
-    if expected is None:
-        return None if got is None else (path, "None", _describe(got))
-    if not (hasattr(got, "shape") and hasattr(got, "dtype")):
-        return path, f"an array of shape {tuple(expected.shape)}", _describe(got)
-    if tuple(got.shape) != tuple(expected.shape):
-        return path, f"shape {tuple(expected.shape)}", f"{tuple(got.shape)}"
-    if jnp.dtype(got.dtype) != jnp.dtype(expected.dtype):
-        return path, f"dtype {jnp.dtype(expected.dtype).name}", jnp.dtype(got.dtype).name
-    return None
-
-
-def _batched(in_shape) -> str:
-    if in_shape and isinstance(in_shape[0], tuple):
-        return "(" + ", ".join(_batched(s) for s in in_shape) + ")"
-    return "(" + ", ".join(["m", *map(str, in_shape)]) + ")"
-
-
-def check_params(layer: Layer, params, x, name: str = "params") -> None:
-    """Check `params` against what `layer.init` gives for inputs like `x`.
-
-    Structure, shapes and dtypes are compared with `jax.eval_shape` of `init`
-    (no FLOPs, memoized per layer, input shape and dtype), so under `jit` the
-    check runs once at trace time and adds nothing to the compiled program.
-    The dtype expected is that of the first floating leaf of `params`.
-
-    Raises:
-      ValueError: naming the path in params and the layers it runs through,
-        e.g. `params[2]['W'] (serial[2], dense(8)): expected shape (4, 8), got (4, 3)`.
-    """
-    if not isinstance(layer, Layer):
-        return
-    try:
-        in_shape = _input_shape(x)
-        hash(in_shape)
-    except TypeError:
-        return
-    expected = _expected(layer, in_shape, _params_dtype(params))
-    if expected is None:
-        return
-    found = _mismatch(expected, params)
-    if found is None:
-        return
-    path, want, got = found
-    where = name + "".join(f"[{k!r}]" for k in path)
-    labels = layer_path(layer, path)
-    raise ValueError(
-        f"{where} ({labels}): expected {want}, got {got} "
-        f"(what {layer.name}'s init gives for inputs of shape {_batched(in_shape)})"
+    return frozenset(
+        p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     )
 
 
-# An error about the input: "x: ..." or "x[1]: ..." (one of several inputs).
-_ABOUT_X = re.compile(r"x(\[\d+\])*: ")
+_named_cached = functools.lru_cache(maxsize=4096)(_named)
 
 
-def checked_call(layer: Layer, params, x, fn: Callable):
-    """`fn()`, with `params` checked against `layer` first, unless a caller
-    further out has already checked them (one check per entry point)."""
-    if _INSIDE.get():
-        return fn()
-    token = _INSIDE.set(True)
+def _keywords(forward: Callable) -> frozenset[str] | None:
     try:
-        try:
-            check_params(layer, params, x)
-        except ValueError as params_error:
-            # Params that do not fit the input may mean a wrong input: when the
-            # layers themselves reject `x`, that error comes first, and the
-            # params' misfit second (another instance's params give the same
-            # rejection of a right `x`: only the caller knows which is wrong).
-            try:
-                jax.eval_shape(fn)
-            except Exception as error:  # the wrong params may fail any way (KeyError)
-                message = getattr(error, "purenet_message", str(error))
-                if not _ABOUT_X.match(message):
-                    raise params_error from None
-                if type(error) not in (ValueError, TypeError):
-                    raise error from None
-                misfit = f"; or, if x is right, params that do not fit it: {params_error}"
-                again = type(error)(f"{error}{misfit}")
-                if hasattr(error, "purenet_path"):  # as `within` made it, for an outer one
-                    again.purenet_path, again.purenet_leaf = error.purenet_path, error.purenet_leaf
-                    again.purenet_message = message + misfit
-                raise again from None
-            raise params_error from None
-        return fn()
-    finally:
-        _INSIDE.reset(token)
+        return _named_cached(forward)
+    except TypeError:  # an unhashable callable: read its signature each time
+        return _named(forward)
+
+
+def _fitted(forward: Callable, name: str, context: dict) -> dict:
+    """`context` cut to the keywords `forward` names (see `call_forward`)."""
+    named = _keywords(forward)
+    if named is None or named.issuperset(context):
+        return context
+    fitted = {}
+    for keyword, value in context.items():
+        if keyword in named:
+            fitted[keyword] = value
+        elif not _DROPPABLE.get(keyword, _is_none)(value):
+            what, how = _HOW.get(
+                keyword,
+                (
+                    f"`{keyword}`",
+                    f"give it {keyword}=None, or add `{keyword}=None` to its forward's keywords",
+                ),
+            )
+            raise TypeError(
+                f"{keyword}: {name} cannot take {what}: "
+                f"its forward has no `{keyword}` keyword; {how}"
+            )
+    return fitted
+
+
+def call_forward(layer: Layer, params, x, **context) -> tuple[Any, Any]:
+    """`layer.forward(params, x, **context)`, passing only the keywords its
+    forward names: how combinators, `backprop`, `objective`, the training loops
+    and the gradient checks call a layer (DESIGN.md, "Inputs and context").
+
+    So a layer names only the context it uses: `forward(params, x)` is a whole
+    layer, and one written before a keyword existed keeps working. A forward
+    with `**context` gets everything. For a keyword the forward does not name:
+
+    * `train` and `key` are dropped (a layer without them has no mode and no
+      randomness);
+    * `state` is dropped when it carries nothing (`()`), else refused;
+    * `mask` is dropped when it is None, else refused: a layer that cannot
+      take a padding mask must not ignore one silently;
+    * any other keyword (one the contract may add later) is dropped when it
+      is None, else refused.
+
+    The signature is read once per forward function (memoized). A refusal is
+    raised before the forward runs; under `jit`, at trace time.
+
+    Args:
+      layer: a [`Layer`][purenet.layers.core.Layer].
+      params: its params.
+      x: its input.
+      **context: `state=`, `train=`, `key=`, `mask=`.
+
+    Returns:
+      `(y, cache)`, as `layer.forward` returns them.
+
+    Raises:
+      TypeError: a `mask` (not None), a `state` that is not empty, or another
+        keyword that is not None given to a layer whose forward does not name
+        it; the message names the keyword and the layer.
+    """
+    return layer.forward(params, x, **_fitted(layer.forward, layer.name, context))
 
 
 def make_layer(
@@ -285,40 +239,41 @@ def make_layer(
     *,
     name: str,
     children: tuple = (),
+    transport: str | None = None,
+    per_example: Callable | None = None,
+    sq_norms: Callable | None = None,
 ) -> Layer:
     """A [`Layer`][purenet.layers.core.Layer] whose `forward` checks its
-    params against `init` (see [`check_params`][purenet.layers.core.check_params])
-    when called from outside any other checked call."""
-    layer = Layer(init, forward, backward, update_state, name, tuple(children))
+    params against `init` (see [`check_params`][purenet.layers.checking.check_params])
+    when called from outside any other checked call, and takes any context:
+    `forward` needs to name only the keywords it uses (see
+    [`call_forward`][purenet.layers.core.call_forward]). `transport`,
+    `per_example` and `sq_norms` are the optional `Layer` fields of the same names."""
+    layer = Layer(
+        init,
+        forward,
+        backward,
+        update_state,
+        name,
+        tuple(children),
+        transport=transport,
+        per_example=per_example,
+        sq_norms=sq_norms,
+    )
 
-    @functools.wraps(forward)
+    @functools.wraps(forward)  # its signature is forward's: call_forward reads it
     def checked_forward(params, x, **context):
+        context = _fitted(forward, name, context)
         return checked_call(layer, params, x, lambda: forward(params, x, **context))
 
     return layer._replace(forward=checked_forward)
 
 
-@contextlib.contextmanager
-def within(segment: str, layer: Layer):
-    """Errors raised by a sub-layer start with its path through the combinators:
-    `serial[3] (conv2d): kernel_size: ...`; nested paths are joined with
-    commas. A `ValueError` or `TypeError` is raised again with the path in
-    its message; any other exception gets the path as a note."""
-    try:
-        yield
-    except (ValueError, TypeError) as error:
-        path = [segment] + getattr(error, "purenet_path", [])
-        leaf = getattr(error, "purenet_leaf", layer.name)
-        message = getattr(error, "purenet_message", str(error))
-        if type(error) not in (ValueError, TypeError):
-            error.add_note(f"in {', '.join(path)} ({leaf})")
-            raise
-        again = type(error)(f"{', '.join(path)} ({leaf}): {message}")
-        again.purenet_path, again.purenet_leaf, again.purenet_message = path, leaf, message
-        raise again.with_traceback(error.__traceback__) from None
-    except Exception as error:
-        error.add_note(f"in {segment} ({layer.name})")
-        raise
+def _check_context(layers: Sequence[Layer], segments: Sequence[str], contexts: Sequence[dict]):
+    """Every sub-layer's context checked before any of them runs."""
+    for layer, segment, context in zip(layers, segments, contexts, strict=True):
+        with within(segment, layer):
+            _fitted(layer.forward, layer.name, context)
 
 
 # ------------------------------------------------------------------ shape helpers
@@ -447,7 +402,8 @@ def dense(
         params = {"W": W_init(k_W, (in_shape[-1], n), dtype), "b": b_init(k_b, (n,), dtype)}
         return in_shape[:-1] + (n,), params, ()
 
-    def forward(params, x, *, state=(), train=False, key=None, mask=None):
+    # mask: taken and ignored, as every layer that treats each position on its own
+    def forward(params, x, *, mask=None):
         W, b = params["W"], params["b"]
         if not hasattr(x, "shape") or jnp.ndim(x) < 2 or x.shape[-1] != W.shape[0]:
             _checks.fail(
@@ -466,7 +422,25 @@ def dense(
         dx = dy @ params["W"].T
         return {"W": dW, "b": db}, dx
 
-    return make_layer(init, forward, backward, name=f"dense({n})")
+    # Per example (Goodfellow 2015): dW_i = x_i^T dy_i; the norms by
+    # |x_i|^2 |dy_i|^2 on rows, by the cheaper of dW_i and the Gram form on sequences.
+    def per_example(params, cache, dy):
+        dW, db = _rules.dense_per_example(cache, dy)
+        return {"W": dW, "b": db}, dy @ params["W"].T
+
+    def sq_norms(params, cache, dy):
+        sq_W, sq_b = _rules.dense_sq_norms(cache, dy)
+        return {"W": sq_W, "b": sq_b}, dy @ params["W"].T
+
+    return make_layer(
+        init,
+        forward,
+        backward,
+        name=f"dense({n})",
+        transport="W",
+        per_example=per_example,
+        sq_norms=sq_norms,
+    )
 
 
 # ------------------------------------------------------------------- activations
@@ -487,7 +461,7 @@ def elementwise(activation: act.Activation) -> Layer:
             "activation", "a purenet.activations.Activation", type(activation).__name__
         )
 
-    def forward(params, x, *, state=(), train=False, key=None, mask=None):
+    def forward(params, x, *, mask=None):  # each entry on its own: a mask changes nothing
         y = activation.f(x)
         return y, (x, y)
 
@@ -545,7 +519,8 @@ def flatten() -> Layer:
     def init(key, in_shape, dtype=jnp.float32):
         return (math.prod(as_shape(in_shape)),), (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None, mask=None):
+    # no mask: flattening a sequence mixes its positions, so a mask is refused
+    def forward(params, x):
         if not hasattr(x, "shape") or jnp.ndim(x) < 2:
             _checks.fail(
                 "x",
@@ -588,11 +563,16 @@ def serial(*layers: Layer) -> Layer:
         _check_entries("params", params, count, "layer")
         state = _stateless(state, count)
         _check_entries("state", state, count, "layer")
+        segments = [f"serial[{i}]" for i in range(count)]
+        contexts = [
+            dict(state=s, train=train, key=k, mask=mask)
+            for s, k in zip(state, split_key(key, count), strict=True)
+        ]
+        _check_context(layers, segments, contexts)
         caches = []
-        steps = zip(layers, params, state, split_key(key, count), strict=True)
-        for i, (layer, p, s, k) in enumerate(steps):
-            with within(f"serial[{i}]", layer):
-                x, cache = layer.forward(p, x, state=s, train=train, key=k, mask=mask)
+        for layer, segment, p, context in zip(layers, segments, params, contexts, strict=True):
+            with within(segment, layer):
+                x, cache = call_forward(layer, p, x, **context)
             caches.append(cache)
         return x, tuple(caches)
 
@@ -603,6 +583,16 @@ def serial(*layers: Layer) -> Layer:
                 grads[i], dy = layers[i].backward(params[i], cache[i], dy)
         return tuple(grads), dy
 
+    def each_in_reverse(rule):  # backward's loop, with a per-example rule per layer
+        def run(params, cache, dy):
+            out = [None] * count
+            for i in reversed(range(count)):
+                with within(f"serial[{i}]", layers[i]):
+                    out[i], dy = rule(layers[i], params[i], cache[i], dy)
+            return tuple(out), dy
+
+        return run
+
     return make_layer(
         init,
         forward,
@@ -610,6 +600,8 @@ def serial(*layers: Layer) -> Layer:
         _update_each(layers),
         name="serial",
         children=tuple(enumerate(layers)),
+        per_example=each_in_reverse(_rules.layer_grads),
+        sq_norms=each_in_reverse(_rules.layer_sq_norms),
     )
 
 
@@ -643,11 +635,18 @@ def parallel(*layers: Layer) -> Layer:
         _check_entries("params", params, count, "layer")
         state = _stateless(state, count)
         _check_entries("state", state, count, "layer")
+        segments = [f"parallel[{i}]" for i in range(count)]
+        contexts = [
+            dict(state=s, train=train, key=k, mask=mask)
+            for s, k in zip(state, split_key(key, count), strict=True)
+        ]
+        _check_context(layers, segments, contexts)
         pairs = []
-        parts = zip(layers, params, x, state, split_key(key, count), strict=True)
-        for i, (layer, p, xi, s, k) in enumerate(parts):
-            with within(f"parallel[{i}]", layer):
-                pairs.append(layer.forward(p, xi, state=s, train=train, key=k, mask=mask))
+        for layer, segment, p, xi, context in zip(
+            layers, segments, params, x, contexts, strict=True
+        ):
+            with within(segment, layer):
+                pairs.append(call_forward(layer, p, xi, **context))
         return tuple(y for y, _ in pairs), tuple(c for _, c in pairs)
 
     def backward(params, cache, dy):
@@ -657,6 +656,16 @@ def parallel(*layers: Layer) -> Layer:
                 pairs.append(layer.backward(p, c, d))
         return tuple(g for g, _ in pairs), tuple(dx for _, dx in pairs)
 
+    def each_part(rule):  # backward's loop, with a per-example rule per part
+        def run(params, cache, dy):
+            pairs = []
+            for i, (layer, p, c, d) in enumerate(zip(layers, params, cache, dy, strict=True)):
+                with within(f"parallel[{i}]", layer):
+                    pairs.append(rule(layer, p, c, d))
+            return tuple(g for g, _ in pairs), tuple(dx for _, dx in pairs)
+
+        return run
+
     return make_layer(
         init,
         forward,
@@ -664,6 +673,8 @@ def parallel(*layers: Layer) -> Layer:
         _update_each(layers),
         name="parallel",
         children=tuple(enumerate(layers)),
+        per_example=each_part(_rules.layer_grads),
+        sq_norms=each_part(_rules.layer_sq_norms),
     )
 
 
@@ -675,7 +686,7 @@ def fan_out(n: int) -> Layer:
     def init(key, in_shape, dtype=jnp.float32):
         return (as_shape(in_shape),) * n, (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None, mask=None):
+    def forward(params, x, *, mask=None):  # copies each position: a mask changes nothing
         return (x,) * n, ()
 
     def backward(params, cache, dy):
@@ -695,7 +706,7 @@ def fan_in_sum() -> Layer:
             _checks.fail("in_shape", "input shapes that are all equal for fan_in_sum", repr(shapes))
         return shapes[0], (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None, mask=None):
+    def forward(params, x, *, mask=None):  # sums position by position: a mask changes nothing
         if not isinstance(x, tuple | list) or not x:
             _checks.fail("x", "a non-empty tuple of arrays for fan_in_sum", type(x).__name__)
         shapes = {tuple(jnp.shape(xi)) for xi in x}
@@ -731,7 +742,8 @@ def fan_in_concat(axis: int = -1) -> Layer:
         out[a] = sum(s[a] for s in shapes)
         return tuple(out), (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None, mask=None):
+    # mask: taken and ignored (joining features keeps each position on its own)
+    def forward(params, x, *, mask=None):
         if not isinstance(x, tuple | list) or not x:
             _checks.fail("x", "a non-empty tuple of arrays for fan_in_concat", type(x).__name__)
         sizes = tuple(xi.shape[axis] for xi in x)  # each input's size along the axis
@@ -764,7 +776,7 @@ def residual(layer: Layer) -> Layer:
 
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
         with within("residual", layer):
-            y, cache = layer.forward(params, x, state=state, train=train, key=key, mask=mask)
+            y, cache = call_forward(layer, params, x, state=state, train=train, key=key, mask=mask)
         return x + y, cache
 
     def backward(params, cache, dy):
@@ -772,6 +784,21 @@ def residual(layer: Layer) -> Layer:
             grads, dx = layer.backward(params, cache, dy)
         return grads, dy + dx
 
+    def with_skip(rule):  # backward, with a per-example rule for the inner layer
+        def run(params, cache, dy):
+            with within("residual", layer):
+                grads, dx = rule(layer, params, cache, dy)
+            return grads, dy + dx
+
+        return run
+
     return make_layer(
-        init, forward, backward, layer.update_state, name="residual", children=((None, layer),)
+        init,
+        forward,
+        backward,
+        layer.update_state,
+        name="residual",
+        children=((None, layer),),
+        per_example=with_skip(_rules.layer_grads),
+        sq_norms=with_skip(_rules.layer_sq_norms),
     )

@@ -25,7 +25,8 @@ def dropout(rate: float) -> Layer:
     def init(key, in_shape, dtype=jnp.float32):
         return as_shape(in_shape), (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None, mask=None):
+    # mask: taken and ignored (each entry is dropped on its own)
+    def forward(params, x, *, train=False, key=None, mask=None):
         if not train or rate == 0.0:
             return x, jnp.ones((), x.dtype)
         if key is None:

@@ -46,7 +46,8 @@ def batchnorm(momentum: float = 0.1, eps: float = 1e-5) -> Layer:
         ones, zero = jnp.ones((c,), dtype), jnp.zeros((c,), dtype)
         return in_shape, {"gamma": ones, "beta": zero}, {"mean": zero, "var": ones}
 
-    def forward(params, x, *, state=(), train=False, key=None, mask=None):
+    # no mask: training statistics would count padded positions, so a mask is refused
+    def forward(params, x, *, state=(), train=False):
         c = params["gamma"].shape[0]
         if not hasattr(x, "shape") or jnp.ndim(x) < 2 or x.shape[-1] != c:
             _checks.fail(
@@ -105,7 +106,22 @@ def batchnorm(momentum: float = 0.1, eps: float = 1e-5) -> Layer:
             "var": (1 - momentum) * state["var"] + momentum * cache["batch_var"],
         }
 
-    return make_layer(init, forward, backward, update_state, name="batchnorm")
+    def per_example(params, cache, dy):
+        if "batch_mean" in cache:
+            raise ValueError(
+                "per-example gradients: batch norm in training mode couples the examples "
+                "through the batch statistics (each example's output depends on every "
+                "other example), so there is no per-example gradient; use evaluation mode "
+                "(train=False, with the running statistics in state) or layer_norm"
+            )
+        xhat, inv_std = cache["xhat"], cache["inv_std"]
+        within = tuple(range(1, dy.ndim - 1))  # an example's own positions
+        grads = {"gamma": jnp.sum(dy * xhat, axis=within), "beta": jnp.sum(dy, axis=within)}
+        return grads, dy * params["gamma"] * inv_std
+
+    return make_layer(
+        init, forward, backward, update_state, name="batchnorm", per_example=per_example
+    )
 
 
 def layer_norm(eps: float = 1e-5) -> Layer:
@@ -143,7 +159,7 @@ def layer_norm(eps: float = 1e-5) -> Layer:
         d = in_shape[-1]
         return in_shape, {"gamma": jnp.ones((d,), dtype), "beta": jnp.zeros((d,), dtype)}, ()
 
-    def forward(params, x, *, state=(), train=False, key=None, mask=None):
+    def forward(params, x, *, mask=None):  # each position on its own: a mask changes nothing
         d = params["gamma"].shape[0]
         if not hasattr(x, "shape") or jnp.ndim(x) < 2 or x.shape[-1] != d:
             _checks.fail(
@@ -170,4 +186,10 @@ def layer_norm(eps: float = 1e-5) -> Layer:
         )
         return {"gamma": jnp.sum(dy * xhat, axis=rows), "beta": jnp.sum(dy, axis=rows)}, dx
 
-    return make_layer(init, forward, backward, name="layer_norm")
+    def per_example(params, cache, dy):
+        xhat, _ = cache
+        within = tuple(range(1, dy.ndim - 1))  # an example's own rows (its time steps)
+        grads = {"gamma": jnp.sum(dy * xhat, axis=within), "beta": jnp.sum(dy, axis=within)}
+        return grads, backward(params, cache, dy)[1]
+
+    return make_layer(init, forward, backward, name="layer_norm", per_example=per_example)

@@ -118,7 +118,8 @@ def _pool_layer(n, name, kind, window, stride, padding, count_include_pad=True) 
             return math.prod(window)
         return jnp.asarray(_counts(spatial, window, stride, pads, out), dtype)[..., None]
 
-    def forward(params, x, *, state=(), train=False, key=None, mask=None):
+    # no mask: a window mixes positions, so a padding mask is refused
+    def forward(params, x):
         check_rank(x, n + 2, name, layout)
         pads, out = shape_of(x.shape[1:-1])
         # The cache is x (max pooling needs its values, average pooling only
@@ -237,7 +238,8 @@ def global_avg_pool() -> Layer:
             )
         return (in_shape[-1],), (), ()
 
-    def forward(params, x, *, state=(), train=False, key=None, mask=None):
+    # no mask: the mean mixes positions, so a padding mask is refused
+    def forward(params, x):
         if not hasattr(x, "shape") or jnp.ndim(x) < 3:
             _checks.fail(
                 "x",

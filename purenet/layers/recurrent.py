@@ -2,7 +2,7 @@
 
 Layers (the contract is [`purenet.layers.core`][purenet.layers.core]'s):
 
-| | |
+| layer | what it computes |
 | --- | --- |
 | `rnn(h)` | Elman / tanh RNN, `h_t = tanh(x_t Wx + h_{t-1} Wh + b)` |
 | `lstm(h)` | long short-term memory, gates i, f, g, o (PyTorch order) |

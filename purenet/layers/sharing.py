@@ -44,7 +44,9 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 
 from purenet import _checks
-from purenet.layers.core import Layer, make_layer, within
+from purenet.layers import per_example_rules as _rules
+from purenet.layers.checking import within
+from purenet.layers.core import Layer, call_forward, make_layer
 
 Path = tuple
 """A path into a params pytree: one key per level, an `int` for a tuple entry, a `str` for
@@ -167,19 +169,32 @@ def tied(model: Layer, ties: Sequence[Sequence[Path]]) -> Layer:
                     _checks.fail(
                         f"ties[{g}]",
                         f"arrays of one shape and dtype; "
-                        f"{_path_text(group[0])} is {_describe(owner)}",
-                        f"{_path_text(path)}: {_describe(other)}",
+                        f"{_path_text(group[0])} is {_checks.describe(owner)}",
+                        f"{_path_text(path)}: {_checks.describe(other)}",
                     )
                 params = _set(params, path, None)
         return out_shape, params, state
 
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
         with within("tied", model):
-            return model.forward(fill(params), x, state=state, train=train, key=key, mask=mask)
+            context = dict(state=state, train=train, key=key, mask=mask)
+            return call_forward(model, fill(params), x, **context)
 
     def backward(params, cache, dy):
         with within("tied", model):
             grads, dx = model.backward(fill(params), cache, dy)
+        for group in groups:
+            total = _get(grads, group[0], "grads")
+            for path in group[1:]:
+                total = total + _get(grads, path, "grads")
+                grads = _set(grads, path, None)
+            grads = _set(grads, group[0], total)
+        return grads, dx
+
+    def per_example(params, cache, dy):
+        # as backward, with each example's slot gradients summed into its owner's
+        with within("tied", model):
+            grads, dx = _rules.layer_grads(model, fill(params), cache, dy)
         for group in groups:
             total = _get(grads, group[0], "grads")
             for path in group[1:]:
@@ -195,10 +210,5 @@ def tied(model: Layer, ties: Sequence[Sequence[Path]]) -> Layer:
         model.update_state,
         name=f"tied({model.name})",
         children=((None, model),),
+        per_example=per_example,
     )
-
-
-def _describe(a) -> str:
-    if hasattr(a, "shape") and hasattr(a, "dtype"):
-        return f"shape {tuple(a.shape)}, dtype {jnp.dtype(a.dtype).name}"
-    return type(a).__name__

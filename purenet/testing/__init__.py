@@ -168,7 +168,7 @@ def assert_layer(
     dy)`, with respect to `params` and every floating-point leaf of `x`
     (integer inputs such as token ids have no gradient and are left out).
     This is [`assert_vjp`][purenet.testing.assert_vjp] with
-    `f(params, x) = layer.forward(params, x, **ctx)[0]`.
+    `f(params, x) = call_forward(layer, params, x, **ctx)[0]`.
 
     Args:
       layer: a [`Layer`][purenet.layers.Layer].
