@@ -42,6 +42,7 @@ EXPERIMENTS = [
     "linear_hidden_collapse",
     "output_heads",
     "batch_sizes",
+    "gradient_noise_scale",
     "optimizers",
     "vanishing_gradients",
     "regularization",
@@ -52,6 +53,7 @@ EXPERIMENTS = [
     "attention_vs_recurrence",
     "long_range_memory",
     "char_gpt",
+    "dp_sgd",
 ]
 
 

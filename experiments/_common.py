@@ -32,9 +32,10 @@ architecture: `sweep`. What differs per seed beyond its key (its own
 data set, split, label noise, an init inside the program) is drawn by
 `sweep(..., draw=...)` inside the program; arms that differ only in where
 they start take `start_per_point` (`points_in_sequence` keeps each arm's
-numbers those of a run of its own). An experiment that trains otherwise says
-why in its docstring or at the place (gradient_check trains nothing;
-optimizers steps on analytic 2-D surfaces, which are not networks;
+numbers those of a run of its own; `compile=returning(select)` compiles
+only what is read, the program of the hand-written run it replaces). An
+experiment that trains otherwise says why in its docstring or at the place
+(gradient_check trains nothing; optimizers steps on analytic 2-D surfaces, which are not networks;
 batch_sizes times single epochs). `make_train(..., evaluate=...)` records a probe after every
 epoch (`sweep(..., evaluate_start=True)` also before the first); to
 evaluate every `k` epochs, `sweep(..., every=k)`.
@@ -218,6 +219,7 @@ def sweep(
     draw=None,
     start_per_point: bool = False,
     penalty=None,
+    privacy=None,
     evaluate=None,
     evaluate_start: bool = False,
     every: int = 1,
@@ -258,12 +260,15 @@ def sweep(
         (every array as long); a point is the dict of their rows.
       draw: `None`, or `draw(key, point) -> dict`, run per seed inside the
         program on the seed's key: its entries join the point that `data`,
-        `start`, `optimizer`, `penalty`, `evaluate` and `finish` see, and
+        `start`, `optimizer`, `penalty`, `privacy`, `evaluate` and `finish` see, and
         its entry `"key"` is the seed's training key.
       start_per_point: `start` has leading axes `(points, seeds)` (with a
         grid, as many points; without one, the points are its first axis).
       penalty: `None`, a `purenet.penalty`, or `penalty(point)` that makes
         one (traced strengths: one program for every strength).
+      privacy: `None`, DP-SGD settings (`purenet.privacy.dp_sgd`), or
+        `privacy(point)` that makes them (traced clip norms and noise
+        multipliers: one program for every privacy level).
       evaluate: `None`, or `evaluate(params, state, point) -> pytree`,
         recorded after every `every` epochs (`point` is `{}` without a
         grid).
@@ -276,7 +281,8 @@ def sweep(
       finish: `None`, or `finish(params, state, point) -> pytree`, measured
         once after training in the same program (`history["final"]`).
       compile: how to compile the whole run (`jit`, or `jax.jit` for
-        runs that train longer than they compile, or a timing wrapper).
+        runs that train longer than they compile, or a timing wrapper;
+        `returning(select)` to return only what is read).
       seeds_in_sequence: `jax.lax.map` over the seeds instead of `vmap`
         (convolutions vmapped over per-seed kernels become grouped
         convolutions, which XLA:CPU runs several times slower).
@@ -307,6 +313,8 @@ def sweep(
         options = dict(train_options)
         if penalty is not None:
             options["penalty"] = penalty(point) if callable(penalty) else penalty
+        if privacy is not None:
+            options["privacy"] = privacy(point) if callable(privacy) else privacy
         m = jax.tree.leaves(x)[0].shape[0]
         first = probe(params, state) if evaluate_start and probe is not None else None
         if every == 1:
@@ -360,6 +368,22 @@ def sweep(
         return jax.vmap(at)(per_point)
 
     return compile(points)(grid, start, keys)
+
+
+def returning(select, compile=jit):
+    """`sweep(..., compile=returning(select))`: the run compiled to return
+    only `select(params, state, history)` (e.g. `lambda p, s, h:
+    h["evaluation"]`).
+
+    What the program does not return, XLA drops as dead code: it then
+    computes none of the step losses and final params that nobody reads,
+    and is the program of a hand-written run that returned only those
+    values. That keeps such a run's numbers bit for bit when it moves onto
+    `sweep`: a program with more outputs is fused differently, which moves
+    the numbers at rounding level (and a chaotic run, such as SGD on noisy
+    labels, amplifies that into its third digit).
+    """
+    return lambda run: compile(lambda *args: select(*run(*args)))
 
 
 def init_many(model, keys, in_shape, dtype=np.float32):

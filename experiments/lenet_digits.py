@@ -15,9 +15,9 @@ max_pool2d(2) - flatten - dense(32) - relu - dense(10)` (3,658 parameters);
 the MLP `64 - 64 - relu - 10` (4,810 parameters). Both with He-normal
 weights (purenet's conv default; `dense(W_init="he_normal")`), softmax
 cross-entropy, Adam (lr 3e-3), batches of 32, the same epochs; gradients by
-the layers' hand-written backward passes (`purenet.train.make_train`),
-the seeds one after the other in one compiled `lax.map` (not `vmap`:
-see `_run`). Reported: test accuracy after every epoch,
+the layers' hand-written backward passes (`purenet.train.make_train`
+through `experiments._common.sweep`), the seeds one after the other in one
+compiled `lax.map` (not `vmap`: see `_run`). Reported: test accuracy after every epoch,
 mean and standard deviation over seeds, and seed 0's first-layer filters
 before and after training.
 """
@@ -34,12 +34,14 @@ from experiments._common import (
     num_seeds,
     pick,
     pyplot,
+    returning,
     seed_band,
     seed_bar,
     seed_stats,
+    sweep,
     tracked,
 )
-from purenet import data, datasets, losses, metrics, optim, train
+from purenet import data, datasets, losses, metrics, optim
 from purenet import layers as L
 
 NAME = "lenet_digits"
@@ -82,31 +84,45 @@ def _count(params) -> int:
 
 def _run(model, x_all, t_all, keys, epochs):
     """Per seed: split, init, train `epochs` of Adam; test accuracy after
-    every epoch, the final params. One compiled program for all seeds."""
-    m_train = data.split_sizes(x_all.shape[0], (0.7, 0.3))[0]
-    optimizer = optim.adam(LEARNING_RATE)
+    every epoch, the initial and the final params. One compiled program
+    for all seeds (`sweep`)."""
 
-    def one(key):
+    def draw(key, point):  # per seed, inside the program: its split, init, batch order
         split_key, init_key, train_key = jax.random.split(key, 3)
         (x_tr, t_tr), (x_te, t_te) = data.split(split_key, x_all, t_all, (0.7, 0.3))
         _, params, state = model.init(init_key, IN_SHAPE)
+        return {
+            "key": train_key,
+            "train": (x_tr, t_tr),
+            "test": (x_te, t_te),
+            "start": (params, state),
+        }
 
-        def evaluate(params, state):
-            return metrics.multiclass_accuracy(model.forward(params, x_te)[0], t_te)
+    def evaluate(params, state, point):
+        x_te, t_te = point["test"]
+        return metrics.multiclass_accuracy(model.forward(params, x_te)[0], t_te)
 
-        run = train.make_train(model, LOSS, optimizer, BATCH, m_train, epochs, evaluate=evaluate)
-        final, _, _, history = run(params, optimizer.init(params), state, train_key, x_tr, t_tr)
-        return history["evaluation"], params, final
-
-    # Not _common.sweep yet: its `draw` (split and init per seed inside the
-    # program) and `seeds_in_sequence` now fit this run; not moved for lack
-    # of time to re-run and compare it.
-    # lax.map, not vmap, over seeds: vmapping a convolution over per-seed
-    # kernels makes it a grouped convolution, which XLA:CPU runs about 3x
-    # slower than the seeds one after the other; and jax.jit, not _common.jit:
-    # XLA's backend optimisation level 0 slows convolution code down at run
-    # time by more than it saves in compile time (measured on 2 CPU cores).
-    return jax.jit(lambda keys: jax.lax.map(one, keys))(keys)
+    # seeds_in_sequence (lax.map, not vmap): vmapping a convolution over
+    # per-seed kernels makes it a grouped convolution, which XLA:CPU runs
+    # about 3x slower than the seeds one after the other; and jax.jit, not
+    # _common.jit: XLA's backend optimisation level 0 slows convolution code
+    # down at run time by more than it saves in compile time (measured on 2
+    # CPU cores).
+    return sweep(
+        model,
+        LOSS,
+        optim.adam(LEARNING_RATE),
+        BATCH,
+        epochs,
+        lambda point: point["train"],
+        lambda point: point["start"],
+        keys,
+        draw=draw,
+        evaluate=evaluate,
+        finish=lambda params, state, point: point["start"][0],  # the initial params
+        seeds_in_sequence=True,
+        compile=returning(lambda p, s, h: (h["evaluation"], h["final"], p), compile=jax.jit),
+    )
 
 
 def measure(mode: Mode, seeds: int | None) -> dict:

@@ -44,11 +44,11 @@ from experiments._common import (
     SPREAD,
     Mode,
     Verdict,
-    jit,
     num_seeds,
     pick,
     progress,
     pyplot,
+    returning,
     seed_bar,
     sweep,
     tracked,
@@ -111,15 +111,11 @@ def _train(model, loss, in_features: int, epochs: int, keys, split, finish, grid
             "state": state,
         }
 
-    def compile(run):
-        def with_last_loss(*args):  # the last epoch's mean training loss, in the program
-            params, state, history = run(*args)
-            history["last_epoch_loss"] = jnp.mean(history["step_loss"], axis=-1)[..., -1]
-            return params, state, history
+    def read(params, state, history):  # only what is read: the program it was, bit for bit
+        last_epoch_loss = jnp.mean(history["step_loss"], axis=-1)[..., -1]
+        return {"final": history["final"], "last_epoch_loss": last_epoch_loss}
 
-        return jit(with_last_loss)
-
-    _, _, history = sweep(
+    return sweep(
         model,
         loss,
         optim.sgd(LEARNING_RATE),
@@ -131,9 +127,8 @@ def _train(model, loss, in_features: int, epochs: int, keys, split, finish, grid
         grid=grid,
         draw=draw,
         finish=lambda p, s, point: finish(p, point["x_test"], point["t_test"], point),
-        compile=compile,
+        compile=returning(read),
     )
-    return history
 
 
 def _mlp(hidden: tuple[int, ...], outputs: int, last=()):

@@ -19,8 +19,10 @@ with no penalty, L2 at three strengths (`purenet.penalty(l2=...)`; purenet's
 penalty is `(l2 / 2) * sum W^2` whatever the batch size, so `l2` is
 torch's `weight_decay`), L1, and dropout (`layers.dropout(0.5)` after each
 hidden ReLU). Early stopping takes the no-penalty run at the evaluation with
-the lowest mean validation loss. Training is `purenet.train.make_train`
-(`every` epochs at a time, then an evaluation). The penalty is a value
+the lowest mean validation loss. Training is `experiments._common.sweep`
+(`purenet.train.make_train`, `every` epochs at a time, then an
+evaluation; each seed's split, label noise and init drawn inside the
+program). The penalty is a value
 whose strengths are traced: every penalized configuration (no penalty, the
 L2 and L1 strengths, and no penalty on clean labels) and every seed train in
 ONE `jax.vmap` over `(l2, l1, label noise)`, one compiled program; the
@@ -29,8 +31,9 @@ dropout net is a second one.
 Setup, batch norm: the 80% digits training split (1438 images, standardised),
 the same 64-128-128-10 ReLU net with and without `layers.batchnorm()`
 after each hidden dense layer, plain SGD with batches of 64 at three learning
-rates, several seeds; measured: the training-set loss (evaluation mode) after
-every epoch, epochs to reach a loss of 0.05, and divergence (non-finite loss).
+rates (one `sweep` over the rates per net), several seeds; measured: the
+training-set loss (evaluation mode) after every epoch, epochs to reach a
+loss of 0.05, and divergence (non-finite loss).
 """
 
 from __future__ import annotations
@@ -44,11 +47,12 @@ from experiments._common import (
     SPREAD,
     Mode,
     Verdict,
-    jit,
     num_seeds,
     pick,
     progress,
     pyplot,
+    returning,
+    sweep,
 )
 from purenet import data, datasets, losses, metrics, optim, train
 from purenet import layers as L
@@ -96,50 +100,50 @@ def _net(dropout_rate: float = 0.0, batchnorm: bool = False):
 
 def _overfit_runs(configs: dict, dropout_rate: float, seeds: int, chunks: int, every: int):
     """Train one network for every configuration `name: (l2, l1, label
-    noise)` and seed, all in one `jax.vmap` (the strengths are traced
-    values of one `purenet.penalty`); accuracies and losses every `every`
-    epochs: `{name: {quantity: array (seeds, chunks)}}`."""
+    noise)` and seed, in one compiled program (`sweep` over a grid of
+    configurations: the strengths are traced values of one
+    `purenet.penalty`); accuracies and losses every `every` epochs:
+    `{name: {quantity: array (seeds, chunks)}}`."""
     model = _net(dropout_rate)
-    optimizer = optim.sgd(LR)
     evaluate = train.make_evaluate(model, LOSS, metrics.multiclass_accuracy)  # eval mode
     x, t = datasets.digits()
     m = x.shape[0]
     fractions = (N_TRAIN / m, N_VAL / m, 1 - (N_TRAIN + N_VAL) / m)
 
-    # Not _common.sweep yet: its `draw` (split, label noise, init per seed),
-    # `penalty(point)` and `every` now fit this run; not moved for lack of
-    # time to re-run and compare it.
-    def one(key, l2, l1, noise):
-        run = train.make_train(
-            model, LOSS, optimizer, BATCH, N_TRAIN, every, penalty=purenet.penalty(l2=l2, l1=l1)
-        )
+    def draw(key, point):  # per seed: its split, its label noise, its init
         split_key, init_key, train_key, noise_key = jax.random.split(key, 4)
         (x_tr, t_tr), (x_va, t_va), (x_te, t_te) = data.split(split_key, x, t, fractions)
         flip_key, class_key = jax.random.split(noise_key)
-        flip = jax.random.bernoulli(flip_key, noise, t_tr.shape)
+        flip = jax.random.bernoulli(flip_key, point["noise"], t_tr.shape)
         t_tr = jnp.where(flip, jax.random.randint(class_key, t_tr.shape, 0, 10), t_tr)
         _, params, state = model.init(init_key, (x.shape[1],))
+        sets = {"train": (x_tr, t_tr), "val": (x_va, t_va), "test": (x_te, t_te)}
+        return {"key": train_key, "sets": sets, "params": params, "state": state}
 
-        def chunk(carry, k):
-            params, opt_state, state, _ = run(*carry, k, x_tr, t_tr)
-            record = (
-                *evaluate(params, x_tr, t_tr, state),
-                *evaluate(params, x_va, t_va, state),
-                *evaluate(params, x_te, t_te, state),
-            )
-            return (params, opt_state, state), record
-
-        keys = jax.random.split(train_key, chunks)
-        _, history = jax.lax.scan(chunk, (params, optimizer.init(params), state), keys)
-        return history
+    def record(params, state, point):
+        return tuple(v for s in point["sets"].values() for v in evaluate(params, *s, state))
 
     keys = jax.random.split(jax.random.key(5), seeds)  # seed s: same split and init everywhere
-    per_config = jax.vmap(jax.vmap(one, in_axes=(0, None, None, None)), in_axes=(None, 0, 0, 0))
     l2, l1, noise = (jnp.asarray(v, jnp.float32) for v in zip(*configs.values(), strict=True))
-    history = jit(per_config)(keys, l2, l1, noise)  # (configs, seeds, chunks) each
+    evaluations = sweep(
+        model,
+        LOSS,
+        optim.sgd(LR),
+        BATCH,
+        chunks * every,
+        lambda point: point["sets"]["train"],
+        lambda point: (point["params"], point["state"]),
+        keys,
+        grid={"l2": l2, "l1": l1, "noise": noise},
+        draw=draw,
+        penalty=lambda point: purenet.penalty(l2=point["l2"], l1=point["l1"]),
+        evaluate=record,
+        every=every,
+        compile=returning(lambda p, s, h: h["evaluation"]),  # the numbers of the run it was
+    )
     names = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
     return {
-        config: {n: np.asarray(h[c]) for n, h in zip(names, history, strict=True)}
+        config: {n: np.asarray(h[c]) for n, h in zip(names, evaluations, strict=True)}
         for c, config in enumerate(configs)
     }
 
@@ -149,35 +153,37 @@ def _overfit_runs(configs: dict, dropout_rate: float, seeds: int, chunks: int, e
 
 def _batchnorm_runs(batchnorm: bool, seeds: int, epochs: int):
     """Training-set loss after each epoch (index 0: before training) for every
-    learning rate and seed: shape (rates, seeds, epochs + 1)."""
+    learning rate and seed: shape (rates, seeds, epochs + 1). One compiled
+    program (`sweep` over the rates, traced values)."""
     x, t = datasets.digits()
     (x_tr, t_tr), _ = data.split(jax.random.key(0), x, t, (0.8, 0.2))
     stats = data.standardize_fit(x_tr)
     x_tr = data.standardize_apply(stats, x_tr)
     model = _net(batchnorm=batchnorm)
     evaluate = train.make_evaluate(model, LOSS)
-    m = x_tr.shape[0]
 
-    def one(key, lr):
-        optimizer = optim.sgd(lr)  # lr is traced: one program for every rate
-        run = train.make_train(
-            model,
-            LOSS,
-            optimizer,
-            BN_BATCH,
-            m,
-            epochs,
-            evaluate=lambda p, s: evaluate(p, x_tr, t_tr, s)[0],  # s: batch norm's statistics
-        )
+    def draw(key, point):  # per seed, inside the program: its init, then its batch order
         init_key, train_key = jax.random.split(key)
         _, params, state = model.init(init_key, (x_tr.shape[1],))
-        *_, history = run(params, optimizer.init(params), state, train_key, x_tr, t_tr)
-        start = evaluate(params, x_tr, t_tr, state)[0]
-        return jnp.concatenate([start[None], history["evaluation"]])
+        return {"key": train_key, "params": params, "state": state}
 
     keys = jax.random.split(jax.random.key(6), seeds)  # same init keys with and without BN
-    per_lr = jax.vmap(jax.vmap(one, in_axes=(0, None)), in_axes=(None, 0))
-    return np.asarray(jit(per_lr)(keys, jnp.asarray(BN_LRS, jnp.float32)))
+    history = sweep(
+        model,
+        LOSS,
+        lambda point: optim.sgd(point["lr"]),
+        BN_BATCH,
+        epochs,
+        (x_tr, t_tr),
+        lambda point: (point["params"], point["state"]),
+        keys,
+        grid={"lr": jnp.asarray(BN_LRS, jnp.float32)},
+        draw=draw,
+        evaluate=lambda p, s, point: evaluate(p, x_tr, t_tr, s)[0],  # s: batch norm's statistics
+        evaluate_start=True,
+        compile=returning(lambda p, s, h: h["evaluation"]),
+    )
+    return np.asarray(history)
 
 
 def _epochs_to(threshold, curve):

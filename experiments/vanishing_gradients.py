@@ -26,7 +26,7 @@ Measured:
   the signal by about 0.3 * sqrt(100 / 2) = 2.1), trained with plain SGD
   (lr 0.01, batches of 64) with and without clipping to global norm 1
   (`optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(0.01))`) for several seeds
-  at once (`purenet.train.make_train`, vmapped over seeds); one more
+  at once (`experiments._common.sweep`, one program per optimizer); one more
   unclipped run goes through `purenet.train.fit` so that its NaN guard
   reports where it blew up.
 """
@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, jit, num_seeds, pick, progress, pyplot
+from experiments._common import Mode, Verdict, jit, num_seeds, pick, progress, pyplot, sweep
 from purenet import backprop, data, datasets, losses, optim, params, train
 from purenet import layers as L
 
@@ -140,36 +140,34 @@ def _exploding(x, t, seeds: int, epochs: int, with_fit: bool = True):
     """Per-epoch training loss with and without clipping, all seeds at once;
     the index of the first non-finite step per seed (or -1)."""
     model = _deep(L.relu, params.normal(EXPLODE_STD))
-    m = x.shape[0]
     evaluate = train.make_evaluate(model, LOSS)
     keys = jax.random.split(jax.random.key(3), seeds)
+
+    def draw(key, point):  # per seed, inside the program: its init, then its batch order
+        init_key, train_key = jax.random.split(key)
+        _, p, state = model.init(init_key, (64,))
+        return {"key": train_key, "params": p, "state": state}
+
     out = {}
     for label, clip in (("no clipping", None), (f"clip_norm={CLIP:g}", CLIP)):
         optimizer = optim.sgd(EXPLODE_LR)
         if clip is not None:  # clip the gradient's global norm, then the SGD step
             optimizer = optim.chain(optim.clip_by_global_norm(clip), optimizer)
-        run = train.make_train(
+        _, _, history = sweep(
             model,
             LOSS,
             optimizer,
             EXPLODE_BATCH,
-            m,
             epochs,
-            evaluate=lambda p, s: evaluate(p, x, t, s)[0],
+            (x, t),
+            lambda point: (point["params"], point["state"]),
+            keys,
+            draw=draw,
+            evaluate=lambda p, s, point: evaluate(p, x, t, s)[0],
+            evaluate_start=True,  # the loss before the first step too
         )
-
-        def one(key, run=run, optimizer=optimizer):
-            init_key, train_key = jax.random.split(key)
-            _, p, state = model.init(init_key, (64,))
-            *_, history = run(p, optimizer.init(p), state, train_key, x, t)
-            curve = jnp.concatenate([evaluate(p, x, t, state)[0][None], history["evaluation"]])
-            return curve, history["step_loss"].ravel()
-
-        # Not _common.sweep yet: a sweep's `draw` can now init inside the
-        # program as this does; unclipped this run diverges, so it is kept as
-        # it was measured until a re-run shows the numbers stay.
-        curves, steps = jit(jax.vmap(one))(keys)
-        steps = np.asarray(steps)
+        curves = history["evaluation"]
+        steps = np.asarray(history["step_loss"]).reshape(seeds, -1)
         bad = ~np.isfinite(steps)
         first_bad = np.where(bad.any(axis=1), bad.argmax(axis=1), -1)
         out[label] = {

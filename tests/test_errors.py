@@ -751,6 +751,23 @@ CASES = [
     ),
     (
         "recurrent",
+        "a padding mask of the wrong shape for a recurrent layer",
+        lambda: L.gru(3).forward(
+            L.gru(3).init(KEY, (4, 2))[1], jnp.ones((8, 4, 2)), mask=jnp.ones((8, 5), bool)
+        ),
+        ValueError,
+        r"mask: expected a boolean padding mask of shape \(m, T\) = \(8, 4\) for gru, got shape",
+    ),
+    (
+        "recurrent",
+        "a padding mask that is not boolean for last_step",
+        lambda: L.last_step().forward((), jnp.ones((8, 4, 2)), mask=jnp.ones((8, 4))),
+        ValueError,
+        r"mask: expected a boolean padding mask of shape \(m, T\) = \(8, 4\) for last_step "
+        r"\(True at valid steps\), got dtype float",
+    ),
+    (
+        "recurrent",
         "embedding ids out of range",
         lambda: L.embedding(5, 2).forward({"W": jnp.ones((5, 2))}, jnp.array([[0, 5]])),
         ValueError,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from experiments import optimizers, regularization
+from experiments._common import jit
 from tests.test_experiments_a import check_smoke_and_replot
 
 NAMES = ["output_heads", "batch_sizes", "optimizers", "vanishing_gradients"]
@@ -28,8 +29,12 @@ def test_regularization_smoke_sweeps_penalties_in_one_program(tmp_path, monkeypa
     penalty, L2, clean labels) trained in ONE compiled program: the
     strengths are traced values of one ``purenet.penalty``."""
     compiled = []
-    real_jit = regularization.jit
-    monkeypatch.setattr(regularization, "jit", lambda fn: compiled.append(fn) or real_jit(fn))
+    real = regularization.returning
+
+    def counting(select):  # every sweep of the experiment compiles through returning
+        return real(select, compile=lambda fn: compiled.append(fn) or jit(fn))
+
+    monkeypatch.setattr(regularization, "returning", counting)
     record = check_smoke_and_replot("regularization", tmp_path, monkeypatch, finite=False)
     # penalized configurations, dropout, batch norm without and with
     assert len(compiled) == 4
@@ -122,3 +127,36 @@ def test_sweep_per_point_starts_in_sequence_are_the_runs_of_their_own_bit_for_bi
         np.testing.assert_array_equal(alone["evaluation"], together["evaluation"][arm])
     with pytest.raises(ValueError, match="every"):
         sweep(model, loss, opt, 4, 4, (x, t), starts[0], key, every=3)
+
+
+def test_sweep_returning_only_what_is_read_is_the_hand_written_run():
+    """`compile=returning(select)`: the run returns `select(params, state,
+    history)` alone, exactly what a vmapped `make_train` that returns only
+    that computes (nothing else is left in the program)."""
+    from experiments._common import returning, sweep
+    from purenet import optim, train
+
+    model, loss, x, t = _tiny_sweep_setup()
+    opt = optim.sgd(0.1)
+    probe = lambda p, s: jnp.sum(p[0]["W"])  # noqa: E731
+
+    def draw(key, point):
+        init_key, train_key = jax.random.split(key)
+        _, params, state = model.init(init_key, (4,))
+        return {"key": train_key, "params": params, "state": state}
+
+    def one(key):
+        d = draw(key, {})
+        run = train.make_train(model, loss, opt, 4, 8, 2, evaluate=probe)
+        *_, history = run(d["params"], opt.init(d["params"]), d["state"], d["key"], x, t)
+        return history["evaluation"]
+
+    keys = jax.random.split(jax.random.key(6), 3)
+    mine = sweep(
+        model, loss, opt, 4, 2, (x, t),
+        lambda point: (point["params"], point["state"]),
+        keys, draw=draw, evaluate=lambda p, s, point: probe(p, s),
+        compile=returning(lambda p, s, h: h["evaluation"], compile=jax.jit),
+    )  # fmt: skip
+    assert mine.shape == (3, 2)
+    np.testing.assert_array_equal(mine, jax.jit(jax.vmap(one))(keys))

@@ -178,6 +178,29 @@ REGISTRY: dict[str, Case] = {
         "bidirectional",
         lambda s: (L.bidirectional(L.rnn(H + s)), (_seq(), (_x(2, M, H + s), _x(3, M, H + s))), {}),
     ),
+    # recurrent with a padding mask: MASK pads example 1 last, MASK[:, ::-1] first
+    "rnn_mask": Case("rnn", lambda s: (L.rnn(H + s), _seq(), {"mask": MASK})),
+    "lstm_h0_c0_mask": Case(
+        "lstm",
+        lambda s: (
+            L.lstm(H + s),
+            (_seq(), (_x(2, M, H + s), _x(3, M, H + s))),
+            {"mask": MASK[:, ::-1]},
+        ),
+    ),
+    "gru_mask": Case("gru", lambda s: (L.gru(H + s), _seq(), {"mask": MASK[:, ::-1]})),
+    "last_step_mask": Case("last_step", lambda s: (L.last_step(), _seq(), {"mask": MASK})),
+    "bidirectional_mask": Case(
+        "bidirectional", lambda s: (L.bidirectional(L.lstm(H + s)), _seq(), {"mask": MASK})
+    ),
+    "bidirectional_h0_mask": Case(
+        "bidirectional",
+        lambda s: (
+            L.bidirectional(L.gru(H + s)),
+            (_seq(), (_x(2, M, H + s), _x(3, M, H + s))),
+            {"mask": MASK[:, ::-1]},
+        ),
+    ),
     "embedding": Case(
         "embedding",
         lambda s: (L.embedding(7, D + s), IDS, {}),
@@ -692,14 +715,14 @@ WITHOUT_PER_EXAMPLE = {
     "gru_h0": "gru: no rule yet (recurrent.py)",
     "bidirectional": "bidirectional: no combinator rule yet (recurrent.py)",
     "bidirectional_h0": "bidirectional: no combinator rule yet (recurrent.py)",
+    "rnn_mask": "rnn: no rule yet (recurrent.py)",
+    "lstm_h0_c0_mask": "lstm: no rule yet (recurrent.py)",
+    "gru_mask": "gru: no rule yet (recurrent.py)",
+    "bidirectional_mask": "bidirectional: no combinator rule yet (recurrent.py)",
+    "bidirectional_h0_mask": "bidirectional: no combinator rule yet (recurrent.py)",
     "embedding": "embedding: rules written (per_example_rules.embedding_*), not attached",
-    "multi_head_attention": "multi_head_attention: no rule yet (attention.py)",
-    "multi_head_attention_causal": "multi_head_attention: no rule yet (attention.py)",
-    "multi_head_attention_flash": "multi_head_attention: no rule yet (attention.py)",
-    "position_embedding": "position_embedding: no rule yet (attention.py)",
-    "transformer_block": "transformer_block: no rule yet (attention.py)",
-    "gpt": "models.gpt: its layers have none yet",
-    "gpt_untied_flash": "models.gpt: its layers have none yet",
+    "gpt": "models.gpt: its embedding has none yet",
+    "gpt_untied_flash": "models.gpt: its embedding has none yet",
 }
 # Cases where examples interact: the rules refuse, saying so.
 COUPLED = {"batchnorm_train", "batchnorm_images"}

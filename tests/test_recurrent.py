@@ -45,11 +45,13 @@ def _assert_checks(report):
 
 
 def _sigma(a):
-    return 1.0 / (1.0 + np.exp(-a))
+    with np.errstate(over="ignore"):  # exp(1e3) = inf gives the right 0
+        return 1.0 / (1.0 + np.exp(-a))
 
 
-def numpy_reference(name, p, x, state=None):
-    """The recurrences of the docstrings as explicit loops over time."""
+def numpy_reference(name, p, x, state=None, mask=None):
+    """The recurrences of the docstrings as explicit loops over time; with a
+    padding mask a masked step keeps the state and outputs zeros."""
     p = {k: np.asarray(v) for k, v in p.items()}
     x = np.asarray(x)
     m, T, _ = x.shape
@@ -60,6 +62,7 @@ def numpy_reference(name, p, x, state=None):
     c = np.zeros((m, h_size)) if state is None or name != "lstm" else np.asarray(state[1])
     out = []
     for t in range(T):
+        h_prev, c_prev = h, c
         if name == "rnn":
             h = np.tanh(x[:, t] @ p["Wx"] + h @ p["Wh"] + p["b"])
         elif name == "lstm":
@@ -74,7 +77,12 @@ def numpy_reference(name, p, x, state=None):
             z = _sigma(gx[:, h_size : 2 * h_size] + gh[:, h_size : 2 * h_size])
             n = np.tanh(gx[:, 2 * h_size :] + r * gh[:, 2 * h_size :])
             h = (1 - z) * n + z * h
-        out.append(h)
+        if mask is None:
+            out.append(h)
+            continue
+        valid = np.asarray(mask)[:, t, None]
+        h, c = np.where(valid, h, h_prev), np.where(valid, c, c_prev)
+        out.append(np.where(valid, h, 0.0))
     return np.stack(out, axis=1)
 
 
@@ -446,3 +454,333 @@ def test_bad_inputs_name_the_argument(name):
     with pytest.raises(ValueError, match=r"h0: expected an initial state of shape \(5, 3\)"):
         state = (jnp.ones((5, 2)), jnp.ones((5, 3))) if name == "lstm" else jnp.ones((5, 2))
         layer.forward(params, (jnp.ones((5, 4, 2)), state))
+
+
+# ----------------------------------------------------------------- padding masks
+
+MASKED = {
+    "rnn": L.rnn,
+    "lstm": L.lstm,
+    "gru": L.gru,
+    "bidirectional_rnn": lambda h: L.bidirectional(L.rnn(h)),
+    "bidirectional_lstm": lambda h: L.bidirectional(L.lstm(h)),
+    "bidirectional_gru": lambda h: L.bidirectional(L.gru(h)),
+}
+LENGTHS = (5, 3, 1)  # the valid steps of three sequences padded to T = 6
+
+
+def _cell(name):
+    return name.removeprefix("bidirectional_")
+
+
+def _masked_state(name, seed, m, h):
+    """An initial state for layer `name`: a pair of them for bidirectional."""
+    if name.startswith("bidirectional_"):
+        return (
+            _initial_state(_cell(name), seed, m, h),
+            _initial_state(_cell(name), seed + 7, m, h),
+        )
+    return _initial_state(name, seed, m, h)
+
+
+def _valid_steps(n, T, padding):
+    return slice(0, n) if padding == "last" else slice(T - n, T)
+
+
+def _padded(x_cut, lengths, T, padding, seed, garbage=1e3):
+    """Sequence i's first `lengths[i]` steps of `x_cut` placed first or last
+    in `T` steps, large random values at the padded steps, and the mask."""
+    m, _, d = x_cut.shape
+    x = garbage * np.random.default_rng(seed).standard_normal((m, T, d))
+    mask = np.zeros((m, T), bool)
+    for i, n in enumerate(lengths):
+        x[i, _valid_steps(n, T, padding)] = np.asarray(x_cut)[i, :n]
+        mask[i, _valid_steps(n, T, padding)] = True
+    return jnp.asarray(x), jnp.asarray(mask)
+
+
+@pytest.mark.parametrize("name", MASKED)
+@pytest.mark.parametrize("padding", ["first", "last"])
+@pytest.mark.parametrize("with_state", [False, True], ids=["zero_state", "given_state"])
+def test_padded_sequences_give_the_cut_sequences(name, padding, with_state):
+    """A padded sequence's outputs at its valid steps, and every gradient of
+    `J = sum(y * dy)`, are those of the sequence cut to its valid steps and
+    run alone (padding first or last, the initial state given or not, for
+    both directions of bidirectional); outputs at padded steps are zero and
+    the padded inputs (large garbage here) get no gradient."""
+    m, T, d, h = len(LENGTHS), 6, 2, 3
+    layer = MASKED[name](h)
+    out_shape, params, _ = layer.init(KEY, (T, d), jnp.float64)
+    x, mask = _padded(_sequence(1, m, T, d), LENGTHS, T, padding, seed=2)
+    state = _masked_state(name, 3, m, h) if with_state else None
+    dy = normal(4, (m, T, out_shape[-1]))  # padded steps too: dy there must not matter
+
+    def run(x, mask, dy, state):
+        y, cache = layer.forward(params, x if state is None else (x, state), mask=mask)
+        dparams, dx = layer.backward(params, cache, dy)
+        return y, dparams, (dx, None) if state is None else dx
+
+    @jax.jit
+    def padded_and_cut(x, mask, dy):
+        cut = []
+        for i, n in enumerate(LENGTHS):
+            steps = _valid_steps(n, T, padding)
+            s_i = None if state is None else jax.tree.map(lambda s, i=i: s[i : i + 1], state)
+            cut.append(run(x[i : i + 1, steps], None, dy[i : i + 1, steps], s_i))
+        return run(x, mask, dy, state), cut
+
+    # (checked in NumPy: an eager jax op would compile a program per shape)
+    (y, dparams, (dx, dstate)), cut = jax.tree.map(np.asarray, padded_and_cut(x, mask, dy))
+    mask = np.asarray(mask)
+    assert np.all(y[~mask] == 0.0) and np.all(dx[~mask] == 0.0)
+    for i, (n, (y_i, _, (dx_i, dstate_i))) in enumerate(zip(LENGTHS, cut, strict=True)):
+        steps = _valid_steps(n, T, padding)
+        np.testing.assert_allclose(y[i, steps], y_i[0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(dx[i, steps], dx_i[0], rtol=1e-12, atol=1e-14)
+        if with_state:
+            mine = jax.tree.map(lambda s, i=i: s[i : i + 1], dstate)
+            assert purenet.gradcheck.rel_error(mine, dstate_i) < 1e-12
+    # The params' gradient is the sum of the cut sequences' gradients.
+    summed = jax.tree.map(lambda *g: sum(g), *[c[1] for c in cut])
+    assert purenet.gradcheck.rel_error(dparams, summed) < 1e-12
+
+
+@functools.partial(jax.jit, static_argnames="layer")
+def _masked_manual_and_autodiff(params, x, mask, dy, *, layer):
+    y, cache = layer.forward(params, x, mask=mask)
+    manual = layer.backward(params, cache, dy)
+    _, vjp = jax.vjp(lambda p, x: layer.forward(p, x, mask=mask)[0], params, x)
+    return y, manual, vjp(dy)
+
+
+@pytest.mark.parametrize("name", CELLS)
+@settings(max_examples=6, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 5), min_size=3, max_size=3),
+    padding=st.sampled_from(["first", "last", "holes"]),
+    seed=st.integers(0, 2**16),
+    with_state=st.booleans(),
+)
+@example(lengths=[0, 5, 2], padding="last", seed=0, with_state=True)
+@example(lengths=[0, 0, 0], padding="first", seed=1, with_state=False)
+def test_random_masks_follow_the_masked_recurrence(name, lengths, padding, seed, with_state):
+    """Any mask (lengths 0 to T, padding first, last, or holes anywhere)
+    against the NumPy loop that skips masked steps; BPTT against jax.vjp.
+    A row with no valid step (length 0) outputs zeros everywhere, and its
+    input and initial state get zero gradient."""
+    m, T, d, h = 3, 5, 2, 3
+    layer = CELLS[name](h)
+    _, params, _ = layer.init(KEY, (T, d), jnp.float64)
+    if padding == "holes":
+        mask = np.random.default_rng(seed + 1).random((m, T)) < 0.5
+        mask[0] &= lengths[0] > 0  # an empty row among the holes
+        garbage = 1e3 * np.random.default_rng(seed).standard_normal((m, T, d))
+        x = jnp.where(mask[..., None], _sequence(seed, m, T, d), garbage)
+        mask = jnp.asarray(mask)
+    else:
+        x, mask = _padded(_sequence(seed, m, T, d), lengths, T, padding, seed + 1)
+    state = _initial_state(name, seed + 2, m, h) if with_state else None
+    dy = normal(seed + 3, (m, T, h))
+    y, manual, autodiff = _masked_manual_and_autodiff(
+        params, x if state is None else (x, state), mask, dy, layer=layer
+    )
+    expected = numpy_reference(name, params, np.asarray(x), state, np.asarray(mask))
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-13)
+    assert purenet.gradcheck.rel_error(manual, autodiff) < AUTODIFF_TOL
+    y, (_, dx) = np.asarray(y), jax.tree.map(np.asarray, manual)
+    empty = ~np.asarray(mask).any(axis=1)
+    assert np.all(y[empty] == 0.0)
+    for d_input in jax.tree.leaves(dx):  # dx, and dh0 (dc0) when given
+        assert np.all(d_input[empty] == 0.0)
+
+
+@pytest.mark.parametrize("name", [*MASKED, "last_step"])
+def test_an_all_true_mask_is_no_mask(name):
+    """An all-True mask gives the numbers of `mask=None` (which computes
+    nothing of the masking), to rounding: the two are different XLA programs."""
+    m, T, d = 2, 4, 3
+    layer = L.last_step() if name == "last_step" else MASKED[name](2)
+    out_shape, params, _ = layer.init(KEY, (T, d), jnp.float64)
+    x = _sequence(0, m, T, d)
+    dy = normal(1, (m, *out_shape))
+
+    @jax.jit
+    def both(x, dy, mask):
+        y, cache = layer.forward(params, x, mask=mask)
+        return y, layer.backward(params, cache, dy)
+
+    without, with_mask = both(x, dy, None), both(x, dy, jnp.ones((m, T), bool))
+    for a, b in zip(jax.tree.leaves(without), jax.tree.leaves(with_mask), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-17)
+
+
+def test_last_step_takes_each_rows_last_valid_step():
+    x = _sequence(0, 4, 5, 3)
+    mask = jnp.array(
+        [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [0, 1, 0, 1, 0], [0, 0, 0, 0, 0]], bool
+    )  # full, padded last, holes, empty
+    y, cache = L.last_step().forward((), x, mask=mask)
+    np.testing.assert_array_equal(y, np.stack([x[0, 4], x[1, 1], x[2, 3], np.zeros(3)]))
+    dy = normal(1, (4, 3))
+    _, dx = L.last_step().backward((), cache, dy)
+    expected = np.zeros((4, 5, 3))
+    expected[0, 4], expected[1, 1], expected[2, 3] = dy[0], dy[1], dy[2]
+    np.testing.assert_array_equal(dx, expected)
+    _assert_checks(check_layer(L.last_step(), (), x, mask=mask, dy_key=jax.random.key(2)))
+    # Any trailing feature axes: (m, T, 2, 2).
+    x4 = _sequence(2, 4, 5, 4).reshape(4, 5, 2, 2)
+    np.testing.assert_array_equal(L.last_step().forward((), x4, mask=mask)[0][1], x4[1, 1])
+
+
+def _classifier(cell):
+    return L.serial(L.bidirectional(CELLS[cell](3)), L.last_step(), L.dense(4))
+
+
+def _tagger(cell):
+    return L.serial(CELLS[cell](3), L.dense(4))
+
+
+def _mixed_padding(m, T):
+    """Half the rows padded last, half padded first, lengths 1 to T."""
+    lengths = 1 + np.arange(m) % T
+    t = np.arange(T)[None, :]
+    last = t < lengths[:, None]
+    first = t >= T - lengths[:, None]
+    return jnp.asarray(np.where((np.arange(m) % 2 == 0)[:, None], last, first))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("head", ["classifier", "tagger"])
+def test_masked_models_backprop_is_jax_grad_and_padding_changes_nothing(cell, head):
+    """serial(bidirectional(cell), last_step, dense) with a softmax loss and
+    serial(cell, dense) with a per-step loss whose padded steps are ignored:
+    backprop equals jax.grad(objective) with the mask; whatever sits at the
+    padded steps (large values, inf, NaN) changes neither the cost nor any
+    gradient, exactly; a NaN at a valid step reaches both; under vmap over
+    data sets (mask included) each slice is the single run."""
+    m, T, d = 5, 6, 2
+    model = _classifier(cell) if head == "classifier" else _tagger(cell)
+    _, params, _ = model.init(KEY, (T, d), jnp.float64)
+    # the data in NumPy: an eager jax op would compile a program per shape
+    mask = np.asarray(_mixed_padding(m, T))
+    x = np.asarray(_sequence(1, m, T, d))
+    if head == "classifier":
+        loss, t = losses.softmax_cross_entropy, np.arange(m) % 4
+    else:
+        loss = losses.sequence_softmax_cross_entropy
+        t = np.where(mask, np.random.default_rng(2).integers(0, 4, (m, T)), losses.IGNORE_LABEL)
+
+    def by_hand(params, x, t, mask):
+        return purenet.backprop(model, loss)(params, x, t, mask=mask)
+
+    by_hand_jit = jax.jit(by_hand)
+    autodiff = jax.jit(
+        lambda p, x, t, mask: jax.grad(purenet.objective(model, loss))(p, x, t, mask=mask)
+    )
+    J, g = by_hand_jit(params, x, t, mask)
+    assert purenet.gradcheck.rel_error(g, autodiff(params, x, t, mask)) < AUTODIFF_TOL
+    for garbage in (1e6, np.inf, np.nan):
+        x_bad = np.where(mask[..., None], x, garbage)
+        J_bad, g_bad = by_hand_jit(params, x_bad, t, mask)
+        assert float(J_bad) == float(J), garbage
+        for a, b in zip(jax.tree.leaves(g_bad), jax.tree.leaves(g), strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert purenet.gradcheck.rel_error(autodiff(params, x_bad, t, mask), g) < AUTODIFF_TOL
+    x_nan = x.copy()
+    x_nan[1, np.argmax(mask[1]), 0] = np.nan  # a valid step of row 1
+    J_nan, g_nan = by_hand_jit(params, x_nan, t, mask)
+    assert math.isnan(float(J_nan))
+    assert all(np.isnan(a).any() for a in jax.tree.leaves(g_nan))
+    # vmap over two data sets, each with its own mask
+    xs, ts, masks = np.stack([x, -0.5 * x]), np.stack([t, t[::-1]]), np.stack([mask, mask[::-1]])
+    Js, gs = jax.jit(jax.vmap(by_hand, in_axes=(None, 0, 0, 0)))(params, xs, ts, masks)
+    J1, g1 = by_hand_jit(params, xs[1], ts[1], masks[1])
+    Js, gs = np.asarray(Js), jax.tree.map(np.asarray, gs)
+    for i, single in enumerate([(J, g), (J1, g1)]):
+        sliced = (Js[i], jax.tree.map(lambda a, i=i: a[i], gs))
+        assert purenet.gradcheck.rel_error(sliced, single) < AUTODIFF_TOL
+
+
+def _to_torch(torch, module, p, name, suffix=""):
+    """Copy a cell's params into a PyTorch module (`suffix="_reverse"` for
+    the backward direction of a bidirectional one)."""
+    with torch.no_grad():
+        getattr(module, f"weight_ih_l0{suffix}").copy_(torch.tensor(np.asarray(p["Wx"]).T))
+        getattr(module, f"weight_hh_l0{suffix}").copy_(torch.tensor(np.asarray(p["Wh"]).T))
+        b_ih, b_hh = (p["bx"], p["bh"]) if name == "gru" else (p["b"], jnp.zeros_like(p["b"]))
+        getattr(module, f"bias_ih_l0{suffix}").copy_(torch.tensor(np.asarray(b_ih)))
+        getattr(module, f"bias_hh_l0{suffix}").copy_(torch.tensor(np.asarray(b_hh)))
+
+
+def _torch_grads(module, name, suffix=""):
+    g = {
+        "Wx": getattr(module, f"weight_ih_l0{suffix}").grad.numpy().T,
+        "Wh": getattr(module, f"weight_hh_l0{suffix}").grad.numpy().T,
+    }
+    bias = getattr(module, f"bias_ih_l0{suffix}").grad.numpy()
+    if name == "gru":
+        return {**g, "bx": bias, "bh": getattr(module, f"bias_hh_l0{suffix}").grad.numpy()}
+    return {**g, "b": bias}
+
+
+@pytest.mark.parametrize("name", [*CELLS, "bidirectional_lstm", "bidirectional_gru"])
+def test_against_pytorch_packed_sequences(name):
+    """Padding last with the mask against `pack_padded_sequence`: outputs
+    (zero at padded steps in both), the final hidden state (PyTorch's `h_n`,
+    our last_step), and the gradients of the params and of the input."""
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    m, T, d, h = 3, 5, 2, 4
+    lengths = [2, 5, 3]
+    bidirectional = name.startswith("bidirectional_")
+    layer = MASKED[name](h)
+    _, p, _ = layer.init(KEY, (T, d), jnp.float64)
+    x, mask = _padded(_sequence(0, m, T, d), lengths, T, "last", seed=1)
+    dy = normal(2, (m, T, 2 * h if bidirectional else h))
+    cell = _cell(name)
+    module = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](
+        d, h, batch_first=True, bidirectional=bidirectional
+    ).double()
+    if bidirectional:
+        _to_torch(torch, module, p["forward"], cell)
+        _to_torch(torch, module, p["backward"], cell, "_reverse")
+    else:
+        _to_torch(torch, module, p, cell)
+    x_torch = torch.tensor(np.asarray(x), requires_grad=True)
+    packed = pack_padded_sequence(x_torch, lengths, batch_first=True, enforce_sorted=False)
+    out_packed, final = module(packed)
+    out, _ = pad_packed_sequence(out_packed, batch_first=True, total_length=T)
+    out.backward(torch.tensor(np.asarray(dy)))
+    h_n = (final[0] if cell == "lstm" else final).detach().numpy()
+
+    y, cache = layer.forward(p, x, mask=mask)
+    grads, dx = layer.backward(p, cache, dy)
+    np.testing.assert_allclose(y, out.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dx, x_torch.grad.numpy(), rtol=1e-10, atol=1e-12)
+    if bidirectional:  # h_n: the forward's last valid step, the reverse's first step
+        np.testing.assert_allclose(y[:, 0, h:], h_n[1], rtol=1e-10, atol=1e-12)
+        theirs = {
+            "forward": _torch_grads(module, cell),
+            "backward": _torch_grads(module, cell, "_reverse"),
+        }
+    else:
+        theirs = _torch_grads(module, cell)
+    last = L.last_step().forward((), y, mask=mask)[0]
+    np.testing.assert_allclose(last[:, :h], h_n[0], rtol=1e-10, atol=1e-12)
+    assert purenet.gradcheck.rel_error(grads, theirs) < 1e-10
+
+
+@pytest.mark.parametrize("name", [*MASKED, "last_step"])
+def test_bad_masks_name_the_argument(name):
+    layer = L.last_step() if name == "last_step" else MASKED[name](3)
+    _, params, _ = layer.init(KEY, (4, 2))
+    x = jnp.ones((5, 4, 2))
+    layer_name = "bidirectional" if name.startswith("bidirectional") else name
+    shape = rf"mask: expected a boolean padding mask of shape \(m, T\) = \(5, 4\) for {layer_name}"
+    with pytest.raises(ValueError, match=shape + ", got shape"):
+        layer.forward(params, x, mask=jnp.ones((5, 3), bool))
+    with pytest.raises(ValueError, match=shape + r" \(True at valid steps\), got dtype int32"):
+        layer.forward(params, x, mask=jnp.ones((5, 4), jnp.int32))
+    with pytest.raises(TypeError, match=shape + ", got list"):
+        layer.forward(params, x, mask=[[True] * 4] * 5)

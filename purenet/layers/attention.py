@@ -99,6 +99,7 @@ import numpy as np
 from jax import lax
 
 from purenet import _checks
+from purenet.layers import per_example_rules as _rules
 from purenet.layers.checking import within
 from purenet.layers.core import (
     Layer,
@@ -510,7 +511,15 @@ def multi_head_attention(
         grads = {key: grads[key] for key in params}  # params' key order
         return grads, dx
 
-    return make_layer(init, forward, backward, name=f"multi_head_attention({heads})")
+    # Per example: every cache leaf is the example's own (no statistics shared
+    # across the batch), so the batch-of-one backward, vmapped, is exact.
+    return make_layer(
+        init,
+        forward,
+        backward,
+        name=f"multi_head_attention({heads})",
+        per_example=_rules.per_example_from_backward(backward),
+    )
 
 
 # --------------------------------------------------------- position encodings
@@ -562,7 +571,13 @@ def position_embedding(max_len: int, W_init=None) -> Layer:
         dW = jnp.sum(dy, axis=0)
         return {"W": jnp.pad(dW, ((0, max_len - T), (0, 0)))}, dy
 
-    return make_layer(init, forward, backward, name=f"position_embedding({max_len})")
+    return make_layer(
+        init,
+        forward,
+        backward,
+        name=f"position_embedding({max_len})",
+        per_example=_rules.per_example_from_backward(backward),
+    )
 
 
 def sinusoids(length: int, dim: int, dtype=jnp.float32):
@@ -692,6 +707,20 @@ def transformer_block(
         with within(name, net):
             return call_forward(net, params, x, state=state, train=train, key=key, mask=mask)
 
+    def rule(of):
+        def apply(params, cache, dy):
+            with within(name, net):
+                return of(net, params, cache, dy)
+
+        return apply
+
     return make_layer(
-        init, forward, net.backward, net.update_state, name=name, children=((None, net),)
+        init,
+        forward,
+        net.backward,
+        net.update_state,
+        name=name,
+        children=((None, net),),
+        per_example=rule(_rules.layer_grads),
+        sq_norms=rule(_rules.layer_sq_norms),
     )

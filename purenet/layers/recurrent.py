@@ -25,6 +25,31 @@ an encoder's final state can feed a decoder and be trained through it. (The
 output is still only the hidden states; the last one is `y[:, -1]`. The
 LSTM's final cell state is not returned.)
 
+**Padding masks.** `forward(params, x, mask=mask)`, `mask` a bool array
+`(m, T)`, True at the valid steps (the contract of
+[`purenet.layers.core`][purenet.layers.core]). At a masked step `rnn`,
+`lstm` and `gru` carry their state unchanged and output zeros:
+
+```text
+h_t = where(mask_t, cell(x_t, h_{t-1}), h_{t-1})      (c_t likewise for lstm)
+y_t = where(mask_t, h_t, 0)
+```
+
+so a sequence padded first or last gives, at its valid steps, the outputs
+of the sequence cut to its valid part (padding last: what PyTorch's
+`pack_padded_sequence` gives). A masked step's input is never read: it is
+replaced by zeros before the projection, so what sits there (large values,
+inf, NaN) changes neither the outputs nor any gradient, and its `dx` is
+zero. The backward of `where`: at a masked step `da_t = 0` and the carried
+gradient passes unchanged, `dJ/dh_{t-1} = dJ/dh_t` (and
+`dJ/dc_{t-1} = dJ/dc_t`). A row with no valid step outputs zeros, keeps its
+initial state throughout, and gets `dh0 = 0`.
+[`last_step`][purenet.layers.recurrent.last_step] takes each row's last
+valid output; [`bidirectional`][purenet.layers.recurrent.bidirectional]
+gives its reverse direction the reversed mask, so that direction passes
+the trailing padding with its initial state and starts at each sequence's
+last valid step. With `mask=None` nothing of this is computed.
+
 **Parameters** are laid out exactly like PyTorch's, transposed, so that its
 weights load one to one:
 
@@ -148,6 +173,36 @@ def _split_input(x, d: int, h: int, states: int, layer: str):
     return x, tuple(initial), True
 
 
+def _check_mask(mask, x, layer: str):
+    """The padding mask as a jax bool array of `x`'s `(m, T)`, or `None`."""
+    if mask is None:
+        return None
+    expected = f"a boolean padding mask of shape (m, T) = {tuple(x.shape[:2])} for {layer}"
+    if not hasattr(mask, "shape") or not hasattr(mask, "dtype"):
+        _checks.fail_type("mask", expected, type(mask).__name__)
+    if tuple(mask.shape) != tuple(x.shape[:2]):
+        _checks.fail("mask", expected, f"shape {tuple(mask.shape)}")
+    if jnp.dtype(mask.dtype) != jnp.dtype(bool):
+        _checks.fail("mask", f"{expected} (True at valid steps)", f"dtype {mask.dtype}")
+    return jnp.asarray(mask)
+
+
+def _masked_input(x, mask):
+    """`x` with zeros at the masked steps (so that nothing there, not even
+    a NaN, reaches a product), and the mask time-major `(T, m, 1)` for the
+    scans (`None` without a mask: a leafless pytree that `lax.scan` passes
+    through)."""
+    if mask is None:
+        return x, None
+    return jnp.where(mask[:, :, None], x, 0), jnp.swapaxes(mask, 0, 1)[:, :, None]
+
+
+def _masked_output(hs, mask):
+    """The hidden states batch-major, zero at the masked steps."""
+    y = jnp.swapaxes(hs, 0, 1)
+    return y if mask is None else jnp.where(mask[:, :, None], y, 0)
+
+
 def _project(x, W, b):
     """`x W + b` for all steps at once, time-major: `(m, T, d) -> (T, m, k)`."""
     return jnp.einsum("mtd,dk->tmk", x, W) + b
@@ -194,6 +249,9 @@ def rnn(hidden_size: int) -> Layer:
     dx_t = da_t Wx^T,        dh_0 = da_1 Wh^T
     ```
 
+    With a mask (module docstring), a masked step keeps `h_t = h_{t-1}`;
+    its `da_t` is zero and it passes `g_t` on to step `t-1` unchanged.
+
     Args:
       hidden_size: `h`, the number of hidden units.
     """
@@ -213,29 +271,38 @@ def rnn(hidden_size: int) -> Layer:
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
         Wx, Wh = params["Wx"], params["Wh"]
         x, (h0,), given = _split_input(x, Wx.shape[0], h, 1, "rnn")
+        mask = _check_mask(mask, x, "rnn")
+        x, steps = _masked_input(x, mask)
 
-        def step(h_prev, a_x):
+        def step(h_prev, inputs):
+            a_x, valid = inputs
             h_t = jnp.tanh(a_x + h_prev @ Wh)
+            if valid is not None:
+                h_t = jnp.where(valid, h_t, h_prev)
             return h_t, h_t
 
-        _, hs = lax.scan(step, h0, _project(x, Wx, params["b"]))
+        _, hs = lax.scan(step, h0, (_project(x, Wx, params["b"]), steps))
         cache = {"x": x, "h0": h0, "hs": hs}
         if given:  # the cache's structure records, statically, that dh0 is wanted
             cache["given"] = ()
-        return jnp.swapaxes(hs, 0, 1), cache
+        if mask is not None:
+            cache["steps"] = steps
+        return _masked_output(hs, mask), cache
 
     def backward(params, cache, dy):
         Wh = params["Wh"]
         hs = cache["hs"]
 
         def step(dh_next, inputs):
-            dy_t, h_t = inputs
+            dy_t, h_t, valid = inputs
             da = (dy_t + dh_next) * (1.0 - h_t * h_t)
-            return da @ Wh.T, da
+            if valid is None:
+                return da @ Wh.T, da
+            da = jnp.where(valid, da, 0)
+            return da @ Wh.T + jnp.where(valid, 0, dh_next), da
 
-        dh0, da = lax.scan(
-            step, jnp.zeros_like(cache["h0"]), (jnp.swapaxes(dy, 0, 1), hs), reverse=True
-        )
+        xs = (jnp.swapaxes(dy, 0, 1), hs, cache.get("steps"))
+        dh0, da = lax.scan(step, jnp.zeros_like(cache["h0"]), xs, reverse=True)
         dWx, dx = _input_grads(cache["x"], params["Wx"], da)
         grads = {
             "Wx": dWx,
@@ -284,7 +351,9 @@ def lstm(hidden_size: int, forget_bias: float = 0.0) -> Layer:
     carries the gradient across many steps unattenuated (the constant error
     carousel). Then `dWx`, `dWh`, `db`, `dx` as for [`rnn`][purenet.layers.recurrent.rnn], from
     `da_t = [da_i, da_f, da_g, da_o]`; `dh_0 = da_1 Wh^T`,
-    `dc_0 = dc_1 * f_1`.
+    `dc_0 = dc_1 * f_1`. With a mask (module docstring), a masked step
+    keeps `(h_t, c_t) = (h_{t-1}, c_{t-1})`, has `da_t = 0` and passes
+    `dh`, `dc` on to step `t-1` unchanged.
 
     Initialisation: PyTorch's (module docstring), plus `forget_bias` added
     to the forget-gate block of `b`. With PyTorch's default (0) the forget
@@ -318,8 +387,11 @@ def lstm(hidden_size: int, forget_bias: float = 0.0) -> Layer:
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
         Wx, Wh = params["Wx"], params["Wh"]
         x, (h0, c0), given = _split_input(x, Wx.shape[0], h, 2, "lstm")
+        mask = _check_mask(mask, x, "lstm")
+        x, steps = _masked_input(x, mask)
 
-        def step(carry, a_x):
+        def step(carry, inputs):
+            a_x, valid = inputs
             h_prev, c_prev = carry
             a = a_x + h_prev @ Wh
             gates = jnp.concatenate(
@@ -330,23 +402,30 @@ def lstm(hidden_size: int, forget_bias: float = 0.0) -> Layer:
             c_t = f * c_prev + i * g
             tanh_c = jnp.tanh(c_t)
             h_t = o * tanh_c
+            if valid is not None:
+                h_t, c_t = jnp.where(valid, h_t, h_prev), jnp.where(valid, c_t, c_prev)
             return (h_t, c_t), (h_t, gates, c_prev, tanh_c)
 
-        _, (hs, gates, c_prev, tanh_c) = lax.scan(step, (h0, c0), _project(x, Wx, params["b"]))
+        xs = (_project(x, Wx, params["b"]), steps)
+        _, (hs, gates, c_prev, tanh_c) = lax.scan(step, (h0, c0), xs)
         cache = {"x": x, "h0": h0, "hs": hs, "gates": gates, "c_prev": c_prev, "tanh_c": tanh_c}
         if given:
             cache["given"] = ()
-        return jnp.swapaxes(hs, 0, 1), cache
+        if mask is not None:
+            cache["steps"] = steps
+        return _masked_output(hs, mask), cache
 
     def backward(params, cache, dy):
         Wh = params["Wh"]
 
         def step(carry, inputs):
             dh_next, dc_next = carry
-            dy_t, gates, c_prev, tanh_c = inputs
+            dy_t, gates, c_prev, tanh_c, valid = inputs
             i, f, g, o = jnp.split(gates, 4, axis=1)
             dh = dy_t + dh_next
             dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
+            if valid is not None:
+                dh, dc = jnp.where(valid, dh, 0), jnp.where(valid, dc, 0)
             da = jnp.concatenate(
                 [
                     dc * g * i * (1.0 - i),
@@ -356,10 +435,19 @@ def lstm(hidden_size: int, forget_bias: float = 0.0) -> Layer:
                 ],
                 axis=1,
             )
-            return (da @ Wh.T, dc * f), da
+            if valid is None:
+                return (da @ Wh.T, dc * f), da
+            skip = (jnp.where(valid, 0, dh_next), jnp.where(valid, 0, dc_next))
+            return (da @ Wh.T + skip[0], dc * f + skip[1]), da
 
         zeros = jnp.zeros_like(cache["h0"])
-        xs = (jnp.swapaxes(dy, 0, 1), cache["gates"], cache["c_prev"], cache["tanh_c"])
+        xs = (
+            jnp.swapaxes(dy, 0, 1),
+            cache["gates"],
+            cache["c_prev"],
+            cache["tanh_c"],
+            cache.get("steps"),
+        )
         (dh0, dc0), da = lax.scan(step, (zeros, zeros), xs, reverse=True)
         dWx, dx = _input_grads(cache["x"], params["Wx"], da)
         grads = {
@@ -407,7 +495,9 @@ def gru(hidden_size: int) -> Layer:
     ```
 
     and `dWx = sum x_t^T dgx`, `dbx = sum dgx`, `dWh = sum h_{t-1}^T dgh`,
-    `dbh = sum dgh`, `dx_t = dgx Wx^T`, all after the scan.
+    `dbh = sum dgh`, `dx_t = dgx Wx^T`, all after the scan. With a mask
+    (module docstring), a masked step keeps `h_t = h_{t-1}`, has zero
+    `dgx`, `dgh` and passes `dh` on to step `t-1` unchanged.
 
     Args:
       hidden_size: `h`, the number of hidden units.
@@ -429,38 +519,57 @@ def gru(hidden_size: int) -> Layer:
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
         Wx, Wh, bh = params["Wx"], params["Wh"], params["bh"]
         x, (h0,), given = _split_input(x, Wx.shape[0], h, 1, "gru")
+        mask = _check_mask(mask, x, "gru")
+        x, steps = _masked_input(x, mask)
 
-        def step(h_prev, gx):
+        def step(h_prev, inputs):
+            gx, valid = inputs
             gh = h_prev @ Wh + bh
             rz = _sigmoid(gx[:, : 2 * h] + gh[:, : 2 * h])
             r, z = rz[:, :h], rz[:, h:]
             gh_n = gh[:, 2 * h :]
             n = jnp.tanh(gx[:, 2 * h :] + r * gh_n)
             h_t = n + z * (h_prev - n)
+            if valid is not None:
+                h_t = jnp.where(valid, h_t, h_prev)
             return h_t, (h_t, rz, n, gh_n)
 
-        _, (hs, rz, n, gh_n) = lax.scan(step, h0, _project(x, Wx, params["bx"]))
+        _, (hs, rz, n, gh_n) = lax.scan(step, h0, (_project(x, Wx, params["bx"]), steps))
         cache = {"x": x, "h0": h0, "hs": hs, "rz": rz, "n": n, "gh_n": gh_n}
         if given:
             cache["given"] = ()
-        return jnp.swapaxes(hs, 0, 1), cache
+        if mask is not None:
+            cache["steps"] = steps
+        return _masked_output(hs, mask), cache
 
     def backward(params, cache, dy):
         Wh = params["Wh"]
         h_prev = _shift(cache["h0"], cache["hs"])
 
         def step(dh_next, inputs):
-            dy_t, h_prev_t, rz, n, gh_n = inputs
+            dy_t, h_prev_t, rz, n, gh_n, valid = inputs
             r, z = rz[:, :h], rz[:, h:]
             dh = dy_t + dh_next
+            if valid is not None:
+                dh = jnp.where(valid, dh, 0)
             da_n = dh * (1.0 - z) * (1.0 - n * n)
             da_rz = jnp.concatenate(
                 [da_n * gh_n * r * (1.0 - r), dh * (h_prev_t - n) * z * (1.0 - z)], axis=1
             )
             dgh = jnp.concatenate([da_rz, da_n * r], axis=1)
-            return dh * z + dgh @ Wh.T, (jnp.concatenate([da_rz, da_n], axis=1), dgh)
+            dh_prev = dh * z + dgh @ Wh.T
+            if valid is not None:
+                dh_prev = dh_prev + jnp.where(valid, 0, dh_next)
+            return dh_prev, (jnp.concatenate([da_rz, da_n], axis=1), dgh)
 
-        xs = (jnp.swapaxes(dy, 0, 1), h_prev, cache["rz"], cache["n"], cache["gh_n"])
+        xs = (
+            jnp.swapaxes(dy, 0, 1),
+            h_prev,
+            cache["rz"],
+            cache["n"],
+            cache["gh_n"],
+            cache.get("steps"),
+        )
         dh0, (dgx, dgh) = lax.scan(step, jnp.zeros_like(cache["h0"]), xs, reverse=True)
         dWx, dx = _input_grads(cache["x"], params["Wx"], dgx)
         grads = {
@@ -480,7 +589,13 @@ def gru(hidden_size: int) -> Layer:
 def last_step() -> Layer:
     """The last time step: `(m, T, ...) -> (m, ...)`, `y = x[:, -1]`.
 
-    Backward: `dx` is zero at every step but the last, which receives `dy`.
+    With a padding mask (bool `(m, T)`, True at valid steps) each row's last
+    *valid* step, `y_i = x[i, l_i]` with `l_i = max{t : mask[i, t]}`, so that
+    a sequence padded last gives its own last output; a row with no valid
+    step gives zeros (and receives no gradient).
+
+    Backward: `dx` is zero at every step but the last (valid) one, which
+    receives `dy`.
     """
 
     def init(key, in_shape, dtype=jnp.float32):
@@ -496,10 +611,21 @@ def last_step() -> Layer:
                 "a batch of sequences of shape (m, T, features), T >= 1, for last_step",
                 f"shape {tuple(jnp.shape(x))}",
             )
-        return x[:, -1], Static(tuple(x.shape))
+        mask = _check_mask(mask, x, "last_step")
+        if mask is None:
+            return x[:, -1], Static(tuple(x.shape))
+        # The last True of each row: the first True of the reversed row.
+        last = x.shape[1] - 1 - jnp.argmax(mask[:, ::-1], axis=1)
+        valid = jnp.any(mask, axis=1).reshape((-1,) + (1,) * (x.ndim - 2))
+        y = jnp.where(valid, x[jnp.arange(x.shape[0]), last], 0)
+        return y, {"shape": Static(tuple(x.shape)), "last": last, "valid": valid}
 
     def backward(params, cache, dy):
-        return (), jnp.zeros(cache.value, dy.dtype).at[:, -1].set(dy)
+        if isinstance(cache, Static):
+            return (), jnp.zeros(cache.value, dy.dtype).at[:, -1].set(dy)
+        dx = jnp.zeros(cache["shape"].value, dy.dtype)
+        rows = jnp.arange(dx.shape[0])
+        return (), dx.at[rows, cache["last"]].set(jnp.where(cache["valid"], dy, 0))
 
     return make_layer(init, forward, backward, name="last_step")
 
@@ -518,8 +644,14 @@ def bidirectional(layer: Layer) -> Layer:
     `{"forward": ..., "backward": ...}` (from PyTorch: the `_reverse`
     weights go to `"backward"`). Initial states are given as
     `(x, (initial_fwd, initial_bwd))`; the backward then returns
-    `(dx, (d_initial_fwd, d_initial_bwd))`. Sequences are taken as all of
-    length `T` (no padding-aware reversal).
+    `(dx, (d_initial_fwd, d_initial_bwd))`.
+
+    With a padding mask the reverse direction gets the reversed mask: for
+    [`rnn`][purenet.layers.recurrent.rnn], [`lstm`][purenet.layers.recurrent.lstm]
+    and [`gru`][purenet.layers.recurrent.gru] (which carry their state through
+    masked steps) it starts at each sequence's last valid step, so a padded
+    sequence's outputs at its valid steps are those of the cut sequence in
+    both directions.
 
     Backward: each direction's backward on its half of `dy` (the reversed
     half reversed again); `dx` is the sum of the two directions'
@@ -558,6 +690,8 @@ def bidirectional(layer: Layer) -> Layer:
                 )
             x, (init_f, init_b) = x
         check_rank(x, 3, "bidirectional", "(m, T, d)")
+        mask = _check_mask(mask, x, "bidirectional")
+        mask_rev = None if mask is None else jnp.flip(mask, axis=1)
         x_rev = jnp.flip(x, axis=1)
         s_f, s_b = _states(state)
         k_f, k_b = split_key(key, 2)
@@ -577,7 +711,7 @@ def bidirectional(layer: Layer) -> Layer:
                 state=s_b,
                 train=train,
                 key=k_b,
-                mask=mask,
+                mask=mask_rev,
             )
         y = jnp.concatenate([y_f, jnp.flip(y_b, axis=1)], axis=-1)
         return y, {"forward": c_f, "backward": c_b, "split": Static(int(y_f.shape[-1]))}

@@ -48,6 +48,7 @@ import numpy as np
 
 from purenet import _checks
 from purenet import layers as L
+from purenet.layers import per_example_rules as _rules
 from purenet.layers.checking import within
 from purenet.layers.core import Layer, as_shape, call_forward, make_layer
 
@@ -247,7 +248,20 @@ def _lm_head(vocab_size: int, transposed: bool) -> Layer:
             return {"W": rows_dy.T @ rows_x}, dy @ W
         return {"W": rows_x.T @ rows_dy}, dy @ W.T
 
-    return make_layer(init, forward, backward, name="lm_head")
+    # Per example: a dense layer without bias on each example's positions
+    # (Goodfellow's identity, or the ghost Gram form for long sequences).
+    def per_example(params, cache, dy):
+        dW, _ = _rules.dense_per_example(cache, dy)
+        dW = jnp.swapaxes(dW, 1, 2) if transposed else dW
+        return {"W": dW}, backward(params, cache, dy)[1]
+
+    def sq_norms(params, cache, dy):
+        sq_W, _ = _rules.dense_sq_norms(cache, dy)
+        return {"W": sq_W}, backward(params, cache, dy)[1]
+
+    return make_layer(
+        init, forward, backward, name="lm_head", per_example=per_example, sq_norms=sq_norms
+    )
 
 
 # ---------------------------------------------------------------------- the model
@@ -449,7 +463,22 @@ def gpt(
         with within("gpt", inner):
             return inner.backward(params, cache, dy)
 
-    return make_layer(init, forward, backward, name=c.call, children=((None, inner),))
+    def rule(of):
+        def apply(params, cache, dy):
+            with within("gpt", inner):
+                return of(inner, params, cache, dy)
+
+        return apply
+
+    return make_layer(
+        init,
+        forward,
+        backward,
+        name=c.call,
+        children=((None, inner),),
+        per_example=rule(_rules.layer_grads),
+        sq_norms=rule(_rules.layer_sq_norms),
+    )
 
 
 # ------------------------------------------------------------------ weight decay
