@@ -706,24 +706,7 @@ def test_names_and_children():
 # Cases whose layer has params somewhere without a per-example rule (see
 # purenet.layers.per_example_rules): the gap, for the lead to see. A layer
 # that gains a rule must leave this list (the test below fails until it does).
-WITHOUT_PER_EXAMPLE = {
-    "rnn": "rnn: no rule yet (recurrent.py)",
-    "rnn_h0": "rnn: no rule yet (recurrent.py)",
-    "lstm": "lstm: no rule yet (recurrent.py)",
-    "lstm_h0_c0": "lstm: no rule yet (recurrent.py)",
-    "gru": "gru: no rule yet (recurrent.py)",
-    "gru_h0": "gru: no rule yet (recurrent.py)",
-    "bidirectional": "bidirectional: no combinator rule yet (recurrent.py)",
-    "bidirectional_h0": "bidirectional: no combinator rule yet (recurrent.py)",
-    "rnn_mask": "rnn: no rule yet (recurrent.py)",
-    "lstm_h0_c0_mask": "lstm: no rule yet (recurrent.py)",
-    "gru_mask": "gru: no rule yet (recurrent.py)",
-    "bidirectional_mask": "bidirectional: no combinator rule yet (recurrent.py)",
-    "bidirectional_h0_mask": "bidirectional: no combinator rule yet (recurrent.py)",
-    "embedding": "embedding: rules written (per_example_rules.embedding_*), not attached",
-    "gpt": "models.gpt: its embedding has none yet",
-    "gpt_untied_flash": "models.gpt: its embedding has none yet",
-}
+WITHOUT_PER_EXAMPLE: dict[str, str] = {}
 # Cases where examples interact: the rules refuse, saying so.
 COUPLED = {"batchnorm_train", "batchnorm_images"}
 

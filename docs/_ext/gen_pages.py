@@ -289,7 +289,7 @@ def experiments_table() -> str:
             ):
                 claim = _string(node.value) or ""
         claim = cell(claim)
-        figure = f"[figure](../results/README.md#{name})"
+        figure = f"[figure](../results/index.md#{name})"
         rows.append(f"| `{name}` | {claim} | {figure} |")
     return f"{len(names)} experiments are registered, in this order:\n\n" + "\n".join(rows)
 
@@ -324,25 +324,7 @@ def on_files(files, config):
     return files
 
 
-def wrap_results_table(markdown: str) -> str:
-    """The results page with its summary table in ``<div class="results-table">``
-    (docs/stylesheets/extra.css widens its two text columns)."""
-    lines = markdown.split("\n")
-    rows = [i for i, line in enumerate(lines) if line.startswith("|")]
-    if not rows:
-        return markdown
-    first = rows[0]
-    last = first
-    while last + 1 < len(lines) and lines[last + 1].startswith("|"):
-        last += 1
-    lines[last + 1 : last + 1] = ["", "</div>"]
-    lines[first:first] = ['<div class="results-table" markdown>', ""]
-    return "\n".join(lines)
-
-
 def on_page_markdown(markdown, page, config, files):
-    if page.file.src_uri == "results/README.md":
-        return wrap_results_table(markdown)
     if page.file.src_uri == "guides/experiments.md":
         if EXPERIMENTS_MARKER not in markdown:
             raise RuntimeError(f"guides/experiments.md: expected the line {EXPERIMENTS_MARKER}")

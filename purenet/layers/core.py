@@ -56,7 +56,6 @@ import jax.numpy as jnp
 from purenet import _checks
 from purenet import activations as act
 from purenet.layers import per_example_rules as _rules
-from purenet.layers.checking import check_params as check_params  # re-exported (models.py)
 from purenet.layers.checking import checked_call, within
 from purenet.params import Initializer, get_initializer, zeros
 

@@ -102,31 +102,36 @@ def layer_sq_norms(layer, params, cache, dy):
     return sq_norms_of(grads), dx
 
 
-def per_example_from_backward(backward: Callable) -> Callable:
+def per_example_from_backward(backward: Callable, batch_axes: Callable | None = None) -> Callable:
     """A `per_example` rule from a layer's own `backward`.
 
     `jax.vmap` over examples of `backward` on a batch of one: example `i`
-    sees its slice of every cache leaf (`c[i:i+1]`) and of `dy`, and its
-    gradient is exactly the batch-of-one backward's. Valid when every leaf of
-    the cache has a leading batch axis and examples do not interact (what
-    they share, like batch norm's statistics, would be the batch's, not the
-    example's own).
+    sees its slice of every cache leaf (`c[i:i+1]`, or along the leaf's batch
+    axis) and of `dy`, and its gradient is exactly the batch-of-one
+    backward's. Valid when every leaf of the cache has a batch axis and
+    examples do not interact (what they share, like batch norm's statistics,
+    would be the batch's, not the example's own).
 
     Args:
       backward: `backward(params, cache, dy) -> (dparams, dx)`.
+      batch_axes: `None` when every cache leaf has its batch axis first; else
+        a function of the cache giving a tree of the same structure with each
+        leaf's batch axis (e.g. 1 for the recurrent layers' time-major states).
 
     Returns:
       `per_example(params, cache, dy) -> (per_example_dparams, dx)`.
     """
 
     def per_example(params, cache, dy):
+        axes = jax.tree.map(lambda _: 0, cache) if batch_axes is None else batch_axes(cache)
+
         def one(c, d):
-            c = jax.tree.map(lambda a: a[None], c)
+            c = jax.tree.map(jnp.expand_dims, c, axes)
             d = jax.tree.map(lambda a: a[None], d)
             grads, dx = backward(params, c, d)
             return grads, jax.tree.map(lambda a: a[0], dx)
 
-        return jax.vmap(one)(cache, dy)
+        return jax.vmap(one, in_axes=(axes, 0))(cache, dy)
 
     return per_example
 

@@ -104,7 +104,17 @@ from jax import lax
 
 from purenet import _checks
 from purenet.activations import sigmoid as _sigmoid_activation
-from purenet.layers.core import Layer, Static, as_shape, check_rank, make_layer, split_key, within
+from purenet.layers import per_example_rules as _rules
+from purenet.layers.checking import within
+from purenet.layers.core import (
+    Layer,
+    Static,
+    as_shape,
+    call_forward,
+    check_rank,
+    make_layer,
+    split_key,
+)
 
 _sigmoid = _sigmoid_activation.f
 
@@ -311,7 +321,25 @@ def rnn(hidden_size: int) -> Layer:
         }
         return grads, ((dx, dh0) if "given" in cache else dx)
 
-    return make_layer(init, forward, backward, name=f"rnn({h})")
+    # Per example: the cache (inputs, gates, states, the mask) is each
+    # example's own, so the batch-of-one BPTT, vmapped, is exact.
+    return make_layer(
+        init,
+        forward,
+        backward,
+        name=f"rnn({h})",
+        per_example=_rules.per_example_from_backward(backward, _time_major),
+    )
+
+
+def _time_major(cache):
+    """The batch axis of each leaf of a recurrent cache: the scan's per-step
+    values (`hs`, gates, ...) are time-major `(T, m, ...)`, the rest batch-major."""
+    batch_major = ("x", "h0", "c0", "given")
+    return {
+        name: jax.tree.map(lambda _, axis=0 if name in batch_major else 1: axis, value)
+        for name, value in cache.items()
+    }
 
 
 # ----------------------------------------------------------------------- lstm
@@ -457,7 +485,15 @@ def lstm(hidden_size: int, forget_bias: float = 0.0) -> Layer:
         }
         return grads, ((dx, (dh0, dc0)) if "given" in cache else dx)
 
-    return make_layer(init, forward, backward, name=f"lstm({h})")
+    # Per example: the cache (inputs, gates, states, the mask) is each
+    # example's own, so the batch-of-one BPTT, vmapped, is exact.
+    return make_layer(
+        init,
+        forward,
+        backward,
+        name=f"lstm({h})",
+        per_example=_rules.per_example_from_backward(backward, _time_major),
+    )
 
 
 # ------------------------------------------------------------------------ gru
@@ -580,7 +616,15 @@ def gru(hidden_size: int) -> Layer:
         }
         return grads, ((dx, dh0) if "given" in cache else dx)
 
-    return make_layer(init, forward, backward, name=f"gru({h})")
+    # Per example: the cache (inputs, gates, states, the mask) is each
+    # example's own, so the batch-of-one BPTT, vmapped, is exact.
+    return make_layer(
+        init,
+        forward,
+        backward,
+        name=f"gru({h})",
+        per_example=_rules.per_example_from_backward(backward, _time_major),
+    )
 
 
 # ------------------------------------------------------------------ last_step
@@ -696,7 +740,8 @@ def bidirectional(layer: Layer) -> Layer:
         s_f, s_b = _states(state)
         k_f, k_b = split_key(key, 2)
         with within("bidirectional[forward]", layer):
-            y_f, c_f = layer.forward(
+            y_f, c_f = call_forward(
+                layer,
                 params["forward"],
                 (x, init_f) if given else x,
                 state=s_f,
@@ -705,7 +750,8 @@ def bidirectional(layer: Layer) -> Layer:
                 mask=mask,
             )
         with within("bidirectional[backward]", layer):
-            y_b, c_b = layer.forward(
+            y_b, c_b = call_forward(
+                layer,
                 params["backward"],
                 (x_rev, init_b) if given else x_rev,
                 state=s_b,
@@ -716,18 +762,26 @@ def bidirectional(layer: Layer) -> Layer:
         y = jnp.concatenate([y_f, jnp.flip(y_b, axis=1)], axis=-1)
         return y, {"forward": c_f, "backward": c_b, "split": Static(int(y_f.shape[-1]))}
 
-    def backward(params, cache, dy):
-        cut = cache["split"].value
-        with within("bidirectional[forward]", layer):
-            g_f, dx_f = layer.backward(params["forward"], cache["forward"], dy[..., :cut])
-        with within("bidirectional[backward]", layer):
-            g_b, dx_b = layer.backward(
-                params["backward"], cache["backward"], jnp.flip(dy[..., cut:], axis=1)
-            )
-        grads = {"forward": g_f, "backward": g_b}
-        if isinstance(dx_f, tuple):  # initial states were given
-            return grads, (dx_f[0] + jnp.flip(dx_b[0], axis=1), (dx_f[1], dx_b[1]))
-        return grads, dx_f + jnp.flip(dx_b, axis=1)
+    def each_direction(of):
+        """The backward (or a per-example rule, `of`) of both directions: the
+        reverse direction's `dy` flipped back in time, its `dx` flipped again."""
+
+        def apply(params, cache, dy):
+            cut = cache["split"].value
+            with within("bidirectional[forward]", layer):
+                g_f, dx_f = of(layer, params["forward"], cache["forward"], dy[..., :cut])
+            with within("bidirectional[backward]", layer):
+                g_b, dx_b = of(
+                    layer, params["backward"], cache["backward"], jnp.flip(dy[..., cut:], axis=1)
+                )
+            grads = {"forward": g_f, "backward": g_b}
+            if isinstance(dx_f, tuple):  # initial states were given
+                return grads, (dx_f[0] + jnp.flip(dx_b[0], axis=1), (dx_f[1], dx_b[1]))
+            return grads, dx_f + jnp.flip(dx_b, axis=1)
+
+        return apply
+
+    backward = each_direction(lambda layer, p, c, dy: layer.backward(p, c, dy))
 
     def update_state(state, cache):
         if state == ():
@@ -744,6 +798,8 @@ def bidirectional(layer: Layer) -> Layer:
         update_state,
         name="bidirectional",
         children=(("forward", layer), ("backward", layer)),
+        per_example=each_direction(_rules.layer_grads),
+        sq_norms=each_direction(_rules.layer_sq_norms),
     )
 
 
@@ -804,4 +860,11 @@ def embedding(vocab_size: int, dim: int) -> Layer:
         dW = jnp.zeros_like(W).at[ids.reshape(-1)].add(dy.reshape(-1, W.shape[1]))
         return {"W": dW}, jnp.zeros(ids.shape, W.dtype)
 
-    return make_layer(init, forward, backward, name=f"embedding({vocab_size}, {dim})")
+    return make_layer(
+        init,
+        forward,
+        backward,
+        name=f"embedding({vocab_size}, {dim})",
+        per_example=_rules.embedding_per_example,
+        sq_norms=_rules.embedding_sq_norms,
+    )
