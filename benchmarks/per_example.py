@@ -31,6 +31,8 @@ interleaved group with their own copies of the units (`groups`):
   second ratio);
 * `DP step`: `purenet.privacy.dp_gradient(model, loss, l2_clip=1,
   noise_multiplier=1)` + the same SGD step;
+* `DP step, no noise`: the same with `noise_multiplier=0` (clipping only):
+  the per-example work without the draw of one Gaussian number per parameter;
 * `vmap(jax.grad) DP step`: per-example gradients by `vmap(jax.grad)`,
   clipped to global norm 1, summed, Gaussian noise, divided by the batch, the
   same SGD step;
@@ -227,6 +229,15 @@ def functions(case: Case, supported: bool) -> dict[str, tuple[Callable, tuple]]:
             params, state = opt.step(params, grads, state)
             return params, state, J
 
+        # Clipping alone: what the per-example work costs, without the draw of
+        # one Gaussian number per parameter (threefry on the CPU).
+        clip_only = privacy.dp_gradient(model, loss, l2_clip=L2_CLIP, noise_multiplier=0.0)
+
+        def clip_step(params, state, x, t):
+            J, grads = clip_only(params, x, t)
+            params, state = opt.step(params, grads, state)
+            return params, state, J
+
         out["norms"] = (per_example.norms(model, loss), batch)
         out["grads"] = (per_example.grads(model, loss), batch)
     out["vmap(jax.grad) norms"] = (autodiff_norms, batch)
@@ -234,6 +245,7 @@ def functions(case: Case, supported: bool) -> dict[str, tuple[Callable, tuple]]:
     out["plain step"] = (plain_step, (case.params, state, case.x, case.t))
     if supported:
         out["DP step"] = (dp_step, (case.params, state, case.x, case.t, key))
+        out["DP step, no noise"] = (clip_step, (case.params, state, case.x, case.t))
     out["vmap(jax.grad) DP step"] = (autodiff_dp_step, (case.params, state, case.x, case.t, key))
     return out
 
@@ -337,6 +349,7 @@ GRADIENT_ROWS = ("backprop", "norms", "grads", "vmap(jax.grad) norms", "vmap(bac
 STEP_ROWS = (
     "plain step",
     "DP step",
+    "DP step, no noise",
     "vmap(jax.grad) DP step",
     "torch step",
     "opacus hooks",
@@ -416,7 +429,7 @@ def _rows(name: str, r: dict) -> tuple[list, list]:
     time_rows, memory_rows = [], []
     for row in GRADIENT_ROWS + STEP_ROWS:
         if row not in timing["times"]:
-            if r["unsupported"] and row in ("norms", "grads", "DP step"):
+            if r["unsupported"] and row in ("norms", "grads", "DP step", "DP step, no noise"):
                 time_rows.append([name, row, "unsupported", "", ""])
             continue
         ratio_b = (

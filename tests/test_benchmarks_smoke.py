@@ -150,6 +150,7 @@ def test_per_example_times_every_contender_and_reports_a_model_without_rules():
     assert set(ok["timing"]["times"]) == set(per_example.GRADIENT_ROWS) | {
         "plain step",
         "DP step",
+        "DP step, no noise",
         "vmap(jax.grad) DP step",
     }
     assert ok["timing"]["ratios_to_plain_step"]["DP step"]["median"] > 0
