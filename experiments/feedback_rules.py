@@ -163,9 +163,9 @@ def _sign_start(net, in_shape):
 
 
 def measure(mode: Mode, seeds: int | None) -> dict:
-    seeds = num_seeds(mode, seeds, quick=3, full=6)
+    seeds = num_seeds(mode, seeds, quick=3, full=5)
     samples = pick(mode, smoke=300, quick=1000, full=5000)
-    epochs = pick(mode, smoke=1, quick=20, full=50)
+    epochs = pick(mode, smoke=1, quick=20, full=40)
     deep_epochs = pick(mode, smoke=1, quick=10, full=30)
     deep_arms = pick(mode, smoke=DEEP_ARMS, quick=(), full=DEEP_ARMS)
     models = pick(mode, smoke=("MLP",), quick=("MLP",), full=("MLP", "CNN"))
