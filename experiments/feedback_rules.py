@@ -258,12 +258,13 @@ def judge(data: dict) -> Verdict:
     (FA against DFA reported, not judged)."""
     numbers = data["numbers"]
     means = _means(numbers)
-    liao, order, parts = True, True, []
+    liao, order, parts, gaps = True, True, [], []
     for model, acc in means.items():
         bp = acc["backprop"]
         liao &= all(abs(acc[r] - bp) <= 0.03 and acc[r] > acc["FA"] for r in ("uSF", "frSF"))
         order &= min(bp, acc["uSF"]) > max(acc["FA"], acc["DFA"])
         parts.append(f"{model}: " + ", ".join(f"{r} {acc[r]:.3f}" for r in RULES))
+        gaps.append(f"{model} " + "/".join(f"{bp - acc[r]:.3f}" for r in ("uSF", "frSF", "FA")))
     deep = {arm: float(np.mean(v["test_accuracy"])) for arm, v in numbers["deep"].items()}
     bn = True
     if deep:
@@ -277,7 +278,13 @@ def judge(data: dict) -> Verdict:
         parts.append(f"deep MLP (SGD): {', '.join(deep_parts)}")
     else:
         parts.append("deep MLP with and without batchnorm: full mode only")
-    text = f"test accuracy {'; '.join(parts)}; {data['settings']['seeds']} seeds"
+    text = (
+        f"test accuracy {'; '.join(parts)}; {data['settings']['seeds']} seeds; backprop "
+        f"minus uSF/frSF/FA {', '.join(gaps)}: signs within 0.03 of backprop and above FA "
+        f"{'yes' if liao else 'no'}, backprop and uSF above FA and DFA "
+        f"{'yes' if order else 'no'}"
+        + ("" if not deep else f", batchnorm needed and enough to train {'yes' if bn else 'no'}")
+    )
     summary = {f"{m}_{r}": a for m, acc in means.items() for r, a in acc.items()}
     summary.update({f"deep_{k.replace(' + ', '_')}": v for k, v in deep.items()})
     return Verdict(text, bool(liao and order and bn), summary)
