@@ -50,6 +50,8 @@ EXPERIMENTS = [
     "family_trees",
     "lenet_digits",
     "mnist1d",
+    "feedback_alignment",
+    "feedback_rules",
     "attention_vs_recurrence",
     "long_range_memory",
     "char_gpt",

@@ -36,6 +36,15 @@ Models: layers with a transport, parameter-free layers and `batchnorm`
 other layer with params (recurrent, attention, `layer_norm`, `embedding`)
 or any other combinator raises a `ValueError` naming the layer and the rule.
 
+**Feedback scale.** Each layer's update is linear in one feedback matrix
+(DFA) or in a product of them (FA), so scaling a feedback matrix by `c`
+scales the updates it reaches by `c`: under SGD a per-layer learning
+rate, under Adam nothing at all (Adam's step is invariant to a constant
+rescaling of a parameter's gradient, up to its `eps`). Sign symmetry's
+`sign(W)` has entries of 1 where `W`'s are about `1/sqrt(n)`, which under
+SGD amplifies the error sent back by about `sqrt(n)` per layer; Liao et al.
+needed batch normalisation (or the sign of the gradient) for deep networks.
+
 [`alignment`][purenet.feedback.alignment] measures, per layer, the angle
 between the rule's update and the true gradient, and between `W` and its
 feedback matrix (Lillicrap et al. 2016, Fig. 2).

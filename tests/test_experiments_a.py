@@ -33,6 +33,8 @@ ELSEWHERE = {
     "family_trees": "test_family_trees",
     "lenet_digits": "test_experiments_cnn",
     "mnist1d": "test_experiments_cnn",
+    "feedback_alignment": "test_experiments_feedback",
+    "feedback_rules": "test_experiments_feedback",
     "attention_vs_recurrence": "test_attention",
     "long_range_memory": "test_long_range_memory",
     "char_gpt": "test_char_gpt",
