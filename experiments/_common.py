@@ -85,7 +85,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from purenet import train
+from purenet import data, datasets, train
 
 GENERATOR = "purenet-experiments"
 
@@ -384,6 +384,16 @@ def returning(select, compile=jit):
     labels, amplifies that into its third digit).
     """
     return lambda run: compile(lambda *args: select(*run(*args)))
+
+
+def standardized_digits():
+    """scikit-learn's 8x8 digits split 80/20 by `data.split` with key 0, both
+    parts standardised with the training part's statistics:
+    `(x_train, t_train, x_test, t_test)`."""
+    x, t = datasets.digits()
+    (x_tr, t_tr), (x_te, t_te) = data.split(jax.random.key(0), x, t, (0.8, 0.2))
+    stats = data.standardize_fit(x_tr)
+    return data.standardize_apply(stats, x_tr), t_tr, data.standardize_apply(stats, x_te), t_te
 
 
 def init_many(model, keys, in_shape, dtype=np.float32):

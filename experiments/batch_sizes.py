@@ -57,11 +57,12 @@ from experiments._common import (
     pick,
     pyplot,
     seed_band,
+    standardized_digits,
     sweep,
     tracked,
 )
-from purenet import data, datasets, losses, optim, train
 from purenet import layers as L
+from purenet import losses, optim, train
 
 NAME = "batch_sizes"
 QUICK_SECONDS = 20  # a quick run on 2 cores (the runner's order and estimate)
@@ -79,13 +80,6 @@ LOSS = losses.softmax_cross_entropy
 
 def _model():
     return L.serial(L.dense(HIDDEN), L.tanh(), L.dense(10))
-
-
-def _digits():
-    x, t = datasets.digits()
-    (x_tr, t_tr), (x_te, t_te) = data.split(jax.random.key(0), x, t, (0.8, 0.2))
-    stats = data.standardize_fit(x_tr)
-    return data.standardize_apply(stats, x_tr), t_tr, data.standardize_apply(stats, x_te), t_te
 
 
 def _seed_runs(batch_size: int, epochs: int, seeds: int, x, t, learning_rates):
@@ -286,7 +280,7 @@ def _jaggedness(step_losses):
 def measure(mode: Mode, seeds: int | None) -> dict:
     seeds = num_seeds(mode, seeds, quick=4, full=10)
     epochs = pick(mode, smoke=3, quick=20, full=60)
-    x, t, _, _ = _digits()
+    x, t, _, _ = standardized_digits()
     m = x.shape[0]
     sizes = pick(mode, smoke=(1, m), quick=(1, 8, 32, 128, m), full=(1, 8, 32, 128, m))
     lr_grid = pick(mode, smoke=BATCH_GD_GRID[::3], quick=BATCH_GD_GRID, full=BATCH_GD_GRID)

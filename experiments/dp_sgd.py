@@ -56,10 +56,11 @@ from experiments._common import (
     pyplot,
     seed_band,
     seed_stats,
+    standardized_digits,
     sweep,
 )
-from purenet import data, datasets, losses, metrics, optim, privacy
 from purenet import layers as L
+from purenet import losses, metrics, optim, privacy
 
 NAME = "dp_sgd"
 QUICK_SECONDS = 6  # a quick run on 2 cores (the runner's order and estimate)
@@ -85,20 +86,13 @@ def _model():
     return L.serial(L.dense(HIDDEN), L.tanh(), L.dense(10))
 
 
-def _digits():
-    x, t = datasets.digits()
-    (x_tr, t_tr), (x_te, t_te) = data.split(jax.random.key(0), x, t, (0.8, 0.2))
-    stats = data.standardize_fit(x_tr)
-    return data.standardize_apply(stats, x_tr), t_tr, data.standardize_apply(stats, x_te), t_te
-
-
 def measure(mode: Mode, seeds: int | None) -> dict:
     seeds = num_seeds(mode, seeds, quick=3, full=16)
     epochs = pick(mode, smoke=1, quick=10, full=20)
     targets = pick(
         mode, smoke=(2.0,), quick=(0.5, 2.0, 8.0), full=(0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
     )
-    x, t, x_test, t_test = _digits()
+    x, t, x_test, t_test = standardized_digits()
     n = int(x.shape[0])
     rate, steps = BATCH / n, epochs * (n // BATCH)
     progress(0, 2, "noise multipliers")

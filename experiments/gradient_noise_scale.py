@@ -71,10 +71,10 @@ from experiments._common import (
     num_seeds,
     pick,
     pyplot,
+    standardized_digits,
     sweep,
     tracked,
 )
-from experiments.dp_sgd import _digits
 from purenet import layers as L
 from purenet import losses, objective, optim, per_example
 
@@ -168,7 +168,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         quick=tuple(0.4 * 2**k for k in range(6)),
         full=tuple(0.1 * 2 ** (k / 2) for k in range(16)),
     )
-    x, t, _, _ = _digits()
+    x, t, _, _ = standardized_digits()
     n = int(x.shape[0])
     model = _model()
     J = objective(model, LOSS)

@@ -56,7 +56,7 @@ import jax.numpy as jnp
 
 from purenet import _checks
 from purenet.cost import _check_model_loss
-from purenet.layers import Layer, checked_call
+from purenet.layers import Layer, call_forward, checked_call
 from purenet.layers.per_example_rules import (
     layer_grads,
     layer_sq_norms,
@@ -67,6 +67,7 @@ from purenet.losses import Loss
 
 __all__ = [
     "GradientNoise",
+    "checked_passes",
     "example_losses_and_grads",
     "gradient_noise",
     "grads",
@@ -110,26 +111,34 @@ def _concrete(*trees) -> bool:
     return all(_checks.is_concrete(a) for a in jax.tree.leaves(trees))
 
 
-def _per_example(model: Layer, loss: Loss, rule: Callable) -> Callable:
-    _check_model_loss(model, loss, None)
-
-    def passes(params, x, t, ctx):
-        y, cache = model.forward(params, x, **ctx)
-        losses, dy = example_losses_and_grads(loss, y, t)
-        out, _ = rule(model, params, cache, dy)
-        return losses, out
+def checked_passes(model: Layer, passes: Callable) -> Callable:
+    """`f(params, x, t, **ctx)` running `passes(params, x, t, ctx)` with the
+    params checked against `model` (as [`backprop`][purenet.cost.backprop]
+    does) and, on concrete inputs, every refusal raised before any work: a
+    layer without a per-example rule, or batch norm in training mode, is
+    refused while tracing, so `jax.eval_shape` finds it without computing."""
 
     def f(params, x, t, **ctx):
         def run():
             if _concrete(params, x, t):
-                # a refusal (a layer without a rule, batch norm in training mode)
-                # comes from tracing alone: raise it before any work
                 jax.eval_shape(lambda: passes(params, x, t, ctx))
             return passes(params, x, t, ctx)
 
         return checked_call(model, params, x, run)
 
     return f
+
+
+def _per_example(model: Layer, loss: Loss, rule: Callable) -> Callable:
+    _check_model_loss(model, loss, None)
+
+    def passes(params, x, t, ctx):
+        y, cache = call_forward(model, params, x, **ctx)
+        losses, dy = example_losses_and_grads(loss, y, t)
+        out, _ = rule(model, params, cache, dy)
+        return losses, out
+
+    return checked_passes(model, passes)
 
 
 def grads(model: Layer, loss: Loss) -> Callable:
@@ -250,19 +259,11 @@ def noise_scale(model: Layer, loss: Loss) -> Callable:
     _check_model_loss(model, loss, None)
 
     def passes(params, x, t, ctx):
-        y, cache = model.forward(params, x, **ctx)
+        y, cache = call_forward(model, params, x, **ctx)
         losses, dy = example_losses_and_grads(loss, y, t)
         sq, _ = layer_sq_norms(model, params, cache, dy)
         m = losses.shape[0]
         mean_grads, _ = model.backward(params, cache, jax.tree.map(lambda d: d / m, dy))
         return losses, gradient_noise(sq, mean_grads)
 
-    def f(params, x, t, **ctx):
-        def run():
-            if _concrete(params, x, t):
-                jax.eval_shape(lambda: passes(params, x, t, ctx))
-            return passes(params, x, t, ctx)
-
-        return checked_call(model, params, x, run)
-
-    return f
+    return checked_passes(model, passes)

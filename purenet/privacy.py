@@ -53,7 +53,7 @@ import numpy as np
 
 from purenet import _checks, per_example
 from purenet.cost import _check_model_loss
-from purenet.layers import Layer, call_forward, checked_call
+from purenet.layers import Layer, call_forward
 from purenet.losses import Loss
 
 DEFAULT_ORDERS: tuple[float, ...] = (
@@ -389,7 +389,9 @@ def dp_gradient(model: Layer, loss: Loss, *, l2_clip: float, noise_multiplier: f
     l2_clip, noise_multiplier = _check_dp(l2_clip, noise_multiplier)
     noisy = not (_checks.is_concrete(noise_multiplier) and noise_multiplier == 0)
 
-    def passes(params, x, t, key, batch_size, sampled, ctx):
+    def passes(params, x, t, ctx):
+        ctx = dict(ctx)  # passes runs twice: traced for refusals, then for real
+        key, batch_size, sampled = ctx.pop("key"), ctx.pop("batch_size"), ctx.pop("sampled")
         forward_key = None
         if key is not None:
             key, forward_key = jax.random.split(key)
@@ -418,6 +420,8 @@ def dp_gradient(model: Layer, loss: Loss, *, l2_clip: float, noise_multiplier: f
         J = jnp.sum(losses * weight) / jnp.maximum(jnp.sum(weight), 1)
         return J, grads
 
+    checked = per_example.checked_passes(model, passes)
+
     def gradient(params, x, t, *, key=None, batch_size=None, sampled=None, **ctx):
         if noisy and key is None:
             _checks.fail(
@@ -429,21 +433,15 @@ def dp_gradient(model: Layer, loss: Loss, *, l2_clip: float, noise_multiplier: f
             batch_size = _checks.positive("batch_size", batch_size)
         if sampled is not None:
             _checks.array("sampled", sampled)
-            if sampled.dtype != jnp.bool_ or sampled.shape != (jnp.shape(t)[0],):
+            m = jnp.shape(jax.tree.leaves(t)[0])[0]  # t may be a tuple such as (labels, mask)
+            if sampled.dtype != jnp.bool_ or sampled.shape != (m,):
                 _checks.fail(
                     "sampled",
-                    f"a bool array of shape ({jnp.shape(t)[0]},) marking the Poisson sample's rows",
+                    f"a bool array of shape ({m},) marking the Poisson sample's rows",
                     f"{sampled.dtype} of shape {tuple(sampled.shape)}",
                 )
 
-        def run():
-            if _checks.is_concrete(x):
-                # a refusal (a layer without a per-example rule, batch norm in
-                # training mode) comes from tracing alone: before any work
-                jax.eval_shape(lambda: passes(params, x, t, key, batch_size, sampled, ctx))
-            return passes(params, x, t, key, batch_size, sampled, ctx)
-
-        return checked_call(model, params, x, run)
+        return checked(params, x, t, key=key, batch_size=batch_size, sampled=sampled, **ctx)
 
     return gradient
 

@@ -93,7 +93,7 @@ def jitted(layer):
     shape instead of one per primitive (hypothesis draws a new shape each time)."""
     return L.Layer(
         layer.init,
-        jax.jit(layer.forward, static_argnames=("train",)),
+        jax.jit(layer.forward),
         jax.jit(layer.backward),
         layer.update_state,
     )

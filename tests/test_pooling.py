@@ -18,7 +18,7 @@ from purenet.gradcheck import check_layer
 def jitted(layer):
     return L.Layer(
         layer.init,
-        jax.jit(layer.forward, static_argnames=("train",)),
+        jax.jit(layer.forward),
         jax.jit(layer.backward),
         layer.update_state,
     )
