@@ -6,6 +6,8 @@ Every check runs in float64 (tests/conftest.py enables x64). The referees are
 hand in Saito's *Deep Learning from Scratch* (figs. 7-6 to 7-8).
 """
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -88,12 +90,17 @@ def _xla(cfg, x, W):
 # ------------------------------------------------------------- property tests
 
 
+def _static_train(layer):
+    return ("train",) if "train" in inspect.signature(layer.forward).parameters else ()
+
+
 def jitted(layer):
     """The layer with a compiled forward and backward: one compilation per
     shape instead of one per primitive (hypothesis draws a new shape each time)."""
     return L.Layer(
         layer.init,
-        jax.jit(layer.forward),
+        # train, where the forward takes it (batch norm), picks the program
+        jax.jit(layer.forward, static_argnames=_static_train(layer)),
         jax.jit(layer.backward),
         layer.update_state,
     )
