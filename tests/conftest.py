@@ -126,10 +126,10 @@ COMPILE_BUDGETS = {
     "test_cost.py": 680,  # 530
     "test_data.py": 150,  # 110
     "test_datasets.py": 270,  # 202
-    "test_errors.py": 150,  # 107
+    "test_errors.py": 190,  # 144 alone (169 in a full run)
     "test_experiments_a.py": 240,  # 177
     "test_experiments_b.py": 240,  # 183
-    "test_experiments_cnn.py": 70,  # 44
+    "test_experiments_cnn.py": 101,  # 73
     "test_experiments_readme.py": 10,  # 0
     "test_experiments_feedback.py": 54,  # 35
     "test_experiments_runner.py": 10,  # 0
