@@ -105,6 +105,7 @@ from purenet.transforms import (
     scale_by_adam,
     scale_by_learning_rate,
     scale_by_rmsprop,
+    scale_by_sign,
     trace,
 )
 
@@ -125,6 +126,7 @@ __all__ = [
     "AdamState",
     "chain",
     "clip_by_global_norm",
+    "scale_by_sign",
     "clip",
     "add_decayed_weights",
     "decay_mask",

@@ -229,6 +229,19 @@ def _stateless(fn: Callable[[Params, Params | None], Params]) -> GradientTransfo
     return GradientTransformation(init, update)
 
 
+def scale_by_sign() -> GradientTransformation:
+    """Each update replaced by its sign: `u <- sign(u)` (0 stays 0).
+
+    Chained before a learning rate this is the "Batch Manhattan" update of
+    Liao, Leibo & Poggio 2016 ("How important is weight symmetry in
+    backpropagation?", section 2): every weight moves by the same step,
+    in the direction of the sign of its batch gradient, so the update's
+    magnitude does not depend on how large the (feedback-driven) gradient
+    is. optax calls it `scale_by_sign` too.
+    """
+    return _stateless(lambda updates, params: jax.tree.map(jnp.sign, updates))
+
+
 # --- clipping and weight decay ---------------------------------------------------------
 
 

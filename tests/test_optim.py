@@ -871,3 +871,16 @@ def test_an_optax_transformation_is_an_optimizer_here(optax, x64):
         run_steps(optim.adam(0.05), params, nested_grads, 5),
         1e-12,
     )
+
+
+def test_scale_by_sign_is_batch_manhattan():
+    # Liao et al. 2016's Batch Manhattan: w <- w - lr * sign(g), 0 staying 0
+    opt = optim.as_optimizer(optim.chain(optim.scale_by_sign(), optim.sgd(0.1)))
+    params = {"W": jnp.array([1.0, 2.0, 3.0])}
+    new, _ = opt.step(params, {"W": jnp.array([-30.0, 0.0, 1e-9])}, opt.init(params))
+    np.testing.assert_allclose(new["W"], [1.1, 2.0, 2.9], rtol=1e-15)
+    optax = pytest.importorskip("optax")
+    grads = {"W": jnp.array([-2.0, 0.0, 0.5])}
+    ours, _ = optim.scale_by_sign().update(grads, optim.scale_by_sign().init(params))
+    theirs, _ = optax.scale_by_sign().update(grads, optax.scale_by_sign().init(params))
+    np.testing.assert_array_equal(ours["W"], theirs["W"])
