@@ -330,7 +330,9 @@ def draw(data: dict):
         label = "diverged" if _diverged(numbers["deep"][arm]) else f"{values.mean():.3f}"
         ax.text(i, values.max() + 0.01, label, ha="center", fontsize=8)
     ax.axhline(0.1, color="k", ls=":", lw=1, label="chance")
-    ax.set_xticks(range(len(arms)), [a.replace(" + ", "\n+ ") for a in arms])
+    ax.set_xticks(
+        range(len(arms)), [a.replace(" + ", "\n+ ").replace("Batch M", "Batch\nM") for a in arms]
+    )
     ax.set_ylim(0, 1.05)
     ax.set_title(f"Deep MLP, SGD: {settings['deep_model']}")
     ax.legend(fontsize=8)
