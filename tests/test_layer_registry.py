@@ -39,9 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purenet import activations, models
+from purenet import activations, feedback, models
 from purenet import layers as L
-from purenet.layers.core import Layer
+from purenet.layers.core import Layer, call_forward
 from purenet.layers.per_example_rules import layer_grads, layer_sq_norms, sq_norms_of
 
 pytestmark = pytest.mark.usefixtures("x64")
@@ -782,3 +782,42 @@ def test_per_example_grads_and_norms_are_jax_grads_on_batches_of_one(name):
         for got in (rule(s.layer, s.params, s.cache, s.dy), jitted(s.params, s.cache, s.dy)):
             _assert_close(got[0], want, rtol=1e-10, atol=1e-13, what=rule.__name__)
             _assert_close(got[1], dx, rtol=1e-10, atol=1e-13, what=f"{rule.__name__}'s dx")
+
+
+def _names(layer: Layer) -> set[str]:
+    return {layer.name} | {n for _, child in layer.children for n in _names(child)}
+
+
+RULES = ("feedback_alignment", "sign_symmetry", "direct_feedback_alignment")
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("name", REGISTRY)
+def test_each_learning_rule_applies_or_refuses_by_name(name, rule):
+    """Every public layer either trains under each rule of `purenet.feedback`
+    (its forward, backward and params are the layer's, traced: no compile) or
+    is refused when the rule is built, by a ValueError naming the rule and a
+    layer of the model."""
+    layer, x, context = REGISTRY[name].build(0)
+    context = dict(context)
+    train = context.pop("train", False)
+    context.pop("state", None)
+    try:
+        model = getattr(feedback, rule)(layer)
+    except ValueError as error:
+        message = str(error)
+        assert layer.transport is None, f"{layer.name} has a transport but {rule} refused it"
+        assert rule in message and any(n in message for n in _names(layer)), message
+        return
+    _, params, state = jax.eval_shape(lambda: model.init(KEY, _in_shape(x), jnp.float64))
+    _, own_params, _ = jax.eval_shape(lambda: layer.init(KEY, _in_shape(x), jnp.float64))
+    assert jax.tree.structure(params) == jax.tree.structure(own_params)
+
+    def passes(params, state):
+        y, cache = call_forward(model, params, x, state=state, train=train, key=KEY, **context)
+        return y, model.backward(params, cache, jax.tree.map(jnp.ones_like, y))
+
+    y, (dparams, _) = jax.eval_shape(passes, params, state)
+    expected = jax.eval_shape(lambda: call_forward(layer, _params_like(layer, x, 7), x, **context))
+    assert jax.tree.map(lambda a: a.shape, y) == jax.tree.map(lambda a: a.shape, expected[0])
+    assert jax.tree.structure(dparams) == jax.tree.structure(own_params)
