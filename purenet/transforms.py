@@ -59,6 +59,7 @@ __all__ = [
     "scale_by_adagrad",
     "scale_by_rmsprop",
     "scale_by_adam",
+    "scale_by_sign",
 ]
 
 Array = Any
