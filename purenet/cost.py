@@ -107,7 +107,12 @@ def penalty(l2: float = 0.0, l1: float = 0.0, penalize: Sequence[str] = ("W",)) 
     return Penalty(l2, l1, tuple(penalize))
 
 
-def _check_model_loss(model, loss, penalty):
+def check_model_loss(model, loss, penalty=None):
+    """Refuse a `model` that is not a [`Layer`][purenet.layers.core.Layer], a
+    `loss` that is not a [`Loss`][purenet.losses.Loss] and a `penalty` that is
+    neither `None` nor a [`Penalty`][purenet.cost.Penalty], with the library's
+    `TypeError`: the check of every entry point that takes a model and a loss
+    ([`backprop`][purenet.cost.backprop], `purenet.per_example`, `purenet.privacy`)."""
     if not isinstance(model, Layer):
         _checks.fail_type(
             "model", "a purenet Layer (e.g. purenet.layers.serial(...))", type(model).__name__
@@ -134,7 +139,7 @@ def objective(model: Layer, loss: Loss, penalty: Penalty | None = None) -> Calla
       `params` are checked against `model` first (at trace time under
       `jit`): a mismatch raises a `ValueError` naming the path and the layer.
     """
-    _check_model_loss(model, loss, penalty)
+    check_model_loss(model, loss, penalty)
 
     def cost(params, x, t, ctx):
         y, _ = call_forward(model, params, x, **ctx)
@@ -166,7 +171,7 @@ def backprop(
       `params` and equals `jax.grad(objective(model, loss, penalty))`.
       `params` are checked against `model` first, as in [`objective`][purenet.cost.objective].
     """
-    _check_model_loss(model, loss, penalty)
+    check_model_loss(model, loss, penalty)
 
     def passes(params, x, t, ctx):
         y, cache = call_forward(model, params, x, **ctx)

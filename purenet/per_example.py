@@ -55,7 +55,7 @@ import jax
 import jax.numpy as jnp
 
 from purenet import _checks
-from purenet.cost import _check_model_loss
+from purenet.cost import check_model_loss
 from purenet.layers import Layer, call_forward, checked_call
 from purenet.layers.per_example_rules import (
     layer_grads,
@@ -130,7 +130,7 @@ def checked_passes(model: Layer, passes: Callable) -> Callable:
 
 
 def _per_example(model: Layer, loss: Loss, rule: Callable) -> Callable:
-    _check_model_loss(model, loss, None)
+    check_model_loss(model, loss, None)
 
     def passes(params, x, t, ctx):
         y, cache = call_forward(model, params, x, **ctx)
@@ -256,7 +256,7 @@ def noise_scale(model: Layer, loss: Loss) -> Callable:
       of the per-example gradients (the model's `backward` with `dy_i / m`,
       linear in `dy`). See [`gradient_noise`][purenet.per_example.gradient_noise].
     """
-    _check_model_loss(model, loss, None)
+    check_model_loss(model, loss, None)
 
     def passes(params, x, t, ctx):
         y, cache = call_forward(model, params, x, **ctx)

@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from purenet import _checks, per_example
-from purenet.cost import _check_model_loss
+from purenet.cost import check_model_loss
 from purenet.layers import Layer, call_forward
 from purenet.losses import Loss
 
@@ -336,6 +336,11 @@ def _check_dp(l2_clip, noise_multiplier):
     return l2_clip, noise_multiplier
 
 
+def _scale_rows(tree, v):
+    """Row `i` of every leaf of `tree` times `v[i]`."""
+    return jax.tree.map(lambda a: a * v.reshape(v.shape + (1,) * (a.ndim - 1)), tree)
+
+
 def dp_gradient(model: Layer, loss: Loss, *, l2_clip: float, noise_multiplier: float) -> Callable:
     """The DP-SGD gradient (Abadi et al. 2016, Algorithm 1): each example's
     gradient clipped to global L2 norm `l2_clip`, summed, Gaussian noise of
@@ -385,7 +390,7 @@ def dp_gradient(model: Layer, loss: Loss, *, l2_clip: float, noise_multiplier: f
         missing `key` with noise, a `sampled` of the wrong shape or dtype, or a
         model whose examples interact.
     """
-    _check_model_loss(model, loss, None)
+    check_model_loss(model, loss, None)
     l2_clip, noise_multiplier = _check_dp(l2_clip, noise_multiplier)
     noisy = not (_checks.is_concrete(noise_multiplier) and noise_multiplier == 0)
 
@@ -399,12 +404,12 @@ def dp_gradient(model: Layer, loss: Loss, *, l2_clip: float, noise_multiplier: f
         losses, dy = per_example.example_losses_and_grads(loss, y, t)
         m = losses.shape[0]
         weight = jnp.ones((m,), losses.dtype) if sampled is None else sampled.astype(losses.dtype)
-        dy = jax.tree.map(lambda a: a * weight.reshape((m,) + (1,) * (a.ndim - 1)), dy)
+        dy = _scale_rows(dy, weight)
         sq_norms, _ = per_example.layer_sq_norms(model, params, cache, dy)
         norm = jnp.sqrt(sum(jax.tree.leaves(sq_norms), jnp.zeros((m,), losses.dtype)))
         # min(1, C / |g_i|), written so that |g_i| = 0 gives 1, not 0 / 0
         factor = l2_clip / jnp.maximum(norm, l2_clip)
-        clipped_dy = jax.tree.map(lambda a: a * factor.reshape((m,) + (1,) * (a.ndim - 1)), dy)
+        clipped_dy = _scale_rows(dy, factor)
         summed, _ = model.backward(params, cache, clipped_dy)
         divisor = m if batch_size is None else batch_size
         if noisy:

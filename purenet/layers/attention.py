@@ -379,7 +379,7 @@ def _check_heads(heads: int, d: int) -> int:
     return d // heads
 
 
-def _project_qkv(params, x, heads: int):
+def project_qkv(params, x, heads: int):
     """[`multi_head_attention`][purenet.layers.attention.multi_head_attention]'s
     input projections, split into heads: `q, k, v`, each `(m, T, heads, d / heads)`,
     from `x (m, T, d)`. One `(d, 3d)` product `x [Wq Wk Wv] + [bq bk bv]`.
@@ -392,7 +392,7 @@ def _project_qkv(params, x, heads: int):
     return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
 
 
-def _project_out(params, o):
+def project_out(params, o):
     """[`multi_head_attention`][purenet.layers.attention.multi_head_attention]'s
     output projection `o Wo + bo` of the heads joined back, `o (m, T, d)`."""
     return o @ params["Wo"] + params["bo"]
@@ -481,11 +481,11 @@ def multi_head_attention(
         m, T, _ = x.shape
         if mask is not None:
             _check_padding(mask, m, T, "multi_head_attention")
-        q, k, v = _project_qkv(params, x, heads)
+        q, k, v = project_qkv(params, x, heads)
         padding = None if mask is None else mask[:, None, None, :]
         o, attention = attention_forward(q, k, v, padding, causal=causal, flash=flash)
         o = o.reshape(m, T, d)
-        return _project_out(params, o), (x, o, attention)
+        return project_out(params, o), (x, o, attention)
 
     def backward(params, cache, dy):
         x, o, attention = cache
@@ -630,7 +630,7 @@ def _attention_branch(heads: int, causal: bool, eps: float, dropout, flash: bool
     return serial(*layers, *([] if dropout is None else [dropout_layer(dropout)]))
 
 
-def _mlp_branch(width: int, mlp_dim: int, activation: str, eps: float, dropout) -> Layer:
+def mlp_branch(width: int, mlp_dim: int, activation: str, eps: float, dropout) -> Layer:
     """The block's second residual branch: `LN2`, `W1`, act, `W2` (then dropout).
     [`purenet.models.generate`][] runs it, as a `residual`, on the one new
     position of each decode step."""
@@ -693,7 +693,7 @@ def transformer_block(
     _check_heads(heads, width)
     net = serial(
         residual(_attention_branch(heads, causal, eps, dropout, flash)),
-        residual(_mlp_branch(width, mlp_dim, activation, eps, dropout)),
+        residual(mlp_branch(width, mlp_dim, activation, eps, dropout)),
     )
     name = f"transformer_block({width}, {heads})"
 

@@ -25,10 +25,10 @@ from jax import lax
 
 from purenet import _checks
 from purenet import layers as L
-from purenet.layers.attention import _mlp_branch, _project_out, _project_qkv, attention_forward
+from purenet.layers.attention import attention_forward, mlp_branch, project_out, project_qkv
 from purenet.layers.checking import check_params
 from purenet.layers.core import Layer
-from purenet.models.gpt import GPTConfig, _check_ids, pack_block, unpack
+from purenet.models.gpt import GPTConfig, check_ids, pack_block, unpack
 
 __all__ = ["generate"]
 
@@ -39,12 +39,12 @@ def _attend_cached(c: GPTConfig, ln, attn, x, K, V, t):
     `K, V (m, L, heads, d_head)`, its query attending over positions `<= t`.
     Returns `(x, K, V)`."""
     h = L.layer_norm(c.eps).forward(ln, x)[0]
-    q, k, v = _project_qkv(attn, h, c.heads)  # (m, 1, heads, d_head) each
+    q, k, v = project_qkv(attn, h, c.heads)  # (m, 1, heads, d_head) each
     K = lax.dynamic_update_slice_in_dim(K, k, t, axis=1)
     V = lax.dynamic_update_slice_in_dim(V, v, t, axis=1)
     written = jnp.arange(K.shape[1]) <= t  # broadcasts to (m, heads, 1, L)
     o = attention_forward(q, K, V, written)[0]
-    return x + _project_out(attn, o.reshape(x.shape)), K, V
+    return x + project_out(attn, o.reshape(x.shape)), K, V
 
 
 def _decode_step(c: GPTConfig, params, cache, tok, t):
@@ -54,7 +54,7 @@ def _decode_step(c: GPTConfig, params, cache, tok, t):
     Ks, Vs = cache
     p = unpack(params)
     x = (p.wte["W"][tok] + p.wpe["W"][t])[:, None, :]  # (m, 1, width)
-    mlp = L.residual(_mlp_branch(c.width, c.mlp_ratio * c.width, c.activation, c.eps, c.dropout))
+    mlp = L.residual(mlp_branch(c.width, c.mlp_ratio * c.width, c.activation, c.eps, c.dropout))
     new_K, new_V = [], []
     for i, b in enumerate(p.blocks):
         x, K, V = _attend_cached(c, b.ln_1, b.attn, x, Ks[i], Vs[i], t)
@@ -194,7 +194,7 @@ def generate(
         _checks.fail(
             "prompt", f"at most context = {c.context} tokens", f"{prompt2.shape[1]} tokens"
         )
-    _check_ids(prompt2, c, "prompt")
+    check_ids(prompt2, c, "prompt")
     if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 0:
         _checks.fail("steps", "an int >= 0", repr(steps))
     steps = int(steps)

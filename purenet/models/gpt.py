@@ -314,7 +314,10 @@ def _gpt2_init(key, params, c: GPTConfig):
     return pack(GPTParts(wte, wpe, tuple(blocks), p.ln_f, head))
 
 
-def _check_ids(x, c: GPTConfig, name: str = "x"):
+def check_ids(x, c: GPTConfig, name: str = "x"):
+    """Refuse anything but integer token ids `(m, T)` in `[0, vocab_size)`
+    with `T` at most the context length of the model configured by `c` (the
+    check of the forward and of `generate`)."""
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         _checks.fail_type(name, "an integer array of token ids (m, T)", type(x).__name__)
     if not jnp.issubdtype(x.dtype, jnp.integer):
@@ -455,7 +458,7 @@ def gpt(
         return out_shape, _gpt2_init(k_draw, params, c), state
 
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
-        _check_ids(x, c)
+        check_ids(x, c)
         with within("gpt", inner):
             return call_forward(inner, params, x, state=state, train=train, key=key, mask=mask)
 
