@@ -106,12 +106,7 @@ def make_step(
       also takes `sampled=None`: with `privacy`, a bool `(batch,)` marking
       the rows of the Poisson sample (the others are padding).
     """
-    if privacy is not None and not isinstance(privacy, DPSGD):
-        _checks.fail_type(
-            "privacy",
-            "None or DP-SGD settings (purenet.privacy.dp_sgd(...))",
-            type(privacy).__name__,
-        )
+    _check_privacy(privacy)
     return _step.make_step(
         model,
         loss,
@@ -120,6 +115,15 @@ def make_step(
         privacy=privacy,
         expected_batch_size=expected_batch_size,
     )
+
+
+def _check_privacy(privacy):
+    """`privacy` if it is `None` or [`DPSGD`][purenet.privacy.DPSGD] settings."""
+    if privacy is not None and not isinstance(privacy, DPSGD):
+        _checks.fail_type(
+            "privacy", "None or DP-SGD settings (purenet.privacy.dp_sgd(...))", repr(privacy)
+        )
+    return privacy
 
 
 def make_epoch(
@@ -161,8 +165,7 @@ def make_epoch(
     """
     if mesh is not None:
         parallel.check_batch_size(batch_size, mesh)
-    privacy = step_options.get("privacy")
-    if privacy is not None:
+    if _check_privacy(step_options.get("privacy")) is not None:
         return _private_epoch(model, loss, optimizer, batch_size, num_examples, mesh, step_options)
     step = make_step(model, loss, optimizer, **step_options)
     count = data.num_batches(num_examples, batch_size, drop_remainder=drop_remainder)
@@ -593,11 +596,7 @@ def fit(
         model, loss, params, state, x, t, mask, epochs, batch_size, start_epoch, validation
     )
     metric = metrics.for_loss(loss) if metric == "auto" else metric
-    if privacy is not None:
-        if not isinstance(privacy, DPSGD):
-            _checks.fail_type(
-                "privacy", "None or DP-SGD settings (purenet.privacy.dp_sgd(...))", repr(privacy)
-            )
+    if _check_privacy(privacy) is not None:
         rate, steps_per_epoch = batch_size / m, m // batch_size
         # checks delta against 1/m (a warning) before any work
         epsilon(privacy.noise_multiplier, rate, 0, privacy.delta, dataset_size=m)
