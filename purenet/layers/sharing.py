@@ -180,28 +180,27 @@ def tied(model: Layer, ties: Sequence[Sequence[Path]]) -> Layer:
             context = dict(state=state, train=train, key=key, mask=mask)
             return call_forward(model, fill(params), x, **context)
 
-    def backward(params, cache, dy):
-        with within("tied", model):
-            grads, dx = model.backward(fill(params), cache, dy)
+    def gather(grads):
+        """Every slot's gradient summed into its owner's (the multivariable
+        chain rule for one parameter used in several places)."""
         for group in groups:
             total = _get(grads, group[0], "grads")
             for path in group[1:]:
                 total = total + _get(grads, path, "grads")
                 grads = _set(grads, path, None)
             grads = _set(grads, group[0], total)
-        return grads, dx
+        return grads
+
+    def backward(params, cache, dy):
+        with within("tied", model):
+            grads, dx = model.backward(fill(params), cache, dy)
+        return gather(grads), dx
 
     def per_example(params, cache, dy):
         # as backward, with each example's slot gradients summed into its owner's
         with within("tied", model):
             grads, dx = _rules.layer_grads(model, fill(params), cache, dy)
-        for group in groups:
-            total = _get(grads, group[0], "grads")
-            for path in group[1:]:
-                total = total + _get(grads, path, "grads")
-                grads = _set(grads, path, None)
-            grads = _set(grads, group[0], total)
-        return grads, dx
+        return gather(grads), dx
 
     return make_layer(
         init,
