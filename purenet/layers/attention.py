@@ -630,7 +630,7 @@ def _attention_branch(heads: int, causal: bool, eps: float, dropout, flash: bool
     return serial(*layers, *([] if dropout is None else [dropout_layer(dropout)]))
 
 
-def mlp_branch(width: int, mlp_dim: int, activation: str, eps: float, dropout) -> Layer:
+def _mlp_branch(width: int, mlp_dim: int, activation: str, eps: float, dropout) -> Layer:
     """The block's second residual branch: `LN2`, `W1`, act, `W2` (then dropout).
     [`purenet.models.generate`][] runs it, as a `residual`, on the one new
     position of each decode step."""
@@ -693,7 +693,7 @@ def transformer_block(
     _check_heads(heads, width)
     net = serial(
         residual(_attention_branch(heads, causal, eps, dropout, flash)),
-        residual(mlp_branch(width, mlp_dim, activation, eps, dropout)),
+        residual(_mlp_branch(width, mlp_dim, activation, eps, dropout)),
     )
     name = f"transformer_block({width}, {heads})"
 

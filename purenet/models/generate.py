@@ -25,7 +25,7 @@ from jax import lax
 
 from purenet import _checks
 from purenet import layers as L
-from purenet.layers.attention import attention_forward, mlp_branch, project_out, project_qkv
+from purenet.layers.attention import _mlp_branch, attention_forward, project_out, project_qkv
 from purenet.layers.checking import check_params
 from purenet.layers.core import Layer
 from purenet.models.gpt import GPTConfig, check_ids, pack_block, unpack
@@ -54,7 +54,7 @@ def _decode_step(c: GPTConfig, params, cache, tok, t):
     Ks, Vs = cache
     p = unpack(params)
     x = (p.wte["W"][tok] + p.wpe["W"][t])[:, None, :]  # (m, 1, width)
-    mlp = L.residual(mlp_branch(c.width, c.mlp_ratio * c.width, c.activation, c.eps, c.dropout))
+    mlp = L.residual(_mlp_branch(c.width, c.mlp_ratio * c.width, c.activation, c.eps, c.dropout))
     new_K, new_V = [], []
     for i, b in enumerate(p.blocks):
         x, K, V = _attend_cached(c, b.ln_1, b.attn, x, Ks[i], Vs[i], t)
