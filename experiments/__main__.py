@@ -12,7 +12,10 @@ verdict's wording) and rewrites the PNGs, the verdicts and the summary.
 Several experiments run in `--jobs` worker processes at once (default: 2,
 or 1 on a one-core machine), each worker with one XLA thread: the networks
 are small, so two single-threaded programs side by side use two cores better
-than one program's threads do. The longest expected experiment starts first
+than one program's threads do. A quick run compiles at XLA's optimisation
+level 1 with XLA:CPU's elemental emitters (`_parallel.QUICK_XLA_FLAGS`: its
+programs are small, and optimising them took longer than running them); an
+`XLA_FLAGS` that names either flag wins. The longest expected experiment starts first
 (its `QUICK_SECONDS`, or its time in `--out` from an earlier run). While
 they run, a terminal shows one live line: each running experiment's units
 done (`experiments._common.progress`), its time so far and an estimate
@@ -252,14 +255,17 @@ def main(argv=None) -> int:
     )
     started_all = time.perf_counter()
     display = _parallel.Display(len(names))
+    # Quick mode compiles with QUICK_XLA_FLAGS (see there); full runs at XLA's defaults.
+    quick_flags = _parallel.QUICK_XLA_FLAGS if mode is Mode.QUICK else ""
     try:
-        if jobs == 1:
-            records = _parallel.run_here(names, mode, args.seeds, args.out, display, expected)
-        else:  # the longest first, so that the last to finish is a short one
-            order = sorted(names, key=lambda n: -(expected[n] or 0.0))
-            records = _parallel.run_workers(
-                order, (mode, args.seeds, args.out), display, expected, jobs
-            )
+        with _parallel.xla_flags(quick_flags):
+            if jobs == 1:
+                records = _parallel.run_here(names, mode, args.seeds, args.out, display, expected)
+            else:  # the longest first, so that the last to finish is a short one
+                order = sorted(names, key=lambda n: -(expected[n] or 0.0))
+                records = _parallel.run_workers(
+                    order, (mode, args.seeds, args.out), display, expected, jobs
+                )
     finally:
         display.close()
     write_summary(args.out, mode.value)

@@ -270,6 +270,33 @@ def test_workers_run_in_other_processes_with_one_xla_thread_each():
         assert sum(line.startswith(f"[ok ] {name} (") for line in lines) == 1
 
 
+@pytest.mark.parametrize("mode", ["--quick", "--full", "--smoke"])
+def test_a_quick_run_hands_its_workers_the_quick_xla_flags(
+    fake_experiment, tmp_path, monkeypatch, mode
+):
+    seen = []
+
+    def run_workers(names, args, display, expected, jobs):
+        seen.append(os.environ.get("XLA_FLAGS", ""))
+        return {name: {"name": name, "supported": True, "verdict": "v"} for name in names}
+
+    monkeypatch.setattr(_parallel, "run_workers", run_workers)
+    monkeypatch.setattr(runner, "write_summary", lambda out, mode: None)
+    monkeypatch.setattr(runner, "available", lambda: ["fake", "other"])
+    monkeypatch.setitem(sys.modules, "experiments.other", fake_experiment)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=3")
+    assert runner.main(["fake", "other", mode, "--jobs", "2", "--out", str(tmp_path)]) == 0
+    if mode == "--quick":  # the user's level wins; the emitters are added
+        assert seen == ["--xla_backend_optimization_level=3 --xla_cpu_use_fusion_emitters=false"]
+    else:
+        assert seen == ["--xla_backend_optimization_level=3"]
+    assert os.environ["XLA_FLAGS"] == "--xla_backend_optimization_level=3"  # restored
+    monkeypatch.delenv("XLA_FLAGS")
+    runner.main(["fake", "other", mode, "--jobs", "2", "--out", str(tmp_path)])
+    assert seen[-1] == (_parallel.QUICK_XLA_FLAGS if mode == "--quick" else "")
+    assert "XLA_FLAGS" not in os.environ
+
+
 def test_compile_options_give_xla_cpu_options_only_to_a_cpu_compile():
     cpu = _common.compile_options("cpu")
     assert cpu == {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
