@@ -59,6 +59,7 @@ from experiments._common import (
     SPREAD,
     Mode,
     Verdict,
+    jit,
     num_seeds,
     pick,
     pyplot,
@@ -203,9 +204,14 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         test = (signal[1], t_test) if conv else (x_test, t_test)
         net = _rule(arm, cnn() if conv else mlp())
         # Vmapped per-seed (or per-point) kernels become grouped convolutions,
-        # slow on XLA:CPU; and the CNN's long runs pay for XLA's optimisation.
+        # slow on XLA:CPU; and the CNN's long runs pay for XLA's optimisation
+        # (smoke mode's one epoch does not: level 0, `jit`).
         options = (
-            {"seeds_in_sequence": True, "points_in_sequence": True, "compile": jax.jit}
+            {
+                "seeds_in_sequence": True,
+                "points_in_sequence": True,
+                "compile": pick(mode, smoke=jit, quick=jax.jit, full=jax.jit),
+            }
             if conv
             else {}
         )
