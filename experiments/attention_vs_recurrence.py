@@ -69,7 +69,7 @@ from purenet import layers as L
 from purenet import losses, metrics, optim
 
 NAME = "attention_vs_recurrence"
-QUICK_SECONDS = 40  # a quick run on 2 cores (the runner's order and estimate)
+QUICK_SECONDS = 30  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "On associative recall a one-block transformer reads the queried pair directly and keeps "
     "its accuracy as sequences grow; an LSTM trained with the same budget, which must hold "

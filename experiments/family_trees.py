@@ -120,7 +120,7 @@ from experiments._common import Mode, Verdict, init_many, jit, num_seeds, pick, 
 from purenet import datasets, layers, losses, optim, params, train
 
 NAME = "family_trees"
-QUICK_SECONDS = 20  # a quick run on 2 cores (the runner's order and estimate)
+QUICK_SECONDS = 12  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "The family-trees network (Rumelhart, Hinton & Williams 1986, Figs. 2-4) learns 100 "
     "triples, generalises to held-out ones (paper: 4/4; companion report 7/8), and its "

@@ -59,7 +59,7 @@ from experiments._common import Mode, Verdict, pick, pyplot, tracked
 from purenet import gradcheck, layers, losses, objective, optim, train
 
 NAME = "gradient_check"
-QUICK_SECONDS = 12  # a quick run on 2 cores (the runner's order and estimate)
+QUICK_SECONDS = 7  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "Hand-written backprop matches finite differences and jax.grad (float64 to rounding), "
     "and a full numerical gradient costs orders of magnitude more than a training step"

@@ -73,7 +73,7 @@ from purenet import layers as L
 from purenet.clipping import global_norm
 
 NAME = "long_range_memory"
-QUICK_SECONDS = 35  # a quick run on 2 cores (the runner's order and estimate)
+QUICK_SECONDS = 25  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "A tanh RNN's dJ/dh_{T-k} vanishes geometrically in the lag k and its success at recalling a "
     "symbol L steps back falls as L grows; the LSTM's cell with its forget gate open carries the "

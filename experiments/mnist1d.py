@@ -15,9 +15,11 @@ training: logistic regression `dense(10)`; the residual MLP
 `h = relu(x W1 + b1); h = h + relu(h W2 + b2); y = h W3 + b3` with 100
 hidden units (`residual`); the CNN, three `conv1d(25, k, stride=2,
 padding=1)` with `k = 5, 3, 3` and ReLU (lengths 40 -> 19 -> 10 -> 5),
-flatten, `dense(10)`; the GRU (`GRUBase`), a bidirectional `gru(6)`
-(zero initial state, PyTorch's initialisation) reading the signal as 40
-steps of one feature, all 40 steps' 12 outputs flattened into `dense(10)`.
+flatten, `dense(10)`, its convolutions by im2col (`method="im2col"`: on
+one XLA:CPU thread four times as fast as `lax`'s convolution here,
+measured); the GRU (`GRUBase`), a bidirectional `gru(6)` (zero initial
+state, PyTorch's initialisation) reading the signal as 40 steps of one
+feature, all 40 steps' 12 outputs flattened into `dense(10)`.
 Adam, learning rate 1e-2, batches of 100; the paper
 trains 6,000 steps (150 epochs; `--full`), the quick mode 400 (10 epochs). Data:
 `mnist1d.data.make_dataset(mnist1d.data.get_dataset_args())`, generated
@@ -30,8 +32,7 @@ default initialisers (Glorot uniform for `dense`, He normal for
 (the paper plots it over training). Gradients by the layers' hand-written
 backward passes (`purenet.train.make_train` through
 `experiments._common.sweep`); the seeds of one model run one after the
-other in one compiled `lax.map` (vmapped convolutions over per-seed kernels
-become grouped convolutions, slow on XLA:CPU).
+other in one compiled `lax.map`.
 
 Walltime (the paper: "the GRU takes at least 10x the walltime of the
 CNN"): each model's compiled run is timed without its compilation, and the
@@ -39,9 +40,10 @@ GRU's seconds per training step (batch 100, per seed, the per-epoch test
 evaluation included) are divided by the CNN's from the same run, same seeds
 and steps. The ratio depends on the hardware: the paper's is PyTorch's
 (cuDNN) on a GPU, where the CNN is a few kernel launches and the GRU 40
-sequential steps each way; on XLA:CPU the 6-unit GRU's steps are tiny and
-the convolutions are the costlier part, so the ratio there falls below 1.
-The judge reports it (and the device) but does not judge it.
+sequential steps each way; on one XLA:CPU thread the 6-unit GRU's steps
+are tiny, and the ratio was 3.1x in the full run (quick runs 3.6x to 5x;
+0.5x with `lax`'s convolutions). The judge reports it (and the device) but
+does not judge it.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ from purenet import layers as L
 from purenet import losses, metrics, optim
 
 NAME = "mnist1d"
-QUICK_SECONDS = 45  # a quick run on 2 cores (the runner's order and estimate)
+QUICK_SECONDS = 23  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "MNIST-1D separates models (Greydanus 2020): logistic 32%, MLP 68%, CNN 94%, "
     "bidirectional GRU 91% test accuracy (the GRU at least 10x the CNN's walltime); "
@@ -102,11 +104,11 @@ def residual_mlp(hidden: int = 100) -> L.Layer:
 
 def cnn(channels: int = 25) -> L.Layer:
     return L.serial(
-        L.conv1d(channels, 5, stride=2, padding=1),
+        L.conv1d(channels, 5, stride=2, padding=1, method="im2col"),
         L.relu(),
-        L.conv1d(channels, 3, stride=2, padding=1),
+        L.conv1d(channels, 3, stride=2, padding=1, method="im2col"),
         L.relu(),
-        L.conv1d(channels, 3, stride=2, padding=1),
+        L.conv1d(channels, 3, stride=2, padding=1, method="im2col"),
         L.relu(),
         L.flatten(),
         L.dense(10),

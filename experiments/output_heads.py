@@ -57,7 +57,7 @@ from purenet import data, datasets, losses, metrics, optim
 from purenet import layers as L
 
 NAME = "output_heads"
-QUICK_SECONDS = 15  # a quick run on 2 cores (the runner's order and estimate)
+QUICK_SECONDS = 12  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "Binary: sigmoid + BCE; multi-class: one-hot + softmax + cross-entropy; multi-label: "
     "independent sigmoids + summed BCE; coding 3 classes as one output 1/0.5/0 with MSE "

@@ -59,7 +59,7 @@ from experiments._common import (
 from purenet import datasets, layers, losses, optim, params
 
 NAME = "rumelhart_1986"
-QUICK_SECONDS = 12  # a quick run on 2 cores (the runner's order and estimate)
+QUICK_SECONDS = 9  # a quick run on 2 cores (the runner's order and estimate)
 CLAIM = (
     "Backprop with momentum (eps 0.1, alpha 0.9) teaches a 6-2-1 network mirror symmetry "
     "(paper: 1,425 sweeps) with antisymmetric 1:2:4 weights; 2-2-1 XOR sometimes gets stuck"
