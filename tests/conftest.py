@@ -174,7 +174,7 @@ COMPILE_BUDGETS = {
     "test_models.py": 690,  # 544
     "test_optim.py": 810,  # 636
     "test_parallel.py": 60,  # 39
-    "test_params.py": 340,  # 257
+    "test_params.py": 450,  # 257 (CI profile); 247 to 356 in dev-profile draws
     "test_per_example.py": 915,  # 722
     "test_pooling.py": 260,  # 199
     "test_privacy.py": 450,  # 346
