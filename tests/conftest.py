@@ -47,16 +47,18 @@ long). Two things keep it down:
   it compiles run alone, which is what a budget is measured on
   (`python -m pytest -p no:xdist tests/test_x.py`).
   `--no-compile-budgets` reports without failing.
-* What `jax.clear_caches()` drops, JAX's persistent compilation cache
-  brings back from disk: the first process of a session makes a temporary
-  folder for it (`JAX_COMPILATION_CACHE_DIR`, inherited by the xdist workers
-  and the processes tests start, and removed at exit; a folder already set
-  in the environment is used and kept), and every program is cached,
-  however small. A program another file or the other worker already
-  compiled is then read back instead of compiled again: 28% of the
-  session's compiles were, and pytest's time fell from 377 to 344 s
-  (CI profile, 2 cores, 2026-12-08). It still counts as a compile in the
-  budgets (JAX reports it as one).
+* JAX's persistent compilation cache keeps every program the session
+  compiles, however small, in a temporary folder that the first process of
+  the session makes (`JAX_COMPILATION_CACHE_DIR`, inherited by the xdist
+  workers and the processes tests start, and removed at exit; a folder
+  already set in the environment is used and kept). A program compiled
+  before is then read back instead of compiled again: a test's own `jit` of
+  a function another test jitted too (JAX's in-memory caches key on the
+  function object, the persistent one on the program), a file after
+  `jax.clear_caches()`, the other worker. 28% of the session's compiles
+  were, and pytest's time fell from 377 to 344 s (CI profile, 2 cores,
+  2026-12-08). A program read back still counts as a compile in the budgets
+  (JAX reports it as one).
 
 Hypothesis profiles: every property test states its own budget
 (`max_examples`) next to the property; the profile fixes how examples are
