@@ -59,7 +59,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from purenet import _checks
+from purenet import _checks, _paths
 from purenet.cost import backprop
 from purenet.layers import Layer, call_forward, make_layer
 from purenet.layers.checking import within
@@ -138,26 +138,9 @@ def _leaves(model: Layer, rule: str, kinds: tuple[str, ...]) -> list[_Leaf]:
     return leaves
 
 
-def _get(tree, path: tuple):
-    for key in path:
-        tree = tree[key]
-    return tree
-
-
-def _set(tree, path: tuple, value):
-    if not path:
-        return value
-    key, rest = path[0], path[1:]
-    if isinstance(tree, dict):
-        return {**tree, key: _set(tree[key], rest, value)}
-    items = list(tree)
-    items[key] = _set(items[key], rest, value)
-    return type(tree)(items)
-
-
 def _matrix(params, site: _Leaf):
     """The transported matrix (`W`) of a transport layer."""
-    return _get(params, site.path)[site.layer.transport]
+    return _paths.get(params, site.path, "params")[site.layer.transport]
 
 
 def _check_model(model, rule: str) -> None:
@@ -184,7 +167,7 @@ def _check_leaf_params(leaves: list[_Leaf], params, rule: str) -> None:
         if leaf.layer.transport is not None or leaf.layer.name in _ELEMENTWISE_PARAMS:
             continue
         try:
-            own = _get(params, leaf.path)
+            own = _paths.get(params, leaf.path, "params")
         except (KeyError, IndexError, TypeError):
             return  # params of another model: the params check names the mismatch
         if jax.tree.leaves(own):
@@ -245,8 +228,8 @@ def _check_shapes(sites, feedback, want: Callable, rule: str) -> None:
 def _substitute(params, sites: list[_Leaf], feedback) -> Any:
     """params with each transport layer's matrix replaced by its feedback."""
     for site, B in zip(sites, feedback, strict=True):
-        own, key = _get(params, site.path), site.layer.transport
-        params = _set(params, site.path, {**own, key: B.astype(own[key].dtype)})
+        own, key = _paths.get(params, site.path, "params"), site.layer.transport
+        params = _paths.replace(params, site.path, {**own, key: B.astype(own[key].dtype)})
     return params
 
 
@@ -260,7 +243,7 @@ def _redraw(model: Layer, sites, key, in_shape, dtype) -> tuple:
     """Each transport matrix of a fresh `model.init`: feedback drawn from the
     distribution of the forward weights at initialisation."""
     other = model.init(key, in_shape, dtype)[1]
-    return tuple(_get(other, s.path)[s.layer.transport] for s in sites)
+    return tuple(_paths.get(other, s.path, "params")[s.layer.transport] for s in sites)
 
 
 def _rule_layer(model, init, forward, backward, name):
@@ -411,7 +394,7 @@ def sign_symmetry(model: Layer, variant: str = "uSF") -> Layer:
         elif variant == "brSF":
             magnitudes = None
             if key is not None:
-                dtype = _get(params, sites[0].path)[sites[0].layer.transport].dtype
+                dtype = _paths.get(params, sites[0].path, "params")[sites[0].layer.transport].dtype
                 drawn = _redraw(
                     model, sites, jax.random.fold_in(key, _FEEDBACK), _input_shape(x), dtype
                 )
@@ -611,14 +594,17 @@ def alignment(rule_model: Layer, loss: Loss) -> Callable:
         angles = {}
         for i, site in enumerate(sites):
             key = site.layer.transport
-            W = _get(params, site.path)[key]
+            W = _paths.get(params, site.path, "params")[key]
             if rule == "feedback_alignment":
                 fb = _angle(W, feedback[i])
             elif rule == "sign_symmetry":
                 fb = _angle(W, jnp.sign(W) * (feedback[i] if feedback else 1.0))
             else:
                 fb = jnp.full((), jnp.nan, W.dtype)
-            update = _angle(_get(grads, site.path)[key], _get(true, site.path)[key])
+            update = _angle(
+                _paths.get(grads, site.path, "grads")[key],
+                _paths.get(true, site.path, "grads")[key],
+            )
             angles[site.label] = Alignment(update, fb)
         return angles
 

@@ -43,7 +43,7 @@ from collections.abc import Sequence
 
 import jax.numpy as jnp
 
-from purenet import _checks
+from purenet import _checks, _paths
 from purenet.layers import per_example_rules as _rules
 from purenet.layers.checking import within
 from purenet.layers.core import Layer, call_forward, make_layer
@@ -51,44 +51,6 @@ from purenet.layers.core import Layer, call_forward, make_layer
 Path = tuple
 """A path into a params pytree: one key per level, an `int` for a tuple entry, a `str` for
 a dict key (module docstring)."""
-
-
-def _path_text(path: Path) -> str:
-    return "params" + "".join(f"[{k!r}]" for k in path)
-
-
-def _get(tree, path: Path, name: str = "ties"):
-    for depth, k in enumerate(path):
-        if isinstance(tree, dict) and k in tree:
-            tree = tree[k]
-        elif (
-            isinstance(tree, tuple | list)
-            and isinstance(k, int)
-            and not isinstance(k, bool)
-            and -len(tree) <= k < len(tree)
-        ):
-            tree = tree[k]
-        else:
-            _checks.fail(
-                name,
-                f"paths into the model's params; {_path_text(path[:depth])} has no entry {k!r}",
-                f"the path {path!r}",
-            )
-    return tree
-
-
-def _set(tree, path: Path, value):
-    """A copy of `tree` with the entry at `path` replaced by `value`."""
-    if not path:
-        return value
-    k, rest = path[0], path[1:]
-    if isinstance(tree, dict):
-        out = dict(tree)
-        out[k] = _set(tree[k], rest, value)
-        return out
-    out = list(tree)
-    out[k] = _set(tree[k], rest, value)
-    return type(tree)(out) if isinstance(tree, tuple) else out
 
 
 def _normalise(ties) -> tuple[tuple[Path, ...], ...]:
@@ -147,18 +109,18 @@ def tied(model: Layer, ties: Sequence[Sequence[Path]]) -> Layer:
     def fill(params):
         """The wrapped model's params: each owner copied into its group's slots."""
         for group in groups:
-            shared = _get(params, group[0], "params")
+            shared = _paths.get(params, group[0], "params")
             for path in group[1:]:
-                params = _set(params, path, shared)
+                params = _paths.replace(params, path, shared)
         return params
 
     def init(key, in_shape, dtype=jnp.float32):
         with within("tied", model):
             out_shape, params, state = model.init(key, in_shape, dtype)
         for g, group in enumerate(groups):
-            owner = _get(params, group[0])
+            owner = _paths.get(params, group[0], "ties")
             for path in group[1:]:
-                other = _get(params, path)
+                other = _paths.get(params, path, "ties")
                 same = (
                     hasattr(other, "shape")
                     and hasattr(owner, "shape")
@@ -169,10 +131,10 @@ def tied(model: Layer, ties: Sequence[Sequence[Path]]) -> Layer:
                     _checks.fail(
                         f"ties[{g}]",
                         f"arrays of one shape and dtype; "
-                        f"{_path_text(group[0])} is {_checks.describe(owner)}",
-                        f"{_path_text(path)}: {_checks.describe(other)}",
+                        f"{_paths.text(group[0])} is {_checks.describe(owner)}",
+                        f"{_paths.text(path)}: {_checks.describe(other)}",
                     )
-                params = _set(params, path, None)
+                params = _paths.replace(params, path, None)
         return out_shape, params, state
 
     def forward(params, x, *, state=(), train=False, key=None, mask=None):
@@ -184,11 +146,11 @@ def tied(model: Layer, ties: Sequence[Sequence[Path]]) -> Layer:
         """Every slot's gradient summed into its owner's (the multivariable
         chain rule for one parameter used in several places)."""
         for group in groups:
-            total = _get(grads, group[0], "grads")
+            total = _paths.get(grads, group[0], "grads")
             for path in group[1:]:
-                total = total + _get(grads, path, "grads")
-                grads = _set(grads, path, None)
-            grads = _set(grads, group[0], total)
+                total = total + _paths.get(grads, path, "grads")
+                grads = _paths.replace(grads, path, None)
+            grads = _paths.replace(grads, group[0], total)
         return grads
 
     def backward(params, cache, dy):
