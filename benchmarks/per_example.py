@@ -283,17 +283,18 @@ def torch_contenders(case: Case) -> tuple[dict, str | None]:
     t = torch.from_numpy(np.asarray(case.t)).long()
     m = x.shape[0]
 
-    def plain():
-        net = case.torch_net()
-        opt = torch.optim.SGD(net.parameters(), lr=LEARNING_RATE)
-        criterion = nn.CrossEntropyLoss()
-
+    def stepping(net, opt, criterion):
         def step():
             opt.zero_grad(set_to_none=True)
             criterion(net(x), t).backward()
             opt.step()
 
         return step
+
+    def plain():
+        net = case.torch_net()
+        opt = torch.optim.SGD(net.parameters(), lr=LEARNING_RATE)
+        return stepping(net, opt, nn.CrossEntropyLoss())
 
     def private(mode: str):
         net = case.torch_net()
@@ -316,13 +317,7 @@ def torch_contenders(case: Case) -> tuple[dict, str | None]:
                 module=net, optimizer=opt, data_loader=loader, **common
             )
             criterion = nn.CrossEntropyLoss()
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            criterion(net(x), t).backward()
-            opt.step()
-
-        return step
+        return stepping(net, opt, criterion)
 
     info = (
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
