@@ -203,9 +203,11 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         data = (signal[0], t) if conv else (x, t)
         test = (signal[1], t_test) if conv else (x_test, t_test)
         net = _rule(arm, cnn() if conv else mlp())
-        # Vmapped per-seed (or per-point) kernels become grouped convolutions,
-        # slow on XLA:CPU; and the CNN's long runs pay for XLA's optimisation
-        # (smoke mode's one epoch does not: level 0, `jit`).
+        # Seeds and points one after the other, as the published run was made
+        # (with `lax`'s convolutions, before mnist1d's CNN moved to im2col,
+        # vmapped per-seed kernels became grouped convolutions, slow on
+        # XLA:CPU); and the CNN's long runs pay for XLA's optimisation (smoke
+        # mode's one epoch does not: level 0, `jit`).
         options = (
             {
                 "seeds_in_sequence": True,
