@@ -166,11 +166,8 @@ def _check_leaf_params(leaves: list[_Leaf], params, rule: str) -> None:
     for leaf in leaves:
         if leaf.layer.transport is not None or leaf.layer.name in _ELEMENTWISE_PARAMS:
             continue
-        try:
-            own = _paths.get(params, leaf.path, "params")
-        except (KeyError, IndexError, TypeError):
-            return  # params of another model: the params check names the mismatch
-        if jax.tree.leaves(own):
+        # params checked against the model first (make_layer's forward, or init's own)
+        if jax.tree.leaves(_paths.get(params, leaf.path, "params")):
             _checks.fail(
                 "model",
                 f"dense or convolutional layers (a Layer with a transport), parameter-free "
