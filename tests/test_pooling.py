@@ -4,8 +4,6 @@ Backward passes against ``jax.vjp`` and central differences (float64), ties
 of max pooling against ``jax.grad`` exactly, known answers by hand.
 """
 
-import inspect
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,20 +13,7 @@ from hypothesis import strategies as st
 
 from purenet import layers as L
 from purenet.gradcheck import check_layer
-
-
-def _static_train(layer):
-    return ("train",) if "train" in inspect.signature(layer.forward).parameters else ()
-
-
-def jitted(layer):
-    return L.Layer(
-        layer.init,
-        # train, where the forward takes it (batch norm), picks the program
-        jax.jit(layer.forward, static_argnames=_static_train(layer)),
-        jax.jit(layer.backward),
-        layer.update_state,
-    )
+from tests.test_conv import jitted
 
 
 @st.composite
