@@ -20,6 +20,7 @@ import shutil
 import sys
 import threading
 import time
+import traceback
 
 from experiments import _common
 
@@ -196,7 +197,17 @@ def _work(task):
     run, name, args = task
     _common._reporter = lambda done, total, what: _events.put(("progress", name, done, total, what))
     started = time.perf_counter()
-    record = run(name, *args)
+    try:
+        record = run(name, *args)
+    except Exception as error:
+        # The pool sends what a worker raises to this process pickled, and
+        # an exception whose __init__ takes other arguments than its message
+        # (JAX's tracer errors) fails to unpickle there: the pool's result
+        # thread dies and the run waits for ever. Its traceback, as text,
+        # always arrives.
+        raise RuntimeError(
+            f"{name} failed in a worker process:\n{traceback.format_exc()}"
+        ) from error
     return name, record, time.perf_counter() - started
 
 

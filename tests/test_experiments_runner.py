@@ -4,6 +4,7 @@ overwriting a user's file."""
 import json
 import os
 import sys
+import threading
 import time
 import types
 
@@ -268,6 +269,47 @@ def test_workers_run_in_other_processes_with_one_xla_thread_each():
             == 1
         )
         assert sum(line.startswith(f"[ok ] {name} (") for line in lines) == 1
+
+
+class _TwoPartError(Exception):
+    """Raised as JAX's tracer errors are: its __init__ takes other arguments
+    than the message, so unpickled from its args it fails."""
+
+    def __init__(self, what, why):
+        super().__init__(f"{what}: {why}")
+
+
+def _fails_in_a_worker(name, seconds):
+    if name == "b":
+        raise _TwoPartError("traced array", "no concrete value")
+    return _in_a_worker(name, seconds)
+
+
+def test_an_error_in_a_worker_ends_the_run_and_names_the_experiment():
+    """A worker's exception that cannot be unpickled (it killed the pool's
+    result thread and the run waited for ever) arrives as a RuntimeError
+    naming the experiment, with the worker's traceback."""
+    display = _parallel.Display(3, _Stream(tty=False))
+    outcome = []
+
+    def run():
+        try:
+            _parallel.run_workers(
+                ["a", "b", "c"], (0.1,), display, dict.fromkeys("abc"), 2, run=_fails_in_a_worker
+            )
+        except Exception as error:
+            outcome.append(error)
+
+    runner_thread = threading.Thread(target=run, daemon=True)
+    runner_thread.start()
+    runner_thread.join(timeout=60)
+    display.close()
+    assert not runner_thread.is_alive(), "run_workers waits for ever on a worker's error"
+    (error,) = outcome
+    assert isinstance(error, RuntimeError), error
+    message = str(error)
+    assert message.startswith("b failed in a worker process:")
+    assert "_TwoPartError: traced array: no concrete value" in message
 
 
 @pytest.mark.parametrize("mode", ["--quick", "--full", "--smoke"])
