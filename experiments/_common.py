@@ -29,8 +29,8 @@ redraws every figure, verdict and the summary from the JSON files in
 over seeds and a grid of settings (learning rates, penalty strengths, whole
 data sets: they are traced values) in one compiled program per
 architecture: `sweep`. What differs per seed beyond its key (its own
-data set, split, label noise, an init inside the program) is drawn by
-`sweep(..., draw=...)` inside the program; arms that differ only in where
+data set, split, label noise, an init inside the program: `init_inside`) is
+drawn by `sweep(..., draw=...)` inside the program; arms that differ only in where
 they start take `start_per_point` (`points_in_sequence` keeps each arm's
 numbers those of a run of its own; `compile=returning(select)` compiles
 only what is read, the program of the hand-written run it replaces). An
@@ -404,6 +404,26 @@ def init_many(model, keys, in_shape, dtype=np.float32):
     """
     inits = [model.init(k, in_shape, dtype)[1:] for k in keys]
     return jax.tree.map(lambda *a: np.stack([np.asarray(x) for x in a]), *inits)
+
+
+def init_inside(model, in_shape):
+    """`sweep`'s `draw` for seeds that start from an init of their own made
+    inside the program: the seed's key split into an init key, for
+    `model.init(init_key, in_shape)` (its params and state join the point),
+    and the training key. `start=drawn_start` then starts from them."""
+
+    def draw(key, point):
+        init_key, train_key = jax.random.split(key)
+        _, params, state = model.init(init_key, in_shape)
+        return {"key": train_key, "params": params, "state": state}
+
+    return draw
+
+
+def drawn_start(point):
+    """`sweep`'s `start` for the `params` and `state` that `draw` added to
+    the point (`init_inside`, or a `draw` of the experiment's own)."""
+    return point["params"], point["state"]
 
 
 def stateless(model, in_shape):

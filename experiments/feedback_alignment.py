@@ -56,6 +56,8 @@ from experiments._common import (
     SPREAD,
     Mode,
     Verdict,
+    drawn_start,
+    init_inside,
     num_seeds,
     pick,
     pyplot,
@@ -103,15 +105,6 @@ def load(seed: int = 0):
     return tuple(jnp.asarray(a) for a in (x[train], t[train], x[test], t[test]))
 
 
-def _draw(key, point):
-    init, train = jax.random.split(key)
-    return {"key": train, "init": init}
-
-
-def _starts(net, in_shape):
-    return lambda point: net.init(point["init"], in_shape)[1:]
-
-
 def measure(mode: Mode, seeds: int | None) -> dict:
     seeds = num_seeds(mode, seeds, quick=4, full=16)
     epochs = pick(mode, smoke=2, quick=8, full=40)
@@ -157,9 +150,9 @@ def measure(mode: Mode, seeds: int | None) -> dict:
                 deep_batch,
                 deep_epochs,
                 (xd, td),
-                _starts(deep, in_shape),
+                drawn_start,
                 keys,
-                draw=_draw,
+                draw=init_inside(deep, in_shape),
                 evaluate=train_error,
                 evaluate_start=True,
             )
@@ -173,9 +166,9 @@ def measure(mode: Mode, seeds: int | None) -> dict:
             BATCH_SIZE,
             epochs,
             (x_train, t_train),
-            _starts(net, in_shape),
+            drawn_start,
             keys,
-            draw=_draw,
+            draw=init_inside(net, in_shape),
             evaluate=evaluate,
             evaluate_start=True,
             finish=finish,

@@ -59,6 +59,8 @@ from experiments._common import (
     SPREAD,
     Mode,
     Verdict,
+    drawn_start,
+    init_inside,
     jit,
     num_seeds,
     pick,
@@ -67,7 +69,7 @@ from experiments._common import (
     sweep,
     tracked,
 )
-from experiments.mnist1d import cnn
+from experiments.mnist1d import cnn, load_data
 from purenet import feedback, layers, losses, metrics, optim
 
 NAME = "feedback_rules"
@@ -108,29 +110,6 @@ def deep_mlp(batchnorm: bool) -> layers.Layer:
     return layers.serial(*body, layers.dense(10))
 
 
-def load_data(samples: int):
-    """MNIST-1D with the paper's arguments but `samples` signals (5,000: the paper's)."""
-    try:
-        from mnist1d.data import get_dataset_args, make_dataset
-    except ImportError as error:
-        raise ImportError(
-            "experiments.feedback_rules needs the mnist1d package: "
-            "pip install 'purenet[experiments]'"
-        ) from error
-    args = get_dataset_args()
-    args.num_samples = samples
-    data = make_dataset(args)
-    return tuple(
-        jnp.asarray(np.asarray(data[k], np.float32 if k[0] == "x" else np.int32))
-        for k in ("x", "y", "x_test", "y_test")
-    )
-
-
-def _draw(key, point):
-    init, train = jax.random.split(key)
-    return {"key": train, "init": init}
-
-
 def _rule(name: str, model):
     return {
         "backprop": lambda m: m,
@@ -140,11 +119,11 @@ def _rule(name: str, model):
     }[name](model)
 
 
-def _train(net, optimizer, batch, epochs, data, test, keys, grid=None, start=None, **options):
+def _train(
+    net, optimizer, batch, epochs, data, test, keys, grid=None, start=drawn_start, **options
+):
     """Final test accuracy and per-epoch training loss, `(points?, seeds, ...)`."""
     x_test, t_test = test
-    in_shape = data[0].shape[1:]
-    start = start or (lambda point: net.init(point["init"], in_shape)[1:])
 
     def finish(p, s, point):
         y, _ = net.forward(p, x_test, state=s)
@@ -152,23 +131,17 @@ def _train(net, optimizer, batch, epochs, data, test, keys, grid=None, start=Non
 
     _, _, history = sweep(
         net, LOSS, optimizer, batch, epochs, data, start, keys,
-        grid=grid, draw=_draw, finish=finish, **options,
+        grid=grid, draw=init_inside(net, data[0].shape[1:]), finish=finish, **options,
     )  # fmt: skip
     loss = np.asarray(history["step_loss"]).mean(axis=-1)  # (..., epochs)
     return np.asarray(history["final"]), np.where(np.isfinite(loss), loss, -1.0)
 
 
-def _sign_start(net, in_shape):
-    """frSF's params and state, with `M = 1` (uSF) where the point says so."""
-
-    def start(point):
-        params, state = net.init(point["init"], in_shape)[1:]
-        magnitudes = tuple(
-            jnp.where(point["uniform"], jnp.ones_like(M), M) for M in state["feedback"]
-        )
-        return params, {**state, "feedback": magnitudes}
-
-    return start
+def _sign_start(point):
+    """frSF's params and state as drawn, with `M = 1` (uSF) where the point says so."""
+    params, state = drawn_start(point)
+    magnitudes = tuple(jnp.where(point["uniform"], jnp.ones_like(M), M) for M in state["feedback"])
+    return params, {**state, "feedback": magnitudes}
 
 
 def measure(mode: Mode, seeds: int | None) -> dict:
@@ -179,7 +152,7 @@ def measure(mode: Mode, seeds: int | None) -> dict:
     deep_epochs = pick(mode, smoke=1, quick=10, full=30)
     deep_arms = pick(mode, smoke=DEEP_ARMS, quick=(), full=DEEP_ARMS)
     models = pick(mode, smoke=("MLP", "CNN"), quick=("MLP",), full=("MLP", "CNN"))
-    x, t, x_test, t_test = load_data(samples)
+    x, t, x_test, t_test = (jnp.asarray(a) for a in load_data(samples=samples))
     keys = jax.random.split(jax.random.key(1), seeds)
     signal = (x[..., None], x_test[..., None])
     units = [(m, r) for m in models for r in ("backprop", "FA", "SF", "DFA")]
@@ -220,10 +193,9 @@ def measure(mode: Mode, seeds: int | None) -> dict:
         n_epochs, run_keys = (cnn_epochs, keys[:cnn_seeds]) if conv else (epochs, keys)
         if arm == "SF":
             grid = {"uniform": jnp.array([True, False])}
-            start = _sign_start(net, data[0].shape[1:])
             accuracy, loss = _train(
                 net, optim.adam(LEARNING_RATE), BATCH, n_epochs, data, test, run_keys,
-                grid=grid, start=start, **options,
+                grid=grid, start=_sign_start, **options,
             )  # fmt: skip
             for i, name in enumerate(("uSF", "frSF")):
                 numbers["table"][model_name][name] = {

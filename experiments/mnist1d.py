@@ -133,15 +133,20 @@ ARMS = {
 }
 
 
-def load_data(train_rows=None, test_rows=None):
-    """MNIST-1D with the paper's default arguments, as float32 arrays."""
+def load_data(train_rows=None, test_rows=None, samples=None):
+    """MNIST-1D with the paper's default arguments, as float32 signals and
+    int32 labels: the first `train_rows` and `test_rows` of its split, of
+    `samples` signals generated (`None`: the paper's 5,000)."""
     try:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as error:
         raise ImportError(
             "experiments.mnist1d needs the mnist1d package: pip install 'purenet[experiments]'"
         ) from error
-    data = make_dataset(get_dataset_args())
+    args = get_dataset_args()
+    if samples is not None:
+        args.num_samples = samples
+    data = make_dataset(args)
     x, t = np.asarray(data["x"], np.float32), np.asarray(data["y"], np.int32)
     x_test, t_test = np.asarray(data["x_test"], np.float32), np.asarray(data["y_test"], np.int32)
     return x[:train_rows], t[:train_rows], x_test[:test_rows], t_test[:test_rows]

@@ -47,6 +47,8 @@ from experiments._common import (
     SPREAD,
     Mode,
     Verdict,
+    drawn_start,
+    init_inside,
     num_seeds,
     pick,
     progress,
@@ -132,7 +134,7 @@ def _overfit_runs(configs: dict, dropout_rate: float, seeds: int, chunks: int, e
         BATCH,
         chunks * every,
         lambda point: point["sets"]["train"],
-        lambda point: (point["params"], point["state"]),
+        drawn_start,
         keys,
         grid={"l2": l2, "l1": l1, "noise": noise},
         draw=draw,
@@ -162,11 +164,6 @@ def _batchnorm_runs(batchnorm: bool, seeds: int, epochs: int):
     model = _net(batchnorm=batchnorm)
     evaluate = train.make_evaluate(model, LOSS)
 
-    def draw(key, point):  # per seed, inside the program: its init, then its batch order
-        init_key, train_key = jax.random.split(key)
-        _, params, state = model.init(init_key, (x_tr.shape[1],))
-        return {"key": train_key, "params": params, "state": state}
-
     keys = jax.random.split(jax.random.key(6), seeds)  # same init keys with and without BN
     history = sweep(
         model,
@@ -175,10 +172,10 @@ def _batchnorm_runs(batchnorm: bool, seeds: int, epochs: int):
         BN_BATCH,
         epochs,
         (x_tr, t_tr),
-        lambda point: (point["params"], point["state"]),
+        drawn_start,
         keys,
         grid={"lr": jnp.asarray(BN_LRS, jnp.float32)},
-        draw=draw,
+        draw=init_inside(model, (x_tr.shape[1],)),  # per seed: its init, then its batch order
         evaluate=lambda p, s, point: evaluate(p, x_tr, t_tr, s)[0],  # s: batch norm's statistics
         evaluate_start=True,
         compile=returning(lambda p, s, h: h["evaluation"]),

@@ -40,7 +40,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._common import Mode, Verdict, jit, num_seeds, pick, progress, pyplot, sweep
+from experiments._common import (
+    Mode,
+    Verdict,
+    drawn_start,
+    init_inside,
+    jit,
+    num_seeds,
+    pick,
+    progress,
+    pyplot,
+    sweep,
+)
 from purenet import backprop, data, datasets, losses, optim, params, train
 from purenet import layers as L
 
@@ -143,11 +154,6 @@ def _exploding(x, t, seeds: int, epochs: int, with_fit: bool = True):
     evaluate = train.make_evaluate(model, LOSS)
     keys = jax.random.split(jax.random.key(3), seeds)
 
-    def draw(key, point):  # per seed, inside the program: its init, then its batch order
-        init_key, train_key = jax.random.split(key)
-        _, p, state = model.init(init_key, (64,))
-        return {"key": train_key, "params": p, "state": state}
-
     out = {}
     for label, clip in (("no clipping", None), (f"clip_norm={CLIP:g}", CLIP)):
         optimizer = optim.sgd(EXPLODE_LR)
@@ -160,9 +166,9 @@ def _exploding(x, t, seeds: int, epochs: int, with_fit: bool = True):
             EXPLODE_BATCH,
             epochs,
             (x, t),
-            lambda point: (point["params"], point["state"]),
+            drawn_start,
             keys,
-            draw=draw,
+            draw=init_inside(model, (64,)),  # per seed: its init, then its batch order
             evaluate=lambda p, s, point: evaluate(p, x, t, s)[0],
             evaluate_start=True,  # the loss before the first step too
         )
